@@ -1,0 +1,39 @@
+# switchboard: `make run` starts the gateway, `make test` installs what is missing, builds and tests.
+.PHONY: deps build test test-release test-asan test-tsan bench run format clean
+
+JOBS ?= 2
+
+deps:
+	@bash scripts/install-deps.sh
+
+build: deps
+	cmake --preset release >/dev/null
+	cmake --build --preset release -j $(JOBS)
+
+test-release: build
+	ctest --preset release -j $(JOBS)
+
+# Sanitizer runs cover the logic modules, which never include Beast.
+test-asan: deps
+	cmake --preset debug >/dev/null
+	cmake --build --preset debug -j $(JOBS)
+	ctest --preset debug -j $(JOBS)
+
+test-tsan: deps
+	cmake --preset tsan >/dev/null
+	cmake --build --preset tsan -j $(JOBS)
+	setarch $$(uname -m) -R ctest --preset tsan -j $(JOBS)
+
+test: test-release test-asan test-tsan
+
+bench: build
+	./build/switchboard_bench
+
+run: build
+	./build/switchboard serve --config examples/switchboard.yaml
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+clean:
+	rm -rf build build-debug build-tsan

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages switchboard needs to build, test and benchmark.
+# Idempotent: does nothing (and needs no root) when every package is already present.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ninja-build ccache pkg-config git
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
+  libssl-dev libsqlite3-dev sqlite3 libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
+  prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}" >&2
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    SUDO="sudo -n"
+  else
+    echo "install-deps: missing packages (${missing[*]}) and not root; rerun as root or install them with sudo" >&2
+    exit 1
+  fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# --no-install-recommends keeps Boost 1.74's libboost-dev from being pulled in beside 1.81.
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+if dpkg-query -W -f='${Status}' libboost-dev 2>/dev/null | grep -q "install ok installed"; then
+  echo "install-deps: warning: libboost-dev (Boost 1.74) is installed beside 1.81; remove it" >&2
+fi

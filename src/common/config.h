@@ -1,0 +1,239 @@
+// Configuration: the typed form of switchboard.yaml (DESIGN.md "Configuration").
+//
+// `load_config_*` parses YAML, applies `SWITCHBOARD__A__B=value` environment overrides (values
+// parsed and checked exactly like file values), resolves `env:NAME` references, fills every
+// default, and validates. It reports every error it finds, each with its path
+// (`providers.openai.limits.rpm`), the YAML line and column (1-based), or the environment
+// variable that set the value. A Config that comes back is complete and valid: later modules never
+// re-check it.
+//
+// Thread-safety: Config is a plain value; share it as `std::shared_ptr<const Config>`.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace switchboard {
+
+// Per key; 0 means no limit.
+struct RateLimits {
+  int64_t rpm = 0;
+  int64_t tpm = 0;
+  int64_t rpd = 0;
+  int64_t tpd = 0;
+  int64_t max_concurrent = 0;
+  // Daily windows (rpd/tpd) reset at this UTC hour, or roll over the last 24 h when negative.
+  int daily_reset_hour_utc = 0;
+  bool daily_rolling() const { return daily_reset_hour_utc < 0; }
+};
+
+struct CooldownConfig {
+  int64_t initial_ms = 1000;
+  double multiplier = 2.0;
+  int64_t max_ms = 300000;
+  double jitter = 0.2;  // fraction of the backoff added on top, uniformly in [0, jitter]
+};
+
+struct BreakerConfig {
+  int window = 20;
+  int min_calls = 5;
+  double failure_rate = 0.5;
+  int64_t slow_call_ms = 60000;
+  double slow_call_rate = 0.8;
+  int64_t open_ms = 30000;
+  double open_multiplier = 2.0;  // growth of open time on repeated openings
+  int64_t max_open_ms = 300000;  // cap of that growth
+  int half_open_probes = 2;
+  int64_t half_open_timeout_ms = 120000;  // probes that never report back: reopen after this
+  bool count_rate_limits = false;         // do 429s count as failures?
+};
+
+struct RetryConfig {
+  int max_attempts = 6;
+  int64_t budget_ms = 120000;
+  int64_t wait_for_key_ms = 10000;
+};
+
+struct LearningConfig {
+  double prior_alpha = 1.0;
+  double prior_beta = 1.0;
+  double half_life = 100;  // outcomes per (category, model)
+  double explore = 0.05;
+  double quality_tolerance = 0.05;
+  // Score weights of the learned strategy (see routing/routing.h for the formula).
+  double weight_success = 1.0;
+  double weight_tier = 0.3;
+  double weight_cost = 0.2;
+  double weight_latency = 0.1;
+};
+
+enum class Tier { kSpeed, kBalanced, kFlagship };
+enum class Complexity { kSimple, kModerate, kHigh, kCritical };
+
+struct RoutingConfig {
+  // Preferred tiers per complexity, best first.
+  std::map<Complexity, std::vector<Tier>> complexity_tiers = {
+      {Complexity::kSimple, {Tier::kSpeed}},
+      {Complexity::kModerate, {Tier::kBalanced}},
+      {Complexity::kHigh, {Tier::kFlagship, Tier::kBalanced}},
+      {Complexity::kCritical, {Tier::kFlagship}},
+  };
+  Complexity default_complexity = Complexity::kModerate;
+};
+
+enum class ProviderKind { kOpenAI, kAnthropic, kMock };
+enum class KeySelection { kRoundRobin, kLeastLoaded };
+
+struct KeyConfig {
+  std::string id;      // "provider#N", N counted from 1 in configuration order
+  std::string secret;  // never logged, stored or shown
+  double weight = 1.0;
+  std::string fingerprint() const;  // "sha256:" + first 12 hex digits of SHA-256(secret)
+};
+
+struct ProviderConfig {
+  std::string name;
+  ProviderKind kind = ProviderKind::kOpenAI;
+  std::string base_url;
+  std::vector<KeyConfig> keys;
+  RateLimits limits;
+  int64_t timeout_ms = 600000;
+  KeySelection selection = KeySelection::kRoundRobin;
+  CooldownConfig cooldown;  // global `cooldown`, overridden by the provider's own
+  BreakerConfig breaker;    // global `breaker`, overridden by the provider's own
+};
+
+struct ModelCost {
+  double input_per_mtok = 0;
+  double output_per_mtok = 0;
+};
+
+struct ModelConfig {
+  std::string name;
+  std::string provider;
+  std::string upstream;  // defaults to name
+  Tier tier = Tier::kBalanced;
+  ModelCost cost;
+  int64_t context_window = 128000;
+  std::vector<std::string> strengths;
+  double weight = 1.0;  // for the `weighted` strategy
+};
+
+enum class RouteStrategy { kLearned, kOrdered, kWeighted, kCheapest };
+
+struct RouteConfig {
+  std::string name;
+  RouteStrategy strategy = RouteStrategy::kLearned;
+  std::vector<std::vector<std::string>> layers;  // model names
+};
+
+enum class SyncMode { kNormal, kFull };
+
+struct StateConfig {
+  std::string backend = "sqlite";
+  std::string path = "./switchboard.db";
+  SyncMode synchronous = SyncMode::kNormal;
+  int64_t busy_timeout_ms = 5000;
+  int64_t batch_ms = 20;           // group commit interval
+  int64_t batch_max = 1000;        // or this many events, whichever first
+  int64_t queue_capacity = 65536;  // events waiting for the writer
+  int64_t retention_days = 30;     // outcomes older than this are pruned; 0 keeps all
+};
+
+struct AuthConfig {
+  std::vector<std::string> gateway_keys;  // secrets
+  std::string admin_key;                  // secret; empty = admin API open on loopback only
+  bool allow_open = false;
+};
+
+struct ServerConfig {
+  int threads = 0;  // 0 = number of cores
+  int64_t max_body_bytes = 8 << 20;
+  int64_t max_header_bytes = 64 << 10;
+  int64_t request_timeout_ms = 600000;
+  int64_t idle_timeout_ms = 60000;
+  int64_t max_connections = 10000;
+  int64_t shutdown_grace_ms = 30000;
+};
+
+struct LogConfig {
+  std::string level = "info";
+  bool json = false;
+  bool access_log = true;
+};
+
+struct Config {
+  std::string listen = "127.0.0.1:8400";
+  ServerConfig server;
+  StateConfig state;
+  AuthConfig auth;
+  LogConfig log;
+  std::vector<ProviderConfig> providers;  // in file order
+  std::vector<ModelConfig> models;
+  std::vector<RouteConfig> routes;
+  CooldownConfig cooldown;
+  BreakerConfig breaker;
+  RetryConfig retry;
+  LearningConfig learning;
+  RoutingConfig routing;
+
+  const ProviderConfig* find_provider(const std::string& name) const;
+  const ModelConfig* find_model(const std::string& name) const;
+  const RouteConfig* find_route(const std::string& name) const;
+  // Every secret in the configuration with its id, for log redaction.
+  std::vector<std::pair<std::string, std::string>> secrets() const;
+};
+
+struct ConfigError {
+  std::string path;    // "providers.openai.limits.rpm"
+  std::string source;  // file name, or "env SWITCHBOARD__..." for overrides
+  int line = 0;        // 1-based; 0 when not from a file position
+  int column = 0;
+  std::string message;
+  // "switchboard.yaml:12:7: providers.openai.limits.rpm: must be >= 0"
+  std::string to_string() const;
+};
+
+// Where `env:NAME` references and SWITCHBOARD__ overrides are read from (injectable for tests).
+class Environment {
+ public:
+  static Environment from_process();
+  static Environment from_map(std::map<std::string, std::string> vars) {
+    Environment e;
+    e.vars_ = std::move(vars);
+    return e;
+  }
+  std::optional<std::string> get(const std::string& name) const;
+  const std::map<std::string, std::string>& vars() const { return vars_; }
+
+ private:
+  std::map<std::string, std::string> vars_;
+};
+
+struct ConfigLoad {
+  std::optional<Config> config;  // set only when errors is empty
+  std::vector<ConfigError> errors;
+  bool ok() const { return errors.empty() && config.has_value(); }
+};
+
+ConfigLoad load_config_file(const std::string& path, const Environment& env);
+ConfigLoad load_config_string(const std::string& yaml, const std::string& source_name,
+                              const Environment& env);
+// The built-in configuration used when no file is given: providers from OPENAI_API_KEYS,
+// ANTHROPIC_API_KEYS, ... when set, else the in-process mock.
+ConfigLoad default_config(const Environment& env);
+
+// The normalised configuration as YAML, secrets replaced by their key ids and fingerprints.
+std::string dump_config(const Config& config);
+
+std::string_view to_string(Tier t);
+std::string_view to_string(Complexity c);
+std::string_view to_string(ProviderKind k);
+std::string_view to_string(RouteStrategy s);
+std::optional<Tier> parse_tier(std::string_view s);
+std::optional<Complexity> parse_complexity(std::string_view s);
+
+}  // namespace switchboard

@@ -1,0 +1,184 @@
+#include "common/log.h"
+
+#include <spdlog/details/log_msg.h>
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/base_sink.h>
+#include <spdlog/sinks/stdout_sinks.h>
+
+#include <algorithm>
+#include <chrono>
+#include <mutex>
+#include <shared_mutex>
+#include <utility>
+#include <vector>
+
+namespace switchboard::log {
+namespace {
+
+struct Secrets {
+  std::shared_mutex mu;
+  std::vector<std::pair<std::string, std::string>> items;  // longest secret first
+};
+
+Secrets& secrets() {
+  static Secrets s;
+  return s;
+}
+
+class JsonFormatter final : public spdlog::formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
+    std::string line;
+    line.reserve(msg.payload.size() + 96);
+    auto us = std::chrono::duration_cast<std::chrono::microseconds>(msg.time.time_since_epoch());
+    line += "{\"ts\":";
+    line += std::to_string(static_cast<double>(us.count()) / 1e6);
+    line += ",\"level\":\"";
+    auto lv = spdlog::level::to_string_view(msg.level);
+    line.append(lv.data(), lv.size());
+    line += "\",\"logger\":\"";
+    append_json_escaped(line, std::string_view(msg.logger_name.data(), msg.logger_name.size()));
+    line += "\",\"msg\":\"";
+    append_json_escaped(line, std::string_view(msg.payload.data(), msg.payload.size()));
+    line += "\"}\n";
+    dest.append(line.data(), line.data() + line.size());
+  }
+  std::unique_ptr<spdlog::formatter> clone() const override {
+    return std::make_unique<JsonFormatter>();
+  }
+};
+
+std::unique_ptr<spdlog::formatter> make_formatter(Format format) {
+  if (format == Format::kJson) return std::make_unique<JsonFormatter>();
+  return std::make_unique<spdlog::pattern_formatter>("%Y-%m-%dT%H:%M:%S.%fZ %^%l%$ %v",
+                                                     spdlog::pattern_time_type::utc);
+}
+
+// Redacts the payload, then hands the message to the real sink. Redaction happens here, at the
+// one place every line passes, so no call site can forget it.
+class RedactingSink final : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  void set_inner(std::shared_ptr<spdlog::sinks::sink> inner) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    inner_ = std::move(inner);
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (!inner_) return;
+    std::string payload = redact(std::string_view(msg.payload.data(), msg.payload.size()));
+    spdlog::details::log_msg copy = msg;
+    copy.payload = spdlog::string_view_t(payload.data(), payload.size());
+    inner_->log(copy);
+  }
+  void flush_() override {
+    if (inner_) inner_->flush();
+  }
+
+ private:
+  std::shared_ptr<spdlog::sinks::sink> inner_;
+};
+
+struct State {
+  std::shared_ptr<RedactingSink> sink = std::make_shared<RedactingSink>();
+  std::shared_ptr<spdlog::logger> logger;
+  State() {
+    auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+    err->set_formatter(make_formatter(Format::kText));
+    sink->set_inner(err);
+    logger = std::make_shared<spdlog::logger>("switchboard", sink);
+    logger->set_level(spdlog::level::info);
+    logger->flush_on(spdlog::level::warn);
+  }
+};
+
+State& state() {
+  static State s;
+  return s;
+}
+
+}  // namespace
+
+void init(std::string_view level, Format format) {
+  auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  set_sink(err, format);
+  state().logger->set_level(spdlog::level::from_str(std::string(level)));
+}
+
+void set_sink(std::shared_ptr<spdlog::sinks::sink> sink, Format format) {
+  sink->set_formatter(make_formatter(format));
+  state().sink->set_inner(std::move(sink));
+}
+
+void add_secret(std::string secret, std::string id) {
+  if (secret.empty()) return;
+  auto& s = secrets();
+  std::unique_lock lock(s.mu);
+  for (auto& [sec, existing] : s.items) {
+    if (sec == secret) {
+      existing = std::move(id);
+      return;
+    }
+  }
+  s.items.emplace_back(std::move(secret), std::move(id));
+  std::sort(s.items.begin(), s.items.end(),
+            [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+}
+
+void clear_secrets() {
+  auto& s = secrets();
+  std::unique_lock lock(s.mu);
+  s.items.clear();
+}
+
+std::string redact(std::string_view text) {
+  std::string out(text);
+  auto& s = secrets();
+  std::shared_lock lock(s.mu);
+  for (const auto& [secret, id] : s.items) {
+    std::string replacement = "[" + id + "]";
+    size_t pos = 0;
+    while ((pos = out.find(secret, pos)) != std::string::npos) {
+      out.replace(pos, secret.size(), replacement);
+      pos += replacement.size();
+    }
+  }
+  return out;
+}
+
+spdlog::logger& logger() {
+  return *state().logger;
+}
+
+void append_json_escaped(std::string& out, std::string_view s) {
+  static const char* kHex = "0123456789abcdef";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c < 0x20) {
+          out += "\\u00";
+          out += kHex[c >> 4];
+          out += kHex[c & 0xf];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+}
+
+}  // namespace switchboard::log

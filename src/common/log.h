@@ -1,0 +1,54 @@
+// Logging: spdlog behind a small facade, with secret redaction at the sink.
+//
+// Every configured secret (provider API keys, gateway keys, the admin key) is registered with
+// `add_secret(secret, id)`; any log line that would contain it has it replaced by its id
+// (e.g. `openai#2`) before the line reaches any sink, whatever the caller formatted. Output is
+// plain text or JSON lines (`{"ts":…,"level":…,"logger":…,"msg":…}`), to stderr by default.
+//
+// Thread-safety: all functions may be called from any thread; `init` and `set_sink` replace the
+// sink atomically with respect to logging calls.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace switchboard::log {
+
+enum class Format { kText, kJson };
+
+// Configures the process logger: level name (trace|debug|info|warn|error|off) and format.
+void init(std::string_view level, Format format);
+// Replaces the destination (tests capture output with an ostream sink). Redaction still applies.
+void set_sink(std::shared_ptr<spdlog::sinks::sink> sink, Format format);
+
+void add_secret(std::string secret, std::string id);
+void clear_secrets();
+// The text with every registered secret replaced by its id.
+std::string redact(std::string_view text);
+
+spdlog::logger& logger();
+
+template <typename... Args>
+void debug(spdlog::format_string_t<Args...> f, Args&&... args) {
+  logger().debug(f, std::forward<Args>(args)...);
+}
+template <typename... Args>
+void info(spdlog::format_string_t<Args...> f, Args&&... args) {
+  logger().info(f, std::forward<Args>(args)...);
+}
+template <typename... Args>
+void warn(spdlog::format_string_t<Args...> f, Args&&... args) {
+  logger().warn(f, std::forward<Args>(args)...);
+}
+template <typename... Args>
+void error(spdlog::format_string_t<Args...> f, Args&&... args) {
+  logger().error(f, std::forward<Args>(args)...);
+}
+
+// Appends `s` to `out` as the body of a JSON string (quotes not included).
+void append_json_escaped(std::string& out, std::string_view s);
+
+}  // namespace switchboard::log
