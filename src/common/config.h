@@ -104,6 +104,8 @@ struct ProviderConfig {
   KeySelection selection = KeySelection::kRoundRobin;
   CooldownConfig cooldown;  // global `cooldown`, overridden by the provider's own
   BreakerConfig breaker;    // global `breaker`, overridden by the provider's own
+  // True when `mock_if_no_keys` turned a real provider into the in-process mock (no keys set).
+  bool mock_substitute = false;
 };
 
 struct ModelCost {

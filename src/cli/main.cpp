@@ -1,0 +1,106 @@
+// switchboard: the one binary. Each subcommand parses its flags here and calls into a module.
+// Exit codes (DESIGN.md): 0 ok, 1 runtime failure, 2 bad usage or invalid configuration.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <iostream>
+#include <string>
+
+#include "common/config.h"
+
+namespace {
+
+using switchboard::ConfigLoad;
+using switchboard::Environment;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+void print_errors(const ConfigLoad& load) {
+  for (const auto& e : load.errors) std::cerr << e.to_string() << "\n";
+  std::cerr << load.errors.size() << (load.errors.size() == 1 ? " error" : " errors") << "\n";
+}
+
+int cmd_check_config(const std::string& file) {
+  auto load = switchboard::load_config_file(file, Environment::from_process());
+  if (!load.ok()) {
+    print_errors(load);
+    return kExitUsage;
+  }
+  std::cout << switchboard::dump_config(*load.config);
+  std::cerr << file << ": ok\n";
+  return kExitOk;
+}
+
+int not_in_this_build(const std::string& what) {
+  std::cerr << "switchboard: '" << what
+            << "' is not available in this build yet (see the project's open issues)\n";
+  return kExitRuntime;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"switchboard: an LLM gateway that routes, rotates keys, fails over and learns"};
+  app.require_subcommand(0, 1);
+  bool version = false;
+  app.add_flag("--version", version, "print the version and exit");
+
+  std::string check_file;
+  auto* check = app.add_subcommand("check-config", "validate a configuration file");
+  check->add_option("FILE", check_file, "configuration file")->required();
+
+  std::string serve_config, serve_listen;
+  auto* serve = app.add_subcommand("serve", "run the gateway");
+  serve->add_option("--config", serve_config, "configuration file");
+  serve->add_option("--listen", serve_listen, "HOST:PORT to listen on");
+
+  auto* route = app.add_subcommand("route", "print the fallback plan for a request, as JSON");
+  std::string route_config, route_model, route_complexity, route_category;
+  uint64_t route_seed = 0;
+  route->add_option("--config", route_config, "configuration file")->required();
+  route->add_option("--model", route_model, "route, model or provider/upstream name")->required();
+  route->add_option("--complexity", route_complexity, "simple | moderate | high | critical");
+  route->add_option("--category", route_category, "task category");
+  route->add_option("--seed", route_seed, "seed for the learned strategy's sampling");
+
+  std::string admin_url = "http://127.0.0.1:8400";
+  bool admin_json = false;
+  for (const char* name : {"keys", "breakers", "models"}) {
+    auto* sub = app.add_subcommand(name, std::string("show ") + name + " of a running gateway");
+    sub->add_option("--url", admin_url, "gateway URL");
+    sub->add_flag("--json", admin_json, "print JSON instead of a table");
+  }
+
+  auto* mock = app.add_subcommand("mock-provider", "run a fake OpenAI-compatible upstream");
+  std::string mock_listen, mock_scenario;
+  mock->add_option("--listen", mock_listen, "HOST:PORT")->required();
+  mock->add_option("--scenario", mock_scenario, "scenario file");
+
+  auto* stats = app.add_subcommand("stats", "per-model statistics from a store");
+  std::string stats_db = "./switchboard.db";
+  stats->add_option("--db", stats_db, "database path");
+
+  auto* workflow = app.add_subcommand("workflow", "durable workflows");
+  workflow->require_subcommand(1);
+  for (const char* name : {"run", "resume", "cancel", "list", "show"}) {
+    auto* sub = workflow->add_subcommand(name, std::string("workflow ") + name);
+    sub->allow_extras();
+  }
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+
+  if (version) {
+    std::cout << "switchboard " << SWITCHBOARD_VERSION << "\n";
+    return kExitOk;
+  }
+  if (*check) return cmd_check_config(check_file);
+  for (auto* sub : app.get_subcommands()) return not_in_this_build(sub->get_name());
+  std::cout << app.help();
+  return kExitUsage;
+}

@@ -1,0 +1,267 @@
+#include "common/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+namespace switchboard {
+namespace {
+
+Environment no_env() {
+  return Environment::from_map({});
+}
+
+const char* kMinimal = R"(
+providers:
+  openai:
+    kind: openai
+    keys: env:TEST_OPENAI_KEYS
+    limits: { rpm: 100 }
+models:
+  small: { provider: openai, tier: speed }
+routes:
+  auto:
+    layers: [[small]]
+)";
+
+TEST(ConfigTest, EmptyFileGivesDesignDefaults) {
+  auto load = load_config_string("", "empty.yaml", no_env());
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const Config& c = *load.config;
+  EXPECT_EQ(c.listen, "127.0.0.1:8400");
+  EXPECT_EQ(c.state.backend, "sqlite");
+  EXPECT_EQ(c.state.path, "./switchboard.db");
+  EXPECT_EQ(c.cooldown.initial_ms, 1000);
+  EXPECT_DOUBLE_EQ(c.cooldown.multiplier, 2.0);
+  EXPECT_EQ(c.cooldown.max_ms, 300000);
+  EXPECT_DOUBLE_EQ(c.cooldown.jitter, 0.2);
+  EXPECT_EQ(c.breaker.window, 20);
+  EXPECT_EQ(c.breaker.min_calls, 5);
+  EXPECT_DOUBLE_EQ(c.breaker.failure_rate, 0.5);
+  EXPECT_EQ(c.breaker.slow_call_ms, 60000);
+  EXPECT_DOUBLE_EQ(c.breaker.slow_call_rate, 0.8);
+  EXPECT_EQ(c.breaker.open_ms, 30000);
+  EXPECT_EQ(c.breaker.half_open_probes, 2);
+  EXPECT_EQ(c.retry.max_attempts, 6);
+  EXPECT_EQ(c.retry.budget_ms, 120000);
+  EXPECT_EQ(c.retry.wait_for_key_ms, 10000);
+  EXPECT_DOUBLE_EQ(c.learning.prior_alpha, 1);
+  EXPECT_DOUBLE_EQ(c.learning.half_life, 100);
+  EXPECT_DOUBLE_EQ(c.learning.explore, 0.05);
+}
+
+TEST(ConfigTest, KeysFromEnvironmentGetIdsInOrder) {
+  auto load = load_config_string(kMinimal, "t.yaml",
+                                 Environment::from_map({{"TEST_OPENAI_KEYS", "sk-a, sk-b,,sk-c"}}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const auto* p = load.config->find_provider("openai");
+  ASSERT_NE(p, nullptr);
+  ASSERT_EQ(p->keys.size(), 3u);
+  EXPECT_EQ(p->keys[0].id, "openai#1");
+  EXPECT_EQ(p->keys[0].secret, "sk-a");
+  EXPECT_EQ(p->keys[2].id, "openai#3");
+  EXPECT_EQ(p->keys[2].secret, "sk-c");
+  EXPECT_EQ(p->limits.rpm, 100);
+  EXPECT_EQ(p->base_url, "https://api.openai.com/v1");
+  // Provider sections inherit the global cooldown and breaker.
+  EXPECT_EQ(p->breaker.open_ms, load.config->breaker.open_ms);
+  EXPECT_EQ(load.config->find_model("small")->upstream, "small");
+}
+
+TEST(ConfigTest, KeyListWithWeightsAndEnvEntries) {
+  const char* yaml = R"(
+providers:
+  p:
+    kind: openai
+    base_url: http://127.0.0.1:9000/v1/
+    keys: [literal-key, env:ONE_KEY, { key: weighted-key, weight: 3 }]
+)";
+  auto load = load_config_string(yaml, "t.yaml", Environment::from_map({{"ONE_KEY", "from-env"}}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const auto& keys = load.config->providers[0].keys;
+  ASSERT_EQ(keys.size(), 3u);
+  EXPECT_EQ(keys[1].secret, "from-env");
+  EXPECT_DOUBLE_EQ(keys[2].weight, 3.0);
+  EXPECT_EQ(load.config->providers[0].base_url, "http://127.0.0.1:9000/v1");
+}
+
+TEST(ConfigTest, EnvOverrideTakesPrecedenceOverFile) {
+  const char* yaml = "breaker: { open_ms: 1000 }\n";
+  auto load = load_config_string(
+      yaml, "t.yaml", Environment::from_map({{"SWITCHBOARD__BREAKER__OPEN_MS", "5000"}}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  EXPECT_EQ(load.config->breaker.open_ms, 5000);
+}
+
+TEST(ConfigTest, EnvOverrideCreatesMissingSectionsAndReachesProviders) {
+  auto load = load_config_string(
+      kMinimal, "t.yaml",
+      Environment::from_map({{"TEST_OPENAI_KEYS", "sk-a"},
+                             {"SWITCHBOARD__RETRY__MAX_ATTEMPTS", "3"},
+                             {"SWITCHBOARD__PROVIDERS__OPENAI__LIMITS__RPM", "7"},
+                             {"SWITCHBOARD__LEARNING__PRIOR", "[2, 3]"}}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  EXPECT_EQ(load.config->retry.max_attempts, 3);
+  EXPECT_EQ(load.config->find_provider("openai")->limits.rpm, 7);
+  EXPECT_DOUBLE_EQ(load.config->learning.prior_alpha, 2);
+  EXPECT_DOUBLE_EQ(load.config->learning.prior_beta, 3);
+}
+
+TEST(ConfigTest, EnvOverrideIsTypeCheckedAndNamesTheVariable) {
+  auto load = load_config_string(
+      "", "t.yaml", Environment::from_map({{"SWITCHBOARD__BREAKER__OPEN_MS", "soon"}}));
+  ASSERT_FALSE(load.ok());
+  ASSERT_EQ(load.errors.size(), 1u);
+  EXPECT_EQ(load.errors[0].path, "breaker.open_ms");
+  EXPECT_EQ(load.errors[0].source, "env SWITCHBOARD__BREAKER__OPEN_MS");
+  EXPECT_NE(load.errors[0].message.find("integer"), std::string::npos);
+}
+
+TEST(ConfigTest, EnvOverrideOfUnknownKeyIsAnError) {
+  auto load = load_config_string(
+      "", "t.yaml", Environment::from_map({{"SWITCHBOARD__BREAKER__OPEN_SECONDS", "5"}}));
+  ASSERT_FALSE(load.ok());
+  EXPECT_EQ(load.errors[0].path, "breaker.open_seconds");
+  EXPECT_EQ(load.errors[0].source, "env SWITCHBOARD__BREAKER__OPEN_SECONDS");
+}
+
+TEST(ConfigTest, SingleUnderscoreVariablesAreNotOverrides) {
+  auto load = load_config_string(
+      "", "t.yaml", Environment::from_map({{"SWITCHBOARD_KEYS", "a,b"}, {"SWITCHBOARD_X", "1"}}));
+  EXPECT_TRUE(load.ok());
+}
+
+TEST(ConfigTest, ReportsEveryErrorNotOnlyTheFirst) {
+  const char* yaml = R"(
+breaker: { window: 0, failure_rate: 2 }
+retry: { max_attempts: many }
+bogus: 1
+)";
+  auto load = load_config_string(yaml, "t.yaml", no_env());
+  ASSERT_FALSE(load.ok());
+  std::vector<std::string> paths;
+  for (const auto& e : load.errors) paths.push_back(e.path);
+  EXPECT_EQ(load.errors.size(), 4u);
+  EXPECT_NE(std::find(paths.begin(), paths.end(), "breaker.window"), paths.end());
+  EXPECT_NE(std::find(paths.begin(), paths.end(), "breaker.failure_rate"), paths.end());
+  EXPECT_NE(std::find(paths.begin(), paths.end(), "retry.max_attempts"), paths.end());
+  EXPECT_NE(std::find(paths.begin(), paths.end(), "bogus"), paths.end());
+}
+
+TEST(ConfigTest, ProviderOverridesGlobalBreaker) {
+  const char* yaml = R"(
+breaker: { open_ms: 1000 }
+providers:
+  a: { kind: mock, breaker: { window: 50 } }
+  b: { kind: mock }
+)";
+  auto load = load_config_string(yaml, "t.yaml", no_env());
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  EXPECT_EQ(load.config->find_provider("a")->breaker.window, 50);
+  EXPECT_EQ(load.config->find_provider("a")->breaker.open_ms, 1000);
+  EXPECT_EQ(load.config->find_provider("b")->breaker.window, 20);
+}
+
+TEST(ConfigTest, MockIfNoKeysSubstitutesTheMock) {
+  const char* yaml = R"(
+providers:
+  openai: { kind: openai, keys: env:NOT_SET_ANYWHERE, mock_if_no_keys: true }
+models:
+  m: { provider: openai }
+routes:
+  auto: { layers: [m] }
+)";
+  auto load = load_config_string(yaml, "t.yaml", no_env());
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const auto* p = load.config->find_provider("openai");
+  EXPECT_EQ(p->kind, ProviderKind::kMock);
+  EXPECT_TRUE(p->mock_substitute);
+  EXPECT_EQ(p->keys.size(), 1u);
+}
+
+TEST(ConfigTest, DefaultConfigUsesRealProvidersWhenKeysAreSet) {
+  auto with = default_config(Environment::from_map({{"OPENAI_API_KEYS", "sk-real"}}));
+  ASSERT_TRUE(with.ok());
+  EXPECT_EQ(with.config->find_provider("openai")->kind, ProviderKind::kOpenAI);
+  EXPECT_EQ(with.config->find_provider("anthropic")->kind, ProviderKind::kMock);
+  auto without = default_config(no_env());
+  ASSERT_TRUE(without.ok());
+  EXPECT_EQ(without.config->find_provider("openai")->kind, ProviderKind::kMock);
+  EXPECT_NE(without.config->find_route("auto"), nullptr);
+}
+
+TEST(ConfigTest, DumpMasksSecrets) {
+  auto load = load_config_string(
+      std::string(kMinimal) +
+          "auth: { gateway_keys: [gw-secret-123], admin_key: adm-secret-456 }\n",
+      "t.yaml", Environment::from_map({{"TEST_OPENAI_KEYS", "sk-live-supersecret"}}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  std::string dump = dump_config(*load.config);
+  EXPECT_EQ(dump.find("sk-live-supersecret"), std::string::npos);
+  EXPECT_EQ(dump.find("gw-secret-123"), std::string::npos);
+  EXPECT_EQ(dump.find("adm-secret-456"), std::string::npos);
+  EXPECT_NE(dump.find("openai#1"), std::string::npos);
+  EXPECT_NE(dump.find(load.config->providers[0].keys[0].fingerprint()), std::string::npos);
+  // The dump is itself a valid configuration of the same shape (secrets aside).
+  EXPECT_NE(dump.find("layers: [[small]]"), std::string::npos);
+}
+
+TEST(ConfigTest, FingerprintIsStableAndHidesTheSecret) {
+  KeyConfig a{"p#1", "sk-abc", 1.0};
+  KeyConfig b{"p#2", "sk-abd", 1.0};
+  EXPECT_EQ(a.fingerprint(), (KeyConfig{"x", "sk-abc", 1.0}.fingerprint()));
+  EXPECT_NE(a.fingerprint(), b.fingerprint());
+  EXPECT_EQ(a.fingerprint().rfind("sha256:", 0), 0u);
+  EXPECT_EQ(a.fingerprint().find("sk-abc"), std::string::npos);
+}
+
+TEST(ConfigTest, ExampleConfigIsValid) {
+  auto load = load_config_file(SWITCHBOARD_EXAMPLE_CONFIG, no_env());
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  EXPECT_GE(load.config->routes.size(), 1u);
+}
+
+TEST(ConfigTest, MissingFileIsAnError) {
+  auto load = load_config_file("/nonexistent/switchboard.yaml", no_env());
+  ASSERT_FALSE(load.ok());
+  EXPECT_NE(load.errors[0].to_string().find("cannot read"), std::string::npos);
+}
+
+// Each tests/common/configs/bad_*.yaml states on its first line the path, line and column of the
+// error it must produce.
+TEST(ConfigTest, BadConfigurationsReportPathLineAndColumn) {
+  namespace fs = std::filesystem;
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(SWITCHBOARD_TEST_CONFIG_DIR)) {
+    std::string name = entry.path().filename().string();
+    if (name.rfind("bad_", 0) != 0) continue;
+    std::ifstream in(entry.path());
+    std::string first;
+    std::getline(in, first);
+    std::smatch m;
+    static const std::regex kExpect(R"(# expect: (\S+) (\d+):(\d+))");
+    ASSERT_TRUE(std::regex_match(first, m, kExpect)) << name;
+    std::string path = m[1] == "-" ? "" : std::string(m[1]);
+    int line = std::stoi(m[2]);
+    int col = std::stoi(m[3]);
+    auto load = load_config_file(entry.path().string(), no_env());
+    ASSERT_FALSE(load.ok()) << name << " was accepted";
+    bool found = false;
+    for (const auto& e : load.errors) {
+      if (e.path == path && e.line == line && e.column == col) found = true;
+    }
+    std::string all;
+    for (const auto& e : load.errors) all += e.to_string() + "\n";
+    EXPECT_TRUE(found) << name << ": expected " << path << " at " << line << ":" << col
+                       << ", got:\n"
+                       << all;
+    ++checked;
+  }
+  EXPECT_GE(checked, 12);
+}
+
+}  // namespace
+}  // namespace switchboard
