@@ -3,9 +3,11 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <random>
 #include <string>
 
 #include "common/config.h"
+#include "routing/routing.h"
 
 namespace {
 
@@ -29,6 +31,36 @@ int cmd_check_config(const std::string& file) {
   }
   std::cout << switchboard::dump_config(*load.config);
   std::cerr << file << ": ok\n";
+  return kExitOk;
+}
+
+int cmd_route(const std::string& file, const std::string& model, const std::string& complexity,
+              const std::string& category, uint64_t seed, bool seeded) {
+  auto load = switchboard::load_config_file(file, Environment::from_process());
+  if (!load.ok()) {
+    print_errors(load);
+    return kExitUsage;
+  }
+  switchboard::routing::RequestInfo req;
+  req.model = model;
+  req.category = category;
+  if (!complexity.empty()) {
+    req.complexity = switchboard::parse_complexity(complexity);
+    if (!req.complexity) {
+      std::cerr << "switchboard route: unknown complexity '" << complexity
+                << "' (expected simple | moderate | high | critical)\n";
+      return kExitUsage;
+    }
+  }
+  auto config = std::make_shared<const switchboard::Config>(std::move(*load.config));
+  switchboard::routing::Router router(config);
+  switchboard::routing::Rng rng(seeded ? seed : std::random_device{}());
+  auto plan = router.plan(req, rng);
+  if (!plan.ok()) {
+    std::cerr << "switchboard route: " << plan.status().message() << "\n";
+    return plan.status().code() == switchboard::StatusCode::kNotFound ? kExitUsage : kExitRuntime;
+  }
+  std::cout << plan->to_json() << "\n";
   return kExitOk;
 }
 
@@ -62,7 +94,8 @@ int main(int argc, char** argv) {
   route->add_option("--model", route_model, "route, model or provider/upstream name")->required();
   route->add_option("--complexity", route_complexity, "simple | moderate | high | critical");
   route->add_option("--category", route_category, "task category");
-  route->add_option("--seed", route_seed, "seed for the learned strategy's sampling");
+  auto* seed_opt =
+      route->add_option("--seed", route_seed, "seed for the learned strategy's sampling");
 
   std::string admin_url = "http://127.0.0.1:8400";
   bool admin_json = false;
@@ -100,6 +133,9 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (*check) return cmd_check_config(check_file);
+  if (*route)
+    return cmd_route(route_config, route_model, route_complexity, route_category, route_seed,
+                     seed_opt->count() > 0);
   for (auto* sub : app.get_subcommands()) return not_in_this_build(sub->get_name());
   std::cout << app.help();
   return kExitUsage;

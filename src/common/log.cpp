@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "common/json.h"
+
 namespace switchboard::log {
 namespace {
 
@@ -37,9 +39,9 @@ class JsonFormatter final : public spdlog::formatter {
     auto lv = spdlog::level::to_string_view(msg.level);
     line.append(lv.data(), lv.size());
     line += "\",\"logger\":\"";
-    append_json_escaped(line, std::string_view(msg.logger_name.data(), msg.logger_name.size()));
+    json::append_escaped(line, std::string_view(msg.logger_name.data(), msg.logger_name.size()));
     line += "\",\"msg\":\"";
-    append_json_escaped(line, std::string_view(msg.payload.data(), msg.payload.size()));
+    json::append_escaped(line, std::string_view(msg.payload.data(), msg.payload.size()));
     line += "\"}\n";
     dest.append(line.data(), line.data() + line.size());
   }
@@ -148,37 +150,6 @@ std::string redact(std::string_view text) {
 
 spdlog::logger& logger() {
   return *state().logger;
-}
-
-void append_json_escaped(std::string& out, std::string_view s) {
-  static const char* kHex = "0123456789abcdef";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += kHex[c >> 4];
-          out += kHex[c & 0xf];
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
 }
 
 }  // namespace switchboard::log

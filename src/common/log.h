@@ -48,7 +48,4 @@ void error(spdlog::format_string_t<Args...> f, Args&&... args) {
   logger().error(f, std::forward<Args>(args)...);
 }
 
-// Appends `s` to `out` as the body of a JSON string (quotes not included).
-void append_json_escaped(std::string& out, std::string_view s);
-
 }  // namespace switchboard::log

@@ -1,0 +1,20 @@
+// JSON helpers for hand-written output on hot or simple paths (logs, plans, tables).
+// Parsing and full documents use Boost.JSON in the modules that need it.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace switchboard::json {
+
+// Appends `s` as the body of a JSON string (no quotes), escaping quotes, backslashes and
+// control characters. Bytes >= 0x80 pass through unchanged (callers validate UTF-8 upstream).
+void append_escaped(std::string& out, std::string_view s);
+
+// `"s"` with escaping.
+std::string quote(std::string_view s);
+
+// A finite double in shortest round-trip form; NaN and infinities become null.
+std::string number(double v);
+
+}  // namespace switchboard::json

@@ -1,0 +1,528 @@
+#include <algorithm>
+#include <cmath>
+#include <mutex>
+#include <unordered_map>
+
+#include "common/json.h"
+#include "routing/routing.h"
+
+namespace switchboard::routing {
+namespace {
+
+// Output tokens assumed for cost estimates when the request gives no max_tokens.
+constexpr int64_t kDefaultOutputTokens = 512;
+
+struct StringHash {
+  using is_transparent = void;
+  size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+template <typename V>
+using StringMap = std::unordered_map<std::string, V, StringHash, std::equal_to<>>;
+
+struct Post {
+  double alpha;
+  double beta;
+  uint64_t outcomes = 0;
+  uint64_t last_id = 0;
+};
+
+struct Stat {
+  uint64_t requests = 0;
+  uint64_t successes = 0;
+  double ewma_us = 0;
+  double p95_us = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double spend = 0;
+  uint64_t last_id = 0;
+};
+
+double estimate_cost(const ModelConfig& m, const RequestInfo& r) {
+  int64_t out = r.max_tokens > 0 ? r.max_tokens : kDefaultOutputTokens;
+  return (double(r.prompt_tokens) * m.cost.input_per_mtok + double(out) * m.cost.output_per_mtok) /
+         1e6;
+}
+
+std::string fmt_double(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.4g", v);
+  return buf;
+}
+
+}  // namespace
+
+int64_t estimate_tokens(std::string_view text) {
+  if (text.empty()) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>((text.size() + 3) / 4));
+}
+
+struct RouteIdx {
+  RouteStrategy strategy;
+  std::vector<std::vector<int>> layers;
+};
+
+struct Router::Impl {
+  const Config& cfg;
+  BreakerProbe breaker_open;
+  StringMap<int> model_index;
+  StringMap<RouteIdx> routes;
+  double gamma;  // per-outcome decay factor
+
+  mutable std::mutex post_mu;
+  StringMap<std::vector<Post>> posteriors;  // category → per model index
+
+  mutable std::mutex stat_mu;
+  std::vector<Stat> stats;      // per model index
+  StringMap<Stat> extra_stats;  // direct provider/upstream requests outside the catalog
+
+  Impl(const Config& c, BreakerProbe probe) : cfg(c), breaker_open(std::move(probe)) {
+    for (size_t i = 0; i < cfg.models.size(); ++i) model_index.emplace(cfg.models[i].name, int(i));
+    for (const auto& r : cfg.routes) {
+      RouteIdx ri{r.strategy, {}};
+      for (const auto& layer : r.layers) {
+        std::vector<int> idx;
+        for (const auto& m : layer) idx.push_back(model_index.at(m));
+        ri.layers.push_back(std::move(idx));
+      }
+      routes.emplace(r.name, std::move(ri));
+    }
+    gamma = std::pow(2.0, -1.0 / cfg.learning.half_life);
+    stats.resize(cfg.models.size());
+  }
+
+  std::vector<Post>& category_locked(std::string_view category) {
+    auto it = posteriors.find(category);
+    if (it != posteriors.end()) return it->second;
+    std::string key(category);
+    if (posteriors.size() >= kMaxCategories) key = "other";
+    auto [ins, _] = posteriors.try_emplace(key, cfg.models.size(),
+                                           Post{cfg.learning.prior_alpha, cfg.learning.prior_beta});
+    return ins->second;
+  }
+
+  const std::vector<Post>* find_category_locked(std::string_view category) const {
+    auto it = posteriors.find(category);
+    if (it == posteriors.end()) {
+      if (posteriors.size() >= kMaxCategories) it = posteriors.find(std::string_view("other"));
+      if (it == posteriors.end()) return nullptr;
+    }
+    return &it->second;
+  }
+};
+
+Router::Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open)
+    : config_(std::move(config)),
+      impl_(std::make_unique<Impl>(*config_, std::move(breaker_open))) {}
+
+Router::~Router() = default;
+
+Result<FallbackPlan> Router::plan(const RequestInfo& request) const {
+  return plan(request, Rng::for_this_thread());
+}
+
+Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
+  const Config& cfg = *config_;
+  const std::string category = req.category.empty() ? "default" : req.category;
+
+  // 1. What the client named: a route, a model, or provider/upstream-name.
+  std::vector<std::vector<int>> single;
+  const std::vector<std::vector<int>>* layers_ptr = &single;
+  RouteStrategy strategy = RouteStrategy::kOrdered;
+  std::string route_name = req.model;
+  if (auto rit = impl_->routes.find(req.model); rit != impl_->routes.end()) {
+    strategy = rit->second.strategy;
+    layers_ptr = &rit->second.layers;
+  } else if (auto it = impl_->model_index.find(req.model); it != impl_->model_index.end()) {
+    single.push_back({it->second});
+  } else if (auto slash = req.model.find('/'); slash != std::string::npos && slash > 0) {
+    std::string provider = req.model.substr(0, slash);
+    std::string upstream = req.model.substr(slash + 1);
+    if (!cfg.find_provider(provider) || upstream.empty()) {
+      return Status::not_found("unknown model '" + req.model + "'");
+    }
+    int found = -1;
+    for (size_t i = 0; i < cfg.models.size(); ++i) {
+      if (cfg.models[i].provider == provider && cfg.models[i].upstream == upstream) {
+        found = int(i);
+        break;
+      }
+    }
+    if (found < 0) {
+      // Not in the catalog: sent as named, with nothing known of its price or window.
+      bool open = impl_->breaker_open && impl_->breaker_open(provider, req.model);
+      return FallbackPlan::direct(config_, route_name, category, provider, upstream, open);
+    }
+    single.push_back({found});
+  } else {
+    return Status::not_found("unknown model '" + req.model + "'");
+  }
+
+  const auto& layers = *layers_ptr;
+
+  // 2. Candidate rules.
+  std::string excluded;
+  auto eligible = [&](const ModelConfig& m, double cost) {
+    std::string why;
+    if (req.prompt_tokens + req.max_tokens > m.context_window) {
+      why = "context window " + std::to_string(m.context_window) + " < " +
+            std::to_string(req.prompt_tokens + req.max_tokens) + " tokens";
+    } else if (req.max_cost_usd && cost > *req.max_cost_usd) {
+      why = "estimated cost $" + fmt_double(cost) + " > ceiling $" + fmt_double(*req.max_cost_usd);
+    } else {
+      for (const auto& s : req.required_strengths) {
+        if (std::find(m.strengths.begin(), m.strengths.end(), s) == m.strengths.end()) {
+          why = "lacks strength '" + s + "'";
+          break;
+        }
+      }
+    }
+    if (!why.empty()) excluded += (excluded.empty() ? "" : "; ") + m.name + ": " + why;
+    return why.empty();
+  };
+
+  const Complexity complexity = req.complexity.value_or(cfg.routing.default_complexity);
+  const std::vector<Tier>& preferred = cfg.routing.complexity_tiers.at(complexity);
+  auto tier_rank = [&](Tier t) -> size_t {
+    auto it = std::find(preferred.begin(), preferred.end(), t);
+    return it == preferred.end() ? preferred.size() : size_t(it - preferred.begin());
+  };
+
+  // Posteriors and latencies are copied under their locks once; sampling happens outside them.
+  std::vector<std::pair<double, double>> post(cfg.models.size(),
+                                              {cfg.learning.prior_alpha, cfg.learning.prior_beta});
+  std::vector<double> latency(cfg.models.size(), 0.0);
+  if (strategy == RouteStrategy::kLearned) {
+    {
+      std::lock_guard lock(impl_->post_mu);
+      if (const auto* cat = impl_->find_category_locked(category)) {
+        for (const auto& layer : layers)
+          for (int i : layer) post[i] = {(*cat)[i].alpha, (*cat)[i].beta};
+      }
+    }
+    std::lock_guard lock(impl_->stat_mu);
+    for (const auto& layer : layers)
+      for (int i : layer) latency[i] = impl_->stats[i].ewma_us;
+  }
+
+  struct Cand {
+    int idx;
+    double cost;
+    ScoreParts score;
+    bool good_enough = true;
+    bool explored = false;
+  };
+  std::vector<std::vector<Cand>> ordered_layers;
+  std::vector<bool> seen(cfg.models.size(), false);
+  for (const auto& layer : layers) {
+    std::vector<Cand> cands;
+    for (int i : layer) {
+      if (seen[i]) continue;  // a model listed in two layers is tried once, at its first layer
+      seen[i] = true;
+      double cost = estimate_cost(cfg.models[i], req);
+      if (eligible(cfg.models[i], cost)) cands.push_back(Cand{i, cost, {}});
+    }
+    if (cands.empty()) {
+      ordered_layers.emplace_back();
+      continue;
+    }
+    switch (strategy) {
+      case RouteStrategy::kOrdered:
+        break;
+      case RouteStrategy::kCheapest:
+        std::stable_sort(cands.begin(), cands.end(),
+                         [](const Cand& a, const Cand& b) { return a.cost < b.cost; });
+        break;
+      case RouteStrategy::kWeighted: {
+        // Weighted draw without replacement: sort by u^(1/w) descending (Efraimidis–Spirakis).
+        for (auto& c : cands) {
+          double u = std::max(rng.uniform(), 1e-300);
+          c.score.total = std::pow(u, 1.0 / cfg.models[c.idx].weight);
+        }
+        std::sort(cands.begin(), cands.end(),
+                  [](const Cand& a, const Cand& b) { return a.score.total > b.score.total; });
+        break;
+      }
+      case RouteStrategy::kLearned: {
+        double max_cost = 0, max_lat = 0;
+        for (const auto& c : cands) {
+          max_cost = std::max(max_cost, c.cost);
+          max_lat = std::max(max_lat, latency[c.idx]);
+        }
+        const auto& w = cfg.learning;
+        double best = 0;
+        for (auto& c : cands) {
+          const ModelConfig& m = cfg.models[c.idx];
+          c.score.sample = rng.beta(post[c.idx].first, post[c.idx].second);
+          size_t rank = tier_rank(m.tier);
+          c.score.tier = rank == 0 ? 1.0 : (rank < preferred.size() ? 0.5 : 0.0);
+          c.score.cost = max_cost > 0 ? 1.0 - c.cost / max_cost : 1.0;
+          c.score.latency =
+              (max_lat > 0 && latency[c.idx] > 0) ? 1.0 - latency[c.idx] / max_lat : 0.5;
+          c.score.total = w.weight_success * c.score.sample + w.weight_tier * c.score.tier +
+                          w.weight_cost * c.score.cost + w.weight_latency * c.score.latency;
+          best = std::max(best, c.score.sample);
+        }
+        if (rng.uniform() < w.explore) {
+          for (size_t i = cands.size(); i > 1; --i) std::swap(cands[i - 1], cands[rng.next() % i]);
+          for (auto& c : cands) c.explored = true;
+        } else {
+          for (auto& c : cands) c.good_enough = c.score.sample >= best - w.quality_tolerance;
+          std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
+            if (a.good_enough != b.good_enough) return a.good_enough;
+            return a.score.total > b.score.total;
+          });
+        }
+        break;
+      }
+    }
+    ordered_layers.push_back(std::move(cands));
+  }
+
+  // 3. An explicit complexity hint moves layers holding a preferred-tier model ahead.
+  std::vector<size_t> layer_order(ordered_layers.size());
+  for (size_t i = 0; i < layer_order.size(); ++i) layer_order[i] = i;
+  if (strategy == RouteStrategy::kLearned && req.complexity) {
+    auto best_rank = [&](size_t l) {
+      size_t r = preferred.size();
+      for (const auto& c : ordered_layers[l]) r = std::min(r, tier_rank(cfg.models[c.idx].tier));
+      return r;
+    };
+    std::stable_sort(layer_order.begin(), layer_order.end(),
+                     [&](size_t a, size_t b) { return best_rank(a) < best_rank(b); });
+  }
+
+  // 4. Attempts, with open-breaker targets moved to the end.
+  std::vector<Attempt> open_tail;
+  std::vector<Attempt> attempts;
+  attempts.reserve(cfg.models.size());
+  for (size_t l : layer_order) {
+    for (const auto& c : ordered_layers[l]) {
+      const ModelConfig& m = cfg.models[c.idx];
+      Attempt a;
+      a.model = m.name;
+      a.provider = m.provider;
+      a.upstream = m.upstream;
+      a.layer = int(l);
+      a.estimated_cost_usd = c.cost;
+      a.score = c.score;
+      switch (strategy) {
+        case RouteStrategy::kOrdered:
+          a.placement = Placement::kAsWritten;
+          break;
+        case RouteStrategy::kCheapest:
+          a.placement = Placement::kCheapest;
+          break;
+        case RouteStrategy::kWeighted:
+          a.placement = Placement::kWeightedDraw;
+          break;
+        case RouteStrategy::kLearned:
+          a.placement = c.explored      ? Placement::kExplored
+                        : c.good_enough ? Placement::kWithinTolerance
+                                        : Placement::kOutsideTolerance;
+          break;
+      }
+      if (impl_->breaker_open && impl_->breaker_open(m.provider, m.name)) {
+        a.breaker_open = true;
+        a.placement = Placement::kBreakerOpen;
+        open_tail.push_back(a);
+      } else {
+        attempts.push_back(a);
+      }
+    }
+  }
+  attempts.insert(attempts.end(), open_tail.begin(), open_tail.end());
+  if (attempts.empty()) {
+    return Status::failed_precondition("no model of '" + req.model +
+                                       "' can serve this request: " + excluded);
+  }
+  return FallbackPlan(config_, std::move(route_name), category, to_string(strategy),
+                      std::move(attempts));
+}
+
+void Router::record(const Outcome& o) {
+  auto it = impl_->model_index.find(o.model);
+  if (it == impl_->model_index.end()) {
+    std::lock_guard lock(impl_->stat_mu);
+    auto& s = impl_->extra_stats[o.model];
+    s.requests++;
+    s.successes += o.success ? 1 : 0;
+    s.spend += o.cost_usd;
+    return;
+  }
+  const int idx = it->second;
+  if (o.counts_for_learning) {
+    const double r = std::clamp(o.reward, 0.0, 1.0);
+    const auto& L = impl_->cfg.learning;
+    std::lock_guard lock(impl_->post_mu);
+    Post& p = impl_->category_locked(o.category.empty() ? "default" : o.category)[idx];
+    if (o.id == 0 || o.id > p.last_id) {
+      p.alpha = L.prior_alpha + (p.alpha - L.prior_alpha) * impl_->gamma + r;
+      p.beta = L.prior_beta + (p.beta - L.prior_beta) * impl_->gamma + (1.0 - r);
+      p.outcomes++;
+      if (o.id) p.last_id = o.id;
+    }
+  }
+  std::lock_guard lock(impl_->stat_mu);
+  Stat& s = impl_->stats[idx];
+  if (o.id != 0 && o.id <= s.last_id) return;
+  if (o.id) s.last_id = o.id;
+  s.requests++;
+  s.successes += o.success ? 1 : 0;
+  s.tokens_in += o.tokens_in;
+  s.tokens_out += o.tokens_out;
+  s.spend += o.cost_usd;
+  if (o.latency_us > 0) {
+    const double x = double(o.latency_us);
+    if (s.ewma_us == 0) {
+      s.ewma_us = x;
+      s.p95_us = x;
+    } else {
+      s.ewma_us += 0.1 * (x - s.ewma_us);
+      // Stochastic quantile estimate: rises by 0.95·step above, falls by 0.05·step below.
+      const double step = 0.1 * s.ewma_us;
+      s.p95_us += x > s.p95_us ? 0.95 * step : -0.05 * step;
+      if (s.p95_us < 0) s.p95_us = 0;
+    }
+  }
+}
+
+RouterState Router::export_state() const {
+  RouterState st;
+  const Config& cfg = *config_;
+  {
+    std::lock_guard lock(impl_->post_mu);
+    for (const auto& [cat, vec] : impl_->posteriors) {
+      for (size_t i = 0; i < vec.size(); ++i) {
+        if (vec[i].outcomes == 0 && vec[i].last_id == 0) continue;
+        st.posteriors.push_back(Posterior{cat, cfg.models[i].name, vec[i].alpha, vec[i].beta,
+                                          vec[i].outcomes, vec[i].last_id});
+      }
+    }
+  }
+  std::lock_guard lock(impl_->stat_mu);
+  for (size_t i = 0; i < impl_->stats.size(); ++i) {
+    const Stat& s = impl_->stats[i];
+    if (s.requests == 0) continue;
+    st.stats.push_back(ModelStats{cfg.models[i].name, s.requests, s.successes, s.ewma_us, s.p95_us,
+                                  s.tokens_in, s.tokens_out, s.spend, s.last_id});
+  }
+  return st;
+}
+
+void Router::import_state(const RouterState& st) {
+  {
+    std::lock_guard lock(impl_->post_mu);
+    for (const auto& p : st.posteriors) {
+      auto it = impl_->model_index.find(p.model);
+      if (it == impl_->model_index.end()) continue;  // model since removed from the config
+      if (!(p.alpha > 0) || !(p.beta > 0)) continue;
+      Post& dst = impl_->category_locked(p.category)[it->second];
+      dst = Post{p.alpha, p.beta, p.outcomes, p.last_outcome_id};
+    }
+  }
+  std::lock_guard lock(impl_->stat_mu);
+  for (const auto& s : st.stats) {
+    auto it = impl_->model_index.find(s.model);
+    if (it == impl_->model_index.end()) continue;
+    impl_->stats[it->second] =
+        Stat{s.requests,  s.successes,  s.latency_ewma_us, s.latency_p95_us,
+             s.tokens_in, s.tokens_out, s.spend_usd,       s.last_outcome_id};
+  }
+}
+
+std::optional<Posterior> Router::posterior(std::string_view category,
+                                           std::string_view model) const {
+  auto it = impl_->model_index.find(model);
+  if (it == impl_->model_index.end()) return std::nullopt;
+  std::lock_guard lock(impl_->post_mu);
+  const auto* cat = impl_->find_category_locked(category.empty() ? "default" : category);
+  Posterior p{std::string(category),
+              std::string(model),
+              impl_->cfg.learning.prior_alpha,
+              impl_->cfg.learning.prior_beta,
+              0,
+              0};
+  if (cat) {
+    const Post& src = (*cat)[it->second];
+    p.alpha = src.alpha;
+    p.beta = src.beta;
+    p.outcomes = src.outcomes;
+    p.last_outcome_id = src.last_id;
+  }
+  return p;
+}
+
+std::optional<ModelStats> Router::stats(std::string_view model) const {
+  auto it = impl_->model_index.find(model);
+  if (it == impl_->model_index.end()) return std::nullopt;
+  std::lock_guard lock(impl_->stat_mu);
+  const Stat& s = impl_->stats[it->second];
+  return ModelStats{std::string(model), s.requests,   s.successes, s.ewma_us, s.p95_us,
+                    s.tokens_in,        s.tokens_out, s.spend,     s.last_id};
+}
+
+FallbackPlan FallbackPlan::direct(std::shared_ptr<const Config> config, std::string route,
+                                  std::string category, std::string provider, std::string upstream,
+                                  bool breaker_open) {
+  auto owned = std::make_shared<Owned>();
+  owned->model = provider + "/" + upstream;
+  owned->provider = std::move(provider);
+  owned->upstream = std::move(upstream);
+  Attempt a;
+  a.model = owned->model;
+  a.provider = owned->provider;
+  a.upstream = owned->upstream;
+  a.breaker_open = breaker_open;
+  a.placement = Placement::kDirect;
+  FallbackPlan plan(std::move(config), std::move(route), std::move(category), "direct", {a});
+  plan.owned_ = std::move(owned);
+  return plan;
+}
+
+std::string Attempt::reason() const {
+  switch (placement) {
+    case Placement::kAsWritten:
+      return "as written in the route";
+    case Placement::kCheapest:
+      return "estimated cost $" + fmt_double(estimated_cost_usd);
+    case Placement::kWeightedDraw:
+      return "weighted random draw";
+    case Placement::kWithinTolerance:
+      return "success sample within quality tolerance of the best; score " +
+             fmt_double(score.total);
+    case Placement::kOutsideTolerance:
+      return "success sample below the best by more than the tolerance; score " +
+             fmt_double(score.total);
+    case Placement::kExplored:
+      return "exploration: layer order drawn at random";
+    case Placement::kBreakerOpen:
+      return "breaker open: tried last";
+    case Placement::kDirect:
+      return "direct provider/model request";
+  }
+  return "";
+}
+
+std::string FallbackPlan::to_json() const {
+  std::string out = "{\"route\":" + json::quote(route_) +
+                    ",\"category\":" + json::quote(category_) +
+                    ",\"strategy\":" + json::quote(strategy_) + ",\"attempts\":[";
+  for (size_t i = 0; i < attempts_.size(); ++i) {
+    const Attempt& a = attempts_[i];
+    if (i) out += ",";
+    out += "{\"position\":" + std::to_string(i) + ",\"model\":" + json::quote(a.model) +
+           ",\"provider\":" + json::quote(a.provider) + ",\"upstream\":" + json::quote(a.upstream) +
+           ",\"layer\":" + std::to_string(a.layer) +
+           ",\"estimated_cost_usd\":" + json::number(a.estimated_cost_usd) +
+           ",\"breaker_open\":" + (a.breaker_open ? "true" : "false") +
+           ",\"score\":{\"sample\":" + json::number(a.score.sample) +
+           ",\"tier\":" + json::number(a.score.tier) + ",\"cost\":" + json::number(a.score.cost) +
+           ",\"latency\":" + json::number(a.score.latency) +
+           ",\"total\":" + json::number(a.score.total) + "},\"reason\":" + json::quote(a.reason()) +
+           "}";
+  }
+  out += "]}";
+  return out;
+}
+
+}  // namespace switchboard::routing

@@ -1,0 +1,231 @@
+// Routing: which model (and provider) a request tries, in which order, and learning from outcomes.
+//
+// A `Router` is built from a Config. `plan()` turns a request's model name (a route, a model, or
+// `provider/upstream-name`) and its hints into a `FallbackPlan`: an immutable list of attempts,
+// layer by layer, owned by that one request (DESIGN.md invariant 4: no other request can move it).
+// `record()` feeds outcomes back into a Thompson-sampling bandit and per-model statistics.
+//
+// Candidate rules (every strategy):
+//   - a model whose context window < estimated prompt tokens + max_tokens is never a candidate;
+//   - a model lacking any of `required_strengths` is never a candidate;
+//   - a model whose estimated cost exceeds `max_cost_usd` is never a candidate;
+//   - a target whose breaker is open is moved to the end of the plan (tried only if all else
+//   fails).
+//
+// Strategies order the models inside each layer:
+//   ordered   as written;
+//   weighted  random order, drawn without replacement in proportion to each model's `weight`;
+//   cheapest  by estimated cost (prompt × input price + max_tokens × output price), cheapest first;
+//   learned   by score, best first, where for each candidate m in category c
+//               score(m) = w_success · θ(c,m) + w_tier · tier(m) + w_cost · cost(m)
+//                          + w_latency · latency(m)
+//             θ(c,m) ~ Beta(α(c,m), β(c,m)) is a Thompson sample of the success posterior;
+//             tier(m) is 1 when m's tier is the complexity's first preferred tier, 0.5 when it is
+//             a later preferred tier, 0 otherwise; cost(m) = 1 − cost/max cost among the layer's
+//             candidates; latency(m) = 1 − EWMA latency/max EWMA latency among them (0.5 when
+//             unknown). Then candidates whose θ is within `quality_tolerance` of the layer's best
+//             θ are placed before the rest (each group by score), so that among models that are
+//             good enough the cheaper one wins. With probability `explore` the layer is shuffled
+//             instead. With an explicit complexity hint, layers holding a model of a preferred
+//             tier are moved ahead of the others (stably).
+// Posterior decay: each outcome for (c,m) first pulls α and β toward the prior by
+// γ = 2^(−1/half_life), then adds the reward r ∈ [0,1] to α and 1 − r to β. Old evidence so halves
+// every `half_life` outcomes of that pair, which bounds how long a degraded model keeps its lead.
+//
+// Thread-safety: `plan` and `record` may be called concurrently from any thread. Posteriors and
+// statistics sit behind one short mutex each (a few field updates); sampling happens outside it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <random>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace switchboard::routing {
+
+// xoshiro256** seeded through splitmix64: fast, small, good enough for sampling.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed = 0x9e3779b97f4a7c15ULL);
+  uint64_t next();
+  double uniform();  // [0, 1)
+  double normal();   // standard normal
+  double gamma(double shape);
+  double beta(double a, double b);
+  // The calling thread's generator. Seeded from `set_thread_seed` or the process start time.
+  static Rng& for_this_thread();
+  static void set_thread_seed(uint64_t seed);
+
+ private:
+  uint64_t s_[4];
+  bool have_spare_ = false;
+  double spare_ = 0;
+};
+
+struct RequestInfo {
+  std::string model;                     // route name, model name, or provider/upstream-name
+  std::optional<Complexity> complexity;  // x-switchboard-complexity
+  std::string category;                  // x-switchboard-category ("" = "default")
+  int64_t prompt_tokens = 0;             // estimated
+  int64_t max_tokens = 0;                // the request's max_tokens (0 = not given)
+  std::optional<double> max_cost_usd;    // x-switchboard-max-cost-usd
+  std::vector<std::string> required_strengths;
+};
+
+struct ScoreParts {
+  double sample = 0;  // Thompson sample θ
+  double tier = 0;
+  double cost = 0;
+  double latency = 0;
+  double total = 0;
+};
+
+// Why an attempt stands where it does (rendered for humans by FallbackPlan::to_json).
+enum class Placement {
+  kAsWritten,
+  kCheapest,
+  kWeightedDraw,
+  kWithinTolerance,
+  kOutsideTolerance,
+  kExplored,
+  kBreakerOpen,
+  kDirect
+};
+
+struct Attempt {
+  // Views into the plan's configuration (kept alive by the plan) or the plan's own storage.
+  std::string_view model;  // catalog name (or provider/upstream for direct requests)
+  std::string_view provider;
+  std::string_view upstream;  // name sent upstream
+  int layer = 0;              // 0-based layer of the route
+  double estimated_cost_usd = 0;
+  bool breaker_open = false;  // placed last because its breaker was open at planning time
+  Placement placement = Placement::kAsWritten;
+  ScoreParts score;
+  std::string reason() const;  // why it is at this position, for humans
+};
+
+// One request's plan. Immutable after planning; iterate it with an index held by the request.
+class FallbackPlan {
+ public:
+  FallbackPlan() = default;
+  FallbackPlan(std::shared_ptr<const Config> config, std::string route, std::string category,
+               std::string_view strategy, std::vector<Attempt> attempts)
+      : config_(std::move(config)),
+        route_(std::move(route)),
+        category_(std::move(category)),
+        strategy_(strategy),
+        attempts_(std::move(attempts)) {}
+  // A plan for a model outside the catalog: owns the names its single attempt points to.
+  static FallbackPlan direct(std::shared_ptr<const Config> config, std::string route,
+                             std::string category, std::string provider, std::string upstream,
+                             bool breaker_open);
+
+  const std::vector<Attempt>& attempts() const { return attempts_; }
+  size_t size() const { return attempts_.size(); }
+  bool empty() const { return attempts_.empty(); }
+  const Attempt& operator[](size_t i) const { return attempts_[i]; }
+  const std::string& route() const { return route_; }
+  const std::string& category() const { return category_; }
+  std::string to_json() const;
+
+ private:
+  struct Owned {
+    std::string model, provider, upstream;
+  };
+  std::shared_ptr<const Config> config_;  // keeps the attempts' names alive across reloads
+  std::shared_ptr<const Owned> owned_;
+  std::string route_;
+  std::string category_;
+  std::string_view strategy_;
+  std::vector<Attempt> attempts_;
+};
+
+// True when the breaker of (provider, model) or of the provider is open now.
+using BreakerProbe = std::function<bool(std::string_view provider, std::string_view model)>;
+
+struct Outcome {
+  uint64_t id = 0;  // store id of the outcome; 0 = not persisted (never deduplicated)
+  std::string model;
+  std::string category;
+  double reward = 0;                // 1 success, 0 failure; in between for graded feedback
+  bool counts_for_learning = true;  // false for client errors and cancellations
+  bool success = false;
+  int64_t latency_us = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double cost_usd = 0;
+};
+
+struct Posterior {
+  std::string category;
+  std::string model;
+  double alpha = 1;
+  double beta = 1;
+  uint64_t outcomes = 0;
+  uint64_t last_outcome_id = 0;
+  double mean() const { return alpha / (alpha + beta); }
+};
+
+struct ModelStats {
+  std::string model;
+  uint64_t requests = 0;
+  uint64_t successes = 0;
+  double latency_ewma_us = 0;
+  double latency_p95_us = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double spend_usd = 0;
+  uint64_t last_outcome_id = 0;
+  double success_rate() const { return requests ? double(successes) / double(requests) : 0.0; }
+};
+
+struct RouterState {
+  std::vector<Posterior> posteriors;
+  std::vector<ModelStats> stats;
+};
+
+class Router {
+ public:
+  // Distinct categories are bounded; beyond this, new ones share the posterior "other".
+  static constexpr size_t kMaxCategories = 1024;
+
+  Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open = nullptr);
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // NotFound when the model/route is unknown; FailedPrecondition when every model was excluded
+  // by the candidate rules (message says which rule excluded which model).
+  Result<FallbackPlan> plan(const RequestInfo& request) const;
+  Result<FallbackPlan> plan(const RequestInfo& request, Rng& rng) const;
+
+  // Learns from one outcome. Outcomes whose id is <= the pair's last included id are ignored
+  // (replays after a restart never count twice).
+  void record(const Outcome& outcome);
+
+  RouterState export_state() const;
+  void import_state(const RouterState& state);
+  std::optional<Posterior> posterior(std::string_view category, std::string_view model) const;
+  std::optional<ModelStats> stats(std::string_view model) const;
+
+  const Config& config() const { return *config_; }
+
+ private:
+  struct Impl;
+  std::shared_ptr<const Config> config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Rough token estimate of a text: ~4 bytes per token, at least 1 for non-empty text.
+int64_t estimate_tokens(std::string_view text);
+
+}  // namespace switchboard::routing
