@@ -1,0 +1,99 @@
+// The schema, as an append-only list of migrations (see store.h "Schema").
+#include <vector>
+
+#include "store/store.h"
+
+namespace switchboard::store {
+
+const std::vector<Migration>& schema_migrations() {
+  // Times are milliseconds since the Unix epoch (UTC). Key ids only: never key material.
+  static const std::vector<Migration> kMigrations = {
+      {1, "core tables", R"sql(
+CREATE TABLE outcomes (
+  id INTEGER PRIMARY KEY,          -- the event's sequence number (the outcome id)
+  ts_ms INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  route TEXT NOT NULL DEFAULT '',
+  model TEXT NOT NULL,
+  provider TEXT NOT NULL DEFAULT '',
+  key_id TEXT NOT NULL DEFAULT '',
+  status_class TEXT NOT NULL,
+  category TEXT NOT NULL DEFAULT '',
+  latency_us INTEGER NOT NULL DEFAULT 0,
+  tokens_in INTEGER NOT NULL DEFAULT 0,
+  tokens_out INTEGER NOT NULL DEFAULT 0,
+  cost_usd REAL NOT NULL DEFAULT 0,
+  attempts INTEGER NOT NULL DEFAULT 1,
+  layer INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE usage (
+  id INTEGER PRIMARY KEY,
+  ts_ms INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  provider TEXT NOT NULL,
+  key_id TEXT NOT NULL,
+  model TEXT NOT NULL,
+  tokens_in INTEGER NOT NULL DEFAULT 0,
+  tokens_out INTEGER NOT NULL DEFAULT 0,
+  cost_usd REAL NOT NULL DEFAULT 0
+);
+CREATE TABLE key_state (
+  key_id TEXT PRIMARY KEY,
+  state TEXT NOT NULL,
+  cooldown_until_ms INTEGER NOT NULL DEFAULT 0,
+  reason TEXT NOT NULL DEFAULT '',
+  day_window_start_ms INTEGER NOT NULL DEFAULT 0,
+  day_requests INTEGER NOT NULL DEFAULT 0,
+  day_tokens INTEGER NOT NULL DEFAULT 0,
+  updated_ms INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE breaker_transitions (
+  id INTEGER PRIMARY KEY,
+  ts_ms INTEGER NOT NULL,
+  breaker TEXT NOT NULL,
+  from_state TEXT NOT NULL,
+  to_state TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE feedback (
+  id INTEGER PRIMARY KEY,
+  ts_ms INTEGER NOT NULL,
+  request_id TEXT NOT NULL,
+  success INTEGER NOT NULL,
+  score REAL NOT NULL DEFAULT 0
+);
+)sql"},
+      {2, "learning state", R"sql(
+CREATE TABLE bandit_posteriors (
+  category TEXT NOT NULL,
+  model TEXT NOT NULL,
+  alpha REAL NOT NULL,
+  beta REAL NOT NULL,
+  last_outcome_id INTEGER NOT NULL DEFAULT 0,
+  updated_ms INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (category, model)
+) WITHOUT ROWID;
+CREATE TABLE model_stats (
+  model TEXT PRIMARY KEY,
+  requests INTEGER NOT NULL DEFAULT 0,
+  successes INTEGER NOT NULL DEFAULT 0,
+  latency_ewma_us REAL NOT NULL DEFAULT 0,
+  latency_p95_us REAL NOT NULL DEFAULT 0,
+  tokens_in INTEGER NOT NULL DEFAULT 0,
+  tokens_out INTEGER NOT NULL DEFAULT 0,
+  spend_usd REAL NOT NULL DEFAULT 0,
+  last_outcome_id INTEGER NOT NULL DEFAULT 0,
+  updated_ms INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX feedback_request ON feedback (request_id);
+)sql"},
+      // Workflow tables (issue 9) and later migrations go here, in order.
+  };
+  return kMigrations;
+}
+
+int schema_version() {
+  return schema_migrations().empty() ? 0 : schema_migrations().back().version;
+}
+
+}  // namespace switchboard::store

@@ -1,0 +1,132 @@
+// Per-model statistics straight from the outcomes table (`switchboard stats --db PATH`).
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "store/sqlite_util.h"
+#include "store/store.h"
+
+namespace switchboard::store {
+namespace {
+
+// Model names are configuration text; escape them so any name yields valid JSON.
+void append_json_string_body(std::string& out, std::string_view s) {
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += fmt::format("\\u{:04x}", c);
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::vector<ModelStatsRow>> query_model_stats(const std::string& db_path) {
+  using detail::Db;
+  using detail::Stmt;
+  std::error_code ec;
+  if (!std::filesystem::exists(db_path, ec)) {
+    return Status::not_found("no database at " + db_path);
+  }
+  // Read-only: a stats query must never create or modify anything. If the WAL index cannot be
+  // created read-only (no gateway has the file open), fall back to a read-write open that only
+  // reads.
+  auto db = Db::open(db_path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  Result<int64_t> version =
+      db.ok() ? db->query_int("PRAGMA user_version") : Result<int64_t>(db.status());
+  if (!version.ok()) {
+    db = Db::open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+    if (!db.ok()) return db.status();
+    version = db->query_int("PRAGMA user_version");
+    if (!version.ok()) return version.status();
+  }
+  if (*version < 1) {
+    return Status::failed_precondition(db_path + " is not a switchboard store");
+  }
+  sqlite3_busy_timeout(db->get(), 5000);
+  if (Status st = db->exec("BEGIN"); !st.ok()) return st;
+
+  std::vector<ModelStatsRow> rows;
+  Stmt agg;
+  if (Status st = agg.prepare(db->get(),
+                              "SELECT model, count(*), sum(status_class = 'ok'), avg(latency_us), "
+                              "sum(tokens_in), sum(tokens_out), sum(cost_usd) "
+                              "FROM outcomes GROUP BY model ORDER BY model");
+      !st.ok()) {
+    return st;
+  }
+  int rc;
+  while ((rc = agg.step()) == SQLITE_ROW) {
+    ModelStatsRow r;
+    r.model = agg.col_text(0);
+    r.requests = agg.col_int(1);
+    r.successes = agg.col_int(2);
+    r.success_rate = r.requests ? static_cast<double>(r.successes) / r.requests : 0;
+    r.avg_latency_ms = agg.col_double(3) / 1000.0;
+    r.tokens_in = agg.col_int(4);
+    r.tokens_out = agg.col_int(5);
+    r.spend_usd = agg.col_double(6);
+    rows.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return detail::sqlite_error(db->get(), rc, "aggregate outcomes");
+
+  // p95 by nearest rank: the ceil(0.95 n)-th smallest latency.
+  Stmt p95;
+  if (Status st = p95.prepare(db->get(),
+                              "SELECT latency_us FROM outcomes WHERE model = ?1 "
+                              "ORDER BY latency_us LIMIT 1 OFFSET ?2");
+      !st.ok()) {
+    return st;
+  }
+  for (ModelStatsRow& r : rows) {
+    const int64_t rank = static_cast<int64_t>(std::ceil(0.95 * static_cast<double>(r.requests)));
+    p95.bind(1, std::string_view(r.model));
+    p95.bind(2, std::max<int64_t>(rank - 1, 0));
+    if (p95.step() == SQLITE_ROW) r.p95_latency_ms = p95.col_double(0) / 1000.0;
+    p95.reset();
+  }
+  (void)db->exec("COMMIT");
+  return rows;
+}
+
+Result<std::string> format_model_stats(const std::string& db_path, bool json) {
+  auto rows = query_model_stats(db_path);
+  if (!rows.ok()) return rows.status();
+  std::string out;
+  if (json) {
+    out += "[";
+    bool first = true;
+    for (const ModelStatsRow& r : *rows) {
+      out += first ? "\n  {\"model\":\"" : ",\n  {\"model\":\"";
+      first = false;
+      append_json_string_body(out, r.model);
+      out += fmt::format(
+          "\",\"requests\":{},\"successes\":{},\"success_rate\":{:.4f},\"avg_latency_ms\":{:.3f},"
+          "\"p95_latency_ms\":{:.3f},\"tokens_in\":{},\"tokens_out\":{},\"spend_usd\":{:.6f}}}",
+          r.requests, r.successes, r.success_rate, r.avg_latency_ms, r.p95_latency_ms, r.tokens_in,
+          r.tokens_out, r.spend_usd);
+    }
+    out += rows->empty() ? "]\n" : "\n]\n";
+    return out;
+  }
+  size_t width = 5;  // "model"
+  for (const ModelStatsRow& r : *rows) width = std::max(width, r.model.size());
+  out += fmt::format("{:<{}}  {:>9}  {:>8}  {:>10}  {:>10}  {:>12}  {:>12}  {:>11}\n", "model",
+                     width, "requests", "success", "avg_ms", "p95_ms", "tokens_in", "tokens_out",
+                     "spend_usd");
+  for (const ModelStatsRow& r : *rows) {
+    out +=
+        fmt::format("{:<{}}  {:>9}  {:>7.1f}%  {:>10.1f}  {:>10.1f}  {:>12}  {:>12}  {:>11.4f}\n",
+                    r.model, width, r.requests, r.success_rate * 100, r.avg_latency_ms,
+                    r.p95_latency_ms, r.tokens_in, r.tokens_out, r.spend_usd);
+  }
+  if (rows->empty()) out += "(no outcomes recorded)\n";
+  return out;
+}
+
+}  // namespace switchboard::store

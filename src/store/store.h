@@ -1,0 +1,232 @@
+// Store: crash-safe persistence of gateway state that never makes a request wait for the disk.
+//
+// The request path calls `enqueue(event)`: the event is moved into a bounded in-memory queue and
+// the call returns (tens of nanoseconds; no I/O, no allocation once the queue has warmed up). One
+// writer thread per store owns the only write connection and commits queued events in batches
+// (group commit every `StateConfig::batch_ms` or `batch_max` events, one transaction per batch).
+//
+// Every accepted event gets a sequence number, strictly increasing within a store's life; an
+// outcome's number is its outcome id, which keeps increasing across restarts. An event is
+// "acknowledged" once `committed_seq()` >= its number: it is then committed (or, for a
+// non-essential event, counted in `switchboard_store_dropped_total`). Durability of a commit:
+// with `synchronous=NORMAL` it survives `kill -9` of the process; with `FULL` it also survives
+// power loss. With NORMAL a power loss may roll back the last commits, never corrupt the file.
+//
+// Queue full: the oldest queued non-essential event (outcome, key state, breaker transition,
+// posterior, model statistics) is dropped and counted. Essential events (usage/spend, feedback)
+// are never dropped: their `enqueue` waits for space instead (back-pressure).
+//
+// Secrets never reach the store: events carry key ids (`openai#2`), never key material.
+//
+// Thread-safety: every method of `Store` may be called from any thread, concurrently. `close()`
+// (also run by the destructor) stops accepting, drains the queue, commits, checkpoints the WAL,
+// closes the database and joins the writer thread; it is idempotent.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace switchboard::store {
+
+// ---- Events -------------------------------------------------------------------------------
+
+// Status classes used in `OutcomeEvent::status_class`; only kStatusOk counts as a success in the
+// statistics. Other modules may use further free-text classes.
+inline constexpr const char* kStatusOk = "ok";
+
+// The result of one client request (after all its attempts).
+struct OutcomeEvent {
+  WallTime time;
+  std::string request_id;
+  std::string route;
+  std::string model;
+  std::string provider;
+  std::string key_id;        // "openai#2", never the secret
+  std::string status_class;  // "ok", "rate_limited", "server_error", "timeout", ...
+  std::string category;      // routing category ("" when none)
+  int64_t latency_us = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double cost_usd = 0;
+  int attempts = 1;
+  int layer = 0;
+};
+
+// Tokens and money spent on one upstream call. Essential: never dropped.
+struct UsageEvent {
+  WallTime time;
+  std::string request_id;
+  std::string provider;
+  std::string key_id;
+  std::string model;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double cost_usd = 0;
+};
+
+// The persistent part of one key's state; upserted by key id (latest wins).
+struct KeyStateEvent {
+  std::string key_id;
+  std::string state;          // "active", "cooling", "disabled", ...
+  WallTime cooldown_until{};  // epoch = no cooldown
+  std::string reason;
+  WallTime day_window_start{};
+  int64_t day_requests = 0;  // rpd window usage
+  int64_t day_tokens = 0;    // tpd window usage
+  WallTime updated{};
+};
+
+struct BreakerTransitionEvent {
+  WallTime time;
+  std::string breaker;  // e.g. "openai" or "openai/gpt-4o"
+  std::string from_state;
+  std::string to_state;
+  std::string reason;
+};
+
+// Thompson-sampling posterior of one (category, model); upserted. `last_outcome_id` is the
+// sequence number (= outcome id) of the newest outcome it includes, so a restart never counts an
+// outcome twice.
+struct BanditPosteriorEvent {
+  std::string category;
+  std::string model;
+  double alpha = 1;
+  double beta = 1;
+  int64_t last_outcome_id = 0;
+  WallTime updated{};
+};
+
+// Running statistics of one model; upserted.
+struct ModelStatsEvent {
+  std::string model;
+  int64_t requests = 0;
+  int64_t successes = 0;
+  double latency_ewma_us = 0;
+  double latency_p95_us = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double spend_usd = 0;
+  int64_t last_outcome_id = 0;
+  WallTime updated{};
+};
+
+// The caller's verdict on a request (POST /v1/feedback). Essential: never dropped.
+struct FeedbackEvent {
+  WallTime time;
+  std::string request_id;
+  bool success = false;
+  double score = 0;
+};
+
+using Event = std::variant<OutcomeEvent, UsageEvent, KeyStateEvent, BreakerTransitionEvent,
+                           BanditPosteriorEvent, ModelStatsEvent, FeedbackEvent>;
+
+// Label value of `switchboard_store_dropped_total{kind=...}` ("outcome", "usage", ...).
+const char* event_kind_name(const Event& e);
+bool is_essential(const Event& e);
+
+// ---- State loaded at start ------------------------------------------------------------------
+
+struct LoadedState {
+  // Every stored key; `cooldown_until` is reset to epoch when it is no longer in the future.
+  std::vector<KeyStateEvent> keys;
+  std::vector<BanditPosteriorEvent> posteriors;
+  std::vector<ModelStatsEvent> model_stats;
+  int64_t last_outcome_id = 0;  // the newest committed outcome
+};
+
+// Per-store counters (the Prometheus metrics are process-wide sums over all stores).
+struct StoreCounters {
+  uint64_t enqueued = 0;
+  uint64_t committed = 0;  // events committed
+  uint64_t dropped = 0;    // queue full, store closed, or a failed non-essential write
+  uint64_t write_errors = 0;
+};
+
+// ---- The interface --------------------------------------------------------------------------
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Reads the persisted state on a separate read connection (safe while the writer runs).
+  virtual Result<LoadedState> load() = 0;
+
+  // Queues an event; never waits for the disk. Returns its sequence number (for an outcome, its
+  // outcome id), or 0 when the event was not accepted and counted as dropped: the store is
+  // closed, or the queue is full of essential events and this one is not essential. An essential
+  // event waits for queue space instead when the queue holds only essential events.
+  virtual uint64_t enqueue(Event event) = 0;
+
+  // Waits until every event enqueued before the call is acknowledged. Not ok when a commit that
+  // covers them failed (essential events are retried by the writer) or the store is closed.
+  virtual Status flush() = 0;
+
+  // Highest acknowledged sequence number (see the file comment).
+  virtual uint64_t committed_seq() const = 0;
+
+  // Deletes outcomes older than the retention age now, in small batches, and waits until done.
+  // (The writer also does this by itself every `prune_interval`.)
+  virtual Status prune() = 0;
+
+  virtual StoreCounters counters() const = 0;
+
+  virtual void close() = 0;
+};
+
+struct SqliteStoreOptions {
+  StateConfig state;
+  const Clock* clock = nullptr;  // ages for retention; nullptr = SystemClock
+  Millis prune_interval{60'000};
+  int prune_batch_rows = 2000;
+  int wal_autocheckpoint_pages = 1000;
+  int64_t journal_size_limit_bytes = 64ll << 20;
+  // Test hook: caps the database size (PRAGMA max_page_count) to simulate a full disk. 0 = none.
+  int64_t max_page_count = 0;
+};
+
+// Opens (creating when missing) and migrates the database, then starts the writer thread.
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteStoreOptions& options);
+// `state.backend` must be "sqlite" (the only backend so far).
+Result<std::unique_ptr<Store>> open_store(const StateConfig& state, const Clock& clock);
+
+// ---- Schema ---------------------------------------------------------------------------------
+
+// Forward-only migrations: migration i brings `PRAGMA user_version` from i to i+1 and runs once,
+// in one transaction. Append new ones (workflow tables, ...) at the end; never edit a released
+// one. Opening a database newer than this binary fails.
+struct Migration {
+  int version;  // user_version after it ran
+  const char* name;
+  const char* sql;
+};
+const std::vector<Migration>& schema_migrations();
+int schema_version();  // the version this binary migrates to
+
+// ---- Statistics (`switchboard stats --db PATH`) ------------------------------------------------
+
+struct ModelStatsRow {
+  std::string model;
+  int64_t requests = 0;
+  int64_t successes = 0;
+  double success_rate = 0;
+  double avg_latency_ms = 0;
+  double p95_latency_ms = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double spend_usd = 0;
+};
+
+// Aggregates the outcomes table per model, opening the database read-only (no gateway needed).
+Result<std::vector<ModelStatsRow>> query_model_stats(const std::string& db_path);
+// The same as an aligned text table, or as a JSON array of objects when `json`.
+Result<std::string> format_model_stats(const std::string& db_path, bool json);
+
+}  // namespace switchboard::store

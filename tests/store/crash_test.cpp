@@ -1,0 +1,98 @@
+// Crash safety: kill -9 a writing process at random moments; nothing acknowledged may be lost
+// and the database must stay intact.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "store/store.h"
+#include "test_util.h"
+
+namespace switchboard::store {
+namespace {
+
+using storetest::query_int;
+using storetest::query_text;
+using storetest::TempDir;
+
+// The last complete line the child printed, as a number (0 when none).
+uint64_t read_last_ack(int fd) {
+  std::string data;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
+  size_t end = data.rfind('\n');
+  if (end == std::string::npos) return 0;
+  size_t begin = data.rfind('\n', end - 1);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  return std::stoull(data.substr(begin, end - begin));
+}
+
+TEST(StoreCrashTest, KillNineNeverLosesAcknowledgedOutcomes) {
+  TempDir dir;
+  const std::string path = dir.file("crash.db");
+  std::mt19937 rng(12345);
+  // Kill anywhere from during open/migration to well into steady writing.
+  std::uniform_int_distribution<int> kill_after_ms(2, 150);
+  constexpr int kRounds = 50;
+  uint64_t total_acked = 0;
+  int rounds_with_ack = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    int64_t base = query_int(path, "SELECT count(*) FROM outcomes");
+    if (base < 0) base = 0;  // no database or no table yet
+
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      execl(STORE_CRASH_CHILD, STORE_CRASH_CHILD, path.c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms(rng)));
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    // Killed by us, not exited on its own (an exit would mean the child failed).
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited with " << WEXITSTATUS(wstatus);
+    const uint64_t acked = read_last_ack(fds[0]);
+    close(fds[0]);
+    total_acked += acked;
+    rounds_with_ack += acked > 0;
+
+    ASSERT_EQ(query_text(path, "PRAGMA integrity_check"), "ok") << "round " << round;
+    const int64_t committed = query_int(path, "SELECT count(*) FROM outcomes");
+    if (acked > 0) {
+      ASSERT_GE(committed, base + static_cast<int64_t>(acked)) << "round " << round;
+    }
+    SqliteStoreOptions options;
+    options.state.path = path;
+    auto reopened = open_sqlite_store(options);
+    ASSERT_TRUE(reopened.ok()) << reopened.status().to_string();
+    auto loaded = (*reopened)->load();
+    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+    EXPECT_EQ(loaded->last_outcome_id,
+              query_int(path, "SELECT coalesce(max(id), 0) FROM outcomes"));
+    (*reopened)->close();
+    // Keep the file small so every round costs the same (integrity_check reads it all).
+    ASSERT_EQ(query_text(path, "DELETE FROM outcomes"), "");
+  }
+  // The test means something only if the child got far enough to acknowledge writes.
+  EXPECT_GT(rounds_with_ack, kRounds / 2);
+  EXPECT_GT(total_acked, 0u);
+  std::printf("crash test: %d/%d rounds acknowledged writes, %llu outcomes acknowledged\n",
+              rounds_with_ack, kRounds, static_cast<unsigned long long>(total_acked));
+}
+
+}  // namespace
+}  // namespace switchboard::store

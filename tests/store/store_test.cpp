@@ -1,0 +1,448 @@
+// Store behaviour: load round trip, queue-full policy, retention, migrations, shutdown hygiene,
+// write errors and the statistics query.
+#include "store/store.h"
+
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <future>
+#include <string>
+#include <thread>
+
+#include "common/metrics.h"
+#include "test_util.h"
+
+namespace switchboard::store {
+namespace {
+
+using namespace std::chrono_literals;
+using storetest::kSanitized;
+using storetest::make_outcome;
+using storetest::query_int;
+using storetest::query_text;
+using storetest::TempDir;
+
+std::unique_ptr<Store> open_or_die(const SqliteStoreOptions& options) {
+  auto s = open_sqlite_store(options);
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+SqliteStoreOptions options_for(const std::string& path, const Clock* clock = nullptr) {
+  SqliteStoreOptions o;
+  o.state.path = path;
+  o.state.batch_ms = 2;
+  o.clock = clock;
+  return o;
+}
+
+TEST(StoreTest, FreshDatabaseHasSchemaAndPragmas) {
+  TempDir dir;
+  auto s = open_or_die(options_for(dir.file("a.db")));
+  ASSERT_TRUE(s);
+  const std::string path = dir.file("a.db");
+  EXPECT_EQ(query_int(path, "PRAGMA user_version"), schema_version());
+  EXPECT_EQ(query_text(path, "PRAGMA journal_mode"), "wal");
+  for (const char* table : {"outcomes", "usage", "key_state", "breaker_transitions",
+                            "bandit_posteriors", "model_stats", "feedback"}) {
+    EXPECT_EQ(query_int(path, std::string("SELECT count(*) FROM sqlite_master WHERE name='") +
+                                  table + "'"),
+              1)
+        << table;
+  }
+}
+
+TEST(StoreTest, LoadRoundTripAndSequenceContinues) {
+  TempDir dir;
+  ManualClock clock;
+  const auto now = clock.wall_now();
+  const std::string path = dir.file("rt.db");
+  uint64_t last_outcome = 0;
+  {
+    auto s = open_or_die(options_for(path, &clock));
+    ASSERT_TRUE(s);
+    KeyStateEvent a;
+    a.key_id = "openai#1";
+    a.state = "cooling";
+    a.cooldown_until = now + 10min;
+    a.reason = "429";
+    a.day_window_start = now - 1h;
+    a.day_requests = 7;
+    a.day_tokens = 700;
+    s->enqueue(a);
+    a.day_requests = 8;  // a later snapshot of the same key wins
+    a.day_tokens = 800;
+    s->enqueue(a);
+    KeyStateEvent b;
+    b.key_id = "openai#2";
+    b.state = "active";
+    b.cooldown_until = now - 1min;  // already expired
+    b.day_requests = 3;
+    s->enqueue(b);
+    BanditPosteriorEvent p;
+    p.category = "coding";
+    p.model = "gpt-4o";
+    p.alpha = 5.5;
+    p.beta = 2.25;
+    last_outcome = s->enqueue(make_outcome("gpt-4o", now));
+    ASSERT_GT(last_outcome, 0u);
+    p.last_outcome_id = static_cast<int64_t>(last_outcome);
+    s->enqueue(p);
+    ModelStatsEvent m;
+    m.model = "gpt-4o";
+    m.requests = 10;
+    m.successes = 9;
+    m.latency_ewma_us = 1234.5;
+    m.latency_p95_us = 3000;
+    m.spend_usd = 0.5;
+    m.last_outcome_id = static_cast<int64_t>(last_outcome);
+    s->enqueue(m);
+    s->enqueue(BreakerTransitionEvent{now, "openai", "closed", "open", "failure rate"});
+    s->enqueue(UsageEvent{now, "req-1", "openai", "openai#1", "gpt-4o", 100, 20, 0.01});
+    s->enqueue(FeedbackEvent{now, "req-1", true, 0.9});
+    ASSERT_TRUE(s->flush().ok());
+    EXPECT_EQ(s->committed_seq(), last_outcome + 5);
+    EXPECT_EQ(s->counters().committed, 9u);
+    EXPECT_EQ(s->counters().dropped, 0u);
+  }
+  auto s = open_or_die(options_for(path, &clock));
+  ASSERT_TRUE(s);
+  auto loaded = s->load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  ASSERT_EQ(loaded->keys.size(), 2u);
+  EXPECT_EQ(loaded->keys[0].key_id, "openai#1");
+  EXPECT_EQ(loaded->keys[0].state, "cooling");
+  EXPECT_EQ(loaded->keys[0].reason, "429");
+  EXPECT_EQ(loaded->keys[0].day_requests, 8);
+  EXPECT_EQ(loaded->keys[0].day_tokens, 800);
+  EXPECT_EQ(std::chrono::floor<Millis>(loaded->keys[0].cooldown_until),
+            std::chrono::floor<Millis>(now + 10min));
+  EXPECT_EQ(std::chrono::floor<Millis>(loaded->keys[0].day_window_start),
+            std::chrono::floor<Millis>(now - 1h));
+  EXPECT_EQ(loaded->keys[1].key_id, "openai#2");
+  EXPECT_EQ(loaded->keys[1].cooldown_until, WallTime{});  // expired cooldowns are not restored
+  EXPECT_EQ(loaded->keys[1].day_requests, 3);
+  ASSERT_EQ(loaded->posteriors.size(), 1u);
+  EXPECT_EQ(loaded->posteriors[0].category, "coding");
+  EXPECT_DOUBLE_EQ(loaded->posteriors[0].alpha, 5.5);
+  EXPECT_DOUBLE_EQ(loaded->posteriors[0].beta, 2.25);
+  EXPECT_EQ(loaded->posteriors[0].last_outcome_id, static_cast<int64_t>(last_outcome));
+  ASSERT_EQ(loaded->model_stats.size(), 1u);
+  EXPECT_EQ(loaded->model_stats[0].requests, 10);
+  EXPECT_EQ(loaded->model_stats[0].successes, 9);
+  EXPECT_DOUBLE_EQ(loaded->model_stats[0].latency_ewma_us, 1234.5);
+  EXPECT_EQ(loaded->model_stats[0].last_outcome_id, static_cast<int64_t>(last_outcome));
+  EXPECT_EQ(loaded->last_outcome_id, static_cast<int64_t>(last_outcome));
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), 1);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM feedback"), 1);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM breaker_transitions"), 1);
+  // Outcome ids keep increasing across restarts: a posterior's last_outcome_id stays meaningful.
+  EXPECT_GT(s->enqueue(make_outcome("gpt-4o", now)), last_outcome);
+}
+
+TEST(StoreTest, QueueFullDropsOldestNonEssentialAndCountsIt) {
+  TempDir dir;
+  auto o = options_for(dir.file("q.db"));
+  o.state.queue_capacity = 100;
+  o.state.batch_ms = 60'000;  // the writer stays idle until flush()
+  o.state.batch_max = 1'000'000;
+  auto s = open_or_die(o);
+  ASSERT_TRUE(s);
+  const auto now = std::chrono::system_clock::now();
+  const std::string before = metrics::serialize();
+  for (int i = 0; i < 50; ++i) {
+    ASSERT_GT(s->enqueue(UsageEvent{now, "r", "openai", "openai#1", "m", i, 0, 0}), 0u);
+  }
+  std::vector<uint64_t> outcome_seqs;
+  for (int i = 0; i < 100; ++i) outcome_seqs.push_back(s->enqueue(make_outcome("m", now)));
+  EXPECT_EQ(s->counters().dropped, 50u);  // the 50 oldest outcomes
+  ASSERT_TRUE(s->flush().ok());
+  const std::string path = dir.file("q.db");
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), 50);  // essential: all kept
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes"), 50);
+  EXPECT_EQ(query_int(path, "SELECT min(id) FROM outcomes"),
+            static_cast<int64_t>(outcome_seqs[50]));  // the newest 50 survived
+  EXPECT_NE(metrics::serialize().find("switchboard_store_dropped_total{kind=\"outcome\"}"),
+            std::string::npos);
+
+  // A queue full of essential events: a non-essential event is dropped, an essential one waits.
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_GT(s->enqueue(FeedbackEvent{now, "r", true, 1}), 0u);
+  }
+  EXPECT_EQ(s->enqueue(make_outcome("m", now)), 0u);
+  EXPECT_EQ(s->counters().dropped, 51u);
+  std::atomic<bool> done{false};
+  std::thread producer([&] {
+    EXPECT_GT(s->enqueue(FeedbackEvent{now, "late", false, 0}), 0u);
+    done = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(done.load()) << "essential enqueue must wait for space, not drop";
+  ASSERT_TRUE(s->flush().ok());
+  producer.join();
+  EXPECT_TRUE(done.load());
+  ASSERT_TRUE(s->flush().ok());
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM feedback"), 101);
+  EXPECT_EQ(s->counters().dropped, 51u);
+}
+
+TEST(StoreTest, EnqueueFromManyThreadsLosesNothing) {
+  TempDir dir;
+  auto s = open_or_die(options_for(dir.file("mt.db")));
+  ASSERT_TRUE(s);
+  constexpr int kThreads = 4;
+  const int per_thread = kSanitized ? 2000 : 20000;
+  std::vector<std::thread> threads;
+  const auto now = std::chrono::system_clock::now();
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < per_thread; ++i) {
+        if (i % 2) {
+          s->enqueue(make_outcome("m", now));
+        } else {
+          s->enqueue(UsageEvent{now, "r", "p", "p#1", "m", 1, 1, 0});
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(s->flush().ok());
+  const auto c = s->counters();
+  EXPECT_EQ(c.enqueued, static_cast<uint64_t>(kThreads * per_thread));
+  const std::string path = dir.file("mt.db");
+  const int64_t rows = query_int(path, "SELECT count(*) FROM outcomes") +
+                       query_int(path, "SELECT count(*) FROM usage");
+  EXPECT_EQ(static_cast<uint64_t>(rows) + c.dropped, static_cast<uint64_t>(kThreads * per_thread));
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), kThreads * per_thread / 2);
+}
+
+TEST(StoreTest, RetentionPrunesOldOutcomesInBatches) {
+  TempDir dir;
+  ManualClock clock;
+  auto o = options_for(dir.file("ret.db"), &clock);
+  o.state.retention_days = 30;
+  o.prune_batch_rows = 500;
+  auto s = open_or_die(o);
+  ASSERT_TRUE(s);
+  const auto now = clock.wall_now();
+  for (int i = 0; i < 5000; ++i) s->enqueue(make_outcome("old", now - 40 * 24h));
+  for (int i = 0; i < 10; ++i) s->enqueue(make_outcome("recent", now - 24h));
+  ASSERT_TRUE(s->flush().ok());
+  ASSERT_TRUE(s->prune().ok());
+  const std::string path = dir.file("ret.db");
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes WHERE model='old'"), 0);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes WHERE model='recent'"), 10);
+  clock.advance(30 * 24h);  // now the recent ones are 31 days old
+  ASSERT_TRUE(s->prune().ok());
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes"), 0);
+}
+
+TEST(StoreTest, RetentionRunsByItselfOnTheInjectedClock) {
+  TempDir dir;
+  ManualClock clock;
+  auto o = options_for(dir.file("auto.db"), &clock);
+  o.state.retention_days = 1;
+  o.prune_interval = Millis(60'000);
+  auto s = open_or_die(o);
+  ASSERT_TRUE(s);
+  for (int i = 0; i < 100; ++i) s->enqueue(make_outcome("m", clock.wall_now()));
+  ASSERT_TRUE(s->flush().ok());
+  const std::string path = dir.file("auto.db");
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes"), 100);
+  clock.advance(48h);
+  // The writer notices on its own (next cycle after the interval), no prune() call.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (query_int(path, "SELECT count(*) FROM outcomes") != 0 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes"), 0);
+}
+
+std::string schema_dump(const std::string& path) {
+  return query_text(path,
+                    "SELECT group_concat(type || ':' || name || ':' || coalesce(sql, ''), '\n') "
+                    "FROM (SELECT * FROM sqlite_master ORDER BY name)");
+}
+
+TEST(StoreTest, MigrationUpgradesOldDatabaseOnceAndReopenChangesNothing) {
+  TempDir dir;
+  const std::string path = dir.file("old.db");
+  {
+    // A version-1 database, as the first release would have left it, with one outcome.
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, schema_migrations().at(0).sql, nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "PRAGMA user_version = 1; INSERT INTO outcomes (id, ts_ms, request_id, "
+                           "model, status_class) VALUES (41, 1, 'r', 'legacy', 'ok');",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  ASSERT_GE(schema_version(), 2) << "the test needs at least one migration to apply";
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM sqlite_master WHERE name='model_stats'"), 0);
+  {
+    auto s = open_or_die(options_for(path));
+    ASSERT_TRUE(s);
+    // New ids continue after the legacy row.
+    EXPECT_EQ(s->enqueue(make_outcome("m", std::chrono::system_clock::now())), 42u);
+  }
+  EXPECT_EQ(query_int(path, "PRAGMA user_version"), schema_version());
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM sqlite_master WHERE name='model_stats'"), 1);
+  EXPECT_EQ(query_text(path, "SELECT model FROM outcomes WHERE id = 41"), "legacy");
+  const std::string schema = schema_dump(path);
+  for (int i = 0; i < 2; ++i) {
+    auto s = open_or_die(options_for(path));
+    ASSERT_TRUE(s);
+  }
+  EXPECT_EQ(query_int(path, "PRAGMA user_version"), schema_version());
+  EXPECT_EQ(schema_dump(path), schema);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes"), 2);
+}
+
+TEST(StoreTest, RefusesDatabaseFromNewerVersion) {
+  TempDir dir;
+  const std::string path = dir.file("new.db");
+  { auto s = open_or_die(options_for(path)); }
+  ASSERT_EQ(query_text(path, "PRAGMA user_version = 999"), "");
+  auto s = open_sqlite_store(options_for(path));
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(StoreTest, MigrationsAreNumberedInOrder) {
+  int expected = 1;
+  for (const Migration& m : schema_migrations()) EXPECT_EQ(m.version, expected++) << m.name;
+}
+
+int count_dir_entries(const char* dir) {
+  int n = 0;
+  DIR* d = opendir(dir);
+  if (!d) return -1;
+  while (dirent* e = readdir(d)) n += e->d_name[0] != '.';
+  closedir(d);
+  return n;
+}
+
+TEST(StoreTest, ThousandOpenCloseCyclesLeakNoThreadsOrFds) {
+  TempDir dir;
+  const std::string path = dir.file("cycle.db");
+  const auto now = std::chrono::system_clock::now();
+  { auto warm = open_or_die(options_for(path)); }
+  const int threads_before = count_dir_entries("/proc/self/task");
+  const int fds_before = count_dir_entries("/proc/self/fd");
+  const int cycles = kSanitized ? 200 : 1000;
+  for (int i = 0; i < cycles; ++i) {
+    auto s = open_or_die(options_for(path));
+    ASSERT_TRUE(s);
+    s->enqueue(make_outcome("m", now));
+    s->enqueue(UsageEvent{now, "r", "p", "p#1", "m", 1, 1, 0});
+    if (i % 2) s->close();  // explicit close and destructor-only both work
+  }
+  EXPECT_EQ(count_dir_entries("/proc/self/task"), threads_before);
+  EXPECT_EQ(count_dir_entries("/proc/self/fd"), fds_before);
+  // Every cycle's events were drained and committed at close.
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes"), cycles);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), cycles);
+  // Close checkpoints and truncates the WAL.
+  std::error_code ec;
+  auto wal_size = std::filesystem::file_size(path + "-wal", ec);
+  EXPECT_TRUE(ec || wal_size == 0) << wal_size;
+}
+
+TEST(StoreTest, ClosedStoreRefusesAndCountsEvents) {
+  TempDir dir;
+  auto s = open_or_die(options_for(dir.file("closed.db")));
+  ASSERT_TRUE(s);
+  s->close();
+  s->close();  // idempotent
+  EXPECT_EQ(s->enqueue(make_outcome("m", std::chrono::system_clock::now())), 0u);
+  EXPECT_EQ(s->counters().dropped, 1u);
+  EXPECT_FALSE(s->prune().ok());
+}
+
+TEST(StoreTest, WriteErrorsAreCountedAndNeverCrash) {
+  TempDir dir;
+  auto o = options_for(dir.file("full.db"));
+  o.max_page_count = 40;  // a "disk" of 160 KiB
+  auto s = open_or_die(o);
+  ASSERT_TRUE(s);
+  const auto now = std::chrono::system_clock::now();
+  bool flush_failed = false;
+  for (int round = 0; round < 200 && !flush_failed; ++round) {
+    for (int i = 0; i < 200; ++i) s->enqueue(make_outcome("a-long-model-name", now));
+    flush_failed = !s->flush().ok();
+  }
+  EXPECT_TRUE(flush_failed);
+  EXPECT_GE(s->counters().write_errors, 1u);
+  EXPECT_GE(s->counters().dropped, 1u);  // failed non-essential events are counted as dropped
+  // Essential events that fail are kept and retried, not dropped (the flush reports the failure).
+  const uint64_t dropped_before = s->counters().dropped;
+  const uint64_t errors_before = s->counters().write_errors;
+  for (int i = 0; i < 3000; ++i) s->enqueue(UsageEvent{now, "r", "p", "p#1", "m", 1, 1, 0});
+  EXPECT_FALSE(s->flush().ok());
+  EXPECT_EQ(s->counters().dropped, dropped_before);
+  EXPECT_GT(s->counters().write_errors, errors_before);
+  const auto t0 = std::chrono::steady_clock::now();
+  s->close();  // gives up after a bounded number of retries, and counts what it gave up
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  EXPECT_EQ(s->counters().dropped, dropped_before + 3000);
+  EXPECT_EQ(query_text(dir.file("full.db"), "PRAGMA integrity_check"), "ok");
+}
+
+TEST(StoreTest, ModelStatsQueryAndFormats) {
+  TempDir dir;
+  const std::string path = dir.file("stats.db");
+  {
+    auto s = open_or_die(options_for(path));
+    ASSERT_TRUE(s);
+    const auto now = std::chrono::system_clock::now();
+    for (int i = 1; i <= 100; ++i) {
+      s->enqueue(make_outcome("gpt-4o", now, i * 1000, i <= 90 ? kStatusOk : "server_error"));
+    }
+    s->enqueue(make_outcome("mini \"q\"", now, 2000));
+  }
+  auto rows = query_model_stats(path);
+  ASSERT_TRUE(rows.ok()) << rows.status().to_string();
+  ASSERT_EQ(rows->size(), 2u);
+  const ModelStatsRow& r = (*rows)[0];
+  EXPECT_EQ(r.model, "gpt-4o");
+  EXPECT_EQ(r.requests, 100);
+  EXPECT_EQ(r.successes, 90);
+  EXPECT_DOUBLE_EQ(r.success_rate, 0.9);
+  EXPECT_DOUBLE_EQ(r.avg_latency_ms, 50.5);
+  EXPECT_DOUBLE_EQ(r.p95_latency_ms, 95.0);
+  EXPECT_EQ(r.tokens_in, 100 * 100);
+  EXPECT_EQ(r.tokens_out, 100 * 20);
+  EXPECT_NEAR(r.spend_usd, 0.1, 1e-9);
+
+  auto text = format_model_stats(path, false);
+  ASSERT_TRUE(text.ok());
+  EXPECT_NE(text->find("gpt-4o"), std::string::npos);
+  EXPECT_NE(text->find("90.0%"), std::string::npos) << *text;
+  auto json = format_model_stats(path, true);
+  ASSERT_TRUE(json.ok());
+  EXPECT_NE(json->find("\"model\":\"gpt-4o\",\"requests\":100,\"successes\":90"), std::string::npos)
+      << *json;
+  EXPECT_NE(json->find("\"model\":\"mini \\\"q\\\"\""), std::string::npos) << *json;
+
+  auto missing = format_model_stats(dir.file("nope.db"), false);
+  EXPECT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(std::filesystem::exists(dir.file("nope.db")));
+}
+
+TEST(StoreTest, OpenStoreRejectsUnknownBackend) {
+  StateConfig state;
+  state.backend = "redis";
+  auto s = open_store(state, SystemClock::instance());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace switchboard::store
