@@ -1,0 +1,395 @@
+// Parsing of rate-limit response headers. Every parser here is total: malformed input gives
+// nullopt (counted by the caller), never an exception or undefined behaviour.
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <string>
+
+#include "common/log.h"
+#include "keys/keys.h"
+
+namespace switchboard::keys {
+namespace {
+
+bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  }
+  return true;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+
+// A non-negative decimal "123" or "1.5" (no sign, no exponent) as a double.
+std::optional<double> parse_unsigned_decimal(std::string_view s) {
+  if (s.empty()) return std::nullopt;
+  size_t i = 0, digits = 0;
+  while (i < s.size() && is_digit(s[i])) ++i, ++digits;
+  if (i < s.size() && s[i] == '.') {
+    ++i;
+    while (i < s.size() && is_digit(s[i])) ++i, ++digits;
+  }
+  if (i != s.size() || digits == 0) return std::nullopt;
+  // strtod on a validated, bounded copy: from_chars for double is fine in GCC 12 too, but this
+  // keeps the accepted grammar explicit.
+  double v = 0;
+  auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || !std::isfinite(v)) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+std::optional<int64_t> parse_int(std::string_view s) {
+  s = trim(s);
+  if (s.empty()) return std::nullopt;
+  int64_t v = 0;
+  auto res = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (res.ec != std::errc() || res.ptr != s.data() + s.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+// Seconds (as a double) to Nanos, refusing values that would overflow (> ~292 years).
+std::optional<Nanos> seconds_to_nanos(double seconds) {
+  if (!(seconds >= 0) || seconds > 9.0e9) return std::nullopt;
+  return Nanos(static_cast<int64_t>(std::llround(seconds * 1e9)));
+}
+
+// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's civil algorithm idea,
+// written out here from the arithmetic).
+int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
+  y -= m <= 2;
+  const int64_t era = (y >= 0 ? y : y - 399) / 400;
+  const unsigned yoe = static_cast<unsigned>(y - era * 400);
+  const unsigned doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  const unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + static_cast<int64_t>(doe) - 719468;
+}
+
+bool valid_date(int64_t y, int m, int d) {
+  static const int kDays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (y < 1970 || y > 9999 || m < 1 || m > 12 || d < 1 || d > kDays[m - 1]) return false;
+  bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return !(m == 2 && d == 29 && !leap);
+}
+
+std::optional<WallTime> make_wall(int64_t y, int mo, int d, int h, int mi, int s, int64_t frac_ns,
+                                  int64_t offset_s) {
+  // 60 is a leap second: accepted and treated as :59.999… would be; clamp to 59.
+  if (!valid_date(y, mo, d) || h > 23 || mi > 59 || s > 60) return std::nullopt;
+  if (s == 60) s = 59;
+  int64_t secs = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 +
+                 h * 3600 + mi * 60 + s - offset_s;
+  return WallTime(
+      std::chrono::duration_cast<WallTime::duration>(std::chrono::seconds(secs) + Nanos(frac_ns)));
+}
+
+// Reads exactly `n` digits at `pos`.
+bool read_fixed(std::string_view s, size_t& pos, size_t n, int& out) {
+  if (pos + n > s.size()) return false;
+  int v = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!is_digit(s[pos + i])) return false;
+    v = v * 10 + (s[pos + i] - '0');
+  }
+  pos += n;
+  out = v;
+  return true;
+}
+
+int month_from_name(std::string_view s) {
+  static const char* kMonths[] = {"jan", "feb", "mar", "apr", "may", "jun",
+                                  "jul", "aug", "sep", "oct", "nov", "dec"};
+  for (int i = 0; i < 12; ++i) {
+    if (iequals(s, kMonths[i])) return i + 1;
+  }
+  return 0;
+}
+
+bool is_day_name(std::string_view s) {
+  static const char* kShort[] = {"mon", "tue", "wed", "thu", "fri", "sat", "sun"};
+  static const char* kLong[] = {"monday", "tuesday",  "wednesday", "thursday",
+                                "friday", "saturday", "sunday"};
+  for (int i = 0; i < 7; ++i) {
+    if (iequals(s, kShort[i]) || iequals(s, kLong[i])) return true;
+  }
+  return false;
+}
+
+enum class Field { kNone, kRemaining, kReset };
+
+struct Recognised {
+  LimitCategory* category = nullptr;
+  Field field = Field::kNone;
+  bool rfc3339 = false;  // anthropic resets are times; openai resets are durations
+};
+
+Recognised recognise(std::string_view name, RateLimitInfo& info) {
+  std::string lower(name);
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string_view n = lower;
+  if (n.starts_with("x-ratelimit-")) {
+    n.remove_prefix(12);
+    Field f = Field::kNone;
+    if (n.starts_with("remaining-")) {
+      f = Field::kRemaining;
+      n.remove_prefix(10);
+    } else if (n.starts_with("reset-")) {
+      f = Field::kReset;
+      n.remove_prefix(6);
+    } else {
+      return {};
+    }
+    if (n == "requests") return {&info.requests, f, false};
+    if (n == "tokens") return {&info.tokens, f, false};
+    return {};
+  }
+  if (n.starts_with("anthropic-ratelimit-")) {
+    n.remove_prefix(20);
+    Field f = Field::kNone;
+    if (n.ends_with("-remaining")) {
+      f = Field::kRemaining;
+      n.remove_suffix(10);
+    } else if (n.ends_with("-reset")) {
+      f = Field::kReset;
+      n.remove_suffix(6);
+    } else {
+      return {};
+    }
+    if (n == "requests") return {&info.requests, f, true};
+    if (n == "tokens") return {&info.tokens, f, true};
+    if (n == "input-tokens") return {&info.input_tokens, f, true};
+    if (n == "output-tokens") return {&info.output_tokens, f, true};
+  }
+  return {};
+}
+
+void keep_longer(std::optional<Nanos>& slot, Nanos v) {
+  if (!slot || v > *slot) slot = v;
+}
+
+Nanos until(WallTime t, WallTime now) {
+  auto d = std::chrono::duration_cast<Nanos>(t - now);
+  return d.count() < 0 ? Nanos(0) : d;
+}
+
+}  // namespace
+
+std::optional<Nanos> parse_duration(std::string_view text) {
+  std::string_view s = trim(text);
+  if (s.empty()) return std::nullopt;
+  if (auto plain = parse_unsigned_decimal(s)) return seconds_to_nanos(*plain);
+  double total_s = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t start = i, digits = 0;
+    while (i < s.size() && is_digit(s[i])) ++i, ++digits;
+    if (i < s.size() && s[i] == '.') {
+      ++i;
+      while (i < s.size() && is_digit(s[i])) ++i, ++digits;
+    }
+    if (digits == 0) return std::nullopt;
+    auto number = parse_unsigned_decimal(s.substr(start, i - start));
+    if (!number) return std::nullopt;
+    size_t unit_start = i;
+    while (i < s.size() && !is_digit(s[i]) && s[i] != '.') ++i;
+    std::string_view unit = s.substr(unit_start, i - unit_start);
+    double scale = 0;
+    if (unit == "h") {
+      scale = 3600;
+    } else if (unit == "m") {
+      scale = 60;
+    } else if (unit == "s") {
+      scale = 1;
+    } else if (unit == "ms") {
+      scale = 1e-3;
+    } else if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs") {
+      scale = 1e-6;
+    } else if (unit == "ns") {
+      scale = 1e-9;
+    } else {
+      return std::nullopt;
+    }
+    total_s += *number * scale;
+  }
+  return seconds_to_nanos(total_s);
+}
+
+std::optional<WallTime> parse_http_date(std::string_view text) {
+  // Tokens separated by spaces, commas or (RFC 850) dashes; then classified, which accepts the
+  // three forms of RFC 9110 §5.6.7 without three grammars.
+  std::string_view s = trim(text);
+  std::vector<std::string_view> tokens;
+  size_t i = 0;
+  while (i < s.size()) {
+    while (i < s.size() && (s[i] == ' ' || s[i] == ',' || s[i] == '-')) ++i;
+    size_t start = i;
+    while (i < s.size() && s[i] != ' ' && s[i] != ',' && s[i] != '-') ++i;
+    if (i > start) tokens.push_back(s.substr(start, i - start));
+    if (tokens.size() > 8) return std::nullopt;
+  }
+  if (tokens.size() < 5 || !is_day_name(tokens[0])) return std::nullopt;
+  int month = 0, day = -1, h = -1, mi = -1, sec = -1;
+  int64_t year = -1;
+  bool zone = false;
+  for (size_t t = 1; t < tokens.size(); ++t) {
+    std::string_view tok = tokens[t];
+    if (int m = month_from_name(tok); m != 0 && month == 0) {
+      month = m;
+    } else if (tok.size() == 8 && tok[2] == ':' && tok[5] == ':' && h < 0) {
+      size_t p = 0;
+      if (!read_fixed(tok, p, 2, h) || !read_fixed(tok, ++p, 2, mi) ||
+          !read_fixed(tok, ++p, 2, sec))
+        return std::nullopt;
+    } else if (iequals(tok, "GMT") || iequals(tok, "UTC")) {
+      if (zone || t + 1 != tokens.size()) return std::nullopt;
+      zone = true;
+    } else if (!tok.empty() && std::all_of(tok.begin(), tok.end(), is_digit) && tok.size() <= 4) {
+      int v = 0;
+      size_t p = 0;
+      read_fixed(tok, p, tok.size(), v);
+      if (day < 0 && tok.size() <= 2) {
+        day = v;
+      } else if (year < 0 && (tok.size() == 4 || tok.size() == 2)) {
+        // RFC 850 two-digit years: RFC 9110 says interpret as within 50 years; 70..99 → 19xx.
+        year = tok.size() == 4 ? v : (v >= 70 ? 1900 + v : 2000 + v);
+      } else {
+        return std::nullopt;
+      }
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (month == 0 || day < 0 || year < 0 || h < 0) return std::nullopt;
+  return make_wall(year, month, day, h, mi, sec, 0, 0);
+}
+
+std::optional<WallTime> parse_rfc3339(std::string_view text) {
+  std::string_view s = trim(text);
+  size_t p = 0;
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (!read_fixed(s, p, 4, y) || p >= s.size() || s[p++] != '-' || !read_fixed(s, p, 2, mo) ||
+      p >= s.size() || s[p++] != '-' || !read_fixed(s, p, 2, d) || p >= s.size())
+    return std::nullopt;
+  char sep = s[p++];
+  if (sep != 'T' && sep != 't' && sep != ' ') return std::nullopt;
+  if (!read_fixed(s, p, 2, h) || p >= s.size() || s[p++] != ':' || !read_fixed(s, p, 2, mi) ||
+      p >= s.size() || s[p++] != ':' || !read_fixed(s, p, 2, sec))
+    return std::nullopt;
+  int64_t frac_ns = 0;
+  if (p < s.size() && s[p] == '.') {
+    ++p;
+    size_t digits = 0;
+    int64_t scale = 100'000'000;
+    while (p < s.size() && is_digit(s[p])) {
+      if (scale > 0) frac_ns += (s[p] - '0') * scale;
+      scale /= 10;
+      ++p;
+      ++digits;
+    }
+    if (digits == 0) return std::nullopt;
+  }
+  if (p >= s.size()) return std::nullopt;  // RFC 3339 requires a zone
+  int64_t offset_s = 0;
+  if (s[p] == 'Z' || s[p] == 'z') {
+    ++p;
+  } else if (s[p] == '+' || s[p] == '-') {
+    int sign = s[p++] == '-' ? -1 : 1;
+    int oh = 0, om = 0;
+    if (!read_fixed(s, p, 2, oh) || p >= s.size() || s[p++] != ':' || !read_fixed(s, p, 2, om) ||
+        oh > 23 || om > 59)
+      return std::nullopt;
+    offset_s = sign * (oh * 3600 + om * 60);
+  } else {
+    return std::nullopt;
+  }
+  if (p != s.size()) return std::nullopt;
+  return make_wall(y, mo, d, h, mi, sec, frac_ns, offset_s);
+}
+
+std::optional<Nanos> RateLimitInfo::exhausted_for() const {
+  std::optional<Nanos> out;
+  for (const LimitCategory* c : {&requests, &tokens, &input_tokens, &output_tokens}) {
+    if (c->remaining && *c->remaining == 0 && c->reset) keep_longer(out, *c->reset);
+  }
+  return out;
+}
+
+bool RateLimitInfo::empty() const {
+  for (const LimitCategory* c : {&requests, &tokens, &input_tokens, &output_tokens}) {
+    if (c->remaining || c->reset) return false;
+  }
+  return !retry_after;
+}
+
+RateLimitInfo parse_rate_limit_headers(std::span<const Header> headers, WallTime wall_now) {
+  RateLimitInfo info;
+  for (const auto& [raw_name, raw_value] : headers) {
+    std::string_view name = trim(raw_name);
+    std::string_view value = trim(raw_value);
+    bool bad = false;
+    if (iequals(name, "retry-after")) {
+      if (auto secs = parse_unsigned_decimal(value)) {
+        if (auto n = seconds_to_nanos(*secs)) {
+          keep_longer(info.retry_after, *n);
+        } else {
+          bad = true;
+        }
+      } else if (auto date = parse_http_date(value)) {
+        keep_longer(info.retry_after, until(*date, wall_now));
+      } else {
+        bad = true;
+      }
+    } else if (iequals(name, "retry-after-ms")) {
+      auto ms = parse_unsigned_decimal(value);
+      auto n = ms ? seconds_to_nanos(*ms / 1000.0) : std::nullopt;
+      if (n) {
+        keep_longer(info.retry_after, *n);
+      } else {
+        bad = true;
+      }
+    } else if (name.size() > 12) {
+      Recognised r = recognise(name, info);
+      if (r.field == Field::kRemaining) {
+        if (auto v = parse_int(value)) {
+          r.category->remaining = *v;
+        } else {
+          bad = true;
+        }
+      } else if (r.field == Field::kReset) {
+        if (r.rfc3339) {
+          if (auto t = parse_rfc3339(value)) {
+            r.category->reset = until(*t, wall_now);
+          } else {
+            bad = true;
+          }
+        } else if (auto d = parse_duration(value)) {
+          r.category->reset = *d;
+        } else {
+          bad = true;
+        }
+      }
+    }
+    if (bad) {
+      ++info.parse_errors;
+      // The value is the provider's, not a secret, but bound its length in the log.
+      log::warn("keys: ignoring malformed rate-limit header {}: '{}'", name,
+                value.substr(0, std::min<size_t>(value.size(), 64)));
+    }
+  }
+  return info;
+}
+
+}  // namespace switchboard::keys
