@@ -2,6 +2,7 @@
 // Not thread-safe; the pool's mutex guards every instance.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <limits>
 #include <vector>
