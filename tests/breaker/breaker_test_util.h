@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <map>
 #include <sstream>
@@ -34,10 +35,13 @@ inline BreakerConfig test_config() {
   return c;
 }
 
-// A target name unique to the running test, so metric series never collide between tests.
+// A target name unique to this run of the test (also under --gtest_repeat), so metric series
+// never carry counts over from another test.
 inline std::string unique_target(const std::string& suffix = "") {
+  static std::atomic<int> runs{0};
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  return std::string("provider:") + info->test_suite_name() + "." + info->name() + suffix;
+  return std::string("provider:") + info->test_suite_name() + "." + info->name() + "." +
+         std::to_string(runs.fetch_add(1)) + suffix;
 }
 
 // Value of the series `name{labels...}` in the metrics text, NaN when absent.
