@@ -176,6 +176,7 @@ class Core : public std::enable_shared_from_this<Core> {
         rng_(options.rng_seed != 0 ? options.rng_seed : std::random_device{}()) {
     minute_limited_ = limits_.rpm > 0 || limits_.tpm > 0;
     daily_limited_ = limits_.rpd > 0 || limits_.tpd > 0;
+    day_template_ = DailyWindow(daily_limited_ ? limits_.daily_reset_hour_utc : 0);
     keys_.reserve(config.keys.size());
     for (const auto& kc : config.keys) {
       KeySlot k;
@@ -292,7 +293,11 @@ class Core : public std::enable_shared_from_this<Core> {
     bool cooled = false;
     {
       auto lock = lock_core();
-      Now t = read_now();
+      // The plain success path needs no clock read: adjust() is exact against a stale head
+      // (a bucket's cell is only recycled by an advance that also moves it out of range).
+      const bool need_time = observer_ != nullptr || !waiters_.empty() ||
+                             outcome.status == OutcomeClass::kRateLimited || !info.empty();
+      const Now t = need_time ? read_now() : Now{};
       KeySlot& k = keys_[lease.key_];
       --k.in_flight;
       const bool keep_request = outcome.status != OutcomeClass::kCancelled &&
@@ -300,10 +305,8 @@ class Core : public std::enable_shared_from_this<Core> {
       const int64_t tokens = outcome.tokens_used >= 0                   ? outcome.tokens_used
                              : outcome.status == OutcomeClass::kSuccess ? lease.estimated_
                                                                         : 0;
-      k.minute.advance(t.mono);
       k.minute.adjust(lease.minute_ref_, keep_request ? 0 : -1, tokens - lease.estimated_);
       if (daily_limited_) {
-        k.day.advance(t.wall);
         k.day.adjust(lease.daily_ref_, keep_request ? 0 : -1, tokens - lease.estimated_);
       }
       cooled = apply_outcome(k, lease.model_, outcome, info, t.mono);
@@ -374,10 +377,10 @@ class Core : public std::enable_shared_from_this<Core> {
                 : k.disabled          ? KeyState::kDisabled
                 : k.cd.until > t.mono ? KeyState::kCooling
                                       : KeyState::kHealthy;
-      k.minute.advance(t.mono);
+      k.minute.advance_bucket(t.minute_bucket);
       s.minute = {k.minute.requests(), k.minute.tokens()};
       if (daily_limited_) {
-        k.day.advance(t.wall);
+        k.day.advance_key(t.day_key);
         s.day = {k.day.requests(), k.day.tokens()};
       }
       out.push_back(std::move(s));
@@ -393,7 +396,7 @@ class Core : public std::enable_shared_from_this<Core> {
       KeyUsage u;
       u.key_id = k.id;
       if (daily_limited_) {
-        k.day.advance(t.wall);
+        k.day.advance_key(t.day_key);
         k.day.for_each([&](int64_t start, int64_t req, int64_t tok) {
           u.daily.push_back(
               {WallTime(std::chrono::duration_cast<WallTime::duration>(Nanos(start))), req, tok});
@@ -415,7 +418,7 @@ class Core : public std::enable_shared_from_this<Core> {
         continue;
       }
       if (!daily_limited_) continue;
-      k->day.advance(t.wall);
+      k->day.advance_key(t.day_key);
       for (const auto& b : u.daily) {
         if (b.requests < 0 || b.tokens < 0) continue;
         k->day.add_at(ns(b.start), b.requests, b.tokens);
@@ -445,12 +448,16 @@ class Core : public std::enable_shared_from_this<Core> {
   struct Now {
     int64_t mono = 0;
     int64_t wall = 0;  // only read when a daily window is in use (or forced)
+    int64_t minute_bucket = 0;
+    int64_t day_key = 0;
   };
 
   Now read_now(bool force_wall = false) const {
     Now t;
     t.mono = ns(clock_.now());
+    t.minute_bucket = floor_div(t.mono, kMinuteBucketNs);
     if (daily_limited_ || force_wall) t.wall = ns(clock_.wall_now());
+    if (daily_limited_) t.day_key = day_template_.key_of(t.wall);
     return t;
   }
 
@@ -495,11 +502,11 @@ class Core : public std::enable_shared_from_this<Core> {
     if (t.mono < k.cd.until || t.mono < model_until(k, model)) return false;
     if (limits_.max_concurrent > 0 && k.in_flight >= limits_.max_concurrent) return false;
     if (minute_limited_) {
-      k.minute.advance(t.mono);
+      k.minute.advance_bucket(t.minute_bucket);
       if (!k.minute.fits(1, est, limits_.rpm, limits_.tpm)) return false;
     }
     if (daily_limited_) {
-      k.day.advance(t.wall);
+      k.day.advance_key(t.day_key);
       if (!k.day.fits(1, est, limits_.rpd, limits_.tpd)) return false;
     }
     return true;
@@ -589,10 +596,10 @@ class Core : public std::enable_shared_from_this<Core> {
     lease.model_ = model;
     lease.estimated_ = est;
     lease.id_ = ++lease_seq_;
-    k.minute.advance(t.mono);
+    k.minute.advance_bucket(t.minute_bucket);
     lease.minute_ref_ = k.minute.add(1, est);
     if (daily_limited_) {
-      k.day.advance(t.wall);
+      k.day.advance_key(t.day_key);
       lease.daily_ref_ = k.day.add(1, est);
     }
     if (observer_ != nullptr) {
@@ -628,7 +635,7 @@ class Core : public std::enable_shared_from_this<Core> {
       later(k.cd.until, NoKeyReason::kCooling);
       later(model_until(k, model), NoKeyReason::kCooling);
       if (minute_limited_) {
-        k.minute.advance(t.mono);
+        k.minute.advance_bucket(t.minute_bucket);
         int64_t e = k.minute.earliest_fit(t.mono, 1, est, limits_.rpm, limits_.tpm);
         if (e == kNever) {
           too_large = true;
@@ -637,7 +644,7 @@ class Core : public std::enable_shared_from_this<Core> {
         later(e, NoKeyReason::kMinuteWindow);
       }
       if (daily_limited_) {
-        k.day.advance(t.wall);
+        k.day.advance_key(t.day_key);
         int64_t e = k.day.earliest_fit(t.wall, 1, est, limits_.rpd, limits_.tpd);
         if (e == kNever) {
           too_large = true;
@@ -792,6 +799,7 @@ class Core : public std::enable_shared_from_this<Core> {
   const size_t max_sessions_;
   bool minute_limited_ = false;
   bool daily_limited_ = false;
+  DailyWindow day_template_;  // computes day keys; holds no usage
 
   prometheus::Counter* leases_[kOutcomeClassCount] = {};
   prometheus::Counter* cooldowns_ = nullptr;

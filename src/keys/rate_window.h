@@ -36,8 +36,10 @@ class SlidingWindow {
   int64_t tokens() const { return tok_; }
 
   // Expires buckets that left the window at `now`. Time going backwards is ignored.
-  void advance(int64_t now) {
-    int64_t cur = floor_div(now, width_);
+  void advance(int64_t now) { advance_bucket(bucket_of(now)); }
+  int64_t bucket_of(int64_t t) const { return floor_div(t, width_); }
+  // advance() with the bucket index already computed (one division per request, not per key).
+  void advance_bucket(int64_t cur) {
     if (cur <= head_) return;
     if (head_ == kUnset || cur - head_ > n_) {
       for (auto& c : ring_) c = Cell{};
@@ -152,9 +154,15 @@ class DailyWindow {
   }
   bool rolling() const { return hour_ < 0; }
 
-  void advance(int64_t wall) {
-    if (rolling()) return sliding_.advance(wall);
-    int64_t start = period_start(wall);
+  void advance(int64_t wall) { advance_key(key_of(wall)); }
+  // The minute bucket (rolling) or period start (fixed) of a wall time: the argument of
+  // advance_key, computed once per request.
+  int64_t key_of(int64_t wall) const {
+    return rolling() ? floor_div(wall, kMinuteNs) : period_start(wall);
+  }
+  void advance_key(int64_t key) {
+    if (rolling()) return sliding_.advance_bucket(key);
+    int64_t start = key;
     if (start > start_) {
       start_ = start;
       req_ = tok_ = 0;
