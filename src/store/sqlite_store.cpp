@@ -1,10 +1,10 @@
 // SqliteStore: the SQLite implementation of Store (see store.h for the contract).
 //
-// Queue design: two growable buffers (essential, non-essential) behind one mutex. `enqueue` holds
-// the lock for a push_back; the writer swaps both buffers out whole under the lock (O(1)) and
-// writes them without it, so producers never wait for the disk. Buffers keep their capacity
-// across swaps, so a warmed-up queue allocates nothing. Dropping the oldest non-essential event
-// advances a head index instead of erasing from the front.
+// Queue design: two rings (essential, non-essential) behind one mutex. `enqueue` holds the lock
+// for one move into a slot; the writer swaps both rings out whole under the lock (O(1)) and
+// writes them without it, so producers never wait for the disk. Rings keep their slots across
+// swaps, so a warmed-up queue allocates nothing. Memory is bounded: each of the four rings (two
+// queued, two being written) holds at most `queue_capacity` slots.
 #include <algorithm>
 #include <array>
 #include <atomic>
@@ -67,14 +67,49 @@ struct Entry {
   Event event;
 };
 
-struct Buffer {
-  std::vector<Entry> items;
-  size_t head = 0;  // items before head were dropped
-  size_t size() const { return items.size() - head; }
-  void clear() {
-    items.clear();
-    head = 0;
+// A FIFO ring of entries. Slots stay constructed (and keep their capacity) when entries leave,
+// so a warmed-up ring never allocates; it grows by doubling up to the queue capacity. Dropping
+// the oldest entry is O(1).
+class Ring {
+ public:
+  size_t size() const { return count_; }
+  Entry& at(size_t i) { return slots_[(head_ + i) & (slots_.size() - 1)]; }
+  const Entry& at(size_t i) const { return slots_[(head_ + i) & (slots_.size() - 1)]; }
+
+  void push(uint64_t seq, Event&& event) {
+    if (count_ == slots_.size()) grow();
+    Entry& e = at(count_);
+    e.seq = seq;
+    e.event = std::move(event);
+    ++count_;
   }
+  // Removes the oldest entry and returns its kind; its memory is released right away.
+  size_t drop_oldest() {
+    Entry& e = slots_[head_];
+    const size_t kind = e.event.index();
+    e.event = Event{};
+    head_ = (head_ + 1) & (slots_.size() - 1);
+    --count_;
+    return kind;
+  }
+  // Empties the ring, releasing what the entries held (long strings) but keeping the slots.
+  void clear() {
+    for (size_t i = 0; i < count_; ++i) at(i).event = Event{};
+    head_ = 0;
+    count_ = 0;
+  }
+
+ private:
+  void grow() {
+    std::vector<Entry> bigger(slots_.empty() ? 256 : slots_.size() * 2);
+    for (size_t i = 0; i < count_; ++i) bigger[i] = std::move(at(i));
+    slots_ = std::move(bigger);
+    head_ = 0;
+  }
+
+  std::vector<Entry> slots_;  // size is zero or a power of two
+  size_t head_ = 0;
+  size_t count_ = 0;
 };
 
 template <class... Ts>
@@ -164,9 +199,7 @@ class SqliteStore final : public Store {
     if (queued() >= capacity_) {
       if (normal_.size() > 0) {
         // Drop the oldest non-essential event; release its memory now.
-        Entry& oldest = normal_.items[normal_.head++];
-        count_drop(oldest.event.index());
-        oldest.event = Event{};
+        count_drop(normal_.drop_oldest());
       } else if (!essential) {
         // Only essential events are queued: this one is the oldest non-essential.
         lock.unlock();
@@ -183,7 +216,7 @@ class SqliteStore final : public Store {
       }
     }
     const uint64_t seq = ++next_seq_;
-    (essential ? essential_ : normal_).items.push_back(Entry{seq, std::move(event)});
+    (essential ? essential_ : normal_).push(seq, std::move(event));
     const bool wake = queued() == batch_max_;
     lock.unlock();
     if (wake) writer_cv_.notify_one();
@@ -354,18 +387,20 @@ class SqliteStore final : public Store {
   }
 
   // One transaction for the whole batch. Returns ok or the first error (rolled back).
-  Status commit_batch(const std::vector<Entry>& retry, const Buffer& ess, const Buffer& norm) {
+  Status commit_batch(const std::vector<Entry>& retry, const Ring& ess, const Ring& norm) {
     int rc = begin_.run();
     if (rc != SQLITE_OK) return detail::sqlite_error(db_.get(), rc, "begin");
-    auto write_all = [&](const std::vector<Entry>& v, size_t from) {
-      for (size_t i = from; i < v.size(); ++i) {
-        if (int r = write(v[i]); r != SQLITE_OK) return r;
+    auto write_all = [&](const Ring& ring) {
+      for (size_t i = 0; i < ring.size(); ++i) {
+        if (int r = write(ring.at(i)); r != SQLITE_OK) return r;
       }
       return SQLITE_OK;
     };
-    rc = write_all(retry, 0);
-    if (rc == SQLITE_OK) rc = write_all(ess.items, ess.head);
-    if (rc == SQLITE_OK) rc = write_all(norm.items, norm.head);
+    for (const Entry& e : retry) {
+      if (rc = write(e); rc != SQLITE_OK) break;
+    }
+    if (rc == SQLITE_OK) rc = write_all(ess);
+    if (rc == SQLITE_OK) rc = write_all(norm);
     if (rc == SQLITE_OK) rc = commit_.run();
     if (rc == SQLITE_OK) return Status();
     Status st = detail::sqlite_error(db_.get(), rc, "commit batch");
@@ -403,7 +438,7 @@ class SqliteStore final : public Store {
   }
 
   void run() {
-    Buffer ess, norm;
+    Ring ess, norm;
     std::vector<Entry> retry;  // essential events whose commit failed, retried before new ones
     uint64_t retry_seq = 0;    // the last sequence number of the failed batch
     int retry_failures = 0;
@@ -454,12 +489,8 @@ class SqliteStore final : public Store {
         } else {
           // Non-essential events of the failed batch are given up (and counted); essential
           // ones are kept and retried.
-          for (size_t i = norm.head; i < norm.items.size(); ++i) {
-            count_drop(norm.items[i].event.index());
-          }
-          for (size_t i = ess.head; i < ess.items.size(); ++i) {
-            retry.push_back(std::move(ess.items[i]));
-          }
+          for (size_t i = 0; i < norm.size(); ++i) count_drop(norm.at(i).event.index());
+          for (size_t i = 0; i < ess.size(); ++i) retry.push_back(std::move(ess.at(i)));
           retry_seq = last_seq;
           ++retry_failures;
           record_failure(st, n);
@@ -533,8 +564,8 @@ class SqliteStore final : public Store {
   std::condition_variable writer_cv_;  // wakes the writer
   std::condition_variable space_cv_;   // essential producers waiting for queue space
   std::condition_variable done_cv_;    // flush()/prune() waiters
-  Buffer essential_;                   // guarded by mu_
-  Buffer normal_;                      // guarded by mu_
+  Ring essential_;                     // guarded by mu_
+  Ring normal_;                        // guarded by mu_
   uint64_t next_seq_ = 0;              // last assigned; guarded by mu_
   bool stopping_ = false;
   bool flush_requested_ = false;
