@@ -422,6 +422,8 @@ class SqliteStore final : public Store {
     return sqlite3_changes(db_.get());
   }
 
+  // Counts and logs a failed write. `events` > 0: a batch failed, which fails pending flushes;
+  // a failed prune (events == 0) does not concern them.
   void record_failure(const Status& st, size_t events) {
     write_errors_.fetch_add(1, std::memory_order_relaxed);
     metrics_.write_errors->Increment();
@@ -431,6 +433,7 @@ class SqliteStore final : public Store {
       log::error("store: write of {} events failed ({} failures so far): {}", events, n,
                  st.message());
     }
+    if (events == 0) return;
     publish([&] {
       ++failure_gen_;
       last_failure_ = st;
@@ -516,6 +519,7 @@ class SqliteStore final : public Store {
           int64_t deleted = prune_batch(&st);
           if (deleted <= 0) break;
         }
+        if (!st.ok()) record_failure(st, 0);
         prune_more = false;
         next_prune = clock_->now() + options_.prune_interval;
         publish([&] {

@@ -394,6 +394,34 @@ TEST(StoreTest, WriteErrorsAreCountedAndNeverCrash) {
   EXPECT_EQ(query_text(dir.file("full.db"), "PRAGMA integrity_check"), "ok");
 }
 
+TEST(StoreTest, EssentialEventsAreRetriedUntilTheyCommit) {
+  TempDir dir;
+  const std::string path = dir.file("busy.db");
+  auto o = options_for(path);
+  o.state.busy_timeout_ms = 10;
+  auto s = open_or_die(o);
+  ASSERT_TRUE(s);
+  // Another process holds the write lock: every commit fails with SQLITE_BUSY meanwhile.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  const auto now = std::chrono::system_clock::now();
+  for (int i = 0; i < 100; ++i) s->enqueue(UsageEvent{now, "r", "p", "p#1", "m", i, 1, 0});
+  s->enqueue(make_outcome("m", now));
+  EXPECT_FALSE(s->flush().ok());
+  EXPECT_GE(s->counters().write_errors, 1u);
+  EXPECT_EQ(s->counters().dropped, 1u);  // the outcome of the failed batch, counted
+  ASSERT_EQ(sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(other);
+  // The writer retries with backoff; the essential events land without being enqueued again.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  Status st = s->flush();
+  while (!st.ok() && std::chrono::steady_clock::now() < deadline) st = s->flush();
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), 100);
+  EXPECT_EQ(s->counters().dropped, 1u);
+}
+
 TEST(StoreTest, ModelStatsQueryAndFormats) {
   TempDir dir;
   const std::string path = dir.file("stats.db");
