@@ -1,0 +1,777 @@
+// OpenAI Chat Completions <-> Anthropic Messages API. See translate.h for the mapping rules.
+#include <algorithm>
+#include <boost/json.hpp>
+#include <limits>
+
+#include "common/json.h"
+#include "upstream/translate.h"
+
+namespace switchboard::upstream {
+
+namespace json = boost::json;
+
+namespace {
+
+// Tool arguments and schemas may nest deeper than Boost.JSON's default of 32.
+json::parse_options lenient_depth() {
+  json::parse_options opt;
+  opt.max_depth = 256;
+  return opt;
+}
+
+Status bad(const std::string& field, std::string_view what) {
+  return Status::invalid_argument(field + ": " + std::string(what));
+}
+
+std::string at(const std::string& field, size_t i) {
+  return field + "[" + std::to_string(i) + "]";
+}
+
+// An integer from any JSON number that holds one exactly.
+std::optional<int64_t> as_int(const json::value& v) {
+  if (v.is_int64()) return v.get_int64();
+  if (v.is_uint64()) {
+    if (v.get_uint64() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return std::nullopt;
+    }
+    return static_cast<int64_t>(v.get_uint64());
+  }
+  if (v.is_double()) {
+    double d = v.get_double();
+    if (d >= -9.0e18 && d <= 9.0e18 && d == static_cast<double>(static_cast<int64_t>(d))) {
+      return static_cast<int64_t>(d);
+    }
+  }
+  return std::nullopt;
+}
+
+// Absent and null are the same to OpenAI clients.
+const json::value* member(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  return (v && !v->is_null()) ? v : nullptr;
+}
+
+int64_t int_member(const json::object* o, std::string_view key) {
+  if (!o) return 0;
+  const json::value* v = member(*o, key);
+  if (!v) return 0;
+  return as_int(*v).value_or(0);
+}
+
+std::string_view string_member(const json::object& o, std::string_view key) {
+  const json::value* v = o.if_contains(key);
+  if (v && v->is_string()) return v->get_string();
+  return {};
+}
+
+bool starts_with_nocase(std::string_view s, std::string_view prefix) {
+  if (s.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i) {
+    char c = s[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != prefix[i]) return false;
+  }
+  return true;
+}
+
+Result<json::object> image_block(const json::object& part, const std::string& field) {
+  const json::value* iu = member(part, "image_url");
+  std::string_view url;
+  if (iu && iu->is_string()) {
+    url = iu->get_string();  // a shorthand some clients use
+  } else if (iu && iu->is_object()) {
+    const json::value* u = member(iu->get_object(), "url");
+    if (!u || !u->is_string()) return bad(field + ".image_url.url", "must be a string");
+    url = u->get_string();
+  } else {
+    return bad(field + ".image_url", "must be an object with a url");
+  }
+  json::object source;
+  if (starts_with_nocase(url, "data:")) {
+    std::string_view rest = url.substr(5);
+    size_t comma = rest.find(',');
+    if (comma == std::string_view::npos) {
+      return bad(field + ".image_url.url", "data: URL without a ',' before the data");
+    }
+    std::string_view meta = rest.substr(0, comma);
+    std::string_view data = rest.substr(comma + 1);
+    constexpr std::string_view kB64 = ";base64";
+    if (meta.size() < kB64.size() || meta.substr(meta.size() - kB64.size()) != kB64) {
+      return bad(field + ".image_url.url", "data: URL must be base64-encoded");
+    }
+    std::string_view media_type = meta.substr(0, meta.find(';'));
+    if (media_type.empty() || data.empty()) {
+      return bad(field + ".image_url.url", "data: URL needs a media type and data");
+    }
+    source["type"] = "base64";
+    source["media_type"] = media_type;
+    source["data"] = data;
+  } else if (starts_with_nocase(url, "http://") || starts_with_nocase(url, "https://")) {
+    source["type"] = "url";
+    source["url"] = url;
+  } else {
+    return bad(field + ".image_url.url", "must be a data: URL or an http(s) URL");
+  }
+  json::object block;
+  block["type"] = "image";
+  block["source"] = std::move(source);
+  return block;
+}
+
+enum class PartsFor { kUser, kAssistant, kTool };
+
+// OpenAI message content (string, array of parts, or null) → Anthropic content blocks.
+// Empty texts are dropped: Anthropic rejects empty text blocks.
+Result<json::array> content_blocks(const json::value* content, const std::string& field,
+                                   PartsFor who) {
+  json::array blocks;
+  if (!content) return blocks;
+  if (content->is_string()) {
+    if (!content->get_string().empty()) {
+      blocks.push_back(json::object{{"type", "text"}, {"text", content->get_string()}});
+    }
+    return blocks;
+  }
+  const json::array* parts = content->if_array();
+  if (!parts) return bad(field, "must be a string, an array of content parts or null");
+  for (size_t j = 0; j < parts->size(); ++j) {
+    std::string pf = at(field, j);
+    const json::object* part = (*parts)[j].if_object();
+    if (!part) return bad(pf, "must be an object");
+    const json::value* type = member(*part, "type");
+    if (!type || !type->is_string()) return bad(pf + ".type", "must be a string");
+    std::string_view t = type->get_string();
+    if (t == "text" || (t == "refusal" && who == PartsFor::kAssistant)) {
+      const json::value* text = member(*part, t == "text" ? "text" : "refusal");
+      if (!text || !text->is_string()) return bad(pf + "." + std::string(t), "must be a string");
+      if (text->get_string().empty()) continue;
+      json::object block{{"type", "text"}, {"text", text->get_string()}};
+      // Prompt-caching hints pass through: clients that know Anthropic set them on parts.
+      if (const json::value* cc = member(*part, "cache_control"); cc && cc->is_object()) {
+        block["cache_control"] = *cc;
+      }
+      blocks.push_back(std::move(block));
+    } else if (t == "image_url" && who != PartsFor::kAssistant) {
+      auto img = image_block(*part, pf);
+      if (!img.ok()) return img.status();
+      blocks.push_back(std::move(img).value());
+    } else {
+      return bad(pf + ".type", "unsupported content part type '" + std::string(t) + "'");
+    }
+  }
+  return blocks;
+}
+
+Result<std::string> system_text(const json::value* content, const std::string& field) {
+  auto blocks = content_blocks(content, field, PartsFor::kAssistant);
+  if (!blocks.ok()) return blocks.status();
+  std::string text;
+  for (const json::value& b : *blocks) {
+    if (!text.empty()) text += "\n";
+    text += b.at("text").get_string();
+  }
+  return text;
+}
+
+Status tool_use_blocks(const json::object& msg, const std::string& field, json::array& blocks) {
+  const json::value* calls_v = member(msg, "tool_calls");
+  if (!calls_v) return Status::ok_status();
+  const json::array* calls = calls_v->if_array();
+  if (!calls) return bad(field + ".tool_calls", "must be an array");
+  for (size_t k = 0; k < calls->size(); ++k) {
+    std::string cf = at(field + ".tool_calls", k);
+    const json::object* call = (*calls)[k].if_object();
+    if (!call) return bad(cf, "must be an object");
+    const json::value* id = member(*call, "id");
+    if (!id || !id->is_string()) return bad(cf + ".id", "must be a string");
+    if (const json::value* type = member(*call, "type");
+        type && !(type->is_string() && type->get_string() == "function")) {
+      return bad(cf + ".type", "must be \"function\"");
+    }
+    const json::value* fn_v = member(*call, "function");
+    if (!fn_v || !fn_v->is_object()) return bad(cf + ".function", "must be an object");
+    const json::object& fn = fn_v->get_object();
+    const json::value* name = member(fn, "name");
+    if (!name || !name->is_string()) return bad(cf + ".function.name", "must be a string");
+    json::value input;
+    const json::value* args = member(fn, "arguments");
+    if (!args) {
+      input = json::object();
+    } else if (args->is_object()) {
+      input = *args;  // some clients send the object itself
+    } else if (args->is_string()) {
+      std::string_view s = args->get_string();
+      if (s.find_first_not_of(" \t\r\n") == std::string_view::npos) {
+        input = json::object();  // "" means no arguments
+      } else {
+        json::error_code ec;
+        input = json::parse(s, ec, {}, lenient_depth());
+        if (ec) return bad(cf + ".function.arguments", "invalid JSON: " + ec.message());
+        if (!input.is_object()) {
+          return bad(cf + ".function.arguments", "must encode a JSON object");
+        }
+      }
+    } else {
+      return bad(cf + ".function.arguments", "must be a JSON string");
+    }
+    blocks.push_back(json::object{{"type", "tool_use"},
+                                  {"id", id->get_string()},
+                                  {"name", name->get_string()},
+                                  {"input", std::move(input)}});
+  }
+  return Status::ok_status();
+}
+
+Result<json::object> tool_result_block(const json::object& msg, const std::string& field) {
+  const json::value* id = member(msg, "tool_call_id");
+  if (!id || !id->is_string()) return bad(field + ".tool_call_id", "must be a string");
+  json::object block{{"type", "tool_result"}, {"tool_use_id", id->get_string()}};
+  const json::value* content = member(msg, "content");
+  if (content && content->is_string()) {
+    if (!content->get_string().empty()) block["content"] = content->get_string();
+  } else {
+    auto blocks = content_blocks(content, field + ".content", PartsFor::kTool);
+    if (!blocks.ok()) return blocks.status();
+    if (!blocks->empty()) block["content"] = std::move(blocks).value();
+  }
+  return block;
+}
+
+Result<json::array> translate_tools(const json::value& v) {
+  const json::array* tools = v.if_array();
+  if (!tools) return bad("tools", "must be an array");
+  json::array out;
+  for (size_t i = 0; i < tools->size(); ++i) {
+    std::string tf = at("tools", i);
+    const json::object* tool = (*tools)[i].if_object();
+    if (!tool) return bad(tf, "must be an object");
+    if (const json::value* type = member(*tool, "type");
+        type && !(type->is_string() && type->get_string() == "function")) {
+      return bad(tf + ".type", "only function tools are supported");
+    }
+    const json::value* fn_v = member(*tool, "function");
+    if (!fn_v || !fn_v->is_object()) return bad(tf + ".function", "must be an object");
+    const json::object& fn = fn_v->get_object();
+    const json::value* name = member(fn, "name");
+    if (!name || !name->is_string() || name->get_string().empty()) {
+      return bad(tf + ".function.name", "must be a non-empty string");
+    }
+    json::object t{{"name", name->get_string()}};
+    if (const json::value* d = member(fn, "description")) {
+      if (!d->is_string()) return bad(tf + ".function.description", "must be a string");
+      t["description"] = *d;
+    }
+    json::object schema;
+    if (const json::value* p = member(fn, "parameters")) {
+      if (!p->is_object()) return bad(tf + ".function.parameters", "must be an object");
+      schema = p->get_object();
+    }
+    // Anthropic insists on an object schema; OpenAI allows omitting it for no-argument tools.
+    if (!schema.contains("type")) schema["type"] = "object";
+    t["input_schema"] = std::move(schema);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+Result<json::object> translate_tool_choice(const json::value& v) {
+  if (v.is_string()) {
+    std::string_view s = v.get_string();
+    if (s == "auto") return json::object{{"type", "auto"}};
+    if (s == "none") return json::object{{"type", "none"}};
+    if (s == "required") return json::object{{"type", "any"}};
+    return bad("tool_choice", "must be \"auto\", \"none\", \"required\" or a function choice");
+  }
+  if (const json::object* o = v.if_object()) {
+    const json::value* fn = member(*o, "function");
+    const json::value* name = fn && fn->is_object() ? member(fn->get_object(), "name") : nullptr;
+    if (!name || !name->is_string()) return bad("tool_choice.function.name", "must be a string");
+    return json::object{{"type", "tool"}, {"name", name->get_string()}};
+  }
+  return bad("tool_choice", "must be a string or an object");
+}
+
+Result<double> number_field(const json::object& req, std::string_view key) {
+  const json::value* v = member(req, key);
+  if (!v->is_number()) return bad(std::string(key), "must be a number");
+  return v->to_number<double>();  // cannot throw: is_number() was checked
+}
+
+std::string_view finish_reason_for(std::string_view stop_reason) {
+  if (stop_reason == "max_tokens") return "length";
+  if (stop_reason == "tool_use") return "tool_calls";
+  if (stop_reason == "refusal") return "content_filter";
+  return "stop";  // end_turn, stop_sequence, pause_turn and anything new
+}
+
+}  // namespace
+
+Result<std::string> openai_to_anthropic_request(const json::object& req,
+                                                std::string_view upstream_model,
+                                                int64_t default_max_tokens) {
+  const json::value* msgs_v = member(req, "messages");
+  if (!msgs_v) return bad("messages", "missing");
+  const json::array* msgs = msgs_v->if_array();
+  if (!msgs) return bad("messages", "must be an array");
+  if (msgs->empty()) return bad("messages", "must not be empty");
+
+  std::string system;
+  json::array turns;
+  std::string last_role;
+  auto add_turn = [&](std::string_view role, json::array blocks) {
+    if (blocks.empty()) return;
+    if (!turns.empty() && last_role == role) {
+      json::array& prev = turns.back().get_object()["content"].get_array();
+      for (json::value& b : blocks) prev.push_back(std::move(b));
+      return;
+    }
+    turns.push_back(json::object{{"role", role}, {"content", std::move(blocks)}});
+    last_role = role;
+  };
+
+  for (size_t i = 0; i < msgs->size(); ++i) {
+    std::string mf = at("messages", i);
+    const json::object* m = (*msgs)[i].if_object();
+    if (!m) return bad(mf, "must be an object");
+    const json::value* role_v = member(*m, "role");
+    if (!role_v || !role_v->is_string()) return bad(mf + ".role", "must be a string");
+    std::string_view role = role_v->get_string();
+    const json::value* content = member(*m, "content");
+    std::string cf = mf + ".content";
+
+    if (role == "system" || role == "developer") {
+      auto text = system_text(content, cf);
+      if (!text.ok()) return text.status();
+      if (!text->empty()) {
+        if (!system.empty()) system += "\n\n";
+        system += *text;
+      }
+    } else if (role == "user") {
+      auto blocks = content_blocks(content, cf, PartsFor::kUser);
+      if (!blocks.ok()) return blocks.status();
+      add_turn("user", std::move(blocks).value());
+    } else if (role == "assistant") {
+      auto blocks = content_blocks(content, cf, PartsFor::kAssistant);
+      if (!blocks.ok()) return blocks.status();
+      if (Status s = tool_use_blocks(*m, mf, *blocks); !s.ok()) return s;
+      add_turn("assistant", std::move(blocks).value());
+    } else if (role == "tool") {
+      auto block = tool_result_block(*m, mf);
+      if (!block.ok()) return block.status();
+      // Tool results go back as a user turn; a run of them merges into one turn.
+      add_turn("user", json::array{std::move(block).value()});
+    } else {
+      return bad(mf + ".role", "unsupported role '" + std::string(role) + "'");
+    }
+  }
+  if (turns.empty()) return bad("messages", "no user or assistant content to send");
+
+  json::object out;
+  out["model"] = upstream_model;
+
+  int64_t max_tokens = default_max_tokens;
+  for (std::string_view key : {"max_tokens", "max_completion_tokens"}) {
+    if (const json::value* v = member(req, key)) {
+      auto n = as_int(*v);
+      if (!n || *n <= 0) return bad(std::string(key), "must be a positive integer");
+      max_tokens = *n;  // max_completion_tokens (checked last) wins: it replaced max_tokens
+    }
+  }
+  out["max_tokens"] = max_tokens;
+  if (!system.empty()) out["system"] = system;
+  out["messages"] = std::move(turns);
+
+  if (const json::value* n = member(req, "n")) {
+    auto count = as_int(*n);
+    if (!count || *count < 1) return bad("n", "must be a positive integer");
+    if (*count > 1) return bad("n", "only n=1 is supported by Anthropic models");
+  }
+
+  bool no_parallel = false;
+  if (const json::value* p = member(req, "parallel_tool_calls")) {
+    if (!p->is_bool()) return bad("parallel_tool_calls", "must be a boolean");
+    no_parallel = !p->get_bool();
+  }
+  if (const json::value* tools_v = member(req, "tools")) {
+    auto tools = translate_tools(*tools_v);
+    if (!tools.ok()) return tools.status();
+    if (!tools->empty()) {
+      out["tools"] = std::move(tools).value();
+      json::object choice{{"type", "auto"}};
+      bool have_choice = false;
+      if (const json::value* tc = member(req, "tool_choice")) {
+        auto c = translate_tool_choice(*tc);
+        if (!c.ok()) return c.status();
+        choice = std::move(c).value();
+        have_choice = true;
+      }
+      if (no_parallel && string_member(choice, "type") != "none") {
+        choice["disable_parallel_tool_use"] = true;
+        have_choice = true;
+      }
+      if (have_choice) out["tool_choice"] = std::move(choice);
+    }
+  } else if (const json::value* tc = member(req, "tool_choice")) {
+    // Without tools there is nothing to choose; still reject nonsense.
+    auto c = translate_tool_choice(*tc);
+    if (!c.ok()) return c.status();
+  }
+
+  if (member(req, "temperature")) {
+    auto t = number_field(req, "temperature");
+    if (!t.ok()) return t.status();
+    if (*t < 0) return bad("temperature", "must not be negative");
+    out["temperature"] = std::min(*t, 1.0);
+  }
+  if (member(req, "top_p")) {
+    auto p = number_field(req, "top_p");
+    if (!p.ok()) return p.status();
+    if (*p < 0 || *p > 1) return bad("top_p", "must be between 0 and 1");
+    out["top_p"] = *p;
+  }
+  if (const json::value* stop = member(req, "stop")) {
+    json::array seqs;
+    if (stop->is_string()) {
+      if (!stop->get_string().empty()) seqs.push_back(*stop);
+    } else if (const json::array* list = stop->if_array()) {
+      for (size_t i = 0; i < list->size(); ++i) {
+        if (!(*list)[i].is_string()) return bad(at("stop", i), "must be a string");
+        if (!(*list)[i].get_string().empty()) seqs.push_back((*list)[i]);
+      }
+    } else {
+      return bad("stop", "must be a string or an array of strings");
+    }
+    if (!seqs.empty()) out["stop_sequences"] = std::move(seqs);
+  }
+  if (const json::value* s = member(req, "stream")) {
+    if (!s->is_bool()) return bad("stream", "must be a boolean");
+    if (s->get_bool()) out["stream"] = true;
+  }
+  if (const json::value* u = member(req, "user")) {
+    if (!u->is_string()) return bad("user", "must be a string");
+    if (!u->get_string().empty()) out["metadata"] = json::object{{"user_id", *u}};
+  }
+  return json::serialize(out);
+}
+
+Result<std::string> anthropic_to_openai_response(const json::object& resp,
+                                                 std::string_view client_model,
+                                                 std::string_view response_id,
+                                                 int64_t created_unix) {
+  if (string_member(resp, "type") == "error") {
+    const json::value* e = resp.if_contains("error");
+    std::string msg = "anthropic error";
+    if (e && e->is_object()) msg = std::string(string_member(e->get_object(), "message"));
+    return Status::unavailable("anthropic response is an error: " + msg);
+  }
+  const json::value* content_v = resp.if_contains("content");
+  if (!content_v || !content_v->is_array()) {
+    return Status::unavailable("anthropic response: content is not an array");
+  }
+  std::string text;
+  json::array tool_calls;
+  for (const json::value& b : content_v->get_array()) {
+    const json::object* block = b.if_object();
+    if (!block) return Status::unavailable("anthropic response: content block is not an object");
+    std::string_view type = string_member(*block, "type");
+    if (type == "text") {
+      text += string_member(*block, "text");
+    } else if (type == "tool_use") {
+      const json::value* input = block->if_contains("input");
+      json::object fn{{"name", string_member(*block, "name")},
+                      {"arguments", input ? json::serialize(*input) : std::string("{}")}};
+      tool_calls.push_back(json::object{
+          {"id", string_member(*block, "id")}, {"type", "function"}, {"function", std::move(fn)}});
+    }
+    // thinking, redacted_thinking and server-tool blocks have no Chat Completions equivalent.
+  }
+
+  json::object message{{"role", "assistant"}};
+  if (text.empty() && !tool_calls.empty()) {
+    message["content"] = nullptr;
+  } else {
+    message["content"] = text;
+  }
+  if (!tool_calls.empty()) message["tool_calls"] = std::move(tool_calls);
+
+  std::string_view stop_reason = string_member(resp, "stop_reason");
+  const json::value* usage_v = resp.if_contains("usage");
+  const json::object* usage = usage_v ? usage_v->if_object() : nullptr;
+  int64_t prompt = int_member(usage, "input_tokens") +
+                   int_member(usage, "cache_read_input_tokens") +
+                   int_member(usage, "cache_creation_input_tokens");
+  int64_t completion = int_member(usage, "output_tokens");
+
+  json::object out{
+      {"id", response_id},
+      {"object", "chat.completion"},
+      {"created", created_unix},
+      {"model", client_model},
+      {"choices", json::array{json::object{{"index", 0},
+                                           {"message", std::move(message)},
+                                           {"logprobs", nullptr},
+                                           {"finish_reason", finish_reason_for(stop_reason)}}}},
+      {"usage", json::object{{"prompt_tokens", prompt},
+                             {"completion_tokens", completion},
+                             {"total_tokens", prompt + completion}}}};
+  return json::serialize(out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streaming
+
+AnthropicStreamTranslator::AnthropicStreamTranslator(std::string_view client_model,
+                                                     std::string_view response_id,
+                                                     int64_t created_unix, bool include_usage)
+    : include_usage_(include_usage) {
+  // Every chunk starts with the same bytes: build them once.
+  prefix_ = "{\"id\":\"";
+  switchboard::json::append_escaped(prefix_, response_id);
+  prefix_ += "\",\"object\":\"chat.completion.chunk\",\"created\":";
+  prefix_ += std::to_string(created_unix);
+  prefix_ += ",\"model\":\"";
+  switchboard::json::append_escaped(prefix_, client_model);
+  prefix_ += "\",\"choices\":[";
+}
+
+std::string AnthropicStreamTranslator::chunk(std::string_view delta_json,
+                                             std::string_view finish_reason) const {
+  std::string c;
+  c.reserve(prefix_.size() + delta_json.size() + 64);
+  c += prefix_;
+  c += "{\"index\":0,\"delta\":";
+  c += delta_json;
+  c += ",\"logprobs\":null,\"finish_reason\":";
+  if (finish_reason.empty()) {
+    c += "null";
+  } else {
+    c += '"';
+    c += finish_reason;
+    c += '"';
+  }
+  c += "}]}";
+  return c;
+}
+
+void AnthropicStreamTranslator::ensure_role(std::vector<std::string>& out) {
+  if (role_sent_) return;
+  role_sent_ = true;
+  out.push_back(chunk(R"({"role":"assistant","content":""})"));
+}
+
+AnthropicStreamTranslator::Block* AnthropicStreamTranslator::block_at(const json::object& ev) {
+  const json::value* idx = ev.if_contains("index");
+  std::optional<int64_t> i = idx ? as_int(*idx) : std::nullopt;
+  if (!i || *i < 0 || static_cast<uint64_t>(*i) >= blocks_.size()) return nullptr;
+  Block* b = &blocks_[static_cast<size_t>(*i)];
+  return b->open ? b : nullptr;
+}
+
+Status AnthropicStreamTranslator::feed(std::string_view event_name, std::string_view data,
+                                       std::vector<std::string>& out_chunks) {
+  if (finished_) return Status::ok_status();
+  // Events are small; parse them into a stack buffer so the common case allocates nothing.
+  unsigned char buf[4096];
+  json::monotonic_resource mr(buf, sizeof(buf));
+  json::error_code ec;
+  json::value v = json::parse(data, ec, &mr, lenient_depth());
+  if (ec) {
+    return Status::unavailable("anthropic stream: invalid JSON in '" + std::string(event_name) +
+                               "' event: " + ec.message());
+  }
+  const json::object* ev = v.if_object();
+  if (!ev) {
+    return Status::unavailable("anthropic stream: '" + std::string(event_name) +
+                               "' event is not a JSON object");
+  }
+  std::string_view type = string_member(*ev, "type");
+  if (type.empty()) type = event_name;
+  return on_event(type, *ev, out_chunks);
+}
+
+Status AnthropicStreamTranslator::on_event(std::string_view type, const json::object& ev,
+                                           std::vector<std::string>& out) {
+  auto update_usage = [this](const json::object* u) {
+    if (!u) return;
+    if (const json::value* v = member(*u, "input_tokens")) input_tokens_ = as_int(*v).value_or(0);
+    if (const json::value* v = member(*u, "cache_read_input_tokens")) {
+      cache_read_ = as_int(*v).value_or(0);
+    }
+    if (const json::value* v = member(*u, "cache_creation_input_tokens")) {
+      cache_creation_ = as_int(*v).value_or(0);
+    }
+    if (const json::value* v = member(*u, "output_tokens")) {
+      usage_.completion_tokens = as_int(*v).value_or(0);
+    }
+    usage_.prompt_tokens = input_tokens_ + cache_read_ + cache_creation_;
+  };
+  auto object_member = [](const json::object& o, std::string_view key) -> const json::object* {
+    const json::value* v = o.if_contains(key);
+    return v ? v->if_object() : nullptr;
+  };
+
+  if (type == "message_start") {
+    const json::object* msg = object_member(ev, "message");
+    if (!msg) return Status::unavailable("anthropic stream: message_start without a message");
+    update_usage(object_member(*msg, "usage"));
+    ensure_role(out);
+    return Status::ok_status();
+  }
+  if (type == "content_block_start") {
+    const json::value* idx = ev.if_contains("index");
+    std::optional<int64_t> i = idx ? as_int(*idx) : std::nullopt;
+    const json::object* cb = object_member(ev, "content_block");
+    // The bound keeps a hostile index from allocating a huge block table.
+    if (!i || *i < 0 || *i >= 4096 || !cb) {
+      return Status::unavailable("anthropic stream: malformed content_block_start");
+    }
+    if (blocks_.size() <= static_cast<size_t>(*i)) blocks_.resize(static_cast<size_t>(*i) + 1);
+    Block& b = blocks_[static_cast<size_t>(*i)];
+    b = Block{};
+    b.open = true;
+    std::string_view bt = string_member(*cb, "type");
+    if (bt == "text") {
+      b.kind = BlockKind::kText;
+      std::string_view text = string_member(*cb, "text");
+      if (!text.empty()) {
+        ensure_role(out);
+        std::string d = "{\"content\":\"";
+        switchboard::json::append_escaped(d, text);
+        d += "\"}";
+        out.push_back(chunk(d));
+        has_content_ = true;
+      }
+    } else if (bt == "tool_use") {
+      b.kind = BlockKind::kToolUse;
+      b.tool_index = next_tool_index_++;
+      // Normally `input` is {} here and arrives through input_json_delta; if it is already
+      // filled in, send it whole.
+      std::string args;
+      if (const json::object* input = object_member(*cb, "input"); input && !input->empty()) {
+        args = json::serialize(*input);
+        b.got_arguments = true;
+      }
+      ensure_role(out);
+      std::string d = "{\"tool_calls\":[{\"index\":" + std::to_string(b.tool_index) + ",\"id\":\"";
+      switchboard::json::append_escaped(d, string_member(*cb, "id"));
+      d += "\",\"type\":\"function\",\"function\":{\"name\":\"";
+      switchboard::json::append_escaped(d, string_member(*cb, "name"));
+      d += "\",\"arguments\":\"";
+      switchboard::json::append_escaped(d, args);
+      d += "\"}}]}";
+      out.push_back(chunk(d));
+      has_content_ = true;
+    }
+    return Status::ok_status();
+  }
+  if (type == "content_block_delta") {
+    Block* b = block_at(ev);
+    const json::object* delta = object_member(ev, "delta");
+    if (!b || !delta) {
+      return Status::unavailable("anthropic stream: content_block_delta for a block not started");
+    }
+    std::string_view dt = string_member(*delta, "type");
+    if (dt == "text_delta") {
+      std::string_view text = string_member(*delta, "text");
+      if (text.empty()) return Status::ok_status();
+      ensure_role(out);
+      std::string d = "{\"content\":\"";
+      switchboard::json::append_escaped(d, text);
+      d += "\"}";
+      out.push_back(chunk(d));
+      has_content_ = true;
+    } else if (dt == "input_json_delta") {
+      if (b->kind != BlockKind::kToolUse) {
+        return Status::unavailable("anthropic stream: input_json_delta outside a tool_use block");
+      }
+      std::string_view partial = string_member(*delta, "partial_json");
+      if (partial.empty()) return Status::ok_status();
+      b->got_arguments = true;
+      std::string d = "{\"tool_calls\":[{\"index\":" + std::to_string(b->tool_index) +
+                      ",\"function\":{\"arguments\":\"";
+      switchboard::json::append_escaped(d, partial);
+      d += "\"}}]}";
+      out.push_back(chunk(d));
+    }
+    // thinking_delta, signature_delta, citations_delta: nothing to send.
+    return Status::ok_status();
+  }
+  if (type == "content_block_stop") {
+    Block* b = block_at(ev);
+    if (!b)
+      return Status::unavailable("anthropic stream: content_block_stop for a block not started");
+    if (b->kind == BlockKind::kToolUse && !b->got_arguments) {
+      out.push_back(chunk("{\"tool_calls\":[{\"index\":" + std::to_string(b->tool_index) +
+                          ",\"function\":{\"arguments\":\"{}\"}}]}"));
+    }
+    b->open = false;
+    return Status::ok_status();
+  }
+  if (type == "message_delta") {
+    update_usage(object_member(ev, "usage"));
+    const json::object* delta = object_member(ev, "delta");
+    std::string_view stop = delta ? string_member(*delta, "stop_reason") : std::string_view();
+    if (!stop.empty()) {
+      ensure_role(out);
+      out.push_back(chunk("{}", finish_reason_for(stop)));
+      has_content_ = true;
+    }
+    return Status::ok_status();
+  }
+  if (type == "message_stop") {
+    finished_ = true;
+    if (include_usage_) {
+      std::string c = prefix_;
+      c += "],\"usage\":{\"prompt_tokens\":" + std::to_string(usage_.prompt_tokens) +
+           ",\"completion_tokens\":" + std::to_string(usage_.completion_tokens) +
+           ",\"total_tokens\":" + std::to_string(usage_.total()) + "}}";
+      out.push_back(std::move(c));
+    }
+    return Status::ok_status();
+  }
+  if (type == "error") {
+    const json::object* err = object_member(ev, "error");
+    std::string_view etype = err ? string_member(*err, "type") : std::string_view("error");
+    std::string_view msg = err ? string_member(*err, "message") : std::string_view();
+    std::string text = "anthropic " + std::string(etype) + ": " + std::string(msg);
+    switch (classify_anthropic_error_type(etype)) {
+      case ErrorClass::kRateLimited:
+        return Status::resource_exhausted(std::move(text));
+      case ErrorClass::kClientError:
+        return Status::invalid_argument(std::move(text));
+      case ErrorClass::kAuthFailed:
+        return Status::permission_denied(std::move(text));
+      default:
+        return Status::unavailable(std::move(text));
+    }
+  }
+  return Status::ok_status();  // ping and event types added after this was written
+}
+
+std::string anthropic_error_to_openai(std::string_view body) {
+  json::error_code ec;
+  json::value v = json::parse(body, ec);
+  const json::object* err = nullptr;
+  if (!ec && v.is_object()) {
+    if (const json::value* e = v.get_object().if_contains("error")) err = e->if_object();
+  }
+  if (!err) return openai_error_json("upstream returned an unrecognised error", "server_error");
+  std::string_view type = string_member(*err, "type");
+  std::string_view openai_type;
+  switch (classify_anthropic_error_type(type)) {
+    case ErrorClass::kClientError:
+      openai_type = "invalid_request_error";
+      break;
+    case ErrorClass::kAuthFailed:
+      openai_type = "authentication_error";
+      break;
+    case ErrorClass::kRateLimited:
+      openai_type = "rate_limit_error";
+      break;
+    default:
+      openai_type = "server_error";
+  }
+  return openai_error_json(string_member(*err, "message"), openai_type, type);
+}
+
+}  // namespace switchboard::upstream

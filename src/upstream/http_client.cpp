@@ -1,0 +1,371 @@
+#include "upstream/http_client.h"
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+#include <deque>
+#include <unordered_map>
+
+namespace switchboard::upstream {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace ssl = asio::ssl;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
+constexpr size_t kReadChunk = 16 * 1024;
+
+struct Origin {
+  bool tls = false;
+  std::string host;
+  std::string port;
+  std::string target;
+  std::string key() const { return (tls ? "https://" : "http://") + host + ":" + port; }
+};
+
+bool parse_url(std::string_view url, Origin& o) {
+  std::string_view rest;
+  if (url.rfind("https://", 0) == 0) {
+    o.tls = true;
+    rest = url.substr(8);
+  } else if (url.rfind("http://", 0) == 0) {
+    rest = url.substr(7);
+  } else {
+    return false;
+  }
+  size_t slash = rest.find('/');
+  std::string_view hostport = rest.substr(0, slash);
+  o.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
+  if (hostport.empty()) return false;
+  if (hostport.front() == '[') {  // [v6]:port
+    size_t close = hostport.find(']');
+    if (close == std::string_view::npos) return false;
+    o.host = std::string(hostport.substr(1, close - 1));
+    o.port = close + 2 <= hostport.size() ? std::string(hostport.substr(close + 2)) : "";
+  } else {
+    size_t colon = hostport.rfind(':');
+    o.host = std::string(hostport.substr(0, colon));
+    o.port = colon == std::string_view::npos ? "" : std::string(hostport.substr(colon + 1));
+  }
+  if (o.port.empty()) o.port = o.tls ? "443" : "80";
+  return !o.host.empty();
+}
+
+// Timers cannot take MonoTime::max(); a day is "no deadline" for an HTTP exchange.
+MonoTime clamp_deadline(MonoTime d) {
+  auto limit = MonoClock::now() + std::chrono::hours(24);
+  return d < limit ? d : limit;
+}
+
+TransportStatus from_ec(const boost::system::error_code& ec, TransportError otherwise) {
+  if (ec == beast::error::timeout) {
+    return TransportStatus::fail(otherwise == TransportError::kConnectFailed
+                                     ? TransportError::kConnectTimeout
+                                     : TransportError::kReadTimeout,
+                                 "upstream timed out");
+  }
+  if (ec == asio::error::operation_aborted)
+    return TransportStatus::fail(TransportError::kCancelled, "cancelled");
+  if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+      ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+      ec == http::error::partial_message) {
+    return TransportStatus::fail(TransportError::kReset,
+                                 "upstream closed the connection: " + ec.message());
+  }
+  if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated) {
+    return TransportStatus::fail(TransportError::kTlsFailed, "TLS: " + ec.message());
+  }
+  if (ec.category() == http::error::get_error_category()) {
+    return TransportStatus::fail(TransportError::kProtocolError,
+                                 "bad HTTP from upstream: " + ec.message());
+  }
+  return TransportStatus::fail(otherwise, ec.message());
+}
+
+}  // namespace
+
+struct Conn {
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
+  beast::flat_buffer buffer;
+  std::string origin;
+  MonoTime idle_since{};
+
+  beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
+  void close() {
+    boost::system::error_code ec;
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ec);
+    lowest().socket().close(ec);
+  }
+};
+
+// Runs `op(stream)` on whichever stream the connection has (both give the same awaitable type).
+template <typename Op>
+auto on_stream(Conn& c, Op&& op) {
+  if (c.secure) return op(*c.secure);
+  return op(*c.plain);
+}
+
+struct HttpClient::Impl {
+  asio::any_io_executor ex;
+  HttpClientOptions options;
+  ssl::context tls{ssl::context::tls_client};
+  std::unordered_map<std::string, std::deque<std::unique_ptr<Conn>>> idle;
+  struct DnsEntry {
+    std::vector<tcp::endpoint> endpoints;
+    MonoTime expires;
+  };
+  std::unordered_map<std::string, DnsEntry> dns;
+
+  Impl(asio::any_io_executor e, HttpClientOptions o) : ex(std::move(e)), options(o) {
+    tls.set_default_verify_paths();
+    tls.set_verify_mode(ssl::verify_peer);
+  }
+
+  std::unique_ptr<Conn> take_idle(const std::string& origin) {
+    auto it = idle.find(origin);
+    if (it == idle.end()) return nullptr;
+    auto now = MonoClock::now();
+    while (!it->second.empty()) {
+      auto c = std::move(it->second.back());
+      it->second.pop_back();
+      if (now - c->idle_since < options.idle_timeout) return c;
+      c->close();
+    }
+    return nullptr;
+  }
+
+  void release(std::unique_ptr<Conn> c) {
+    auto& q = idle[c->origin];
+    if (q.size() >= options.max_idle_per_origin) {
+      c->close();
+      return;
+    }
+    c->idle_since = MonoClock::now();
+    q.push_back(std::move(c));
+  }
+
+  asio::awaitable<TransportStatus> connect(const Origin& o, MonoTime deadline,
+                                           std::unique_ptr<Conn>& out) {
+    std::string dns_key = o.host + ":" + o.port;
+    std::vector<tcp::endpoint> endpoints;
+    auto now = MonoClock::now();
+    if (auto it = dns.find(dns_key); it != dns.end() && it->second.expires > now) {
+      endpoints = it->second.endpoints;
+    } else {
+      tcp::resolver resolver(ex);
+      auto [ec, results] = co_await resolver.async_resolve(o.host, o.port, kNothrow);
+      if (ec)
+        co_return TransportStatus::fail(TransportError::kDnsFailed,
+                                        "resolving " + o.host + ": " + ec.message());
+      for (const auto& r : results) endpoints.push_back(r.endpoint());
+      dns[dns_key] = DnsEntry{endpoints, now + options.dns_ttl};
+    }
+    auto c = std::make_unique<Conn>();
+    c->origin = o.key();
+    if (o.tls) {
+      c->secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, tls);
+    } else {
+      c->plain = std::make_unique<beast::tcp_stream>(ex);
+    }
+    c->lowest().expires_at(clamp_deadline(deadline));
+    auto [ec, ep] = co_await c->lowest().async_connect(endpoints, kNothrow);
+    if (ec) {
+      dns.erase(dns_key);  // a dead address should not stay cached
+      auto st = from_ec(ec, TransportError::kConnectFailed);
+      if (st.error == TransportError::kReset || st.error == TransportError::kProtocolError)
+        st.error = TransportError::kConnectFailed;
+      st.message = "connecting to " + o.host + ":" + o.port + ": " + st.message;
+      co_return st;
+    }
+    c->lowest().socket().set_option(tcp::no_delay(true));
+    if (o.tls) {
+      if (!SSL_set_tlsext_host_name(c->secure->native_handle(), o.host.c_str())) {
+        co_return TransportStatus::fail(TransportError::kTlsFailed, "cannot set SNI host name");
+      }
+      c->secure->set_verify_callback(ssl::host_name_verification(o.host));
+      auto [hec] = co_await c->secure->async_handshake(ssl::stream_base::client, kNothrow);
+      if (hec)
+        co_return TransportStatus::fail(TransportError::kTlsFailed,
+                                        "TLS handshake with " + o.host + ": " + hec.message());
+    }
+    out = std::move(c);
+    co_return TransportStatus{};
+  }
+};
+
+struct HttpStream::Impl {
+  HttpClient::Impl* client = nullptr;
+  std::unique_ptr<Conn> conn;
+  http::response_parser<http::buffer_body> parser;
+  HttpResponseHead head;
+  MonoTime deadline;
+  std::unique_ptr<char[]> chunk = std::make_unique<char[]>(kReadChunk);
+  bool finished = false;
+};
+
+std::string_view HttpResponseHead::header(std::string_view name) const {
+  for (const auto& [k, v] : headers) {
+    if (k.size() == name.size() && std::equal(k.begin(), k.end(), name.begin(), [](char a, char b) {
+          return std::tolower(static_cast<unsigned char>(a)) ==
+                 std::tolower(static_cast<unsigned char>(b));
+        })) {
+      return v;
+    }
+  }
+  return {};
+}
+
+HttpStream::HttpStream(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpStream::~HttpStream() {
+  if (impl_ && impl_->conn) impl_->conn->close();  // unfinished: never reuse
+}
+
+const HttpResponseHead& HttpStream::head() const {
+  return impl_->head;
+}
+
+void HttpStream::cancel() {
+  if (impl_->conn) impl_->conn->close();
+}
+
+asio::awaitable<TransportStatus> HttpStream::read_some(std::string& out, bool& done) {
+  done = false;
+  Impl& s = *impl_;
+  if (s.finished || !s.conn) {
+    done = true;
+    co_return TransportStatus{};
+  }
+  while (true) {
+    if (s.parser.is_done()) {
+      s.finished = true;
+      done = true;
+      if (s.parser.keep_alive())
+        s.client->release(std::move(s.conn));
+      else
+        s.conn->close(), s.conn.reset();
+      co_return TransportStatus{};
+    }
+    s.parser.get().body().data = s.chunk.get();
+    s.parser.get().body().size = kReadChunk;
+    s.conn->lowest().expires_at(clamp_deadline(s.deadline));
+    auto [ec, n] = co_await on_stream(*s.conn, [&](auto& stream) {
+      return http::async_read_some(stream, s.conn->buffer, s.parser, kNothrow);
+    });
+    if (ec && ec != http::error::need_buffer) {
+      s.conn->close();
+      s.conn.reset();
+      co_return from_ec(ec, TransportError::kReset);
+    }
+    size_t got = kReadChunk - s.parser.get().body().size;
+    if (got > 0) {
+      out.append(s.chunk.get(), got);
+      if (s.parser.is_done()) continue;  // hand back the connection on the next call
+      co_return TransportStatus{};
+    }
+  }
+}
+
+HttpClient::HttpClient(asio::any_io_executor executor, HttpClientOptions options)
+    : impl_(std::make_unique<Impl>(std::move(executor), options)) {}
+
+HttpClient::~HttpClient() {
+  for (auto& [origin, q] : impl_->idle)
+    for (auto& c : q) c->close();
+}
+
+size_t HttpClient::idle_connections() const {
+  size_t n = 0;
+  for (const auto& [o, q] : impl_->idle) n += q.size();
+  return n;
+}
+
+asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
+                                                   std::unique_ptr<HttpStream>& stream) {
+  Origin origin;
+  if (!parse_url(request.url, origin)) {
+    co_return TransportStatus::fail(TransportError::kConnectFailed, "bad upstream URL");
+  }
+  http::request<http::string_body> req;
+  req.method(http::string_to_verb(request.method));
+  req.target(origin.target);
+  req.version(11);
+  bool default_port = origin.port == (origin.tls ? "443" : "80");
+  req.set(http::field::host, default_port ? origin.host : origin.host + ":" + origin.port);
+  for (const auto& [k, v] : request.headers) req.set(k, v);
+  req.body() = request.body;
+  req.keep_alive(true);
+  req.prepare_payload();
+
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    std::unique_ptr<Conn> conn = impl_->take_idle(origin.key());
+    const bool reused = conn != nullptr;
+    if (!conn) {
+      auto st = co_await impl_->connect(origin, request.deadline, conn);
+      if (!st.ok()) co_return st;
+    }
+    conn->lowest().expires_at(clamp_deadline(request.deadline));
+    auto [wec, wn] =
+        co_await on_stream(*conn, [&](auto& s) { return http::async_write(s, req, kNothrow); });
+    if (wec) {
+      conn->close();
+      auto st = from_ec(wec, TransportError::kReset);
+      if (reused && st.error == TransportError::kReset) continue;  // stale pooled connection
+      co_return st;
+    }
+    auto impl = std::make_unique<HttpStream::Impl>();
+    impl->client = impl_.get();
+    impl->deadline = request.deadline;
+    impl->parser.body_limit(boost::none);
+    impl->parser.header_limit(64 * 1024);
+    auto [rec, rn] = co_await on_stream(*conn, [&](auto& s) {
+      return http::async_read_header(s, conn->buffer, impl->parser, kNothrow);
+    });
+    if (rec) {
+      conn->close();
+      auto st = from_ec(rec, TransportError::kReset);
+      if (reused && st.error == TransportError::kReset && rn == 0) continue;
+      co_return st;
+    }
+    const auto& msg = impl->parser.get();
+    impl->head.status = static_cast<int>(msg.result_int());
+    for (const auto& f : msg)
+      impl->head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    impl->conn = std::move(conn);
+    stream.reset(new HttpStream(std::move(impl)));
+    co_return TransportStatus{};
+  }
+  co_return TransportStatus::fail(TransportError::kReset, "upstream closed the connection");
+}
+
+asio::awaitable<TransportStatus> HttpClient::fetch(const HttpRequest& request,
+                                                   HttpResponse& response) {
+  std::unique_ptr<HttpStream> stream;
+  auto st = co_await start(request, stream);
+  if (!st.ok()) co_return st;
+  response.head = stream->head();
+  response.body.clear();
+  bool done = false;
+  while (!done) {
+    st = co_await stream->read_some(response.body, done);
+    if (!st.ok()) co_return st;
+    if (response.body.size() > impl_->options.max_response_bytes) {
+      stream->cancel();
+      co_return TransportStatus::fail(TransportError::kProtocolError,
+                                      "upstream response too large");
+    }
+  }
+  co_return TransportStatus{};
+}
+
+}  // namespace switchboard::upstream

@@ -1,0 +1,109 @@
+// HttpClient: pooled HTTP/1.1 client for upstream providers (plain TCP and TLS).
+//
+// One HttpClient per io_context thread: its connection pools, DNS cache and TLS context are owned
+// by that thread, so nothing here takes a lock (DESIGN.md: a request never crosses threads).
+// Connections are kept alive and reused per origin (scheme, host, port), bounded per origin;
+// idle ones older than `idle_timeout` are closed on reuse. DNS answers are cached for `dns_ttl`.
+// HTTPS verifies the certificate chain against the system store and the host name (SNI set).
+//
+// Every operation has a deadline; a timeout fails it with a DeadlineExceeded status. Cancelling a
+// stream (or destroying it) closes its connection: an unfinished response is never reused.
+//
+// Thread-safety: not thread-safe. Use an HttpClient and its streams only from the thread running
+// its executor.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/status.h"
+#include "upstream/translate.h"
+
+namespace switchboard::upstream {
+
+using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
+
+struct HttpRequest {
+  std::string method = "POST";
+  std::string url;  // http://host[:port]/path or https://…
+  HttpHeaders headers;
+  std::string body;
+  MonoTime deadline = MonoTime::max();  // for connect, write, and each read
+};
+
+struct HttpResponseHead {
+  int status = 0;
+  HttpHeaders headers;
+  std::string_view header(std::string_view name) const;  // case-insensitive; "" when absent
+};
+
+// The outcome of a transport operation; when failed, `error` says why (see classify_transport).
+struct TransportStatus {
+  bool failed = false;
+  TransportError error = TransportError::kReset;
+  std::string message;
+  bool ok() const { return !failed; }
+  static TransportStatus fail(TransportError e, std::string m) { return {true, e, std::move(m)}; }
+};
+
+class HttpClient;
+
+// A response whose head has arrived; read_some the body until `done`.
+class HttpStream {
+ public:
+  ~HttpStream();
+  const HttpResponseHead& head() const;
+  // Appends the next body bytes to `out` (at least one byte unless `done`); sets `done` at the
+  // end of the body, after which the connection goes back to the pool when it can be reused.
+  boost::asio::awaitable<TransportStatus> read_some(std::string& out, bool& done);
+  // Closes the connection; pending reads fail with kCancelled.
+  void cancel();
+
+ private:
+  friend class HttpClient;
+  struct Impl;
+  explicit HttpStream(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+struct HttpResponse {
+  HttpResponseHead head;
+  std::string body;
+};
+
+struct HttpClientOptions {
+  size_t max_idle_per_origin = 64;
+  Millis idle_timeout{60000};
+  Millis dns_ttl{60000};
+  size_t max_response_bytes = 64 << 20;
+};
+
+class HttpClient {
+ public:
+  HttpClient(boost::asio::any_io_executor executor, HttpClientOptions options = {});
+  ~HttpClient();
+  HttpClient(const HttpClient&) = delete;
+  HttpClient& operator=(const HttpClient&) = delete;
+
+  // Connects (or reuses a pooled connection), sends the request and reads the response head.
+  // A pooled connection that turns out to be closed is replaced once, transparently.
+  boost::asio::awaitable<TransportStatus> start(const HttpRequest& request,
+                                                std::unique_ptr<HttpStream>& stream);
+  // The whole response (bounded by max_response_bytes).
+  boost::asio::awaitable<TransportStatus> fetch(const HttpRequest& request, HttpResponse& response);
+
+  size_t idle_connections() const;
+
+ private:
+  friend class HttpStream;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace switchboard::upstream

@@ -1,0 +1,279 @@
+// The pure-logic half of talking to upstream providers: Server-Sent Events framing, the
+// translation between OpenAI Chat Completions and the Anthropic Messages API (requests, responses
+// and streams), cheap inspection of OpenAI pass-through bodies, and the classification of HTTP and
+// transport failures into the key pool's outcome classes. Nothing here does I/O: the HTTP client
+// feeds bytes in and sends what comes out, so every rule is testable without a socket.
+//
+// Errors never escape as exceptions: every function returns a Status/Result or a plain value,
+// and Boost.JSON is used through its error_code overloads.
+//
+// Thread-safety: free functions are pure and may be called from any thread. SseParser and
+// AnthropicStreamTranslator hold per-stream state and are not synchronised: one stream, one owner
+// (the connection's io_context thread). Distinct instances are independent.
+#pragma once
+
+#include <boost/json/fwd.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/status.h"
+
+namespace switchboard::upstream {
+
+// ---------------------------------------------------------------------------------------------
+// Server-Sent Events (https://html.spec.whatwg.org/multipage/server-sent-events.html)
+// ---------------------------------------------------------------------------------------------
+
+struct SseEvent {
+  std::string event;  // the `event:` field; empty when the event was not named ("message")
+  std::string data;   // `data:` lines joined with '\n' (no trailing newline)
+  std::string id;     // the last event id in effect when this event was dispatched
+  std::optional<int64_t> retry;  // a valid `retry:` field seen in this event's block, in ms
+
+  bool operator==(const SseEvent&) const = default;
+};
+
+inline constexpr size_t kDefaultMaxSseEventBytes = size_t{1} << 20;  // 1 MiB
+
+// Incremental SSE parser. Feed it the response body in chunks split anywhere (inside a field,
+// inside a "\r\n" pair, inside a UTF-8 sequence) and it yields exactly the events the spec's
+// parser would yield for the concatenated body:
+//   - lines end with LF, CRLF or CR; a leading UTF-8 BOM is skipped;
+//   - `:` lines are comments and ignored; `field: value` drops one space after the colon; a line
+//     without a colon is a field with an empty value; unknown fields are ignored;
+//   - an empty line dispatches the event, unless no `data:` line was seen, in which case the
+//     block is dropped (as browsers do) but its `id:` still takes effect;
+//   - an `id:` containing NUL is ignored; `retry:` that is not all digits is ignored.
+// Memory is bounded: once the event being assembled (its data plus the unfinished line) exceeds
+// `max_event_bytes`, feed returns ResourceExhausted and the parser stays failed (every later feed
+// returns the same error), so a hostile or broken upstream cannot grow it without limit.
+// A body that ends in the middle of an event leaves `has_partial_event()` true: the caller can
+// tell a truncated stream from a complete one.
+class SseParser {
+ public:
+  explicit SseParser(size_t max_event_bytes = kDefaultMaxSseEventBytes)
+      : max_event_bytes_(max_event_bytes) {}
+
+  // Parses `chunk` and appends every event it completes to `out`. Events completed before an
+  // oversize error are still appended.
+  Status feed(std::string_view chunk, std::vector<SseEvent>& out);
+
+  // True when bytes of an undispatched event (or an unfinished line) are buffered.
+  bool has_partial_event() const;
+  const std::string& last_event_id() const { return last_event_id_; }
+  bool failed() const { return failed_; }
+
+ private:
+  Status process_line(std::string_view line, std::vector<SseEvent>& out);
+  Status oversize() const;
+
+  size_t max_event_bytes_;
+  std::string line_;  // an unfinished line carried over from the previous chunk
+  std::string data_;
+  std::string event_;
+  std::string last_event_id_;
+  std::optional<int64_t> retry_;
+  bool seen_field_ = false;   // any field line since the last dispatch
+  bool skip_lf_ = false;      // the previous chunk ended in '\r': a leading '\n' belongs to it
+  bool bom_checked_ = false;  // the first bytes have been checked for a BOM
+  bool failed_ = false;
+};
+
+// Appends one SSE event to `out`: `event: <name>\n` when `event` is non-empty, one `data: ` line
+// per line of `data` (a multi-line payload stays one event), then the blank line.
+void append_sse_event(std::string& out, std::string_view data, std::string_view event = {});
+std::string format_sse_event(std::string_view data, std::string_view event = {});
+// The OpenAI end-of-stream marker, "data: [DONE]\n\n".
+inline constexpr std::string_view kSseDone = "data: [DONE]\n\n";
+
+// ---------------------------------------------------------------------------------------------
+// Token usage
+// ---------------------------------------------------------------------------------------------
+
+struct TokenUsage {
+  int64_t prompt_tokens = 0;
+  int64_t completion_tokens = 0;
+  int64_t total() const { return prompt_tokens + completion_tokens; }
+  bool operator==(const TokenUsage&) const = default;
+};
+
+// The top-level `usage` of a non-stream OpenAI chat completion body, or nullopt when the body
+// has none (or is not a JSON object). Cheap: one byte scan that tracks nesting and strings to find
+// the top-level "usage" member, then a parse of that member only; the rest of the body (the
+// completion text) is never materialised. Keys written with escapes are not recognised.
+std::optional<TokenUsage> extract_openai_usage(std::string_view body);
+
+// What the gateway needs to know about one OpenAI stream chunk (the body of a `data:` line).
+struct OpenAiChunkInfo {
+  bool done = false;         // the `[DONE]` marker
+  bool has_content = false;  // non-empty delta.content, any delta.tool_calls, or a finish_reason
+  bool is_error = false;     // a top-level `error` object (some servers report failures in-stream)
+  bool malformed = false;    // not JSON, or not an object
+  std::optional<TokenUsage> usage;  // a non-null `usage` (stream_options.include_usage)
+};
+// Cheap: chunks that cannot carry content, usage or an error are recognised without a parse, and
+// the others are parsed into a stack buffer (no heap allocation for ordinary chunk sizes).
+OpenAiChunkInfo inspect_openai_chunk(std::string_view data);
+
+// ---------------------------------------------------------------------------------------------
+// Anthropic Messages API <-> OpenAI Chat Completions
+// ---------------------------------------------------------------------------------------------
+
+// Translates an OpenAI chat completion request into an Anthropic Messages request body for
+// `upstream_model`:
+//   system/developer messages   → top-level `system` (texts joined with a blank line)
+//   user/assistant content      → content blocks: text; image_url with a `data:<type>;base64,`
+//                                 URL → base64 image source, http(s) URL → url image source
+//   assistant tool_calls        → tool_use blocks (`arguments` parsed into `input`; must be a JSON
+//                                 object, "" counts as {})
+//   tool messages               → tool_result blocks in a user turn
+//   consecutive same-role turns → merged into one (Anthropic requires alternation); empty turns
+//                                 are dropped
+//   tools / tool_choice         → {name, description, input_schema} / auto, none, any, tool;
+//                                 parallel_tool_calls:false → disable_parallel_tool_use
+//   max_completion_tokens, else max_tokens, else `default_max_tokens` (Anthropic requires it);
+//   temperature (clamped to Anthropic's [0, 1] so a fallback to Claude does not fail on a value
+//   valid for OpenAI), top_p, stop (string or list) → stop_sequences, stream, user →
+//   metadata.user_id. Other OpenAI fields are dropped; n > 1 cannot be served and is an error.
+// Wrong shapes give InvalidArgument naming the field, e.g. "messages[2].content: ...".
+Result<std::string> openai_to_anthropic_request(const boost::json::object& openai_request,
+                                                std::string_view upstream_model,
+                                                int64_t default_max_tokens = 4096);
+
+// Translates a non-stream Anthropic Messages response into an OpenAI chat completion:
+// text blocks joined into message.content (null when there are only tool calls), tool_use blocks
+// → tool_calls, stop_reason → finish_reason (end_turn/stop_sequence/pause_turn → stop, max_tokens
+// → length, tool_use → tool_calls, refusal → content_filter), usage with cache reads and cache
+// writes counted as prompt tokens. Thinking blocks are dropped. A body that is not a Messages
+// response gives Unavailable (the upstream misbehaved; the gateway treats it as a server error).
+Result<std::string> anthropic_to_openai_response(const boost::json::object& anthropic_response,
+                                                 std::string_view client_model,
+                                                 std::string_view response_id,
+                                                 int64_t created_unix);
+
+// Translates an Anthropic streaming response, one SSE event at a time, into OpenAI
+// `chat.completion.chunk` payloads (the text after `data: `; the caller frames them and sends
+// `[DONE]` once finished()). Chunks carry id/created/model from the constructor.
+//   message_start        → {"delta":{"role":"assistant","content":""}} (not content-bearing)
+//   text_delta           → {"delta":{"content":...}} (empty texts produce nothing)
+//   tool_use block start → {"delta":{"tool_calls":[{index,id,type,function:{name,arguments:""}}]}}
+//                          where index counts tool calls from 0, not Anthropic block indexes
+//   input_json_delta     → {"delta":{"tool_calls":[{index,function:{arguments:partial}}]}}; a
+//                          tool block that streamed no arguments gets "{}" at its stop, so clients
+//                          always receive parseable arguments
+//   message_delta        → a chunk with finish_reason (mapped as for responses); updates usage
+//   message_stop         → finished(); plus {"choices":[],"usage":{...}} when include_usage
+//   ping, thinking deltas, unknown events → nothing (Anthropic may add event types)
+//   error                → a non-ok Status carrying the error's type and message:
+//                          ResourceExhausted for rate_limit_error, InvalidArgument for
+//                          invalid_request_error, PermissionDenied for authentication and
+//                          permission errors, Unavailable otherwise (overloaded_error, api_error)
+// Invalid JSON or impossible sequences (a delta for a block never started) give Unavailable.
+// Events after message_stop are ignored.
+class AnthropicStreamTranslator {
+ public:
+  AnthropicStreamTranslator(std::string_view client_model, std::string_view response_id,
+                            int64_t created_unix, bool include_usage);
+
+  Status feed(std::string_view event_name, std::string_view data,
+              std::vector<std::string>& out_chunks);
+
+  // Tokens seen so far: input (plus cache reads and writes) from message_start, output updated by
+  // each message_delta (Anthropic reports it cumulatively).
+  const TokenUsage& usage() const { return usage_; }
+  // True once a content-bearing chunk (text, a tool call, a finish_reason) has been produced:
+  // until then a failure can still fail over without the client noticing.
+  bool has_content() const { return has_content_; }
+  bool finished() const { return finished_; }
+
+ private:
+  enum class BlockKind : uint8_t { kOther, kText, kToolUse };
+  struct Block {
+    BlockKind kind = BlockKind::kOther;
+    int tool_index = -1;
+    bool got_arguments = false;
+    bool open = false;
+  };
+
+  Status on_event(std::string_view type, const boost::json::object& ev,
+                  std::vector<std::string>& out);
+  void ensure_role(std::vector<std::string>& out);
+  std::string chunk(std::string_view delta_json, std::string_view finish_reason = {}) const;
+  Block* block_at(const boost::json::object& ev);
+
+  std::string prefix_;  // {"id":..,"object":"chat.completion.chunk","created":..,"model":..,
+  bool include_usage_;
+  bool role_sent_ = false;
+  bool has_content_ = false;
+  bool finished_ = false;
+  int next_tool_index_ = 0;
+  int64_t input_tokens_ = 0;  // the three parts of the prompt, kept apart because message_delta
+  int64_t cache_read_ = 0;    // may restate any of them
+  int64_t cache_creation_ = 0;
+  TokenUsage usage_;
+  std::vector<Block> blocks_;  // by Anthropic content block index
+};
+
+// Converts an Anthropic error body ({"type":"error","error":{"type","message"}}) into OpenAI's
+// error shape, keeping the message and mapping the type (e.g. rate_limit_error →
+// rate_limit_exceeded). A body that is not such an error gives a generic upstream error.
+std::string anthropic_error_to_openai(std::string_view anthropic_body);
+
+// ---------------------------------------------------------------------------------------------
+// Error classification
+// ---------------------------------------------------------------------------------------------
+
+// The outcome classes of the key pool (keys::OutcomeClass), by the same names.
+enum class ErrorClass : uint8_t {
+  kSuccess,
+  kRateLimited,      // 429: cool the key down, try another key
+  kAuthFailed,       // the key is unusable: 401/403, or billing exhausted
+  kServerError,      // 5xx, Anthropic 529 overloaded: the provider's fault
+  kTimeout,          // the request reached the provider and no answer came in time
+  kConnectionError,  // the request probably never reached the provider
+  kClientError,      // the request's fault: do not retry elsewhere
+  kCancelled,
+};
+std::string_view to_string(ErrorClass c);
+
+// Classifies an HTTP response. `body` is consulted only where the status alone is ambiguous:
+//   2xx → success; 429 → rate_limited, but OpenAI `insufficient_quota` (billing exhausted, no
+//   amount of waiting helps) → auth_failed; 401/403 → auth_failed; 408 → timeout;
+//   400/404/409/413/422 and other 4xx → client_error, except Anthropic's "credit balance is too
+//   low" 400 (a billing failure of the key) → auth_failed; 5xx and 529 → server_error;
+//   anything else (1xx, 3xx, garbage) → server_error, since an API upstream never sends it to a
+//   well-formed request.
+ErrorClass classify_http(int status, std::string_view body);
+
+enum class TransportError : uint8_t {
+  kConnectFailed,   // refused or unreachable
+  kConnectTimeout,  // no connection within the connect timeout
+  kReadTimeout,     // connected and sent, no (complete) answer in time
+  kReset,           // the connection was closed or reset mid-exchange
+  kTlsFailed,       // handshake or certificate verification failed
+  kDnsFailed,
+  kProtocolError,  // the upstream sent something that is not HTTP
+  kCancelled,      // our side gave up (client disconnected, shutdown)
+};
+std::string_view to_string(TransportError e);
+
+// connect_failed, connect_timeout, tls_failed, dns_failed, reset → connection_error (the request
+// did not reach the provider, or we cannot know it did: another key or provider may serve it);
+// read_timeout → timeout; protocol_error → server_error; cancelled → cancelled.
+ErrorClass classify_transport(TransportError e);
+
+// The class of an Anthropic error type as sent in error bodies and stream `error` events
+// (rate_limit_error, overloaded_error, authentication_error, ...).
+ErrorClass classify_anthropic_error_type(std::string_view type);
+
+// `{"error":{"message":...,"type":...,"code":...}}` with JSON escaping; an empty `code` is null.
+// Invalid UTF-8 in the message (upstream text) is replaced with U+FFFD so the result is always
+// valid JSON.
+std::string openai_error_json(std::string_view message, std::string_view type,
+                              std::string_view code = {});
+
+}  // namespace switchboard::upstream
