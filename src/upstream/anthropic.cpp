@@ -619,14 +619,14 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
   }
   if (type == "content_block_start") {
     const json::value* idx = ev.if_contains("index");
-    std::optional<int64_t> i = idx ? as_int(*idx) : std::nullopt;
+    int64_t i = idx ? as_int(*idx).value_or(-1) : -1;
     const json::object* cb = object_member(ev, "content_block");
     // The bound keeps a hostile index from allocating a huge block table.
-    if (!i || *i < 0 || *i >= 4096 || !cb) {
+    if (i < 0 || i >= 4096 || !cb) {
       return Status::unavailable("anthropic stream: malformed content_block_start");
     }
-    if (blocks_.size() <= static_cast<size_t>(*i)) blocks_.resize(static_cast<size_t>(*i) + 1);
-    Block& b = blocks_[static_cast<size_t>(*i)];
+    if (blocks_.size() <= static_cast<size_t>(i)) blocks_.resize(static_cast<size_t>(i) + 1);
+    Block& b = blocks_[static_cast<size_t>(i)];
     b = Block{};
     b.open = true;
     std::string_view bt = string_member(*cb, "type");

@@ -219,8 +219,9 @@ class AnthropicStreamTranslator {
 };
 
 // Converts an Anthropic error body ({"type":"error","error":{"type","message"}}) into OpenAI's
-// error shape, keeping the message and mapping the type (e.g. rate_limit_error →
-// rate_limit_exceeded). A body that is not such an error gives a generic upstream error.
+// error shape for relaying a client error: the message is kept, `code` is the Anthropic type and
+// `type` is invalid_request_error, authentication_error, rate_limit_error or server_error (by
+// classify_anthropic_error_type). A body that is not such an error gives a generic server_error.
 std::string anthropic_error_to_openai(std::string_view anthropic_body);
 
 // ---------------------------------------------------------------------------------------------
@@ -266,8 +267,10 @@ std::string_view to_string(TransportError e);
 // read_timeout → timeout; protocol_error → server_error; cancelled → cancelled.
 ErrorClass classify_transport(TransportError e);
 
-// The class of an Anthropic error type as sent in error bodies and stream `error` events
-// (rate_limit_error, overloaded_error, authentication_error, ...).
+// The class of an Anthropic error type as sent in error bodies and stream `error` events:
+// rate_limit_error → rate_limited; authentication_error, permission_error, billing_error →
+// auth_failed; invalid_request_error, not_found_error, request_too_large → client_error;
+// timeout_error → timeout; api_error, overloaded_error and unknown types → server_error.
 ErrorClass classify_anthropic_error_type(std::string_view type);
 
 // `{"error":{"message":...,"type":...,"code":...}}` with JSON escaping; an empty `code` is null.
