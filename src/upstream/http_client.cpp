@@ -84,7 +84,7 @@ TransportStatus from_ec(const boost::system::error_code& ec, TransportError othe
   if (ec.category() == asio::error::get_ssl_category() || ec == ssl::error::stream_truncated) {
     return TransportStatus::fail(TransportError::kTlsFailed, "TLS: " + ec.message());
   }
-  if (ec.category() == http::error::get_error_category()) {
+  if (ec.category() == http::make_error_code(http::error::bad_version).category()) {
     return TransportStatus::fail(TransportError::kProtocolError,
                                  "bad HTTP from upstream: " + ec.message());
   }

@@ -69,3 +69,45 @@ TEST(InspectOpenAiChunk, Classifies) {
 
 }  // namespace
 }  // namespace switchboard::upstream
+
+namespace switchboard::upstream {
+namespace {
+
+// Every prefix of valid bodies and stream events (what a cut connection delivers) and some
+// garbage: every function answers with a value or an error, never a crash.
+TEST(Robustness, TruncatedAndGarbageInputs) {
+  const std::string body =
+      R"({"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"a\"b\\"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":2}})";
+  for (size_t i = 0; i < body.size(); ++i) {
+    std::string_view prefix(body.data(), i);
+    EXPECT_EQ(extract_openai_usage(prefix), std::nullopt) << i;
+    OpenAiChunkInfo info = inspect_openai_chunk(prefix);
+    EXPECT_TRUE(info.malformed) << i;
+  }
+  const std::string event =
+      R"({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}})";
+  for (size_t i = 0; i < event.size(); ++i) {
+    AnthropicStreamTranslator t("m", "id", 1, true);
+    std::vector<std::string> out;
+    Status s = t.feed("content_block_start", std::string_view(event.data(), i), out);
+    EXPECT_FALSE(s.ok()) << i;
+  }
+  const char* garbage[] = {"\xFF\xFE", "{\"", "[[[[[[[[",          "{\"a\":}",           "nul",
+                           "\"str\"",  "12",  "{\"usage\":[1,2]}", "{\"choices\":\"x\"}"};
+  for (const char* g : garbage) {
+    (void)extract_openai_usage(g);
+    (void)inspect_openai_chunk(g);
+    AnthropicStreamTranslator t("m", "id", 1, true);
+    std::vector<std::string> out;
+    (void)t.feed("message_delta", g, out);
+  }
+  std::string deep(10000, '[');
+  (void)extract_openai_usage("{\"usage\":" + deep + "}");
+  (void)inspect_openai_chunk("{\"choices\":" + deep);
+  AnthropicStreamTranslator t("m", "id", 1, true);
+  std::vector<std::string> out;
+  EXPECT_FALSE(t.feed("message_start", deep, out).ok());
+}
+
+}  // namespace
+}  // namespace switchboard::upstream
