@@ -7,7 +7,10 @@
 #include <string>
 
 #include "common/config.h"
+#include "gateway/gateway.h"
+#include "gateway/mock_provider.h"
 #include "routing/routing.h"
+#include "store/store.h"
 
 namespace {
 
@@ -113,6 +116,8 @@ int main(int argc, char** argv) {
   auto* stats = app.add_subcommand("stats", "per-model statistics from a store");
   std::string stats_db = "./switchboard.db";
   stats->add_option("--db", stats_db, "database path");
+  bool stats_json = false;
+  stats->add_flag("--json", stats_json, "print JSON instead of a table");
 
   auto* workflow = app.add_subcommand("workflow", "durable workflows");
   workflow->require_subcommand(1);
@@ -133,6 +138,17 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (*check) return cmd_check_config(check_file);
+  if (*serve) return switchboard::gateway::run_serve(serve_config, serve_listen);
+  if (*mock) return switchboard::gateway::run_mock_provider(mock_listen, mock_scenario);
+  if (*stats) {
+    auto text = switchboard::store::format_model_stats(stats_db, stats_json);
+    if (!text.ok()) {
+      std::cerr << "switchboard stats: " << text.status().message() << "\n";
+      return text.status().code() == switchboard::StatusCode::kNotFound ? kExitUsage : kExitRuntime;
+    }
+    std::cout << *text;
+    return kExitOk;
+  }
   if (*route)
     return cmd_route(route_config, route_model, route_complexity, route_category, route_seed,
                      seed_opt->count() > 0);

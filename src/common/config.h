@@ -94,6 +94,35 @@ struct KeyConfig {
   std::string fingerprint() const;  // "sha256:" + first 12 hex digits of SHA-256(secret)
 };
 
+// Behaviour of the mock provider (`kind: mock`, `switchboard mock-provider --scenario`).
+struct MockScriptStep {
+  int status = 200;  // answered to the next `times` requests, in order, before anything else
+  int times = 1;
+  bool drop_mid_stream = false;  // 200, then the connection is cut half-way through the stream
+  bool hang = false;             // never answers (the caller's timeout must fire)
+  int64_t retry_after_ms = 0;    // sent as retry-after-ms (and Retry-After) when > 0
+};
+
+struct MockScenario {
+  int64_t latency_ms = 0;  // before the first byte
+  int chunks = 4;          // content chunks of a streamed answer
+  int64_t chunk_delay_ms = 0;
+  int64_t rpm = 0;             // per API key; 429 with rate-limit headers beyond it
+  int64_t max_concurrent = 0;  // per API key; 429 beyond it
+  double error_rate = 0;       // answered with error_status
+  int error_status = 500;
+  double timeout_rate = 0;          // never answered
+  double drop_mid_stream_rate = 0;  // stream cut half-way
+  int64_t completion_tokens = 16;
+  std::vector<MockScriptStep> script;
+  std::vector<std::string> invalid_keys;  // answered 401
+  // P(answer is right) per model and category ("default" for the rest); 1 when unset. A request
+  // names its category in its text as "category=NAME"; the answer says "correct" or "incorrect".
+  std::map<std::string, std::map<std::string, double>> quality;
+  std::map<std::string, int64_t> model_latency_ms;
+  uint64_t seed = 1;
+};
+
 struct ProviderConfig {
   std::string name;
   ProviderKind kind = ProviderKind::kOpenAI;
@@ -106,6 +135,7 @@ struct ProviderConfig {
   BreakerConfig breaker;    // global `breaker`, overridden by the provider's own
   // True when `mock_if_no_keys` turned a real provider into the in-process mock (no keys set).
   bool mock_substitute = false;
+  MockScenario mock;  // for kind: mock
 };
 
 struct ModelCost {
@@ -227,6 +257,14 @@ ConfigLoad load_config_string(const std::string& yaml, const std::string& source
 // The built-in configuration used when no file is given: providers from OPENAI_API_KEYS,
 // ANTHROPIC_API_KEYS, ... when set, else the in-process mock.
 ConfigLoad default_config(const Environment& env);
+
+struct MockScenarioLoad {
+  std::optional<MockScenario> scenario;
+  std::vector<ConfigError> errors;
+  bool ok() const { return errors.empty() && scenario.has_value(); }
+};
+MockScenarioLoad load_mock_scenario_file(const std::string& path);
+MockScenarioLoad load_mock_scenario_string(const std::string& yaml, const std::string& source_name);
 
 // The normalised configuration as YAML, secrets replaced by their key ids and fingerprints.
 std::string dump_config(const Config& config);

@@ -714,6 +714,7 @@ class Loader {
                  {"least_loaded", KeySelection::kLeastLoaded}});
       if (present(v, "cooldown")) read_cooldown(v["cooldown"], p + ".cooldown", pc.cooldown);
       if (present(v, "breaker")) read_breaker(v["breaker"], p + ".breaker", pc.breaker);
+      if (present(v, "mock")) read_mock(v["mock"], p + ".mock", pc.mock);
       cfg_.providers.push_back(std::move(pc));
     }
   }
@@ -823,6 +824,120 @@ class Loader {
     }
   }
 
+  void read_mock(const YAML::Node& n, const std::string& p, MockScenario& m) {
+    if (!n.IsDefined() || n.IsNull()) return;
+    if (!check_map(n, p,
+                   {"latency_ms", "chunks", "chunk_delay_ms", "rpm", "max_concurrent", "error_rate",
+                    "error_status", "timeout_rate", "drop_mid_stream_rate", "completion_tokens",
+                    "script", "invalid_keys", "quality", "model_latency_ms", "seed"}))
+      return;
+    read_int(n, "latency_ms", p, m.latency_ms, 0, 3600000);
+    read_int(n, "chunks", p, m.chunks, 1, 100000);
+    read_int(n, "chunk_delay_ms", p, m.chunk_delay_ms, 0, 3600000);
+    read_int(n, "rpm", p, m.rpm, 0);
+    read_int(n, "max_concurrent", p, m.max_concurrent, 0);
+    read_double(n, "error_rate", p, m.error_rate, 0.0, 1.0);
+    read_int(n, "error_status", p, m.error_status, 100, 599);
+    read_double(n, "timeout_rate", p, m.timeout_rate, 0.0, 1.0);
+    read_double(n, "drop_mid_stream_rate", p, m.drop_mid_stream_rate, 0.0, 1.0);
+    read_int(n, "completion_tokens", p, m.completion_tokens, 1, 1000000);
+    int64_t seed = int64_t(m.seed);
+    read_int(n, "seed", p, seed, 0);
+    m.seed = uint64_t(seed);
+    if (present(n, "script")) {
+      YAML::Node s = n["script"];
+      if (!s.IsSequence()) {
+        error(s, p + ".script", "expected a list of steps");
+      } else {
+        for (size_t i = 0; i < s.size(); ++i) {
+          std::string sp = p + ".script[" + std::to_string(i) + "]";
+          if (!check_map(s[i], sp,
+                         {"status", "times", "drop_mid_stream", "hang", "retry_after_ms"}))
+            continue;
+          MockScriptStep step;
+          read_int(s[i], "status", sp, step.status, 100, 599);
+          read_int(s[i], "times", sp, step.times, 1, 1000000);
+          read_bool(s[i], "drop_mid_stream", sp, step.drop_mid_stream);
+          read_bool(s[i], "hang", sp, step.hang);
+          read_int(s[i], "retry_after_ms", sp, step.retry_after_ms, 0);
+          m.script.push_back(step);
+        }
+      }
+    }
+    if (present(n, "invalid_keys")) {
+      YAML::Node k = n["invalid_keys"];
+      if (!k.IsSequence())
+        error(k, p + ".invalid_keys", "expected a list of keys");
+      else
+        for (size_t i = 0; i < k.size(); ++i)
+          if (k[i].IsScalar()) m.invalid_keys.push_back(k[i].Scalar());
+    }
+    if (present(n, "quality")) {
+      YAML::Node q = n["quality"];
+      if (!q.IsMap()) {
+        error(q, p + ".quality", "expected model: { category: probability }");
+      } else {
+        for (auto it = q.begin(); it != q.end(); ++it) {
+          std::string model = it->first.as<std::string>("");
+          std::string qp = p + ".quality." + model;
+          if (!it->second.IsMap()) {
+            error(it->second, qp, "expected category: probability");
+            continue;
+          }
+          for (auto ct = it->second.begin(); ct != it->second.end(); ++ct) {
+            std::string cat = ct->first.as<std::string>("");
+            double v = 0;
+            if (!ct->second.IsScalar() || !YAML::convert<double>::decode(ct->second, v) || v < 0 ||
+                v > 1) {
+              error(ct->second, qp + "." + cat, "expected a probability between 0 and 1");
+              continue;
+            }
+            m.quality[model][cat] = v;
+          }
+        }
+      }
+    }
+    if (present(n, "model_latency_ms")) {
+      YAML::Node ml = n["model_latency_ms"];
+      if (!ml.IsMap()) {
+        error(ml, p + ".model_latency_ms", "expected model: milliseconds");
+      } else {
+        for (auto it = ml.begin(); it != ml.end(); ++it) {
+          int64_t v = 0;
+          std::string model = it->first.as<std::string>("");
+          if (!YAML::convert<int64_t>::decode(it->second, v) || v < 0)
+            error(it->second, p + ".model_latency_ms." + model, "expected milliseconds >= 0");
+          else
+            m.model_latency_ms[model] = v;
+        }
+      }
+    }
+  }
+
+ public:
+  MockScenarioLoad load_mock(const std::string& text) {
+    MockScenarioLoad out;
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+      if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+      MockScenario m;
+      read_mock(root, "", m);
+      out.scenario = m;
+    } catch (const YAML::Exception& e) {
+      ConfigError err;
+      err.source = source_;
+      err.line = e.mark.line + 1;
+      err.column = e.mark.column + 1;
+      err.message = "YAML: " + e.msg;
+      errors_.push_back(err);
+    }
+    out.errors = std::move(errors_);
+    if (!out.errors.empty()) out.scenario.reset();
+    return out;
+  }
+
+ private:
   // A provider that some route needs must have keys (mocks always have one).
   void check_keys_for_routes(const YAML::Node& providers) {
     std::set<std::string> needed;
@@ -893,6 +1008,26 @@ ConfigLoad load_config_file(const std::string& path, const Environment& env) {
   std::stringstream ss;
   ss << in.rdbuf();
   return load_config_string(ss.str(), path, env);
+}
+
+MockScenarioLoad load_mock_scenario_string(const std::string& yaml,
+                                           const std::string& source_name) {
+  Environment env;
+  Loader loader(source_name, env);
+  return loader.load_mock(yaml);
+}
+
+MockScenarioLoad load_mock_scenario_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    ConfigError e;
+    e.source = path;
+    e.message = "cannot read the scenario file";
+    return MockScenarioLoad{std::nullopt, {e}};
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return load_mock_scenario_string(ss.str(), path);
 }
 
 ConfigLoad default_config(const Environment& env) {

@@ -1,0 +1,535 @@
+// Gateway assembly: runtime construction, routing of HTTP paths to handlers, lifecycle.
+#include "gateway/gateway.h"
+
+#include <openssl/crypto.h>
+#include <prometheus/counter.h>
+#include <prometheus/histogram.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <filesystem>
+#include <random>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "gateway/runtime.h"
+
+namespace switchboard::gateway {
+
+// ---- AsioScheduler ----------------------------------------------------------------------------
+
+AsioScheduler::AsioScheduler() : work_(asio::make_work_guard(ctx_)) {
+  thread_ = std::thread([this] { ctx_.run(); });
+}
+
+AsioScheduler::~AsioScheduler() {
+  work_.reset();
+  ctx_.stop();
+  thread_.join();
+}
+
+keys::Scheduler::TimerId AsioScheduler::schedule_at(MonoTime when, std::function<void()> fn) {
+  TimerId id = next_id_.fetch_add(1);
+  // Called under a key pool's mutex: only post, never run `fn` here.
+  asio::post(ctx_, [this, id, when, fn = std::move(fn)]() mutable {
+    auto timer = std::make_unique<asio::steady_timer>(ctx_, when);
+    timer->async_wait([this, id, fn = std::move(fn)](const boost::system::error_code& ec) {
+      timers_.erase(id);
+      if (!ec) fn();
+    });
+    timers_[id] = std::move(timer);
+  });
+  return id;
+}
+
+void AsioScheduler::cancel(TimerId id) {
+  asio::post(ctx_, [this, id] {
+    if (auto it = timers_.find(id); it != timers_.end()) it->second->cancel();
+  });
+}
+
+// ---- metrics
+// -------------------------------------------------------------------------------------
+
+RequestMetrics::RequestMetrics() {
+  attempts_ = &metrics::counter_family("switchboard_gateway_attempts_total",
+                                       "Upstream attempts made for client requests")
+                   .Add({});
+  fallbacks_ = &metrics::counter_family("switchboard_gateway_fallbacks_total",
+                                        "Requests answered by a layer after the first")
+                    .Add({});
+}
+
+void RequestMetrics::observe(const std::string& route, const std::string& model,
+                             const std::string& provider, std::string_view status_class,
+                             double seconds, int attempts, bool fallback) {
+  std::string key = route + '\x1f' + model + '\x1f' + provider + '\x1f' + std::string(status_class);
+  Handles h;
+  {
+    std::lock_guard lock(mu_);
+    auto it = cache_.find(key);
+    if (it == cache_.end()) {
+      std::map<std::string, std::string> labels = {{"route", route},
+                                                   {"model", model},
+                                                   {"provider", provider},
+                                                   {"status", std::string(status_class)}};
+      Handles nh;
+      nh.requests = &metrics::counter_family("switchboard_gateway_requests_total",
+                                             "Client requests by outcome")
+                         .Add(labels);
+      nh.latency = &metrics::histogram_family("switchboard_gateway_request_duration_seconds",
+                                              "Client request latency, all attempts included")
+                        .Add(labels, metrics::latency_buckets_seconds());
+      it = cache_.emplace(std::move(key), nh).first;
+    }
+    h = it->second;
+  }
+  h.requests->Increment();
+  h.latency->Observe(seconds);
+  attempts_->Increment(attempts);
+  if (fallback) fallbacks_->Increment();
+}
+
+std::string Runtime::next_request_id() {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "sb-%08llx-%010llx",
+                static_cast<unsigned long long>(instance_tag & 0xffffffff),
+                static_cast<unsigned long long>(request_seq.fetch_add(1) + 1));
+  return buf;
+}
+
+// ---- handlers
+// --------------------------------------------------------------------------------------
+
+namespace {
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::string bearer_token(const Request& req) {
+  auto auth = req[http::field::authorization];
+  if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer "))
+    return std::string(auth.substr(7));
+  return {};
+}
+
+bool loopback_peer(Exchange& ex) {
+  boost::system::error_code ec;
+  auto ep = ex.stream.socket().remote_endpoint(ec);
+  return !ec && ep.address().is_loopback();
+}
+
+std::string models_json(const Config& cfg) {
+  std::string out = "{\"object\":\"list\",\"data\":[";
+  bool first = true;
+  auto add = [&](const std::string& id, const std::string& owner) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"id\":" + json::quote(id) +
+           ",\"object\":\"model\",\"created\":0,\"owned_by\":" + json::quote(owner) + "}";
+  };
+  for (const auto& r : cfg.routes) add(r.name, "switchboard");
+  for (const auto& m : cfg.models) add(m.name, m.provider);
+  out += "]}";
+  return out;
+}
+
+std::string keys_json(Runtime& rt) {
+  std::string out = "{\"keys\":[";
+  bool first = true;
+  for (auto& [name, pr] : rt.providers) {
+    for (const auto& k : pr.pool->snapshot()) {
+      out += first ? "" : ",";
+      first = false;
+      out += "{\"id\":" + json::quote(k.id) + ",\"provider\":" + json::quote(name) +
+             ",\"fingerprint\":" + json::quote(k.fingerprint) +
+             ",\"state\":" + json::quote(keys::to_string(k.state)) +
+             ",\"cooldown_remaining_ms\":" + std::to_string(k.cooldown_remaining.count()) +
+             ",\"cooldown_reason\":" + json::quote(keys::to_string(k.cooldown_reason)) +
+             ",\"in_flight\":" + std::to_string(k.in_flight) +
+             ",\"max_concurrent\":" + std::to_string(k.max_concurrent) +
+             ",\"minute\":{\"requests\":" + std::to_string(k.minute.requests) +
+             ",\"tokens\":" + std::to_string(k.minute.tokens) +
+             "},\"day\":{\"requests\":" + std::to_string(k.day.requests) +
+             ",\"tokens\":" + std::to_string(k.day.tokens) +
+             "},\"consecutive_failures\":" + std::to_string(k.consecutive_failures) +
+             ",\"leases_total\":" + std::to_string(k.leases_total) + ",\"model_cooldowns\":[";
+      for (size_t i = 0; i < k.model_cooldowns.size(); ++i) {
+        const auto& mc = k.model_cooldowns[i];
+        out += (i ? "," : "") + std::string("{\"model\":") + json::quote(mc.model) +
+               ",\"remaining_ms\":" + std::to_string(mc.remaining.count()) +
+               ",\"reason\":" + json::quote(keys::to_string(mc.reason)) + "}";
+      }
+      out += "]}";
+    }
+  }
+  return out + "]}";
+}
+
+std::string breakers_json(Runtime& rt) {
+  std::string out = "{\"breakers\":[";
+  bool first = true;
+  for (const auto& b : rt.breakers->snapshot()) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"target\":" + json::quote(b.target) +
+           ",\"kind\":" + json::quote(breaker::to_string(b.kind)) +
+           ",\"state\":" + json::quote(breaker::to_string(b.state)) +
+           ",\"calls_in_window\":" + std::to_string(b.calls_in_window) +
+           ",\"failure_rate\":" + json::number(b.failure_rate) +
+           ",\"slow_call_rate\":" + json::number(b.slow_call_rate) +
+           ",\"until_half_open_ms\":" + std::to_string(b.until_half_open.count()) +
+           ",\"consecutive_openings\":" + std::to_string(b.consecutive_openings) + "}";
+  }
+  return out + "]}";
+}
+
+std::string admin_models_json(Runtime& rt) {
+  auto state = rt.router->export_state();
+  std::string out = "{\"models\":[";
+  bool first = true;
+  for (const auto& m : rt.config->models) {
+    auto s = rt.router->stats(m.name);
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"model\":" + json::quote(m.name) + ",\"provider\":" + json::quote(m.provider) +
+           ",\"tier\":" + json::quote(to_string(m.tier)) +
+           ",\"requests\":" + std::to_string(s ? s->requests : 0) +
+           ",\"success_rate\":" + json::number(s ? s->success_rate() : 0) +
+           ",\"latency_ewma_ms\":" + json::number(s ? s->latency_ewma_us / 1000 : 0) +
+           ",\"latency_p95_ms\":" + json::number(s ? s->latency_p95_us / 1000 : 0) +
+           ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + "}";
+  }
+  out += "],\"posteriors\":[";
+  first = true;
+  for (const auto& p : state.posteriors) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"category\":" + json::quote(p.category) + ",\"model\":" + json::quote(p.model) +
+           ",\"alpha\":" + json::number(p.alpha) + ",\"beta\":" + json::number(p.beta) +
+           ",\"mean\":" + json::number(p.mean()) + ",\"outcomes\":" + std::to_string(p.outcomes) +
+           "}";
+  }
+  return out + "]}";
+}
+
+asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
+  const auto method = ex.request.method();
+  std::string_view target = ex.request.target();
+  target = target.substr(0, target.find('?'));
+  const Config& cfg = *rt.config;
+
+  if (target.rfind("/v1/", 0) == 0 && !cfg.auth.gateway_keys.empty()) {
+    std::string token = bearer_token(ex.request);
+    bool ok = false;
+    for (const auto& k : cfg.auth.gateway_keys) ok |= constant_time_equal(token, k);
+    if (!ok) {
+      ex.response = error_response(
+          http::status::unauthorized,
+          token.empty() ? "missing gateway key (Authorization: Bearer ...)" : "invalid gateway key",
+          "invalid_request_error", "invalid_api_key", ex.request.version());
+      co_return;
+    }
+  }
+  if (target == "/v1/chat/completions" || target == "/chat/completions") {
+    if (method != http::verb::post) {
+      ex.response = error_response(http::status::method_not_allowed, "use POST",
+                                   "invalid_request_error", "method_not_allowed");
+      co_return;
+    }
+    co_await handle_chat(rt, ex);
+    co_return;
+  }
+  if (method == http::verb::get && (target == "/v1/models" || target == "/models")) {
+    ex.response = json_response(http::status::ok, models_json(cfg));
+    co_return;
+  }
+  if (target == "/healthz") {
+    ex.response = json_response(http::status::ok, "{\"status\":\"ok\"}");
+    co_return;
+  }
+  if (target == "/readyz") {
+    bool ready = !rt.store || rt.store_ok.load();
+    ex.response =
+        json_response(ready ? http::status::ok : http::status::service_unavailable,
+                      ready ? "{\"status\":\"ready\"}" : "{\"status\":\"store unavailable\"}");
+    co_return;
+  }
+  if (target == "/metrics") {
+    rt.breakers->snapshot();  // brings breaker state gauges up to date
+    ex.response = Response{http::status::ok, ex.request.version()};
+    ex.response.set(http::field::content_type, "text/plain; version=0.0.4");
+    ex.response.body() = metrics::serialize();
+    co_return;
+  }
+  if (target.rfind("/admin/", 0) == 0) {
+    bool allowed = cfg.auth.admin_key.empty()
+                       ? loopback_peer(ex)
+                       : constant_time_equal(bearer_token(ex.request), cfg.auth.admin_key);
+    if (!allowed) {
+      ex.response = error_response(http::status::unauthorized, "admin key required",
+                                   "invalid_request_error", "invalid_api_key");
+      co_return;
+    }
+    if (method == http::verb::get && target == "/admin/keys") {
+      ex.response = json_response(http::status::ok, keys_json(rt));
+      co_return;
+    }
+    if (method == http::verb::get && target == "/admin/breakers") {
+      ex.response = json_response(http::status::ok, breakers_json(rt));
+      co_return;
+    }
+    if (method == http::verb::get && target == "/admin/models") {
+      ex.response = json_response(http::status::ok, admin_models_json(rt));
+      co_return;
+    }
+    // POST /admin/keys/{id}/disable|enable
+    constexpr std::string_view kKeys = "/admin/keys/";
+    if (method == http::verb::post && target.rfind(kKeys, 0) == 0) {
+      std::string_view rest = target.substr(kKeys.size());
+      auto slash = rest.rfind('/');
+      if (slash != std::string_view::npos) {
+        std::string id(rest.substr(0, slash));
+        std::string_view action = rest.substr(slash + 1);
+        std::string provider = id.substr(0, id.find('#'));
+        ProviderRuntime* pr = rt.provider(provider);
+        if (pr && (action == "disable" || action == "enable")) {
+          Status st = action == "disable" ? pr->pool->disable(id) : pr->pool->enable(id);
+          if (st.ok()) {
+            log::info("admin: key {} {}d", id, action);
+            ex.response =
+                json_response(http::status::ok, "{\"id\":" + json::quote(id) +
+                                                    ",\"action\":" + json::quote(action) + "}");
+          } else {
+            ex.response = error_response(http::status::not_found, st.message(),
+                                         "invalid_request_error", "unknown_key");
+          }
+          co_return;
+        }
+      }
+    }
+  }
+  ex.response = error_response(http::status::not_found, "no such endpoint: " + std::string(target),
+                               "invalid_request_error", "not_found");
+}
+
+}  // namespace
+
+// ---- lifecycle ---------------------------------------------------------------------------------
+
+struct Gateway::Impl {
+  GatewayOptions options;
+  std::unique_ptr<Runtime> rt;
+  std::unique_ptr<HttpServer> server;
+  std::string listen;
+};
+
+Gateway::Gateway(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Gateway::~Gateway() {
+  stop(Millis(0));
+}
+
+Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> config,
+                                                 GatewayOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  impl->listen = options.listen.empty() ? config->listen : options.listen;
+  impl->rt = std::make_unique<Runtime>();
+  Runtime& rt = *impl->rt;
+  rt.config = config;
+  rt.instance_tag = std::random_device{}();
+  for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
+
+  for (const auto& pc : config->providers) {
+    ProviderRuntime pr;
+    pr.config = &pc;
+    pr.anthropic = pc.kind == ProviderKind::kAnthropic;
+    pr.base_url = pc.base_url;
+    if (pc.kind == ProviderKind::kMock) {
+      pr.mock = std::make_unique<MockProvider>(pc.mock);
+      if (auto st = pr.mock->start("127.0.0.1:0", 1); !st.ok()) return st;
+      pr.base_url = "http://127.0.0.1:" + std::to_string(pr.mock->port()) + "/v1";
+      log::info("provider {}: in-process mock{} at {}", pc.name,
+                pc.mock_substitute ? " (no API keys set)" : "", pr.base_url);
+    } else {
+      log::info("provider {}: {} at {} with {} key(s)", pc.name, to_string(pc.kind), pc.base_url,
+                pc.keys.size());
+    }
+    keys::KeyPoolOptions ko;
+    ko.scheduler = &rt.scheduler;
+    pr.pool = std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
+    rt.providers.emplace(pc.name, std::move(pr));
+  }
+  rt.breakers = std::make_unique<breaker::BreakerRegistry>(rt.clock, *config);
+  breaker::BreakerRegistry* breakers = rt.breakers.get();
+  rt.router = std::make_unique<routing::Router>(
+      config, [breakers](std::string_view provider, std::string_view model) {
+        return breakers->provider(provider)->state() == breaker::BreakerState::kOpen ||
+               breakers->model(provider, model)->state() == breaker::BreakerState::kOpen;
+      });
+
+  auto store = store::open_store(config->state, rt.clock);
+  if (!store.ok())
+    return Status::io_error("cannot open the store at " + config->state.path + ": " +
+                            store.status().message());
+  rt.store = std::move(store.value());
+  if (auto loaded = rt.store->load(); loaded.ok()) {
+    routing::RouterState rs;
+    for (const auto& p : loaded->posteriors)
+      rs.posteriors.push_back(
+          routing::Posterior{p.category, p.model, p.alpha, p.beta, 0, uint64_t(p.last_outcome_id)});
+    for (const auto& s : loaded->model_stats)
+      rs.stats.push_back(routing::ModelStats{
+          s.model, uint64_t(s.requests), uint64_t(s.successes), s.latency_ewma_us, s.latency_p95_us,
+          s.tokens_in, s.tokens_out, s.spend_usd, uint64_t(s.last_outcome_id)});
+    rt.router->import_state(rs);
+    rt.store_ok = true;
+  } else {
+    log::warn("store state could not be loaded: {}", loaded.status().message());
+  }
+  return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
+}
+
+Status Gateway::start() {
+  Runtime& rt = *impl_->rt;
+  int threads = rt.config->server.threads > 0
+                    ? rt.config->server.threads
+                    : std::max(1, int(std::thread::hardware_concurrency()));
+  impl_->server = std::make_unique<HttpServer>(rt.config->server,
+                                               [&rt](Exchange& ex) { return handle(rt, ex); });
+  // Each thread owns its upstream client (pools, DNS cache, TLS context) for its whole life.
+  rt.clients.resize(size_t(threads));
+  impl_->server->set_thread_hooks(
+      [&rt](int i, asio::io_context& ctx) {
+        rt.clients[size_t(i)] = std::make_unique<upstream::HttpClient>(ctx.get_executor());
+      },
+      [&rt](int i) { rt.clients[size_t(i)].reset(); });
+  auto st = impl_->server->start(impl_->listen, threads);
+  if (!st.ok()) return st;
+  return Status();
+}
+
+uint16_t Gateway::port() const {
+  return impl_->server ? impl_->server->port() : 0;
+}
+
+std::string Gateway::base_url() const {
+  return "http://127.0.0.1:" + std::to_string(port());
+}
+
+void Gateway::stop(Millis grace) {
+  if (!impl_ || !impl_->rt) return;
+  if (impl_->server) {
+    impl_->server->stop(grace);
+    impl_->server.reset();
+  }
+  Runtime& rt = *impl_->rt;
+  // Persist what was learned, then drain and close the store.
+  if (rt.store) {
+    auto state = rt.router->export_state();
+    for (const auto& p : state.posteriors) {
+      store::BanditPosteriorEvent e;
+      e.category = p.category;
+      e.model = p.model;
+      e.alpha = p.alpha;
+      e.beta = p.beta;
+      e.last_outcome_id = int64_t(p.last_outcome_id);
+      e.updated = rt.clock.wall_now();
+      rt.store->enqueue(std::move(e));
+    }
+    for (const auto& s : state.stats) {
+      store::ModelStatsEvent e;
+      e.model = s.model;
+      e.requests = int64_t(s.requests);
+      e.successes = int64_t(s.successes);
+      e.latency_ewma_us = s.latency_ewma_us;
+      e.latency_p95_us = s.latency_p95_us;
+      e.tokens_in = s.tokens_in;
+      e.tokens_out = s.tokens_out;
+      e.spend_usd = s.spend_usd;
+      e.last_outcome_id = int64_t(s.last_outcome_id);
+      e.updated = rt.clock.wall_now();
+      rt.store->enqueue(std::move(e));
+    }
+    rt.store->close();
+  }
+  rt.clients.clear();
+  for (auto& [name, pr] : rt.providers) {
+    if (pr.mock) pr.mock->stop();
+  }
+  impl_->rt.reset();
+}
+
+int run_serve(const std::string& config_path, const std::string& listen_override) {
+  auto env = Environment::from_process();
+  ConfigLoad load;
+  std::string source;
+  if (!config_path.empty()) {
+    load = load_config_file(config_path, env);
+    source = config_path;
+  } else if (std::filesystem::exists("switchboard.yaml")) {
+    load = load_config_file("switchboard.yaml", env);
+    source = "./switchboard.yaml";
+  } else {
+    load = default_config(env);
+    source = "built-in defaults";
+  }
+  if (!load.ok()) {
+    for (const auto& e : load.errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
+    return 2;
+  }
+  auto config = std::make_shared<const Config>(std::move(*load.config));
+  log::init(config->log.level, config->log.json ? log::Format::kJson : log::Format::kText);
+  std::string listen = listen_override.empty() ? config->listen : listen_override;
+  std::string host;
+  uint16_t port = 0;
+  if (!split_host_port(listen, host, port)) {
+    std::fprintf(stderr, "switchboard serve: bad listen address '%s'\n", listen.c_str());
+    return 2;
+  }
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (config->auth.gateway_keys.empty() && !config->auth.allow_open &&
+      (ec || !addr.is_loopback())) {
+    std::fprintf(stderr,
+                 "switchboard serve: refusing to listen on %s without gateway keys; set "
+                 "auth.gateway_keys or "
+                 "auth.allow_open: true\n",
+                 listen.c_str());
+    return 2;
+  }
+  log::info("switchboard {} starting with {} ({} providers, {} models, {} routes)",
+            SWITCHBOARD_VERSION, source, config->providers.size(), config->models.size(),
+            config->routes.size());
+  auto gw = Gateway::create(config, GatewayOptions{listen});
+  if (!gw.ok()) {
+    log::error("{}", gw.status().message());
+    return 1;
+  }
+  if (auto st = (*gw)->start(); !st.ok()) {
+    log::error("{}", st.message());
+    return 1;
+  }
+  log::info("listening on {} (port {})", listen, (*gw)->port());
+  asio::io_context signals_ctx;
+  asio::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code&, int sig) {
+    log::info("signal {}: draining (a second signal exits at once)", sig);
+    signals.async_wait([](const boost::system::error_code&, int) { std::_Exit(1); });
+    std::thread([&] {
+      (*gw)->stop(Millis(config->server.shutdown_grace_ms));
+      signals_ctx.stop();
+    }).detach();
+  });
+  signals_ctx.run();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,46 @@
+// Gateway: the OpenAI-compatible proxy (DESIGN.md "HTTP API") and the `serve` command.
+//
+// A Gateway owns everything a running switchboard needs: the HTTP server (one io_context per
+// thread), a key pool per provider, the breaker registry, the router, the store, and in-process
+// mock upstreams for `kind: mock` providers. `start()` binds and serves; `stop()` stops accepting,
+// lets in-flight requests finish up to the grace period, drains the store and joins every thread.
+//
+// Thread-safety: create, start and stop from one controlling thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace switchboard::gateway {
+
+struct GatewayOptions {
+  std::string listen;  // overrides config.listen when non-empty
+};
+
+class Gateway {
+ public:
+  // Opens the store and loads its state; fails on a store that cannot be opened.
+  static Result<std::unique_ptr<Gateway>> create(std::shared_ptr<const Config> config,
+                                                 GatewayOptions options = {});
+  ~Gateway();
+  Status start();
+  void stop(Millis grace);
+  uint16_t port() const;
+  std::string base_url() const;  // http://127.0.0.1:PORT
+
+ private:
+  struct Impl;
+  explicit Gateway(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `switchboard serve`: loads the configuration (file, ./switchboard.yaml, or built-in defaults),
+// serves until SIGTERM/SIGINT, then shuts down gracefully (a second signal exits at once).
+int run_serve(const std::string& config_path, const std::string& listen_override);
+
+}  // namespace switchboard::gateway

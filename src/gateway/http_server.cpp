@@ -1,0 +1,269 @@
+#include "gateway/http_server.h"
+
+#include <array>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <cstdio>
+
+#include "common/json.h"
+#include "common/log.h"
+
+namespace switchboard::gateway {
+
+using tcp = asio::ip::tcp;
+
+namespace {
+constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
+// A client that stops reading a stream for this long is considered gone.
+constexpr auto kStreamWriteTimeout = std::chrono::seconds(60);
+}  // namespace
+
+bool split_host_port(const std::string& listen, std::string& host, uint16_t& port) {
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return false;
+  host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
+  if (host.empty()) host = "0.0.0.0";
+  try {
+    int p = std::stoi(listen.substr(colon + 1));
+    if (p < 0 || p > 65535) return false;
+    port = static_cast<uint16_t>(p);
+  } catch (...) {
+    return false;
+  }
+  return true;
+}
+
+Response json_response(http::status status, std::string body, unsigned version, bool keep_alive) {
+  Response res{status, version};
+  res.set(http::field::content_type, "application/json");
+  res.keep_alive(keep_alive);
+  res.body() = std::move(body);
+  res.prepare_payload();
+  return res;
+}
+
+Response error_response(http::status status, std::string_view message, std::string_view type,
+                        std::string_view code, unsigned version, bool keep_alive) {
+  std::string body = "{\"error\":{\"message\":" + json::quote(message) +
+                     ",\"type\":" + json::quote(type) + ",\"code\":" + json::quote(code) + "}}";
+  return json_response(status, std::move(body), version, keep_alive);
+}
+
+asio::awaitable<bool> write_stream_head(
+    Exchange& ex, http::status status,
+    const std::vector<std::pair<std::string, std::string>>& headers) {
+  std::string head = "HTTP/1.1 " + std::to_string(static_cast<int>(status)) + " " +
+                     std::string(http::obsolete_reason(status)) +
+                     "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+                     "Transfer-Encoding: chunked\r\n";
+  for (const auto& [k, v] : headers) head += k + ": " + v + "\r\n";
+  if (!ex.request.keep_alive()) head += "Connection: close\r\n";
+  head += "\r\n";
+  ex.stream.expires_after(kStreamWriteTimeout);
+  ex.written = true;
+  auto [ec, n] = co_await asio::async_write(ex.stream, asio::buffer(head), kNothrow);
+  co_return !ec;
+}
+
+asio::awaitable<bool> write_chunk(Exchange& ex, std::string_view data) {
+  if (data.empty()) co_return true;
+  char size_line[24];
+  int len = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", data.size());
+  std::array<asio::const_buffer, 3> bufs = {asio::buffer(size_line, size_t(len)),
+                                            asio::buffer(data), asio::buffer("\r\n", 2)};
+  ex.stream.expires_after(kStreamWriteTimeout);
+  auto [ec, n] = co_await asio::async_write(ex.stream, bufs, kNothrow);
+  co_return !ec;
+}
+
+asio::awaitable<bool> finish_chunks(Exchange& ex) {
+  ex.stream.expires_after(kStreamWriteTimeout);
+  auto [ec, n] = co_await asio::async_write(ex.stream, asio::buffer("0\r\n\r\n", 5), kNothrow);
+  co_return !ec;
+}
+
+HttpServer::HttpServer(ServerConfig limits, Handler handler)
+    : limits_(limits), handler_(std::move(handler)) {}
+
+HttpServer::~HttpServer() {
+  stop(Millis(0));
+}
+
+Status HttpServer::start(const std::string& listen, int threads) {
+  std::string host;
+  uint16_t port = 0;
+  if (!split_host_port(listen, host, port))
+    return Status::invalid_argument("bad listen address '" + listen + "'");
+  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return Status::invalid_argument("bad listen host '" + host + "': " + ec.message());
+  for (int i = 0; i < threads; ++i) {
+    auto ctx = std::make_unique<asio::io_context>(1);
+    auto acc = std::make_unique<tcp::acceptor>(*ctx);
+    tcp::endpoint ep(addr, port);
+    acc->open(ep.protocol(), ec);
+    if (!ec) acc->set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) {
+      int one = 1;
+      if (::setsockopt(acc->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0) {
+        return Status::io_error("SO_REUSEPORT: " + std::string(strerror(errno)));
+      }
+    }
+    if (!ec) acc->bind(ep, ec);
+    if (!ec) acc->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return Status::io_error("cannot listen on " + listen + ": " + ec.message());
+    if (i == 0) port = acc->local_endpoint().port();  // the next acceptors share the chosen port
+    contexts_.push_back(std::move(ctx));
+    acceptors_.push_back(std::move(acc));
+  }
+  port_ = port;
+  for (int i = 0; i < threads; ++i) {
+    asio::co_spawn(*contexts_[i], accept_loop(i), asio::detached);
+    threads_.emplace_back([this, i] {
+      if (thread_init_) thread_init_(i, *contexts_[i]);
+      while (true) {
+        try {
+          contexts_[i]->run();
+          break;
+        } catch (const std::exception& e) {
+          // A handler escaped its coroutine: log it and keep the thread serving.
+          log::error("server thread {}: unhandled error: {}", i, e.what());
+        }
+      }
+      if (thread_exit_) thread_exit_(i);
+    });
+  }
+  return Status();
+}
+
+void HttpServer::stop(Millis grace) {
+  if (threads_.empty()) return;
+  stopping_ = true;
+  for (size_t i = 0; i < acceptors_.size(); ++i) {
+    asio::post(*contexts_[i], [acc = acceptors_[i].get()] {
+      boost::system::error_code ec;
+      acc->close(ec);
+    });
+  }
+  auto until = MonoClock::now() + grace;
+  while (active_requests_.load() > 0 && MonoClock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  for (auto& ctx : contexts_) ctx->stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  acceptors_.clear();
+  contexts_.clear();
+}
+
+asio::awaitable<void> HttpServer::accept_loop(int index) {
+  auto& acc = *acceptors_[index];
+  while (!stopping_) {
+    auto [ec, socket] = co_await acc.async_accept(kNothrow);
+    if (ec) {
+      if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
+      continue;  // EMFILE and friends: keep serving the connections we have
+    }
+    asio::co_spawn(acc.get_executor(), session(std::move(socket), index), asio::detached);
+  }
+}
+
+asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
+  open_connections_++;
+  struct Guard {
+    std::atomic<int64_t>& n;
+    ~Guard() { n--; }
+  } guard{open_connections_};
+  boost::system::error_code ignored;
+  socket.set_option(tcp::no_delay(true), ignored);
+  beast::tcp_stream stream(std::move(socket));
+  beast::flat_buffer buffer;
+
+  if (open_connections_.load() > limits_.max_connections) {
+    auto res = error_response(http::status::service_unavailable, "too many open connections",
+                              "server_error", "too_many_connections", 11, false);
+    stream.expires_after(std::chrono::seconds(5));
+    co_await http::async_write(stream, res, kNothrow);
+    stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    co_return;
+  }
+
+  while (!stopping_) {
+    http::request_parser<http::string_body> parser;
+    parser.body_limit(static_cast<uint64_t>(limits_.max_body_bytes));
+    parser.header_limit(
+        static_cast<uint32_t>(std::min<int64_t>(limits_.max_header_bytes, UINT32_MAX)));
+    // Idle timeout until the first byte of the header, then the request timeout for the rest.
+    stream.expires_after(Millis(limits_.idle_timeout_ms));
+    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kNothrow);
+    if (!hec && !parser.is_done()) {
+      stream.expires_after(Millis(limits_.request_timeout_ms));
+      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kNothrow);
+      hec = bec;
+    }
+    if (hec) {
+      std::optional<Response> err;
+      if (hec == http::error::body_limit) {
+        err = error_response(
+            http::status::payload_too_large,
+            "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
+            "invalid_request_error", "body_too_large", 11, false);
+      } else if (hec == http::error::header_limit) {
+        err = error_response(http::status::request_header_fields_too_large,
+                             "request headers too large", "invalid_request_error",
+                             "headers_too_large", 11, false);
+      } else if (hec.category() == http::make_error_code(http::error::bad_version).category() ||
+                 hec == beast::http::error::bad_version) {
+        if (hec != http::error::end_of_stream && hec != http::error::partial_message) {
+          err =
+              error_response(http::status::bad_request, "malformed HTTP request: " + hec.message(),
+                             "invalid_request_error", "bad_http", 11, false);
+        }
+      }
+      if (err) {
+        stream.expires_after(std::chrono::seconds(5));
+        co_await http::async_write(stream, *err, kNothrow);
+      }
+      break;
+    }
+
+    Request req = parser.release();
+    Exchange ex{req, stream, Response{}, false, false, index};
+    stream.expires_never();  // the handler's own deadlines apply while it works
+    active_requests_++;
+    try {
+      co_await handler_(ex);
+    } catch (const std::exception& e) {
+      // Never lose an error silently: the client gets a 500 and the log says why.
+      log::error("unhandled error in request handler: {}", e.what());
+      if (!ex.written) {
+        ex.response = error_response(http::status::internal_server_error, "internal error",
+                                     "server_error", "internal_error", req.version(), false);
+      } else {
+        ex.close = true;
+      }
+    }
+    active_requests_--;
+    if (!ex.written) {
+      ex.response.version(req.version());
+      if (!req.keep_alive() || stopping_) ex.response.keep_alive(false);
+      ex.response.prepare_payload();
+      stream.expires_after(Millis(limits_.request_timeout_ms));
+      auto [wec, wn] = co_await http::async_write(stream, ex.response, kNothrow);
+      if (wec) break;
+      if (!ex.response.keep_alive()) break;
+    }
+    if (ex.close || !req.keep_alive()) break;
+  }
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+}  // namespace switchboard::gateway

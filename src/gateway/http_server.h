@@ -1,0 +1,107 @@
+// HttpServer: the Beast HTTP/1.1 server under both the gateway and the mock provider.
+//
+// One io_context per thread, each with its own acceptor on the same port (SO_REUSEPORT), so a
+// connection and everything its requests do stay on one thread. Keep-alive, and the limits of
+// `ServerConfig`: body size (413), header size (431), idle and request-read timeouts, and the
+// maximum number of open connections (beyond it new connections get 503 and are closed).
+// Errors are answered in OpenAI's shape {"error":{"message","type","code"}}.
+//
+// Internal to the gateway module (includes Beast); other modules use gateway.h.
+// Thread-safety: start/stop from one controlling thread; handlers run on the connection's thread.
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace switchboard::gateway {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace asio = boost::asio;
+
+using Request = http::request<http::string_body>;
+using Response = http::response<http::string_body>;
+
+// One request on a connection. A handler either fills `response` (written by the server), or
+// writes to `stream` itself (streaming) and sets `written`, or sets `close` to end the connection.
+struct Exchange {
+  Request& request;
+  beast::tcp_stream& stream;
+  Response response;
+  bool written = false;
+  bool close = false;
+  int thread_index = 0;
+};
+
+using Handler = std::function<asio::awaitable<void>(Exchange&)>;
+
+// {"error":{"message":…,"type":…,"code":…}} with the given status.
+Response error_response(http::status status, std::string_view message, std::string_view type,
+                        std::string_view code, unsigned version = 11, bool keep_alive = true);
+Response json_response(http::status status, std::string body, unsigned version = 11,
+                       bool keep_alive = true);
+
+// Streaming responses (SSE): a chunked head, then chunks, then the terminating chunk. Each returns
+// false when the client is gone (the caller then cancels its upstream work).
+asio::awaitable<bool> write_stream_head(
+    Exchange& ex, http::status status,
+    const std::vector<std::pair<std::string, std::string>>& headers);
+asio::awaitable<bool> write_chunk(Exchange& ex, std::string_view data);
+asio::awaitable<bool> finish_chunks(Exchange& ex);
+
+class HttpServer {
+ public:
+  HttpServer(ServerConfig limits, Handler handler);
+  ~HttpServer();
+
+  // Run on each server thread before it serves / after it stopped serving (per-thread state such
+  // as upstream clients lives and dies with its thread and its io_context).
+  void set_thread_hooks(std::function<void(int, asio::io_context&)> init,
+                        std::function<void(int)> exit) {
+    thread_init_ = std::move(init);
+    thread_exit_ = std::move(exit);
+  }
+  // Binds `threads` acceptors on host:port (port 0 picks one) and starts the threads.
+  Status start(const std::string& listen, int threads);
+  // Stops accepting; open connections finish their current request (up to `grace`), then the
+  // threads stop and are joined.
+  void stop(Millis grace);
+  uint16_t port() const { return port_; }
+  int threads() const { return int(contexts_.size()); }
+  asio::io_context& context(int i) { return *contexts_[i]; }
+  int64_t open_connections() const { return open_connections_.load(); }
+  int64_t active_requests() const { return active_requests_.load(); }
+
+ private:
+  asio::awaitable<void> accept_loop(int index);
+  asio::awaitable<void> session(asio::ip::tcp::socket socket, int index);
+
+  ServerConfig limits_;
+  Handler handler_;
+  std::function<void(int, asio::io_context&)> thread_init_;
+  std::function<void(int)> thread_exit_;
+  uint16_t port_ = 0;
+  std::vector<std::unique_ptr<asio::io_context>> contexts_;
+  std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;
+  std::vector<std::thread> threads_;
+  std::atomic<int64_t> open_connections_{0};
+  std::atomic<int64_t> active_requests_{0};
+  std::atomic<bool> stopping_{false};
+};
+
+// "host:port" → (host, port); false when malformed.
+bool split_host_port(const std::string& listen, std::string& host, uint16_t& port);
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,840 @@
+// The request path of POST /v1/chat/completions: validate, plan, and for each attempt take a
+// breaker permit and a key lease (waiting for capacity within the budget), send, classify, and
+// record the outcome everywhere (keys, breakers, router, store). Streams are held back until the
+// first content-bearing chunk so that failures before it fail over invisibly.
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/json.hpp>
+#include <cmath>
+#include <ctime>
+#include <optional>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "gateway/runtime.h"
+#include "upstream/translate.h"
+
+namespace switchboard::gateway {
+
+namespace {
+
+using namespace asio::experimental::awaitable_operators;
+using upstream::ErrorClass;
+constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
+constexpr int64_t kDefaultOutputEstimate = 256;
+
+// ---- body inspection --------------------------------------------------------------------------
+
+size_t skip_ws(std::string_view s, size_t i) {
+  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
+  return i;
+}
+
+// Index just past the string that starts at s[i] == '"'.
+size_t end_of_string(std::string_view s, size_t i) {
+  for (++i; i < s.size(); ++i) {
+    if (s[i] == '\\')
+      ++i;
+    else if (s[i] == '"')
+      return i + 1;
+  }
+  return s.size();
+}
+
+// The byte range of the top-level member `key`'s string value in a JSON object already known to
+// be valid. Lets the body be forwarded as is, with only the model name replaced.
+bool find_top_level_string(std::string_view s, std::string_view key, size_t& start, size_t& end) {
+  int depth = 0;
+  bool expect_key = false;
+  for (size_t i = 0; i < s.size();) {
+    char c = s[i];
+    if (c == '"') {
+      size_t j = end_of_string(s, i);
+      if (depth == 1 && expect_key) {
+        std::string_view k = s.substr(i + 1, j - i - 2);
+        size_t colon = skip_ws(s, j);
+        size_t v = skip_ws(s, colon + 1);
+        expect_key = false;
+        if (k == key) {
+          if (v >= s.size() || s[v] != '"') return false;
+          start = v;
+          end = end_of_string(s, v);
+          return true;
+        }
+        i = colon + 1;
+        continue;
+      }
+      i = j;
+      continue;
+    }
+    if (c == '{' || c == '[') {
+      ++depth;
+      if (c == '{' && depth == 1) expect_key = true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    } else if (c == ',' && depth == 1) {
+      expect_key = true;
+    }
+    ++i;
+  }
+  return false;
+}
+
+struct ChatRequest {
+  boost::json::value doc;
+  std::string model;
+  bool stream = false;
+  bool client_wants_usage = false;  // stream_options.include_usage set by the client
+  bool has_stream_options = false;
+  int64_t max_tokens = 0;
+  int64_t prompt_tokens = 0;
+};
+
+int64_t text_tokens(const boost::json::value& content) {
+  if (content.is_string()) return routing::estimate_tokens(content.as_string());
+  int64_t n = 0;
+  if (content.is_array()) {
+    for (const auto& part : content.as_array()) {
+      if (!part.is_object()) continue;
+      const auto& p = part.as_object();
+      if (auto* t = p.if_contains("text"); t && t->is_string())
+        n += routing::estimate_tokens(t->as_string());
+      else if (p.contains("image_url"))
+        n += 765;  // a high-detail image's typical cost
+    }
+  }
+  return n;
+}
+
+// Validates the fields switchboard reads; unknown fields pass through untouched. The message
+// names the field, as OpenAI's own 400s do.
+std::optional<std::string> validate(std::string_view body, ChatRequest& out) {
+  boost::system::error_code ec;
+  out.doc = boost::json::parse(body, ec);
+  if (ec) return "request body is not valid JSON: " + ec.message();
+  if (!out.doc.is_object()) return "request body must be a JSON object";
+  const auto& o = out.doc.as_object();
+  const auto* model = o.if_contains("model");
+  if (!model) return "'model' is required";
+  if (!model->is_string() || model->as_string().empty())
+    return "'model' must be a non-empty string";
+  out.model = std::string(model->as_string());
+  const auto* messages = o.if_contains("messages");
+  if (!messages) return "'messages' is required";
+  if (!messages->is_array() || messages->as_array().empty())
+    return "'messages' must be a non-empty array";
+  static const std::string_view kRoles[] = {"system",    "developer", "user",
+                                            "assistant", "tool",      "function"};
+  size_t i = 0;
+  for (const auto& m : messages->as_array()) {
+    std::string at = "messages[" + std::to_string(i++) + "]";
+    if (!m.is_object()) return "'" + at + "' must be an object";
+    const auto& mo = m.as_object();
+    const auto* role = mo.if_contains("role");
+    if (!role || !role->is_string()) return "'" + at + ".role' must be a string";
+    if (std::find(std::begin(kRoles), std::end(kRoles), std::string_view(role->as_string())) ==
+        std::end(kRoles))
+      return "'" + at + ".role' must be one of system, developer, user, assistant, tool";
+    if (const auto* content = mo.if_contains("content")) {
+      if (!content->is_string() && !content->is_array() && !content->is_null())
+        return "'" + at + ".content' must be a string, an array of parts, or null";
+      out.prompt_tokens += text_tokens(*content) + 4;
+    }
+  }
+  if (const auto* s = o.if_contains("stream")) {
+    if (!s->is_bool()) return "'stream' must be a boolean";
+    out.stream = s->as_bool();
+  }
+  for (const char* f : {"max_tokens", "max_completion_tokens"}) {
+    if (const auto* v = o.if_contains(f); v && !v->is_null()) {
+      if (!v->is_int64() && !v->is_uint64()) return std::string("'") + f + "' must be an integer";
+      auto n = v->to_number<int64_t>();
+      if (n < 1) return std::string("'") + f + "' must be >= 1";
+      out.max_tokens = n;
+    }
+  }
+  if (const auto* t = o.if_contains("temperature"); t && !t->is_null()) {
+    if (!t->is_number()) return "'temperature' must be a number";
+    double v = t->to_number<double>();
+    if (v < 0 || v > 2) return "'temperature' must be between 0 and 2";
+  }
+  if (const auto* t = o.if_contains("top_p"); t && !t->is_null()) {
+    if (!t->is_number()) return "'top_p' must be a number";
+    double v = t->to_number<double>();
+    if (v < 0 || v > 1) return "'top_p' must be between 0 and 1";
+  }
+  if (const auto* n = o.if_contains("n"); n && !n->is_null()) {
+    if (!n->is_int64() || n->as_int64() < 1) return "'n' must be an integer >= 1";
+  }
+  if (const auto* so = o.if_contains("stream_options"); so && !so->is_null()) {
+    if (!so->is_object()) return "'stream_options' must be an object";
+    out.has_stream_options = true;
+    if (const auto* iu = so->as_object().if_contains("include_usage"); iu && iu->is_bool())
+      out.client_wants_usage = iu->as_bool();
+  }
+  return std::nullopt;
+}
+
+// The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced and,
+// for streams without stream_options, usage requested (stripped again before the client sees it).
+std::string openai_body(std::string_view original, const ChatRequest& req,
+                        std::string_view upstream_model) {
+  size_t start = 0, end = 0;
+  std::string out;
+  out.reserve(original.size() + 64);
+  if (find_top_level_string(original, "model", start, end)) {
+    out.append(original.substr(0, start));
+    out += json::quote(upstream_model);
+    out.append(original.substr(end));
+  } else {
+    out.assign(original);
+  }
+  if (req.stream && !req.has_stream_options) {
+    size_t brace = out.find('{');
+    out.insert(brace + 1, "\"stream_options\":{\"include_usage\":true},");
+  }
+  return out;
+}
+
+keys::OutcomeClass to_keys(ErrorClass c) {
+  return static_cast<keys::OutcomeClass>(c);
+}
+breaker::Outcome to_breaker(ErrorClass c) {
+  return static_cast<breaker::Outcome>(c);
+}
+
+std::string retry_after_seconds(Nanos wait) {
+  auto s = std::chrono::duration_cast<std::chrono::seconds>(wait + std::chrono::milliseconds(999))
+               .count();
+  return std::to_string(std::max<int64_t>(1, s));
+}
+
+// ---- waiting for a key ------------------------------------------------------------------------
+
+// Bridges KeyPool::wait_async (callback on any thread) into this coroutine (this thread).
+asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
+                                                  keys::AcquireRequest request) {
+  auto ex = co_await asio::this_coro::executor;
+  struct State {
+    explicit State(asio::any_io_executor e) : timer(e) {}
+    asio::steady_timer timer;
+    std::optional<keys::AcquireResult> result;
+  };
+  auto state = std::make_shared<State>(ex);
+  state->timer.expires_at(MonoTime::max());
+  auto id = pool.wait_async(std::move(request), [state, ex](keys::AcquireResult r) {
+    auto shared = std::make_shared<keys::AcquireResult>(std::move(r));
+    asio::post(ex, [state, shared] {
+      state->result.emplace(std::move(*shared));
+      state->timer.cancel();
+    });
+  });
+  while (!state->result) {
+    auto [ec] = co_await state->timer.async_wait(kNothrow);
+    if (!state->result) {
+      // Cancelled from outside (the client left): withdraw. A lease already handed over ends
+      // as `cancelled` when the posted handler drops it.
+      pool.cancel_wait(id);
+      co_return keys::AcquireResult(keys::NoKey{keys::NoKeyReason::kCancelled, MonoTime::max()});
+    }
+  }
+  co_return std::move(*state->result);
+}
+
+// Completes when the client has closed its connection (never, while it stays open).
+asio::awaitable<void> client_gone(beast::tcp_stream& stream) {
+  auto& socket = stream.socket();
+  while (true) {
+    auto [ec] = co_await socket.async_wait(asio::ip::tcp::socket::wait_read, kNothrow);
+    if (ec) co_return;
+    char byte;
+    ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) co_return;
+    // Pipelined bytes of a next request: the client is still there; stop watching.
+    asio::steady_timer forever(co_await asio::this_coro::executor, MonoTime::max());
+    co_await forever.async_wait(kNothrow);
+    co_return;
+  }
+}
+
+// ---- one request ------------------------------------------------------------------------------
+
+struct Attempted {
+  ErrorClass cls = ErrorClass::kSuccess;
+  int status = 0;
+  std::string body;  // error body (for client errors passed through)
+  std::string message;
+  upstream::TokenUsage usage;
+  bool wrote_response = false;  // streaming: the client has seen bytes
+};
+
+class ChatCall {
+ public:
+  ChatCall(Runtime& rt, Exchange& ex) : rt_(rt), ex_(ex), t0_(MonoClock::now()) {}
+
+  asio::awaitable<void> run() {
+    request_id_ = rt_.next_request_id();
+    if (auto err = validate(ex_.request.body(), req_)) {
+      fail(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
+      co_return;
+    }
+    routing::RequestInfo info;
+    info.model = req_.model;
+    info.prompt_tokens = req_.prompt_tokens;
+    info.max_tokens = req_.max_tokens;
+    if (auto c = ex_.request["x-switchboard-complexity"]; !c.empty()) {
+      info.complexity = parse_complexity(std::string_view(c.data(), c.size()));
+      if (!info.complexity) {
+        fail(http::status::bad_request,
+             "x-switchboard-complexity must be simple, moderate, high or critical",
+             "invalid_request_error", "invalid_header");
+        co_return;
+      }
+    }
+    info.category = std::string(ex_.request["x-switchboard-category"]);
+    session_ = std::string(ex_.request["x-switchboard-session"]);
+    if (auto c = ex_.request["x-switchboard-max-cost-usd"]; !c.empty()) {
+      char* end = nullptr;
+      std::string v(c);
+      double d = std::strtod(v.c_str(), &end);
+      if (end == v.c_str() || *end != '\0' || !(d >= 0) || !std::isfinite(d)) {
+        fail(http::status::bad_request, "x-switchboard-max-cost-usd must be a non-negative number",
+             "invalid_request_error", "invalid_header");
+        co_return;
+      }
+      info.max_cost_usd = d;
+    }
+    auto plan = rt_.router->plan(info);
+    if (!plan.ok()) {
+      if (plan.status().code() == StatusCode::kNotFound) {
+        fail(http::status::not_found, "The model '" + req_.model + "' does not exist",
+             "invalid_request_error", "model_not_found");
+      } else {
+        fail(http::status::bad_request, plan.status().message(), "invalid_request_error",
+             "no_eligible_model");
+      }
+      co_return;
+    }
+    plan_ = std::move(plan.value());
+    co_await attempts();
+  }
+
+ private:
+  void fail(http::status status, std::string_view message, std::string_view type,
+            std::string_view code) {
+    ex_.response = error_response(status, message, type, code, ex_.request.version());
+    ex_.response.set("x-switchboard-request-id", request_id_);
+  }
+
+  void set_headers(Response& res, const routing::Attempt& a, const std::string& key_id) {
+    res.set("x-switchboard-request-id", request_id_);
+    res.set("x-switchboard-model", std::string(a.model));
+    res.set("x-switchboard-provider", std::string(a.provider));
+    res.set("x-switchboard-key", key_id);
+    res.set("x-switchboard-attempts", std::to_string(attempts_));
+    res.set("x-switchboard-layer", std::to_string(layer_rank_));
+    res.set("x-switchboard-overhead-us", std::to_string(overhead_us()));
+  }
+
+  int64_t overhead_us() const {
+    auto total = std::chrono::duration_cast<Micros>(MonoClock::now() - t0_);
+    return std::max<int64_t>(0, (total - upstream_time_).count());
+  }
+
+  asio::awaitable<void> attempts() {
+    const Config& cfg = *rt_.config;
+    const MonoTime deadline = t0_ + Millis(cfg.retry.budget_ms);
+    const int64_t estimate =
+        req_.prompt_tokens + (req_.max_tokens > 0 ? req_.max_tokens : kDefaultOutputEstimate);
+    MonoTime earliest_key = MonoTime::max();
+    std::optional<Attempted> last;
+    bool breaker_skips = false;
+    int prev_layer = -1;
+    size_t idx = 0;
+    while (idx < plan_.size() && attempts_ < cfg.retry.max_attempts) {
+      const routing::Attempt& a = plan_[idx];
+      if (a.layer != prev_layer) {
+        if (prev_layer != -1) layer_rank_++;
+        prev_layer = a.layer;
+      }
+      auto now = MonoClock::now();
+      if (now >= deadline) break;
+      ProviderRuntime* pr = rt_.provider(a.provider);
+      if (!pr) {
+        idx++;
+        continue;
+      }
+      auto pb = rt_.breakers->provider(a.provider);
+      auto mb = rt_.breakers->model(a.provider, a.model);
+      breaker::Permit pp = pb->try_acquire();
+      breaker::Permit mp = pp ? mb->try_acquire() : breaker::Permit();
+      if (!pp || !mp) {
+        breaker_skips = true;
+        idx++;
+        continue;
+      }
+      keys::AcquireRequest kr{std::string(a.upstream), estimate, deadline, session_};
+      keys::AcquireResult got = pr->pool->acquire(kr);
+      if (!got.ok()) {
+        const keys::NoKey nk = got.no_key();
+        const MonoTime wait_until = std::min(deadline, now + Millis(cfg.retry.wait_for_key_ms));
+        bool waitable = nk.reason == keys::NoKeyReason::kConcurrency ||
+                        nk.reason == keys::NoKeyReason::kCooling ||
+                        nk.reason == keys::NoKeyReason::kMinuteWindow ||
+                        nk.reason == keys::NoKeyReason::kDailyWindow;
+        if (waitable && nk.earliest <= wait_until) {
+          kr.deadline = wait_until;
+          got = co_await wait_for_key(*pr->pool, kr);
+        }
+        if (!got.ok()) {
+          if (got.no_key().reason == keys::NoKeyReason::kCancelled) co_return;
+          MonoTime e = got.no_key().reason == keys::NoKeyReason::kTimeout ? nk.earliest
+                                                                          : got.no_key().earliest;
+          if (nk.reason != keys::NoKeyReason::kNoUsableKey &&
+              nk.reason != keys::NoKeyReason::kTooLarge)
+            earliest_key = std::min(earliest_key, e);
+          idx++;
+          continue;
+        }
+      }
+      keys::Lease lease = got.take_lease();
+      attempts_++;
+      const MonoTime call_deadline =
+          std::min(deadline, MonoClock::now() + Millis(pr->config->timeout_ms));
+      auto started = MonoClock::now();
+      Attempted r = co_await send(*pr, a, lease, call_deadline);
+      auto latency = MonoClock::now() - started;
+      upstream_time_ += std::chrono::duration_cast<Micros>(latency);
+
+      keys::Outcome ko;
+      ko.status = to_keys(r.cls);
+      ko.latency = std::chrono::duration_cast<Millis>(latency);
+      ko.tokens_used = r.usage.total() > 0 ? r.usage.total() : -1;
+      ko.headers = std::move(response_headers_);
+      const std::string key_id = lease.key_id();
+      lease.complete(ko);
+      pp.record(to_breaker(r.cls), latency);
+      mp.record(to_breaker(r.cls), latency);
+      record_learning(a, r, latency);
+      if (r.usage.total() > 0) record_usage(a, key_id, r.usage);
+
+      if (r.cls == ErrorClass::kSuccess) {
+        finish_success(a, key_id, r, latency);
+        co_return;
+      }
+      if (r.cls == ErrorClass::kCancelled) {
+        ex_.close = true;
+        ex_.written = true;
+        record_outcome(&a, key_id, "cancelled", {});
+        co_return;
+      }
+      if (r.wrote_response) {  // a stream failed after the client saw content: already ended
+        record_outcome(&a, key_id, upstream::to_string(r.cls), r.usage);
+        co_return;
+      }
+      if (r.cls == ErrorClass::kClientError) {
+        // The request's own fault: another model would reject it too. Pass the upstream's answer.
+        ex_.response = json_response(
+            static_cast<http::status>(r.status ? r.status : 400),
+            r.body.empty() ? upstream::openai_error_json(r.message, "invalid_request_error")
+                           : r.body,
+            ex_.request.version());
+        set_headers(ex_.response, a, key_id);
+        record_outcome(&a, key_id, "client_error", {});
+        co_return;
+      }
+      log::warn("request {}: {} via {} on {} failed: {} ({})", request_id_, a.model, a.provider,
+                key_id, upstream::to_string(r.cls), r.message);
+      last = std::move(r);
+      if (last->cls == ErrorClass::kRateLimited || last->cls == ErrorClass::kAuthFailed) {
+        // Another key of the same model first; the pool will not hand out the cooled or dead key.
+        continue;
+      }
+      idx++;
+    }
+    give_up(last, earliest_key, breaker_skips);
+  }
+
+  void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips) {
+    auto now = MonoClock::now();
+    const bool limited =
+        earliest_key != MonoTime::max() &&
+        (!last || last->cls == ErrorClass::kRateLimited || last->cls == ErrorClass::kAuthFailed);
+    if (limited) {
+      Nanos wait = earliest_key > now ? earliest_key - now : Nanos(0);
+      fail(http::status::too_many_requests,
+           "every key of every model for '" + req_.model +
+               "' is rate limited; retry after the indicated time",
+           "rate_limit_error", "rate_limit_exceeded");
+      ex_.response.set(http::field::retry_after, retry_after_seconds(wait));
+      record_outcome(nullptr, "", "rate_limited", {});
+      return;
+    }
+    if (!last) {
+      fail(http::status::service_unavailable,
+           breaker_skips ? "every provider for this model is failing (circuit breakers open)"
+                         : "no provider key can serve this request",
+           "server_error", breaker_skips ? "breaker_open" : "no_capacity");
+      record_outcome(nullptr, "", "unavailable", {});
+      return;
+    }
+    http::status status = last->cls == ErrorClass::kTimeout ? http::status::gateway_timeout
+                                                            : http::status::bad_gateway;
+    fail(status,
+         "upstream failed after " + std::to_string(attempts_) + " attempt(s): " + last->message,
+         "server_error", std::string(upstream::to_string(last->cls)));
+    record_outcome(nullptr, "", upstream::to_string(last->cls), {});
+  }
+
+  void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r,
+                      Nanos latency) {
+    if (!r.wrote_response) {
+      ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
+      set_headers(ex_.response, a, key_id);
+    }
+    record_outcome(&a, key_id, "ok", r.usage);
+  }
+
+  double cost_of(const routing::Attempt& a, const upstream::TokenUsage& u) const {
+    const ModelConfig* m = rt_.config->find_model(std::string(a.model));
+    if (!m) return 0;
+    return (double(u.prompt_tokens) * m->cost.input_per_mtok +
+            double(u.completion_tokens) * m->cost.output_per_mtok) /
+           1e6;
+  }
+
+  void record_learning(const routing::Attempt& a, const Attempted& r, Nanos latency) {
+    routing::Outcome o;
+    o.model = std::string(a.model);
+    o.category = plan_.category();
+    o.success = r.cls == ErrorClass::kSuccess;
+    o.reward = o.success ? 1.0 : 0.0;
+    // Only what says something about the model teaches the bandit: not the caller's mistakes,
+    // not a key's rate limit or revocation, not a cancelled request.
+    o.counts_for_learning = r.cls == ErrorClass::kSuccess || r.cls == ErrorClass::kServerError ||
+                            r.cls == ErrorClass::kTimeout;
+    o.latency_us = std::chrono::duration_cast<Micros>(latency).count();
+    o.tokens_in = r.usage.prompt_tokens;
+    o.tokens_out = r.usage.completion_tokens;
+    o.cost_usd = cost_of(a, r.usage);
+    rt_.router->record(o);
+  }
+
+  void record_usage(const routing::Attempt& a, const std::string& key_id,
+                    const upstream::TokenUsage& u) {
+    if (!rt_.store) return;
+    store::UsageEvent e;
+    e.time = rt_.clock.wall_now();
+    e.request_id = request_id_;
+    e.provider = std::string(a.provider);
+    e.key_id = key_id;
+    e.model = std::string(a.model);
+    e.tokens_in = u.prompt_tokens;
+    e.tokens_out = u.completion_tokens;
+    e.cost_usd = cost_of(a, u);
+    rt_.store->enqueue(std::move(e));
+  }
+
+  void record_outcome(const routing::Attempt* a, const std::string& key_id,
+                      std::string_view status_class, const upstream::TokenUsage& u) {
+    auto total = MonoClock::now() - t0_;
+    std::string model = a ? std::string(a->model) : "";
+    std::string provider = a ? std::string(a->provider) : "";
+    rt_.metrics.observe(plan_.route(), model, provider, status_class,
+                        std::chrono::duration<double>(total).count(), attempts_, layer_rank_ > 0);
+    if (rt_.config->log.access_log) {
+      log::info(
+          "access {{\"request_id\":{},\"route\":{},\"model\":{},\"provider\":{},\"key\":{},"
+          "\"attempts\":{},\"layer\":{},\"status\":{},\"latency_us\":{},\"tokens_in\":{},\"tokens_"
+          "out\":{}}}",
+          json::quote(request_id_), json::quote(plan_.route()), json::quote(model),
+          json::quote(provider), json::quote(key_id), attempts_, layer_rank_,
+          json::quote(status_class), std::chrono::duration_cast<Micros>(total).count(),
+          u.prompt_tokens, u.completion_tokens);
+    }
+    if (!rt_.store) return;
+    store::OutcomeEvent e;
+    e.time = rt_.clock.wall_now();
+    e.request_id = request_id_;
+    e.route = plan_.route();
+    e.model = std::move(model);
+    e.provider = std::move(provider);
+    e.key_id = key_id;
+    e.status_class = status_class == "ok" ? store::kStatusOk : std::string(status_class);
+    e.category = plan_.category();
+    e.latency_us = std::chrono::duration_cast<Micros>(total).count();
+    e.tokens_in = u.prompt_tokens;
+    e.tokens_out = u.completion_tokens;
+    e.cost_usd = a ? cost_of(*a, u) : 0;
+    e.attempts = attempts_;
+    e.layer = layer_rank_;
+    rt_.store->enqueue(std::move(e));
+  }
+
+  // ---- upstream exchange ----------------------------------------------------------------------
+
+  upstream::HttpRequest build_request(const ProviderRuntime& pr, const routing::Attempt& a,
+                                      const keys::Lease& lease, MonoTime deadline,
+                                      std::string& error) {
+    upstream::HttpRequest h;
+    h.deadline = deadline;
+    h.headers.emplace_back("content-type", "application/json");
+    h.headers.emplace_back("user-agent", "switchboard/" SWITCHBOARD_VERSION);
+    if (pr.anthropic) {
+      h.url = pr.base_url + "/messages";
+      h.headers.emplace_back("x-api-key", lease.secret());
+      h.headers.emplace_back("anthropic-version", "2023-06-01");
+      auto body = upstream::openai_to_anthropic_request(req_.doc.as_object(), a.upstream);
+      if (!body.ok()) {
+        error = body.status().message();
+        return h;
+      }
+      h.body = std::move(body.value());
+    } else {
+      h.url = pr.base_url + "/chat/completions";
+      h.headers.emplace_back("authorization", "Bearer " + lease.secret());
+      h.body = openai_body(ex_.request.body(), req_, a.upstream);
+    }
+    if (req_.stream) h.headers.emplace_back("accept", "text/event-stream");
+    return h;
+  }
+
+  asio::awaitable<Attempted> send(ProviderRuntime& pr, const routing::Attempt& a,
+                                  keys::Lease& lease, MonoTime deadline) {
+    Attempted r;
+    std::string build_error;
+    upstream::HttpRequest h = build_request(pr, a, lease, deadline, build_error);
+    if (!build_error.empty()) {
+      r.cls = ErrorClass::kClientError;
+      r.status = 400;
+      r.message = build_error;
+      co_return r;
+    }
+    auto& client = *rt_.clients[ex_.thread_index];
+    std::unique_ptr<upstream::HttpStream> stream;
+    auto st = co_await client.start(h, stream);
+    if (!st.ok()) {
+      r.cls = upstream::classify_transport(st.error);
+      r.message = st.message;
+      co_return r;
+    }
+    const auto& head = stream->head();
+    for (const auto& [k, v] : head.headers) {
+      if (k.size() > 5 &&
+          (k[0] == 'x' || k[0] == 'X' || k[0] == 'r' || k[0] == 'R' || k[0] == 'a' || k[0] == 'A'))
+        response_headers_.emplace_back(k, v);
+    }
+    r.status = head.status;
+    if (head.status < 200 || head.status >= 300 || !req_.stream) {
+      // Whole body: an error to classify, or a complete non-stream answer.
+      std::string body;
+      bool done = false;
+      while (!done) {
+        st = co_await stream->read_some(body, done);
+        if (!st.ok()) {
+          r.cls = upstream::classify_transport(st.error);
+          r.message = st.message;
+          co_return r;
+        }
+        if (body.size() > (64u << 20)) {
+          r.cls = ErrorClass::kServerError;
+          r.message = "upstream response too large";
+          co_return r;
+        }
+      }
+      r.cls = upstream::classify_http(head.status, body);
+      if (r.cls != ErrorClass::kSuccess) {
+        r.message = "HTTP " + std::to_string(head.status);
+        r.body = pr.anthropic ? upstream::anthropic_error_to_openai(body) : std::move(body);
+        co_return r;
+      }
+      if (pr.anthropic) {
+        boost::system::error_code ec;
+        auto doc = boost::json::parse(body, ec);
+        if (ec || !doc.is_object()) {
+          r.cls = ErrorClass::kServerError;
+          r.message = "upstream sent invalid JSON";
+          co_return r;
+        }
+        auto translated = upstream::anthropic_to_openai_response(doc.as_object(), req_.model,
+                                                                 request_id_, std::time(nullptr));
+        if (!translated.ok()) {
+          r.cls = ErrorClass::kServerError;
+          r.message = translated.status().message();
+          co_return r;
+        }
+        r.body = std::move(translated.value());
+      } else {
+        r.body = std::move(body);
+      }
+      if (auto u = upstream::extract_openai_usage(r.body)) r.usage = *u;
+      co_return r;
+    }
+    co_return co_await relay_stream(pr, a, lease, *stream);
+  }
+
+  // Streams an SSE answer to the client. Events are held until the first content-bearing one, so
+  // that a failure before it can still fail over; after it, bytes are relayed as they come.
+  asio::awaitable<Attempted> relay_stream(ProviderRuntime& pr, const routing::Attempt& a,
+                                          keys::Lease& lease, upstream::HttpStream& stream) {
+    Attempted r;
+    r.status = 200;
+    upstream::SseParser parser;
+    std::optional<upstream::AnthropicStreamTranslator> translator;
+    if (pr.anthropic)
+      translator.emplace(req_.model, request_id_, std::time(nullptr), req_.client_wants_usage);
+    std::string pending;  // events not yet sent to the client
+    bool started = false, saw_done = false;
+    std::string raw;
+    std::vector<upstream::SseEvent> events;
+    std::vector<std::string> chunks;
+    const bool strip_usage = !pr.anthropic && !req_.client_wants_usage;
+
+    auto fail_stream = [&](ErrorClass cls, std::string message) -> asio::awaitable<Attempted> {
+      stream.cancel();
+      r.cls = cls;
+      r.message = std::move(message);
+      if (started) {
+        // The client already has content: end the stream with an error event and no [DONE].
+        std::string ev;
+        upstream::append_sse_event(
+            ev, upstream::openai_error_json("upstream stream failed: " + r.message, "server_error",
+                                            std::string(upstream::to_string(cls))));
+        co_await write_chunk(ex_, ev);
+        co_await finish_chunks(ex_);
+        ex_.close = true;
+        r.wrote_response = true;
+      }
+      co_return r;
+    };
+
+    bool done = false;
+    while (!done) {
+      raw.clear();
+      auto st = co_await stream.read_some(raw, done);
+      if (!st.ok())
+        co_return co_await fail_stream(upstream::classify_transport(st.error), st.message);
+      events.clear();
+      if (auto ps = parser.feed(raw, events); !ps.ok())
+        co_return co_await fail_stream(ErrorClass::kServerError, ps.message());
+      std::string out;
+      bool content_now = false;
+      for (const auto& ev : events) {
+        if (translator) {
+          chunks.clear();
+          auto ts = translator->feed(ev.event, ev.data, chunks);
+          if (!ts.ok()) {
+            ErrorClass cls = ts.code() == StatusCode::kResourceExhausted ? ErrorClass::kRateLimited
+                             : ts.code() == StatusCode::kPermissionDenied
+                                 ? ErrorClass::kAuthFailed
+                                 : ErrorClass::kServerError;
+            co_return co_await fail_stream(cls, ts.message());
+          }
+          for (const auto& c : chunks) upstream::append_sse_event(out, c);
+          if (translator->has_content()) content_now = true;
+          if (translator->finished()) {
+            out += upstream::kSseDone;
+            saw_done = true;
+          }
+          r.usage = translator->usage();
+          continue;
+        }
+        auto info = upstream::inspect_openai_chunk(ev.data);
+        if (info.done) {
+          out += upstream::kSseDone;
+          saw_done = true;
+          continue;
+        }
+        if (info.is_error) {
+          co_return co_await fail_stream(ErrorClass::kServerError,
+                                         "upstream reported an error in the stream");
+        }
+        if (info.usage) r.usage = *info.usage;
+        if (info.usage && strip_usage && !info.has_content)
+          continue;  // we asked for it, not the client
+        if (info.has_content) content_now = true;
+        upstream::append_sse_event(out, ev.data, ev.event);
+      }
+      if (!started) {
+        pending += out;
+        if (content_now) {
+          std::vector<std::pair<std::string, std::string>> headers = {
+              {"x-switchboard-request-id", request_id_},
+              {"x-switchboard-model", std::string(a.model)},
+              {"x-switchboard-provider", std::string(a.provider)},
+              {"x-switchboard-key", lease.key_id()},
+              {"x-switchboard-attempts", std::to_string(attempts_)},
+              {"x-switchboard-layer", std::to_string(layer_rank_)},
+              {"x-switchboard-overhead-us", std::to_string(overhead_us())}};
+          if (!co_await write_stream_head(ex_, http::status::ok, headers) ||
+              !co_await write_chunk(ex_, pending)) {
+            stream.cancel();
+            r.cls = ErrorClass::kCancelled;
+            r.wrote_response = true;
+            co_return r;
+          }
+          started = true;
+          r.wrote_response = true;
+          pending.clear();
+        }
+      } else if (!out.empty()) {
+        if (!co_await write_chunk(ex_, out)) {
+          stream.cancel();
+          r.cls = ErrorClass::kCancelled;
+          co_return r;
+        }
+      }
+    }
+    if (!saw_done) {
+      co_return co_await fail_stream(ErrorClass::kServerError,
+                                     "upstream stream ended without [DONE]");
+    }
+    if (!started) {
+      // A stream that finished without any content (e.g. an empty answer): send what we have.
+      std::vector<std::pair<std::string, std::string>> headers = {
+          {"x-switchboard-request-id", request_id_},
+          {"x-switchboard-model", std::string(a.model)},
+          {"x-switchboard-provider", std::string(a.provider)},
+          {"x-switchboard-key", lease.key_id()},
+          {"x-switchboard-attempts", std::to_string(attempts_)},
+          {"x-switchboard-layer", std::to_string(layer_rank_)}};
+      co_await write_stream_head(ex_, http::status::ok, headers);
+      co_await write_chunk(ex_, pending);
+      r.wrote_response = true;
+    }
+    co_await finish_chunks(ex_);
+    r.cls = ErrorClass::kSuccess;
+    co_return r;
+  }
+
+  Runtime& rt_;
+  Exchange& ex_;
+  const MonoTime t0_;
+  std::string request_id_;
+  std::string session_;
+  ChatRequest req_;
+  routing::FallbackPlan plan_;
+  int attempts_ = 0;
+  int layer_rank_ = 0;
+  Micros upstream_time_{0};
+  keys::HeaderList response_headers_;
+};
+
+}  // namespace
+
+asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex) {
+  ChatCall call(rt, ex);
+  // The call races the client's connection: a client that leaves cancels the call, whose leases
+  // and permits then end as `cancelled` (RAII) and whose upstream connection is closed.
+  auto result = co_await (call.run() || client_gone(ex.stream));
+  if (result.index() == 1) {
+    ex.written = true;
+    ex.close = true;
+  }
+}
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,98 @@
+// Runtime: the shared state behind the gateway's handlers (internal to the gateway module).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "breaker/breaker.h"
+#include "common/config.h"
+#include "gateway/http_server.h"
+#include "gateway/mock_provider.h"
+#include "keys/keys.h"
+#include "routing/routing.h"
+#include "store/store.h"
+#include "upstream/http_client.h"
+
+namespace prometheus {
+class Counter;
+class Histogram;
+class Gauge;
+}  // namespace prometheus
+
+namespace switchboard::gateway {
+
+// keys::Scheduler on a dedicated timer thread with Asio steady timers.
+class AsioScheduler final : public keys::Scheduler {
+ public:
+  AsioScheduler();
+  ~AsioScheduler() override;
+  TimerId schedule_at(MonoTime when, std::function<void()> fn) override;
+  void cancel(TimerId id) override;
+
+ private:
+  asio::io_context ctx_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  std::atomic<TimerId> next_id_{1};
+  std::unordered_map<TimerId, std::unique_ptr<asio::steady_timer>> timers_;  // timer thread only
+  std::thread thread_;
+};
+
+struct ProviderRuntime {
+  const ProviderConfig* config = nullptr;
+  std::string base_url;  // effective: a mock's loopback address for kind: mock
+  bool anthropic = false;
+  std::unique_ptr<keys::KeyPool> pool;
+  std::unique_ptr<MockProvider> mock;
+};
+
+// Request metrics by (route, model, provider, status class), resolved once per combination.
+class RequestMetrics {
+ public:
+  RequestMetrics();
+  void observe(const std::string& route, const std::string& model, const std::string& provider,
+               std::string_view status_class, double seconds, int attempts, bool fallback);
+
+ private:
+  struct Handles {
+    prometheus::Counter* requests;
+    prometheus::Histogram* latency;
+  };
+  std::mutex mu_;
+  std::unordered_map<std::string, Handles> cache_;
+  prometheus::Counter* attempts_;
+  prometheus::Counter* fallbacks_;
+};
+
+struct Runtime {
+  std::shared_ptr<const Config> config;
+  Clock& clock = SystemClock::instance();
+  AsioScheduler scheduler;
+  std::map<std::string, ProviderRuntime, std::less<>> providers;
+  std::unique_ptr<breaker::BreakerRegistry> breakers;
+  std::unique_ptr<routing::Router> router;
+  std::unique_ptr<store::Store> store;
+  std::vector<std::unique_ptr<upstream::HttpClient>> clients;  // one per server thread
+  RequestMetrics metrics;
+  std::atomic<uint64_t> request_seq{0};
+  uint64_t instance_tag = 0;
+  std::atomic<bool> store_ok{false};
+
+  ProviderRuntime* provider(std::string_view name) {
+    auto it = providers.find(name);
+    return it == providers.end() ? nullptr : &it->second;
+  }
+  std::string next_request_id();
+};
+
+// POST /v1/chat/completions.
+asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex);
+
+}  // namespace switchboard::gateway
