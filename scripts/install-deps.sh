@@ -10,6 +10,11 @@ PACKAGES=(
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev
 )
 
+# `--bench` adds what bench/load.sh needs (wrk and nginx), which `make test` does not.
+if [ "${1:-}" = "--bench" ]; then
+  PACKAGES+=(wrk nginx-light curl)
+fi
+
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
