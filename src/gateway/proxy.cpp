@@ -245,9 +245,19 @@ asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
   co_return std::move(*state->result);
 }
 
-// Completes when the client has closed its connection (never, while it stays open).
+// Completes when the client has closed its connection (never, while it stays open). Watching
+// costs an epoll registration per request, so it starts only once a request has run for a while:
+// the quick ones finish first, and a slow LLM call is still cancelled moments after its client
+// leaves.
+constexpr auto kWatchClientAfter = std::chrono::milliseconds(20);
+
 asio::awaitable<void> client_gone(beast::tcp_stream& stream) {
   auto& socket = stream.socket();
+  {
+    asio::steady_timer delay(co_await asio::this_coro::executor, kWatchClientAfter);
+    auto [ec] = co_await delay.async_wait(kNothrow);
+    if (ec) co_return;  // cancelled: the call finished first and has already won the race
+  }
   while (true) {
     auto [ec] = co_await socket.async_wait(asio::ip::tcp::socket::wait_read, kNothrow);
     if (ec) co_return;

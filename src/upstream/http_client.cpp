@@ -1,10 +1,12 @@
 #include "upstream/http_client.h"
 
 #include <algorithm>
+#include <array>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -99,6 +101,7 @@ struct Conn {
   beast::flat_buffer buffer;
   std::string origin;
   MonoTime idle_since{};
+  std::unique_ptr<char[]> chunk;  // body read buffer, reused for every response on this connection
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
   void close() {
@@ -209,7 +212,6 @@ struct HttpStream::Impl {
   http::response_parser<http::buffer_body> parser;
   HttpResponseHead head;
   MonoTime deadline;
-  std::unique_ptr<char[]> chunk = std::make_unique<char[]>(kReadChunk);
   bool finished = false;
 };
 
@@ -256,7 +258,9 @@ asio::awaitable<TransportStatus> HttpStream::read_some(std::string& out, bool& d
         s.conn->close(), s.conn.reset();
       co_return TransportStatus{};
     }
-    s.parser.get().body().data = s.chunk.get();
+    if (!s.conn->chunk) s.conn->chunk = std::make_unique<char[]>(kReadChunk);
+    char* chunk = s.conn->chunk.get();
+    s.parser.get().body().data = chunk;
     s.parser.get().body().size = kReadChunk;
     s.conn->lowest().expires_at(clamp_deadline(s.deadline));
     auto [ec, n] = co_await on_stream(*s.conn, [&](auto& stream) {
@@ -269,7 +273,7 @@ asio::awaitable<TransportStatus> HttpStream::read_some(std::string& out, bool& d
     }
     size_t got = kReadChunk - s.parser.get().body().size;
     if (got > 0) {
-      out.append(s.chunk.get(), got);
+      out.append(chunk, got);
       if (s.parser.is_done()) continue;  // hand back the connection on the next call
       co_return TransportStatus{};
     }
@@ -296,16 +300,32 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
   if (!parse_url(request.url, origin)) {
     co_return TransportStatus::fail(TransportError::kConnectFailed, "bad upstream URL");
   }
-  http::request<http::string_body> req;
-  req.method(http::string_to_verb(request.method));
-  req.target(origin.target);
-  req.version(11);
-  bool default_port = origin.port == (origin.tls ? "443" : "80");
-  req.set(http::field::host, default_port ? origin.host : origin.host + ":" + origin.port);
-  for (const auto& [k, v] : request.headers) req.set(k, v);
-  req.body() = request.body;
-  req.keep_alive(true);
-  req.prepare_payload();
+  // The request head is formatted by hand (cheaper than Beast's serializer); the body is sent
+  // from the caller's buffer without a copy.
+  std::string head;
+  head.reserve(256);
+  head += request.method;
+  head += ' ';
+  head += origin.target;
+  head += " HTTP/1.1\r\nHost: ";
+  head += origin.host;
+  if (origin.port != (origin.tls ? "443" : "80")) head += ":" + origin.port;
+  head += "\r\n";
+  for (const auto& [k, v] : request.headers) {
+    if (k.find_first_of("\r\n") != std::string::npos ||
+        v.find_first_of("\r\n") != std::string::npos) {
+      co_return TransportStatus::fail(TransportError::kProtocolError,
+                                      "header contains a line break");
+    }
+    head += k;
+    head += ": ";
+    head += v;
+    head += "\r\n";
+  }
+  head += "Content-Length: ";
+  head += std::to_string(request.body.size());
+  head += "\r\n\r\n";
+  std::array<asio::const_buffer, 2> req_bufs = {asio::buffer(head), asio::buffer(request.body)};
 
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Conn> conn = impl_->take_idle(origin.key());
@@ -315,8 +335,8 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       if (!st.ok()) co_return st;
     }
     conn->lowest().expires_at(clamp_deadline(request.deadline));
-    auto [wec, wn] =
-        co_await on_stream(*conn, [&](auto& s) { return http::async_write(s, req, kNothrow); });
+    auto [wec, wn] = co_await on_stream(
+        *conn, [&](auto& s) { return asio::async_write(s, req_bufs, kNothrow); });
     if (wec) {
       conn->close();
       auto st = from_ec(wec, TransportError::kReset);
