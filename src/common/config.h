@@ -63,6 +63,9 @@ struct LearningConfig {
   double half_life = 100;  // outcomes per (category, model)
   double explore = 0.05;
   double quality_tolerance = 0.05;
+  // How long and how many served requests are remembered for POST /v1/feedback.
+  int64_t feedback_ttl_ms = 3600000;
+  int64_t feedback_max_requests = 100000;
   // Score weights of the learned strategy (see routing/routing.h for the formula).
   double weight_success = 1.0;
   double weight_tier = 0.3;

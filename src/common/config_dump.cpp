@@ -152,6 +152,8 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "half_life" << YAML::Value << l.half_life;
   out << YAML::Key << "explore" << YAML::Value << l.explore;
   out << YAML::Key << "quality_tolerance" << YAML::Value << l.quality_tolerance;
+  out << YAML::Key << "feedback_ttl_ms" << YAML::Value << l.feedback_ttl_ms;
+  out << YAML::Key << "feedback_max_requests" << YAML::Value << l.feedback_max_requests;
   out << YAML::Key << "weights" << YAML::Value << YAML::Flow << YAML::BeginMap << YAML::Key
       << "success" << YAML::Value << l.weight_success << YAML::Key << "tier" << YAML::Value
       << l.weight_tier << YAML::Key << "cost" << YAML::Value << l.weight_cost << YAML::Key

@@ -496,7 +496,10 @@ class Loader {
   void read_learning(const YAML::Node& n) {
     if (!n.IsDefined() || n.IsNull()) return;
     const std::string p = "learning";
-    if (!check_map(n, p, {"prior", "half_life", "explore", "quality_tolerance", "weights"})) return;
+    if (!check_map(n, p,
+                   {"prior", "half_life", "explore", "quality_tolerance", "weights",
+                    "feedback_ttl_ms", "feedback_max_requests"}))
+      return;
     auto& l = cfg_.learning;
     if (present(n, "prior")) {
       YAML::Node pr = n["prior"];
@@ -514,6 +517,8 @@ class Loader {
     read_double(n, "half_life", p, l.half_life, 0.0, 1e9, true);
     read_double(n, "explore", p, l.explore, 0.0, 1.0);
     read_double(n, "quality_tolerance", p, l.quality_tolerance, 0.0, 1.0);
+    read_int(n, "feedback_ttl_ms", p, l.feedback_ttl_ms, 1000);
+    read_int(n, "feedback_max_requests", p, l.feedback_max_requests, 16, 100000000);
     YAML::Node w = n["weights"];
     const std::string wp = "learning.weights";
     if (present(n, "weights") && check_map(w, wp, {"success", "tier", "cost", "latency"})) {

@@ -24,6 +24,8 @@ struct Post {
   double beta;
   uint64_t outcomes = 0;
   uint64_t last_id = 0;
+  uint64_t feedback = 0;
+  double feedback_sum = 0;
 };
 
 struct Stat {
@@ -386,6 +388,22 @@ void Router::record(const Outcome& o) {
   }
 }
 
+void Router::record_feedback(std::string_view category, std::string_view model,
+                             double transport_reward, double feedback_reward) {
+  auto it = impl_->model_index.find(model);
+  if (it == impl_->model_index.end()) return;
+  const double t = std::clamp(transport_reward, 0.0, 1.0);
+  const double f = std::clamp(feedback_reward, 0.0, 1.0);
+  // Evidence can only be swapped, never pushed below a sliver of the prior: α and β stay > 0.
+  constexpr double kFloor = 1e-3;
+  std::lock_guard lock(impl_->post_mu);
+  Post& p = impl_->category_locked(category.empty() ? "default" : category)[it->second];
+  p.alpha = std::max(kFloor, p.alpha + (f - t));
+  p.beta = std::max(kFloor, p.beta + (t - f));
+  p.feedback++;
+  p.feedback_sum += f;
+}
+
 RouterState Router::export_state() const {
   RouterState st;
   const Config& cfg = *config_;
@@ -393,9 +411,10 @@ RouterState Router::export_state() const {
     std::lock_guard lock(impl_->post_mu);
     for (const auto& [cat, vec] : impl_->posteriors) {
       for (size_t i = 0; i < vec.size(); ++i) {
-        if (vec[i].outcomes == 0 && vec[i].last_id == 0) continue;
+        if (vec[i].outcomes == 0 && vec[i].last_id == 0 && vec[i].feedback == 0) continue;
         st.posteriors.push_back(Posterior{cat, cfg.models[i].name, vec[i].alpha, vec[i].beta,
-                                          vec[i].outcomes, vec[i].last_id});
+                                          vec[i].outcomes, vec[i].last_id, vec[i].feedback,
+                                          vec[i].feedback_sum});
       }
     }
   }
@@ -417,7 +436,7 @@ void Router::import_state(const RouterState& st) {
       if (it == impl_->model_index.end()) continue;  // model since removed from the config
       if (!(p.alpha > 0) || !(p.beta > 0)) continue;
       Post& dst = impl_->category_locked(p.category)[it->second];
-      dst = Post{p.alpha, p.beta, p.outcomes, p.last_outcome_id};
+      dst = Post{p.alpha, p.beta, p.outcomes, p.last_outcome_id, p.feedback, p.feedback_reward_sum};
     }
   }
   std::lock_guard lock(impl_->stat_mu);
@@ -448,6 +467,8 @@ std::optional<Posterior> Router::posterior(std::string_view category,
     p.beta = src.beta;
     p.outcomes = src.outcomes;
     p.last_outcome_id = src.last_id;
+    p.feedback = src.feedback;
+    p.feedback_reward_sum = src.feedback_sum;
   }
   return p;
 }

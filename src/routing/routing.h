@@ -172,6 +172,8 @@ struct Posterior {
   double beta = 1;
   uint64_t outcomes = 0;
   uint64_t last_outcome_id = 0;
+  uint64_t feedback = 0;           // caller verdicts received (POST /v1/feedback)
+  double feedback_reward_sum = 0;  // their rewards, summed
   double mean() const { return alpha / (alpha + beta); }
 };
 
@@ -212,6 +214,12 @@ class Router {
   // (replays after a restart never count twice).
   void record(const Outcome& outcome);
 
+  // The caller's verdict on a request already recorded with `transport_reward`: the verdict
+  // replaces that evidence (α += f − t, β += t − f), so the request still counts once and the
+  // caller's judgement, which knows whether the answer was right, outweighs transport success.
+  void record_feedback(std::string_view category, std::string_view model, double transport_reward,
+                       double feedback_reward);
+
   RouterState export_state() const;
   void import_state(const RouterState& state);
   std::optional<Posterior> posterior(std::string_view category, std::string_view model) const;
@@ -222,6 +230,42 @@ class Router {
  private:
   struct Impl;
   std::shared_ptr<const Config> config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Which model served which request, for the caller's later verdict (POST /v1/feedback).
+//
+// Request ids are sequence numbers handed out by the gateway, so the ledger is a ring indexed by
+// sequence: memory is fixed at `capacity` small entries however long the process runs, an entry
+// is forgotten when its slot is reused or after `ttl`, and lookups are O(1). Models and categories
+// are interned (categories bounded like the router's). A request takes one verdict: the second
+// claim reports kDuplicate.
+//
+// Thread-safety: all methods may be called from any thread (the ring is sharded by sequence, one
+// short mutex per shard).
+class FeedbackLedger {
+ public:
+  FeedbackLedger(size_t capacity, Millis ttl, Clock& clock);
+  ~FeedbackLedger();
+
+  void remember(uint64_t seq, std::string_view model, std::string_view category, int layer,
+                double transport_reward, bool learned);
+
+  struct Served {
+    std::string model;
+    std::string category;
+    int layer = 0;
+    double transport_reward = 0;
+    bool learned = false;  // the transport outcome taught the bandit (so a verdict corrects it)
+  };
+  enum class Claim { kOk, kUnknown, kDuplicate };
+  Claim claim(uint64_t seq, Served& served);
+
+  size_t capacity() const { return capacity_; }
+
+ private:
+  struct Impl;
+  size_t capacity_;
   std::unique_ptr<Impl> impl_;
 };
 

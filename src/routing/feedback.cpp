@@ -1,0 +1,102 @@
+#include <array>
+#include <mutex>
+#include <unordered_map>
+
+#include "routing/routing.h"
+
+namespace switchboard::routing {
+
+namespace {
+constexpr size_t kShards = 16;
+constexpr size_t kMaxInterned = 1024;
+}  // namespace
+
+struct FeedbackLedger::Impl {
+  struct Entry {
+    uint64_t seq = 0;  // 0 = empty
+    int64_t at_ms = 0;
+    double transport_reward = 0;
+    uint16_t model = 0;
+    uint16_t category = 0;
+    int16_t layer = 0;
+    bool learned = false;
+    bool claimed = false;
+  };
+  struct alignas(64) Shard {
+    std::mutex mu;
+  };
+
+  Clock& clock;
+  Millis ttl;
+  std::vector<Entry> ring;
+  std::array<Shard, kShards> shards;
+
+  std::mutex intern_mu;
+  std::vector<std::string> names;  // models and categories share one table
+  std::unordered_map<std::string, uint16_t> ids;
+
+  Impl(size_t capacity, Millis t, Clock& c) : clock(c), ttl(t), ring(capacity) {}
+
+  int64_t now_ms() const {
+    return std::chrono::duration_cast<Millis>(clock.now().time_since_epoch()).count();
+  }
+
+  uint16_t intern(std::string_view name) {
+    std::lock_guard lock(intern_mu);
+    if (auto it = ids.find(std::string(name)); it != ids.end()) return it->second;
+    if (names.size() >= kMaxInterned) {
+      // Beyond the bound, new names share one slot (as the router's "other" category does).
+      auto it = ids.find("other");
+      if (it != ids.end()) return it->second;
+      name = "other";
+    }
+    uint16_t id = static_cast<uint16_t>(names.size());
+    names.emplace_back(name);
+    ids.emplace(std::string(name), id);
+    return id;
+  }
+
+  std::string name_of(uint16_t id) {
+    std::lock_guard lock(intern_mu);
+    return id < names.size() ? names[id] : std::string();
+  }
+};
+
+FeedbackLedger::FeedbackLedger(size_t capacity, Millis ttl, Clock& clock)
+    : capacity_(std::max<size_t>(capacity, 1)),
+      impl_(std::make_unique<Impl>(capacity_, ttl, clock)) {}
+
+FeedbackLedger::~FeedbackLedger() = default;
+
+void FeedbackLedger::remember(uint64_t seq, std::string_view model, std::string_view category,
+                              int layer, double transport_reward, bool learned) {
+  if (seq == 0) return;
+  uint16_t m = impl_->intern(model);
+  uint16_t c = impl_->intern(category.empty() ? "default" : category);
+  Impl::Entry e{seq,  impl_->now_ms(), transport_reward, m, c, static_cast<int16_t>(layer), learned,
+                false};
+  std::lock_guard lock(impl_->shards[(seq % capacity_) % kShards].mu);
+  impl_->ring[seq % capacity_] = e;
+}
+
+FeedbackLedger::Claim FeedbackLedger::claim(uint64_t seq, Served& served) {
+  if (seq == 0) return Claim::kUnknown;
+  Impl::Entry e;
+  {
+    std::lock_guard lock(impl_->shards[(seq % capacity_) % kShards].mu);
+    Impl::Entry& slot = impl_->ring[seq % capacity_];
+    if (slot.seq != seq || impl_->now_ms() - slot.at_ms > impl_->ttl.count())
+      return Claim::kUnknown;
+    if (slot.claimed) return Claim::kDuplicate;
+    slot.claimed = true;
+    e = slot;
+  }
+  served.model = impl_->name_of(e.model);
+  served.category = impl_->name_of(e.category);
+  served.layer = e.layer;
+  served.transport_reward = e.transport_reward;
+  served.learned = e.learned;
+  return Claim::kOk;
+}
+
+}  // namespace switchboard::routing
