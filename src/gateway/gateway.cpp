@@ -9,7 +9,9 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
 #include <filesystem>
+#include <optional>
 #include <random>
 
 #include "common/json.h"
@@ -93,12 +95,22 @@ void RequestMetrics::observe(const std::string& route, const std::string& model,
   if (fallback) fallbacks_->Increment();
 }
 
-std::string Runtime::next_request_id() {
+std::string Runtime::request_id(uint64_t seq) const {
   char buf[40];
   std::snprintf(buf, sizeof(buf), "sb-%08llx-%010llx",
                 static_cast<unsigned long long>(instance_tag & 0xffffffff),
-                static_cast<unsigned long long>(request_seq.fetch_add(1) + 1));
+                static_cast<unsigned long long>(seq));
   return buf;
+}
+
+uint64_t Runtime::parse_request_id(std::string_view id) const {
+  unsigned long long tag = 0, seq = 0;
+  char tail = 0;
+  std::string s(id);
+  if (s.size() > 64 || std::sscanf(s.c_str(), "sb-%8llx-%16llx%c", &tag, &seq, &tail) != 2)
+    return 0;
+  if (tag != (instance_tag & 0xffffffff)) return 0;  // another instance's (or a restarted one's) id
+  return seq;
 }
 
 // ---- handlers
@@ -203,7 +215,8 @@ std::string admin_models_json(Runtime& rt) {
            ",\"success_rate\":" + json::number(s ? s->success_rate() : 0) +
            ",\"latency_ewma_ms\":" + json::number(s ? s->latency_ewma_us / 1000 : 0) +
            ",\"latency_p95_ms\":" + json::number(s ? s->latency_p95_us / 1000 : 0) +
-           ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + "}";
+           ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + ",\"cost_per_request_usd\":" +
+           json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0) + "}";
   }
   out += "],\"posteriors\":[";
   first = true;
@@ -213,10 +226,73 @@ std::string admin_models_json(Runtime& rt) {
     out += "{\"category\":" + json::quote(p.category) + ",\"model\":" + json::quote(p.model) +
            ",\"alpha\":" + json::number(p.alpha) + ",\"beta\":" + json::number(p.beta) +
            ",\"mean\":" + json::number(p.mean()) + ",\"outcomes\":" + std::to_string(p.outcomes) +
-           "}";
+           ",\"feedback\":" + std::to_string(p.feedback) + ",\"feedback_success\":" +
+           json::number(p.feedback ? p.feedback_reward_sum / double(p.feedback) : 0) + "}";
   }
   return out + "]}";
 }
+
+}  // namespace
+
+void handle_feedback(Runtime& rt, Exchange& ex) {
+  auto bad = [&](std::string_view message) {
+    ex.response = error_response(http::status::bad_request, message, "invalid_request_error",
+                                 "invalid_feedback");
+  };
+  boost::system::error_code ec;
+  auto doc = boost::json::parse(ex.request.body(), ec);
+  if (ec || !doc.is_object()) return bad("body must be a JSON object");
+  const auto& o = doc.as_object();
+  const auto* id = o.if_contains("request_id");
+  if (!id || !id->is_string() || id->as_string().empty())
+    return bad("'request_id' must be a non-empty string");
+  const auto* success = o.if_contains("success");
+  if (!success || !success->is_bool()) return bad("'success' must be a boolean");
+  double reward = success->as_bool() ? 1.0 : 0.0;
+  std::optional<double> score;
+  if (const auto* sc = o.if_contains("score"); sc && !sc->is_null()) {
+    if (!sc->is_number()) return bad("'score' must be a number between 0 and 1");
+    double v = sc->to_number<double>();
+    if (!(v >= 0 && v <= 1)) return bad("'score' must be a number between 0 and 1");
+    score = v;
+    reward = v;
+  }
+  const std::string request_id(id->as_string());
+  routing::FeedbackLedger::Served served;
+  auto claim = rt.ledger->claim(rt.parse_request_id(request_id), served);
+  if (claim == routing::FeedbackLedger::Claim::kUnknown) {
+    ex.response = error_response(http::status::not_found,
+                                 "unknown or expired request id '" + request_id + "'",
+                                 "invalid_request_error", "unknown_request_id");
+    return;
+  }
+  if (claim == routing::FeedbackLedger::Claim::kDuplicate) {
+    ex.response =
+        error_response(http::status::conflict, "request '" + request_id + "' already has a verdict",
+                       "invalid_request_error", "duplicate_feedback");
+    return;
+  }
+  if (served.learned)
+    rt.router->record_feedback(served.category, served.model, served.transport_reward, reward);
+  if (rt.store) {
+    store::FeedbackEvent e;
+    e.time = rt.clock.wall_now();
+    e.request_id = request_id;
+    e.success = success->as_bool();
+    e.score = score.value_or(reward);
+    rt.store->enqueue(std::move(e));
+  }
+  static auto& feedback_total =
+      metrics::counter_family("switchboard_routing_feedback_total", "Caller verdicts received")
+          .Add({});
+  feedback_total.Increment();
+  ex.response = json_response(
+      http::status::ok,
+      "{\"request_id\":" + json::quote(request_id) + ",\"model\":" + json::quote(served.model) +
+          ",\"category\":" + json::quote(served.category) + ",\"accepted\":true}");
+}
+
+namespace {
 
 asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   const auto method = ex.request.method();
@@ -243,6 +319,15 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
       co_return;
     }
     co_await handle_chat(rt, ex);
+    co_return;
+  }
+  if (target == "/v1/feedback") {
+    if (method != http::verb::post) {
+      ex.response = error_response(http::status::method_not_allowed, "use POST",
+                                   "invalid_request_error", "method_not_allowed");
+      co_return;
+    }
+    handle_feedback(rt, ex);
     co_return;
   }
   if (method == http::verb::get && (target == "/v1/models" || target == "/models")) {
@@ -366,6 +451,9 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
     pr.pool = std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
     rt.providers.emplace(pc.name, std::move(pr));
   }
+  rt.ledger =
+      std::make_unique<routing::FeedbackLedger>(size_t(config->learning.feedback_max_requests),
+                                                Millis(config->learning.feedback_ttl_ms), rt.clock);
   rt.breakers = std::make_unique<breaker::BreakerRegistry>(rt.clock, *config);
   breaker::BreakerRegistry* breakers = rt.breakers.get();
   rt.router = std::make_unique<routing::Router>(

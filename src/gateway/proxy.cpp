@@ -287,7 +287,8 @@ class ChatCall {
   ChatCall(Runtime& rt, Exchange& ex) : rt_(rt), ex_(ex), t0_(MonoClock::now()) {}
 
   asio::awaitable<void> run() {
-    request_id_ = rt_.next_request_id();
+    seq_ = rt_.next_request_seq();
+    request_id_ = rt_.request_id(seq_);
     if (auto err = validate(ex_.request.body(), req_)) {
       fail(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
       co_return;
@@ -502,6 +503,8 @@ class ChatCall {
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r,
                       Nanos latency) {
+    // Remembered for the caller's verdict; the transport success already taught the bandit.
+    rt_.ledger->remember(seq_, a.model, plan_.category(), layer_rank_, 1.0, true);
     if (!r.wrote_response) {
       ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
       set_headers(ex_.response, a, key_id);
@@ -824,6 +827,7 @@ class ChatCall {
   Runtime& rt_;
   Exchange& ex_;
   const MonoTime t0_;
+  uint64_t seq_ = 0;
   std::string request_id_;
   std::string session_;
   ChatRequest req_;

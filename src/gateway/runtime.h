@@ -89,8 +89,16 @@ struct Runtime {
     auto it = providers.find(name);
     return it == providers.end() ? nullptr : &it->second;
   }
-  std::string next_request_id();
+  std::unique_ptr<routing::FeedbackLedger> ledger;
+  // A request id is "sb-<instance>-<sequence>"; the sequence keys the feedback ledger.
+  std::string request_id(uint64_t seq) const;
+  uint64_t next_request_seq() { return request_seq.fetch_add(1) + 1; }
+  // The sequence of one of this instance's request ids, or 0.
+  uint64_t parse_request_id(std::string_view id) const;
 };
+
+// POST /v1/feedback.
+void handle_feedback(Runtime& rt, Exchange& ex);
 
 // POST /v1/chat/completions.
 asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex);
