@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <unordered_map>
 
@@ -245,32 +246,46 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
         break;
       }
       case RouteStrategy::kLearned: {
-        double max_cost = 0, max_lat = 0;
+        double max_cost = 0, min_cost = std::numeric_limits<double>::infinity(), max_lat = 0;
         for (const auto& c : cands) {
           max_cost = std::max(max_cost, c.cost);
+          if (c.cost > 0) min_cost = std::min(min_cost, c.cost);
           max_lat = std::max(max_lat, latency[c.idx]);
         }
+        // Prices span orders of magnitude, so cost is scored on a log scale between the
+        // layer's cheapest (1) and dearest (0) candidates.
+        const double log_span =
+            (std::isfinite(min_cost) && max_cost > min_cost) ? std::log(max_cost / min_cost) : 0;
         const auto& w = cfg.learning;
         double best = 0;
         for (auto& c : cands) {
           const ModelConfig& m = cfg.models[c.idx];
           c.score.sample = rng.beta(post[c.idx].first, post[c.idx].second);
           size_t rank = tier_rank(m.tier);
-          c.score.tier = rank == 0 ? 1.0 : (rank < preferred.size() ? 0.5 : 0.0);
-          c.score.cost = max_cost > 0 ? 1.0 - c.cost / max_cost : 1.0;
+          // Tier preference is the caller's hint; without one every tier scores alike.
+          c.score.tier = !req.complexity ? 0.0
+                         : rank == 0     ? 1.0
+                                         : (rank < preferred.size() ? 0.5 : 0.0);
+          c.score.cost =
+              log_span > 0 ? 1.0 - std::log(std::max(c.cost, min_cost) / min_cost) / log_span : 1.0;
           c.score.latency =
               (max_lat > 0 && latency[c.idx] > 0) ? 1.0 - latency[c.idx] / max_lat : 0.5;
           c.score.total = w.weight_success * c.score.sample + w.weight_tier * c.score.tier +
                           w.weight_cost * c.score.cost + w.weight_latency * c.score.latency;
-          best = std::max(best, c.score.sample);
+          best = std::max(best, post[c.idx].first / (post[c.idx].first + post[c.idx].second));
         }
         if (rng.uniform() < w.explore) {
           for (size_t i = cands.size(); i > 1; --i) std::swap(cands[i - 1], cands[rng.next() % i]);
           for (auto& c : cands) c.explored = true;
         } else {
+          // Good enough = a sampled success within the tolerance of the best posterior mean (the
+          // leader's mean, not its sample, so one optimistic draw of the leader does not push
+          // a cheaper model out). Among those the cheapest leads (ties by score); the rest
+          // follow by score.
           for (auto& c : cands) c.good_enough = c.score.sample >= best - w.quality_tolerance;
           std::sort(cands.begin(), cands.end(), [](const Cand& a, const Cand& b) {
             if (a.good_enough != b.good_enough) return a.good_enough;
+            if (a.good_enough && a.cost != b.cost) return a.cost < b.cost;
             return a.score.total > b.score.total;
           });
         }

@@ -16,18 +16,20 @@
 //   ordered   as written;
 //   weighted  random order, drawn without replacement in proportion to each model's `weight`;
 //   cheapest  by estimated cost (prompt × input price + max_tokens × output price), cheapest first;
-//   learned   by score, best first, where for each candidate m in category c
+//   learned   by a Thompson-sampling score. For each candidate m in category c:
 //               score(m) = w_success · θ(c,m) + w_tier · tier(m) + w_cost · cost(m)
 //                          + w_latency · latency(m)
-//             θ(c,m) ~ Beta(α(c,m), β(c,m)) is a Thompson sample of the success posterior;
-//             tier(m) is 1 when m's tier is the complexity's first preferred tier, 0.5 when it is
-//             a later preferred tier, 0 otherwise; cost(m) = 1 − cost/max cost among the layer's
-//             candidates; latency(m) = 1 − EWMA latency/max EWMA latency among them (0.5 when
-//             unknown). Then candidates whose θ is within `quality_tolerance` of the layer's best
-//             θ are placed before the rest (each group by score), so that among models that are
-//             good enough the cheaper one wins. With probability `explore` the layer is shuffled
-//             instead. With an explicit complexity hint, layers holding a model of a preferred
-//             tier are moved ahead of the others (stably).
+//             θ(c,m) ~ Beta(α(c,m), β(c,m)) is a sample of the success posterior; tier(m) is 1
+//             when m's tier is the hinted complexity's first preferred tier, 0.5 for a later
+//             preferred tier, 0 otherwise, and 0 for all when the request gives no complexity;
+//             cost(m) = 1 − ln(cost/min cost) / ln(max cost/min cost) over the layer's candidates
+//             (log scale: prices differ by orders of magnitude); latency(m) = 1 − EWMA latency /
+//             max EWMA latency among them (0.5 when unknown). Candidates whose θ is within
+//             `quality_tolerance` of the layer's best posterior mean are "good enough" and lead,
+//             cheapest first (ties by score), so the route settles on the cheapest model whose
+//             success is close to the best; the others follow by score. With probability `explore`
+//             the layer is shuffled instead. With an explicit complexity hint, layers holding a
+//             model of a preferred tier are moved ahead of the others (stably).
 // Posterior decay: each outcome for (c,m) first pulls α and β toward the prior by
 // γ = 2^(−1/half_life), then adds the reward r ∈ [0,1] to α and 1 − r to β. Old evidence so halves
 // every `half_life` outcomes of that pair, which bounds how long a degraded model keeps its lead.
