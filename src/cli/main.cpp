@@ -6,6 +6,7 @@
 #include <random>
 #include <string>
 
+#include "cli/admin_views.h"
 #include "common/config.h"
 #include "gateway/gateway.h"
 #include "gateway/mock_provider.h"
@@ -102,8 +103,10 @@ int main(int argc, char** argv) {
 
   std::string admin_url = "http://127.0.0.1:8400";
   bool admin_json = false;
+  std::vector<CLI::App*> views;
   for (const char* name : {"keys", "breakers", "models"}) {
     auto* sub = app.add_subcommand(name, std::string("show ") + name + " of a running gateway");
+    views.push_back(sub);
     sub->add_option("--url", admin_url, "gateway URL");
     sub->add_flag("--json", admin_json, "print JSON instead of a table");
   }
@@ -138,6 +141,8 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (*check) return cmd_check_config(check_file);
+  for (auto* v : views)
+    if (*v) return switchboard::cli::run_admin_view(v->get_name(), admin_url, admin_json);
   if (*serve) return switchboard::gateway::run_serve(serve_config, serve_listen);
   if (*mock) return switchboard::gateway::run_mock_provider(mock_listen, mock_scenario);
   if (*stats) {
