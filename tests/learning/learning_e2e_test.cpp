@@ -158,5 +158,53 @@ TEST(LearningEndToEnd, FeedbackFindsTheCheapestGoodEnoughModelAndNoticesDegradat
   std::filesystem::remove_all(dir);
 }
 
+TEST(LearningEndToEnd, FeedbackEdgeCases) {
+  auto dir = std::filesystem::temp_directory_path() / ("sb-feedback-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string yaml = "state: { path: " + (dir / "db").string() + " }\n" +
+                     "log: { level: warn, access_log: false }\n"
+                     "server: { threads: 1 }\n"
+                     "learning: { feedback_max_requests: 16 }\n"
+                     "providers:\n  up: { kind: mock }\n"
+                     "models:\n  m: { provider: up }\n";
+  auto load = load_config_string(yaml, "test.yaml", Environment::from_map({}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
+                                     gateway::GatewayOptions{"127.0.0.1:0"});
+  ASSERT_TRUE(gw.ok()) << gw.status().message();
+  ASSERT_TRUE((*gw)->start().ok());
+  const std::string base = (*gw)->base_url();
+  Client client;
+  auto chat = [&] {
+    auto res = client.post(base + "/v1/chat/completions",
+                           R"({"model":"m","messages":[{"role":"user","content":"hi"}]})");
+    EXPECT_EQ(res.head.status, 200);
+    return std::string(res.head.header("x-switchboard-request-id"));
+  };
+  auto feedback = [&](const std::string& body) {
+    return client.post(base + "/v1/feedback", body).head.status;
+  };
+
+  std::string first = chat();
+  std::string second = chat();
+  EXPECT_EQ(feedback("{\"request_id\":\"" + second + "\",\"success\":true,\"score\":0.8}"), 200);
+  EXPECT_EQ(feedback("{\"request_id\":\"" + second + "\",\"success\":false}"),
+            409);  // second verdict
+  EXPECT_EQ(feedback("{\"request_id\":\"sb-00000000-0000000001\",\"success\":true}"),
+            404);  // not ours
+  EXPECT_EQ(feedback("{\"request_id\":\"nonsense\",\"success\":true}"), 404);
+  EXPECT_EQ(feedback("not json"), 400);
+  EXPECT_EQ(feedback("{\"success\":true}"), 400);                  // no id
+  EXPECT_EQ(feedback("{\"request_id\":\"" + first + "\"}"), 400);  // no verdict
+  EXPECT_EQ(feedback("{\"request_id\":\"" + first + "\",\"success\":\"yes\"}"), 400);
+  EXPECT_EQ(feedback("{\"request_id\":\"" + first + "\",\"success\":true,\"score\":1.5}"), 400);
+  // The ledger remembers the last 16 requests: after 16 more, the first is expired.
+  for (int i = 0; i < 16; ++i) chat();
+  EXPECT_EQ(feedback("{\"request_id\":\"" + first + "\",\"success\":true}"), 404);
+  (*gw)->stop(Millis(1000));
+  std::filesystem::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace switchboard
