@@ -1,0 +1,198 @@
+// End-to-end: the official `openai` SDK against a running `switchboard serve` (in-process mock
+// providers), non-stream and stream. Usage: node e2e.mjs SWITCHBOARD_BINARY WORK_DIR
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+
+const [bin, work] = process.argv.slice(2);
+if (!bin || !work) {
+  console.error('usage: node e2e.mjs SWITCHBOARD_BINARY WORK_DIR');
+  process.exit(2);
+}
+
+const dir = mkdtempSync(join(work, 'run-'));
+const configPath = join(dir, 'switchboard.yaml');
+writeFileSync(
+  configPath,
+  `listen: 127.0.0.1:0
+state: { path: ${join(dir, 'state.db')} }
+log: { level: info, access_log: false }
+server: { threads: 2, shutdown_grace_ms: 2000 }
+providers:
+  local:
+    kind: mock
+models:
+  big: { provider: local, upstream: mock-big, tier: flagship }
+  small: { provider: local, upstream: mock-small, tier: speed }
+routes:
+  auto: { strategy: ordered, layers: [[big], [small]] }
+`,
+);
+
+function startServer() {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, ['serve', '--config', configPath, '--listen', '127.0.0.1:0'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, OPENAI_API_KEYS: '', SWITCHBOARD_KEYS: '' },
+    });
+    let output = '';
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`switchboard serve did not report its port within 15 s:\n${output}`));
+    }, 15000);
+    const onData = (buf) => {
+      output += buf.toString();
+      const m = output.match(/listening on \S+ \(port (\d+)\)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve({ child, port: Number(m[1]), log: () => output });
+      }
+    };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`switchboard serve exited early with ${code}:\n${output}`));
+    });
+  });
+}
+
+function stopServer(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    const kill = setTimeout(() => child.kill('SIGKILL'), 10000);
+    child.removeAllListeners('exit');
+    child.on('exit', (code, signal) => {
+      clearTimeout(kill);
+      resolve(signal ? signal : code);
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+const checks = [];
+function check(name, fn) {
+  checks.push({ name, fn });
+}
+
+check('non-stream completion with headers', async (client) => {
+  const { data, response } = await client.chat.completions
+    .create({ model: 'auto', messages: [{ role: 'user', content: 'Say hello' }] })
+    .withResponse();
+  assert.equal(data.object, 'chat.completion');
+  assert.match(data.choices[0].message.content, /answer from mock-big/);
+  assert.equal(data.choices[0].finish_reason, 'stop');
+  assert.ok(data.usage.total_tokens > 0);
+  assert.equal(response.headers.get('x-switchboard-model'), 'big');
+  assert.equal(response.headers.get('x-switchboard-provider'), 'local');
+  assert.equal(response.headers.get('x-switchboard-key'), 'local#1');
+  assert.equal(response.headers.get('x-switchboard-layer'), '0');
+  assert.match(response.headers.get('x-switchboard-request-id') ?? '', /^sb-/);
+});
+
+check('stream without usage', async (client) => {
+  const stream = await client.chat.completions.create({
+    model: 'small',
+    messages: [{ role: 'user', content: 'Stream please' }],
+    stream: true,
+  });
+  let text = '';
+  let chunks = 0;
+  let finish = null;
+  for await (const chunk of stream) {
+    chunks++;
+    assert.equal(chunk.usage ?? null, null, 'usage chunk sent to a client that did not ask');
+    for (const c of chunk.choices) {
+      text += c.delta?.content ?? '';
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+  }
+  assert.ok(chunks >= 3, `only ${chunks} chunks`);
+  assert.equal(text, 'correct answer from mock-small more more more');
+  assert.equal(finish, 'stop');
+});
+
+check('stream with include_usage', async (client) => {
+  const stream = await client.chat.completions.create({
+    model: 'auto',
+    messages: [{ role: 'user', content: 'Stream with usage' }],
+    stream: true,
+    stream_options: { include_usage: true },
+  });
+  let text = '';
+  let usage = null;
+  for await (const chunk of stream) {
+    for (const c of chunk.choices) text += c.delta?.content ?? '';
+    if (chunk.usage) usage = chunk.usage;
+  }
+  assert.match(text, /^correct answer from mock-big/);
+  assert.ok(usage && usage.total_tokens > 0, 'no usage chunk');
+});
+
+check('unknown model is a NotFoundError', async (client) => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] }),
+    (err) => {
+      assert.ok(err instanceof OpenAI.NotFoundError, `got ${err?.constructor?.name}: ${err}`);
+      assert.equal(err.status, 404);
+      assert.match(err.message, /nope/);
+      return true;
+    },
+  );
+});
+
+check('bad request is a BadRequestError naming the field', async (client) => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'auto', messages: [] }),
+    (err) => {
+      assert.ok(err instanceof OpenAI.BadRequestError, `got ${err?.constructor?.name}: ${err}`);
+      assert.match(err.message, /messages/);
+      return true;
+    },
+  );
+});
+
+check('models.list', async (client) => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  for (const want of ['auto', 'big', 'small']) assert.ok(ids.includes(want), `${want} not in ${ids}`);
+});
+
+let server;
+let failed = 0;
+try {
+  server = await startServer();
+  const client = new OpenAI({
+    baseURL: `http://127.0.0.1:${server.port}/v1`,
+    apiKey: 'not-needed-on-loopback',
+    maxRetries: 0,
+    timeout: 10000,
+  });
+  for (const { name, fn } of checks) {
+    try {
+      await fn(client);
+      console.log(`ok   ${name}`);
+    } catch (err) {
+      failed++;
+      console.log(`FAIL ${name}: ${err?.stack ?? err}`);
+    }
+  }
+} catch (err) {
+  failed++;
+  console.log(`FAIL setup: ${err?.stack ?? err}`);
+} finally {
+  if (server) {
+    const code = await stopServer(server.child);
+    if (code !== 0) {
+      failed++;
+      console.log(`FAIL switchboard serve exited with ${code} after SIGTERM\n${server.log()}`);
+    } else {
+      console.log('ok   graceful shutdown');
+    }
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+console.log(failed ? `${failed} check(s) failed` : 'all checks passed');
+process.exit(failed ? 1 : 0);

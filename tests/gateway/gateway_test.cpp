@@ -1,0 +1,625 @@
+// Gateway integration tests: a real Gateway and MockProvider upstreams on 127.0.0.1, talked to
+// over real sockets (DESIGN.md "HTTP API" and issue 7's request path).
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <string>
+
+#include "gateway_fixture.h"
+
+namespace switchboard::gwtest {
+namespace {
+
+using namespace std::chrono_literals;
+using gateway::MockProvider;
+
+// Two providers, one model each, and route `r` trying ma first, then mb.
+std::string two_layer_config(const MockProvider& a, const MockProvider& b,
+                             const std::string& extra_sections = {},
+                             const std::string& provider_extra = {}) {
+  return extra_sections + "providers:\n" + provider("pa", a, "[sk-test-a-1]", provider_extra) +
+         provider("pb", b, "[sk-test-b-1]", provider_extra) +
+         "models:\n"
+         "  ma: { provider: pa, upstream: up-a }\n"
+         "  mb: { provider: pb, upstream: up-b }\n"
+         "routes:\n"
+         "  r: { strategy: ordered, layers: [[ma], [mb]] }\n";
+}
+
+MockScenario script(std::vector<MockScriptStep> steps) {
+  MockScenario s;
+  s.script = std::move(steps);
+  return s;
+}
+
+MockScriptStep step(int status, int times = 1) {
+  MockScriptStep s;
+  s.status = status;
+  s.times = times;
+  return s;
+}
+
+// ---- 1. non-stream round trip ------------------------------------------------------------------
+
+TEST_F(GatewayTest, NonStreamRoundTripCarriesEveryHeader) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a, "[sk-very-secret-a1]") +
+                "models:\n  ma: { provider: pa, upstream: up-a }\n");
+  auto r = chat(chat_body("ma", false, "\"custom_passthrough\":{\"x\":1}"));
+  ASSERT_TRUE(r.transport_ok) << r.error;
+  ASSERT_EQ(r.status, 200) << r.body;
+
+  auto v = parse_json(r.body);
+  ASSERT_TRUE(v.is_object()) << r.body;
+  const auto& o = v.as_object();
+  EXPECT_EQ(o.at("object").as_string(), "chat.completion");
+  // The mock echoes the model it was sent: the gateway rewrote it to the upstream name.
+  EXPECT_EQ(o.at("model").as_string(), "up-a");
+  const auto& msg = o.at("choices").as_array().at(0).as_object().at("message").as_object();
+  EXPECT_EQ(msg.at("content").as_string(), "correct answer from up-a");
+  EXPECT_TRUE(o.at("usage").is_object());
+
+  EXPECT_EQ(r.header("x-switchboard-request-id").rfind("sb-", 0), 0u)
+      << r.header("x-switchboard-request-id");
+  EXPECT_EQ(r.header("x-switchboard-model"), "ma");
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pa");
+  EXPECT_EQ(r.header("x-switchboard-key"), "pa#1");
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "1");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "0");
+  ASSERT_TRUE(r.has("x-switchboard-overhead-us"));
+  const std::string overhead = r.header("x-switchboard-overhead-us");
+  ASSERT_FALSE(overhead.empty());
+  EXPECT_EQ(overhead.find_first_not_of("0123456789"), std::string::npos) << overhead;
+  // The secret never leaves the gateway towards the client.
+  EXPECT_EQ(r.raw.find("sk-very-secret-a1"), std::string::npos);
+  EXPECT_EQ(a.stats().requests, 1u);
+
+  // Two requests get distinct ids.
+  auto r2 = chat(chat_body("ma"));
+  ASSERT_EQ(r2.status, 200);
+  EXPECT_NE(r2.header("x-switchboard-request-id"), r.header("x-switchboard-request-id"));
+}
+
+// ---- 2. stream round trip ----------------------------------------------------------------------
+
+TEST_F(GatewayTest, StreamRoundTripRelaysEventsAndUsageOnlyWhenAsked) {
+  MockScenario s;
+  s.chunks = 4;
+  auto& a = add_mock(s);
+  start_gateway("providers:\n" + provider("pa", a) +
+                "models:\n  ma: { provider: pa, upstream: up-a }\n");
+
+  auto r = chat(chat_body("ma", true));
+  ASSERT_TRUE(r.transport_ok) << r.error;
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_NE(r.header("content-type").find("text/event-stream"), std::string::npos);
+  EXPECT_TRUE(r.chunked);
+  EXPECT_TRUE(r.chunked_complete);
+  EXPECT_EQ(r.header("x-switchboard-model"), "ma");
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pa");
+  EXPECT_EQ(r.header("x-switchboard-key"), "pa#1");
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "1");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "0");
+  EXPECT_TRUE(r.has("x-switchboard-request-id"));
+  EXPECT_TRUE(r.has("x-switchboard-overhead-us"));
+
+  auto events = r.sse_data();
+  ASSERT_GE(events.size(), 3u) << r.body;
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(std::count(events.begin(), events.end(), "[DONE]"), 1);
+  EXPECT_EQ(stream_text(r), "correct answer from up-a more more more");
+  for (const auto& e : events) {
+    if (e == "[DONE]") continue;
+    auto v = parse_json(e);
+    ASSERT_TRUE(v.is_object()) << e;
+    auto* u = v.as_object().if_contains("usage");
+    // The gateway asked the upstream for usage for its own accounting; the client did not.
+    EXPECT_TRUE(!u || u->is_null()) << "usage chunk relayed to a client that did not ask: " << e;
+  }
+
+  auto r2 = chat(chat_body("ma", true, "\"stream_options\":{\"include_usage\":true}"));
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  auto events2 = r2.sse_data();
+  ASSERT_FALSE(events2.empty());
+  EXPECT_EQ(events2.back(), "[DONE]");
+  bool usage_seen = false;
+  for (const auto& e : events2) {
+    auto v = parse_json(e);
+    if (!v.is_object()) continue;
+    auto* u = v.as_object().if_contains("usage");
+    if (u && u->is_object()) {
+      usage_seen = true;
+      EXPECT_GT(u->as_object().at("total_tokens").to_number<int64_t>(), 0);
+    }
+  }
+  EXPECT_TRUE(usage_seen) << r2.body;
+  EXPECT_EQ(a.stats().requests, 2u);
+}
+
+// ---- 3. 429 → another key ----------------------------------------------------------------------
+
+TEST_F(GatewayTest, ScriptedRateLimitMovesToAnotherKey) {
+  MockScriptStep s429 = step(429);
+  s429.retry_after_ms = 30000;
+  auto& a = add_mock(script({s429}));
+  start_gateway("providers:\n" + provider("pa", a, "[sk-a-1, sk-a-2]") +
+                "models:\n  ma: { provider: pa }\n");
+
+  auto r = chat(chat_body("ma"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "2");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "0");
+  const std::string served = r.header("x-switchboard-key");
+  ASSERT_TRUE(served == "pa#1" || served == "pa#2") << served;
+  const std::string limited = served == "pa#1" ? "pa#2" : "pa#1";
+
+  auto st = a.stats();
+  EXPECT_EQ(st.requests, 2u);
+  EXPECT_EQ(st.by_status[429], 1u);
+  EXPECT_EQ(st.by_status[200], 1u);
+
+  // The 429'd key is cooling for about retry_after_ms; the serving key is not.
+  auto cooled = [&](const std::string& id) {
+    auto k = admin_key(id);
+    if (!k.is_object()) return int64_t(-1);
+    const auto& ko = k.as_object();
+    int64_t ms = ko.at("cooldown_remaining_ms").to_number<int64_t>();
+    for (const auto& mc : ko.at("model_cooldowns").as_array())
+      ms = std::max(ms, mc.as_object().at("remaining_ms").to_number<int64_t>());
+    return ms;
+  };
+  EXPECT_GT(cooled(limited), 20000);
+  EXPECT_EQ(cooled(served), 0);
+
+  // While it cools, requests keep going to the other key without touching the limited one.
+  for (int i = 0; i < 3; ++i) {
+    auto ri = chat(chat_body("ma"));
+    ASSERT_EQ(ri.status, 200) << ri.body;
+    EXPECT_EQ(ri.header("x-switchboard-key"), served);
+    EXPECT_EQ(ri.header("x-switchboard-attempts"), "1");
+  }
+  EXPECT_EQ(a.stats().by_status[429], 1u);
+}
+
+TEST_F(GatewayTest, PerKeyRpmLimitRotatesSessionToOtherKey) {
+  MockScenario s;
+  s.rpm = 1;  // per API key, enforced by the mock with real 429s
+  auto& a = add_mock(s);
+  start_gateway("retry: { wait_for_key_ms: 50 }\nproviders:\n" +
+                provider("pa", a, "[sk-a-1, sk-a-2]") + "models:\n  ma: { provider: pa }\n");
+  const Headers session = {{"x-switchboard-session", "conversation-1"}};
+  auto r1 = chat(chat_body("ma"), session);
+  ASSERT_EQ(r1.status, 200) << r1.body;
+  auto r2 = chat(chat_body("ma"), session);
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  // The first key used up its minute: the conversation moved to the other key, whatever told
+  // the gateway (the rate-limit headers of the first answer or the 429 of the second request).
+  EXPECT_NE(r1.header("x-switchboard-key"), r2.header("x-switchboard-key"));
+  EXPECT_EQ(a.stats().by_status[200], 2u);
+}
+
+// ---- 4. 500 → next layer -----------------------------------------------------------------------
+
+TEST_F(GatewayTest, ServerErrorFallsBackToNextLayer) {
+  auto& a = add_mock(script({step(500)}));
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  auto r = chat(chat_body("r"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  EXPECT_EQ(r.header("x-switchboard-model"), "mb");
+  EXPECT_EQ(r.header("x-switchboard-key"), "pb#1");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "1");
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "2");
+  EXPECT_NE(r.body.find("answer from up-b"), std::string::npos) << r.body;
+  EXPECT_EQ(a.stats().by_status[500], 1u);
+  EXPECT_EQ(b.stats().requests, 1u);
+
+  // The failure belonged to that request only: the next one starts at layer 0 again.
+  auto r2 = chat(chat_body("r"));
+  ASSERT_EQ(r2.status, 200) << r2.body;
+  EXPECT_EQ(r2.header("x-switchboard-provider"), "pa");
+  EXPECT_EQ(r2.header("x-switchboard-layer"), "0");
+}
+
+// ---- 5. open breaker skipped -------------------------------------------------------------------
+
+TEST_F(GatewayTest, OpenBreakerIsSkippedWithoutCallingTheProvider) {
+  MockScenario failing;
+  failing.error_rate = 1.0;
+  failing.error_status = 500;
+  auto& a = add_mock(failing);
+  auto& b = add_mock();
+  start_gateway(two_layer_config(
+      a, b,
+      "breaker: { window: 4, min_calls: 2, failure_rate: 0.5, open_ms: 60000, max_open_ms: "
+      "60000 }\n"));
+  for (int i = 0; i < 2; ++i) {
+    auto r = chat(chat_body("r"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  }
+  ASSERT_EQ(a.stats().requests, 2u);
+
+  auto br = get(port_, "/admin/breakers");
+  ASSERT_EQ(br.status, 200);
+  EXPECT_NE(br.body.find("\"open\""), std::string::npos) << br.body;
+
+  for (int i = 0; i < 3; ++i) {
+    auto r = chat(chat_body("r"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+    EXPECT_EQ(r.header("x-switchboard-attempts"), "1") << "the open breaker cost an attempt";
+  }
+  EXPECT_EQ(a.stats().requests, 2u) << "a provider behind an open breaker was called";
+  EXPECT_EQ(b.stats().requests, 5u);
+}
+
+// ---- 6. stream failover before the first chunk -------------------------------------------------
+
+TEST_F(GatewayTest, StreamFailsOverInvisiblyBeforeFirstChunk) {
+  auto& a = add_mock(script({step(500)}));
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  auto r = chat(chat_body("r", true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "1");
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "2");
+  EXPECT_TRUE(r.chunked_complete);
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(r.body.find("error"), std::string::npos) << r.body;
+  EXPECT_EQ(r.body.find("up-a"), std::string::npos) << r.body;
+  EXPECT_EQ(stream_text(r), "correct answer from up-b more more more");
+  EXPECT_EQ(a.stats().by_status[500], 1u);
+}
+
+TEST_F(GatewayTest, StreamFailsOverWhenUpstreamCutsBeforeContent) {
+  // A stream cut before any content (chunks: 0 → the cut comes right after the role chunk) is
+  // still invisible to the client.
+  MockScenario cut = script({});
+  MockScriptStep drop;
+  drop.drop_mid_stream = true;
+  cut.script = {drop};
+  cut.chunks = 1;  // the drop happens at chunk index chunks/2 = 0: before any content
+  auto& a = add_mock(cut);
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  auto r = chat(chat_body("r", true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(r.body.find("\"error\""), std::string::npos) << r.body;
+  EXPECT_EQ(a.stats().streams_dropped, 1u);
+}
+
+// ---- 7. mid-stream cut -------------------------------------------------------------------------
+
+TEST_F(GatewayTest, MidStreamCutEndsWithErrorEventAndNoDone) {
+  MockScenario cut;
+  MockScriptStep drop;
+  drop.drop_mid_stream = true;
+  cut.script = {drop};
+  cut.chunks = 4;
+  cut.chunk_delay_ms = 20;
+  auto& a = add_mock(cut);
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  auto r = chat(chat_body("r", true));
+  ASSERT_TRUE(r.transport_ok) << r.error;
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pa");
+  // Content that was relayed before the cut.
+  EXPECT_NE(stream_text(r).find("correct answer from up-a"), std::string::npos) << r.body;
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(std::count(events.begin(), events.end(), "[DONE]"), 0) << r.body;
+  auto last = parse_json(events.back());
+  ASSERT_TRUE(last.is_object()) << events.back();
+  EXPECT_TRUE(last.as_object().contains("error")) << events.back();
+  EXPECT_EQ(a.stats().streams_dropped, 1u);
+  // Once the client has content, there is no failover: the second layer is never called.
+  EXPECT_EQ(b.stats().requests, 0u);
+}
+
+// ---- 8. client disconnect cancels upstream -----------------------------------------------------
+
+TEST_F(GatewayTest, ClientDisconnectCancelsUpstreamAndReleasesLease) {
+  MockScenario slow;
+  slow.latency_ms = 2000;
+  auto& a = add_mock(slow);
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "non-stream");
+    const uint64_t answered_before = a.stats().by_status[200];
+    int fd = connect_to(port_, 5s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(
+        send_all(fd, format_request("POST", "/v1/chat/completions", chat_body("ma", stream), {})));
+    // The request holds a lease while the upstream call is under way.
+    ASSERT_TRUE(eventually([&] { return key_in_flight("pa#1") == 1; }, 1500ms));
+    ::close(fd);
+    // The lease is released well before the slow upstream would have answered: the gateway
+    // cancelled the call rather than waiting for it.
+    EXPECT_TRUE(eventually([&] { return key_in_flight("pa#1") == 0; }, 1500ms));
+    EXPECT_EQ(a.stats().by_status[200], answered_before)
+        << "the lease outlived the upstream call instead of being cancelled";
+  }
+  // And the gateway still serves.
+  MockScenario fast;
+  a.set_scenario(fast);
+  auto r = chat(chat_body("ma"));
+  EXPECT_EQ(r.status, 200) << r.body;
+  auto m = get(port_, "/metrics");
+  EXPECT_NE(m.body.find("status=\"cancelled\""), std::string::npos);
+}
+
+// ---- 9. every 4xx ------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, BadRequestsGetClear400s) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  struct Case {
+    std::string body;
+    std::string field;  // the message names it
+  };
+  const std::vector<Case> cases = {
+      {"{not json", "JSON"},
+      {"[1,2,3]", "object"},
+      {R"({"messages":[{"role":"user","content":"x"}]})", "'model'"},
+      {R"({"model":42,"messages":[{"role":"user","content":"x"}]})", "'model'"},
+      {R"({"model":"ma"})", "'messages'"},
+      {R"({"model":"ma","messages":[]})", "'messages'"},
+      {R"({"model":"ma","messages":"hi"})", "'messages'"},
+      {R"({"model":"ma","messages":["hi"]})", "messages[0]"},
+      {R"({"model":"ma","messages":[{"content":"x"}]})", "messages[0].role"},
+      {R"({"model":"ma","messages":[{"role":"user","content":"x"},{"role":"user","content":5}]})",
+       "messages[1].content"},
+      {R"({"model":"ma","messages":[{"role":"user","content":"x"}],"stream":"yes"})", "'stream'"},
+      {R"({"model":"ma","messages":[{"role":"user","content":"x"}],"max_tokens":"ten"})",
+       "'max_tokens'"},
+      {R"({"model":"ma","messages":[{"role":"user","content":"x"}],"max_tokens":0})",
+       "'max_tokens'"},
+      {R"({"model":"ma","messages":[{"role":"user","content":"x"}],"temperature":"hot"})",
+       "'temperature'"},
+      {R"({"model":"ma","messages":[{"role":"user","content":"x"}],"stream_options":1})",
+       "'stream_options'"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.body);
+    auto r = chat(c.body);
+    ASSERT_TRUE(r.transport_ok) << r.error;
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_TRUE(is_openai_error(r.body));
+    EXPECT_NE(error_message(r.body).find(c.field), std::string::npos) << r.body;
+    EXPECT_TRUE(r.has("x-switchboard-request-id"));
+  }
+  EXPECT_EQ(a.stats().requests, 0u) << "an invalid request reached the upstream";
+}
+
+TEST_F(GatewayTest, UnknownModelIs404) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  auto r = chat(chat_body("no-such-model"));
+  EXPECT_EQ(r.status, 404) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_NE(error_message(r.body).find("no-such-model"), std::string::npos) << r.body;
+  EXPECT_EQ(a.stats().requests, 0u);
+}
+
+TEST_F(GatewayTest, OversizedBodyIs413AndServerKeepsServing) {
+  auto& a = add_mock();
+  start_gateway("server: { max_body_bytes: 2048 }\nproviders:\n" + provider("pa", a) +
+                "models:\n  ma: { provider: pa }\n");
+  std::string big = "{\"model\":\"ma\",\"messages\":[{\"role\":\"user\",\"content\":\"" +
+                    std::string(8000, 'x') + "\"}]}";
+  auto r = chat(big);
+  ASSERT_TRUE(r.transport_ok) << r.error;
+  EXPECT_EQ(r.status, 413) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_EQ(a.stats().requests, 0u);
+  auto ok = chat(chat_body("ma"));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+TEST_F(GatewayTest, GatewayKeysAreRequiredWhenConfigured) {
+  auto& a = add_mock();
+  start_gateway("auth: { gateway_keys: [gw-client-secret-1, gw-client-secret-2] }\nproviders:\n" +
+                provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  auto missing = chat(chat_body("ma"));
+  EXPECT_EQ(missing.status, 401) << missing.body;
+  EXPECT_TRUE(is_openai_error(missing.body));
+  auto wrong = chat(chat_body("ma"), {{"Authorization", "Bearer gw-client-secret-3"}});
+  EXPECT_EQ(wrong.status, 401) << wrong.body;
+  EXPECT_TRUE(is_openai_error(wrong.body));
+  EXPECT_EQ(wrong.raw.find("gw-client-secret-1"), std::string::npos);
+  auto models = get(port_, "/v1/models");
+  EXPECT_EQ(models.status, 401) << models.body;
+  EXPECT_EQ(a.stats().requests, 0u);
+
+  auto ok = chat(chat_body("ma"), {{"Authorization", "Bearer gw-client-secret-2"}});
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  EXPECT_EQ(a.stats().requests, 1u);
+  // Probes stay open.
+  EXPECT_EQ(get(port_, "/healthz").status, 200);
+}
+
+TEST_F(GatewayTest, RateLimitedEverywhereIs429WithRetryAfter) {
+  MockScenario s;
+  s.rpm = 1;
+  auto& a = add_mock(s);
+  start_gateway("retry: { wait_for_key_ms: 100 }\nproviders:\n" +
+                provider("pa", a, "[sk-a-1, sk-a-2]") + "models:\n  ma: { provider: pa }\n");
+  ASSERT_EQ(chat(chat_body("ma")).status, 200);
+  ASSERT_EQ(chat(chat_body("ma")).status, 200);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = chat(chat_body("ma"));
+  auto took = std::chrono::steady_clock::now() - t0;
+  ASSERT_EQ(r.status, 429) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  ASSERT_TRUE(r.has("retry-after"));
+  int retry_after = std::atoi(r.header("retry-after").c_str());
+  // Both keys used their minute: the earliest one frees up in about a minute, not sooner.
+  EXPECT_GE(retry_after, 30) << r.header("retry-after");
+  EXPECT_LE(retry_after, 75) << r.header("retry-after");
+  EXPECT_LT(took, 5s) << "waited beyond wait_for_key_ms";
+  EXPECT_EQ(a.stats().by_status[200], 2u);
+}
+
+TEST_F(GatewayTest, UpstreamClientErrorPassesThroughWithoutFailover) {
+  auto& a = add_mock(script({step(400)}));
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  auto r = chat(chat_body("r"));
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_NE(r.body.find("scripted"), std::string::npos) << "not the upstream's own error body";
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pa");
+  EXPECT_EQ(a.stats().requests, 1u);
+  EXPECT_EQ(b.stats().requests, 0u) << "a client error was retried on another model";
+}
+
+// ---- 10. 502 / 504 after every layer failed ----------------------------------------------------
+
+TEST_F(GatewayTest, EveryLayerFailingIs502) {
+  MockScenario failing;
+  failing.error_rate = 1.0;
+  failing.error_status = 500;
+  auto& a = add_mock(failing);
+  auto& b = add_mock(failing);
+  start_gateway(two_layer_config(a, b));
+  auto r = chat(chat_body("r"));
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_TRUE(r.has("x-switchboard-request-id"));
+  EXPECT_EQ(a.stats().by_status[500], 1u);
+  EXPECT_EQ(b.stats().by_status[500], 1u);
+
+  auto rs = chat(chat_body("r", true));
+  EXPECT_EQ(rs.status, 502) << rs.body;
+  EXPECT_TRUE(is_openai_error(rs.body));
+}
+
+TEST_F(GatewayTest, EveryLayerHangingIs504) {
+  MockScriptStep hang;
+  hang.hang = true;
+  hang.times = 10;
+  auto& a = add_mock(script({hang}));
+  auto& b = add_mock(script({hang}));
+  start_gateway(two_layer_config(a, b, "", "timeout_ms: 300"));
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = chat(chat_body("r"));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_EQ(a.stats().requests, 1u);
+  EXPECT_EQ(b.stats().requests, 1u);
+  EXPECT_GE(took, 550ms);  // each layer got its full timeout
+  EXPECT_LT(took, 5s);
+}
+
+// ---- 11. invalid UTF-8 -------------------------------------------------------------------------
+
+TEST_F(GatewayTest, InvalidUtf8Is400AndServerKeepsServing) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  for (std::string bad : {std::string("\xff\xfe"), std::string("\xc3"), std::string("\xed\xa0\x80"),
+                          std::string("ok\x80ok")}) {
+    std::string body =
+        "{\"model\":\"ma\",\"messages\":[{\"role\":\"user\",\"content\":\"" + bad + "\"}]}";
+    auto r = chat(body);
+    ASSERT_TRUE(r.transport_ok) << r.error;
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_TRUE(is_openai_error(r.body));
+  }
+  // Invalid UTF-8 in the model name too.
+  auto r = chat("{\"model\":\"m\xff\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}");
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_EQ(a.stats().requests, 0u);
+  auto ok = chat(chat_body("ma"));
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+// ---- 12. models, probes, metrics ---------------------------------------------------------------
+
+TEST_F(GatewayTest, ModelsHealthAndMetrics) {
+  auto& a = add_mock();
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  auto m = get(port_, "/v1/models");
+  ASSERT_EQ(m.status, 200) << m.body;
+  auto v = parse_json(m.body);
+  ASSERT_TRUE(v.is_object()) << m.body;
+  EXPECT_EQ(v.as_object().at("object").as_string(), "list");
+  std::vector<std::string> ids;
+  for (const auto& d : v.as_object().at("data").as_array()) {
+    EXPECT_EQ(d.as_object().at("object").as_string(), "model");
+    ids.emplace_back(d.as_object().at("id").as_string());
+  }
+  for (const char* want : {"r", "ma", "mb"})
+    EXPECT_NE(std::find(ids.begin(), ids.end(), want), ids.end()) << want << " in " << m.body;
+
+  EXPECT_EQ(get(port_, "/healthz").status, 200);
+  EXPECT_EQ(get(port_, "/readyz").status, 200);
+  ASSERT_EQ(chat(chat_body("r")).status, 200);
+  auto metrics = get(port_, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.header("content-type").find("text/plain"), std::string::npos);
+  EXPECT_NE(metrics.body.find("switchboard_gateway_requests_total"), std::string::npos);
+  EXPECT_NE(metrics.body.find("route=\"r\""), std::string::npos);
+  // Secrets never reach the metrics.
+  EXPECT_EQ(metrics.body.find("sk-test-a-1"), std::string::npos);
+
+  auto nf = get(port_, "/no/such/path");
+  EXPECT_EQ(nf.status, 404);
+  EXPECT_TRUE(is_openai_error(nf.body));
+}
+
+// Keep-alive: several requests on one connection, as SDKs do.
+TEST_F(GatewayTest, KeepAliveServesSeveralRequestsOnOneConnection) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  int fd = connect_to(port_, 5s);
+  ASSERT_GE(fd, 0);
+  std::string body = chat_body("ma");
+  std::string req =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  std::string last =
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+      "Content-Type: application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\n\r\n" + body;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(send_all(fd, req));
+    // Read one response (content-length framed).
+    std::string got;
+    char buf[8192];
+    while (true) {
+      auto end = got.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        auto cl = lower(got).find("content-length:");
+        ASSERT_NE(cl, std::string::npos) << got;
+        size_t n = std::stoul(got.substr(cl + 15));
+        if (got.size() >= end + 4 + n) break;
+      }
+      ssize_t k = ::recv(fd, buf, sizeof(buf), 0);
+      ASSERT_GT(k, 0) << "connection closed after " << i << " responses";
+      got.append(buf, size_t(k));
+    }
+    EXPECT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+  }
+  ASSERT_TRUE(send_all(fd, last));
+  auto r = parse_response(read_to_eof(fd));
+  ::close(fd);
+  EXPECT_EQ(r.status, 200) << r.error;
+  EXPECT_EQ(a.stats().requests, 3u);
+}
+
+}  // namespace
+}  // namespace switchboard::gwtest
