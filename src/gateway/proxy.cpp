@@ -351,6 +351,18 @@ class ChatCall {
     res.set("x-switchboard-overhead-us", std::to_string(overhead_us()));
   }
 
+  // The x-switchboard-* headers of a streamed answer (set_headers' counterpart for SSE heads).
+  std::vector<std::pair<std::string, std::string>> stream_headers(const routing::Attempt& a,
+                                                                  const keys::Lease& lease) const {
+    return {{"x-switchboard-request-id", request_id_},
+            {"x-switchboard-model", std::string(a.model)},
+            {"x-switchboard-provider", std::string(a.provider)},
+            {"x-switchboard-key", lease.key_id()},
+            {"x-switchboard-attempts", std::to_string(attempts_)},
+            {"x-switchboard-layer", std::to_string(layer_rank_)},
+            {"x-switchboard-overhead-us", std::to_string(overhead_us())}};
+  }
+
   int64_t overhead_us() const {
     auto total = std::chrono::duration_cast<Micros>(MonoClock::now() - t0_);
     return std::max<int64_t>(0, (total - upstream_time_).count());
@@ -775,15 +787,7 @@ class ChatCall {
       if (!started) {
         pending += out;
         if (content_now) {
-          std::vector<std::pair<std::string, std::string>> headers = {
-              {"x-switchboard-request-id", request_id_},
-              {"x-switchboard-model", std::string(a.model)},
-              {"x-switchboard-provider", std::string(a.provider)},
-              {"x-switchboard-key", lease.key_id()},
-              {"x-switchboard-attempts", std::to_string(attempts_)},
-              {"x-switchboard-layer", std::to_string(layer_rank_)},
-              {"x-switchboard-overhead-us", std::to_string(overhead_us())}};
-          if (!co_await write_stream_head(ex_, http::status::ok, headers) ||
+          if (!co_await write_stream_head(ex_, http::status::ok, stream_headers(a, lease)) ||
               !co_await write_chunk(ex_, pending)) {
             stream.cancel();
             r.cls = ErrorClass::kCancelled;
@@ -808,14 +812,7 @@ class ChatCall {
     }
     if (!started) {
       // A stream that finished without any content (e.g. an empty answer): send what we have.
-      std::vector<std::pair<std::string, std::string>> headers = {
-          {"x-switchboard-request-id", request_id_},
-          {"x-switchboard-model", std::string(a.model)},
-          {"x-switchboard-provider", std::string(a.provider)},
-          {"x-switchboard-key", lease.key_id()},
-          {"x-switchboard-attempts", std::to_string(attempts_)},
-          {"x-switchboard-layer", std::to_string(layer_rank_)}};
-      co_await write_stream_head(ex_, http::status::ok, headers);
+      co_await write_stream_head(ex_, http::status::ok, stream_headers(a, lease));
       co_await write_chunk(ex_, pending);
       r.wrote_response = true;
     }

@@ -80,14 +80,22 @@ inline std::string stream_text(const HttpResult& r) {
   return text;
 }
 
-// A `kind: openai` provider entry (under `providers:`) pointing at `mock`.
+// A `kind: openai` provider entry (under `providers:`) pointing at 127.0.0.1:port.
+inline std::string provider_at(const std::string& name, uint16_t port,
+                               const std::string& keys = "[sk-test-secret-1]",
+                               const std::string& extra = {}) {
+  std::string s = "  " + name +
+                  ":\n    kind: openai\n    base_url: http://127.0.0.1:" + std::to_string(port) +
+                  "/v1\n    keys: " + keys + "\n";
+  if (!extra.empty()) s += "    " + extra + "\n";
+  return s;
+}
+
+// The same, pointing at `mock`.
 inline std::string provider(const std::string& name, const gateway::MockProvider& mock,
                             const std::string& keys = "[sk-test-secret-1]",
                             const std::string& extra = {}) {
-  std::string s = "  " + name + ":\n    kind: openai\n    base_url: http://127.0.0.1:" +
-                  std::to_string(mock.port()) + "/v1\n    keys: " + keys + "\n";
-  if (!extra.empty()) s += "    " + extra + "\n";
-  return s;
+  return provider_at(name, mock.port(), keys, extra);
 }
 
 class GatewayTest : public ::testing::Test {

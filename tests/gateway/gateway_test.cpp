@@ -2,8 +2,11 @@
 // over real sockets (DESIGN.md "HTTP API" and issue 7's request path).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gateway_fixture.h"
 
@@ -619,6 +622,141 @@ TEST_F(GatewayTest, KeepAliveServesSeveralRequestsOnOneConnection) {
   ::close(fd);
   EXPECT_EQ(r.status, 200) << r.error;
   EXPECT_EQ(a.stats().requests, 3u);
+}
+
+}  // namespace
+}  // namespace switchboard::gwtest
+
+namespace switchboard::gwtest {
+namespace {
+
+using namespace std::chrono_literals;
+using gateway::MockProvider;
+
+std::string fake_then_mock(const FakeUpstream& fake, const MockProvider& b) {
+  return "providers:\n" + provider_at("pf", fake.port(), "[sk-fake-1]") +
+         provider("pb", b, "[sk-test-b-1]") +
+         "models:\n"
+         "  mf: { provider: pf, upstream: up-f }\n"
+         "  mb: { provider: pb, upstream: up-b }\n"
+         "routes:\n"
+         "  r: { strategy: ordered, layers: [[mf], [mb]] }\n";
+}
+
+// ---- streams the mock cannot produce -----------------------------------------------------------
+
+TEST_F(GatewayTest, UpstreamStreamEndingEarlyWithoutDoneEndsWithErrorEvent) {
+  // The upstream sends content, then ends its response properly (last chunk) but without
+  // [DONE]: a truncated answer, which the client must not mistake for a complete one.
+  FakeUpstream fake(sse_response({content_chunk("partial"), content_chunk(" answer")}));
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  auto r = chat(chat_body("r", true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(stream_text(r), "partial answer");
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(std::count(events.begin(), events.end(), "[DONE]"), 0) << r.body;
+  auto last = parse_json(events.back());
+  ASSERT_TRUE(last.is_object()) << r.body;
+  EXPECT_TRUE(last.as_object().contains("error")) << r.body;
+  EXPECT_EQ(b.stats().requests, 0u);
+  // The gateway asked the upstream for usage (for accounting) and sent the upstream model name.
+  const std::string upstream_req = fake.last_request();
+  EXPECT_NE(upstream_req.find("\"include_usage\":true"), std::string::npos) << upstream_req;
+  EXPECT_NE(upstream_req.find("\"model\":\"up-f\""), std::string::npos) << upstream_req;
+  EXPECT_NE(upstream_req.find("Bearer sk-fake-1"), std::string::npos) << upstream_req;
+}
+
+TEST_F(GatewayTest, UpstreamErrorEventBeforeContentFailsOver) {
+  FakeUpstream fake(sse_response(
+      {R"({"error":{"message":"overloaded","type":"server_error","code":"overloaded"}})"}));
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  auto r = chat(chat_body("r", true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "1");
+  EXPECT_EQ(r.body.find("overloaded"), std::string::npos) << r.body;
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(fake.requests(), 1);
+}
+
+TEST_F(GatewayTest, EmptyStreamStillCarriesEveryHeader) {
+  // An answer without content (a role chunk, then [DONE]) is relayed as it is, with the same
+  // x-switchboard-* headers as any other response.
+  FakeUpstream fake(sse_response(
+      {R"({"id":"c1","object":"chat.completion.chunk","model":"fake","choices":[{"index":0,"delta":{"role":"assistant"}}]})",
+       "[DONE]"}));
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  auto r = chat(chat_body("r", true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  for (const char* h : {"x-switchboard-request-id", "x-switchboard-model", "x-switchboard-provider",
+                        "x-switchboard-key", "x-switchboard-attempts", "x-switchboard-layer",
+                        "x-switchboard-overhead-us"})
+    EXPECT_TRUE(r.has(h)) << h;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pf");
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_TRUE(r.chunked_complete);
+  EXPECT_EQ(b.stats().requests, 0u);
+}
+
+// ---- client leaving in the middle of a relayed stream ------------------------------------------
+
+TEST_F(GatewayTest, ClientLeavingMidStreamCancelsUpstream) {
+  MockScenario slow;
+  slow.chunks = 20;
+  slow.chunk_delay_ms = 150;  // a 3 s stream
+  auto& a = add_mock(slow);
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  int fd = connect_to(port_, 5s);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(
+      send_all(fd, format_request("POST", "/v1/chat/completions", chat_body("ma", true), {})));
+  // Wait for the first relayed content, then leave.
+  std::string got;
+  char buf[4096];
+  while (got.find("correct answer") == std::string::npos) {
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0) << got;
+    got.append(buf, size_t(n));
+  }
+  EXPECT_EQ(key_in_flight("pa#1"), 1);
+  auto left = std::chrono::steady_clock::now();
+  ::close(fd);
+  ASSERT_TRUE(eventually([&] { return key_in_flight("pa#1") == 0; }, 2s));
+  // Long before the upstream stream would have ended by itself.
+  EXPECT_LT(std::chrono::steady_clock::now() - left, 1500ms);
+}
+
+// ---- invariant 1 through the gateway -----------------------------------------------------------
+
+TEST_F(GatewayTest, ConcurrentRequestsNeverExceedKeyConcurrency) {
+  MockScenario s;
+  s.latency_ms = 60;
+  s.max_concurrent = 1;  // the mock answers 429 to a second concurrent request on a key
+  auto& a = add_mock(s);
+  start_gateway("providers:\n" +
+                provider("pa", a, "[sk-a-1, sk-a-2]", "limits: { max_concurrent: 1 }") +
+                "models:\n  ma: { provider: pa }\n");
+  constexpr int kClients = 6;
+  std::vector<int> statuses(kClients, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kClients; ++i)
+    threads.emplace_back([&, i] { statuses[size_t(i)] = chat(chat_body("ma")).status; });
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kClients; ++i) EXPECT_EQ(statuses[size_t(i)], 200) << "client " << i;
+  auto st = a.stats();
+  EXPECT_EQ(st.max_in_flight_per_key, 1);
+  EXPECT_EQ(st.by_status[429], 0u) << "the gateway sent more than max_concurrent on a key";
+  EXPECT_EQ(st.by_status[200], uint64_t(kClients));
+  EXPECT_EQ(key_in_flight("pa#1"), 0);
+  EXPECT_EQ(key_in_flight("pa#2"), 0);
 }
 
 }  // namespace

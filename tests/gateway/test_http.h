@@ -10,11 +10,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -226,6 +229,111 @@ inline bool eventually(const std::function<bool()>& cond,
     if (std::chrono::steady_clock::now() >= until) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+}  // namespace switchboard::gwtest
+
+namespace switchboard::gwtest {
+
+// A hand-rolled upstream for answers the MockProvider cannot give (streams that end cleanly but
+// early, empty streams, error events in a stream): every connection gets `response` verbatim
+// after its request was read, then the connection is closed.
+class FakeUpstream {
+ public:
+  explicit FakeUpstream(std::string response) : response_(std::move(response)) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = 0;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::listen(fd_, 16) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+      return;
+    }
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeUpstream() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+  int requests() const { return requests_.load(); }
+  std::string last_request() {
+    std::lock_guard lock(mu_);
+    return last_request_;
+  }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      timeval tv{2, 0};
+      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      std::string req;
+      char buf[8192];
+      while (true) {
+        auto end = req.find("\r\n\r\n");
+        if (end != std::string::npos) {
+          auto cl = lower(req.substr(0, end)).find("content-length:");
+          size_t n = cl == std::string::npos ? 0 : std::stoul(req.substr(cl + 15));
+          if (req.size() >= end + 4 + n) break;
+        }
+        ssize_t k = ::recv(c, buf, sizeof(buf), 0);
+        if (k <= 0) break;
+        req.append(buf, size_t(k));
+      }
+      {
+        std::lock_guard lock(mu_);
+        last_request_ = req;
+      }
+      requests_++;
+      send_all(c, response_);
+      ::shutdown(c, SHUT_WR);
+      // Wait for the peer to close so that nothing we sent is lost to a reset.
+      while (::recv(c, buf, sizeof(buf), 0) > 0) {
+      }
+      ::close(c);
+    }
+  }
+
+  std::string response_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> requests_{0};
+  std::mutex mu_;
+  std::string last_request_;
+};
+
+// An SSE response with the given events, each a `data:` payload, chunked and properly ended.
+inline std::string sse_response(const std::vector<std::string>& data) {
+  std::string out =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+      "Connection: close\r\n\r\n";
+  for (const auto& d : data) {
+    std::string ev = "data: " + d + "\n\n";
+    char size[24];
+    std::snprintf(size, sizeof(size), "%zx\r\n", ev.size());
+    out += size + ev + "\r\n";
+  }
+  return out + "0\r\n\r\n";
+}
+
+inline std::string content_chunk(const std::string& text) {
+  return R"({"id":"c1","object":"chat.completion.chunk","model":"fake","choices":[{"index":0,"delta":{"content":")" +
+         text + R"("},"finish_reason":null}]})";
 }
 
 }  // namespace switchboard::gwtest

@@ -5,13 +5,12 @@
 set -u
 BIN=$1
 WORK=$2
-HERE=$(cd "$(dirname "$0")" && pwd)
-
 if ! command -v node >/dev/null 2>&1; then echo "SKIP: node not found"; exit 77; fi
 if ! command -v npm >/dev/null 2>&1; then echo "SKIP: npm not found"; exit 77; fi
 major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
 if [ "$major" -lt 18 ]; then echo "SKIP: node $major is older than 18"; exit 77; fi
 
+HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 if [ ! -f "$WORK/node_modules/openai/package.json" ] || ! cmp -s "$HERE/package.json" "$WORK/package.json"; then
   cp "$HERE/package.json" "$WORK/package.json"
