@@ -44,7 +44,9 @@ std::vector<std::pair<std::string, std::string>> Config::secrets() const {
   for (const auto& p : providers)
     for (const auto& k : p.keys) out.emplace_back(k.secret, k.id);
   for (size_t i = 0; i < auth.gateway_keys.size(); ++i)
-    out.emplace_back(auth.gateway_keys[i], "gateway#" + std::to_string(i + 1));
+    out.emplace_back(auth.gateway_keys[i], i < auth.gateway_policies.size()
+                                               ? auth.gateway_policies[i].name
+                                               : "gateway#" + std::to_string(i + 1));
   if (!auth.admin_key.empty()) out.emplace_back(auth.admin_key, "admin");
   return out;
 }

@@ -178,9 +178,18 @@ struct StateConfig {
   int64_t retention_days = 30;     // outcomes older than this are pruned; 0 keeps all
 };
 
+// What one gateway (client) key may do. 0 / empty = no restriction.
+struct GatewayKeyPolicy {
+  std::string name;                 // shown in logs and errors instead of the key
+  std::vector<std::string> routes;  // route or model names this key may request
+  int64_t rpm = 0;
+  double monthly_budget_usd = 0;  // spend through this key per calendar month (UTC)
+};
+
 struct AuthConfig {
-  std::vector<std::string> gateway_keys;  // secrets
-  std::string admin_key;                  // secret; empty = admin API open on loopback only
+  std::vector<std::string> gateway_keys;           // secrets
+  std::vector<GatewayKeyPolicy> gateway_policies;  // parallel to gateway_keys
+  std::string admin_key;  // secret; empty = admin API open on loopback only
   bool allow_open = false;
 };
 

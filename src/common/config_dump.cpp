@@ -64,7 +64,7 @@ std::string dump_config(const Config& c) {
 
   out << YAML::Key << "auth" << YAML::Value << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "gateway_keys" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-  for (size_t i = 0; i < c.auth.gateway_keys.size(); ++i) out << "gateway#" + std::to_string(i + 1);
+  for (size_t i = 0; i < c.auth.gateway_keys.size(); ++i) out << c.auth.gateway_policies[i].name;
   out << YAML::EndSeq;
   out << YAML::Key << "admin_key" << YAML::Value << (c.auth.admin_key.empty() ? "" : "(set)");
   out << YAML::Key << "allow_open" << YAML::Value << c.auth.allow_open;

@@ -351,6 +351,7 @@ class Loader {
     read_models(root["models"]);
     read_routes(root["routes"]);
     check_keys_for_routes(root["providers"]);
+    check_gateway_routes(root["auth"]);
   }
 
   void check_listen(const YAML::Node& n, const std::string& v) {
@@ -414,9 +415,7 @@ class Loader {
     const std::string p = "auth";
     if (!check_map(n, p, {"gateway_keys", "admin_key", "allow_open"})) return;
     auto& a = cfg_.auth;
-    if (present(n, "gateway_keys")) {
-      a.gateway_keys = read_secret_list(n["gateway_keys"], "auth.gateway_keys", /*required=*/false);
-    }
+    if (present(n, "gateway_keys")) read_gateway_keys(n["gateway_keys"], a);
     std::string admin;
     if (read_string(n, "admin_key", p, admin)) {
       std::string var;
@@ -424,6 +423,80 @@ class Loader {
       a.admin_key = v.value_or("");
     }
     read_bool(n, "allow_open", p, a.allow_open);
+  }
+
+  // `env:NAME` (comma-separated keys), or a list whose entries are keys or
+  // {key, name, routes, rpm, monthly_budget_usd}.
+  void read_gateway_keys(const YAML::Node& n, AuthConfig& a) {
+    const std::string p = "auth.gateway_keys";
+    if (n.IsScalar()) {
+      a.gateway_keys = read_secret_list(n, p, false);
+    } else if (!n.IsSequence()) {
+      error(n, p, "expected env:NAME or a list of keys");
+      return;
+    } else {
+      for (size_t i = 0; i < n.size(); ++i) {
+        YAML::Node item = n[i];
+        std::string ip = p + "[" + std::to_string(i) + "]";
+        std::string value;
+        GatewayKeyPolicy policy;
+        if (item.IsScalar()) {
+          value = item.Scalar();
+        } else if (item.IsMap()) {
+          check_map(item, ip, {"key", "name", "routes", "rpm", "monthly_budget_usd"});
+          if (!read_string(item, "key", ip, value)) {
+            error(item, ip, "a gateway key entry needs 'key'");
+            continue;
+          }
+          read_string(item, "name", ip, policy.name);
+          read_int(item, "rpm", ip, policy.rpm, 0);
+          read_double(item, "monthly_budget_usd", ip, policy.monthly_budget_usd, 0.0);
+          if (present(item, "routes")) {
+            YAML::Node r = item["routes"];
+            if (!r.IsSequence())
+              error(r, ip + ".routes", "expected a list of route or model names");
+            else
+              for (size_t j = 0; j < r.size(); ++j) {
+                if (r[j].IsScalar())
+                  policy.routes.push_back(r[j].Scalar());
+                else
+                  error(r[j], ip + ".routes[" + std::to_string(j) + "]", "expected a name");
+              }
+          }
+        } else {
+          error(item, ip, "expected a key or {key, name, routes, rpm, monthly_budget_usd}");
+          continue;
+        }
+        std::string var;
+        auto v = resolve(value, &var);
+        if (!v || v->empty()) {
+          error(item, ip, v ? "key is empty" : "environment variable " + var + " is not set");
+          continue;
+        }
+        a.gateway_keys.push_back(*v);
+        a.gateway_policies.push_back(std::move(policy));
+      }
+    }
+    a.gateway_policies.resize(a.gateway_keys.size());
+    for (size_t i = 0; i < a.gateway_policies.size(); ++i)
+      if (a.gateway_policies[i].name.empty())
+        a.gateway_policies[i].name = "gateway#" + std::to_string(i + 1);
+  }
+
+  // Route lists of gateway keys must name routes or models that exist.
+  void check_gateway_routes(const YAML::Node& auth) {
+    for (size_t i = 0; i < cfg_.auth.gateway_policies.size(); ++i) {
+      for (const auto& r : cfg_.auth.gateway_policies[i].routes) {
+        if (!cfg_.find_route(r) && !cfg_.find_model(r)) {
+          YAML::Node at = auth.IsDefined() && auth.IsMap() && auth["gateway_keys"].IsSequence() &&
+                                  i < auth["gateway_keys"].size()
+                              ? auth["gateway_keys"][i]
+                              : auth;
+          error(at, "auth.gateway_keys[" + std::to_string(i) + "].routes",
+                "unknown route or model '" + r + "'");
+        }
+      }
+    }
   }
 
   void read_log(const YAML::Node& n) {

@@ -3,13 +3,16 @@
 
 #include <openssl/crypto.h>
 #include <prometheus/counter.h>
+#include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
+#include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
+#include <cstdio>
 #include <filesystem>
 #include <optional>
 #include <random>
@@ -294,17 +297,49 @@ void handle_feedback(Runtime& rt, Exchange& ex) {
 
 namespace {
 
+// Gauges read at scrape time: resident memory, and each key's state, in-flight and cooldown.
+void update_gauges(Runtime& rt) {
+  static auto& rss =
+      metrics::gauge_family("switchboard_process_resident_memory_bytes", "Resident set size")
+          .Add({});
+  if (FILE* f = std::fopen("/proc/self/statm", "r")) {
+    long pages = 0, resident = 0;
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) == 2)
+      rss.Set(double(resident) * double(sysconf(_SC_PAGESIZE)));
+    std::fclose(f);
+  }
+  static auto& state =
+      metrics::gauge_family("switchboard_keys_state", "1 for the key's current state");
+  static auto& in_flight =
+      metrics::gauge_family("switchboard_keys_in_flight_requests", "Leases in flight per key");
+  static auto& cooldown = metrics::gauge_family("switchboard_keys_cooldown_remaining_seconds",
+                                                "Time until the key's cooldown ends");
+  for (auto& [name, pr] : rt.providers) {
+    for (const auto& k : pr.pool->snapshot()) {
+      for (auto s : {keys::KeyState::kHealthy, keys::KeyState::kCooling, keys::KeyState::kDisabled,
+                     keys::KeyState::kDead}) {
+        state.Add({{"key", k.id}, {"state", std::string(keys::to_string(s))}})
+            .Set(k.state == s ? 1 : 0);
+      }
+      in_flight.Add({{"key", k.id}}).Set(double(k.in_flight));
+      cooldown.Add({{"key", k.id}}).Set(double(k.cooldown_remaining.count()) / 1000.0);
+    }
+  }
+}
+
 asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   const auto method = ex.request.method();
   std::string_view target = ex.request.target();
   target = target.substr(0, target.find('?'));
   const Config& cfg = *rt.config;
 
+  int gateway_key = -1;
   if (target.rfind("/v1/", 0) == 0 && !cfg.auth.gateway_keys.empty()) {
     std::string token = bearer_token(ex.request);
-    bool ok = false;
-    for (const auto& k : cfg.auth.gateway_keys) ok |= constant_time_equal(token, k);
-    if (!ok) {
+    // Every key is compared (no early exit), each in constant time.
+    for (size_t i = 0; i < cfg.auth.gateway_keys.size(); ++i)
+      if (constant_time_equal(token, cfg.auth.gateway_keys[i])) gateway_key = int(i);
+    if (gateway_key < 0) {
       ex.response = error_response(
           http::status::unauthorized,
           token.empty() ? "missing gateway key (Authorization: Bearer ...)" : "invalid gateway key",
@@ -318,7 +353,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
                                    "invalid_request_error", "method_not_allowed");
       co_return;
     }
-    co_await handle_chat(rt, ex);
+    co_await handle_chat(rt, ex, gateway_key);
     co_return;
   }
   if (target == "/v1/feedback") {
@@ -347,6 +382,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   }
   if (target == "/metrics") {
     rt.breakers->snapshot();  // brings breaker state gauges up to date
+    update_gauges(rt);
     ex.response = Response{http::status::ok, ex.request.version()};
     ex.response.set(http::field::content_type, "text/plain; version=0.0.4");
     ex.response.body() = metrics::serialize();
@@ -454,6 +490,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   rt.ledger =
       std::make_unique<routing::FeedbackLedger>(size_t(config->learning.feedback_max_requests),
                                                 Millis(config->learning.feedback_ttl_ms), rt.clock);
+  for (size_t i = 0; i < config->auth.gateway_keys.size(); ++i)
+    rt.gateway_keys.push_back(std::make_unique<Runtime::GatewayKeyState>());
   rt.breakers = std::make_unique<breaker::BreakerRegistry>(rt.clock, *config);
   breaker::BreakerRegistry* breakers = rt.breakers.get();
   rt.router = std::make_unique<routing::Router>(

@@ -12,6 +12,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/metrics.h"
 
 namespace switchboard::gateway {
 
@@ -89,8 +90,19 @@ asio::awaitable<bool> finish_chunks(Exchange& ex) {
   co_return !ec;
 }
 
+namespace {
+prometheus::Counter& unhandled_errors() {
+  static auto& c = metrics::counter_family("switchboard_gateway_unhandled_errors_total",
+                                           "Errors that escaped a request handler")
+                       .Add({});
+  return c;
+}
+}  // namespace
+
 HttpServer::HttpServer(ServerConfig limits, Handler handler)
-    : limits_(limits), handler_(std::move(handler)) {}
+    : limits_(limits), handler_(std::move(handler)) {
+  unhandled_errors();  // the series exists (at 0) from the start
+}
 
 HttpServer::~HttpServer() {
   stop(Millis(0));
@@ -207,6 +219,15 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kNothrow);
     if (!hec && !parser.is_done()) {
       stream.expires_after(Millis(limits_.request_timeout_ms));
+      // A client that waits for permission before sending its body (Expect: 100-continue, as
+      // curl and .NET do for larger bodies) is told to go on; otherwise it stalls for a second.
+      // An oversized body was already refused above (Content-Length checked with the header).
+      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+        static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+        auto [cec, cn] = co_await asio::async_write(
+            stream, asio::buffer(kContinue.data(), kContinue.size()), kNothrow);
+        if (cec) break;
+      }
       auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kNothrow);
       hec = bec;
     }
@@ -243,7 +264,8 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
     try {
       co_await handler_(ex);
     } catch (const std::exception& e) {
-      // Never lose an error silently: the client gets a 500 and the log says why.
+      // Never lose an error silently: the client gets a 500, the log says why, a counter counts it.
+      unhandled_errors().Increment();
       log::error("unhandled error in request handler: {}", e.what());
       if (!ex.written) {
         ex.response = error_response(http::status::internal_server_error, "internal error",

@@ -15,6 +15,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "common/metrics.h"
 #include "gateway/runtime.h"
 #include "upstream/translate.h"
 
@@ -284,7 +285,8 @@ struct Attempted {
 
 class ChatCall {
  public:
-  ChatCall(Runtime& rt, Exchange& ex) : rt_(rt), ex_(ex), t0_(MonoClock::now()) {}
+  ChatCall(Runtime& rt, Exchange& ex, int gateway_key)
+      : rt_(rt), ex_(ex), t0_(MonoClock::now()), gateway_key_(gateway_key) {}
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
@@ -293,6 +295,7 @@ class ChatCall {
       fail(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
       co_return;
     }
+    if (!admit_gateway_key()) co_return;
     routing::RequestInfo info;
     info.model = req_.model;
     info.prompt_tokens = req_.prompt_tokens;
@@ -339,6 +342,64 @@ class ChatCall {
             std::string_view code) {
     ex_.response = error_response(status, message, type, code, ex_.request.version());
     ex_.response.set("x-switchboard-request-id", request_id_);
+  }
+
+  static int utc_month(WallTime t) {
+    std::time_t tt = std::chrono::system_clock::to_time_t(t);
+    std::tm tm{};
+    gmtime_r(&tt, &tm);
+    return (tm.tm_year + 1900) * 12 + tm.tm_mon;
+  }
+
+  // The client key's policy: allowed routes (403), monthly budget and rpm (429 + Retry-After).
+  bool admit_gateway_key() {
+    if (gateway_key_ < 0) return true;
+    const auto& policy = rt_.config->auth.gateway_policies[size_t(gateway_key_)];
+    if (!policy.routes.empty() &&
+        std::find(policy.routes.begin(), policy.routes.end(), req_.model) == policy.routes.end()) {
+      fail(http::status::forbidden,
+           "gateway key '" + policy.name + "' may not use '" + req_.model + "'", "permission_error",
+           "model_not_allowed");
+      return false;
+    }
+    auto& st = *rt_.gateway_keys[size_t(gateway_key_)];
+    std::lock_guard lock(st.mu);
+    const int month = utc_month(rt_.clock.wall_now());
+    if (st.month != month) {
+      st.month = month;
+      st.spend_usd = 0;
+    }
+    if (policy.monthly_budget_usd > 0 && st.spend_usd >= policy.monthly_budget_usd) {
+      char msg[160];
+      std::snprintf(msg, sizeof(msg), "gateway key '%s' has spent its monthly budget of $%.2f",
+                    policy.name.c_str(), policy.monthly_budget_usd);
+      fail(http::status::too_many_requests, msg, "insufficient_quota", "budget_exceeded");
+      ex_.response.set(http::field::retry_after, "3600");
+      return false;
+    }
+    if (policy.rpm > 0) {
+      const auto now = MonoClock::now();
+      while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
+        st.window.pop_front();
+      if (int64_t(st.window.size()) >= policy.rpm) {
+        fail(http::status::too_many_requests,
+             "gateway key '" + policy.name + "' is limited to " + std::to_string(policy.rpm) +
+                 " requests per minute",
+             "rate_limit_error", "rate_limit_exceeded");
+        ex_.response.set(http::field::retry_after,
+                         retry_after_seconds(st.window.front() + std::chrono::minutes(1) - now));
+        return false;
+      }
+      st.window.push_back(now);
+    }
+    return true;
+  }
+
+  void charge_gateway_key(double cost) {
+    if (gateway_key_ < 0 || cost <= 0) return;
+    auto& st = *rt_.gateway_keys[size_t(gateway_key_)];
+    std::lock_guard lock(st.mu);
+    st.spend_usd += cost;
   }
 
   void set_headers(Response& res, const routing::Attempt& a, const std::string& key_id) {
@@ -547,10 +608,15 @@ class ChatCall {
     o.tokens_out = r.usage.completion_tokens;
     o.cost_usd = cost_of(a, r.usage);
     rt_.router->record(o);
+    static auto& updates = metrics::counter_family("switchboard_routing_updates_total",
+                                                   "Outcomes recorded by the learned router")
+                               .Add({});
+    updates.Increment();
   }
 
   void record_usage(const routing::Attempt& a, const std::string& key_id,
                     const upstream::TokenUsage& u) {
+    charge_gateway_key(cost_of(a, u));
     if (!rt_.store) return;
     store::UsageEvent e;
     e.time = rt_.clock.wall_now();
@@ -824,6 +890,7 @@ class ChatCall {
   Runtime& rt_;
   Exchange& ex_;
   const MonoTime t0_;
+  const int gateway_key_;
   uint64_t seq_ = 0;
   std::string request_id_;
   std::string session_;
@@ -837,8 +904,8 @@ class ChatCall {
 
 }  // namespace
 
-asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex) {
-  ChatCall call(rt, ex);
+asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex, int gateway_key) {
+  ChatCall call(rt, ex, gateway_key);
   // The call races the client's connection: a client that leaves cancels the call, whose leases
   // and permits then end as `cancelled` (RAII) and whose upstream connection is closed.
   auto result = co_await (call.run() || client_gone(ex.stream));

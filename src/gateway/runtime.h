@@ -4,6 +4,7 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -90,6 +91,15 @@ struct Runtime {
     return it == providers.end() ? nullptr : &it->second;
   }
   std::unique_ptr<routing::FeedbackLedger> ledger;
+  // Per gateway (client) key: its rpm window and this month's spend (parallel to
+  // auth.gateway_keys).
+  struct GatewayKeyState {
+    std::mutex mu;
+    std::deque<MonoTime> window;
+    int month = -1;  // UTC year * 12 + month of `spend`
+    double spend_usd = 0;
+  };
+  std::vector<std::unique_ptr<GatewayKeyState>> gateway_keys;
   // A request id is "sb-<instance>-<sequence>"; the sequence keys the feedback ledger.
   std::string request_id(uint64_t seq) const;
   uint64_t next_request_seq() { return request_seq.fetch_add(1) + 1; }
@@ -101,6 +111,7 @@ struct Runtime {
 void handle_feedback(Runtime& rt, Exchange& ex);
 
 // POST /v1/chat/completions.
-asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex);
+// `gateway_key` is the index of the client's gateway key in auth.gateway_keys, or -1.
+asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex, int gateway_key);
 
 }  // namespace switchboard::gateway

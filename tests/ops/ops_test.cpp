@@ -1,0 +1,238 @@
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <spdlog/sinks/ostream_sink.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <future>
+#include <regex>
+#include <sstream>
+
+#include "common/log.h"
+#include "gateway_fixture.h"
+
+namespace switchboard::gwtest {
+namespace {
+
+const char* kGatewayKeys = R"(auth:
+  gateway_keys:
+    - { key: gw-team-a-secret-111, name: team-a }
+    - { key: gw-limited-secret-222, name: limited, routes: [cheap], rpm: 2 }
+    - { key: gw-budget-secret-333, name: frugal, monthly_budget_usd: 0.000001 }
+)";
+
+class OpsTest : public GatewayTest {};
+
+std::string models_yaml() {
+  return "models:\n  cheap: { provider: up, cost: { input_per_mtok: 1, output_per_mtok: 1 } }\n"
+         "  dear: { provider: up, cost: { input_per_mtok: 100, output_per_mtok: 100 } }\n";
+}
+
+Headers bearer(const std::string& key) {
+  return {{"Authorization", "Bearer " + key}};
+}
+
+TEST_F(OpsTest, GatewayKeysAuthenticateAndEnforceTheirPolicies) {
+  auto& mock = add_mock();
+  start_gateway(std::string(kGatewayKeys) + "providers:\n" + provider("up", mock) + models_yaml());
+  EXPECT_EQ(chat(chat_body("cheap")).status, 401);                                  // missing
+  EXPECT_EQ(chat(chat_body("cheap"), bearer("gw-team-a-secret-11")).status, 401);   // wrong
+  EXPECT_EQ(chat(chat_body("cheap"), bearer("gw-team-a-secret-111")).status, 200);  // right
+  EXPECT_EQ(get(port_, "/v1/models").status, 401);  // every /v1 endpoint needs a key
+  // Allowed routes.
+  auto denied = chat(chat_body("dear"), bearer("gw-limited-secret-222"));
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_NE(error_message(denied.body).find("limited"), std::string::npos);
+  // Per-key rpm: 2 a minute, the third is refused with Retry-After.
+  EXPECT_EQ(chat(chat_body("cheap"), bearer("gw-limited-secret-222")).status, 200);
+  EXPECT_EQ(chat(chat_body("cheap"), bearer("gw-limited-secret-222")).status, 200);
+  auto limited = chat(chat_body("cheap"), bearer("gw-limited-secret-222"));
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_FALSE(limited.header("retry-after").empty());
+  EXPECT_TRUE(is_openai_error(limited.body));
+  // Monthly budget: the first request spends more than the budget, the next is refused.
+  EXPECT_EQ(chat(chat_body("dear"), bearer("gw-budget-secret-333")).status, 200);
+  auto broke = chat(chat_body("dear"), bearer("gw-budget-secret-333"));
+  EXPECT_EQ(broke.status, 429);
+  EXPECT_NE(error_message(broke.body).find("budget"), std::string::npos);
+  // Another key is unaffected.
+  EXPECT_EQ(chat(chat_body("dear"), bearer("gw-team-a-secret-111")).status, 200);
+}
+
+TEST_F(OpsTest, AdminKeyProtectsTheAdminApi) {
+  auto& mock = add_mock();
+  start_gateway("auth: { admin_key: adm-secret-444 }\nproviders:\n" + provider("up", mock) +
+                models_yaml());
+  EXPECT_EQ(get(port_, "/admin/keys").status, 401);
+  EXPECT_EQ(get(port_, "/admin/keys", bearer("adm-secret-44")).status, 401);
+  auto ok = get(port_, "/admin/keys", bearer("adm-secret-444"));
+  EXPECT_EQ(ok.status, 200);
+  EXPECT_EQ(ok.body.find("sk-test-secret-1"), std::string::npos);  // never the provider secret
+  EXPECT_NE(ok.body.find("up#1"), std::string::npos);
+}
+
+TEST_F(OpsTest, AdminApiShowsCooldownsBreakersAndModelsAfterFailures) {
+  MockScenario s;
+  s.script = {MockScriptStep{429, 1, false, false, 60000}, MockScriptStep{500, 6}};
+  auto& mock = add_mock(s);
+  start_gateway(
+      "breaker: { window: 5, min_calls: 3, failure_rate: 0.5, open_ms: 60000, max_open_ms: 60000 "
+      "}\n"
+      "retry: { max_attempts: 1, wait_for_key_ms: 0 }\n"
+      "providers:\n" +
+      provider("up", mock, "[sk-one, sk-two]") + models_yaml());
+  // The 429 cools the key that got it for a minute (per model), the next key serves 500s.
+  chat(chat_body("cheap"));
+  auto key = admin_key("up#1");
+  ASSERT_TRUE(key.is_object());
+  auto cooldowns = key.as_object().at("model_cooldowns").as_array();
+  ASSERT_EQ(cooldowns.size(), 1u);
+  EXPECT_GT(cooldowns[0].as_object().at("remaining_ms").to_number<int64_t>(), 50000);
+  for (int i = 0; i < 4; ++i) chat(chat_body("cheap"));
+  auto breakers = parse_json(get(port_, "/admin/breakers").body);
+  bool open = false;
+  for (const auto& b : breakers.as_object().at("breakers").as_array()) {
+    if (b.as_object().at("target").as_string() == "model:up/cheap")
+      open = b.as_object().at("state").as_string() == "open";
+  }
+  EXPECT_TRUE(open) << get(port_, "/admin/breakers").body;
+  auto models = parse_json(get(port_, "/admin/models").body);
+  bool saw = false;
+  for (const auto& m : models.as_object().at("models").as_array()) {
+    if (m.as_object().at("model").as_string() == "cheap") {
+      saw = true;
+      EXPECT_LT(m.as_object().at("success_rate").to_number<double>(), 0.5);
+    }
+  }
+  EXPECT_TRUE(saw);
+}
+
+TEST_F(OpsTest, MetricsTextCarriesTheOperationalSeries) {
+  auto& mock = add_mock();
+  start_gateway("providers:\n" + provider("up", mock) + models_yaml() +
+                "routes:\n  auto: { strategy: ordered, layers: [[cheap], [dear]] }\n");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(chat(chat_body("auto")).status, 200);
+  auto r = get(port_, "/metrics");
+  ASSERT_EQ(r.status, 200);
+  // Every sample line parses as `name{labels} value`.
+  std::istringstream lines(r.body);
+  std::string line;
+  std::set<std::string> names;
+  static const std::regex kSample(R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? [-+0-9.eEInfa]+$)");
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    std::smatch m;
+    ASSERT_TRUE(std::regex_match(line, m, kSample)) << line;
+    names.insert(m[1]);
+  }
+  for (const char* want :
+       {"switchboard_gateway_requests_total", "switchboard_gateway_request_duration_seconds_bucket",
+        "switchboard_gateway_attempts_total", "switchboard_gateway_fallbacks_total",
+        "switchboard_gateway_unhandled_errors_total", "switchboard_keys_leases_total",
+        "switchboard_keys_state", "switchboard_keys_in_flight_requests",
+        "switchboard_keys_cooldown_remaining_seconds", "switchboard_keys_lock_contended_total",
+        "switchboard_breaker_state", "switchboard_store_queue_depth",
+        "switchboard_store_dropped_total", "switchboard_store_write_errors_total",
+        "switchboard_store_commit_seconds_bucket", "switchboard_routing_updates_total",
+        "switchboard_process_resident_memory_bytes"}) {
+    EXPECT_TRUE(names.count(want)) << "missing series " << want;
+  }
+  EXPECT_TRUE(std::regex_search(
+      r.body,
+      std::regex(
+          R"(switchboard_gateway_requests_total\{[^}]*model="cheap"[^}]*status="ok"[^}]*\} 3)")))
+      << r.body.substr(0, 3000);
+}
+
+// Every log line of a gateway run, including failures that quote upstream errors, is scanned for
+// the configured secrets.
+TEST_F(OpsTest, NoConfiguredSecretReachesTheLogs) {
+  auto out = std::make_shared<std::ostringstream>();
+  auto sink = std::make_shared<spdlog::sinks::ostream_sink_mt>(*out);
+  log::set_sink(sink, log::Format::kJson);
+  log::logger().set_level(spdlog::level::debug);
+  MockScenario s;
+  s.invalid_keys = {"sk-live-revoked-secret-0001"};
+  s.script = {MockScriptStep{500, 2}};
+  auto& mock = add_mock(s);
+  start_gateway(
+      "log: { level: debug, access_log: true }\n"
+      "auth: { gateway_keys: [gw-log-secret-555], admin_key: adm-log-secret-666 }\n"
+      "providers:\n" +
+      provider("up", mock, "[sk-live-revoked-secret-0001, sk-live-good-secret-0002]") +
+      models_yaml());
+  chat(chat_body("cheap"), bearer("gw-log-secret-555"));
+  chat(chat_body("cheap"), bearer("gw-log-secret-555"));
+  chat(chat_body("cheap"), bearer("wrong-gw-log-secret-555"));
+  get(port_, "/admin/keys", bearer("adm-log-secret-666"));
+  log::info(
+      "upstream replied: invalid key sk-live-revoked-secret-0001");  // as a careless line would
+  gw_->stop(Millis(1000));
+  gw_.reset();
+  log::logger().flush();
+  std::string text = out->str();
+  log::init("error", log::Format::kText);
+  EXPECT_FALSE(text.empty());
+  for (const char* secret : {"sk-live-revoked-secret-0001", "sk-live-good-secret-0002",
+                             "gw-log-secret-555", "adm-log-secret-666"}) {
+    EXPECT_EQ(text.find(secret), std::string::npos) << secret << " leaked:\n" << text;
+  }
+  EXPECT_NE(text.find("[up#1]"), std::string::npos);  // the careless line was redacted, not dropped
+}
+
+// SIGTERM with requests in flight: every one completes, then the process exits 0.
+TEST_F(OpsTest, SigtermDrainsInFlightRequestsAndExitsZero) {
+  MockScenario s;
+  s.latency_ms = 800;
+  auto& mock = add_mock(s);
+  const std::string cfg = (dir_ / "serve.yaml").string();
+  {
+    std::ofstream f(cfg);
+    f << "listen: 127.0.0.1:0\nstate: { path: " << (dir_ / "serve.db").string()
+      << " }\nserver: { shutdown_grace_ms: 10000 }\nproviders:\n"
+      << provider("up", mock) << models_yaml();
+  }
+  // Port 0 would hide the port: pick a free one first.
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  socklen_t len = sizeof(addr);
+  ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
+  uint16_t port = ntohs(addr.sin_port);
+  ::close(probe);
+  const std::string listen = "127.0.0.1:" + std::to_string(port);
+  const std::string log_path = (dir_ / "serve.log").string();
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::execl(SWITCHBOARD_BINARY, SWITCHBOARD_BINARY, "serve", "--config", cfg.c_str(), "--listen",
+            listen.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ASSERT_TRUE(
+      eventually([&] { return get(port, "/healthz").status == 200; }, std::chrono::seconds(10)));
+  std::vector<std::future<HttpResult>> inflight;
+  for (int i = 0; i < 4; ++i)
+    inflight.push_back(std::async(std::launch::async, [&] {
+      return post(port, "/v1/chat/completions", chat_body("cheap"));
+    }));
+  ASSERT_TRUE(eventually([&] { return mock.stats().requests >= 4; }, std::chrono::seconds(10)));
+  ASSERT_EQ(::kill(pid, SIGTERM), 0);
+  for (auto& f : inflight) EXPECT_EQ(f.get().status, 200);
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  // New connections are refused after shutdown.
+  EXPECT_FALSE(
+      request(port, "GET", "/healthz", {}, {}, std::chrono::milliseconds(500)).transport_ok);
+}
+
+}  // namespace
+}  // namespace switchboard::gwtest
