@@ -87,7 +87,50 @@ CREATE TABLE model_stats (
 ) WITHOUT ROWID;
 CREATE INDEX feedback_request ON feedback (request_id);
 )sql"},
-      // Workflow tables (issue 9) and later migrations go here, in order.
+      {3, "workflow tables", R"sql(
+CREATE TABLE workflow_runs (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  version INTEGER NOT NULL DEFAULT 0,
+  definition_hash TEXT NOT NULL,   -- "sha256:..." of the definition body
+  definition TEXT NOT NULL,        -- the body (YAML or JSON) the run executes
+  input TEXT NOT NULL DEFAULT 'null',
+  status TEXT NOT NULL,            -- pending | running | completed | failed | cancelled
+  owner TEXT,                      -- executor holding the lease; NULL when none
+  lease_expires_ms INTEGER NOT NULL DEFAULT 0,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  created_ms INTEGER NOT NULL,
+  updated_ms INTEGER NOT NULL,
+  finished_ms INTEGER NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX workflow_runs_status ON workflow_runs (status, created_ms);
+CREATE TABLE workflow_steps (
+  run_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,           -- "build", or "reviews[3]" / "checks.lint" for parallel children
+  seq INTEGER NOT NULL,            -- order of first record within the run
+  attempt INTEGER NOT NULL DEFAULT 0,
+  failures INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL,            -- running | retry_wait | completed | failed | skipped | cancelled
+  output TEXT NOT NULL DEFAULT 'null',
+  error TEXT NOT NULL DEFAULT '',
+  started_ms INTEGER NOT NULL DEFAULT 0,
+  finished_ms INTEGER NOT NULL DEFAULT 0,
+  wake_ms INTEGER NOT NULL DEFAULT 0,  -- durable sleep / retry wake-up time, 0 = none
+  PRIMARY KEY (run_id, step_id)
+) WITHOUT ROWID;
+CREATE TABLE workflow_events (
+  id INTEGER PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  ts_ms INTEGER NOT NULL,
+  step_id TEXT NOT NULL DEFAULT '',
+  attempt INTEGER NOT NULL DEFAULT 0,
+  type TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX workflow_events_run ON workflow_events (run_id, id);
+)sql"},
+      // Later migrations go here, in order.
   };
   return kMigrations;
 }

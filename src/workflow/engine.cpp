@@ -1,0 +1,1042 @@
+// The durable executor: claims a run, replays its recorded steps, executes the rest, and commits
+// every transition (step row + audit event, fenced by the owner check) in one transaction.
+#include <unistd.h>
+
+#include <boost/json.hpp>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include "store/sqlite_util.h"
+#include "store/store.h"
+#include "workflow/workflow.h"
+
+namespace switchboard::workflow {
+
+using store::detail::Db;
+using store::detail::from_ms;
+using store::detail::sqlite_error;
+using store::detail::Stmt;
+using store::detail::to_ms;
+
+std::string_view to_string(RunStatus s) {
+  switch (s) {
+    case RunStatus::kPending:
+      return "pending";
+    case RunStatus::kRunning:
+      return "running";
+    case RunStatus::kCompleted:
+      return "completed";
+    case RunStatus::kFailed:
+      return "failed";
+    case RunStatus::kCancelled:
+      return "cancelled";
+  }
+  return "?";
+}
+
+std::optional<RunStatus> parse_run_status(std::string_view s) {
+  for (auto st : {RunStatus::kPending, RunStatus::kRunning, RunStatus::kCompleted,
+                  RunStatus::kFailed, RunStatus::kCancelled})
+    if (to_string(st) == s) return st;
+  return std::nullopt;
+}
+
+std::string Transition::to_line() const {
+  std::string s =
+      step_id.empty() ? "run " + run_id + " " + status : "step " + step_id + " " + status;
+  if (!step_id.empty() && attempt > 0) {
+    s += " (attempt " + std::to_string(attempt);
+    if (status != "started") s += ", " + std::to_string(duration_ms) + " ms";
+    s += ")";
+  }
+  if (!detail.empty()) s += ": " + detail;
+  return s;
+}
+
+namespace {
+
+bool is_final_step(const std::string& s) {
+  return s == "completed" || s == "failed" || s == "skipped" || s == "cancelled";
+}
+
+json::value parse_or_null(const std::string& s) {
+  if (s.empty()) return nullptr;
+  boost::system::error_code ec;
+  json::value v = json::parse(s, ec);
+  return ec ? json::value(nullptr) : v;
+}
+
+// How one step ended, for the caller's control flow.
+enum class Ending { kCompleted, kFailed, kSkipped, kCancelled, kAborted };
+
+struct Outcome {
+  Ending ending = Ending::kCompleted;
+  std::string error;
+  json::value output;
+};
+
+Ending ending_of(const std::string& status) {
+  if (status == "completed") return Ending::kCompleted;
+  if (status == "skipped") return Ending::kSkipped;
+  if (status == "cancelled") return Ending::kCancelled;
+  return Ending::kFailed;
+}
+
+std::string random_hex(int bytes) {
+  static thread_local std::mt19937_64 rng(std::random_device{}() ^
+                                          (static_cast<uint64_t>(getpid()) << 32));
+  static const char* kHex = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < bytes; ++i) {
+    auto b = static_cast<unsigned>(rng() & 0xff);
+    s += kHex[b >> 4];
+    s += kHex[b & 15];
+  }
+  return s;
+}
+
+}  // namespace
+
+struct Engine::Impl {
+  EngineOptions opt;
+  const Clock* clock = nullptr;
+  std::shared_ptr<Sleeper> sleeper;
+  std::string owner;
+
+  std::mutex db_mu;  // one connection, used by the run threads and the heartbeats
+  Db db;
+  std::unordered_map<const char*, Stmt> stmts;
+
+  std::mutex rng_mu;
+  std::mt19937_64 rng;
+  std::mutex transition_mu;
+
+  int64_t now_ms() const { return to_ms(clock->wall_now()); }
+
+  // A cached prepared statement (db_mu held).
+  Result<Stmt*> stmt(const char* sql) {
+    auto it = stmts.find(sql);
+    if (it != stmts.end()) return &it->second;
+    Stmt s;
+    if (Status st = s.prepare(db.get(), sql); !st.ok()) return st;
+    return &stmts.emplace(sql, std::move(s)).first->second;
+  }
+
+  Status add_event(const std::string& run_id, const std::string& step_id, int attempt,
+                   const std::string& type, const std::string& detail) {
+    auto s = stmt(
+        "INSERT INTO workflow_events (run_id, ts_ms, step_id, attempt, type, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)");
+    if (!s.ok()) return s.status();
+    Stmt& q = **s;
+    q.bind(1, run_id);
+    q.bind(2, now_ms());
+    q.bind(3, step_id);
+    q.bind(4, attempt);
+    q.bind(5, type);
+    q.bind(6, detail);
+    if (int rc = q.run(); rc != SQLITE_OK) return sqlite_error(db.get(), rc, "insert event");
+    return Status();
+  }
+
+  // Runs `body` in one IMMEDIATE transaction after checking that we still own the run.
+  template <typename F>
+  Status owned_tx(const std::string& run_id, F&& body) {
+    std::lock_guard lock(db_mu);
+    if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+    auto fail = [&](Status st) {
+      (void)db.exec("ROLLBACK");
+      return st;
+    };
+    auto s = stmt("UPDATE workflow_runs SET updated_ms = ? WHERE id = ? AND owner = ?");
+    if (!s.ok()) return fail(s.status());
+    Stmt& q = **s;
+    q.bind(1, now_ms());
+    q.bind(2, run_id);
+    q.bind(3, owner);
+    if (int rc = q.run(); rc != SQLITE_OK) return fail(sqlite_error(db.get(), rc, "fence"));
+    if (sqlite3_changes(db.get()) != 1)
+      return fail(Status::failed_precondition("lease of run " + run_id + " lost"));
+    if (Status st = body(); !st.ok()) return fail(st);
+    if (Status st = db.exec("COMMIT"); !st.ok()) return fail(st);
+    return Status();
+  }
+
+  Status write_step(const std::string& run_id, const StepRecord& r) {
+    auto s = stmt(
+        "INSERT OR REPLACE INTO workflow_steps (run_id, step_id, seq, attempt, failures, status, "
+        "output, error, started_ms, finished_ms, wake_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+        "?)");
+    if (!s.ok()) return s.status();
+    Stmt& q = **s;
+    std::string out = json::serialize(r.output);
+    q.bind(1, run_id);
+    q.bind(2, r.step_id);
+    q.bind(3, r.seq);
+    q.bind(4, r.attempt);
+    q.bind(5, r.failures);
+    q.bind(6, r.status);
+    q.bind(7, out);
+    q.bind(8, r.error);
+    q.bind(9, r.started_ms);
+    q.bind(10, r.finished_ms);
+    q.bind(11, r.wake_ms);
+    if (int rc = q.run(); rc != SQLITE_OK) return sqlite_error(db.get(), rc, "write step");
+    return Status();
+  }
+
+  void emit(const Transition& t) {
+    if (!opt.on_transition) return;
+    std::lock_guard lock(transition_mu);
+    opt.on_transition(t);
+  }
+
+  double uniform() {
+    std::lock_guard lock(rng_mu);
+    return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
+  }
+
+  StepExecutor* executor_for(StepKind k) {
+    switch (k) {
+      case StepKind::kExec:
+        return opt.executors.exec.get();
+      case StepKind::kHttp:
+        return opt.executors.http.get();
+      case StepKind::kLlm:
+        return opt.executors.llm.get();
+      default:
+        return nullptr;
+    }
+  }
+};
+
+namespace {
+
+// The state of one run being executed by this process.
+class RunExecution {
+ public:
+  RunExecution(Engine::Impl& impl, std::string run_id, Definition def, json::value input)
+      : impl_(impl),
+        run_id_(std::move(run_id)),
+        def_(std::move(def)),
+        input_(std::move(input)),
+        run_interrupt_(*impl.clock) {}
+
+  void load_records(std::vector<StepRecord> recs) {
+    for (auto& r : recs) {
+      next_seq_ = std::max(next_seq_, r.seq + 1);
+      records_[r.step_id] = std::move(r);
+    }
+  }
+  size_t recorded() const { return records_.size(); }
+  Interrupt& run_interrupt() { return run_interrupt_; }
+
+  // Executes the top-level steps; returns the final status, or a non-ok Status when this
+  // executor lost the run (then nothing more was written).
+  Result<RunResult> execute() {
+    const auto& steps = def_.steps;
+    size_t i = 0;
+    while (i < steps.size()) {
+      const StepDef& s = steps[i];
+      Outcome o = run_step(s, s.id, nullptr, run_interrupt_);
+      switch (o.ending) {
+        case Ending::kAborted:
+          return Status::failed_precondition(o.error.empty() ? "lease lost" : o.error);
+        case Ending::kCancelled:
+          return finish(RunStatus::kCancelled, "cancelled");
+        case Ending::kCompleted:
+        case Ending::kSkipped:
+          ++i;
+          continue;
+        case Ending::kFailed:
+          break;
+      }
+      if (s.on_failure == FailureAction::kContinue) {
+        ++i;
+        continue;
+      }
+      if (s.on_failure == FailureAction::kGoto) {
+        size_t target = i + 1;
+        while (target < steps.size() && steps[target].id != s.goto_step) ++target;
+        for (size_t j = i + 1; j < target; ++j) {
+          if (lookup(steps[j].id)) continue;
+          StepRecord r;
+          r.step_id = steps[j].id;
+          r.status = "skipped";
+          r.error = "skipped by goto from " + s.id;
+          if (Status st = record(r, "step_skipped", r.error); !st.ok())
+            return Status(st.code(), st.message());
+        }
+        i = target;
+        continue;
+      }
+      return finish(RunStatus::kFailed, "step " + s.id + " failed: " + o.error);
+    }
+    return finish(RunStatus::kCompleted, "");
+  }
+
+ private:
+  std::optional<StepRecord> lookup(const std::string& id) {
+    std::lock_guard lock(mu_);
+    auto it = records_.find(id);
+    if (it == records_.end()) return std::nullopt;
+    return it->second;
+  }
+
+  TemplateScope scope(const json::value* item, int attempt) {
+    TemplateScope sc;
+    sc.input = &input_;
+    sc.item = item;
+    sc.attempt = attempt;
+    sc.run_id = run_id_;
+    sc.step = [this](const std::string& id) -> std::optional<StepView> {
+      std::lock_guard lock(mu_);
+      auto it = records_.find(id);
+      if (it == records_.end()) return std::nullopt;
+      return StepView{it->second.status, it->second.output, it->second.error, it->second.attempt};
+    };
+    return sc;
+  }
+
+  // Commits the record with its audit event, then publishes it.
+  Status record(StepRecord r, const std::string& event, const std::string& detail,
+                int64_t duration_ms = 0) {
+    {
+      std::lock_guard lock(mu_);
+      auto it = records_.find(r.step_id);
+      r.seq = it != records_.end() ? it->second.seq : next_seq_++;
+    }
+    Status st = impl_.owned_tx(run_id_, [&] {
+      if (Status s = impl_.write_step(run_id_, r); !s.ok()) return s;
+      return impl_.add_event(run_id_, r.step_id, r.attempt, event, detail);
+    });
+    if (!st.ok()) return st;
+    Transition t{run_id_, r.step_id, event.substr(5), r.attempt, duration_ms, detail};
+    {
+      std::lock_guard lock(mu_);
+      records_[r.step_id] = std::move(r);
+    }
+    impl_.emit(t);
+    return Status();
+  }
+
+  // A recording failure means the run is no longer ours (or the disk failed): stop here.
+  static Outcome aborted(const Status& st) { return Outcome{Ending::kAborted, st.message(), {}}; }
+
+  Outcome interrupted(const Status& why, StepRecord r) {
+    if (why.code() != StatusCode::kCancelled) return aborted(why);
+    r.status = "cancelled";
+    r.error = why.message();
+    r.finished_ms = impl_.now_ms();
+    if (Status st = record(r, "step_cancelled", r.error); !st.ok()) return aborted(st);
+    return Outcome{Ending::kCancelled, why.message(), {}};
+  }
+
+  Outcome fail_now(StepRecord r, const std::string& error) {
+    r.status = "failed";
+    r.error = error;
+    r.finished_ms = impl_.now_ms();
+    if (Status st = record(r, "step_failed", error, r.finished_ms - r.started_ms); !st.ok())
+      return aborted(st);
+    return Outcome{Ending::kFailed, error, {}};
+  }
+
+  Outcome run_step(const StepDef& def, const std::string& id, const json::value* item,
+                   const Interrupt& parent) {
+    std::optional<StepRecord> rec = lookup(id);
+    if (rec && is_final_step(rec->status))
+      return Outcome{ending_of(rec->status), rec->error, rec->output};
+    if (Status st = parent.check(); !st.ok()) {
+      if (st.code() != StatusCode::kCancelled || !rec) {
+        return st.code() == StatusCode::kCancelled ? Outcome{Ending::kCancelled, st.message(), {}}
+                                                   : aborted(st);
+      }
+      return interrupted(st, *rec);
+    }
+    if (!rec && !def.when.empty()) {
+      // Decided once: after it is recorded (skipped or started) a replay never re-evaluates it.
+      auto ok = evaluate_condition(def.when, scope(item, 0));
+      StepRecord r;
+      r.step_id = id;
+      r.started_ms = impl_.now_ms();
+      if (!ok.ok()) return fail_now(r, "when: " + ok.status().message());
+      if (!*ok) {
+        r.status = "skipped";
+        r.error = "condition false: " + def.when;
+        if (Status st = record(r, "step_skipped", r.error); !st.ok()) return aborted(st);
+        return Outcome{Ending::kSkipped, r.error, {}};
+      }
+    }
+    if (def.kind == StepKind::kParallel) return run_parallel(def, id, rec, parent);
+
+    StepRecord r;
+    if (rec) r = *rec;
+    r.step_id = id;
+    for (;;) {
+      if (r.status == "retry_wait" && r.wake_ms > 0) {
+        if (Status st = impl_.sleeper->sleep_until(from_ms(r.wake_ms), parent); !st.ok())
+          return interrupted(st, r);
+      }
+      r.attempt += 1;
+      r.status = "running";
+      r.started_ms = impl_.now_ms();
+      r.finished_ms = 0;
+      auto input = render(def.input, scope(item, r.attempt));
+      if (!input.ok()) return fail_now(r, input.status().message());
+      if (def.kind == StepKind::kSleep) {
+        // The wake-up time is stored once: a restart waits only for the rest.
+        if (r.wake_ms == 0) {
+          const json::value* d =
+              input->is_object() ? input->as_object().if_contains("duration_ms") : nullptr;
+          if (!d || !d->is_number() || d->to_number<double>() < 0)
+            return fail_now(r, "sleep: duration_ms must be a number >= 0");
+          r.wake_ms = r.started_ms + static_cast<int64_t>(d->to_number<double>());
+        }
+      } else {
+        r.wake_ms = 0;
+      }
+      if (Status st = record(r, "step_started", ""); !st.ok()) return aborted(st);
+
+      MonoTime deadline =
+          def.timeout_ms > 0 ? impl_.clock->now() + Millis(def.timeout_ms) : MonoTime::max();
+      Interrupt step_interrupt(*impl_.clock, &parent, deadline, def.timeout_ms);
+      Result<json::value> result = Status::internal("not run");
+      if (def.kind == StepKind::kSleep) {
+        Status st = impl_.sleeper->sleep_until(from_ms(r.wake_ms), step_interrupt);
+        if (st.ok()) {
+          json::object o;
+          o["woke_ms"] = r.wake_ms;
+          result = json::value(std::move(o));
+        } else {
+          result = st;
+        }
+      } else if (StepExecutor* ex = impl_.executor_for(def.kind)) {
+        StepRequest req;
+        req.run_id = run_id_;
+        req.step_id = id;
+        req.kind = def.kind;
+        req.attempt = r.attempt;
+        req.input = std::move(*input);
+        req.timeout_ms = def.timeout_ms;
+        result = ex->execute(req, step_interrupt);
+      } else {
+        result = Status::unavailable(std::string("no executor for ") +
+                                     std::string(to_string(def.kind)) + " steps in this process");
+      }
+      // The run's interrupt (cancel, lost lease) wins over the step's own result.
+      if (Status st = parent.check(); !st.ok()) return interrupted(st, r);
+      int64_t now = impl_.now_ms();
+      if (result.ok()) {
+        r.status = "completed";
+        r.output = std::move(*result);
+        r.error.clear();
+        r.finished_ms = now;
+        if (Status st = record(r, "step_completed", "", now - r.started_ms); !st.ok())
+          return aborted(st);
+        return Outcome{Ending::kCompleted, "", r.output};
+      }
+      r.failures += 1;
+      r.error = result.status().message();
+      r.finished_ms = now;
+      if (r.failures >= def.retry.max_attempts) {
+        r.status = "failed";
+        if (Status st = record(r, "step_failed", r.error, now - r.started_ms); !st.ok())
+          return aborted(st);
+        return Outcome{Ending::kFailed, r.error, {}};
+      }
+      Millis wait = def.retry.backoff(r.failures, impl_.uniform());
+      r.status = "retry_wait";
+      r.wake_ms = now + wait.count();
+      if (Status st = record(r, "step_retrying",
+                             "in " + std::to_string(wait.count()) + " ms after: " + r.error,
+                             now - r.started_ms);
+          !st.ok())
+        return aborted(st);
+    }
+  }
+
+  Outcome run_parallel(const StepDef& def, const std::string& id, std::optional<StepRecord> rec,
+                       const Interrupt& parent) {
+    StepRecord r;
+    if (rec) r = *rec;
+    r.step_id = id;
+    r.attempt += 1;
+    r.status = "running";
+    r.started_ms = impl_.now_ms();
+    // The children: for_each items (re-derived from recorded data, so a replay sees the same list)
+    // or the fixed branches.
+    struct Child {
+      const StepDef* def;
+      std::string id;
+      std::string key;  // branch id
+      const json::value* item = nullptr;
+    };
+    std::vector<Child> children;
+    json::value items;
+    if (!def.for_each.empty()) {
+      auto list = render(json::value(def.for_each), scope(nullptr, r.attempt));
+      if (!list.ok()) return fail_now(r, "for_each: " + list.status().message());
+      if (!list->is_array())
+        return fail_now(r, "for_each: must yield a list, got " + json::serialize(*list));
+      items = std::move(*list);
+      const auto& arr = items.as_array();
+      for (size_t i = 0; i < arr.size(); ++i)
+        children.push_back({def.child.get(), id + "[" + std::to_string(i) + "]", "", &arr[i]});
+    } else {
+      for (const auto& b : def.branches) children.push_back({&b, id + "." + b.id, b.id, nullptr});
+    }
+    if (Status st = record(r, "step_started", std::to_string(children.size()) + " branches");
+        !st.ok())
+      return aborted(st);
+
+    std::vector<Outcome> results(children.size());
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+      for (;;) {
+        size_t i = next.fetch_add(1);
+        if (i >= children.size()) return;
+        results[i] = run_step(*children[i].def, children[i].id, children[i].item, parent);
+      }
+    };
+    size_t n = std::min<size_t>(children.size(), static_cast<size_t>(def.max_concurrency));
+    std::vector<std::thread> threads;
+    for (size_t t = 1; t < n; ++t) threads.emplace_back(worker);
+    worker();
+    // Fan-in: every branch has finished (and recorded) before the step itself is recorded.
+    for (auto& t : threads) t.join();
+
+    bool cancelled = false;
+    std::string failures;
+    int failed = 0;
+    json::array out_list;
+    json::object out_map;
+    for (size_t i = 0; i < children.size(); ++i) {
+      const Outcome& o = results[i];
+      if (o.ending == Ending::kAborted) return o;
+      if (o.ending == Ending::kCancelled) cancelled = true;
+      bool tolerated = children[i].def->on_failure == FailureAction::kContinue;
+      if (o.ending == Ending::kFailed && !tolerated) {
+        ++failed;
+        failures += (failures.empty() ? "" : "; ") + children[i].id + ": " + o.error;
+      }
+      if (children[i].key.empty())
+        out_list.push_back(o.output);
+      else
+        out_map[children[i].key] = o.output;
+    }
+    if (cancelled) {
+      if (Status st = parent.check(); !st.ok()) return interrupted(st, r);
+    }
+    r.output =
+        def.for_each.empty() ? json::value(std::move(out_map)) : json::value(std::move(out_list));
+    r.finished_ms = impl_.now_ms();
+    int64_t took = r.finished_ms - r.started_ms;
+    if (failed == 0) {
+      r.status = "completed";
+      r.error.clear();
+      if (Status st = record(r, "step_completed", "", took); !st.ok()) return aborted(st);
+      return Outcome{Ending::kCompleted, "", r.output};
+    }
+    r.status = "failed";
+    r.failures += 1;
+    r.error = std::to_string(failed) + " of " + std::to_string(children.size()) +
+              " branches failed: " + failures;
+    if (Status st = record(r, "step_failed", r.error, took); !st.ok()) return aborted(st);
+    return Outcome{Ending::kFailed, r.error, r.output};
+  }
+
+  Result<RunResult> finish(RunStatus status, const std::string& error) {
+    std::string name(to_string(status));
+    Status st = impl_.owned_tx(run_id_, [&]() -> Status {
+      auto s = impl_.stmt(
+          "UPDATE workflow_runs SET status = ?, error = ?, finished_ms = ?, owner = NULL, "
+          "lease_expires_ms = 0 WHERE id = ?");
+      if (!s.ok()) return s.status();
+      Stmt& q = **s;
+      q.bind(1, name);
+      q.bind(2, error);
+      q.bind(3, impl_.now_ms());
+      q.bind(4, run_id_);
+      if (int rc = q.run(); rc != SQLITE_OK) return sqlite_error(impl_.db.get(), rc, "finish run");
+      return impl_.add_event(run_id_, "", 0, "run_" + name, error);
+    });
+    if (!st.ok()) return st;
+    impl_.emit(Transition{run_id_, "", name, 0, 0, error});
+    return RunResult{status, error};
+  }
+
+  Engine::Impl& impl_;
+  std::string run_id_;
+  Definition def_;
+  json::value input_;
+  Interrupt run_interrupt_;
+  std::mutex mu_;
+  std::map<std::string, StepRecord> records_;
+  int64_t next_seq_ = 1;
+};
+
+}  // namespace
+
+// ---- Engine -------------------------------------------------------------------------------------
+
+Engine::Engine(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Engine::~Engine() = default;
+const std::string& Engine::owner() const {
+  return impl_->owner;
+}
+
+Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
+  auto impl = std::make_unique<Impl>();
+  impl->opt = std::move(options);
+  impl->clock = impl->opt.clock ? impl->opt.clock : &SystemClock::instance();
+  impl->sleeper =
+      impl->opt.sleeper ? impl->opt.sleeper : std::make_shared<RealSleeper>(*impl->clock);
+  if (!impl->opt.executors.exec) impl->opt.executors.exec = make_exec_executor();
+  if (impl->opt.owner.empty()) {
+    char host[256] = {0};
+    gethostname(host, sizeof host - 1);
+    impl->opt.owner = std::string(host) + ":" + std::to_string(getpid()) + ":" + random_hex(4);
+  }
+  impl->owner = impl->opt.owner;
+  impl->rng.seed(impl->opt.seed ? impl->opt.seed : std::random_device{}());
+  auto db =
+      Db::open(impl->opt.db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+  if (!db.ok()) return db.status();
+  impl->db = std::move(*db);
+  sqlite3_busy_timeout(impl->db.get(), static_cast<int>(impl->opt.busy_timeout_ms));
+  if (Status st = impl->db.exec("PRAGMA journal_mode=WAL"); !st.ok()) return st;
+  const char* sync = impl->opt.synchronous == SyncMode::kFull ? "PRAGMA synchronous=FULL"
+                                                              : "PRAGMA synchronous=NORMAL";
+  if (Status st = impl->db.exec(sync); !st.ok()) return st;
+  if (Status st = store::detail::migrate(impl->db, store::schema_version()); !st.ok()) return st;
+  return std::unique_ptr<Engine>(new Engine(std::move(impl)));
+}
+
+Result<std::string> Engine::create_run(const Definition& def, const json::value& input) {
+  if (Status st = validate_input(def, input); !st.ok()) return st;
+  std::string id = "wf_" + random_hex(8);
+  std::lock_guard lock(impl_->db_mu);
+  Db& db = impl_->db;
+  if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  auto s = impl_->stmt(
+      "INSERT INTO workflow_runs (id, name, version, definition_hash, definition, input, status, "
+      "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)");
+  Status st = s.status();
+  if (st.ok()) {
+    Stmt& q = **s;
+    std::string in = json::serialize(input);
+    int64_t now = impl_->now_ms();
+    q.bind(1, id);
+    q.bind(2, def.name);
+    q.bind(3, def.version);
+    q.bind(4, def.hash);
+    q.bind(5, def.body);
+    q.bind(6, in);
+    q.bind(7, now);
+    q.bind(8, now);
+    if (int rc = q.run(); rc != SQLITE_OK) st = sqlite_error(db.get(), rc, "insert run");
+  }
+  if (st.ok()) st = impl_->add_event(id, "", 0, "run_created", def.name + " " + def.hash);
+  if (st.ok()) st = db.exec("COMMIT");
+  if (!st.ok()) {
+    (void)db.exec("ROLLBACK");
+    return st;
+  }
+  return id;
+}
+
+Result<RunResult> Engine::run(const std::string& run_id, const Definition* given, bool force) {
+  Impl& im = *impl_;
+  std::string def_body, input_text, status_text;
+  std::vector<StepRecord> recs;
+  bool cancel_requested = false;
+  // Claim: one IMMEDIATE transaction reads the run and takes it only when nobody live owns it.
+  {
+    std::lock_guard lock(im.db_mu);
+    Db& db = im.db;
+    if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+    auto fail = [&](Status st) {
+      (void)db.exec("ROLLBACK");
+      return st;
+    };
+    Stmt q;
+    if (Status st = q.prepare(db.get(),
+                              "SELECT status, owner, lease_expires_ms, cancel_requested, "
+                              "definition_hash, definition, input FROM workflow_runs WHERE id = ?");
+        !st.ok())
+      return fail(st);
+    q.bind(1, run_id);
+    int rc = q.step();
+    if (rc != SQLITE_ROW) {
+      return fail(rc == SQLITE_DONE ? Status::not_found("no workflow run " + run_id)
+                                    : sqlite_error(db.get(), rc, "read run"));
+    }
+    status_text = q.col_text(0);
+    std::string owner = q.col_text(1);
+    int64_t lease = q.col_int(2);
+    cancel_requested = q.col_int(3) != 0;
+    std::string hash = q.col_text(4);
+    def_body = q.col_text(5);
+    input_text = q.col_text(6);
+    q.finalize();
+    auto status = parse_run_status(status_text);
+    if (status && (*status == RunStatus::kCompleted || *status == RunStatus::kFailed ||
+                   *status == RunStatus::kCancelled)) {
+      (void)db.exec("ROLLBACK");
+      Stmt e;
+      std::string err;
+      if (e.prepare(db.get(), "SELECT error FROM workflow_runs WHERE id = ?").ok()) {
+        e.bind(1, run_id);
+        if (e.step() == SQLITE_ROW) err = e.col_text(0);
+      }
+      return RunResult{*status, err};
+    }
+    int64_t now = im.now_ms();
+    if (given && given->hash != hash) {
+      if (!force)
+        return fail(Status::failed_precondition(
+            "run " + run_id + " was started with definition " + hash + ", not " + given->hash +
+            " (the definition changed; resume with --force to use the new one)"));
+      def_body = given->body;
+    }
+    Stmt u;
+    if (Status st =
+            u.prepare(db.get(),
+                      "UPDATE workflow_runs SET owner = ?, lease_expires_ms = ?, "
+                      "status = 'running', updated_ms = ?, definition = ?, "
+                      "definition_hash = ? WHERE id = ? AND status IN ('pending', "
+                      "'running') AND (owner IS NULL OR owner = ? OR lease_expires_ms < ?)");
+        !st.ok())
+      return fail(st);
+    std::string new_hash = given && force ? given->hash : hash;
+    u.bind(1, im.owner);
+    u.bind(2, now + im.opt.lease.count());
+    u.bind(3, now);
+    u.bind(4, def_body);
+    u.bind(5, new_hash);
+    u.bind(6, run_id);
+    u.bind(7, im.owner);
+    u.bind(8, now);
+    if (int rc2 = u.run(); rc2 != SQLITE_OK) return fail(sqlite_error(db.get(), rc2, "claim"));
+    if (sqlite3_changes(db.get()) != 1) {
+      return fail(Status::failed_precondition("run " + run_id + " is owned by " + owner +
+                                              " (lease until " + std::to_string(lease) + " ms)"));
+    }
+    std::string detail = owner.empty() ? "" : "previous owner " + owner;
+    if (given && force && given->hash != hash) detail += " definition replaced by " + given->hash;
+    if (Status st = im.add_event(run_id, "", 0, "run_claimed", im.owner + " " + detail); !st.ok())
+      return fail(st);
+    Stmt sq;
+    if (Status st = sq.prepare(db.get(),
+                               "SELECT step_id, seq, attempt, failures, status, output, error, "
+                               "started_ms, finished_ms, wake_ms FROM workflow_steps "
+                               "WHERE run_id = ? ORDER BY seq");
+        !st.ok())
+      return fail(st);
+    sq.bind(1, run_id);
+    while ((rc = sq.step()) == SQLITE_ROW) {
+      StepRecord r;
+      r.step_id = sq.col_text(0);
+      r.seq = sq.col_int(1);
+      r.attempt = static_cast<int>(sq.col_int(2));
+      r.failures = static_cast<int>(sq.col_int(3));
+      r.status = sq.col_text(4);
+      r.output = parse_or_null(sq.col_text(5));
+      r.error = sq.col_text(6);
+      r.started_ms = sq.col_int(7);
+      r.finished_ms = sq.col_int(8);
+      r.wake_ms = sq.col_int(9);
+      recs.push_back(std::move(r));
+    }
+    if (rc != SQLITE_DONE) return fail(sqlite_error(db.get(), rc, "read steps"));
+    sq.finalize();
+    if (Status st = db.exec("COMMIT"); !st.ok()) return fail(st);
+  }
+
+  // From here on the run is ours: any failure to parse it marks it failed, never leaves it
+  // running.
+  auto release_failed = [&](const std::string& why) -> Result<RunResult> {
+    std::lock_guard lock(im.db_mu);
+    Stmt u;
+    if (Status st = u.prepare(im.db.get(),
+                              "UPDATE workflow_runs SET status = 'failed', error = ?, "
+                              "finished_ms = ?, owner = NULL WHERE id = ? AND owner = ?");
+        !st.ok())
+      return st;
+    u.bind(1, why);
+    u.bind(2, im.now_ms());
+    u.bind(3, run_id);
+    u.bind(4, im.owner);
+    if (int rc = u.run(); rc != SQLITE_OK) return sqlite_error(im.db.get(), rc, "fail run");
+    (void)im.add_event(run_id, "", 0, "run_failed", why);
+    return RunResult{RunStatus::kFailed, why};
+  };
+  DefinitionLoad load = parse_definition(def_body, "run " + run_id);
+  if (!load.ok())
+    return release_failed("stored definition is invalid: " + load.errors.front().to_string());
+  boost::system::error_code ec;
+  json::value input = json::parse(input_text, ec);
+  if (ec) return release_failed("stored input is not JSON");
+
+  RunExecution exec(im, run_id, std::move(*load.definition), std::move(input));
+  exec.load_records(std::move(recs));
+  if (cancel_requested) exec.run_interrupt().cancel(Status::cancelled("run cancelled"));
+  im.emit(Transition{run_id, "", status_text == "pending" ? "running" : "resumed", 0, 0,
+                     exec.recorded() ? std::to_string(exec.recorded()) + " steps recorded" : ""});
+
+  // Heartbeat: extends the lease and polls for a cancel request, until the run ends.
+  std::mutex hb_mu;
+  std::condition_variable hb_cv;
+  bool hb_stop = false;
+  std::thread heartbeat([&] {
+    auto last_renew = std::chrono::steady_clock::now();
+    std::unique_lock lk(hb_mu);
+    while (!hb_cv.wait_for(lk, im.opt.poll, [&] { return hb_stop; })) {
+      lk.unlock();
+      bool renew = std::chrono::steady_clock::now() - last_renew >= im.opt.heartbeat;
+      {
+        std::lock_guard dl(im.db_mu);
+        Stmt q;
+        if (q.prepare(im.db.get(), "SELECT owner, cancel_requested FROM workflow_runs WHERE id = ?")
+                .ok()) {
+          q.bind(1, run_id);
+          if (q.step() == SQLITE_ROW) {
+            if (q.col_text(0) != im.owner)
+              exec.run_interrupt().cancel(Status::failed_precondition("lease of run lost"));
+            else if (q.col_int(1) != 0)
+              exec.run_interrupt().cancel(Status::cancelled("run cancelled"));
+          }
+        }
+        if (renew) {
+          Stmt u;
+          if (u.prepare(im.db.get(),
+                        "UPDATE workflow_runs SET lease_expires_ms = ? WHERE id = ? AND owner = ?")
+                  .ok()) {
+            u.bind(1, im.now_ms() + im.opt.lease.count());
+            u.bind(2, run_id);
+            u.bind(3, im.owner);
+            if (u.run() == SQLITE_OK && sqlite3_changes(im.db.get()) == 0)
+              exec.run_interrupt().cancel(Status::failed_precondition("lease of run lost"));
+          }
+          last_renew = std::chrono::steady_clock::now();
+        }
+      }
+      lk.lock();
+    }
+  });
+  Result<RunResult> result = exec.execute();
+  {
+    std::lock_guard lk(hb_mu);
+    hb_stop = true;
+  }
+  hb_cv.notify_all();
+  heartbeat.join();
+  return result;
+}
+
+Status Engine::request_cancel(const std::string& run_id) {
+  std::lock_guard lock(impl_->db_mu);
+  Db& db = impl_->db;
+  if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  auto fail = [&](Status st) {
+    (void)db.exec("ROLLBACK");
+    return st;
+  };
+  Stmt q;
+  if (Status st = q.prepare(
+          db.get(), "SELECT status, owner, lease_expires_ms FROM workflow_runs WHERE id = ?");
+      !st.ok())
+    return fail(st);
+  q.bind(1, run_id);
+  if (q.step() != SQLITE_ROW) return fail(Status::not_found("no workflow run " + run_id));
+  std::string status = q.col_text(0);
+  bool owned = sqlite3_column_type(q.get(), 1) != SQLITE_NULL && q.col_int(2) >= impl_->now_ms();
+  q.finalize();
+  if (status != "pending" && status != "running")
+    return fail(Status::failed_precondition("run " + run_id + " is already " + status));
+  Stmt u;
+  // Nobody executes it: cancel it now. Otherwise its executor sees the flag and stops.
+  const char* sql =
+      owned ? "UPDATE workflow_runs SET cancel_requested = 1, updated_ms = ? WHERE id = ?"
+            : "UPDATE workflow_runs SET cancel_requested = 1, updated_ms = ?, "
+              "status = 'cancelled', error = 'cancelled', finished_ms = updated_ms, "
+              "owner = NULL WHERE id = ?";
+  if (Status st = u.prepare(db.get(), sql); !st.ok()) return fail(st);
+  u.bind(1, impl_->now_ms());
+  u.bind(2, run_id);
+  if (int rc = u.run(); rc != SQLITE_OK) return fail(sqlite_error(db.get(), rc, "cancel"));
+  if (Status st = impl_->add_event(run_id, "", 0, owned ? "cancel_requested" : "run_cancelled", "");
+      !st.ok())
+    return fail(st);
+  if (Status st = db.exec("COMMIT"); !st.ok()) return fail(st);
+  return Status();
+}
+
+Result<std::vector<std::string>> Engine::interrupted_runs() {
+  std::lock_guard lock(impl_->db_mu);
+  Stmt q;
+  if (Status st = q.prepare(impl_->db.get(),
+                            "SELECT id FROM workflow_runs WHERE status IN ('pending', 'running') "
+                            "AND (owner IS NULL OR lease_expires_ms < ?) ORDER BY created_ms");
+      !st.ok())
+    return st;
+  q.bind(1, impl_->now_ms());
+  std::vector<std::string> ids;
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) ids.push_back(q.col_text(0));
+  if (rc != SQLITE_DONE) return sqlite_error(impl_->db.get(), rc, "list interrupted runs");
+  return ids;
+}
+
+namespace {
+constexpr const char* kRunColumns =
+    "id, name, version, status, owner, cancel_requested, created_ms, updated_ms, "
+    "finished_ms, error";
+RunSummary read_summary(const Stmt& q) {
+  RunSummary s;
+  s.id = q.col_text(0);
+  s.name = q.col_text(1);
+  s.version = q.col_int(2);
+  s.status = parse_run_status(q.col_text(3)).value_or(RunStatus::kFailed);
+  s.owner = q.col_text(4);
+  s.cancel_requested = q.col_int(5) != 0;
+  s.created_ms = q.col_int(6);
+  s.updated_ms = q.col_int(7);
+  s.finished_ms = q.col_int(8);
+  s.error = q.col_text(9);
+  return s;
+}
+}  // namespace
+
+Result<std::vector<RunSummary>> Engine::list_runs(int limit) {
+  std::lock_guard lock(impl_->db_mu);
+  Stmt q;
+  std::string sql = std::string("SELECT ") + kRunColumns +
+                    " FROM workflow_runs ORDER BY created_ms DESC, id LIMIT ?";
+  if (Status st = q.prepare(impl_->db.get(), sql.c_str()); !st.ok()) return st;
+  q.bind(1, limit);
+  std::vector<RunSummary> out;
+  int rc;
+  while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_summary(q));
+  if (rc != SQLITE_DONE) return sqlite_error(impl_->db.get(), rc, "list runs");
+  return out;
+}
+
+Result<RunDetail> Engine::get_run(const std::string& run_id) {
+  std::lock_guard lock(impl_->db_mu);
+  RunDetail d;
+  {
+    Stmt q;
+    std::string sql = std::string("SELECT ") + kRunColumns +
+                      ", definition_hash, definition, input FROM workflow_runs WHERE id = ?";
+    if (Status st = q.prepare(impl_->db.get(), sql.c_str()); !st.ok()) return st;
+    q.bind(1, run_id);
+    if (q.step() != SQLITE_ROW) return Status::not_found("no workflow run " + run_id);
+    d.run = read_summary(q);
+    d.definition_hash = q.col_text(10);
+    d.definition = q.col_text(11);
+    d.input = parse_or_null(q.col_text(12));
+  }
+  Stmt sq;
+  if (Status st = sq.prepare(impl_->db.get(),
+                             "SELECT step_id, seq, attempt, failures, status, output, error, "
+                             "started_ms, finished_ms, wake_ms FROM workflow_steps "
+                             "WHERE run_id = ? ORDER BY seq");
+      !st.ok())
+    return st;
+  sq.bind(1, run_id);
+  int rc;
+  while ((rc = sq.step()) == SQLITE_ROW) {
+    StepRecord r;
+    r.step_id = sq.col_text(0);
+    r.seq = sq.col_int(1);
+    r.attempt = static_cast<int>(sq.col_int(2));
+    r.failures = static_cast<int>(sq.col_int(3));
+    r.status = sq.col_text(4);
+    r.output = parse_or_null(sq.col_text(5));
+    r.error = sq.col_text(6);
+    r.started_ms = sq.col_int(7);
+    r.finished_ms = sq.col_int(8);
+    r.wake_ms = sq.col_int(9);
+    d.steps.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return sqlite_error(impl_->db.get(), rc, "read steps");
+  return d;
+}
+
+// ---- Formatting ---------------------------------------------------------------------------------
+
+namespace {
+json::object summary_json(const RunSummary& r) {
+  json::object o;
+  o["id"] = r.id;
+  o["name"] = r.name;
+  o["version"] = r.version;
+  o["status"] = std::string(to_string(r.status));
+  if (!r.owner.empty()) o["owner"] = r.owner;
+  if (r.cancel_requested) o["cancel_requested"] = true;
+  o["created_ms"] = r.created_ms;
+  o["updated_ms"] = r.updated_ms;
+  if (r.finished_ms) o["finished_ms"] = r.finished_ms;
+  if (!r.error.empty()) o["error"] = r.error;
+  return o;
+}
+
+std::string pad(std::string s, size_t w) {
+  if (s.size() < w) s.append(w - s.size(), ' ');
+  return s;
+}
+}  // namespace
+
+std::string format_runs(const std::vector<RunSummary>& runs, bool as_json) {
+  if (as_json) {
+    json::array a;
+    for (const auto& r : runs) a.push_back(summary_json(r));
+    return json::serialize(a) + "\n";
+  }
+  std::string out = pad("ID", 20) + pad("NAME", 24) + pad("STATUS", 11) + "ERROR\n";
+  for (const auto& r : runs)
+    out += pad(r.id, 20) + pad(r.name, 24) + pad(std::string(to_string(r.status)), 11) +
+           r.error.substr(0, 80) + "\n";
+  return out;
+}
+
+std::string format_run(const RunDetail& d, bool as_json) {
+  if (as_json) {
+    json::object o = summary_json(d.run);
+    o["definition_hash"] = d.definition_hash;
+    o["input"] = d.input;
+    json::array steps;
+    for (const auto& s : d.steps) {
+      json::object so;
+      so["id"] = s.step_id;
+      so["status"] = s.status;
+      so["attempt"] = s.attempt;
+      so["failures"] = s.failures;
+      so["started_ms"] = s.started_ms;
+      if (s.finished_ms) {
+        so["finished_ms"] = s.finished_ms;
+        so["duration_ms"] = s.finished_ms - s.started_ms;
+      }
+      if (s.wake_ms) so["wake_ms"] = s.wake_ms;
+      so["output"] = s.output;
+      if (!s.error.empty()) so["error"] = s.error;
+      steps.push_back(std::move(so));
+    }
+    o["steps"] = std::move(steps);
+    return json::serialize(o) + "\n";
+  }
+  std::string out = "run " + d.run.id + " (" + d.run.name + " v" + std::to_string(d.run.version) +
+                    "): " + std::string(to_string(d.run.status));
+  if (!d.run.error.empty()) out += ": " + d.run.error;
+  out += "\n" + pad("STEP", 24) + pad("STATUS", 12) + pad("ATTEMPT", 9) + pad("MS", 9) + "ERROR\n";
+  for (const auto& s : d.steps) {
+    std::string ms = s.finished_ms ? std::to_string(s.finished_ms - s.started_ms) : "-";
+    out += pad(s.step_id, 24) + pad(s.status, 12) + pad(std::to_string(s.attempt), 9) + pad(ms, 9) +
+           s.error.substr(0, 120) + "\n";
+  }
+  return out;
+}
+
+}  // namespace switchboard::workflow

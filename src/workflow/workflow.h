@@ -1,0 +1,378 @@
+// Durable workflows (DESIGN.md "Workflows", invariant 8; issue 9).
+//
+// A workflow is a list of steps (exec | http | llm | parallel | sleep) read from YAML or JSON.
+// `Engine` runs it on SQLite (the same file as the store, its own connection): every step
+// transition commits the step's status, attempt and output together with an audit event in ONE
+// transaction, so after a crash `resume` replays the recorded results and executes only what is
+// not recorded as finished:
+//   - a step recorded completed (or failed, or skipped) is never executed again;
+//   - a step found `running` is executed again with the next attempt number (at-least-once); the
+//     attempt is visible to the step as `${attempt}` and, for exec, as $SWITCHBOARD_ATTEMPT, so
+//     the step can use it (with the run and step ids) as an idempotency key;
+//   - a sleep or a retry backoff stores its wake-up wall time, so a restart waits the rest only.
+// Control flow is a pure function of the recorded results: `goto` only jumps forward, so a
+// replay always walks the same path and a step runs to completion at most once.
+//
+// Ownership: a run is claimed atomically (owner id plus a lease that a heartbeat extends); every
+// transaction re-checks the owner, so an executor that lost its lease can never write again and
+// two executors never run one workflow. An executor that restarts with the same owner id takes
+// its runs back at once; any other waits for the lease to expire.
+//
+// Cancellation and timeouts share one mechanism (`Interrupt`): a step's interrupt fires at its
+// deadline or when the run is cancelled (`request_cancel`, polled from the database by the
+// executing process); an exec step's whole process group is then killed.
+//
+// Step executors sit behind `StepExecutor` so that tests inject fakes and so that this library
+// stays free of HTTP: `http` and `llm` steps go through `HttpCaller` / `LlmCaller`, implemented
+// by the CLI and gateway. Time comes from an injected `Clock`, waits from a `Sleeper`
+// (`FakeSleeper` advances a ManualClock instead of sleeping).
+//
+// Thread-safety: `Engine` methods may be called from any thread; one `Engine` may run several
+// runs at once. Executors and callers must be thread-safe (parallel children call them from
+// several threads). Definitions are immutable values.
+#pragma once
+
+#include <atomic>
+#include <boost/json/value.hpp>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/status.h"
+
+namespace switchboard::workflow {
+
+namespace json = boost::json;
+
+// ---- Definitions ------------------------------------------------------------------------------
+
+enum class StepKind { kExec, kHttp, kLlm, kParallel, kSleep };
+std::string_view to_string(StepKind k);
+
+enum class FailureAction { kFail, kContinue, kGoto };
+
+struct RetryPolicy {
+  int max_attempts = 1;  // 1 = no retry
+  int64_t initial_ms = 1000;
+  double multiplier = 2.0;
+  int64_t max_ms = 60000;
+  double jitter = 0.0;  // fraction of the backoff added on top, uniformly in [0, jitter]
+  // The wait before attempt `failures + 1` after `failures` failed attempts, given a uniform
+  // random number u in [0, 1): min(max_ms, initial_ms * multiplier^(failures-1)) * (1 + jitter*u).
+  Millis backoff(int failures, double u) const;
+};
+
+struct StepDef {
+  std::string id;
+  StepKind kind = StepKind::kExec;
+  json::value input;  // templates rendered at each attempt
+  RetryPolicy retry;
+  int64_t timeout_ms = 0;  // 0 = none
+  std::string when;        // "" = always
+  FailureAction on_failure = FailureAction::kFail;
+  std::string goto_step;  // for kGoto
+  // kParallel: exactly one of for_each (+ child) or branches.
+  std::string for_each;
+  std::shared_ptr<const StepDef> child;
+  std::vector<StepDef> branches;
+  int max_concurrency = 4;
+};
+
+struct InputField {
+  std::string name;
+  std::string type;  // string | number | integer | boolean | array | object | "" (any)
+  bool required = false;
+};
+
+struct Definition {
+  std::string name;
+  int64_t version = 1;
+  std::vector<InputField> input_schema;
+  std::vector<StepDef> steps;
+  std::string body;  // the source text, stored with each run
+  std::string hash;  // "sha256:<hex>" of body
+  const StepDef* find_step(const std::string& id) const;
+};
+
+struct DefinitionLoad {
+  std::optional<Definition> definition;
+  std::vector<ConfigError> errors;  // "file:line:col: steps[2].retry.max_ms: must be >= 0"
+  bool ok() const { return errors.empty() && definition.has_value(); }
+};
+
+// Parses and validates a definition (YAML or JSON), reporting every error it finds.
+DefinitionLoad parse_definition(const std::string& text, const std::string& source_name);
+DefinitionLoad load_definition_file(const std::string& path);
+
+// Checks `input` against the definition's schema (required keys and types); every problem.
+Status validate_input(const Definition& def, const json::value& input);
+
+// ---- Templates ----------------------------------------------------------------------------------
+
+// What `${...}` can refer to. `step` returns the recorded view of a finished step.
+struct StepView {
+  std::string status;  // completed | failed | skipped | cancelled | running | ...
+  json::value output;
+  std::string error;
+  int attempt = 0;
+};
+struct TemplateScope {
+  const json::value* input = nullptr;
+  std::function<std::optional<StepView>(const std::string& id)> step;
+  const json::value* item = nullptr;  // inside a for_each child
+  int attempt = 0;
+  std::string run_id;
+};
+
+// Renders every string in `v`: a string that is exactly one `${expr}` becomes the referenced
+// value with its JSON type; other strings get each reference substituted as text (strings raw,
+// other values as JSON). `$${` is a literal `${`. Unknown references are errors.
+Result<json::value> render(const json::value& v, const TemplateScope& scope);
+// `when`: `A == B`, `A != B` or `A` (truthiness: null, false, 0, "", [] and {} are false), where
+// A and B are templates or literals ("str", 'str', numbers, true, false, null, bare words).
+// Missing references are null here, not errors.
+Result<bool> evaluate_condition(const std::string& cond, const TemplateScope& scope);
+
+// ---- Interruption and time ----------------------------------------------------------------------
+
+// A cancellation signal with an optional deadline, chained to a parent (a step's interrupt to its
+// run's). `check()` is ok until the interrupt (or a parent) is cancelled or its deadline passes.
+// Thread-safety: all methods from any thread; the parent must outlive the child.
+class Interrupt {
+ public:
+  explicit Interrupt(const Clock& clock, const Interrupt* parent = nullptr,
+                     MonoTime deadline = MonoTime::max(), int64_t timeout_ms = 0);
+  // The first reason wins.
+  void cancel(Status reason);
+  Status check() const;
+  bool interrupted() const { return !check().ok(); }
+  const Clock& clock() const { return clock_; }
+
+ private:
+  const Clock& clock_;
+  const Interrupt* parent_;
+  MonoTime deadline_;
+  int64_t timeout_ms_;
+  std::atomic<bool> cancelled_{false};
+  mutable std::mutex mu_;
+  Status reason_;
+};
+
+// Waits until a wall time unless interrupted. Returns ok when the time came, else the
+// interrupt's status. Thread-safety: from any thread.
+class Sleeper {
+ public:
+  virtual ~Sleeper() = default;
+  virtual Status sleep_until(WallTime t, const Interrupt& interrupt) = 0;
+};
+
+// Real waits in short slices (so an interrupt is seen within `slice`).
+class RealSleeper final : public Sleeper {
+ public:
+  explicit RealSleeper(const Clock& clock, Millis slice = Millis(20))
+      : clock_(clock), slice_(slice) {}
+  Status sleep_until(WallTime t, const Interrupt& interrupt) override;
+
+ private:
+  const Clock& clock_;
+  Millis slice_;
+};
+
+// For tests: records each requested wait and advances the ManualClock instead of sleeping.
+class FakeSleeper final : public Sleeper {
+ public:
+  explicit FakeSleeper(ManualClock& clock) : clock_(clock) {}
+  Status sleep_until(WallTime t, const Interrupt& interrupt) override;
+  std::vector<Millis> waits() const;
+
+ private:
+  ManualClock& clock_;
+  mutable std::mutex mu_;
+  std::vector<Millis> waits_;
+};
+
+// ---- Step executors ----------------------------------------------------------------------------
+
+struct StepRequest {
+  std::string run_id;
+  std::string step_id;  // "reviews[3]" for a parallel child
+  StepKind kind = StepKind::kExec;
+  int attempt = 1;
+  json::value input;  // rendered
+  int64_t timeout_ms = 0;
+};
+
+// Runs one attempt of one step. The output is stored as the step's output; a non-ok Status
+// fails the attempt (retried per the step's policy). Must return promptly once `interrupt`
+// fires, with its status. Thread-safety: called concurrently from several threads.
+class StepExecutor {
+ public:
+  virtual ~StepExecutor() = default;
+  virtual Result<json::value> execute(const StepRequest& request, const Interrupt& interrupt) = 0;
+};
+
+// exec: input {argv: [...], env: {...}, cwd: "...", max_output_bytes: N}. Fork/exec in its own
+// process group (killed with SIGKILL on timeout, cancellation, or when the main process exits,
+// stragglers included); the child also dies if this process dies. Output {exit_code, stdout,
+// stderr[, truncated]}; a non-zero exit fails the attempt. Env adds SWITCHBOARD_RUN_ID,
+// SWITCHBOARD_STEP_ID and SWITCHBOARD_ATTEMPT.
+std::shared_ptr<StepExecutor> make_exec_executor();
+
+struct HttpCall {
+  std::string method = "GET";
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  int64_t timeout_ms = 0;  // 0 = none
+};
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+// A blocking HTTP client (implemented outside this library).
+class HttpCaller {
+ public:
+  virtual ~HttpCaller() = default;
+  virtual Result<HttpReply> call(const HttpCall& call, const Interrupt& interrupt) = 0;
+};
+
+// http: input {method, url, headers: {...}, body (string or JSON), ok_status: [..]}. Output
+// {status, body (parsed JSON when it parses, else text)}. Status >= 400 fails the attempt.
+std::shared_ptr<StepExecutor> make_http_executor(std::shared_ptr<HttpCaller> caller);
+
+// An OpenAI-style chat completion through the gateway: `body` is the request JSON, `headers`
+// the routing hints (x-switchboard-complexity, x-switchboard-category).
+class LlmCaller {
+ public:
+  virtual ~LlmCaller() = default;
+  virtual Result<HttpReply> complete(
+      const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
+      int64_t timeout_ms, const Interrupt& interrupt) = 0;
+};
+// llm: input {route | model, messages, complexity, category, max_tokens, temperature}. Output
+// {content, model, finish_reason, usage}.
+std::shared_ptr<StepExecutor> make_llm_executor(std::shared_ptr<LlmCaller> caller);
+
+struct Executors {
+  std::shared_ptr<StepExecutor> exec;  // nullptr = make_exec_executor()
+  std::shared_ptr<StepExecutor> http;  // nullptr = http steps fail ("no HTTP client")
+  std::shared_ptr<StepExecutor> llm;   // nullptr = llm steps fail
+};
+
+// ---- Runs ---------------------------------------------------------------------------------------
+
+enum class RunStatus { kPending, kRunning, kCompleted, kFailed, kCancelled };
+std::string_view to_string(RunStatus s);
+std::optional<RunStatus> parse_run_status(std::string_view s);
+
+// One line of progress (the CLI prints these).
+struct Transition {
+  std::string run_id;
+  std::string step_id;  // "" for run-level transitions
+  std::string status;   // started | completed | failed | retrying | skipped | cancelled | ...
+  int attempt = 0;
+  int64_t duration_ms = 0;
+  std::string detail;
+  std::string to_line() const;  // "step build completed (attempt 1, 12 ms)"
+};
+
+struct StepRecord {
+  std::string step_id;
+  int64_t seq = 0;  // order of first start
+  int attempt = 0;
+  int failures = 0;
+  std::string status;
+  json::value output;
+  std::string error;
+  int64_t started_ms = 0;
+  int64_t finished_ms = 0;
+  int64_t wake_ms = 0;  // sleep / retry wake-up wall time, 0 = none
+};
+
+struct RunSummary {
+  std::string id;
+  std::string name;
+  int64_t version = 0;
+  RunStatus status = RunStatus::kPending;
+  std::string owner;
+  bool cancel_requested = false;
+  int64_t created_ms = 0;
+  int64_t updated_ms = 0;
+  int64_t finished_ms = 0;
+  std::string error;
+};
+
+struct RunDetail {
+  RunSummary run;
+  std::string definition_hash;
+  std::string definition;
+  json::value input;
+  std::vector<StepRecord> steps;  // in start order
+};
+
+struct RunResult {
+  RunStatus status = RunStatus::kFailed;
+  std::string error;
+};
+
+struct EngineOptions {
+  std::string db_path;
+  const Clock* clock = nullptr;      // nullptr = SystemClock
+  std::shared_ptr<Sleeper> sleeper;  // nullptr = RealSleeper on clock
+  Executors executors;
+  std::string owner;  // "" = "<host>:<pid>:<random>"
+  Millis lease{30000};
+  Millis heartbeat{5000};  // lease renewal period (real time)
+  Millis poll{100};        // cancel-request polling period (real time)
+  SyncMode synchronous = SyncMode::kNormal;
+  int64_t busy_timeout_ms = 5000;
+  uint64_t seed = 0;  // jitter randomness; 0 = random
+  // Called for every transition, serialized (never two at once), from executing threads.
+  std::function<void(const Transition&)> on_transition;
+};
+
+class Engine {
+ public:
+  // Opens (creating and migrating when needed) the database.
+  static Result<std::unique_ptr<Engine>> open(EngineOptions options);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  // Validates the input and records a new pending run; returns its id. Executes nothing.
+  Result<std::string> create_run(const Definition& def, const json::value& input);
+  // Claims the run and executes it to the end (completed, failed or cancelled). `def`, when
+  // given, must have the stored definition's hash unless `force` (then it replaces it); when
+  // null the stored definition is used. Fails without executing when another live owner holds
+  // the run (FailedPrecondition) or it is already finished (returns its final status).
+  Result<RunResult> run(const std::string& run_id, const Definition* def = nullptr,
+                        bool force = false);
+  // Marks the run cancel-requested; an unowned (or lease-expired) run is cancelled at once.
+  Status request_cancel(const std::string& run_id);
+  // Ids of runs left pending or running whose lease has expired (for recovery at start).
+  Result<std::vector<std::string>> interrupted_runs();
+
+  Result<std::vector<RunSummary>> list_runs(int limit = 100);
+  Result<RunDetail> get_run(const std::string& run_id);
+  const std::string& owner() const;
+
+  struct Impl;  // opaque; public only so that the implementation's helpers can name it
+
+ private:
+  explicit Engine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// `workflow list` / `workflow show` output: aligned text, or JSON when `as_json`.
+std::string format_runs(const std::vector<RunSummary>& runs, bool as_json);
+std::string format_run(const RunDetail& run, bool as_json);
+
+}  // namespace switchboard::workflow
