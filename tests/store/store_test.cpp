@@ -271,15 +271,18 @@ TEST(StoreTest, MigrationUpgradesOldDatabaseOnceAndReopenChangesNothing) {
   TempDir dir;
   const std::string path = dir.file("old.db");
   {
-    // A version-1 database, as the first release would have left it, with one outcome.
+    // A version-1 database, as the first release would have left it, with one recent outcome
+    // (recent, so that retention pruning, which may run at open, keeps it).
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
     ASSERT_EQ(sqlite3_exec(db, schema_migrations().at(0).sql, nullptr, nullptr, nullptr),
               SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db,
-                           "PRAGMA user_version = 1; INSERT INTO outcomes (id, ts_ms, request_id, "
-                           "model, status_class) VALUES (41, 1, 'r', 'legacy', 'ok');",
-                           nullptr, nullptr, nullptr),
+    ASSERT_EQ(sqlite3_exec(
+                  db,
+                  "PRAGMA user_version = 1; INSERT INTO outcomes (id, ts_ms, request_id, "
+                  "model, status_class) VALUES (41, CAST(strftime('%s','now') AS INTEGER) * 1000, "
+                  "'r', 'legacy', 'ok');",
+                  nullptr, nullptr, nullptr),
               SQLITE_OK);
     sqlite3_close(db);
   }
