@@ -759,5 +759,82 @@ TEST_F(GatewayTest, ConcurrentRequestsNeverExceedKeyConcurrency) {
   EXPECT_EQ(key_in_flight("pa#2"), 0);
 }
 
+// ---- HTTP details real clients depend on ------------------------------------------------------
+
+TEST_F(GatewayTest, ExpectContinueIsAnsweredBeforeTheBody) {
+  auto& a = add_mock();
+  start_gateway("server: { max_body_bytes: 4096 }\nproviders:\n" + provider("pa", a) +
+                "models:\n  ma: { provider: pa }\n");
+  const std::string body = chat_body("ma");
+  auto head = [](size_t length) {
+    return "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+           "Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: " +
+           std::to_string(length) + "\r\n\r\n";
+  };
+  {
+    // Headers only: the gateway must invite the body (curl would otherwise stall a second).
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, head(body.size())));
+    std::string got;
+    char buf[1024];
+    while (got.find("\r\n\r\n") == std::string::npos) {
+      ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+      ASSERT_GT(n, 0) << "no 100 Continue before the body was sent";
+      got.append(buf, size_t(n));
+    }
+    EXPECT_EQ(got.rfind("HTTP/1.1 100 Continue\r\n\r\n", 0), 0u) << got;
+    ASSERT_TRUE(send_all(fd, body));
+    got += read_to_eof(fd);
+    ::close(fd);
+    auto r = parse_response(got.substr(got.find("\r\n\r\n") + 4));
+    EXPECT_EQ(r.status, 200) << got;
+  }
+  {
+    // An oversized body is refused at once, without inviting it.
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, head(100000)));
+    auto r = parse_response(read_to_eof(fd));
+    ::close(fd);
+    EXPECT_EQ(r.status, 413) << r.raw;
+    EXPECT_TRUE(is_openai_error(r.body));
+  }
+  EXPECT_EQ(a.stats().requests, 1u);
+}
+
+TEST_F(GatewayTest, TruncatedNonStreamAnswerFailsOver) {
+  // The upstream promises 500 bytes and closes after a few: never relayed as an answer.
+  FakeUpstream fake(
+      "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+      "{\"id\":\"x\",\"choices\":[");
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  auto r = chat(chat_body("r"));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "1");
+  EXPECT_NE(r.body.find("answer from up-b"), std::string::npos) << r.body;
+  EXPECT_EQ(fake.requests(), 1);
+}
+
+TEST_F(GatewayTest, WrongMethodAndBadRoutingHeaders) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a, "[sk-admin-visible-secret]") +
+                "models:\n  ma: { provider: pa }\n");
+  auto g = get(port_, "/v1/chat/completions");
+  EXPECT_EQ(g.status, 405) << g.body;
+  EXPECT_TRUE(is_openai_error(g.body));
+  auto h = chat(chat_body("ma"), {{"x-switchboard-complexity", "extreme"}});
+  EXPECT_EQ(h.status, 400) << h.body;
+  EXPECT_NE(error_message(h.body).find("x-switchboard-complexity"), std::string::npos) << h.body;
+  EXPECT_EQ(a.stats().requests, 0u);
+  // The admin API shows key ids and fingerprints, never the secret.
+  auto keys = get(port_, "/admin/keys");
+  ASSERT_EQ(keys.status, 200);
+  EXPECT_NE(keys.body.find("pa#1"), std::string::npos);
+  EXPECT_EQ(keys.body.find("sk-admin-visible-secret"), std::string::npos) << keys.body;
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
