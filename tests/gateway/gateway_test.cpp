@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -834,6 +836,183 @@ TEST_F(GatewayTest, WrongMethodAndBadRoutingHeaders) {
   ASSERT_EQ(keys.status, 200);
   EXPECT_NE(keys.body.find("pa#1"), std::string::npos);
   EXPECT_EQ(keys.body.find("sk-admin-visible-secret"), std::string::npos) << keys.body;
+}
+
+// ---- Anthropic translation through the gateway (recorded Messages API answers) -----------------
+
+std::string read_fixture(const std::string& name) {
+  std::ifstream in(std::string(UPSTREAM_FIXTURES) + "/" + name, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string anthropic_config(const FakeUpstream& fake, const MockProvider& b) {
+  return "providers:\n"
+         "  ant:\n    kind: anthropic\n    base_url: http://127.0.0.1:" +
+         std::to_string(fake.port()) + "/v1\n    keys: [sk-ant-test-1]\n" +
+         provider("pb", b, "[sk-test-b-1]") +
+         "models:\n"
+         "  claude: { provider: ant, upstream: claude-sonnet-4-20250514 }\n"
+         "  mb: { provider: pb, upstream: up-b }\n"
+         "routes:\n"
+         "  r: { strategy: ordered, layers: [[claude], [mb]] }\n";
+}
+
+const char* kToolRequest =
+    R"({"model":"claude","max_tokens":300,"messages":[)"
+    R"({"role":"system","content":"Be brief."},)"
+    R"({"role":"user","content":"Weather in Paris?"}],)"
+    R"("tools":[{"type":"function","function":{"name":"get_weather","parameters":)"
+    R"({"type":"object","properties":{"city":{"type":"string"}}}}}])";
+
+TEST_F(GatewayTest, AnthropicNonStreamIsTranslatedBothWays) {
+  std::string json = read_fixture("anthropic_response_tool_use.json");
+  ASSERT_FALSE(json.empty());
+  FakeUpstream fake("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                    std::to_string(json.size()) + "\r\n\r\n" + json);
+  auto& b = add_mock();
+  start_gateway(anthropic_config(fake, b));
+  auto r = chat(std::string(kToolRequest) + "}");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "ant");
+  EXPECT_EQ(r.header("x-switchboard-key"), "ant#1");
+
+  // What went upstream: the Messages API, the key in x-api-key, the system prompt lifted out.
+  const std::string up = fake.last_request();
+  EXPECT_EQ(up.rfind("POST /v1/messages ", 0), 0u) << up;
+  EXPECT_NE(lower(up).find("x-api-key: sk-ant-test-1"), std::string::npos) << up;
+  EXPECT_NE(lower(up).find("anthropic-version:"), std::string::npos) << up;
+  auto body = parse_json(up.substr(up.find("\r\n\r\n") + 4));
+  ASSERT_TRUE(body.is_object()) << up;
+  const auto& bo = body.as_object();
+  EXPECT_EQ(bo.at("model").as_string(), "claude-sonnet-4-20250514");
+  EXPECT_EQ(bo.at("max_tokens").to_number<int64_t>(), 300);
+  ASSERT_TRUE(bo.contains("system")) << up;
+  EXPECT_NE(boost::json::serialize(bo.at("system")).find("Be brief."), std::string::npos);
+  for (const auto& m : bo.at("messages").as_array())
+    EXPECT_NE(m.as_object().at("role").as_string(), "system") << up;
+  EXPECT_EQ(bo.at("tools").as_array().at(0).as_object().at("name").as_string(), "get_weather");
+
+  // What came back: OpenAI's shape.
+  auto v = parse_json(r.body);
+  ASSERT_TRUE(v.is_object()) << r.body;
+  const auto& o = v.as_object();
+  EXPECT_EQ(o.at("object").as_string(), "chat.completion");
+  EXPECT_EQ(o.at("model").as_string(), "claude");
+  const auto& choice = o.at("choices").as_array().at(0).as_object();
+  EXPECT_EQ(choice.at("finish_reason").as_string(), "tool_calls");
+  const auto& msg = choice.at("message").as_object();
+  EXPECT_EQ(msg.at("content").as_string(), "I'll check the weather in Paris for you.");
+  const auto& call = msg.at("tool_calls").as_array().at(0).as_object();
+  EXPECT_EQ(call.at("id").as_string(), "toolu_01A09q90qw90lq917835lq9");
+  EXPECT_EQ(call.at("function").as_object().at("name").as_string(), "get_weather");
+  auto args = parse_json(std::string(call.at("function").as_object().at("arguments").as_string()));
+  EXPECT_EQ(args.as_object().at("city").as_string(), "Paris");
+  const auto& usage = o.at("usage").as_object();
+  EXPECT_EQ(usage.at("prompt_tokens").to_number<int64_t>(), 600);
+  EXPECT_EQ(usage.at("completion_tokens").to_number<int64_t>(), 91);
+  EXPECT_EQ(b.stats().requests, 0u);
+}
+
+TEST_F(GatewayTest, AnthropicStreamIsTranslatedToOpenAIChunks) {
+  std::string sse = read_fixture("anthropic_stream.sse");
+  ASSERT_FALSE(sse.empty());
+  std::string resp =
+      "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // Several chunks, split at arbitrary points (not at event boundaries).
+  for (size_t pos = 0; pos < sse.size(); pos += 97) {
+    std::string part = sse.substr(pos, 97);
+    char size[24];
+    std::snprintf(size, sizeof(size), "%zx\r\n", part.size());
+    resp += size + part + "\r\n";
+  }
+  resp += "0\r\n\r\n";
+  FakeUpstream fake(resp);
+  auto& b = add_mock();
+  start_gateway(anthropic_config(fake, b));
+  auto r = chat(std::string(kToolRequest) +
+                R"(,"stream":true,"stream_options":{"include_usage":true}})");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "ant");
+  auto events = r.sse_data();
+  ASSERT_FALSE(events.empty());
+  EXPECT_EQ(events.back(), "[DONE]");
+  EXPECT_EQ(stream_text(r), "Okay, let's check the \"weather\"\nfor Paris.");
+  std::string finish, tool_names, tool_args;
+  bool usage_seen = false;
+  for (const auto& e : events) {
+    auto v = parse_json(e);
+    if (!v.is_object()) continue;
+    const auto& o = v.as_object();
+    EXPECT_EQ(o.at("object").as_string(), "chat.completion.chunk") << e;
+    if (auto* u = o.if_contains("usage"); u && u->is_object()) {
+      usage_seen = true;
+      EXPECT_EQ(u->as_object().at("completion_tokens").to_number<int64_t>(), 89) << e;
+    }
+    for (const auto& c : o.at("choices").as_array()) {
+      const auto& co = c.as_object();
+      if (auto* f = co.if_contains("finish_reason"); f && f->is_string())
+        finish = std::string(f->as_string());
+      auto* d = co.if_contains("delta");
+      if (!d || !d->is_object()) continue;
+      auto* tc = d->as_object().if_contains("tool_calls");
+      if (!tc || !tc->is_array()) continue;
+      for (const auto& t : tc->as_array()) {
+        auto* fn = t.as_object().if_contains("function");
+        if (!fn || !fn->is_object()) continue;
+        if (auto* n = fn->as_object().if_contains("name"); n && n->is_string())
+          tool_names += std::string(n->as_string()) + ",";
+        if (auto* a = fn->as_object().if_contains("arguments"); a && a->is_string())
+          tool_args += a->as_string();
+      }
+    }
+  }
+  EXPECT_EQ(finish, "tool_calls");
+  EXPECT_EQ(tool_names, "get_weather,get_time,");
+  EXPECT_NE(tool_args.find("{\"city\": \"Paris\"}"), std::string::npos) << tool_args;
+  EXPECT_TRUE(usage_seen);
+  const std::string up = fake.last_request();
+  auto body = parse_json(up.substr(up.find("\r\n\r\n") + 4));
+  ASSERT_TRUE(body.is_object()) << up;
+  EXPECT_TRUE(body.as_object().at("stream").as_bool());
+}
+
+TEST_F(GatewayTest, AnthropicOverloadedFailsOverAndClientErrorsAreTranslated) {
+  {
+    std::string err =
+        R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})";
+    FakeUpstream fake(
+        "HTTP/1.1 529 Overloaded\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(err.size()) + "\r\n\r\n" + err);
+    auto& b = add_mock();
+    start_gateway(anthropic_config(fake, b));
+    auto r = chat(chat_body("r"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+    EXPECT_EQ(r.header("x-switchboard-layer"), "1");
+    EXPECT_EQ(fake.requests(), 1);
+    gw_->stop(Millis(0));
+    gw_.reset();
+  }
+  {
+    std::string err =
+        R"({"type":"error","error":{"type":"invalid_request_error","message":"messages: text content blocks must be non-empty"}})";
+    FakeUpstream fake(
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+        "Content-Length: " +
+        std::to_string(err.size()) + "\r\n\r\n" + err);
+    auto& b = add_mock();
+    start_gateway(anthropic_config(fake, b));
+    auto r = chat(chat_body("r"));
+    EXPECT_EQ(r.status, 400) << r.body;
+    EXPECT_TRUE(is_openai_error(r.body));
+    EXPECT_NE(error_message(r.body).find("text content blocks must be non-empty"),
+              std::string::npos)
+        << r.body;
+    EXPECT_EQ(b.stats().requests, 0u);
+  }
 }
 
 }  // namespace
