@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cli/admin_views.h"
+#include "cli/workflow_cmd.h"
 #include "common/config.h"
 #include "gateway/gateway.h"
 #include "gateway/mock_provider.h"
@@ -124,10 +125,8 @@ int main(int argc, char** argv) {
 
   auto* workflow = app.add_subcommand("workflow", "durable workflows");
   workflow->require_subcommand(1);
-  for (const char* name : {"run", "resume", "cancel", "list", "show"}) {
-    auto* sub = workflow->add_subcommand(name, std::string("workflow ") + name);
-    sub->allow_extras();
-  }
+  switchboard::cli::WorkflowArgs workflow_args;
+  switchboard::cli::add_workflow_commands(workflow, workflow_args);
 
   try {
     app.parse(argc, argv);
@@ -157,6 +156,7 @@ int main(int argc, char** argv) {
   if (*route)
     return cmd_route(route_config, route_model, route_complexity, route_category, route_seed,
                      seed_opt->count() > 0);
+  if (*workflow) return switchboard::cli::run_workflow_command(workflow_args);
   for (auto* sub : app.get_subcommands()) return not_in_this_build(sub->get_name());
   std::cout << app.help();
   return kExitUsage;

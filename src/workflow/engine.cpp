@@ -995,9 +995,9 @@ std::string format_runs(const std::vector<RunSummary>& runs, bool as_json) {
     for (const auto& r : runs) a.push_back(summary_json(r));
     return json::serialize(a) + "\n";
   }
-  std::string out = pad("ID", 20) + pad("NAME", 24) + pad("STATUS", 11) + "ERROR\n";
+  std::string out = pad("ID", 22) + pad("NAME", 24) + pad("STATUS", 11) + "ERROR\n";
   for (const auto& r : runs)
-    out += pad(r.id, 20) + pad(r.name, 24) + pad(std::string(to_string(r.status)), 11) +
+    out += pad(r.id, 22) + pad(r.name, 24) + pad(std::string(to_string(r.status)), 11) +
            r.error.substr(0, 80) + "\n";
   return out;
 }

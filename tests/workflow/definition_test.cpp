@@ -184,3 +184,18 @@ TEST(RetryPolicyTest, BackoffBounds) {
 
 }  // namespace
 }  // namespace switchboard::workflow
+
+namespace switchboard::workflow {
+namespace {
+
+TEST(DefinitionTest, ExamplesAreValid) {
+  for (const char* name : {"code-review.yaml", "hello.yaml"}) {
+    auto load = load_definition_file(std::string(WORKFLOW_EXAMPLES_DIR) + "/" + name);
+    std::string all;
+    for (const auto& e : load.errors) all += e.to_string() + "\n";
+    EXPECT_TRUE(load.ok()) << all;
+  }
+}
+
+}  // namespace
+}  // namespace switchboard::workflow

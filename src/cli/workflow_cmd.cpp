@@ -1,0 +1,252 @@
+// Workflow commands, and the blocking HTTP and in-process-gateway LLM callers that `http` and
+// `llm` steps use (kept here so that the workflow library stays free of Asio and Beast).
+#include "cli/workflow_cmd.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <iostream>
+#include <mutex>
+
+#include "common/config.h"
+#include "common/log.h"
+#include "gateway/gateway.h"
+#include "upstream/http_client.h"
+#include "workflow/workflow.h"
+
+namespace switchboard::cli {
+namespace {
+
+namespace wf = switchboard::workflow;
+namespace json = boost::json;
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitUsage = 2;
+
+// One request on its own io_context, driven in short slices so that the step's interrupt
+// (timeout or cancellation) abandons it promptly.
+Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interrupt& interrupt) {
+  boost::asio::io_context ctx;
+  upstream::HttpClient client(ctx.get_executor());
+  upstream::HttpRequest req;
+  req.method = call.method;
+  req.url = call.url;
+  req.body = call.body;
+  for (const auto& h : call.headers) req.headers.push_back(h);
+  if (call.timeout_ms > 0) req.deadline = MonoClock::now() + Millis(call.timeout_ms);
+  upstream::HttpResponse res;
+  upstream::TransportStatus st;
+  bool done = false;
+  boost::asio::co_spawn(
+      ctx,
+      [&]() -> boost::asio::awaitable<void> {
+        st = co_await client.fetch(req, res);
+        done = true;
+      },
+      boost::asio::detached);
+  while (!done) {
+    if (Status s = interrupt.check(); !s.ok()) {
+      ctx.stop();
+      return s;
+    }
+    ctx.run_for(std::chrono::milliseconds(20));
+    if (ctx.stopped() && !done) ctx.restart();
+  }
+  if (!st.ok()) return Status::unavailable(call.method + " " + call.url + ": " + st.message);
+  return wf::HttpReply{res.head.status, std::move(res.body)};
+}
+
+class BlockingHttpCaller final : public wf::HttpCaller {
+ public:
+  Result<wf::HttpReply> call(const wf::HttpCall& call, const wf::Interrupt& interrupt) override {
+    return blocking_fetch(call, interrupt);
+  }
+};
+
+// Starts an in-process gateway on 127.0.0.1:0 at the first llm step and sends chat completions
+// to it, so llm steps get routing, key rotation and failover exactly as HTTP clients do.
+class GatewayLlmCaller final : public wf::LlmCaller {
+ public:
+  explicit GatewayLlmCaller(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
+  ~GatewayLlmCaller() override {
+    if (gateway_) gateway_->stop(Millis(2000));
+  }
+
+  Result<wf::HttpReply> complete(const std::string& body,
+                                 const std::vector<std::pair<std::string, std::string>>& headers,
+                                 int64_t timeout_ms, const wf::Interrupt& interrupt) override {
+    std::string base;
+    {
+      std::lock_guard lock(mu_);
+      if (!gateway_) {
+        gateway::GatewayOptions opts;
+        opts.listen = "127.0.0.1:0";
+        auto gw = gateway::Gateway::create(config_, opts);
+        if (!gw.ok()) return gw.status();
+        if (Status st = (*gw)->start(); !st.ok()) return st;
+        gateway_ = std::move(*gw);
+      }
+      base = gateway_->base_url();
+    }
+    wf::HttpCall call;
+    call.method = "POST";
+    call.url = base + "/v1/chat/completions";
+    call.body = body;
+    call.headers = headers;
+    call.headers.emplace_back("content-type", "application/json");
+    if (!config_->auth.gateway_keys.empty())
+      call.headers.emplace_back("authorization", "Bearer " + config_->auth.gateway_keys.front());
+    call.timeout_ms = timeout_ms;
+    return blocking_fetch(call, interrupt);
+  }
+
+ private:
+  std::shared_ptr<const Config> config_;
+  std::mutex mu_;
+  std::unique_ptr<gateway::Gateway> gateway_;
+};
+
+std::optional<ConfigLoad> load_config(const std::string& path) {
+  auto env = Environment::from_process();
+  ConfigLoad load;
+  if (!path.empty())
+    load = load_config_file(path, env);
+  else if (std::filesystem::exists("switchboard.yaml"))
+    load = load_config_file("switchboard.yaml", env);
+  else
+    load = default_config(env);
+  if (!load.ok()) {
+    for (const auto& e : load.errors) std::cerr << e.to_string() << "\n";
+    return std::nullopt;
+  }
+  return load;
+}
+
+}  // namespace
+
+void add_workflow_commands(CLI::App* workflow, WorkflowArgs& a) {
+  auto common = [&a](CLI::App* sub) {
+    sub->add_option("--db", a.db, "database (default: the configuration's state.path)");
+    sub->add_option("--config", a.config, "configuration file (for llm steps and the database)");
+  };
+  a.run = workflow->add_subcommand("run", "start a workflow run and execute it");
+  a.run->add_option("FILE", a.file, "workflow definition (YAML or JSON)")->required();
+  a.run->add_option("--input", a.input, "input as a JSON object");
+  common(a.run);
+  a.resume = workflow->add_subcommand("resume", "resume an interrupted run");
+  a.resume->add_option("RUN_ID", a.run_id, "run id")->required();
+  a.resume->add_option("--file", a.file, "check (or with --force, replace) the definition");
+  a.resume->add_flag("--force", a.force, "resume even though the definition changed");
+  common(a.resume);
+  a.cancel = workflow->add_subcommand("cancel", "cancel a run");
+  a.cancel->add_option("RUN_ID", a.run_id, "run id")->required();
+  common(a.cancel);
+  a.list = workflow->add_subcommand("list", "list runs");
+  a.list->add_flag("--json", a.json, "print JSON");
+  common(a.list);
+  a.show = workflow->add_subcommand("show", "show a run's steps, attempts, durations and errors");
+  a.show->add_option("RUN_ID", a.run_id, "run id")->required();
+  a.show->add_flag("--json", a.json, "print JSON");
+  common(a.show);
+}
+
+int run_workflow_command(const WorkflowArgs& a) {
+  auto load = load_config(a.config);
+  if (!load) return kExitUsage;
+  auto config = std::make_shared<const Config>(std::move(*load->config));
+  log::init(config->log.level == "info" ? "warn" : config->log.level, log::Format::kText);
+  for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
+
+  wf::EngineOptions opts;
+  opts.db_path = a.db.empty() ? config->state.path : a.db;
+  opts.synchronous = config->state.synchronous;
+  opts.busy_timeout_ms = config->state.busy_timeout_ms;
+  opts.executors.http = wf::make_http_executor(std::make_shared<BlockingHttpCaller>());
+  opts.executors.llm = wf::make_llm_executor(std::make_shared<GatewayLlmCaller>(config));
+  opts.on_transition = [](const wf::Transition& t) { std::cout << t.to_line() << std::endl; };
+  auto engine = wf::Engine::open(opts);
+  if (!engine.ok()) {
+    std::cerr << "switchboard workflow: " << engine.status().message() << "\n";
+    return kExitRuntime;
+  }
+  wf::Engine& e = **engine;
+
+  auto finish = [](const Result<wf::RunResult>& r) {
+    if (!r.ok()) {
+      std::cerr << "switchboard workflow: " << r.status().message() << "\n";
+      return r.status().code() == StatusCode::kNotFound ||
+                     r.status().code() == StatusCode::kFailedPrecondition
+                 ? kExitUsage
+                 : kExitRuntime;
+    }
+    if (r->status != wf::RunStatus::kCompleted && !r->error.empty())
+      std::cerr << "switchboard workflow: " << r->error << "\n";
+    return r->status == wf::RunStatus::kCompleted ? kExitOk : kExitRuntime;
+  };
+  auto read_definition = [&](std::optional<wf::Definition>& out) {
+    auto def = wf::load_definition_file(a.file);
+    if (!def.ok()) {
+      for (const auto& err : def.errors) std::cerr << err.to_string() << "\n";
+      std::cerr << def.errors.size() << (def.errors.size() == 1 ? " error" : " errors") << "\n";
+      return false;
+    }
+    out = std::move(*def.definition);
+    return true;
+  };
+
+  if (*a.run) {
+    std::optional<wf::Definition> def;
+    if (!read_definition(def)) return kExitUsage;
+    boost::system::error_code ec;
+    json::value input = json::parse(a.input, ec);
+    if (ec) {
+      std::cerr << "switchboard workflow run: --input is not valid JSON: " << ec.message() << "\n";
+      return kExitUsage;
+    }
+    auto id = e.create_run(*def, input);
+    if (!id.ok()) {
+      std::cerr << "switchboard workflow run: " << id.status().message() << "\n";
+      return id.status().code() == StatusCode::kInvalidArgument ? kExitUsage : kExitRuntime;
+    }
+    std::cout << "run " << *id << " started" << std::endl;
+    return finish(e.run(*id));
+  }
+  if (*a.resume) {
+    std::optional<wf::Definition> def;
+    if (!a.file.empty() && !read_definition(def)) return kExitUsage;
+    return finish(e.run(a.run_id, def ? &*def : nullptr, a.force));
+  }
+  if (*a.cancel) {
+    Status st = e.request_cancel(a.run_id);
+    if (!st.ok()) {
+      std::cerr << "switchboard workflow cancel: " << st.message() << "\n";
+      return st.code() == StatusCode::kNotFound ? kExitUsage : kExitRuntime;
+    }
+    std::cout << "run " << a.run_id << " cancel requested\n";
+    return kExitOk;
+  }
+  if (*a.list) {
+    auto runs = e.list_runs(1000);
+    if (!runs.ok()) {
+      std::cerr << "switchboard workflow list: " << runs.status().message() << "\n";
+      return kExitRuntime;
+    }
+    std::cout << wf::format_runs(*runs, a.json);
+    return kExitOk;
+  }
+  if (*a.show) {
+    auto run = e.get_run(a.run_id);
+    if (!run.ok()) {
+      std::cerr << "switchboard workflow show: " << run.status().message() << "\n";
+      return run.status().code() == StatusCode::kNotFound ? kExitUsage : kExitRuntime;
+    }
+    std::cout << wf::format_run(*run, a.json);
+    return kExitOk;
+  }
+  return kExitUsage;
+}
+
+}  // namespace switchboard::cli
