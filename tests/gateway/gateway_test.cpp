@@ -1015,5 +1015,182 @@ TEST_F(GatewayTest, AnthropicOverloadedFailsOverAndClientErrorsAreTranslated) {
   }
 }
 
+// ---- breaker recovery, budgets, attempts ------------------------------------------------------
+
+TEST_F(GatewayTest, OpenBreakerLetsAProbeThroughAndRecovers) {
+  MockScenario failing;
+  failing.error_rate = 1.0;
+  auto& a = add_mock(failing);
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b,
+                                 "breaker: { window: 4, min_calls: 2, failure_rate: 0.5, "
+                                 "open_ms: 200, max_open_ms: 200, half_open_probes: 1 }\n"));
+  for (int i = 0; i < 2; ++i) ASSERT_EQ(chat(chat_body("r")).status, 200);
+  ASSERT_EQ(a.stats().requests, 2u);
+  a.set_scenario(MockScenario{});  // the provider recovers
+  // While open, requests go to the second layer; after open_ms a probe reaches the first
+  // provider, succeeds, and closes the breaker.
+  ASSERT_TRUE(eventually(
+      [&] {
+        auto r = chat(chat_body("r"));
+        return r.status == 200 && r.header("x-switchboard-provider") == "pa";
+      },
+      5s));
+  for (int i = 0; i < 3; ++i) {
+    auto r = chat(chat_body("r"));
+    EXPECT_EQ(r.header("x-switchboard-provider"), "pa");
+    EXPECT_EQ(r.header("x-switchboard-layer"), "0");
+  }
+}
+
+TEST_F(GatewayTest, MaxAttemptsBoundsTheUpstreamCalls) {
+  MockScenario failing;
+  failing.error_rate = 1.0;
+  auto& a = add_mock(failing);
+  start_gateway("retry: { max_attempts: 2 }\nproviders:\n" + provider("pa", a) +
+                "models:\n"
+                "  m1: { provider: pa }\n  m2: { provider: pa }\n  m3: { provider: pa }\n"
+                "  m4: { provider: pa }\n"
+                "routes:\n  r: { strategy: ordered, layers: [[m1], [m2], [m3], [m4]] }\n");
+  auto r = chat(chat_body("r"));
+  EXPECT_EQ(r.status, 502) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_EQ(a.stats().requests, 2u);
+}
+
+TEST_F(GatewayTest, BudgetBoundsTheWholeRequest) {
+  MockScriptStep hang;
+  hang.hang = true;
+  hang.times = 10;
+  auto& a = add_mock(script({hang}));
+  auto& b = add_mock(script({hang}));
+  // Each provider would wait 10 s; the request's budget is 400 ms in total.
+  start_gateway(two_layer_config(a, b, "retry: { budget_ms: 400 }\n", "timeout_ms: 10000"));
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = chat(chat_body("r"));
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(r.status, 504) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  EXPECT_LT(took, 3s);
+  EXPECT_EQ(b.stats().requests, 0u) << "an attempt started after the budget was spent";
+}
+
+// ---- waiting for a key --------------------------------------------------------------------------
+
+TEST_F(GatewayTest, RequestsWaitForAKeyWithinWaitForKeyMs) {
+  MockScenario slow;
+  slow.latency_ms = 150;
+  auto& a = add_mock(slow);
+  start_gateway("retry: { wait_for_key_ms: 5000 }\nproviders:\n" +
+                provider("pqueue", a, "[sk-q-1]", "limits: { max_concurrent: 1 }") +
+                "models:\n  ma: { provider: pqueue }\n");
+  std::vector<int> statuses(3, 0);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i)
+    threads.emplace_back([&, i] { statuses[size_t(i)] = chat(chat_body("ma")).status; });
+  for (auto& t : threads) t.join();
+  for (int s : statuses) EXPECT_EQ(s, 200);
+  EXPECT_EQ(a.stats().max_in_flight_per_key, 1);
+  EXPECT_EQ(a.stats().requests, 3u);
+}
+
+TEST_F(GatewayTest, ClientLeavingWhileWaitingForAKeyNeverReachesUpstream) {
+  MockScenario slow;
+  slow.latency_ms = 600;
+  auto& a = add_mock(slow);
+  // A provider name of its own: its metrics series start at zero in this process.
+  start_gateway("retry: { wait_for_key_ms: 5000 }\nproviders:\n" +
+                provider("pwaitleave", a, "[sk-w-1]", "limits: { max_concurrent: 1 }") +
+                "models:\n  ma: { provider: pwaitleave }\n");
+  // The number of failed key acquisitions on this provider (the metric is process-wide).
+  auto unavailable = [&] {
+    const std::string series =
+        "switchboard_keys_acquire_unavailable_total{provider=\"pwaitleave\"} ";
+    auto m = get(port_, "/metrics");
+    auto pos = m.body.find(series);
+    return pos == std::string::npos ? -1.0 : std::atof(m.body.c_str() + pos + series.size());
+  };
+  const double before = unavailable();
+  std::jthread holder([&] { EXPECT_EQ(chat(chat_body("ma")).status, 200); });
+  ASSERT_TRUE(eventually([&] { return key_in_flight("pwaitleave#1") == 1; }, 2s));
+  int fd = connect_to(port_, 5s);
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(send_all(fd, format_request("POST", "/v1/chat/completions", chat_body("ma"), {})));
+  // The second request found no free key and is waiting for one.
+  ASSERT_TRUE(eventually([&] { return unavailable() >= before + 1; }, 2s));
+  ::close(fd);
+  holder.join();
+  // A third request gets the key without delay; the one that left never reached the upstream.
+  auto r = chat(chat_body("ma"));
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "1");
+  EXPECT_TRUE(eventually([&] { return key_in_flight("pwaitleave#1") == 0; }, 2s));
+  EXPECT_EQ(a.stats().requests, 2u) << "a request whose client had left was sent upstream";
+}
+
+// ---- HTTP-level limits --------------------------------------------------------------------------
+
+TEST_F(GatewayTest, MalformedHttpAndHugeHeadersAreRefusedAndServingContinues) {
+  auto& a = add_mock();
+  start_gateway("server: { max_header_bytes: 2048 }\nproviders:\n" + provider("pa", a) +
+                "models:\n  ma: { provider: pa }\n");
+  {
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, "THIS IS NOT HTTP\r\n\r\n"));
+    auto r = parse_response(read_to_eof(fd));
+    ::close(fd);
+    EXPECT_EQ(r.status, 400) << r.raw;
+  }
+  {
+    auto r = chat(chat_body("ma"), {{"x-padding", std::string(8000, 'p')}});
+    EXPECT_EQ(r.status, 431) << r.raw.substr(0, 200);
+    EXPECT_TRUE(is_openai_error(r.body));
+  }
+  EXPECT_EQ(a.stats().requests, 0u);
+  EXPECT_EQ(chat(chat_body("ma")).status, 200);
+}
+
+TEST_F(GatewayTest, ConnectionsBeyondMaxConnectionsGet503) {
+  auto& a = add_mock();
+  start_gateway("server: { max_connections: 2, threads: 1 }\nproviders:\n" + provider("pa", a) +
+                "models:\n  ma: { provider: pa }\n");
+  int c1 = connect_to(port_, 3s);
+  int c2 = connect_to(port_, 3s);
+  ASSERT_GE(c1, 0);
+  ASSERT_GE(c2, 0);
+  // Both held connections are accepted once a request on each has been answered.
+  for (int fd : {c1, c2}) {
+    std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    ASSERT_TRUE(send_all(fd, req));
+    char buf[1024];
+    ASSERT_GT(::recv(fd, buf, sizeof(buf), 0), 0);
+  }
+  auto r = get(port_, "/healthz");
+  EXPECT_EQ(r.status, 503) << r.raw;
+  EXPECT_TRUE(is_openai_error(r.body));
+  ::close(c1);
+  ::close(c2);
+  EXPECT_TRUE(eventually([&] { return get(port_, "/healthz").status == 200; }, 3s));
+}
+
+// ---- graceful stop ------------------------------------------------------------------------------
+
+TEST_F(GatewayTest, StopDrainsInFlightRequests) {
+  MockScenario slow;
+  slow.latency_ms = 300;
+  auto& a = add_mock(slow);
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  HttpResult result;
+  std::jthread client([&] { result = chat(chat_body("ma")); });
+  ASSERT_TRUE(eventually([&] { return key_in_flight("pa#1") == 1; }, 2s));
+  gw_->stop(Millis(5000));
+  client.join();
+  EXPECT_EQ(result.status, 200) << result.error << result.body;
+  EXPECT_EQ(a.stats().by_status[200], 1u);
+  // No longer accepting.
+  EXPECT_FALSE(get(port_, "/healthz").transport_ok);
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
