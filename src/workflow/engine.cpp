@@ -329,7 +329,8 @@ class RunExecution {
     r.status = "cancelled";
     r.error = why.message();
     r.finished_ms = impl_.now_ms();
-    if (Status st = record(r, "step_cancelled", r.error); !st.ok()) return aborted(st);
+    if (Status st = record(r, "step_cancelled", r.error, r.finished_ms - r.started_ms); !st.ok())
+      return aborted(st);
     return Outcome{Ending::kCancelled, why.message(), {}};
   }
 
