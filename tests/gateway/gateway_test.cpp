@@ -1192,5 +1192,95 @@ TEST_F(GatewayTest, StopDrainsInFlightRequests) {
   EXPECT_FALSE(get(port_, "/healthz").transport_ok);
 }
 
+// A slow answer (long enough for the client-disconnect watch to start) on a keep-alive
+// connection, stream and non-stream: each response arrives without the client sending anything
+// more, and the connection serves the next request.
+TEST_F(GatewayTest, KeepAliveAfterSlowRequestsAndStreams) {
+  MockScenario slow;
+  slow.latency_ms = 120;
+  auto& a = add_mock(slow);
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  int fd = connect_to(port_, 5s);
+  ASSERT_GE(fd, 0);
+  auto send_req = [&](bool stream) {
+    std::string body = chat_body("ma", stream);
+    return send_all(fd,
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                    "application/json\r\nContent-Length: " +
+                        std::to_string(body.size()) + "\r\n\r\n" + body);
+  };
+  auto read_response = [&](bool stream) {
+    std::string got;
+    char buf[8192];
+    while (true) {
+      auto end = got.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        if (stream) {
+          if (got.find("\r\n0\r\n\r\n", end) != std::string::npos) break;
+        } else {
+          auto cl = lower(got).find("content-length:");
+          if (cl != std::string::npos && got.size() >= end + 4 + std::stoul(got.substr(cl + 15)))
+            break;
+        }
+      }
+      ssize_t k = ::recv(fd, buf, sizeof(buf), 0);
+      if (k <= 0) return std::string("<connection ended: ") + got + ">";
+      got.append(buf, size_t(k));
+    }
+    return got;
+  };
+  for (bool stream : {false, true, false, true}) {
+    SCOPED_TRACE(stream ? "stream" : "non-stream");
+    ASSERT_TRUE(send_req(stream));
+    std::string got = read_response(stream);
+    ASSERT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
+    if (stream) EXPECT_NE(got.find("data: [DONE]"), std::string::npos) << got;
+  }
+  ::close(fd);
+  EXPECT_EQ(a.stats().requests, 4u);
+}
+
+TEST_F(GatewayTest, GatewaySideRpmLimitAnswers429WithoutCallingUpstream) {
+  auto& a = add_mock();
+  start_gateway("retry: { wait_for_key_ms: 50 }\nproviders:\n" +
+                provider("pa", a, "[sk-a-1]", "limits: { rpm: 1 }") +
+                "models:\n  ma: { provider: pa }\n");
+  ASSERT_EQ(chat(chat_body("ma")).status, 200);
+  auto r = chat(chat_body("ma"));
+  ASSERT_EQ(r.status, 429) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  int retry_after = std::atoi(r.header("retry-after").c_str());
+  EXPECT_GE(retry_after, 30) << r.header("retry-after");
+  EXPECT_LE(retry_after, 61) << r.header("retry-after");
+  EXPECT_EQ(a.stats().requests, 1u) << "the gateway sent a request beyond the key's rpm";
+}
+
+TEST_F(GatewayTest, BodyIsForwardedUntouchedExceptTheModel) {
+  std::string answer = R"({"id":"x","object":"chat.completion","created":1,"model":"m",)"
+                       R"("choices":[{"index":0,"message":{"role":"assistant","content":"hi"},)"
+                       R"("finish_reason":"stop"}],"usage":{"prompt_tokens":1,)"
+                       R"("completion_tokens":1,"total_tokens":2}})";
+  FakeUpstream fake("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                    std::to_string(answer.size()) + "\r\n\r\n" + answer);
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  // Unknown fields, a nested "model" before the top-level one, escapes and non-ASCII text.
+  const std::string sent =
+      R"({"metadata":{"model":"nested-keep","note":"a \"quoted\" }{ string"},)"
+      R"("messages":[{"role":"user","content":"h\u00e9llo \u2603 \"model\":\"x\""}],)"
+      R"("model":"r","logit_bias":{"50256":-100},"seed":7,"response_format":{"type":"json_object"}})";
+  auto r = chat(sent);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, answer);  // the upstream's bytes, as they came
+  const std::string up = fake.last_request();
+  auto got = parse_json(up.substr(up.find("\r\n\r\n") + 4));
+  auto want = parse_json(sent);
+  ASSERT_TRUE(got.is_object()) << up;
+  EXPECT_EQ(got.as_object().at("model").as_string(), "up-f");
+  got.as_object().erase("model");
+  want.as_object().erase("model");
+  EXPECT_EQ(got, want) << up;
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest

@@ -300,8 +300,10 @@ class FakeUpstream {
       requests_++;
       send_all(c, response_);
       ::shutdown(c, SHUT_WR);
-      // Wait for the peer to close so that nothing we sent is lost to a reset.
-      while (::recv(c, buf, sizeof(buf), 0) > 0) {
+      // Give the peer a moment to close first, so that nothing we sent is lost to a reset; a
+      // peer that keeps the connection for reuse finds it closed on its next request.
+      pollfd pc{c, POLLIN, 0};
+      while (::poll(&pc, 1, 100) > 0 && ::recv(c, buf, sizeof(buf), 0) > 0) {
       }
       ::close(c);
     }
