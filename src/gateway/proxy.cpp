@@ -181,7 +181,8 @@ std::optional<std::string> validate(std::string_view body, ChatRequest& out) {
 }
 
 // The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced and,
-// for streams without stream_options, usage requested (stripped again before the client sees it).
+// for streams whose client did not ask for usage, usage requested (stripped again before the
+// client sees it).
 std::string openai_body(std::string_view original, const ChatRequest& req,
                         std::string_view upstream_model) {
   size_t start = 0, end = 0;
@@ -194,9 +195,21 @@ std::string openai_body(std::string_view original, const ChatRequest& req,
   } else {
     out.assign(original);
   }
-  if (req.stream && !req.has_stream_options) {
-    size_t brace = out.find('{');
-    out.insert(brace + 1, "\"stream_options\":{\"include_usage\":true},");
+  if (req.stream && !req.client_wants_usage) {
+    if (!req.doc.as_object().contains("stream_options")) {
+      size_t brace = out.find('{');
+      out.insert(brace + 1, "\"stream_options\":{\"include_usage\":true},");
+    } else {
+      // The client's stream_options (null, or without usage) would leave the gateway without the
+      // usage it accounts with: rebuild the body with usage requested (rare; stripped again
+      // before the client sees it).
+      boost::json::object o = req.doc.as_object();
+      o["model"] = upstream_model;
+      boost::json::value& so = o["stream_options"];
+      if (!so.is_object()) so = boost::json::object();
+      so.as_object()["include_usage"] = true;
+      return boost::json::serialize(o);
+    }
   }
   return out;
 }

@@ -1282,5 +1282,32 @@ TEST_F(GatewayTest, BodyIsForwardedUntouchedExceptTheModel) {
   EXPECT_EQ(got, want) << up;
 }
 
+// Usage is accounted from the stream even when the client's stream_options decline it, and the
+// client still does not get it.
+TEST_F(GatewayTest, StreamUsageIsRequestedUpstreamWhateverTheClientsStreamOptions) {
+  const std::string usage_chunk =
+      R"({"id":"c1","object":"chat.completion.chunk","model":"fake","choices":[],)"
+      R"("usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}})";
+  FakeUpstream fake(sse_response({content_chunk("hello"), usage_chunk, "[DONE]"}));
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  for (const std::string options : {R"("stream_options":{"include_usage":false})",
+                                    R"("stream_options":null)", R"("stream_options":{})"}) {
+    SCOPED_TRACE(options);
+    auto r = chat(chat_body("r", true, options));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(stream_text(r), "hello");
+    EXPECT_EQ(r.body.find("\"usage\""), std::string::npos) << r.body;
+    EXPECT_EQ(r.sse_data().back(), "[DONE]");
+    const std::string up = fake.last_request();
+    auto body = parse_json(up.substr(up.find("\r\n\r\n") + 4));
+    ASSERT_TRUE(body.is_object()) << up;
+    const auto& bo = body.as_object();
+    EXPECT_EQ(bo.at("model").as_string(), "up-f");
+    ASSERT_TRUE(bo.at("stream_options").is_object()) << up;
+    EXPECT_EQ(bo.at("stream_options").as_object().at("include_usage"), true) << up;
+  }
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
