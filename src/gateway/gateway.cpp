@@ -133,6 +133,27 @@ std::string bearer_token(const Request& req) {
   return {};
 }
 
+// %XX escapes decoded; a malformed escape is kept as it is.
+std::string percent_decode(std::string_view s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
 bool loopback_peer(Exchange& ex) {
   boost::system::error_code ec;
   auto ep = ex.stream.socket().remote_endpoint(ec);
@@ -415,7 +436,8 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
       std::string_view rest = target.substr(kKeys.size());
       auto slash = rest.rfind('/');
       if (slash != std::string_view::npos) {
-        std::string id(rest.substr(0, slash));
+        // Key ids contain '#', which a URL carries as %23 (a raw '#' starts the fragment).
+        std::string id = percent_decode(rest.substr(0, slash));
         std::string_view action = rest.substr(slash + 1);
         std::string provider = id.substr(0, id.find('#'));
         ProviderRuntime* pr = rt.provider(provider);

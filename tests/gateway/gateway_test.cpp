@@ -1309,5 +1309,36 @@ TEST_F(GatewayTest, StreamUsageIsRequestedUpstreamWhateverTheClientsStreamOption
   }
 }
 
+TEST_F(GatewayTest, RevokedKeyIsRetiredAndAnotherKeyServes) {
+  MockScenario s;
+  s.invalid_keys = {"sk-revoked"};
+  auto& a = add_mock(s);
+  start_gateway("providers:\n" + provider("pa", a, "[sk-revoked, sk-good]") +
+                "models:\n  ma: { provider: pa }\n");
+  for (int i = 0; i < 4; ++i) {
+    auto r = chat(chat_body("ma"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.header("x-switchboard-key"), "pa#2");
+  }
+  // At most one request ever met the revoked key; it is marked dead in the admin API.
+  EXPECT_LE(a.stats().by_status[401], 1u);
+  auto dead = admin_key("pa#1");
+  ASSERT_TRUE(dead.is_object());
+  if (a.stats().by_status[401] == 1) EXPECT_EQ(dead.as_object().at("state").as_string(), "dead");
+  // With the disable/enable admin API, an operator can take the good key out too: then nothing
+  // can serve, and the client gets an OpenAI-shaped error, not a hang.
+  // Key ids contain '#', which a URL carries as %23 (curl and every HTTP library would cut a
+  // raw '#' off as a fragment).
+  auto dis = post(port_, "/admin/keys/pa%232/disable", "");
+  ASSERT_EQ(dis.status, 200) << dis.body;
+  EXPECT_EQ(admin_key("pa#2").as_object().at("state").as_string(), "disabled");
+  auto r = chat(chat_body("ma"));
+  EXPECT_GE(r.status, 500) << r.body;
+  EXPECT_TRUE(is_openai_error(r.body));
+  ASSERT_EQ(post(port_, "/admin/keys/pa%232/enable", "").status, 200);
+  EXPECT_EQ(post(port_, "/admin/keys/pa%239/enable", "").status, 404);
+  EXPECT_EQ(chat(chat_body("ma")).status, 200);
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
