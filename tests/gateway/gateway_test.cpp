@@ -1340,5 +1340,88 @@ TEST_F(GatewayTest, RevokedKeyIsRetiredAndAnotherKeyServes) {
   EXPECT_EQ(chat(chat_body("ma")).status, 200);
 }
 
+TEST_F(GatewayTest, ChunkedRequestBodiesHttp10AndIdleTimeout) {
+  auto& a = add_mock();
+  start_gateway("server: { idle_timeout_ms: 300 }\nproviders:\n" + provider("pa", a) +
+                "models:\n  ma: { provider: pa }\n");
+  {
+    // A chunked request body (streaming HTTP clients send these), split mid-JSON.
+    const std::string body = chat_body("ma");
+    const size_t half = body.size() / 2;
+    char l1[16], l2[16];
+    std::snprintf(l1, sizeof(l1), "%zx\r\n", half);
+    std::snprintf(l2, sizeof(l2), "%zx\r\n", body.size() - half);
+    std::string req =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+        "application/json\r\nTransfer-Encoding: chunked\r\n\r\n" +
+        std::string(l1) + body.substr(0, half) + "\r\n" + l2 + body.substr(half) + "\r\n0\r\n\r\n";
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, req));
+    auto r = parse_response(read_to_eof(fd));
+    ::close(fd);
+    EXPECT_EQ(r.status, 200) << r.raw;
+  }
+  {
+    // HTTP/1.0: answered in kind, and the connection closes after the response.
+    const std::string body = chat_body("ma");
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd,
+                         "POST /v1/chat/completions HTTP/1.0\r\nContent-Type: "
+                         "application/json\r\nContent-Length: " +
+                             std::to_string(body.size()) + "\r\n\r\n" + body));
+    std::string raw = read_to_eof(fd);  // returns only because the server closed
+    ::close(fd);
+    EXPECT_EQ(raw.rfind("HTTP/1.0 200", 0), 0u) << raw;
+  }
+  {
+    // An idle keep-alive connection is closed by the server after idle_timeout_ms.
+    int fd = connect_to(port_, 5s);
+    ASSERT_GE(fd, 0);
+    auto t0 = std::chrono::steady_clock::now();
+    char buf[64];
+    ssize_t n = ::recv(fd, buf, sizeof(buf), 0);
+    auto took = std::chrono::steady_clock::now() - t0;
+    ::close(fd);
+    EXPECT_EQ(n, 0) << "expected the server to close the idle connection";
+    EXPECT_LT(took, 4s);
+  }
+  EXPECT_EQ(a.stats().requests, 2u);
+}
+
+// Invariant 4: each request owns its fallback plan. One request's failure, among concurrent
+// ones, moves that request alone to the next layer.
+TEST_F(GatewayTest, OneRequestsFailureNeverMovesConcurrentRequests) {
+  MockScenario s = script({step(500)});
+  s.latency_ms = 80;  // the requests overlap
+  auto& a = add_mock(s);
+  auto& b = add_mock();
+  start_gateway(two_layer_config(a, b));
+  constexpr int kClients = 8;
+  std::vector<HttpResult> results(kClients);
+  {
+    std::vector<std::jthread> threads;
+    for (int i = 0; i < kClients; ++i)
+      threads.emplace_back([&, i] { results[size_t(i)] = chat(chat_body("r")); });
+  }
+  int layer0 = 0, layer1 = 0;
+  for (const auto& r : results) {
+    ASSERT_EQ(r.status, 200) << r.body;
+    if (r.header("x-switchboard-layer") == "0") {
+      ++layer0;
+      EXPECT_EQ(r.header("x-switchboard-provider"), "pa");
+      EXPECT_EQ(r.header("x-switchboard-attempts"), "1");
+    } else {
+      ++layer1;
+      EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+      EXPECT_EQ(r.header("x-switchboard-attempts"), "2");
+    }
+  }
+  EXPECT_EQ(layer1, 1);
+  EXPECT_EQ(layer0, kClients - 1);
+  EXPECT_EQ(b.stats().requests, 1u);
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
