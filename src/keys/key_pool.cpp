@@ -219,6 +219,13 @@ class Core : public std::enable_shared_from_this<Core> {
     std::optional<AcquireResult> result;
     {
       auto lock = lock_core();
+      // Checked under the lock that adopt() holds while it copies in-flight counts, so no lease
+      // is granted here after the hand-over.
+      if (successor_) {
+        std::shared_ptr<Core> next = successor_;
+        lock.unlock();
+        return next->acquire(model, est, session);
+      }
       Now t = read_now();
       if (!waiters_.empty()) pump(t, ready);
       result.emplace(try_acquire(model, est, session, t));
@@ -228,7 +235,62 @@ class Core : public std::enable_shared_from_this<Core> {
     return std::move(*result);
   }
 
+  std::shared_ptr<Core> successor() {
+    auto lock = lock_core();
+    return successor_;
+  }
+
+  // Hot reload: this (new, not yet shared) core takes over the keys of `old` that it shares
+  // (same secret) with their whole state, in-flight leases included; `old` then forwards new
+  // acquisitions and the completions of those leases here. Waiters of `old` get kShutdown (their
+  // requests retry against the new pool).
+  void adopt(Core& old) {
+    std::map<WaitId, Waiter> waiters;
+    {
+      auto old_lock = old.lock_core();
+      auto lock = lock_core();
+      old.forward_.assign(old.keys_.size(), -1);
+      for (size_t j = 0; j < keys_.size(); ++j) {
+        for (size_t i = 0; i < old.keys_.size(); ++i) {
+          const KeySlot& o = old.keys_[i];
+          if (o.secret != keys_[j].secret || old.forward_[i] >= 0) continue;
+          KeySlot& k = keys_[j];
+          k.disabled = o.disabled;
+          k.dead = o.dead;
+          k.dead_reason = o.dead_reason;
+          k.in_flight = o.in_flight;
+          k.cd = o.cd;
+          k.model_cd.clear();
+          for (size_t m = 0; m < o.model_cd.size(); ++m) {
+            int32_t id = intern(old.model_names_[m]);
+            if (id < 0) continue;
+            if (k.model_cd.size() <= size_t(id)) k.model_cd.resize(size_t(id) + 1);
+            k.model_cd[size_t(id)] = o.model_cd[m];
+          }
+          k.minute = o.minute;
+          if (daily_limited_ && old.daily_limited_ &&
+              limits_.daily_reset_hour_utc == old.limits_.daily_reset_hour_utc) {
+            k.day = o.day;
+          }
+          k.consecutive_failures = o.consecutive_failures;
+          k.leases_total = o.leases_total;
+          old.forward_[i] = static_cast<int32_t>(j);
+          break;
+        }
+      }
+      old.successor_ = shared_from_this();
+      waiters.swap(old.waiters_);
+      for (auto& [id, w] : waiters) {
+        if (w.timer != 0) old.scheduler_->cancel(w.timer);
+      }
+    }
+    for (auto& [id, w] : waiters) w.cb(NoKey{NoKeyReason::kShutdown, MonoTime::max()});
+  }
+
   WaitId wait_async(AcquireRequest req, WaitCallback cb) {
+    if (auto next = successor()) return next->wait_async(std::move(req), std::move(cb));
+    // A hand-over between this check and the queueing below fails the waiter with kShutdown
+    // (adopt() takes over the queue), and the caller retries against the new pool.
     Ready ready;
     WaitId id = 0;
     {
@@ -286,6 +348,15 @@ class Core : public std::enable_shared_from_this<Core> {
   // ------------------------------------------------------------------ complete
 
   void complete(Lease& lease, const Outcome& outcome) {
+    complete_at(lease.key_, lease.model_, nullptr, lease, outcome);
+  }
+
+  // Ends a lease on key slot `key`. `model` is this core's interned id, unless `model_name` is
+  // given (a lease forwarded from a predecessor pool, whose ids differ). A key handed over to a
+  // successor (hot reload) is ended there instead, under the same lock that adopt() holds, so a
+  // completion can never land on a copy that has already been handed on.
+  void complete_at(uint32_t key, int32_t model, const std::string* model_name, const Lease& lease,
+                   const Outcome& outcome) {
     RateLimitInfo info;
     if (!outcome.headers.empty())
       info = parse_rate_limit_headers(outcome.headers, clock_.wall_now());
@@ -293,12 +364,23 @@ class Core : public std::enable_shared_from_this<Core> {
     bool cooled = false;
     {
       auto lock = lock_core();
+      if (successor_ && key < forward_.size() && forward_[key] >= 0) {
+        std::shared_ptr<Core> next = successor_;
+        const uint32_t next_key = static_cast<uint32_t>(forward_[key]);
+        std::string name = model_name   ? *model_name
+                           : model >= 0 ? model_names_[static_cast<size_t>(model)]
+                                        : std::string();
+        lock.unlock();
+        next->complete_at(next_key, -1, &name, lease, outcome);
+        return;
+      }
+      if (model_name) model = intern(*model_name);
       // The plain success path needs no clock read: adjust() is exact against a stale head
       // (a bucket's cell is only recycled by an advance that also moves it out of range).
       const bool need_time = observer_ != nullptr || !waiters_.empty() ||
                              outcome.status == OutcomeClass::kRateLimited || !info.empty();
       const Now t = need_time ? read_now() : Now{};
-      KeySlot& k = keys_[lease.key_];
+      KeySlot& k = keys_[key];
       --k.in_flight;
       const bool keep_request = outcome.status != OutcomeClass::kCancelled &&
                                 outcome.status != OutcomeClass::kConnectionError;
@@ -309,11 +391,11 @@ class Core : public std::enable_shared_from_this<Core> {
       if (daily_limited_) {
         k.day.adjust(lease.daily_ref_, keep_request ? 0 : -1, tokens - lease.estimated_);
       }
-      cooled = apply_outcome(k, lease.model_, outcome, info, t.mono);
+      cooled = apply_outcome(k, model, outcome, info, t.mono);
       if (observer_ != nullptr) {
-        observer_->on_end(EndEvent{lease.id_, lease.key_, lease.model_, outcome.status,
-                                   mono(t.mono), keep_request ? 1 : 0, tokens, mono(k.cd.until),
-                                   mono(model_until(k, lease.model_))});
+        observer_->on_end(EndEvent{lease.id_, key, model, outcome.status, mono(t.mono),
+                                   keep_request ? 1 : 0, tokens, mono(k.cd.until),
+                                   mono(model_until(k, model))});
       }
       if (!waiters_.empty()) pump(t, ready);
     }
@@ -818,6 +900,9 @@ class Core : public std::enable_shared_from_this<Core> {
   std::unordered_map<std::string, Session, StringHash, std::equal_to<>> sessions_;
   std::map<WaitId, Waiter> waiters_;  // ids increase: iteration order is FIFO
   WaitId next_wait_id_ = 1;
+  // Set once this pool has handed its keys over (hot reload); see adopt().
+  std::shared_ptr<Core> successor_;
+  std::vector<int32_t> forward_;  // old key index → successor's index, or -1 (key removed)
 };
 
 }  // namespace detail
@@ -877,6 +962,13 @@ KeyPool::KeyPool(const ProviderConfig& config, Clock& clock, KeyPoolOptions opti
 
 KeyPool::~KeyPool() {
   core_->shutdown();
+}
+
+std::unique_ptr<KeyPool> KeyPool::reconfigured(const ProviderConfig& config, Clock& clock,
+                                               KeyPoolOptions options) {
+  auto next = std::make_unique<KeyPool>(config, clock, options);
+  next->core_->adopt(*core_);
+  return next;
 }
 
 const std::string& KeyPool::provider() const {

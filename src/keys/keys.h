@@ -346,6 +346,14 @@ class KeyPool {
   KeyPool(const ProviderConfig& config, Clock& clock, KeyPoolOptions options = {});
   // Pending waiters get kShutdown. Leases must already have ended.
   ~KeyPool();
+
+  // Hot reload: a new pool for `config` that takes over this pool's keys (matched by secret) with
+  // their state — cooldowns, rate windows, failure streaks, disabled/dead marks and in-flight
+  // leases, which keep counting against the new pool's limits and end there. Keys that are not in
+  // `config` finish their leases here. From then on this pool forwards acquisitions and waits to
+  // the new one; its queued waiters get kShutdown. This pool must outlive its leases, as always.
+  std::unique_ptr<KeyPool> reconfigured(const ProviderConfig& config, Clock& clock,
+                                        KeyPoolOptions options = {});
   KeyPool(const KeyPool&) = delete;
   KeyPool& operator=(const KeyPool&) = delete;
 
