@@ -178,8 +178,9 @@ std::string models_json(const Config& cfg) {
 std::string keys_json(Runtime& rt) {
   std::string out = "{\"keys\":[";
   bool first = true;
-  for (auto& [name, pr] : rt.providers) {
-    for (const auto& k : pr.pool->snapshot()) {
+  auto snap = rt.snapshot();
+  for (auto& [name, pr] : snap->providers) {
+    for (const auto& k : pr->pool->snapshot()) {
       out += first ? "" : ",";
       first = false;
       out += "{\"id\":" + json::quote(k.id) + ",\"provider\":" + json::quote(name) +
@@ -210,7 +211,7 @@ std::string keys_json(Runtime& rt) {
 std::string breakers_json(Runtime& rt) {
   std::string out = "{\"breakers\":[";
   bool first = true;
-  for (const auto& b : rt.breakers->snapshot()) {
+  for (const auto& b : rt.snapshot()->breakers->snapshot()) {
     out += first ? "" : ",";
     first = false;
     out += "{\"target\":" + json::quote(b.target) +
@@ -226,11 +227,12 @@ std::string breakers_json(Runtime& rt) {
 }
 
 std::string admin_models_json(Runtime& rt) {
-  auto state = rt.router->export_state();
+  auto snap = rt.snapshot();
+  auto state = snap->router->export_state();
   std::string out = "{\"models\":[";
   bool first = true;
-  for (const auto& m : rt.config->models) {
-    auto s = rt.router->stats(m.name);
+  for (const auto& m : snap->config->models) {
+    auto s = snap->router->stats(m.name);
     out += first ? "" : ",";
     first = false;
     out += "{\"model\":" + json::quote(m.name) + ",\"provider\":" + json::quote(m.provider) +
@@ -297,7 +299,8 @@ void handle_feedback(Runtime& rt, Exchange& ex) {
     return;
   }
   if (served.learned)
-    rt.router->record_feedback(served.category, served.model, served.transport_reward, reward);
+    rt.snapshot()->router->record_feedback(served.category, served.model, served.transport_reward,
+                                           reward);
   if (rt.store) {
     store::FeedbackEvent e;
     e.time = rt.clock.wall_now();
@@ -335,8 +338,8 @@ void update_gauges(Runtime& rt) {
       metrics::gauge_family("switchboard_keys_in_flight_requests", "Leases in flight per key");
   static auto& cooldown = metrics::gauge_family("switchboard_keys_cooldown_remaining_seconds",
                                                 "Time until the key's cooldown ends");
-  for (auto& [name, pr] : rt.providers) {
-    for (const auto& k : pr.pool->snapshot()) {
+  for (auto& [name, pr] : rt.snapshot()->providers) {
+    for (const auto& k : pr->pool->snapshot()) {
       for (auto s : {keys::KeyState::kHealthy, keys::KeyState::kCooling, keys::KeyState::kDisabled,
                      keys::KeyState::kDead}) {
         state.Add({{"key", k.id}, {"state", std::string(keys::to_string(s))}})
@@ -352,7 +355,8 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   const auto method = ex.request.method();
   std::string_view target = ex.request.target();
   target = target.substr(0, target.find('?'));
-  const Config& cfg = *rt.config;
+  const auto snap = rt.snapshot();
+  const Config& cfg = *snap->config;
 
   int gateway_key = -1;
   if (target.rfind("/v1/", 0) == 0 && !cfg.auth.gateway_keys.empty()) {
@@ -402,7 +406,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     co_return;
   }
   if (target == "/metrics") {
-    rt.breakers->snapshot();  // brings breaker state gauges up to date
+    snap->breakers->snapshot();  // brings breaker state gauges up to date
     update_gauges(rt);
     ex.response = Response{http::status::ok, ex.request.version()};
     ex.response.set(http::field::content_type, "text/plain; version=0.0.4");
@@ -430,6 +434,16 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
       ex.response = json_response(http::status::ok, admin_models_json(rt));
       co_return;
     }
+    if (method == http::verb::post && target == "/admin/reload") {
+      auto r = reload_from_file(rt);
+      std::string body =
+          "{\"reloaded\":" + std::string(r.ok ? "true" : "false") + ",\"messages\":[";
+      for (size_t i = 0; i < r.messages.size(); ++i)
+        body += (i ? "," : "") + json::quote(r.messages[i]);
+      body += "]}";
+      ex.response = json_response(r.ok ? http::status::ok : http::status::bad_request, body);
+      co_return;
+    }
     // POST /admin/keys/{id}/disable|enable
     constexpr std::string_view kKeys = "/admin/keys/";
     if (method == http::verb::post && target.rfind(kKeys, 0) == 0) {
@@ -440,7 +454,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
         std::string id = percent_decode(rest.substr(0, slash));
         std::string_view action = rest.substr(slash + 1);
         std::string provider = id.substr(0, id.find('#'));
-        ProviderRuntime* pr = rt.provider(provider);
+        ProviderRuntime* pr = snap->provider(provider);
         if (pr && (action == "disable" || action == "enable")) {
           Status st = action == "disable" ? pr->pool->disable(id) : pr->pool->enable(id);
           if (st.ok()) {
@@ -478,6 +492,109 @@ Gateway::~Gateway() {
   stop(Millis(0));
 }
 
+namespace {
+
+// A pool can be kept as it is across a reload only when nothing it was built from changed.
+bool same_pool(const ProviderConfig& a, const ProviderConfig& b) {
+  if (a.kind != b.kind || a.base_url != b.base_url || a.keys.size() != b.keys.size() ||
+      a.selection != b.selection || a.timeout_ms != b.timeout_ms)
+    return false;
+  for (size_t i = 0; i < a.keys.size(); ++i) {
+    if (a.keys[i].id != b.keys[i].id || a.keys[i].secret != b.keys[i].secret ||
+        a.keys[i].weight != b.keys[i].weight)
+      return false;
+  }
+  const auto& la = a.limits;
+  const auto& lb = b.limits;
+  const auto& ca = a.cooldown;
+  const auto& cb = b.cooldown;
+  return la.rpm == lb.rpm && la.tpm == lb.tpm && la.rpd == lb.rpd && la.tpd == lb.tpd &&
+         la.max_concurrent == lb.max_concurrent &&
+         la.daily_reset_hour_utc == lb.daily_reset_hour_utc && ca.initial_ms == cb.initial_ms &&
+         ca.multiplier == cb.multiplier && ca.max_ms == cb.max_ms && ca.jitter == cb.jitter;
+}
+
+bool same_breaker(const BreakerConfig& a, const BreakerConfig& b) {
+  return a.window == b.window && a.min_calls == b.min_calls && a.failure_rate == b.failure_rate &&
+         a.slow_call_ms == b.slow_call_ms && a.slow_call_rate == b.slow_call_rate &&
+         a.open_ms == b.open_ms && a.open_multiplier == b.open_multiplier &&
+         a.max_open_ms == b.max_open_ms && a.half_open_probes == b.half_open_probes &&
+         a.half_open_timeout_ms == b.half_open_timeout_ms &&
+         a.count_rate_limits == b.count_rate_limits;
+}
+
+bool same_breakers(const Config& a, const Config& b) {
+  if (!same_breaker(a.breaker, b.breaker)) return false;
+  for (const auto& p : b.providers) {
+    const ProviderConfig* old = a.find_provider(p.name);
+    if (old && !same_breaker(old->breaker, p.breaker)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
+                                                       std::shared_ptr<const Config> config,
+                                                       const Snapshot* previous) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->config = config;
+  for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
+  for (const auto& pc : config->providers) {
+    ProviderRuntime* old = previous ? previous->provider(pc.name) : nullptr;
+    const bool mock_same = old && old->mock && pc.kind == ProviderKind::kMock &&
+                           old->config->kind == ProviderKind::kMock;
+    if (old && same_pool(*old->config, pc) && (pc.kind != ProviderKind::kMock || mock_same)) {
+      snap->providers.emplace(pc.name, previous->providers.find(pc.name)->second);  // kept whole
+      continue;
+    }
+    auto pr = std::make_shared<ProviderRuntime>();
+    pr->owner = config;
+    pr->config = &pc;
+    pr->anthropic = pc.kind == ProviderKind::kAnthropic;
+    pr->base_url = pc.base_url;
+    if (pc.kind == ProviderKind::kMock) {
+      pr->mock = std::make_shared<MockProvider>(pc.mock);
+      if (auto st = pr->mock->start("127.0.0.1:0", 1); !st.ok()) return st;
+      pr->base_url = "http://127.0.0.1:" + std::to_string(pr->mock->port()) + "/v1";
+      log::info("provider {}: in-process mock{} at {}", pc.name,
+                pc.mock_substitute ? " (no API keys set)" : "", pr->base_url);
+    } else {
+      log::info("provider {}: {} at {} with {} key(s)", pc.name, to_string(pc.kind), pc.base_url,
+                pc.keys.size());
+    }
+    keys::KeyPoolOptions ko;
+    ko.scheduler = &rt.scheduler;
+    // Keys that stay keep their state and in-flight leases (the old pool hands them over).
+    pr->pool = old ? old->pool->reconfigured(pc, rt.clock, ko)
+                   : std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
+    snap->providers.emplace(pc.name, std::move(pr));
+  }
+  for (size_t i = 0; i < config->auth.gateway_keys.size(); ++i) {
+    // A gateway key that stays (same secret) keeps its rpm window and spend.
+    std::shared_ptr<GatewayKeyState> state;
+    if (previous) {
+      const auto& old_keys = previous->config->auth.gateway_keys;
+      for (size_t j = 0; j < old_keys.size(); ++j)
+        if (old_keys[j] == config->auth.gateway_keys[i]) state = previous->gateway_keys[j];
+    }
+    snap->gateway_keys.push_back(state ? state : std::make_shared<GatewayKeyState>());
+  }
+  snap->breakers = previous && same_breakers(*previous->config, *config)
+                       ? previous->breakers
+                       : std::make_shared<breaker::BreakerRegistry>(rt.clock, *config);
+  std::weak_ptr<breaker::BreakerRegistry> breakers = snap->breakers;
+  snap->router = std::make_shared<routing::Router>(
+      config, [breakers](std::string_view provider, std::string_view model) {
+        auto b = breakers.lock();
+        return b && (b->provider(provider)->state() == breaker::BreakerState::kOpen ||
+                     b->model(provider, model)->state() == breaker::BreakerState::kOpen);
+      });
+  if (previous)
+    snap->router->import_state(previous->router->export_state());  // what was learned stays
+  return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
 Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> config,
                                                  GatewayOptions options) {
   auto impl = std::make_unique<Impl>();
@@ -485,42 +602,14 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   impl->listen = options.listen.empty() ? config->listen : options.listen;
   impl->rt = std::make_unique<Runtime>();
   Runtime& rt = *impl->rt;
-  rt.config = config;
   rt.instance_tag = std::random_device{}();
-  for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
-
-  for (const auto& pc : config->providers) {
-    ProviderRuntime pr;
-    pr.config = &pc;
-    pr.anthropic = pc.kind == ProviderKind::kAnthropic;
-    pr.base_url = pc.base_url;
-    if (pc.kind == ProviderKind::kMock) {
-      pr.mock = std::make_unique<MockProvider>(pc.mock);
-      if (auto st = pr.mock->start("127.0.0.1:0", 1); !st.ok()) return st;
-      pr.base_url = "http://127.0.0.1:" + std::to_string(pr.mock->port()) + "/v1";
-      log::info("provider {}: in-process mock{} at {}", pc.name,
-                pc.mock_substitute ? " (no API keys set)" : "", pr.base_url);
-    } else {
-      log::info("provider {}: {} at {} with {} key(s)", pc.name, to_string(pc.kind), pc.base_url,
-                pc.keys.size());
-    }
-    keys::KeyPoolOptions ko;
-    ko.scheduler = &rt.scheduler;
-    pr.pool = std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
-    rt.providers.emplace(pc.name, std::move(pr));
-  }
+  rt.config_path = options.config_path;
+  auto snap = build_snapshot(rt, config, nullptr);
+  if (!snap.ok()) return snap.status();
+  rt.current.store(snap.value());
   rt.ledger =
       std::make_unique<routing::FeedbackLedger>(size_t(config->learning.feedback_max_requests),
                                                 Millis(config->learning.feedback_ttl_ms), rt.clock);
-  for (size_t i = 0; i < config->auth.gateway_keys.size(); ++i)
-    rt.gateway_keys.push_back(std::make_unique<Runtime::GatewayKeyState>());
-  rt.breakers = std::make_unique<breaker::BreakerRegistry>(rt.clock, *config);
-  breaker::BreakerRegistry* breakers = rt.breakers.get();
-  rt.router = std::make_unique<routing::Router>(
-      config, [breakers](std::string_view provider, std::string_view model) {
-        return breakers->provider(provider)->state() == breaker::BreakerState::kOpen ||
-               breakers->model(provider, model)->state() == breaker::BreakerState::kOpen;
-      });
 
   auto store = store::open_store(config->state, rt.clock);
   if (!store.ok())
@@ -536,7 +625,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
       rs.stats.push_back(routing::ModelStats{
           s.model, uint64_t(s.requests), uint64_t(s.successes), s.latency_ewma_us, s.latency_p95_us,
           s.tokens_in, s.tokens_out, s.spend_usd, uint64_t(s.last_outcome_id)});
-    rt.router->import_state(rs);
+    snap.value()->router->import_state(rs);
     rt.store_ok = true;
   } else {
     log::warn("store state could not be loaded: {}", loaded.status().message());
@@ -544,13 +633,59 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
 }
 
+ReloadResult reload_runtime(Runtime& rt, const std::shared_ptr<const Config>& config) {
+  std::lock_guard lock(rt.reload_mu);
+  auto previous = rt.snapshot();
+  auto next = build_snapshot(rt, config, previous.get());
+  if (!next.ok()) return ReloadResult{false, {next.status().message()}};
+  std::vector<std::string> notes;
+  const Config& old = *previous->config;
+  if (old.listen != config->listen) notes.push_back("listen changes take effect on restart");
+  if (old.state.path != config->state.path || old.state.backend != config->state.backend)
+    notes.push_back("state changes take effect on restart");
+  rt.current.store(next.value(), std::memory_order_release);
+  log::info("configuration reloaded ({} providers, {} models, {} routes)", config->providers.size(),
+            config->models.size(), config->routes.size());
+  for (const auto& n : notes) log::warn("reload: {}", n);
+  return ReloadResult{true, notes};
+}
+
+ReloadResult reload_from_file(Runtime& rt) {
+  if (rt.config_path.empty()) {
+    return ReloadResult{
+        false, {"the gateway was started without a configuration file; nothing to reload"}};
+  }
+  auto load = load_config_file(rt.config_path, Environment::from_process());
+  if (!load.ok()) {
+    ReloadResult r{false, {}};
+    for (const auto& e : load.errors) r.messages.push_back(e.to_string());
+    log::error("reload rejected, the running configuration stays: {}", r.messages.front());
+    return r;
+  }
+  return reload_runtime(rt, std::make_shared<const Config>(std::move(*load.config)));
+}
+
+Status Gateway::reload(std::shared_ptr<const Config> config) {
+  auto r = reload_runtime(*impl_->rt, std::move(config));
+  if (!r.ok)
+    return Status::invalid_argument(r.messages.empty() ? "reload failed" : r.messages.front());
+  return Status();
+}
+
+Status Gateway::reload_from_file() {
+  auto r = gateway::reload_from_file(*impl_->rt);
+  if (!r.ok)
+    return Status::invalid_argument(r.messages.empty() ? "reload failed" : r.messages.front());
+  return Status();
+}
+
 Status Gateway::start() {
   Runtime& rt = *impl_->rt;
-  int threads = rt.config->server.threads > 0
-                    ? rt.config->server.threads
-                    : std::max(1, int(std::thread::hardware_concurrency()));
-  impl_->server = std::make_unique<HttpServer>(rt.config->server,
-                                               [&rt](Exchange& ex) { return handle(rt, ex); });
+  const Config& cfg = *rt.snapshot()->config;
+  int threads = cfg.server.threads > 0 ? cfg.server.threads
+                                       : std::max(1, int(std::thread::hardware_concurrency()));
+  impl_->server =
+      std::make_unique<HttpServer>(cfg.server, [&rt](Exchange& ex) { return handle(rt, ex); });
   // Each thread owns its upstream client (pools, DNS cache, TLS context) for its whole life.
   rt.clients.resize(size_t(threads));
   impl_->server->set_thread_hooks(
@@ -578,9 +713,10 @@ void Gateway::stop(Millis grace) {
     impl_->server.reset();
   }
   Runtime& rt = *impl_->rt;
+  auto snap = rt.snapshot();
   // Persist what was learned, then drain and close the store.
   if (rt.store) {
-    auto state = rt.router->export_state();
+    auto state = snap->router->export_state();
     for (const auto& p : state.posteriors) {
       store::BanditPosteriorEvent e;
       e.category = p.category;
@@ -608,9 +744,10 @@ void Gateway::stop(Millis grace) {
     rt.store->close();
   }
   rt.clients.clear();
-  for (auto& [name, pr] : rt.providers) {
-    if (pr.mock) pr.mock->stop();
+  for (auto& [name, pr] : snap->providers) {
+    if (pr->mock) pr->mock->stop();
   }
+  snap.reset();
   impl_->rt.reset();
 }
 
@@ -618,12 +755,14 @@ int run_serve(const std::string& config_path, const std::string& listen_override
   auto env = Environment::from_process();
   ConfigLoad load;
   std::string source;
+  std::string file;  // what SIGHUP and /admin/reload re-read
   if (!config_path.empty()) {
     load = load_config_file(config_path, env);
-    source = config_path;
+    source = file = config_path;
   } else if (std::filesystem::exists("switchboard.yaml")) {
     load = load_config_file("switchboard.yaml", env);
     source = "./switchboard.yaml";
+    file = "switchboard.yaml";
   } else {
     load = default_config(env);
     source = "built-in defaults";
@@ -655,7 +794,7 @@ int run_serve(const std::string& config_path, const std::string& listen_override
   log::info("switchboard {} starting with {} ({} providers, {} models, {} routes)",
             SWITCHBOARD_VERSION, source, config->providers.size(), config->models.size(),
             config->routes.size());
-  auto gw = Gateway::create(config, GatewayOptions{listen});
+  auto gw = Gateway::create(config, GatewayOptions{listen, file});
   if (!gw.ok()) {
     log::error("{}", gw.status().message());
     return 1;
@@ -667,8 +806,18 @@ int run_serve(const std::string& config_path, const std::string& listen_override
   log::info("listening on {} (port {})", listen, (*gw)->port());
   asio::io_context signals_ctx;
   asio::signal_set signals(signals_ctx, SIGINT, SIGTERM);
+  asio::signal_set hangup(signals_ctx, SIGHUP);
+  std::function<void(const boost::system::error_code&, int)> on_hangup =
+      [&](const boost::system::error_code& ec, int) {
+        if (ec) return;
+        if (auto st = (*gw)->reload_from_file(); !st.ok())
+          log::error("SIGHUP reload: {}", st.message());
+        hangup.async_wait(on_hangup);
+      };
+  hangup.async_wait(on_hangup);
   signals.async_wait([&](const boost::system::error_code&, int sig) {
     log::info("signal {}: draining (a second signal exits at once)", sig);
+    hangup.cancel();
     signals.async_wait([](const boost::system::error_code&, int) { std::_Exit(1); });
     std::thread([&] {
       (*gw)->stop(Millis(config->server.shutdown_grace_ms));

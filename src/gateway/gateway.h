@@ -19,7 +19,8 @@
 namespace switchboard::gateway {
 
 struct GatewayOptions {
-  std::string listen;  // overrides config.listen when non-empty
+  std::string listen;       // overrides config.listen when non-empty
+  std::string config_path;  // re-read by SIGHUP and POST /admin/reload ("" = reload refused)
 };
 
 class Gateway {
@@ -30,6 +31,12 @@ class Gateway {
   ~Gateway();
   Status start();
   void stop(Millis grace);
+  // Hot reload: a valid configuration replaces the running one atomically. Keys that stay keep
+  // their state and in-flight leases, removed keys finish their in-flight requests, learned
+  // routing state carries over; `listen`, `server` and `state` changes need a restart. On any
+  // error the running configuration keeps serving.
+  Status reload(std::shared_ptr<const Config> config);
+  Status reload_from_file();
   uint16_t port() const;
   std::string base_url() const;  // http://127.0.0.1:PORT
 

@@ -299,7 +299,7 @@ struct Attempted {
 class ChatCall {
  public:
   ChatCall(Runtime& rt, Exchange& ex, int gateway_key)
-      : rt_(rt), ex_(ex), t0_(MonoClock::now()), gateway_key_(gateway_key) {}
+      : rt_(rt), snap_(rt.snapshot()), ex_(ex), t0_(MonoClock::now()), gateway_key_(gateway_key) {}
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
@@ -335,7 +335,7 @@ class ChatCall {
       }
       info.max_cost_usd = d;
     }
-    auto plan = rt_.router->plan(info);
+    auto plan = snap_->router->plan(info);
     if (!plan.ok()) {
       if (plan.status().code() == StatusCode::kNotFound) {
         fail(http::status::not_found, "The model '" + req_.model + "' does not exist",
@@ -367,7 +367,7 @@ class ChatCall {
   // The client key's policy: allowed routes (403), monthly budget and rpm (429 + Retry-After).
   bool admit_gateway_key() {
     if (gateway_key_ < 0) return true;
-    const auto& policy = rt_.config->auth.gateway_policies[size_t(gateway_key_)];
+    const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
     if (!policy.routes.empty() &&
         std::find(policy.routes.begin(), policy.routes.end(), req_.model) == policy.routes.end()) {
       fail(http::status::forbidden,
@@ -375,7 +375,7 @@ class ChatCall {
            "model_not_allowed");
       return false;
     }
-    auto& st = *rt_.gateway_keys[size_t(gateway_key_)];
+    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
     std::lock_guard lock(st.mu);
     const int month = utc_month(rt_.clock.wall_now());
     if (st.month != month) {
@@ -410,7 +410,7 @@ class ChatCall {
 
   void charge_gateway_key(double cost) {
     if (gateway_key_ < 0 || cost <= 0) return;
-    auto& st = *rt_.gateway_keys[size_t(gateway_key_)];
+    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
     std::lock_guard lock(st.mu);
     st.spend_usd += cost;
   }
@@ -443,7 +443,7 @@ class ChatCall {
   }
 
   asio::awaitable<void> attempts() {
-    const Config& cfg = *rt_.config;
+    const Config& cfg = *snap_->config;
     const MonoTime deadline = t0_ + Millis(cfg.retry.budget_ms);
     const int64_t estimate =
         req_.prompt_tokens + (req_.max_tokens > 0 ? req_.max_tokens : kDefaultOutputEstimate);
@@ -460,13 +460,13 @@ class ChatCall {
       }
       auto now = MonoClock::now();
       if (now >= deadline) break;
-      ProviderRuntime* pr = rt_.provider(a.provider);
+      ProviderRuntime* pr = snap_->provider(a.provider);
       if (!pr) {
         idx++;
         continue;
       }
-      auto pb = rt_.breakers->provider(a.provider);
-      auto mb = rt_.breakers->model(a.provider, a.model);
+      auto pb = snap_->breakers->provider(a.provider);
+      auto mb = snap_->breakers->model(a.provider, a.model);
       breaker::Permit pp = pb->try_acquire();
       breaker::Permit mp = pp ? mb->try_acquire() : breaker::Permit();
       if (!pp || !mp) {
@@ -599,7 +599,7 @@ class ChatCall {
   }
 
   double cost_of(const routing::Attempt& a, const upstream::TokenUsage& u) const {
-    const ModelConfig* m = rt_.config->find_model(std::string(a.model));
+    const ModelConfig* m = snap_->config->find_model(std::string(a.model));
     if (!m) return 0;
     return (double(u.prompt_tokens) * m->cost.input_per_mtok +
             double(u.completion_tokens) * m->cost.output_per_mtok) /
@@ -620,7 +620,7 @@ class ChatCall {
     o.tokens_in = r.usage.prompt_tokens;
     o.tokens_out = r.usage.completion_tokens;
     o.cost_usd = cost_of(a, r.usage);
-    rt_.router->record(o);
+    snap_->router->record(o);
     static auto& updates = metrics::counter_family("switchboard_routing_updates_total",
                                                    "Outcomes recorded by the learned router")
                                .Add({});
@@ -650,7 +650,7 @@ class ChatCall {
     std::string provider = a ? std::string(a->provider) : "";
     rt_.metrics.observe(plan_.route(), model, provider, status_class,
                         std::chrono::duration<double>(total).count(), attempts_, layer_rank_ > 0);
-    if (rt_.config->log.access_log) {
+    if (snap_->config->log.access_log) {
       log::info(
           "access {{\"request_id\":{},\"route\":{},\"model\":{},\"provider\":{},\"key\":{},"
           "\"attempts\":{},\"layer\":{},\"status\":{},\"latency_us\":{},\"tokens_in\":{},\"tokens_"
@@ -901,6 +901,7 @@ class ChatCall {
   }
 
   Runtime& rt_;
+  const std::shared_ptr<const Snapshot> snap_;  // the configuration this request runs under
   Exchange& ex_;
   const MonoTime t0_;
   const int gateway_key_;

@@ -47,11 +47,36 @@ class AsioScheduler final : public keys::Scheduler {
 };
 
 struct ProviderRuntime {
+  std::shared_ptr<const Config> owner;  // keeps `config` alive while a later snapshot reuses this
   const ProviderConfig* config = nullptr;
   std::string base_url;  // effective: a mock's loopback address for kind: mock
   bool anthropic = false;
   std::unique_ptr<keys::KeyPool> pool;
-  std::unique_ptr<MockProvider> mock;
+  std::shared_ptr<MockProvider> mock;
+};
+
+// Per gateway (client) key: its rpm window and this month's spend.
+struct GatewayKeyState {
+  std::mutex mu;
+  std::deque<MonoTime> window;
+  int month = -1;  // UTC year * 12 + month of `spend_usd`
+  double spend_usd = 0;
+};
+
+// Everything that a configuration determines, swapped as a whole by a reload. A request holds
+// the snapshot it started with until it ends, so pools of removed keys live until their leases
+// end and a request's plan never mixes two configurations.
+struct Snapshot {
+  std::shared_ptr<const Config> config;
+  std::map<std::string, std::shared_ptr<ProviderRuntime>, std::less<>> providers;
+  std::shared_ptr<breaker::BreakerRegistry> breakers;
+  std::shared_ptr<routing::Router> router;
+  std::vector<std::shared_ptr<GatewayKeyState>> gateway_keys;  // parallel to auth.gateway_keys
+
+  ProviderRuntime* provider(std::string_view name) const {
+    auto it = providers.find(name);
+    return it == providers.end() ? nullptr : it->second.get();
+  }
 };
 
 // Request metrics by (route, model, provider, status class), resolved once per combination.
@@ -73,33 +98,22 @@ class RequestMetrics {
 };
 
 struct Runtime {
-  std::shared_ptr<const Config> config;
   Clock& clock = SystemClock::instance();
   AsioScheduler scheduler;
-  std::map<std::string, ProviderRuntime, std::less<>> providers;
-  std::unique_ptr<breaker::BreakerRegistry> breakers;
-  std::unique_ptr<routing::Router> router;
+  std::atomic<std::shared_ptr<const Snapshot>> current;
+  std::mutex reload_mu;     // one reload at a time
+  std::string config_path;  // what a reload re-reads ("" = no file: reload refused)
   std::unique_ptr<store::Store> store;
   std::vector<std::unique_ptr<upstream::HttpClient>> clients;  // one per server thread
   RequestMetrics metrics;
   std::atomic<uint64_t> request_seq{0};
   uint64_t instance_tag = 0;
   std::atomic<bool> store_ok{false};
-
-  ProviderRuntime* provider(std::string_view name) {
-    auto it = providers.find(name);
-    return it == providers.end() ? nullptr : &it->second;
-  }
   std::unique_ptr<routing::FeedbackLedger> ledger;
-  // Per gateway (client) key: its rpm window and this month's spend (parallel to
-  // auth.gateway_keys).
-  struct GatewayKeyState {
-    std::mutex mu;
-    std::deque<MonoTime> window;
-    int month = -1;  // UTC year * 12 + month of `spend`
-    double spend_usd = 0;
-  };
-  std::vector<std::unique_ptr<GatewayKeyState>> gateway_keys;
+
+  std::shared_ptr<const Snapshot> snapshot() const {
+    return current.load(std::memory_order_acquire);
+  }
   // A request id is "sb-<instance>-<sequence>"; the sequence keys the feedback ledger.
   std::string request_id(uint64_t seq) const;
   uint64_t next_request_seq() { return request_seq.fetch_add(1) + 1; }
@@ -107,8 +121,20 @@ struct Runtime {
   uint64_t parse_request_id(std::string_view id) const;
 };
 
-// POST /v1/feedback.
-void handle_feedback(Runtime& rt, Exchange& ex);
+// Builds the snapshot for `config`, taking over what can be kept from `previous` (key pools and
+// their state, in-process mocks, breakers and learned routing state). Fails only when an
+// in-process mock cannot start.
+Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
+                                                       std::shared_ptr<const Config> config,
+                                                       const Snapshot* previous);
+
+struct ReloadResult {
+  bool ok = false;
+  std::vector<std::string> messages;  // the errors of a rejected configuration, or notes
+};
+// Validated swap of the running configuration; the old one keeps serving on any error.
+ReloadResult reload_runtime(Runtime& rt, const std::shared_ptr<const Config>& config);
+ReloadResult reload_from_file(Runtime& rt);
 
 // POST /v1/chat/completions.
 // `gateway_key` is the index of the client's gateway key in auth.gateway_keys, or -1.

@@ -8,6 +8,7 @@
 #include <future>
 #include <regex>
 #include <sstream>
+#include <thread>
 
 #include "common/log.h"
 #include "gateway_fixture.h"
@@ -232,6 +233,79 @@ TEST_F(OpsTest, SigtermDrainsInFlightRequestsAndExitsZero) {
   // New connections are refused after shutdown.
   EXPECT_FALSE(
       request(port, "GET", "/healthz", {}, {}, std::chrono::milliseconds(500)).transport_ok);
+}
+
+// Reloads with added, removed and changed keys while requests flow: none fails, a staying key
+// keeps its state, an invalid file is rejected with its errors and the old configuration serves.
+TEST_F(OpsTest, HotReloadUnderLoadLosesNoRequest) {
+  MockScenario s;
+  s.latency_ms = 5;
+  auto& mock = add_mock(s);
+  auto write = [&](const std::string& path, const std::string& keys, int max_concurrent) {
+    std::ofstream f(path);
+    f << "state: { path: " << (dir_ / "reload.db").string()
+      << " }\nlog: { level: error, access_log: false }\n"
+      << "providers:\n"
+      << provider("up", mock, keys,
+                  "limits: { max_concurrent: " + std::to_string(max_concurrent) + " }")
+      << models_yaml();
+  };
+  const std::string path = (dir_ / "reload.yaml").string();
+  write(path, "[sk-a, sk-b]", 8);
+  auto load = load_config_file(path, Environment::from_map({}));
+  ASSERT_TRUE(load.ok());
+  auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
+                                     gateway::GatewayOptions{"127.0.0.1:0", path});
+  ASSERT_TRUE(gw.ok());
+  ASSERT_TRUE((*gw)->start().ok());
+  const uint16_t port = (*gw)->port();
+  ASSERT_EQ(post(port, "/admin/keys/up#2/disable", "").status, 200);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      while (!stop) {
+        auto r = post(port, "/v1/chat/completions", chat_body("cheap"));
+        (r.status == 200 ? ok : failed)++;
+      }
+    });
+  }
+  auto reload_with = [&](const std::string& keys, int max_concurrent) {
+    write(path, keys, max_concurrent);
+    auto r = post(port, "/admin/reload", "");
+    EXPECT_EQ(r.status, 200) << r.body;
+    int before = ok.load();
+    EXPECT_TRUE(eventually([&] { return ok.load() >= before + 20; }));
+  };
+  reload_with("[sk-a, sk-b, sk-c]", 8);  // a key added
+  reload_with("[sk-b, sk-c]", 8);        // a key removed (its leases finish)
+  reload_with("[sk-b, sk-c]", 2);        // limits changed
+  // An invalid file: rejected with its error; the running configuration keeps serving.
+  {
+    std::ofstream f(path);
+    f << "providers:\n  up: { kind: openai, keys: [x], limits: { rpm: -1 } }\n";
+  }
+  auto bad = post(port, "/admin/reload", "");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("providers.up.limits.rpm"), std::string::npos) << bad.body;
+  int before = ok.load();
+  EXPECT_TRUE(eventually([&] { return ok.load() >= before + 20; }));
+  stop = true;
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(ok.load(), 80);
+  // sk-b (disabled before the reloads, now "up#1") kept its state through three reloads.
+  auto keys = parse_json(get(port, "/admin/keys").body);
+  std::map<std::string, std::string> state;
+  for (const auto& k : keys.as_object().at("keys").as_array())
+    state[std::string(k.as_object().at("id").as_string())] =
+        std::string(k.as_object().at("state").as_string());
+  EXPECT_EQ(state["up#1"], "disabled");
+  EXPECT_EQ(state["up#2"], "healthy");
+  EXPECT_EQ(state.size(), 2u);
+  (*gw)->stop(Millis(1000));
 }
 
 }  // namespace
