@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -1421,6 +1422,26 @@ TEST_F(GatewayTest, OneRequestsFailureNeverMovesConcurrentRequests) {
   EXPECT_EQ(layer1, 1);
   EXPECT_EQ(layer0, kClients - 1);
   EXPECT_EQ(b.stats().requests, 1u);
+}
+
+TEST_F(GatewayTest, SessionHeaderKeepsAConversationOnOneKey) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a, "[sk-a-1, sk-a-2, sk-a-3]") +
+                "models:\n  ma: { provider: pa }\n");
+  for (const std::string session : {"conv-a", "conv-b"}) {
+    SCOPED_TRACE(session);
+    std::string first;
+    for (int i = 0; i < 4; ++i) {
+      auto r = chat(chat_body("ma"), {{"x-switchboard-session", session}});
+      ASSERT_EQ(r.status, 200) << r.body;
+      if (i == 0) first = r.header("x-switchboard-key");
+      EXPECT_EQ(r.header("x-switchboard-key"), first);
+    }
+  }
+  // Without a session, requests spread over the keys.
+  std::set<std::string> used;
+  for (int i = 0; i < 6; ++i) used.insert(chat(chat_body("ma")).header("x-switchboard-key"));
+  EXPECT_GE(used.size(), 2u);
 }
 
 }  // namespace
