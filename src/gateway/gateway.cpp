@@ -492,6 +492,22 @@ Gateway::~Gateway() {
   stop(Millis(0));
 }
 
+int utc_month(WallTime t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  return (tm.tm_year + 1900) * 12 + tm.tm_mon;
+}
+
+WallTime utc_month_start(WallTime t) {
+  std::time_t tt = std::chrono::system_clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  tm.tm_mday = 1;
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
 namespace {
 
 // A pool can be kept as it is across a reload only when nothing it was built from changed.
@@ -629,6 +645,23 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
     rt.store_ok = true;
   } else {
     log::warn("store state could not be loaded: {}", loaded.status().message());
+  }
+  // Monthly budgets count what each gateway key spent this month before a restart too.
+  if (!config->auth.gateway_keys.empty()) {
+    const WallTime now = rt.clock.wall_now();
+    auto spend = store::query_gateway_spend(config->state.path, utc_month_start(now));
+    if (spend.ok()) {
+      for (size_t i = 0; i < config->auth.gateway_policies.size(); ++i) {
+        auto it = spend->find(config->auth.gateway_policies[i].name);
+        if (it == spend->end()) continue;
+        auto& st = *snap.value()->gateway_keys[i];
+        std::lock_guard lock(st.mu);
+        st.month = utc_month(now);
+        st.spend_usd = it->second;
+      }
+    } else if (spend.status().code() != StatusCode::kNotFound) {
+      log::warn("gateway key spend could not be loaded: {}", spend.status().message());
+    }
   }
   return std::unique_ptr<Gateway>(new Gateway(std::move(impl)));
 }

@@ -357,13 +357,6 @@ class ChatCall {
     ex_.response.set("x-switchboard-request-id", request_id_);
   }
 
-  static int utc_month(WallTime t) {
-    std::time_t tt = std::chrono::system_clock::to_time_t(t);
-    std::tm tm{};
-    gmtime_r(&tt, &tm);
-    return (tm.tm_year + 1900) * 12 + tm.tm_mon;
-  }
-
   // The client key's policy: allowed routes (403), monthly budget and rpm (429 + Retry-After).
   bool admit_gateway_key() {
     if (gateway_key_ < 0) return true;
@@ -640,6 +633,8 @@ class ChatCall {
     e.tokens_in = u.prompt_tokens;
     e.tokens_out = u.completion_tokens;
     e.cost_usd = cost_of(a, u);
+    if (gateway_key_ >= 0)
+      e.gateway_key = snap_->config->auth.gateway_policies[size_t(gateway_key_)].name;
     rt_.store->enqueue(std::move(e));
   }
 

@@ -121,6 +121,11 @@ struct Runtime {
   uint64_t parse_request_id(std::string_view id) const;
 };
 
+// UTC year * 12 + month.
+int utc_month(WallTime t);
+// The first instant of that month.
+WallTime utc_month_start(WallTime t);
+
 // Builds the snapshot for `config`, taking over what can be kept from `previous` (key pools and
 // their state, in-process mocks, breakers and learned routing state). Fails only when an
 // in-process mock cannot start.

@@ -130,6 +130,10 @@ CREATE TABLE workflow_events (
 );
 CREATE INDEX workflow_events_run ON workflow_events (run_id, id);
 )sql"},
+      {4, "spend per gateway key", R"sql(
+ALTER TABLE usage ADD COLUMN gateway_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX usage_gateway_key_ts ON usage (gateway_key, ts_ms);
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

@@ -138,7 +138,7 @@ class SqliteStore final : public Store {
         "status_class, category, latency_us, tokens_in, tokens_out, cost_usd, attempts, layer) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         "INSERT INTO usage (ts_ms, request_id, provider, key_id, model, tokens_in, tokens_out, "
-        "cost_usd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "cost_usd, gateway_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         "INSERT INTO key_state (key_id, state, cooldown_until_ms, reason, day_window_start_ms, "
         "day_requests, day_tokens, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
         "ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, "
@@ -327,6 +327,7 @@ class SqliteStore final : public Store {
                             s.bind(6, u.tokens_in);
                             s.bind(7, u.tokens_out);
                             s.bind(8, u.cost_usd);
+                            s.bind(9, u.gateway_key);
                             return s.run();
                           },
                           [&](const KeyStateEvent& k) {

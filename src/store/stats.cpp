@@ -129,4 +129,38 @@ Result<std::string> format_model_stats(const std::string& db_path, bool json) {
   return out;
 }
 
+Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_path,
+                                                          WallTime since) {
+  using detail::Db;
+  using detail::Stmt;
+  std::error_code ec;
+  if (!std::filesystem::exists(db_path, ec)) return Status::not_found("no database at " + db_path);
+  auto db = Db::open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+  if (!db.ok()) return db.status();
+  sqlite3_busy_timeout(db->get(), 5000);
+  auto version = db->query_int("PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  std::map<std::string, double> out;
+  if (*version < 4) return out;  // no per-key spend recorded before migration 4
+  Stmt q;
+  if (Status st = q.prepare(
+          db->get(),
+          "SELECT gateway_key, sum(cost_usd) FROM usage WHERE ts_ms >= ?1 AND gateway_key != '' "
+          "GROUP BY gateway_key");
+      !st.ok()) {
+    return st;
+  }
+  q.bind(1,
+         std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count());
+  while (true) {
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW)
+      return Status::io_error(std::string("reading spend: ") + sqlite3_errmsg(db->get()));
+    const unsigned char* name = sqlite3_column_text(q.get(), 0);
+    out[name ? reinterpret_cast<const char*>(name) : ""] = sqlite3_column_double(q.get(), 1);
+  }
+  return out;
+}
+
 }  // namespace switchboard::store

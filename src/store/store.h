@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <variant>
@@ -69,6 +70,7 @@ struct UsageEvent {
   int64_t tokens_in = 0;
   int64_t tokens_out = 0;
   double cost_usd = 0;
+  std::string gateway_key;  // the client's gateway key by name ("" without client auth)
 };
 
 // The persistent part of one key's state; upserted by key id (latest wins).
@@ -228,5 +230,10 @@ struct ModelStatsRow {
 Result<std::vector<ModelStatsRow>> query_model_stats(const std::string& db_path);
 // The same as an aligned text table, or as a JSON array of objects when `json`.
 Result<std::string> format_model_stats(const std::string& db_path, bool json);
+
+// Spend (USD) per gateway key name recorded since `since`, for monthly budgets across restarts.
+// Reads on its own connection (safe while a store writes). NotFound when there is no database.
+Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_path,
+                                                          WallTime since);
 
 }  // namespace switchboard::store

@@ -61,6 +61,21 @@ TEST_F(OpsTest, GatewayKeysAuthenticateAndEnforceTheirPolicies) {
   EXPECT_EQ(chat(chat_body("dear"), bearer("gw-team-a-secret-111")).status, 200);
 }
 
+// Spend is recorded per gateway key in the store, so a restart does not reset a monthly budget.
+TEST_F(OpsTest, MonthlyBudgetSurvivesARestart) {
+  auto& mock = add_mock();
+  const std::string yaml =
+      std::string(kGatewayKeys) + "providers:\n" + provider("up", mock) + models_yaml();
+  start_gateway(yaml);
+  EXPECT_EQ(chat(chat_body("dear"), bearer("gw-budget-secret-333")).status, 200);
+  gw_->stop(Millis(1000));  // drains the store
+  gw_.reset();
+  start_gateway(yaml);  // same state path
+  auto broke = chat(chat_body("dear"), bearer("gw-budget-secret-333"));
+  EXPECT_EQ(broke.status, 429) << broke.body;
+  EXPECT_EQ(chat(chat_body("dear"), bearer("gw-team-a-secret-111")).status, 200);
+}
+
 TEST_F(OpsTest, AdminKeyProtectsTheAdminApi) {
   auto& mock = add_mock();
   start_gateway("auth: { admin_key: adm-secret-444 }\nproviders:\n" + provider("up", mock) +
