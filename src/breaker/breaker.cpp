@@ -201,9 +201,36 @@ CircuitBreaker::CircuitBreaker(std::string target, TargetKind kind, const Breake
       ring_(std::make_unique<std::atomic<uint64_t>[]>(ring_mask_ + 1)),
       state_gauge_(&state_family().Add({{"target", target_}})) {
   state_gauge_->Set(0);
+  lock_counted_metric();  // the series exists (at 0) from the first breaker on
 }
 
 CircuitBreaker::~CircuitBreaker() = default;
+
+namespace {
+prometheus::Counter& contended_counter();
+}  // namespace
+
+void CircuitBreaker::lock_counted_metric() {
+  contended_counter();
+}
+
+namespace {
+prometheus::Counter& contended_counter() {
+  static auto& c = metrics::counter_family("switchboard_breaker_lock_contended_total",
+                                           "Breaker lock acquisitions that had to wait")
+                       .Add({});
+  return c;
+}
+}  // namespace
+
+std::unique_lock<std::mutex> CircuitBreaker::lock_counted(std::mutex& mu) {
+  std::unique_lock<std::mutex> lock(mu, std::try_to_lock);
+  if (!lock.owns_lock()) {
+    contended_counter().Increment();
+    lock.lock();
+  }
+  return lock;
+}
 
 Permit CircuitBreaker::try_acquire() {
   const uint64_t h = head_.load(std::memory_order_acquire);
@@ -217,7 +244,7 @@ Permit CircuitBreaker::try_acquire() {
   TransitionLog log;
   Permit permit;
   {
-    std::lock_guard lock(mu_);
+    auto lock = lock_counted(mu_);
     advance_locked(clock_.now(), log);
     const uint64_t cur = head_.load(std::memory_order_relaxed);
     switch (state_of(cur)) {
@@ -250,7 +277,7 @@ BreakerState CircuitBreaker::state() const {
   TransitionLog log;
   BreakerState result;
   {
-    std::lock_guard lock(mu_);
+    auto lock = lock_counted(mu_);
     advance_locked(clock_.now(), log);
     result = state_of(head_.load(std::memory_order_relaxed));
   }
@@ -264,7 +291,7 @@ BreakerSnapshot CircuitBreaker::snapshot() const {
   snap.kind = kind_;
   TransitionLog log;
   {
-    std::lock_guard lock(mu_);
+    auto lock = lock_counted(mu_);
     const MonoTime now = clock_.now();
     advance_locked(now, log);
     snap.state = state_of(head_.load(std::memory_order_relaxed));
@@ -294,7 +321,7 @@ BreakerSnapshot CircuitBreaker::snapshot() const {
 void CircuitBreaker::reset() {
   TransitionLog log;
   {
-    std::lock_guard lock(mu_);
+    auto lock = lock_counted(mu_);
     transition_locked(BreakerState::kClosed, clock_.now(), log);
   }
   emit(log);
@@ -313,7 +340,7 @@ void CircuitBreaker::on_result(uint32_t generation, bool probe, Outcome outcome,
   }
   TransitionLog log;
   {
-    std::lock_guard lock(mu_);
+    auto lock = lock_counted(mu_);
     record_slow_path(generation, verdict, slow, log);
   }
   emit(log);
@@ -333,7 +360,7 @@ void CircuitBreaker::record_closed(uint32_t generation, uint64_t code) {
     if (seq_of(h) == kSeqMask) {
       // Out of sequence numbers (after ~1.7e13 results): start a fresh window in a new
       // generation. This result, like any in flight, then belongs to the old one and is dropped.
-      std::lock_guard lock(mu_);
+      auto lock = lock_counted(mu_);
       const uint64_t cur = head_.load(std::memory_order_relaxed);
       if (cur == h) {
         for (uint64_t i = 0; i <= ring_mask_; ++i) ring_[i].store(0, std::memory_order_relaxed);
@@ -371,7 +398,7 @@ void CircuitBreaker::record_closed(uint32_t generation, uint64_t code) {
 
   TransitionLog log;
   {
-    std::lock_guard lock(mu_);
+    auto lock = lock_counted(mu_);
     const uint64_t cur = head_.load(std::memory_order_relaxed);
     // Another result may already have opened it (then the generation moved on).
     if (gen_of(cur) == generation && state_of(cur) == BreakerState::kClosed) {

@@ -211,6 +211,10 @@ class CircuitBreaker {
   bool should_trip(const WindowCounts& c) const;
   WindowCounts count_window() const;
 
+  // Locks `mu`, counting in switchboard_breaker_lock_contended_total when it had to wait.
+  static std::unique_lock<std::mutex> lock_counted(std::mutex& mu);
+  static void lock_counted_metric();
+
   // All *_locked functions need mu_.
   void advance_locked(MonoTime now, TransitionLog& log) const;
   void transition_locked(BreakerState to, MonoTime now, TransitionLog& log) const;
