@@ -1235,7 +1235,9 @@ TEST_F(GatewayTest, KeepAliveAfterSlowRequestsAndStreams) {
     ASSERT_TRUE(send_req(stream));
     std::string got = read_response(stream);
     ASSERT_EQ(got.rfind("HTTP/1.1 200", 0), 0u) << got;
-    if (stream) EXPECT_NE(got.find("data: [DONE]"), std::string::npos) << got;
+    if (stream) {
+      EXPECT_NE(got.find("data: [DONE]"), std::string::npos) << got;
+    }
   }
   ::close(fd);
   EXPECT_EQ(a.stats().requests, 4u);
@@ -1325,7 +1327,9 @@ TEST_F(GatewayTest, RevokedKeyIsRetiredAndAnotherKeyServes) {
   EXPECT_LE(a.stats().by_status[401], 1u);
   auto dead = admin_key("pa#1");
   ASSERT_TRUE(dead.is_object());
-  if (a.stats().by_status[401] == 1) EXPECT_EQ(dead.as_object().at("state").as_string(), "dead");
+  if (a.stats().by_status[401] == 1) {
+    EXPECT_EQ(dead.as_object().at("state").as_string(), "dead");
+  }
   // With the disable/enable admin API, an operator can take the good key out too: then nothing
   // can serve, and the client gets an OpenAI-shaped error, not a hang.
   // Key ids contain '#', which a URL carries as %23 (curl and every HTTP library would cut a
@@ -1349,7 +1353,7 @@ TEST_F(GatewayTest, ChunkedRequestBodiesHttp10AndIdleTimeout) {
     // A chunked request body (streaming HTTP clients send these), split mid-JSON.
     const std::string body = chat_body("ma");
     const size_t half = body.size() / 2;
-    char l1[16], l2[16];
+    char l1[24], l2[24];
     std::snprintf(l1, sizeof(l1), "%zx\r\n", half);
     std::snprintf(l2, sizeof(l2), "%zx\r\n", body.size() - half);
     std::string req =
