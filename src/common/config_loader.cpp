@@ -724,7 +724,7 @@ class Loader {
       }
       if (!check_map(v, p,
                      {"kind", "base_url", "keys", "limits", "timeout_ms", "selection", "cooldown",
-                      "breaker", "mock_if_no_keys"})) {
+                      "breaker", "mock_if_no_keys", "mock"})) {
         continue;
       }
       read_enum(v, "kind", p, pc.kind,

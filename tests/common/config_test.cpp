@@ -182,6 +182,32 @@ routes:
   EXPECT_EQ(p->keys.size(), 1u);
 }
 
+TEST(ConfigTest, MockProviderScenarioIsRead) {
+  const char* yaml = R"(
+providers:
+  p:
+    kind: mock
+    mock:
+      latency_ms: 25
+      rpm: 3
+      script: [{ status: 503, times: 2 }]
+      quality: { m: { sql: 0.4, default: 0.9 } }
+)";
+  auto load = load_config_string(yaml, "t.yaml", Environment::from_map({}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const auto& m = load.config->providers[0].mock;
+  EXPECT_EQ(m.latency_ms, 25);
+  EXPECT_EQ(m.rpm, 3);
+  ASSERT_EQ(m.script.size(), 1u);
+  EXPECT_EQ(m.script[0].status, 503);
+  EXPECT_EQ(m.script[0].times, 2);
+  EXPECT_DOUBLE_EQ(m.quality.at("m").at("sql"), 0.4);
+  auto bad = load_config_string("providers:\n  p: { kind: mock, mock: { error_rate: 2 } }\n",
+                                "t.yaml", Environment::from_map({}));
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.errors[0].path, "providers.p.mock.error_rate");
+}
+
 TEST(ConfigTest, DefaultConfigUsesRealProvidersWhenKeysAreSet) {
   auto with = default_config(Environment::from_map({{"OPENAI_API_KEYS", "sk-real"}}));
   ASSERT_TRUE(with.ok());
