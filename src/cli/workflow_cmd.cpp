@@ -1,10 +1,7 @@
-// Workflow commands, and the blocking HTTP and in-process-gateway LLM callers that `http` and
-// `llm` steps use (kept here so that the workflow library stays free of Asio and Beast).
+// Workflow commands. `http`, `llm` steps and `feedback:` verdicts use the gateway module's
+// callers (workflow_callers.h), llm steps through an in-process gateway.
 #include "cli/workflow_cmd.h"
 
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <filesystem>
 #include <iostream>
@@ -13,7 +10,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "gateway/gateway.h"
-#include "upstream/http_client.h"
+#include "gateway/workflow_callers.h"
 #include "workflow/workflow.h"
 
 namespace switchboard::cli {
@@ -26,81 +23,32 @@ constexpr int kExitOk = 0;
 constexpr int kExitRuntime = 1;
 constexpr int kExitUsage = 2;
 
-// One request on its own io_context, driven in short slices so that the step's interrupt
-// (timeout or cancellation) abandons it promptly.
-Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interrupt& interrupt) {
-  boost::asio::io_context ctx;
-  upstream::HttpClient client(ctx.get_executor());
-  upstream::HttpRequest req;
-  req.method = call.method;
-  req.url = call.url;
-  req.body = call.body;
-  for (const auto& h : call.headers) req.headers.push_back(h);
-  if (call.timeout_ms > 0) req.deadline = MonoClock::now() + Millis(call.timeout_ms);
-  upstream::HttpResponse res;
-  upstream::TransportStatus st;
-  bool done = false;
-  boost::asio::co_spawn(
-      ctx,
-      [&]() -> boost::asio::awaitable<void> {
-        st = co_await client.fetch(req, res);
-        done = true;
-      },
-      boost::asio::detached);
-  while (!done) {
-    if (Status s = interrupt.check(); !s.ok()) {
-      ctx.stop();
-      return s;
-    }
-    ctx.run_for(std::chrono::milliseconds(20));
-    if (ctx.stopped() && !done) ctx.restart();
-  }
-  if (!st.ok()) return Status::unavailable(call.method + " " + call.url + ": " + st.message);
-  return wf::HttpReply{res.head.status, std::move(res.body)};
-}
-
-class BlockingHttpCaller final : public wf::HttpCaller {
+// Starts an in-process gateway on 127.0.0.1:0 at the first llm step (or verdict) and hands its
+// address to the gateway step client, so llm steps get routing, key rotation and failover
+// exactly as HTTP clients do, and `feedback:` verdicts reach the same gateway that served the
+// request (its request-id memory is in process).
+class InProcessGateway {
  public:
-  Result<wf::HttpReply> call(const wf::HttpCall& call, const wf::Interrupt& interrupt) override {
-    return blocking_fetch(call, interrupt);
-  }
-};
-
-// Starts an in-process gateway on 127.0.0.1:0 at the first llm step and sends chat completions
-// to it, so llm steps get routing, key rotation and failover exactly as HTTP clients do.
-class GatewayLlmCaller final : public wf::LlmCaller {
- public:
-  explicit GatewayLlmCaller(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
-  ~GatewayLlmCaller() override {
+  explicit InProcessGateway(std::shared_ptr<const Config> config) : config_(std::move(config)) {}
+  ~InProcessGateway() {
     if (gateway_) gateway_->stop(Millis(2000));
   }
 
-  Result<wf::HttpReply> complete(const std::string& body,
-                                 const std::vector<std::pair<std::string, std::string>>& headers,
-                                 int64_t timeout_ms, const wf::Interrupt& interrupt) override {
-    std::string base;
-    {
-      std::lock_guard lock(mu_);
-      if (!gateway_) {
-        gateway::GatewayOptions opts;
-        opts.listen = "127.0.0.1:0";
-        auto gw = gateway::Gateway::create(config_, opts);
-        if (!gw.ok()) return gw.status();
-        if (Status st = (*gw)->start(); !st.ok()) return st;
-        gateway_ = std::move(*gw);
-      }
-      base = gateway_->base_url();
+  Result<gateway::GatewayTarget> target() {
+    std::lock_guard lock(mu_);
+    if (!gateway_) {
+      gateway::GatewayOptions opts;
+      opts.listen = "127.0.0.1:0";
+      opts.workflows = false;  // this process runs one workflow; it must not resume others
+      auto gw = gateway::Gateway::create(config_, opts);
+      if (!gw.ok()) return gw.status();
+      if (Status st = (*gw)->start(); !st.ok()) return st;
+      gateway_ = std::move(*gw);
     }
-    wf::HttpCall call;
-    call.method = "POST";
-    call.url = base + "/v1/chat/completions";
-    call.body = body;
-    call.headers = headers;
-    call.headers.emplace_back("content-type", "application/json");
-    if (!config_->auth.gateway_keys.empty())
-      call.headers.emplace_back("authorization", "Bearer " + config_->auth.gateway_keys.front());
-    call.timeout_ms = timeout_ms;
-    return blocking_fetch(call, interrupt);
+    gateway::GatewayTarget t;
+    t.base_url = gateway_->base_url();
+    if (!config_->auth.gateway_keys.empty()) t.gateway_key = config_->auth.gateway_keys.front();
+    return t;
   }
 
  private:
@@ -164,8 +112,13 @@ int run_workflow_command(const WorkflowArgs& a) {
   opts.db_path = a.db.empty() ? config->state.path : a.db;
   opts.synchronous = config->state.synchronous;
   opts.busy_timeout_ms = config->state.busy_timeout_ms;
-  opts.executors.http = wf::make_http_executor(std::make_shared<BlockingHttpCaller>());
-  opts.executors.llm = wf::make_llm_executor(std::make_shared<GatewayLlmCaller>(config));
+  // Declared before the engine so that it outlives it (the engine's steps use it).
+  auto in_process = std::make_shared<InProcessGateway>(config);
+  auto client =
+      std::make_shared<gateway::GatewayStepClient>([in_process] { return in_process->target(); });
+  opts.executors.http = wf::make_http_executor(gateway::make_blocking_http_caller());
+  opts.executors.llm = wf::make_llm_executor(client);
+  opts.executors.feedback = client;
   opts.on_transition = [](const wf::Transition& t) { std::cout << t.to_line() << std::endl; };
   auto engine = wf::Engine::open(opts);
   if (!engine.ok()) {

@@ -21,6 +21,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "gateway/runtime.h"
+#include "gateway/workflow_api.h"
 
 namespace switchboard::gateway {
 
@@ -390,6 +391,16 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     handle_feedback(rt, ex);
     co_return;
   }
+  if (target.rfind("/v1/workflows/", 0) == 0) {
+    if (!rt.workflows) {
+      ex.response = error_response(http::status::service_unavailable,
+                                   "workflows are not available on this gateway", "server_error",
+                                   "workflows_unavailable");
+      co_return;
+    }
+    co_await rt.workflows->handle(ex, target);
+    co_return;
+  }
   if (method == http::verb::get && (target == "/v1/models" || target == "/models")) {
     ex.response = json_response(http::status::ok, models_json(cfg));
     co_return;
@@ -726,8 +737,38 @@ Status Gateway::start() {
         rt.clients[size_t(i)] = std::make_unique<upstream::HttpClient>(ctx.get_executor());
       },
       [&rt](int i) { rt.clients[size_t(i)].reset(); });
+  if (impl_->options.workflows) {
+    // llm steps and verdicts go through this gateway's own port, on loopback when it listens
+    // on every interface; the port is read at each call, so it is known by then.
+    std::string host;
+    uint16_t unused = 0;
+    split_host_port(impl_->listen, host, unused);
+    if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+    if (host == "::" || host == "[::]") host = "[::1]";
+    Impl* impl = impl_.get();
+    auto service = WorkflowService::open(cfg, [impl, host]() -> Result<GatewayTarget> {
+      if (!impl->server || impl->server->port() == 0)
+        return Status::unavailable("the gateway is not serving");
+      GatewayTarget t;
+      t.base_url = "http://" + host + ":" + std::to_string(impl->server->port());
+      const auto& keys = impl->rt->snapshot()->config->auth.gateway_keys;
+      if (!keys.empty()) t.gateway_key = keys.front();
+      return t;
+    });
+    if (service.ok()) {
+      rt.workflows = std::move(*service);
+    } else if (service.status().code() == StatusCode::kFailedPrecondition) {
+      log::info("workflows disabled: {}", service.status().message());
+    } else {
+      return service.status();
+    }
+  }
   auto st = impl_->server->start(impl_->listen, threads);
-  if (!st.ok()) return st;
+  if (!st.ok()) {
+    rt.workflows.reset();
+    return st;
+  }
+  if (rt.workflows) rt.workflows->start();
   return Status();
 }
 
@@ -741,11 +782,16 @@ std::string Gateway::base_url() const {
 
 void Gateway::stop(Millis grace) {
   if (!impl_ || !impl_->rt) return;
+  Runtime& rt = *impl_->rt;
+  // Workflows first: their llm steps post to this server, so it must outlive them. Handlers
+  // still awaiting the service's pool finish before the server's io_contexts are destroyed.
+  if (rt.workflows) rt.workflows->stop();
   if (impl_->server) {
     impl_->server->stop(grace);
+    rt.workflows.reset();
     impl_->server.reset();
   }
-  Runtime& rt = *impl_->rt;
+  rt.workflows.reset();
   auto snap = rt.snapshot();
   // Persist what was learned, then drain and close the store.
   if (rt.store) {

@@ -2,8 +2,11 @@
 //
 // A Gateway owns everything a running switchboard needs: the HTTP server (one io_context per
 // thread), a key pool per provider, the breaker registry, the router, the store, and in-process
-// mock upstreams for `kind: mock` providers. `start()` binds and serves; `stop()` stops accepting,
-// lets in-flight requests finish up to the grace period, drains the store and joins every thread.
+// mock upstreams for `kind: mock` providers, and the durable workflow service (workflow_api.h).
+// `start()` binds and serves, then resumes interrupted workflow runs in the background; `stop()`
+// first interrupts and releases running workflows (they resume at the next start) and joins their
+// threads, then stops accepting, lets in-flight requests finish up to the grace period, drains
+// the store and joins every thread.
 //
 // Thread-safety: create, start and stop from one controlling thread.
 #pragma once
@@ -21,6 +24,9 @@ namespace switchboard::gateway {
 struct GatewayOptions {
   std::string listen;       // overrides config.listen when non-empty
   std::string config_path;  // re-read by SIGHUP and POST /admin/reload ("" = reload refused)
+  // Serve the workflow API and resume interrupted runs of the state database at start. Off for
+  // the in-process gateway of `switchboard workflow`, which must not take over other runs.
+  bool workflows = true;
 };
 
 class Gateway {

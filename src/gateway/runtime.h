@@ -30,6 +30,8 @@ class Gauge;
 
 namespace switchboard::gateway {
 
+class WorkflowService;  // workflow_api.h
+
 // keys::Scheduler on a dedicated timer thread with Asio steady timers.
 class AsioScheduler final : public keys::Scheduler {
  public:
@@ -110,6 +112,9 @@ struct Runtime {
   uint64_t instance_tag = 0;
   std::atomic<bool> store_ok{false};
   std::unique_ptr<routing::FeedbackLedger> ledger;
+  // Durable workflows (workflow_api.h); null when disabled (GatewayOptions::workflows) or the
+  // state backend cannot hold them. Set before the server starts, reset after it stopped.
+  std::shared_ptr<WorkflowService> workflows;
 
   std::shared_ptr<const Snapshot> snapshot() const {
     return current.load(std::memory_order_acquire);

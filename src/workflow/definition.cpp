@@ -229,6 +229,8 @@ class Parser {
     for (size_t i = 0; i < steps.size(); ++i) {
       auto id = steps[i].IsMap() ? steps[i]["id"] : YAML::Node();
       top_ids_.push_back(id && id.IsScalar() ? id.Scalar() : "");
+      auto kind = steps[i].IsMap() ? steps[i]["kind"] : YAML::Node();
+      top_kinds_.push_back(kind && kind.IsScalar() ? kind.Scalar() : "");
     }
     std::set<std::string> seen;
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -304,7 +306,7 @@ class Parser {
     }
     check_keys(n, path,
                {"id", "kind", "description", "input", "retry", "timeout_ms", "when", "on_failure",
-                "for_each", "branches", "max_concurrency", "step"});
+                "for_each", "branches", "max_concurrency", "step", "feedback"});
     static const std::regex kId(R"([A-Za-z0-9_-]+)");
     if (auto id = n["id"]) {
       if (get_string(id, path + ".id", s.id) && !std::regex_match(s.id, kId))
@@ -343,6 +345,12 @@ class Parser {
     }
     if (auto f = n["on_failure"]) read_on_failure(f, path + ".on_failure", s, top);
     if (auto r = n["retry"]) read_retry(r, path + ".retry", s);
+    if (auto f = n["feedback"]) {
+      if (top)
+        read_feedback(f, path + ".feedback", s);
+      else
+        error(f, path + ".feedback", "feedback is only allowed on top-level steps");
+    }
 
     bool parallel = s.kind == StepKind::kParallel;
     for (const char* pk : {"for_each", "branches", "max_concurrency", "step"}) {
@@ -430,6 +438,57 @@ class Parser {
     } else {
       error(f, path, "must be fail | continue | goto:<step id>");
     }
+  }
+
+  void read_feedback(const YAML::Node& f, const std::string& path, StepDef& s) {
+    if (!f.IsMap()) {
+      error(f, path, "must be a mapping {step, success, score}");
+      return;
+    }
+    check_keys(f, path, {"step", "success", "score"});
+    FeedbackDef fb;
+    if (auto st = f["step"]; !st) {
+      error(f, path + ".step", "is required");
+    } else if (get_string(st, path + ".step", fb.step)) {
+      int idx = -1;
+      for (size_t i = 0; i < top_ids_.size() && idx < 0; ++i)
+        if (top_ids_[i] == fb.step) idx = static_cast<int>(i);
+      if (idx < 0) {
+        error(st, path + ".step", "no step '" + fb.step + "'");
+      } else if (idx >= current_index_) {
+        error(st, path + ".step", "step '" + fb.step + "' does not run before this one");
+      } else if (top_kinds_[size_t(idx)] != "llm") {
+        error(st, path + ".step", "step '" + fb.step + "' is not an llm step");
+      }
+    }
+    // Both may read this step's own record: it is committed before the verdict is sent.
+    if (auto v = f["success"]) {
+      if (!v.IsScalar()) {
+        error(v, path + ".success", "must be true, false or a condition");
+      } else {
+        json::value j = scalar_to_json(v);
+        if (j.is_bool()) {
+          fb.success = j;
+        } else {
+          fb.success = json::string(v.Scalar());
+          check_templates(v, path + ".success", v.Scalar(), false, /*allow_self=*/true);
+        }
+      }
+    }
+    if (auto v = f["score"]) {
+      json::value j = v.IsScalar() ? scalar_to_json(v) : json::value();
+      if (j.is_number()) {
+        double d = j.to_number<double>();
+        if (!(d >= 0 && d <= 1)) error(v, path + ".score", "must be between 0 and 1");
+        fb.score = d;
+      } else if (v.IsScalar() && is_template(v.Scalar())) {
+        fb.score = json::string(v.Scalar());
+        check_templates(v, path + ".score", v.Scalar(), false, /*allow_self=*/true);
+      } else {
+        error(v, path + ".score", "must be a number between 0 and 1 or a template");
+      }
+    }
+    s.feedback = std::move(fb);
   }
 
   void read_retry(const YAML::Node& r, const std::string& path, StepDef& s) {
@@ -527,7 +586,7 @@ class Parser {
 
   // Syntax of every `${...}`, and references to steps that exist and come earlier.
   void check_templates(const YAML::Node& n, const std::string& path, const std::string& text,
-                       bool in_for_each) {
+                       bool in_for_each, bool allow_self = false) {
     std::vector<std::string> exprs;
     std::string err;
     if (!detail::scan_templates(text, exprs, err)) {
@@ -554,7 +613,7 @@ class Parser {
           if (top_ids_[i] == p[1]) idx = static_cast<int>(i);
         if (idx < 0) {
           error(n, path, "'${" + e + "}': no step '" + p[1] + "'");
-        } else if (idx >= current_index_) {
+        } else if (idx > current_index_ || (idx == current_index_ && !allow_self)) {
           error(n, path, "'${" + e + "}': step '" + p[1] + "' does not run before this one");
         }
         static const std::set<std::string> kFields = {"output", "status", "error", "attempt"};
@@ -574,6 +633,7 @@ class Parser {
   Definition def_;
   std::vector<ConfigError> errors_;
   std::vector<std::string> top_ids_;
+  std::vector<std::string> top_kinds_;
   int current_index_ = 0;
 };
 

@@ -3,7 +3,9 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cstdlib>
 #include <random>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -111,6 +113,11 @@ struct Engine::Impl {
   std::mutex rng_mu;
   std::mt19937_64 rng;
   std::mutex transition_mu;
+
+  // Runs executing in `run()`, so that `shutdown()` can interrupt them.
+  std::mutex active_mu;
+  bool shutting_down = false;   // guarded by active_mu
+  std::set<Interrupt*> active;  // guarded by active_mu
 
   int64_t now_ms() const { return to_ms(clock->wall_now()); }
 
@@ -321,6 +328,64 @@ class RunExecution {
     return Status();
   }
 
+  // The step's `feedback` verdict on an earlier llm step (workflow.h FeedbackDef): advisory,
+  // at most once, after the step's final state is committed. The outcome of the delivery is an
+  // audit event (and a transition), never a change of the step's own result.
+  void send_feedback(const StepDef& def, const StepRecord& r) {
+    if (!def.feedback) return;
+    const FeedbackDef& fb = *def.feedback;
+    auto note = [&](const std::string& event, const std::string& detail) {
+      (void)impl_.owned_tx(
+          run_id_, [&] { return impl_.add_event(run_id_, r.step_id, r.attempt, event, detail); });
+      impl_.emit(Transition{run_id_, r.step_id, event, r.attempt, 0, detail});
+    };
+    FeedbackCall call;
+    auto target = lookup(fb.step);
+    const json::value* rid = nullptr;
+    if (target && target->output.is_object())
+      rid = target->output.as_object().if_contains("request_id");
+    if (!rid || !rid->is_string() || rid->as_string().empty())
+      return note("feedback_failed", "step " + fb.step + " has no request id (status " +
+                                         (target ? target->status : "not run") + ")");
+    call.request_id = std::string(rid->as_string());
+    TemplateScope sc = scope(nullptr, r.attempt);
+    if (fb.success.is_bool()) {
+      call.success = fb.success.as_bool();
+    } else if (fb.success.is_string()) {
+      auto ok = evaluate_condition(std::string(fb.success.as_string()), sc);
+      if (!ok.ok()) return note("feedback_failed", "success: " + ok.status().message());
+      call.success = *ok;
+    } else {
+      call.success = r.status == "completed";
+    }
+    if (fb.score.is_number()) {
+      call.score = fb.score.to_number<double>();
+    } else if (fb.score.is_string()) {
+      auto v = render(fb.score, sc);
+      if (!v.ok()) return note("feedback_failed", "score: " + v.status().message());
+      double d = -1;
+      if (v->is_number()) {
+        d = v->to_number<double>();
+      } else if (v->is_string()) {
+        const std::string text(v->as_string());
+        char* end = nullptr;
+        d = std::strtod(text.c_str(), &end);
+        if (end == text.c_str() || *end != '\0') d = -1;
+      }
+      if (!(d >= 0 && d <= 1))
+        return note("feedback_failed", "score: " + json::serialize(*v) + " is not in [0, 1]");
+      call.score = d;
+    }
+    FeedbackSender* sender = impl_.opt.executors.feedback.get();
+    if (!sender) return note("feedback_failed", "no gateway to send feedback to in this process");
+    Status st = sender->send(call, run_interrupt_);
+    std::string detail = "step " + fb.step + " (" + call.request_id + ") " +
+                         (call.success ? "success" : "failure") +
+                         (call.score ? " score " + json::serialize(json::value(*call.score)) : "");
+    if (!st.ok()) return note("feedback_failed", detail + ": " + st.message());
+    note("feedback_sent", detail);
+  }
+
   // A recording failure means the run is no longer ours (or the disk failed): stop here.
   static Outcome aborted(const Status& st) { return Outcome{Ending::kAborted, st.message(), {}}; }
 
@@ -435,6 +500,7 @@ class RunExecution {
         r.finished_ms = now;
         if (Status st = record(r, "step_completed", "", now - r.started_ms); !st.ok())
           return aborted(st);
+        send_feedback(def, r);
         return Outcome{Ending::kCompleted, "", r.output};
       }
       r.failures += 1;
@@ -444,6 +510,7 @@ class RunExecution {
         r.status = "failed";
         if (Status st = record(r, "step_failed", r.error, now - r.started_ms); !st.ok())
           return aborted(st);
+        send_feedback(def, r);
         return Outcome{Ending::kFailed, r.error, {}};
       }
       Millis wait = def.retry.backoff(r.failures, impl_.uniform());
@@ -649,6 +716,10 @@ Result<std::string> Engine::create_run(const Definition& def, const json::value&
 
 Result<RunResult> Engine::run(const std::string& run_id, const Definition* given, bool force) {
   Impl& im = *impl_;
+  {
+    std::lock_guard lock(im.active_mu);
+    if (im.shutting_down) return Status::unavailable("workflow executor is shutting down");
+  }
   std::string def_body, input_text, status_text;
   std::vector<StepRecord> recs;
   bool cancel_requested = false;
@@ -783,6 +854,13 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   RunExecution exec(im, run_id, std::move(*load.definition), std::move(input));
   exec.load_records(std::move(recs));
   if (cancel_requested) exec.run_interrupt().cancel(Status::cancelled("run cancelled"));
+  // Registered before executing anything; a shutdown that came after the claim stops it here.
+  {
+    std::lock_guard lock(im.active_mu);
+    im.active.insert(&exec.run_interrupt());
+    if (im.shutting_down)
+      exec.run_interrupt().cancel(Status::unavailable("executor shutting down"));
+  }
   im.emit(Transition{run_id, "", status_text == "pending" ? "running" : "resumed", 0, 0,
                      exec.recorded() ? std::to_string(exec.recorded()) + " steps recorded" : ""});
 
@@ -833,7 +911,39 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   }
   hb_cv.notify_all();
   heartbeat.join();
+  bool stopped_by_shutdown = false;
+  {
+    std::lock_guard lock(im.active_mu);
+    im.active.erase(&exec.run_interrupt());
+    stopped_by_shutdown = im.shutting_down && !result.ok();
+  }
+  if (stopped_by_shutdown) {
+    // Hand the run back: the next executor (this gateway after a restart, or another one)
+    // claims it at once instead of waiting for the lease to lapse.
+    std::lock_guard lock(im.db_mu);
+    Stmt u;
+    if (u.prepare(im.db.get(),
+                  "UPDATE workflow_runs SET owner = NULL, lease_expires_ms = 0, updated_ms = ? "
+                  "WHERE id = ? AND owner = ? AND status = 'running'")
+            .ok()) {
+      u.bind(1, im.now_ms());
+      u.bind(2, run_id);
+      u.bind(3, im.owner);
+      if (u.run() == SQLITE_OK && sqlite3_changes(im.db.get()) == 1)
+        (void)im.add_event(run_id, "", 0, "run_released", im.owner + " shutting down");
+    }
+    im.emit(Transition{run_id, "", "released", 0, 0, "executor shutting down"});
+    return Status::unavailable("run " + run_id + " stopped: executor shutting down");
+  }
   return result;
+}
+
+void Engine::shutdown() {
+  std::lock_guard lock(impl_->active_mu);
+  impl_->shutting_down = true;
+  // Not a cancellation: the steps stop like at a crash (the run stays running, unfinished steps
+  // are retried by the next executor), so the reason must not be kCancelled.
+  for (Interrupt* i : impl_->active) i->cancel(Status::unavailable("executor shutting down"));
 }
 
 Status Engine::request_cancel(const std::string& run_id) {

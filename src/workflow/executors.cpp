@@ -412,6 +412,8 @@ class LlmExecutor final : public StepExecutor {
     }
     if (auto* m = r.if_contains("model")) out["model"] = *m;
     if (auto* u = r.if_contains("usage")) out["usage"] = *u;
+    // What a later step's `feedback` names when it reports the verdict on this answer.
+    if (auto id = reply->header("x-switchboard-request-id"); !id.empty()) out["request_id"] = id;
     return json::value(std::move(out));
   }
 
@@ -420,6 +422,12 @@ class LlmExecutor final : public StepExecutor {
 };
 
 }  // namespace
+
+std::string_view HttpReply::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (k.size() == name.size() && strncasecmp(k.data(), name.data(), k.size()) == 0) return v;
+  return {};
+}
 
 std::shared_ptr<StepExecutor> make_exec_executor() {
   return std::make_shared<ExecExecutor>();

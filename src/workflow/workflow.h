@@ -42,6 +42,8 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -58,6 +60,23 @@ enum class StepKind { kExec, kHttp, kLlm, kParallel, kSleep };
 std::string_view to_string(StepKind k);
 
 enum class FailureAction { kFail, kContinue, kGoto };
+
+// `feedback:` on a top-level step: once that step has finished (completed, or failed after its
+// last attempt), the caller's verdict on an EARLIER llm step's completion is sent to the gateway
+// (POST /v1/feedback with that step's `output.request_id`), closing the learned router's loop.
+//   feedback: { step: write_code, success: "${steps.tests.status} == completed", score: 0.8 }
+// `success` is a bool or a condition (the syntax of `when`); absent, it is "this step
+// completed". `score` is a number in [0, 1] or a template rendering to one; absent, none. The
+// step's own record is visible to both (`${steps.<this step>.output...}`).
+// Delivery is at most once and advisory: it happens after the step's final state is committed,
+// so a crash in between loses the verdict (the gateway forgets request ids across restarts
+// anyway), and a failed delivery (unknown id, 409 duplicate, gateway down) never changes the
+// step's outcome; it is recorded as a `feedback_failed` audit event and transition instead.
+struct FeedbackDef {
+  std::string step;     // an earlier top-level llm step
+  json::value success;  // null (this step completed) | bool | condition string
+  json::value score;    // null | number | template string
+};
 
 struct RetryPolicy {
   int max_attempts = 1;  // 1 = no retry
@@ -84,6 +103,7 @@ struct StepDef {
   std::shared_ptr<const StepDef> child;
   std::vector<StepDef> branches;
   int max_concurrency = 4;
+  std::optional<FeedbackDef> feedback;  // top-level steps only
 };
 
 struct InputField {
@@ -236,6 +256,8 @@ struct HttpCall {
 struct HttpReply {
   int status = 0;
   std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // as received
+  std::string_view header(std::string_view name) const;      // case-insensitive; "" if absent
 };
 // A blocking HTTP client (implemented outside this library).
 class HttpCaller {
@@ -258,13 +280,30 @@ class LlmCaller {
       int64_t timeout_ms, const Interrupt& interrupt) = 0;
 };
 // llm: input {route | model, messages, complexity, category, max_tokens, temperature}. Output
-// {content, model, finish_reason, usage}.
+// {content, model, finish_reason, usage, request_id} (request_id: the gateway's
+// x-switchboard-request-id, what a later step's `feedback` reports on; absent when the caller's
+// answer had none).
 std::shared_ptr<StepExecutor> make_llm_executor(std::shared_ptr<LlmCaller> caller);
+
+// The caller's verdict on one gateway request (DESIGN.md `POST /v1/feedback`).
+struct FeedbackCall {
+  std::string request_id;
+  bool success = false;
+  std::optional<double> score;  // in [0, 1]
+};
+// Delivers verdicts to the gateway that served the request. Thread-safety: from any thread.
+class FeedbackSender {
+ public:
+  virtual ~FeedbackSender() = default;
+  virtual Status send(const FeedbackCall& call, const Interrupt& interrupt) = 0;
+};
 
 struct Executors {
   std::shared_ptr<StepExecutor> exec;  // nullptr = make_exec_executor()
   std::shared_ptr<StepExecutor> http;  // nullptr = http steps fail ("no HTTP client")
   std::shared_ptr<StepExecutor> llm;   // nullptr = llm steps fail
+  // nullptr = `feedback:` fields are recorded as undeliverable (feedback_failed events).
+  std::shared_ptr<FeedbackSender> feedback;
 };
 
 // ---- Runs ---------------------------------------------------------------------------------------
@@ -353,8 +392,16 @@ class Engine {
   // given, must have the stored definition's hash unless `force` (then it replaces it); when
   // null the stored definition is used. Fails without executing when another live owner holds
   // the run (FailedPrecondition) or it is already finished (returns its final status).
+  // After `shutdown()` it refuses (Unavailable) without claiming.
   Result<RunResult> run(const std::string& run_id, const Definition* def = nullptr,
                         bool force = false);
+  // Stops this executor for a process shutdown, NOT a cancellation: every run executing in
+  // `run()` is interrupted (exec children killed, nothing more written for it), its `run()`
+  // returns Unavailable, and its claim is released (owner cleared, lease expired, status left
+  // `running`) so that the next executor resumes it at once; a step that was running is
+  // retried there, exactly as after a crash. Later `run()` calls are refused. Returns at once;
+  // the caller joins the threads that were inside `run()`.
+  void shutdown();
   // Marks the run cancel-requested; an unowned (or lease-expired) run is cancelled at once.
   Status request_cancel(const std::string& run_id);
   // Ids of runs left pending or running whose lease has expired (for recovery at start).
