@@ -305,7 +305,7 @@ class ChatCall {
     seq_ = rt_.next_request_seq();
     request_id_ = rt_.request_id(seq_);
     if (auto err = validate(ex_.request.body(), req_)) {
-      fail(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
+      reject(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
       co_return;
     }
     if (!admit_gateway_key()) co_return;
@@ -316,9 +316,9 @@ class ChatCall {
     if (auto c = ex_.request["x-switchboard-complexity"]; !c.empty()) {
       info.complexity = parse_complexity(std::string_view(c.data(), c.size()));
       if (!info.complexity) {
-        fail(http::status::bad_request,
-             "x-switchboard-complexity must be simple, moderate, high or critical",
-             "invalid_request_error", "invalid_header");
+        reject(http::status::bad_request,
+               "x-switchboard-complexity must be simple, moderate, high or critical",
+               "invalid_request_error", "invalid_header");
         co_return;
       }
     }
@@ -329,8 +329,9 @@ class ChatCall {
       std::string v(c);
       double d = std::strtod(v.c_str(), &end);
       if (end == v.c_str() || *end != '\0' || !(d >= 0) || !std::isfinite(d)) {
-        fail(http::status::bad_request, "x-switchboard-max-cost-usd must be a non-negative number",
-             "invalid_request_error", "invalid_header");
+        reject(http::status::bad_request,
+               "x-switchboard-max-cost-usd must be a non-negative number", "invalid_request_error",
+               "invalid_header");
         co_return;
       }
       info.max_cost_usd = d;
@@ -338,11 +339,11 @@ class ChatCall {
     auto plan = snap_->router->plan(info);
     if (!plan.ok()) {
       if (plan.status().code() == StatusCode::kNotFound) {
-        fail(http::status::not_found, "The model '" + req_.model + "' does not exist",
-             "invalid_request_error", "model_not_found");
+        reject(http::status::not_found, "The model '" + req_.model + "' does not exist",
+               "invalid_request_error", "model_not_found");
       } else {
-        fail(http::status::bad_request, plan.status().message(), "invalid_request_error",
-             "no_eligible_model");
+        reject(http::status::bad_request, plan.status().message(), "invalid_request_error",
+               "no_eligible_model");
       }
       co_return;
     }
@@ -351,6 +352,15 @@ class ChatCall {
   }
 
  private:
+  // An answer before any attempt (bad request, unknown model, policy): counted like the rest.
+  void reject(http::status status, std::string_view message, std::string_view type,
+              std::string_view code) {
+    fail(status, message, type, code);
+    // No route label: the client may have sent any model name (unbounded label values).
+    rt_.metrics.observe("", "", "", code,
+                        std::chrono::duration<double>(MonoClock::now() - t0_).count(), 0, false);
+  }
+
   void fail(http::status status, std::string_view message, std::string_view type,
             std::string_view code) {
     ex_.response = error_response(status, message, type, code, ex_.request.version());
@@ -363,9 +373,9 @@ class ChatCall {
     const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
     if (!policy.routes.empty() &&
         std::find(policy.routes.begin(), policy.routes.end(), req_.model) == policy.routes.end()) {
-      fail(http::status::forbidden,
-           "gateway key '" + policy.name + "' may not use '" + req_.model + "'", "permission_error",
-           "model_not_allowed");
+      reject(http::status::forbidden,
+             "gateway key '" + policy.name + "' may not use '" + req_.model + "'",
+             "permission_error", "model_not_allowed");
       return false;
     }
     auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
@@ -379,7 +389,7 @@ class ChatCall {
       char msg[160];
       std::snprintf(msg, sizeof(msg), "gateway key '%s' has spent its monthly budget of $%.2f",
                     policy.name.c_str(), policy.monthly_budget_usd);
-      fail(http::status::too_many_requests, msg, "insufficient_quota", "budget_exceeded");
+      reject(http::status::too_many_requests, msg, "insufficient_quota", "budget_exceeded");
       ex_.response.set(http::field::retry_after, "3600");
       return false;
     }
@@ -388,10 +398,10 @@ class ChatCall {
       while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
         st.window.pop_front();
       if (int64_t(st.window.size()) >= policy.rpm) {
-        fail(http::status::too_many_requests,
-             "gateway key '" + policy.name + "' is limited to " + std::to_string(policy.rpm) +
-                 " requests per minute",
-             "rate_limit_error", "rate_limit_exceeded");
+        reject(http::status::too_many_requests,
+               "gateway key '" + policy.name + "' is limited to " + std::to_string(policy.rpm) +
+                   " requests per minute",
+               "rate_limit_error", "rate_limit_exceeded");
         ex_.response.set(http::field::retry_after,
                          retry_after_seconds(st.window.front() + std::chrono::minutes(1) - now));
         return false;
