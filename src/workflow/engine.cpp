@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <boost/json.hpp>
+#include <cctype>
 #include <cstdlib>
 #include <random>
 #include <set>
@@ -370,6 +371,8 @@ class RunExecution {
         const std::string text(v->as_string());
         char* end = nullptr;
         d = std::strtod(text.c_str(), &end);
+        // Text such as an exec step's stdout ("0.8\n"): trailing whitespace is allowed.
+        while (end && *end != '\0' && std::isspace(static_cast<unsigned char>(*end))) ++end;
         if (end == text.c_str() || *end != '\0') d = -1;
       }
       if (!(d >= 0 && d <= 1))
