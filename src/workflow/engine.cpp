@@ -4,6 +4,7 @@
 
 #include <boost/json.hpp>
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <random>
 #include <set>
@@ -329,6 +330,12 @@ class RunExecution {
     return Status();
   }
 
+  static std::string format_score(double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%g", v);
+    return buf;
+  }
+
   // The step's `feedback` verdict on an earlier llm step (workflow.h FeedbackDef): advisory,
   // at most once, after the step's final state is committed. The outcome of the delivery is an
   // audit event (and a transition), never a change of the step's own result.
@@ -384,7 +391,7 @@ class RunExecution {
     Status st = sender->send(call, run_interrupt_);
     std::string detail = "step " + fb.step + " (" + call.request_id + ") " +
                          (call.success ? "success" : "failure") +
-                         (call.score ? " score " + json::serialize(json::value(*call.score)) : "");
+                         (call.score ? " score " + format_score(*call.score) : "");
     if (!st.ok()) return note("feedback_failed", detail + ": " + st.message());
     note("feedback_sent", detail);
   }
