@@ -135,6 +135,7 @@ TEST(KeyPoolReloadTest, ConcurrentReloadsKeepConcurrencyLimits) {
   std::atomic<KeyPool*> current{generations.back().get()};
   std::atomic<int> active{0}, max_active{0}, granted{0};
   std::atomic<bool> stop{false};
+  bool stalled = false;
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
@@ -152,12 +153,20 @@ TEST(KeyPoolReloadTest, ConcurrentReloadsKeepConcurrencyLimits) {
     });
   }
   for (int i = 0; i < 50; ++i) {
-    while (granted.load() < (i + 1) * 20) std::this_thread::yield();
+    // Bounded: a leaked in-flight count would starve the workers, and that must fail, not hang.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (granted.load() < (i + 1) * 20 && std::chrono::steady_clock::now() < deadline)
+      std::this_thread::yield();
+    if (granted.load() < (i + 1) * 20) {
+      stalled = true;  // fails below, after the workers are joined
+      break;
+    }
     generations.push_back(current.load()->reconfigured(cfg, clock));
     current.store(generations.back().get());
   }
   stop = true;
   for (auto& th : threads) th.join();
+  EXPECT_FALSE(stalled) << "no progress after a reload: an in-flight count leaked";
   EXPECT_EQ(max_active.load(), 1);
   EXPECT_GE(granted.load(), 1000);
   auto snap = current.load()->snapshot();
