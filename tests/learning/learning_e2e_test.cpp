@@ -44,6 +44,12 @@ class Client {
   upstream::HttpClient client_{ctx_.get_executor()};
 };
 
+gateway::GatewayOptions listen_on_any_port() {
+  gateway::GatewayOptions options;
+  options.listen = "127.0.0.1:0";
+  return options;
+}
+
 const std::map<std::string, double> kPrice = {{"cheap", 1}, {"mid", 10}, {"flagship", 50}};
 
 MockScenario quality(double mid_medium) {
@@ -82,7 +88,7 @@ TEST(LearningEndToEnd, FeedbackFindsTheCheapestGoodEnoughModelAndNoticesDegradat
   ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
   routing::Rng::set_thread_seed(12345);  // the gateway's thread-local samplers derive from it
   auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
-                                     gateway::GatewayOptions{"127.0.0.1:0"});
+                                     listen_on_any_port());
   ASSERT_TRUE(gw.ok()) << gw.status().message();
   ASSERT_TRUE((*gw)->start().ok());
   const std::string base = (*gw)->base_url();
@@ -171,7 +177,7 @@ TEST(LearningEndToEnd, FeedbackEdgeCases) {
   auto load = load_config_string(yaml, "test.yaml", Environment::from_map({}));
   ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
   auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
-                                     gateway::GatewayOptions{"127.0.0.1:0"});
+                                     listen_on_any_port());
   ASSERT_TRUE(gw.ok()) << gw.status().message();
   ASSERT_TRUE((*gw)->start().ok());
   const std::string base = (*gw)->base_url();
