@@ -71,6 +71,35 @@ json::value parse_or_null(const std::string& s) {
   return ec ? json::value(nullptr) : v;
 }
 
+// Every step row of a run, in commit order (claim/replay and `show` read the same columns).
+Status read_step_records(sqlite3* db, const std::string& run_id, std::vector<StepRecord>& out) {
+  Stmt sq;
+  if (Status st = sq.prepare(db,
+                             "SELECT step_id, seq, attempt, failures, status, output, error, "
+                             "started_ms, finished_ms, wake_ms FROM workflow_steps "
+                             "WHERE run_id = ? ORDER BY seq");
+      !st.ok())
+    return st;
+  sq.bind(1, run_id);
+  int rc;
+  while ((rc = sq.step()) == SQLITE_ROW) {
+    StepRecord r;
+    r.step_id = sq.col_text(0);
+    r.seq = sq.col_int(1);
+    r.attempt = static_cast<int>(sq.col_int(2));
+    r.failures = static_cast<int>(sq.col_int(3));
+    r.status = sq.col_text(4);
+    r.output = parse_or_null(sq.col_text(5));
+    r.error = sq.col_text(6);
+    r.started_ms = sq.col_int(7);
+    r.finished_ms = sq.col_int(8);
+    r.wake_ms = sq.col_int(9);
+    out.push_back(std::move(r));
+  }
+  if (rc != SQLITE_DONE) return sqlite_error(db, rc, "read steps");
+  return Status();
+}
+
 // How one step ended, for the caller's control flow.
 enum class Ending { kCompleted, kFailed, kSkipped, kCancelled, kAborted };
 
@@ -809,30 +838,7 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
     if (given && force && given->hash != hash) detail += " definition replaced by " + given->hash;
     if (Status st = im.add_event(run_id, "", 0, "run_claimed", im.owner + " " + detail); !st.ok())
       return fail(st);
-    Stmt sq;
-    if (Status st = sq.prepare(db.get(),
-                               "SELECT step_id, seq, attempt, failures, status, output, error, "
-                               "started_ms, finished_ms, wake_ms FROM workflow_steps "
-                               "WHERE run_id = ? ORDER BY seq");
-        !st.ok())
-      return fail(st);
-    sq.bind(1, run_id);
-    while ((rc = sq.step()) == SQLITE_ROW) {
-      StepRecord r;
-      r.step_id = sq.col_text(0);
-      r.seq = sq.col_int(1);
-      r.attempt = static_cast<int>(sq.col_int(2));
-      r.failures = static_cast<int>(sq.col_int(3));
-      r.status = sq.col_text(4);
-      r.output = parse_or_null(sq.col_text(5));
-      r.error = sq.col_text(6);
-      r.started_ms = sq.col_int(7);
-      r.finished_ms = sq.col_int(8);
-      r.wake_ms = sq.col_int(9);
-      recs.push_back(std::move(r));
-    }
-    if (rc != SQLITE_DONE) return fail(sqlite_error(db.get(), rc, "read steps"));
-    sq.finalize();
+    if (Status st = read_step_records(db.get(), run_id, recs); !st.ok()) return fail(st);
     if (Status st = db.exec("COMMIT"); !st.ok()) return fail(st);
   }
 
@@ -1059,30 +1065,7 @@ Result<RunDetail> Engine::get_run(const std::string& run_id) {
     d.definition = q.col_text(11);
     d.input = parse_or_null(q.col_text(12));
   }
-  Stmt sq;
-  if (Status st = sq.prepare(impl_->db.get(),
-                             "SELECT step_id, seq, attempt, failures, status, output, error, "
-                             "started_ms, finished_ms, wake_ms FROM workflow_steps "
-                             "WHERE run_id = ? ORDER BY seq");
-      !st.ok())
-    return st;
-  sq.bind(1, run_id);
-  int rc;
-  while ((rc = sq.step()) == SQLITE_ROW) {
-    StepRecord r;
-    r.step_id = sq.col_text(0);
-    r.seq = sq.col_int(1);
-    r.attempt = static_cast<int>(sq.col_int(2));
-    r.failures = static_cast<int>(sq.col_int(3));
-    r.status = sq.col_text(4);
-    r.output = parse_or_null(sq.col_text(5));
-    r.error = sq.col_text(6);
-    r.started_ms = sq.col_int(7);
-    r.finished_ms = sq.col_int(8);
-    r.wake_ms = sq.col_int(9);
-    d.steps.push_back(std::move(r));
-  }
-  if (rc != SQLITE_DONE) return sqlite_error(impl_->db.get(), rc, "read steps");
+  if (Status st = read_step_records(impl_->db.get(), run_id, d.steps); !st.ok()) return st;
   return d;
 }
 

@@ -135,7 +135,9 @@ class GatewayTest : public ::testing::Test {
                            << "\n"
                            << full;
     config_ = std::make_shared<const Config>(std::move(*load.config));
-    auto gw = gateway::Gateway::create(config_, gateway::GatewayOptions{.listen = "127.0.0.1:0"});
+    gateway::GatewayOptions options;
+    options.listen = "127.0.0.1:0";
+    auto gw = gateway::Gateway::create(config_, options);
     ASSERT_TRUE(gw.ok()) << gw.status().message();
     gw_ = std::move(gw.value());
     auto st = gw_->start();
