@@ -4,6 +4,7 @@
 
 #include <mutex>
 #include <sstream>
+#include <unordered_set>
 
 namespace switchboard::metrics {
 
@@ -34,7 +35,73 @@ const prometheus::Histogram::BucketBoundaries& latency_buckets_seconds() {
   return b;
 }
 
+namespace {
+
+// Live sharded counters, so a scrape can flush them. Registration happens once per counter (at
+// construction of its owner), never per request.
+struct ShardedRegistry {
+  std::mutex mu;
+  std::unordered_set<ShardedCounter*> live;
+};
+ShardedRegistry& sharded_registry() {
+  static auto* r = new ShardedRegistry;  // never destroyed: counters may die during exit
+  return *r;
+}
+
+}  // namespace
+
+ShardedCounter::ShardedCounter(prometheus::Counter* target) {
+  if (target != nullptr) bind(target);
+}
+
+void ShardedCounter::bind(prometheus::Counter* target) {
+  target_ = target;
+  if (registered_) return;
+  auto& r = sharded_registry();
+  std::lock_guard lock(r.mu);
+  r.live.insert(this);
+  registered_ = true;
+}
+
+ShardedCounter::~ShardedCounter() {
+  if (!registered_) return;
+  {
+    auto& r = sharded_registry();
+    std::lock_guard lock(r.mu);
+    r.live.erase(this);
+  }
+  flush();
+}
+
+size_t ShardedCounter::slot_index() {
+  static std::atomic<size_t> next{0};
+  thread_local const size_t mine = next.fetch_add(1, std::memory_order_relaxed) % kSlots;
+  return mine;
+}
+
+uint64_t ShardedCounter::value() const {
+  uint64_t sum = 0;
+  for (const auto& s : slots_) sum += s.value.load(std::memory_order_relaxed);
+  return sum;
+}
+
+void ShardedCounter::flush() {
+  std::lock_guard lock(flush_mu_);
+  const uint64_t total = value();
+  if (total > flushed_ && target_ != nullptr) {
+    target_->Increment(static_cast<double>(total - flushed_));
+  }
+  flushed_ = total;
+}
+
+void flush_all() {
+  auto& r = sharded_registry();
+  std::lock_guard lock(r.mu);
+  for (ShardedCounter* c : r.live) c->flush();
+}
+
 std::string serialize() {
+  flush_all();
   std::ostringstream out;
   prometheus::TextSerializer serializer;
   serializer.Serialize(out, registry().Collect());

@@ -1,14 +1,20 @@
-// KeyPool: selection, reservation, cooldowns and waiters under one mutex per provider.
+// KeyPool: selection, reservation, cooldowns and waiters.
 //
 // Design notes (why it looks like this):
-//  * One mutex per pool, with try_lock first so contention is visible in metrics. Everything done
-//    under it is arithmetic on a few cache lines; header parsing, metrics increments and waiter
-//    callbacks happen outside it.
-//  * Time is read under the lock so the observer sees events in time order, and so a grant and
-//    the window state it was checked against belong to the same instant.
+//  * A mutex per key, not per pool: a lease touches one key, so threads leasing different keys
+//    never wait for each other nor write a shared cache line. Selection state (the smooth
+//    weighted round-robin counters) lives in shards, one per thread in practice, each starting
+//    its cycle at a different phase so that threads walk different keys. A shard proposes a key
+//    from lock-free hints (dead/disabled/cooling), then the key's own lock decides exactly.
+//  * try_lock first so contention is visible in metrics. Everything done under a lock is
+//    arithmetic on a few cache lines; header parsing, metrics and waiter callbacks happen outside.
+//  * Metrics are per-thread sharded counters, merged at scrape time.
+//  * Waiters live behind their own mutex; a completion looks at an atomic count after releasing
+//    the key, so the common path never touches the queue.
 //  * Timer callbacks hold only a weak_ptr to the core: a timer that fires after the pool is gone
 //    does nothing.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <future>
 #include <random>
@@ -104,6 +110,7 @@ constexpr int64_t kMinuteBucketNs = 100'000'000;  // 100 ms
 constexpr int64_t kMinuteBuckets = 600;
 constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::min();
 constexpr size_t kMaxModels = 4096;  // interned model names; beyond, cooldowns go key-wide
+constexpr uint32_t kShards = 8;      // selection shards (power of two)
 
 int64_t ns(MonoTime t) {
   return std::chrono::duration_cast<Nanos>(t.time_since_epoch()).count();
@@ -126,7 +133,73 @@ bool permanent(NoKeyReason r) {
   return r == NoKeyReason::kNoUsableKey || r == NoKeyReason::kTooLarge;
 }
 
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+// 0, 1/2, 1/4, 3/4, 1/8, …: where shard s starts its round-robin cycle, so that the first few
+// threads of a pool start as far apart as possible.
+double shard_phase(uint32_t s) {
+  uint32_t r = 0;
+  for (uint32_t bit = 1, out = kShards / 2; bit < kShards; bit <<= 1, out >>= 1) {
+    if (s & bit) r |= out;
+  }
+  return static_cast<double>(r) / kShards;
+}
+
+// Small numbers for live threads: the lowest free one on a thread's first call, given back when
+// the thread exits. The first thread to use any pool (usually main) gets 0.
+class ThreadSlots {
+ public:
+  static uint32_t take() {
+    auto& s = instance();
+    std::lock_guard l(s.mu_);
+    for (uint32_t i = 0; i < s.used_.size(); ++i) {
+      if (!s.used_[i]) {
+        s.used_[i] = true;
+        return i;
+      }
+    }
+    s.used_.push_back(true);
+    return static_cast<uint32_t>(s.used_.size() - 1);
+  }
+  static void give_back(uint32_t slot) {
+    auto& s = instance();
+    std::lock_guard l(s.mu_);
+    s.used_[slot] = false;
+  }
+
+ private:
+  static ThreadSlots& instance() {
+    static auto* s = new ThreadSlots;  // never destroyed: threads may exit after static teardown
+    return *s;
+  }
+  std::mutex mu_;
+  std::vector<bool> used_;
+};
+
+struct ThreadSlot {
+  uint32_t value = ThreadSlots::take();
+  ~ThreadSlot() { ThreadSlots::give_back(value); }
+};
+
+uint32_t thread_slot() {
+  thread_local ThreadSlot slot;
+  return slot.value;
+}
+
 }  // namespace
+
+// One reading of the clocks, with what the windows need from it.
+struct Now {
+  int64_t mono = 0;
+  int64_t wall = 0;  // only read when a daily window is in use (or forced)
+  int64_t minute_bucket = 0;
+  int64_t day_key = 0;
+};
 
 struct ScopeCooldown {
   int64_t until = kNoDeadline;
@@ -134,22 +207,66 @@ struct ScopeCooldown {
   int level = 0;  // consecutive 429s without success: the backoff exponent
 };
 
-struct KeySlot {
+// One key. The first cache line is read by every selecting thread and written only when the key
+// becomes (un)available for a while; the rest is the key's own state behind its own mutex, so
+// two threads leasing different keys share no written cache line.
+struct alignas(64) KeySlot {
+  // Read without the lock as a selection hint: kNever when dead or disabled, else the key-wide
+  // cooldown deadline. Written under `mu` whenever those change; the exact check is under `mu`.
+  std::atomic<int64_t> blocked_until{kNoDeadline};
+  // Immutable after construction.
   std::string id;
   std::string secret;
   std::string fingerprint;
   double weight = 1;
+  uint32_t index = 0;
+
+  alignas(64) std::mutex mu;
+  // Guarded by mu. in_flight is atomic only so least-loaded selection may peek at it.
+  std::atomic<int64_t> in_flight{0};
   bool disabled = false;
   bool dead = false;
-  std::string dead_reason;
-  int64_t in_flight = 0;
   ScopeCooldown cd;
-  std::vector<ScopeCooldown> model_cd;  // indexed by interned model id
+  uint64_t leases_total = 0;
+  int64_t consecutive_failures = 0;
+  uint64_t rng = 0;  // jitter (splitmix64 state)
   SlidingWindow minute;
   DailyWindow day;
-  double swrr_current = 0;
-  int64_t consecutive_failures = 0;
-  uint64_t leases_total = 0;
+  std::vector<ScopeCooldown> model_cd;  // indexed by interned model id
+  std::string dead_reason;
+  Now last;  // the latest clock reading used for this key
+
+  // Threads read the clock before taking `mu`, so a key may be handed an older reading after a
+  // newer one. The later of the two is still no later than the real time (someone read it
+  // already), and using it keeps the key's own timeline monotonic: window advances, grants and
+  // ends are seen in time order.
+  Now at(const Now& t) {
+    if (t.mono >= last.mono) {
+      last = t;
+      return t;
+    }
+    return last;
+  }
+
+  void refresh_hint() {
+    blocked_until.store(dead || disabled ? kNever : cd.until, std::memory_order_relaxed);
+  }
+};
+
+// Round-robin state of the threads that map to one shard. Each thread keeps to its shard, so the
+// selection state a thread writes is its own; every shard's sequence is a full smooth weighted
+// round-robin, so the union of all threads' choices follows the weights too.
+struct alignas(64) Shard {
+  std::mutex mu;
+  // Guarded by mu.
+  bool primed = false;
+  std::vector<double> swrr;
+  size_t rotate = 0;  // least-loaded tie spreading
+  std::vector<uint8_t> excluded;
+  std::vector<uint32_t> scratch;  // keys that gained in the current round
+  std::string last_model;         // the last model name resolved, and its id
+  int32_t last_model_id = -1;
+  bool has_last_model = false;
 };
 
 struct Waiter {
@@ -173,96 +290,104 @@ class Core : public std::enable_shared_from_this<Core> {
         scheduler_(options.scheduler),
         observer_(options.observer),
         max_sessions_(std::max<size_t>(options.max_sessions, 2)),
-        rng_(options.rng_seed != 0 ? options.rng_seed : std::random_device{}()) {
+        n_(config.keys.size()),
+        keys_(std::make_unique<KeySlot[]>(config.keys.size())),
+        shards_(std::make_unique<Shard[]>(kShards)) {
     minute_limited_ = limits_.rpm > 0 || limits_.tpm > 0;
     daily_limited_ = limits_.rpd > 0 || limits_.tpd > 0;
     day_template_ = DailyWindow(daily_limited_ ? limits_.daily_reset_hour_utc : 0);
-    keys_.reserve(config.keys.size());
-    for (const auto& kc : config.keys) {
-      KeySlot k;
+    uint64_t seed = options.rng_seed != 0 ? options.rng_seed : std::random_device{}();
+    for (size_t i = 0; i < n_; ++i) {
+      const auto& kc = config.keys[i];
+      KeySlot& k = keys_[i];
       k.id = kc.id;
       k.secret = kc.secret;
       k.fingerprint = kc.fingerprint();
       k.weight = kc.weight > 0 ? kc.weight : 1.0;
+      k.index = static_cast<uint32_t>(i);
+      k.rng = seed + 0x9e3779b97f4a7c15ULL * (i + 1);
       k.minute = SlidingWindow(kMinuteBucketNs, kMinuteBuckets);
       if (daily_limited_) k.day = DailyWindow(limits_.daily_reset_hour_utc);
-      keys_.push_back(std::move(k));
     }
     auto& leases = metrics::counter_family("switchboard_keys_leases_total",
                                            "Key leases ended, by provider and outcome class");
     for (int i = 0; i < kOutcomeClassCount; ++i) {
-      leases_[i] = &leases.Add({{"provider", provider_},
-                                {"outcome", std::string(to_string(static_cast<OutcomeClass>(i)))}});
+      leases_[i].bind(
+          &leases.Add({{"provider", provider_},
+                       {"outcome", std::string(to_string(static_cast<OutcomeClass>(i)))}}));
     }
-    cooldowns_ = &metrics::counter_family("switchboard_keys_cooldowns_total",
-                                          "Key or (key, model) cooldowns started or extended")
-                      .Add({{"provider", provider_}});
-    contended_ = &metrics::counter_family("switchboard_keys_lock_contended_total",
-                                          "Key pool lock acquisitions that had to wait")
-                      .Add({{"provider", provider_}});
-    parse_errors_ = &metrics::counter_family("switchboard_keys_header_parse_errors_total",
-                                             "Malformed rate-limit response headers ignored")
-                         .Add({{"provider", provider_}});
-    rejected_ = &metrics::counter_family("switchboard_keys_acquire_unavailable_total",
-                                         "Acquire attempts that found no eligible key")
-                     .Add({{"provider", provider_}});
+    cooldowns_.bind(&metrics::counter_family("switchboard_keys_cooldowns_total",
+                                             "Key or (key, model) cooldowns started or extended")
+                         .Add({{"provider", provider_}}));
+    contended_.bind(&metrics::counter_family("switchboard_keys_lock_contended_total",
+                                             "Key pool lock acquisitions that had to wait")
+                         .Add({{"provider", provider_}}));
+    parse_errors_.bind(&metrics::counter_family("switchboard_keys_header_parse_errors_total",
+                                                "Malformed rate-limit response headers ignored")
+                            .Add({{"provider", provider_}}));
+    rejected_.bind(&metrics::counter_family("switchboard_keys_acquire_unavailable_total",
+                                            "Acquire attempts that found no eligible key")
+                        .Add({{"provider", provider_}}));
   }
 
   const std::string& provider() const { return provider_; }
-  size_t size() const { return keys_.size(); }
+  size_t size() const { return n_; }
   const KeySlot& key(uint32_t i) const { return keys_[i]; }
 
   // ------------------------------------------------------------------ acquire
 
   AcquireResult acquire(std::string_view model, int64_t est, std::string_view session) {
-    Ready ready;
-    std::optional<AcquireResult> result;
-    {
-      auto lock = lock_core();
-      // Checked under the lock that adopt() holds while it copies in-flight counts, so no lease
-      // is granted here after the hand-over.
-      if (successor_) {
-        std::shared_ptr<Core> next = successor_;
-        lock.unlock();
-        return next->acquire(model, est, session);
-      }
-      Now t = read_now();
-      if (!waiters_.empty()) pump(t, ready);
-      result.emplace(try_acquire(model, est, session, t));
+    if (handed_over_.load(std::memory_order_acquire)) {
+      return successor_->acquire(model, est, session);
     }
-    if (!result->ok()) rejected_->Increment();
-    run(ready);
+    const Now t = read_now();
+    bool forwarded = false;
+    std::optional<AcquireResult> result;
+    if (waiting_.load() > 0) {
+      // Queued waiters go first.
+      Ready ready;
+      {
+        auto wl = lock(wait_mu_);
+        pump(t, ready);
+        result.emplace(try_acquire(model, est, session, t, forwarded));
+      }
+      run(ready);
+    } else {
+      result.emplace(try_acquire(model, est, session, t, forwarded));
+    }
+    if (forwarded) return successor_->acquire(model, est, session);
+    if (!result->ok()) rejected_.add();
     return std::move(*result);
-  }
-
-  std::shared_ptr<Core> successor() {
-    auto lock = lock_core();
-    return successor_;
   }
 
   // Hot reload: this (new, not yet shared) core takes over the keys of `old` that it shares
   // (same secret) with their whole state, in-flight leases included; `old` then forwards new
   // acquisitions and the completions of those leases here. Waiters of `old` get kShutdown (their
-  // requests retry against the new pool).
+  // requests retry against the new pool). Every key lock of `old` is held meanwhile, so no lease
+  // is granted or ended there against a copy that has already been handed on.
   void adopt(Core& old) {
     std::map<WaitId, Waiter> waiters;
     {
-      auto old_lock = old.lock_core();
-      auto lock = lock_core();
-      old.forward_.assign(old.keys_.size(), -1);
-      for (size_t j = 0; j < keys_.size(); ++j) {
-        for (size_t i = 0; i < old.keys_.size(); ++i) {
+      auto wl = old.lock(old.wait_mu_);
+      std::vector<std::unique_lock<std::mutex>> key_locks;
+      key_locks.reserve(old.n_);
+      for (size_t i = 0; i < old.n_; ++i) key_locks.push_back(old.lock(old.keys_[i].mu));
+      std::vector<std::string> old_models = old.model_names();
+      old.forward_.assign(old.n_, -1);
+      for (size_t j = 0; j < n_; ++j) {
+        for (size_t i = 0; i < old.n_; ++i) {
           const KeySlot& o = old.keys_[i];
           if (o.secret != keys_[j].secret || old.forward_[i] >= 0) continue;
           KeySlot& k = keys_[j];
+          auto kl = lock(k.mu);
           k.disabled = o.disabled;
           k.dead = o.dead;
           k.dead_reason = o.dead_reason;
-          k.in_flight = o.in_flight;
+          k.in_flight.store(o.in_flight.load(std::memory_order_relaxed), std::memory_order_relaxed);
           k.cd = o.cd;
           k.model_cd.clear();
-          for (size_t m = 0; m < o.model_cd.size(); ++m) {
-            int32_t id = intern(old.model_names_[m]);
+          for (size_t m = 0; m < o.model_cd.size() && m < old_models.size(); ++m) {
+            int32_t id = intern(old_models[m]);
             if (id < 0) continue;
             if (k.model_cd.size() <= size_t(id)) k.model_cd.resize(size_t(id) + 1);
             k.model_cd[size_t(id)] = o.model_cd[m];
@@ -274,12 +399,15 @@ class Core : public std::enable_shared_from_this<Core> {
           }
           k.consecutive_failures = o.consecutive_failures;
           k.leases_total = o.leases_total;
+          k.refresh_hint();
           old.forward_[i] = static_cast<int32_t>(j);
           break;
         }
       }
       old.successor_ = shared_from_this();
+      old.handed_over_.store(true, std::memory_order_release);
       waiters.swap(old.waiters_);
+      old.waiting_.store(0);
       for (auto& [id, w] : waiters) {
         if (w.timer != 0) old.scheduler_->cancel(w.timer);
       }
@@ -288,18 +416,23 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   WaitId wait_async(AcquireRequest req, WaitCallback cb) {
-    if (auto next = successor()) return next->wait_async(std::move(req), std::move(cb));
+    if (handed_over_.load(std::memory_order_acquire)) {
+      return successor_->wait_async(std::move(req), std::move(cb));
+    }
     // A hand-over between this check and the queueing below fails the waiter with kShutdown
     // (adopt() takes over the queue), and the caller retries against the new pool.
     Ready ready;
     WaitId id = 0;
     {
-      auto lock = lock_core();
-      Now t = read_now();
+      auto wl = lock(wait_mu_);
+      const Now t = read_now();
       id = next_wait_id_++;
       Waiter& w = waiters_[id];
       w.req = std::move(req);
       w.cb = std::move(cb);
+      // Published before this waiter's first attempt: a completion that frees a key after that
+      // attempt looked at it sees the count and pumps (it serialises on the key's mutex).
+      waiting_.store(waiters_.size());
       pump(t, ready);  // earlier waiters first; serves this one too if it can be
       auto it = waiters_.find(id);
       if (it != waiters_.end() && scheduler_ == nullptr) {
@@ -309,6 +442,7 @@ class Core : public std::enable_shared_from_this<Core> {
       } else if (it != waiters_.end()) {
         arm_timer(id, it->second, t.mono);
       }
+      waiting_.store(waiters_.size());
     }
     run(ready);
     return id;
@@ -317,27 +451,29 @@ class Core : public std::enable_shared_from_this<Core> {
   bool cancel_wait(WaitId id) {
     WaitCallback cb;
     {
-      auto lock = lock_core();
+      auto wl = lock(wait_mu_);
       auto it = waiters_.find(id);
       if (it == waiters_.end()) return false;
       if (it->second.timer != 0) scheduler_->cancel(it->second.timer);
       cb = std::move(it->second.cb);
       waiters_.erase(it);
+      waiting_.store(waiters_.size());
     }
     cb(NoKey{NoKeyReason::kCancelled, MonoTime::max()});
     return true;
   }
 
   size_t waiting() {
-    auto lock = lock_core();
+    auto wl = lock(wait_mu_);
     return waiters_.size();
   }
 
   void shutdown() {
     std::map<WaitId, Waiter> waiters;
     {
-      auto lock = lock_core();
+      auto wl = lock(wait_mu_);
       waiters.swap(waiters_);
+      waiting_.store(0);
       for (auto& [id, w] : waiters) {
         if (w.timer != 0) scheduler_->cancel(w.timer);
       }
@@ -353,35 +489,33 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // Ends a lease on key slot `key`. `model` is this core's interned id, unless `model_name` is
   // given (a lease forwarded from a predecessor pool, whose ids differ). A key handed over to a
-  // successor (hot reload) is ended there instead, under the same lock that adopt() holds, so a
-  // completion can never land on a copy that has already been handed on.
+  // successor (hot reload) is ended there instead, decided under the key's lock that adopt()
+  // holds, so a completion can never land on a copy that has already been handed on.
   void complete_at(uint32_t key, int32_t model, const std::string* model_name, const Lease& lease,
                    const Outcome& outcome) {
     RateLimitInfo info;
     if (!outcome.headers.empty())
       info = parse_rate_limit_headers(outcome.headers, clock_.wall_now());
-    Ready ready;
     bool cooled = false;
+    KeySlot& k = keys_[key];
     {
-      auto lock = lock_core();
-      if (successor_ && key < forward_.size() && forward_[key] >= 0) {
+      auto kl = lock(k.mu);
+      if (handed_over_.load(std::memory_order_relaxed) && key < forward_.size() &&
+          forward_[key] >= 0) {
         std::shared_ptr<Core> next = successor_;
         const uint32_t next_key = static_cast<uint32_t>(forward_[key]);
-        std::string name = model_name   ? *model_name
-                           : model >= 0 ? model_names_[static_cast<size_t>(model)]
-                                        : std::string();
-        lock.unlock();
+        std::string name = model_name ? *model_name : model_name_of(model);
+        kl.unlock();
         next->complete_at(next_key, -1, &name, lease, outcome);
         return;
       }
       if (model_name) model = intern(*model_name);
       // The plain success path needs no clock read: adjust() is exact against a stale head
       // (a bucket's cell is only recycled by an advance that also moves it out of range).
-      const bool need_time = observer_ != nullptr || !waiters_.empty() ||
-                             outcome.status == OutcomeClass::kRateLimited || !info.empty();
-      const Now t = need_time ? read_now() : Now{};
-      KeySlot& k = keys_[key];
-      --k.in_flight;
+      const bool need_time =
+          observer_ != nullptr || outcome.status == OutcomeClass::kRateLimited || !info.empty();
+      const Now t = need_time ? k.at(read_now()) : Now{};
+      k.in_flight.store(k.in_flight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
       const bool keep_request = outcome.status != OutcomeClass::kCancelled &&
                                 outcome.status != OutcomeClass::kConnectionError;
       const int64_t tokens = outcome.tokens_used >= 0                   ? outcome.tokens_used
@@ -397,22 +531,22 @@ class Core : public std::enable_shared_from_this<Core> {
                                    keep_request ? 1 : 0, tokens, mono(k.cd.until),
                                    mono(model_until(k, model))});
       }
-      if (!waiters_.empty()) pump(t, ready);
     }
-    leases_[static_cast<int>(outcome.status)]->Increment();
-    if (cooled) cooldowns_->Increment();
-    if (info.parse_errors > 0) parse_errors_->Increment(info.parse_errors);
-    run(ready);
+    leases_[static_cast<int>(outcome.status)].add();
+    if (cooled) cooldowns_.add();
+    if (info.parse_errors > 0) parse_errors_.add(static_cast<uint64_t>(info.parse_errors));
+    // Read after the key's mutex was released: a waiter that looked at this key before we freed
+    // it had published itself first (see wait_async).
+    if (waiting_.load() > 0) pump_waiters();
   }
 
   // ------------------------------------------------------------------ admin
 
   Status set_enabled(std::string_view id, bool enabled) {
-    Ready ready;
+    KeySlot* k = find_key(id);
+    if (k == nullptr) return Status::not_found("no key " + std::string(id));
     {
-      auto lock = lock_core();
-      KeySlot* k = find_key(id);
-      if (k == nullptr) return Status::not_found("no key " + std::string(id));
+      auto kl = lock(k->mu);
       if (enabled) {
         k->disabled = false;
         k->dead = false;
@@ -420,25 +554,27 @@ class Core : public std::enable_shared_from_this<Core> {
       } else {
         k->disabled = true;
       }
-      if (!waiters_.empty()) pump(read_now(), ready);
+      k->refresh_hint();
     }
     log::info("keys: {} {}", enabled ? "enabled" : "disabled", id);
-    run(ready);
+    if (waiting_.load() > 0) pump_waiters();
     return Status::ok_status();
   }
 
   std::vector<KeySnapshot> snapshot(std::string_view only) {
     std::vector<KeySnapshot> out;
-    auto lock = lock_core();
-    Now t = read_now(true);
-    for (auto& k : keys_) {
+    const Now now = read_now(true);
+    for (size_t i = 0; i < n_; ++i) {
+      KeySlot& k = keys_[i];
       if (!only.empty() && k.id != only) continue;
       KeySnapshot s;
       s.id = k.id;
       s.fingerprint = k.fingerprint;
       s.weight = k.weight;
-      s.in_flight = k.in_flight;
       s.max_concurrent = limits_.max_concurrent;
+      auto kl = lock(k.mu);
+      const Now t = k.at(now);
+      s.in_flight = k.in_flight.load(std::memory_order_relaxed);
       s.consecutive_failures = k.consecutive_failures;
       s.leases_total = k.leases_total;
       s.dead_reason = k.dead_reason;
@@ -449,7 +585,7 @@ class Core : public std::enable_shared_from_this<Core> {
       }
       for (size_t m = 0; m < k.model_cd.size(); ++m) {
         if (k.model_cd[m].until > t.mono) {
-          s.model_cooldowns.push_back({model_names_[m],
+          s.model_cooldowns.push_back({model_name_of(static_cast<int32_t>(m)),
                                        std::chrono::duration_cast<Millis>(
                                            Nanos(k.model_cd[m].until - t.mono) + Nanos(999'999)),
                                        k.model_cd[m].reason});
@@ -472,13 +608,14 @@ class Core : public std::enable_shared_from_this<Core> {
 
   std::vector<KeyUsage> export_usage() {
     std::vector<KeyUsage> out;
-    auto lock = lock_core();
-    Now t = read_now(true);
-    for (auto& k : keys_) {
+    const Now now = read_now(true);
+    for (size_t i = 0; i < n_; ++i) {
+      KeySlot& k = keys_[i];
       KeyUsage u;
       u.key_id = k.id;
       if (daily_limited_) {
-        k.day.advance_key(t.day_key);
+        auto kl = lock(k.mu);
+        k.day.advance_key(k.at(now).day_key);
         k.day.for_each([&](int64_t start, int64_t req, int64_t tok) {
           u.daily.push_back(
               {WallTime(std::chrono::duration_cast<WallTime::duration>(Nanos(start))), req, tok});
@@ -491,8 +628,7 @@ class Core : public std::enable_shared_from_this<Core> {
 
   Status import_usage(const std::vector<KeyUsage>& usage) {
     std::string unknown;
-    auto lock = lock_core();
-    Now t = read_now(true);
+    const Now now = read_now(true);
     for (const auto& u : usage) {
       KeySlot* k = find_key(u.key_id);
       if (k == nullptr) {
@@ -500,7 +636,8 @@ class Core : public std::enable_shared_from_this<Core> {
         continue;
       }
       if (!daily_limited_) continue;
-      k->day.advance_key(t.day_key);
+      auto kl = lock(k->mu);
+      k->day.advance_key(k->at(now).day_key);
       for (const auto& b : u.daily) {
         if (b.requests < 0 || b.tokens < 0) continue;
         k->day.add_at(ns(b.start), b.requests, b.tokens);
@@ -513,12 +650,12 @@ class Core : public std::enable_shared_from_this<Core> {
   void on_timer(WaitId id) {
     Ready ready;
     {
-      auto lock = lock_core();
+      auto wl = lock(wait_mu_);
       auto it = waiters_.find(id);
       if (it == waiters_.end()) return;
       it->second.timer = 0;
       it->second.timer_at = kNever;
-      Now t = read_now();
+      const Now t = read_now();
       pump(t, ready);
       it = waiters_.find(id);
       if (it != waiters_.end()) arm_timer(id, it->second, t.mono);
@@ -527,13 +664,6 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
  private:
-  struct Now {
-    int64_t mono = 0;
-    int64_t wall = 0;  // only read when a daily window is in use (or forced)
-    int64_t minute_bucket = 0;
-    int64_t day_key = 0;
-  };
-
   Now read_now(bool force_wall = false) const {
     Now t;
     t.mono = ns(clock_.now());
@@ -543,28 +673,62 @@ class Core : public std::enable_shared_from_this<Core> {
     return t;
   }
 
-  std::unique_lock<std::mutex> lock_core() {
-    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-    if (!lock.owns_lock()) {
-      contended_->Increment();
-      lock.lock();
+  // try_lock first so that contention shows in metrics.
+  std::unique_lock<std::mutex> lock(std::mutex& mu) {
+    std::unique_lock<std::mutex> l(mu, std::try_to_lock);
+    if (!l.owns_lock()) {
+      contended_.add();
+      l.lock();
     }
-    return lock;
+    return l;
   }
 
   static void run(Ready& ready) {
     for (auto& [cb, result] : ready) cb(std::move(result));
   }
 
+  void pump_waiters() {
+    Ready ready;
+    {
+      auto wl = lock(wait_mu_);
+      if (!waiters_.empty()) pump(read_now(), ready);
+    }
+    run(ready);
+  }
+
   KeySlot* find_key(std::string_view id) {
-    for (auto& k : keys_) {
-      if (k.id == id) return &k;
+    for (size_t i = 0; i < n_; ++i) {
+      if (keys_[i].id == id) return &keys_[i];
     }
     return nullptr;
   }
 
+  // The shard of the calling thread: its thread slot (see ThreadSlots), so that threads alive at
+  // the same time use different shards as long as there are no more than kShards of them.
+  Shard& my_shard() { return shards_[thread_slot() & (kShards - 1)]; }
+
+  void prime(Shard& s, uint32_t index) {
+    s.primed = true;
+    s.swrr.assign(n_, 0.0);
+    s.excluded.assign(n_, 0);
+    s.scratch.reserve(n_);
+    // Start this shard's cycle part-way through, so that threads do not walk the keys in step.
+    const auto steps = static_cast<size_t>(shard_phase(index) * static_cast<double>(n_));
+    for (size_t step = 0; step < steps; ++step) {
+      double total = 0;
+      size_t best = 0;
+      for (size_t i = 0; i < n_; ++i) {
+        s.swrr[i] += keys_[i].weight;
+        total += keys_[i].weight;
+        if (s.swrr[i] > s.swrr[best]) best = i;
+      }
+      s.swrr[best] -= total;
+    }
+  }
+
   int32_t intern(std::string_view model) {
     if (model.empty()) return -1;
+    std::lock_guard l(intern_mu_);
     auto it = model_ids_.find(model);
     if (it != model_ids_.end()) return it->second;
     if (model_names_.size() >= kMaxModels) return -1;
@@ -574,15 +738,41 @@ class Core : public std::enable_shared_from_this<Core> {
     return id;
   }
 
+  int32_t intern_cached(Shard& s, std::string_view model) {
+    if (model.empty()) return -1;
+    if (s.has_last_model && s.last_model == model) return s.last_model_id;
+    s.last_model_id = intern(model);
+    s.last_model.assign(model);
+    s.has_last_model = true;
+    return s.last_model_id;
+  }
+
+  std::string model_name_of(int32_t model) {
+    if (model < 0) return {};
+    std::lock_guard l(intern_mu_);
+    return static_cast<size_t>(model) < model_names_.size()
+               ? model_names_[static_cast<size_t>(model)]
+               : std::string();
+  }
+
+  std::vector<std::string> model_names() {
+    std::lock_guard l(intern_mu_);
+    return model_names_;
+  }
+
   static int64_t model_until(const KeySlot& k, int32_t model) {
     if (model < 0 || static_cast<size_t>(model) >= k.model_cd.size()) return kNoDeadline;
     return k.model_cd[static_cast<size_t>(model)].until;
   }
 
+  // Under k.mu.
   bool eligible(KeySlot& k, int32_t model, int64_t est, const Now& t) {
     if (k.disabled || k.dead) return false;
     if (t.mono < k.cd.until || t.mono < model_until(k, model)) return false;
-    if (limits_.max_concurrent > 0 && k.in_flight >= limits_.max_concurrent) return false;
+    if (limits_.max_concurrent > 0 &&
+        k.in_flight.load(std::memory_order_relaxed) >= limits_.max_concurrent) {
+      return false;
+    }
     if (minute_limited_) {
       k.minute.advance_bucket(t.minute_bucket);
       if (!k.minute.fits(1, est, limits_.rpm, limits_.tpm)) return false;
@@ -594,49 +784,118 @@ class Core : public std::enable_shared_from_this<Core> {
     return true;
   }
 
-  int select(int32_t model, int64_t est, const Now& t) {
+  // Candidate for this round: not excluded and not known to be blocked at t.
+  bool candidate(const Shard& s, size_t i, const Now& t) const {
+    return s.excluded[i] == 0 && t.mono >= keys_[i].blocked_until.load(std::memory_order_relaxed);
+  }
+
+  // Proposes a key (or -1), updating the shard's round-robin state as if it were granted;
+  // `reject` undoes that when the exact check under the key's lock says no.
+  int propose(Shard& s, const Now& t) {
     int best = -1;
     if (selection_ == KeySelection::kLeastLoaded) {
       // Lowest in-flight per unit of weight; the rotating start spreads ties.
-      const size_t n = keys_.size();
       double best_load = 0;
-      for (size_t j = 0; j < n; ++j) {
-        size_t i = (rotate_ + j) % n;
-        KeySlot& k = keys_[i];
-        if (!eligible(k, model, est, t)) continue;
-        double load = static_cast<double>(k.in_flight) / k.weight;
+      for (size_t j = 0; j < n_; ++j) {
+        size_t i = (s.rotate + j) % n_;
+        if (!candidate(s, i, t)) continue;
+        const KeySlot& k = keys_[i];
+        double load = static_cast<double>(k.in_flight.load(std::memory_order_relaxed)) / k.weight;
         if (best < 0 || load < best_load) {
           best = static_cast<int>(i);
           best_load = load;
         }
       }
-      ++rotate_;
       return best;
     }
     // Smooth weighted round-robin (as in nginx): every eligible key gains its weight, the
     // largest wins and pays the total back. Ineligible keys neither gain nor pay.
+    s.scratch.clear();
     double total = 0;
-    for (size_t i = 0; i < keys_.size(); ++i) {
-      KeySlot& k = keys_[i];
-      if (!eligible(k, model, est, t)) continue;
-      k.swrr_current += k.weight;
-      total += k.weight;
-      if (best < 0 || k.swrr_current > keys_[static_cast<size_t>(best)].swrr_current) {
-        best = static_cast<int>(i);
-      }
+    for (size_t i = 0; i < n_; ++i) {
+      if (!candidate(s, i, t)) continue;
+      s.swrr[i] += keys_[i].weight;
+      total += keys_[i].weight;
+      s.scratch.push_back(static_cast<uint32_t>(i));
+      if (best < 0 || s.swrr[i] > s.swrr[static_cast<size_t>(best)]) best = static_cast<int>(i);
     }
-    if (best >= 0) keys_[static_cast<size_t>(best)].swrr_current -= total;
+    if (best >= 0) s.swrr[static_cast<size_t>(best)] -= total;
     return best;
   }
 
-  int sticky(std::string_view session, int32_t model, int64_t est, const Now& t) {
+  void reject(Shard& s, int idx) {
+    if (selection_ == KeySelection::kLeastLoaded) return;
+    double total = 0;
+    for (uint32_t i : s.scratch) {
+      s.swrr[i] -= keys_[i].weight;
+      total += keys_[i].weight;
+    }
+    s.swrr[static_cast<size_t>(idx)] += total;
+  }
+
+  // Sets `forwarded` (and returns a placeholder) when this pool was handed over meanwhile.
+  AcquireResult try_acquire(std::string_view model_name, int64_t est, std::string_view session,
+                            const Now& t, bool& forwarded) {
+    if (est < 0) est = 0;
+    const uint32_t shard_index = static_cast<uint32_t>(&my_shard() - shards_.get());
+    Shard& s = shards_[shard_index];
+    auto sl = lock(s.mu);
+    if (!s.primed) prime(s, shard_index);
+    const int32_t model = intern_cached(s, model_name);
+    if (!session.empty()) {
+      const int idx = sticky_key(session, t);
+      if (idx >= 0) {
+        KeySlot& k = keys_[static_cast<size_t>(idx)];
+        auto kl = lock(k.mu);
+        if (handed_over_.load(std::memory_order_relaxed)) {
+          forwarded = true;
+          return NoKey{};
+        }
+        const Now kt = k.at(t);
+        if (eligible(k, model, est, kt)) return grant(k, model, est, kt);
+      }
+    }
+    std::optional<AcquireResult> out;
+    size_t excluded = 0;
+    while (!out) {
+      const int idx = propose(s, t);
+      if (idx < 0) break;
+      KeySlot& k = keys_[static_cast<size_t>(idx)];
+      auto kl = lock(k.mu);
+      if (handed_over_.load(std::memory_order_relaxed)) {
+        reject(s, idx);
+        forwarded = true;
+        out.emplace(NoKey{});
+        break;
+      }
+      const Now kt = k.at(t);
+      if (eligible(k, model, est, kt)) {
+        out.emplace(grant(k, model, est, kt));
+        if (selection_ == KeySelection::kLeastLoaded) ++s.rotate;
+        kl.unlock();
+        if (!session.empty()) remember_session(session, static_cast<uint32_t>(idx), t);
+        break;
+      }
+      kl.unlock();
+      reject(s, idx);
+      s.excluded[static_cast<size_t>(idx)] = 1;
+      ++excluded;
+    }
+    if (excluded > 0) std::fill(s.excluded.begin(), s.excluded.end(), 0);
+    if (out) return std::move(*out);
+    return earliest(model, est, t);
+  }
+
+  int sticky_key(std::string_view session, const Now& t) {
+    std::lock_guard l(sessions_mu_);
     auto it = sessions_.find(session);
     if (it == sessions_.end()) return -1;
     it->second.last_used = t.mono;
-    return eligible(keys_[it->second.key], model, est, t) ? static_cast<int>(it->second.key) : -1;
+    return static_cast<int>(it->second.key);
   }
 
   void remember_session(std::string_view session, uint32_t key, const Now& t) {
+    std::lock_guard l(sessions_mu_);
     auto it = sessions_.find(session);
     if (it != sessions_.end()) {
       it->second = {key, t.mono};
@@ -655,29 +914,18 @@ class Core : public std::enable_shared_from_this<Core> {
     sessions_.emplace(std::string(session), Session{key, t.mono});
   }
 
-  AcquireResult try_acquire(std::string_view model_name, int64_t est, std::string_view session,
-                            const Now& t) {
-    if (est < 0) est = 0;
-    const int32_t model = intern(model_name);
-    int idx = session.empty() ? -1 : sticky(session, model, est, t);
-    if (idx < 0) {
-      idx = select(model, est, t);
-      if (idx < 0) return earliest(model, est, t);
-      if (!session.empty()) remember_session(session, static_cast<uint32_t>(idx), t);
-    }
-    return grant(static_cast<uint32_t>(idx), model, est, t);
-  }
-
-  Lease grant(uint32_t idx, int32_t model, int64_t est, const Now& t) {
-    KeySlot& k = keys_[idx];
-    ++k.in_flight;
+  // Under k.mu, after eligible().
+  Lease grant(KeySlot& k, int32_t model, int64_t est, const Now& t) {
+    const int64_t in_flight = k.in_flight.load(std::memory_order_relaxed) + 1;
+    k.in_flight.store(in_flight, std::memory_order_relaxed);
     ++k.leases_total;
     Lease lease;
     lease.core_ = this;
-    lease.key_ = idx;
+    lease.key_ = k.index;
     lease.model_ = model;
     lease.estimated_ = est;
-    lease.id_ = ++lease_seq_;
+    // Unique per pool without a shared counter: the key's own count, interleaved by key index.
+    lease.id_ = k.leases_total * n_ + k.index;
     k.minute.advance_bucket(t.minute_bucket);
     lease.minute_ref_ = k.minute.add(1, est);
     if (daily_limited_) {
@@ -686,10 +934,10 @@ class Core : public std::enable_shared_from_this<Core> {
     }
     if (observer_ != nullptr) {
       observer_->on_grant(GrantEvent{lease.id_,
-                                     idx,
+                                     k.index,
                                      model,
                                      mono(t.mono),
-                                     k.in_flight,
+                                     in_flight,
                                      est,
                                      mono(k.cd.until),
                                      mono(model_until(k, model)),
@@ -700,12 +948,15 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   // Why nothing is eligible, and when the first key may be.
-  NoKey earliest(int32_t model, int64_t est, const Now& t) {
+  NoKey earliest(int32_t model, int64_t est, const Now& now) {
     NoKey out{NoKeyReason::kNoUsableKey, MonoTime::max()};
     int64_t best = kNever;
     bool too_large = false;
-    for (auto& k : keys_) {
+    for (size_t i = 0; i < n_; ++i) {
+      KeySlot& k = keys_[i];
+      auto kl = lock(k.mu);
       if (k.disabled || k.dead) continue;
+      const Now t = k.at(now);
       int64_t at = t.mono;
       NoKeyReason why = NoKeyReason::kConcurrency;
       auto later = [&](int64_t when, NoKeyReason r) {
@@ -747,7 +998,8 @@ class Core : public std::enable_shared_from_this<Core> {
     return out;
   }
 
-  // Applies an outcome to the key's state. Returns true when a cooldown started or grew.
+  // Applies an outcome to the key's state (under k.mu). Returns true when a cooldown started or
+  // grew.
   bool apply_outcome(KeySlot& k, int32_t model, const Outcome& o, const RateLimitInfo& info,
                      int64_t now) {
     ScopeCooldown* scope = &k.cd;
@@ -784,7 +1036,7 @@ class Core : public std::enable_shared_from_this<Core> {
           base = static_cast<int64_t>(ms * 1e6);
         }
         if (scope->level < 1000) ++scope->level;
-        cooled = extend(*scope, now, base, reason);
+        cooled = extend(k, *scope, now, base, reason);
         announced.reset();  // applied
         break;
       }
@@ -793,6 +1045,7 @@ class Core : public std::enable_shared_from_this<Core> {
         if (!k.dead) {
           k.dead = true;
           k.dead_reason = "auth_failed";
+          k.refresh_hint();
           log::warn("keys: {} rejected by {} (401/403): marked dead", k.id, provider_);
         }
         break;
@@ -805,26 +1058,29 @@ class Core : public std::enable_shared_from_this<Core> {
       case OutcomeClass::kCancelled:
         break;
     }
-    if (announced) cooled = extend(*scope, now, announced->count(), reason) || cooled;
+    if (announced) cooled = extend(k, *scope, now, announced->count(), reason) || cooled;
     return cooled;
   }
 
   // Never shortens: the later of the old and the new deadline wins.
-  bool extend(ScopeCooldown& scope, int64_t now, int64_t base_ns, CooldownReason reason) {
+  bool extend(KeySlot& k, ScopeCooldown& scope, int64_t now, int64_t base_ns,
+              CooldownReason reason) {
     double jitter = 0;
     if (cooldown_.jitter > 0 && base_ns > 0) {
-      jitter = std::uniform_real_distribution<double>(0.0, cooldown_.jitter)(rng_) *
-               static_cast<double>(base_ns);
+      const double u = static_cast<double>(splitmix64(k.rng) >> 11) * 0x1.0p-53;  // [0, 1)
+      jitter = u * cooldown_.jitter * static_cast<double>(base_ns);
     }
     int64_t until = now + base_ns + static_cast<int64_t>(jitter);
     if (until <= scope.until) return false;
     scope.until = until;
     scope.reason = reason;
+    if (&scope == &k.cd) k.refresh_hint();
     return true;
   }
 
-  // Serves queued waiters in FIFO order, fails those that can never be served or whose deadline
-  // passed, and re-arms the timers of the others when they could be served sooner.
+  // Under wait_mu_. Serves queued waiters in FIFO order, fails those that can never be served
+  // or whose deadline passed, and re-arms the timers of the others when they could be served
+  // sooner.
   void pump(const Now& t, Ready& ready) {
     for (auto it = waiters_.begin(); it != waiters_.end();) {
       Waiter& w = it->second;
@@ -832,7 +1088,14 @@ class Core : public std::enable_shared_from_this<Core> {
         finish(it, NoKey{NoKeyReason::kTimeout, mono(w.earliest)}, ready);
         continue;
       }
-      AcquireResult r = try_acquire(w.req.model, w.req.estimated_tokens, w.req.session_id, t);
+      bool forwarded = false;
+      AcquireResult r =
+          try_acquire(w.req.model, w.req.estimated_tokens, w.req.session_id, t, forwarded);
+      if (forwarded) {
+        // Cannot happen: adopt() takes wait_mu_ before handing over. Fail safe all the same.
+        finish(it, NoKey{NoKeyReason::kShutdown, MonoTime::max()}, ready);
+        continue;
+      }
       if (r.ok() || permanent(r.no_key().reason)) {
         finish(it, std::move(r), ready);
         continue;
@@ -841,6 +1104,7 @@ class Core : public std::enable_shared_from_this<Core> {
       if (w.timer != 0 && wake_time(w, t.mono) < w.timer_at) arm_timer(it->first, w, t.mono);
       ++it;
     }
+    waiting_.store(waiters_.size());
   }
 
   void finish(std::map<WaitId, Waiter>::iterator& it, AcquireResult result, Ready& ready) {
@@ -883,24 +1147,34 @@ class Core : public std::enable_shared_from_this<Core> {
   bool daily_limited_ = false;
   DailyWindow day_template_;  // computes day keys; holds no usage
 
-  prometheus::Counter* leases_[kOutcomeClassCount] = {};
-  prometheus::Counter* cooldowns_ = nullptr;
-  prometheus::Counter* contended_ = nullptr;
-  prometheus::Counter* parse_errors_ = nullptr;
-  prometheus::Counter* rejected_ = nullptr;
+  metrics::ShardedCounter leases_[kOutcomeClassCount];
+  metrics::ShardedCounter cooldowns_;
+  metrics::ShardedCounter contended_;
+  metrics::ShardedCounter parse_errors_;
+  metrics::ShardedCounter rejected_;
 
-  std::mutex mu_;
-  // Everything below is guarded by mu_.
-  std::vector<KeySlot> keys_;  // never resized after construction: leases index into it
-  std::mt19937_64 rng_;
-  uint64_t lease_seq_ = 0;
-  size_t rotate_ = 0;
+  // Lock order: wait_mu_ → a shard's mu → a key's mu → intern_mu_ / sessions_mu_ (leaves; a
+  // key's mu is never held while taking sessions_mu_). adopt() takes all key locks in index order.
+  const size_t n_;
+  const std::unique_ptr<KeySlot[]> keys_;  // never resized: leases index into it
+  const std::unique_ptr<Shard[]> shards_;
+
+  std::mutex intern_mu_;
   std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>> model_ids_;
   std::vector<std::string> model_names_;
+
+  std::mutex sessions_mu_;
   std::unordered_map<std::string, Session, StringHash, std::equal_to<>> sessions_;
+
+  std::mutex wait_mu_;
   std::map<WaitId, Waiter> waiters_;  // ids increase: iteration order is FIFO
   WaitId next_wait_id_ = 1;
-  // Set once this pool has handed its keys over (hot reload); see adopt().
+  // waiters_.size(), readable without wait_mu_: the fast paths skip the queue when it is 0.
+  std::atomic<size_t> waiting_{0};
+
+  // Set once this pool has handed its keys over (hot reload), with every key lock held; see
+  // adopt(). successor_ and forward_ are written before handed_over_ and never again.
+  std::atomic<bool> handed_over_{false};
   std::shared_ptr<Core> successor_;
   std::vector<int32_t> forward_;  // old key index → successor's index, or -1 (key removed)
 };

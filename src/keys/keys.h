@@ -36,12 +36,13 @@
 // `ManualScheduler` with a `ManualClock`. The module depends on neither Boost nor Beast.
 //
 // Thread-safety: a KeyPool may be used from any number of threads without external
-// synchronization; each call takes the pool's mutex for a few field updates (never across I/O, a
-// wait or a callback). A Lease is a value owned by one thread at a time (like std::unique_ptr);
-// distinct leases may be completed concurrently. Callbacks of `wait_async` run on whichever
-// thread frees capacity, fires the timer, or calls `wait_async` itself, never under the pool's
-// mutex; they should only hand the result over (e.g. post to an io_context).
-// The KeyPool must outlive every Lease it handed out.
+// synchronization. Each key has its own mutex, held for a few field updates (never across I/O, a
+// wait or a callback); threads that lease different keys do not contend, and each thread keeps
+// its own round-robin state (see key_pool.cpp). A Lease is a value owned by one thread at a time
+// (like std::unique_ptr); distinct leases may be completed concurrently. Callbacks of `wait_async`
+// run on whichever thread frees capacity, fires the timer, or calls `wait_async` itself, never
+// under the pool's mutex; they should only hand the result over (e.g. post to an io_context). The
+// KeyPool must outlive every Lease it handed out.
 #pragma once
 
 #include <chrono>
@@ -227,8 +228,8 @@ class Scheduler {
   using TimerId = uint64_t;
   virtual ~Scheduler() = default;
   // Runs `fn` once, on any thread, no earlier than `when` (monotonic time of the pool's clock),
-  // unless cancelled. Called with the pool's mutex held: it must not run `fn` (or anything else
-  // of the pool) synchronously and must not block.
+  // unless cancelled. Called with the pool's waiter mutex held: it must not run `fn` (or anything
+  // else of the pool) synchronously and must not block.
   virtual TimerId schedule_at(MonoTime when, std::function<void()> fn) = 0;
   // Best effort: `fn` may still run afterwards and must then find nothing to do. Same rules as
   // schedule_at.
@@ -296,8 +297,9 @@ struct KeyUsage {
   std::vector<UsageBucket> daily;
 };
 
-// Test and audit hook, called with the pool's mutex held (events are totally ordered). Must be
-// fast and must not call into the pool.
+// Test and audit hook, called with the key's mutex held: the events of one key are totally
+// ordered, events of different keys may come from several threads at once. Must be fast,
+// thread-safe and must not call into the pool.
 struct GrantEvent {
   uint64_t lease_id;
   size_t key_index;

@@ -1,5 +1,5 @@
 // Internal to src/keys: the bucketed sliding window and the daily window behind a key's limits.
-// Not thread-safe; the pool's mutex guards every instance.
+// Not thread-safe; the owning key's mutex guards every instance.
 #pragma once
 
 #include <cstddef>

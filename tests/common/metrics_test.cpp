@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <regex>
+#include <thread>
+#include <vector>
 
 namespace switchboard {
 namespace {
@@ -44,6 +46,40 @@ TEST(MetricsTest, CounterGaugeHistogramInTextFormat) {
     if (line.empty() || line[0] == '#') continue;
     EXPECT_TRUE(std::regex_match(line, kSample)) << line;
   }
+}
+
+// Many threads add at once; every scrape moves exactly what was added since the last one.
+TEST(MetricsTest, ShardedCounterSumsEveryThreadsAddsAtScrapeTime) {
+  auto& target = metrics::counter_family("switchboard_test_sharded_total", "sharded adds")
+                     .Add({{"kind", "threads"}});
+  const double before = target.Value();
+  // More threads than slots, so some share one.
+  constexpr int kThreads = 2 * static_cast<int>(metrics::ShardedCounter::kSlots) + 3;
+  constexpr uint64_t kAdds = 5000;
+  uint64_t expected = 0;
+  for (int t = 0; t < kThreads; ++t) expected += kAdds * (t % 2 == 0 ? 1 : 2);
+  {
+    metrics::ShardedCounter counter(&target);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&counter, t] {
+        for (uint64_t i = 0; i < kAdds; ++i) counter.add(t % 2 == 0 ? 1 : 2);
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(counter.value(), expected);
+    EXPECT_EQ(target.Value(), before);  // nothing moves before a scrape
+    const std::string text = metrics::serialize();
+    EXPECT_NE(text.find("switchboard_test_sharded_total{kind=\"threads\"} " +
+                        std::to_string(static_cast<uint64_t>(before) + expected)),
+              std::string::npos)
+        << text;
+    metrics::flush_all();  // a second scrape adds nothing twice
+    EXPECT_EQ(target.Value(), before + static_cast<double>(expected));
+    counter.add(5);
+  }
+  // Destruction flushes what the last scrape did not see.
+  EXPECT_EQ(target.Value(), before + static_cast<double>(expected + 5));
 }
 
 }  // namespace

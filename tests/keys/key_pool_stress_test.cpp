@@ -1,9 +1,10 @@
-// Many threads hammer one pool with random outcomes while an observer, called under the pool's
+// Many threads hammer one pool with random outcomes while an observer, called under the key's
 // mutex, re-checks every invariant from its own bookkeeping after every grant and every end.
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <deque>
+#include <mutex>
 #include <random>
 #include <thread>
 #include <unordered_map>
@@ -36,6 +37,8 @@ const RateLimits kLimits{.rpm = 1000, .tpm = 60'000, .max_concurrent = 3};
 class Checker : public PoolObserver {
  public:
   void on_grant(const GrantEvent& e) override {
+    // The pool serialises the events of one key; ours span keys (lease ids, totals).
+    std::lock_guard lock(mu_);
     ++grants;
     auto& k = keys_[e.key_index];
     const int64_t now = e.now.time_since_epoch().count();
@@ -63,6 +66,7 @@ class Checker : public PoolObserver {
   }
 
   void on_end(const EndEvent& e) override {
+    std::lock_guard lock(mu_);
     ++ends;
     auto it = live_.find(e.lease_id);
     if (it == live_.end() || it->second != e.key_index) {
@@ -92,10 +96,13 @@ class Checker : public PoolObserver {
   }
 
   void set_disabled(size_t key, bool v) { disabled_[key].store(v); }
-  size_t live() const { return live_.size(); }
+  size_t live() {
+    std::lock_guard lock(mu_);
+    return live_.size();
+  }
 
   std::atomic<int64_t> failures{0};
-  std::string first_failure;  // written once, under the pool's mutex
+  std::string first_failure;  // written once, under mu_
   int64_t grants = 0;
   int64_t ends = 0;
 
@@ -130,6 +137,7 @@ class Checker : public PoolObserver {
     if (failures.fetch_add(1) == 0) first_failure = what;
   }
 
+  std::mutex mu_;
   KeyState keys_[kKeys];
   std::atomic<bool> disabled_[kKeys] = {};
   std::unordered_map<uint64_t, size_t> live_;
@@ -265,6 +273,89 @@ TEST(KeyPoolStress, ConcurrentWaitersEachResolvedExactlyOnce) {
   EXPECT_EQ(callbacks.load(), 4 * kPerThread);
   EXPECT_EQ(leases.load() + timeouts.load(), 4 * kPerThread);
   EXPECT_GT(leases.load(), 0);
+}
+
+// Waiters bound by concurrency are woken only by completions (no timer ever fires here, no
+// deadline). Completions check for waiters without the queue's lock, so a wake-up lost to that
+// race would leave a waiter queued with every key free at the end.
+TEST(KeyPoolStress, NoWaiterIsLeftBehindWhenCapacityFrees) {
+  ManualClock clock;
+  ManualScheduler sched;  // never run
+  KeyPool pool(make_provider("nolost", 2, {.max_concurrent = 1}), clock, {.scheduler = &sched});
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 5000;
+  std::mutex mu;
+  std::deque<Lease> held;  // leases waiting to be completed by any thread
+  std::atomic<int> waits{0}, served{0};
+  auto keep = [&](Lease l) {
+    std::lock_guard lock(mu);
+    held.push_back(std::move(l));
+  };
+  auto complete_one = [&] {
+    Lease l;
+    {
+      std::lock_guard lock(mu);
+      if (held.empty()) return false;
+      l = std::move(held.front());
+      held.pop_front();
+    }
+    l.complete(Outcome{});  // may serve a waiter, whose callback calls keep()
+    return true;
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(t);
+      for (int i = 0; i < kPerThread; ++i) {
+        if (rng() % 2 == 0) {
+          waits.fetch_add(1);
+          pool.wait_async({"m", 0, MonoTime::max(), ""}, [&](AcquireResult r) {
+            if (!r.ok()) std::abort();  // no deadline, no cancel: only a lease can come
+            served.fetch_add(1);
+            keep(r.take_lease());
+          });
+        } else if (auto r = pool.acquire("m", 0); r.ok()) {
+          keep(r.take_lease());
+        }
+        if (rng() % 3 != 0) complete_one();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  while (complete_one()) {
+  }
+  EXPECT_EQ(pool.waiting(), 0u);
+  EXPECT_EQ(served.load(), waits.load());
+
+  // Then the race itself, with nobody else around to rescue a stranded waiter: both keys busy,
+  // one thread queues a waiter while another frees a key.
+  int stranded = 0;
+  for (int round = 0; round < 2000; ++round) {
+    Lease a = pool.acquire("m", 0).take_lease();
+    Lease b = pool.acquire("m", 0).take_lease();
+    ASSERT_TRUE(a.active() && b.active());
+    Lease got;
+    std::atomic<bool> called{false};
+    std::thread waiter([&] {
+      pool.wait_async({"m", 0, MonoTime::max(), ""}, [&](AcquireResult r) {
+        if (r.ok()) got = r.take_lease();
+        called.store(true);
+      });
+    });
+    std::thread completer([&] { a.complete(Outcome{}); });
+    waiter.join();
+    completer.join();
+    if (!called.load()) {
+      ++stranded;  // queued while a key was free: a lost wake-up
+      pool.acquire("m", 0).lease().complete(Outcome{});  // serves it, to go on
+    }
+    ASSERT_TRUE(called.load());
+    got.complete(Outcome{});
+    b.complete(Outcome{});
+  }
+  EXPECT_EQ(stranded, 0);
+  EXPECT_EQ(pool.waiting(), 0u);
+  for (const auto& s : pool.snapshot()) EXPECT_EQ(s.in_flight, 0);
 }
 
 }  // namespace

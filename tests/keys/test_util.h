@@ -25,6 +25,7 @@ inline ProviderConfig make_provider(const std::string& name, int keys, RateLimit
 
 inline double counter_value(const std::string& family, const std::string& provider,
                             const std::string& outcome = "") {
+  metrics::flush_all();  // hot-path counters are merged at scrape time
   auto& f = metrics::counter_family(family, "test");
   if (outcome.empty()) return f.Add({{"provider", provider}}).Value();
   return f.Add({{"provider", provider}, {"outcome", outcome}}).Value();
