@@ -6,6 +6,8 @@
 #include <sstream>
 #include <unordered_set>
 
+#include "common/thread_slot.h"
+
 namespace switchboard::metrics {
 
 prometheus::Registry& registry() {
@@ -74,9 +76,7 @@ ShardedCounter::~ShardedCounter() {
 }
 
 size_t ShardedCounter::slot_index() {
-  static std::atomic<size_t> next{0};
-  thread_local const size_t mine = next.fetch_add(1, std::memory_order_relaxed) % kSlots;
-  return mine;
+  return this_thread_slot() % kSlots;
 }
 
 uint64_t ShardedCounter::value() const {

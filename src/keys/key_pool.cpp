@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/metrics.h"
+#include "common/thread_slot.h"
 #include "keys/keys.h"
 #include "keys/rate_window.h"
 
@@ -111,6 +112,8 @@ constexpr int64_t kMinuteBuckets = 600;
 constexpr int64_t kNoDeadline = std::numeric_limits<int64_t>::min();
 constexpr size_t kMaxModels = 4096;  // interned model names; beyond, cooldowns go key-wide
 constexpr uint32_t kShards = 8;      // selection shards (power of two)
+constexpr uint8_t kIneligible = 1;   // Shard::excluded: the exact check said no
+constexpr uint8_t kBusy = 2;         // Shard::excluded: another thread held the key's lock
 
 int64_t ns(MonoTime t) {
   return std::chrono::duration_cast<Nanos>(t.time_since_epoch()).count();
@@ -150,47 +153,6 @@ double shard_phase(uint32_t s) {
   return static_cast<double>(r) / kShards;
 }
 
-// Small numbers for live threads: the lowest free one on a thread's first call, given back when
-// the thread exits. The first thread to use any pool (usually main) gets 0.
-class ThreadSlots {
- public:
-  static uint32_t take() {
-    auto& s = instance();
-    std::lock_guard l(s.mu_);
-    for (uint32_t i = 0; i < s.used_.size(); ++i) {
-      if (!s.used_[i]) {
-        s.used_[i] = true;
-        return i;
-      }
-    }
-    s.used_.push_back(true);
-    return static_cast<uint32_t>(s.used_.size() - 1);
-  }
-  static void give_back(uint32_t slot) {
-    auto& s = instance();
-    std::lock_guard l(s.mu_);
-    s.used_[slot] = false;
-  }
-
- private:
-  static ThreadSlots& instance() {
-    static auto* s = new ThreadSlots;  // never destroyed: threads may exit after static teardown
-    return *s;
-  }
-  std::mutex mu_;
-  std::vector<bool> used_;
-};
-
-struct ThreadSlot {
-  uint32_t value = ThreadSlots::take();
-  ~ThreadSlot() { ThreadSlots::give_back(value); }
-};
-
-uint32_t thread_slot() {
-  thread_local ThreadSlot slot;
-  return slot.value;
-}
-
 }  // namespace
 
 // One reading of the clocks, with what the windows need from it.
@@ -221,27 +183,28 @@ struct alignas(64) KeySlot {
   double weight = 1;
   uint32_t index = 0;
 
+  // Guarded by mu, grouped so that a lease writes as few cache lines as possible. in_flight is
+  // atomic only so least-loaded selection may peek at it.
   alignas(64) std::mutex mu;
-  // Guarded by mu. in_flight is atomic only so least-loaded selection may peek at it.
   std::atomic<int64_t> in_flight{0};
+  uint64_t leases_total = 0;
   bool disabled = false;
   bool dead = false;
+  alignas(64) Now last;  // the latest clock reading used for this key
   ScopeCooldown cd;
-  uint64_t leases_total = 0;
   int64_t consecutive_failures = 0;
   uint64_t rng = 0;  // jitter (splitmix64 state)
   SlidingWindow minute;
   DailyWindow day;
   std::vector<ScopeCooldown> model_cd;  // indexed by interned model id
   std::string dead_reason;
-  Now last;  // the latest clock reading used for this key
 
   // Threads read the clock before taking `mu`, so a key may be handed an older reading after a
   // newer one. The later of the two is still no later than the real time (someone read it
   // already), and using it keeps the key's own timeline monotonic: window advances, grants and
   // ends are seen in time order.
   Now at(const Now& t) {
-    if (t.mono >= last.mono) {
+    if (t.mono > last.mono) {
       last = t;
       return t;
     }
@@ -253,6 +216,25 @@ struct alignas(64) KeySlot {
   }
 };
 
+// Whole cache lines, so that two shards' arrays never share one (glibc's malloc packs small blocks
+// of different threads side by side).
+template <typename T>
+struct LineAllocator {
+  using value_type = T;
+  LineAllocator() = default;
+  template <typename U>
+  LineAllocator(const LineAllocator<U>&) {}  // NOLINT: rebinding
+  static size_t bytes(size_t n) { return (n * sizeof(T) + 63) / 64 * 64; }
+  T* allocate(size_t n) { return static_cast<T*>(::operator new (bytes(n), std::align_val_t{64})); }
+  void deallocate(T* p, size_t n) { ::operator delete (p, bytes(n), std::align_val_t{64}); }
+  template <typename U>
+  bool operator==(const LineAllocator<U>&) const {
+    return true;
+  }
+};
+template <typename T>
+using LineVector = std::vector<T, LineAllocator<T>>;
+
 // Round-robin state of the threads that map to one shard. Each thread keeps to its shard, so the
 // selection state a thread writes is its own; every shard's sequence is a full smooth weighted
 // round-robin, so the union of all threads' choices follows the weights too.
@@ -260,11 +242,11 @@ struct alignas(64) Shard {
   std::mutex mu;
   // Guarded by mu.
   bool primed = false;
-  std::vector<double> swrr;
-  size_t rotate = 0;  // least-loaded tie spreading
-  std::vector<uint8_t> excluded;
-  std::vector<uint32_t> scratch;  // keys that gained in the current round
-  std::string last_model;         // the last model name resolved, and its id
+  LineVector<double> swrr;
+  size_t rotate = 0;             // least-loaded tie spreading
+  LineVector<uint8_t> excluded;  // 0, kIneligible or kBusy, for the current acquisition
+  LineVector<uint32_t> scratch;  // keys that gained in the current round
+  std::string last_model;        // the last model name resolved, and its id
   int32_t last_model_id = -1;
   bool has_last_model = false;
 };
@@ -703,9 +685,9 @@ class Core : public std::enable_shared_from_this<Core> {
     return nullptr;
   }
 
-  // The shard of the calling thread: its thread slot (see ThreadSlots), so that threads alive at
-  // the same time use different shards as long as there are no more than kShards of them.
-  Shard& my_shard() { return shards_[thread_slot() & (kShards - 1)]; }
+  // The shard of the calling thread: its thread slot (common/thread_slot.h), so that threads
+  // alive at the same time use different shards as long as there are no more than kShards.
+  Shard& my_shard() { return shards_[this_thread_slot() & (kShards - 1)]; }
 
   void prime(Shard& s, uint32_t index) {
     s.primed = true;
@@ -857,11 +839,35 @@ class Core : public std::enable_shared_from_this<Core> {
     }
     std::optional<AcquireResult> out;
     size_t excluded = 0;
+    size_t busy = 0;  // skipped because another thread held the key's lock
+    bool wait_for_busy = false;
     while (!out) {
       const int idx = propose(s, t);
-      if (idx < 0) break;
+      if (idx < 0) {
+        if (busy == 0) break;
+        // Every free candidate said no: now wait for the ones that were busy.
+        for (auto& e : s.excluded) {
+          if (e == kBusy) e = 0;
+        }
+        busy = 0;
+        wait_for_busy = true;
+        continue;
+      }
       KeySlot& k = keys_[static_cast<size_t>(idx)];
-      auto kl = lock(k.mu);
+      std::unique_lock<std::mutex> kl(k.mu, std::try_to_lock);
+      if (!kl.owns_lock()) {
+        contended_.add();
+        if (!wait_for_busy) {
+          // Another thread is on this key: take another rather than queue behind it, which
+          // also keeps threads from walking the keys in lockstep.
+          reject(s, idx);
+          s.excluded[static_cast<size_t>(idx)] = kBusy;
+          ++busy;
+          ++excluded;
+          continue;
+        }
+        kl.lock();
+      }
       if (handed_over_.load(std::memory_order_relaxed)) {
         reject(s, idx);
         forwarded = true;
@@ -878,7 +884,7 @@ class Core : public std::enable_shared_from_this<Core> {
       }
       kl.unlock();
       reject(s, idx);
-      s.excluded[static_cast<size_t>(idx)] = 1;
+      s.excluded[static_cast<size_t>(idx)] = kIneligible;
       ++excluded;
     }
     if (excluded > 0) std::fill(s.excluded.begin(), s.excluded.end(), 0);
@@ -1017,9 +1023,11 @@ class Core : public std::enable_shared_from_this<Core> {
     bool cooled = false;
     switch (o.status) {
       case OutcomeClass::kSuccess:
-        k.consecutive_failures = 0;
-        k.cd.level = 0;
-        if (model >= 0 && static_cast<size_t>(model) < k.model_cd.size()) {
+        // Written only when they change: a store dirties the cache line even when it is a no-op.
+        if (k.consecutive_failures != 0) k.consecutive_failures = 0;
+        if (k.cd.level != 0) k.cd.level = 0;
+        if (model >= 0 && static_cast<size_t>(model) < k.model_cd.size() &&
+            k.model_cd[static_cast<size_t>(model)].level != 0) {
           k.model_cd[static_cast<size_t>(model)].level = 0;
         }
         break;
