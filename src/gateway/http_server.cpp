@@ -2,10 +2,12 @@
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <cstdio>
@@ -46,7 +48,6 @@ Response json_response(http::status status, std::string body, unsigned version, 
   res.set(http::field::content_type, "application/json");
   res.keep_alive(keep_alive);
   res.body() = std::move(body);
-  res.prepare_payload();
   return res;
 }
 
@@ -55,6 +56,13 @@ Response error_response(http::status status, std::string_view message, std::stri
   std::string body = "{\"error\":{\"message\":" + json::quote(message) +
                      ",\"type\":" + json::quote(type) + ",\"code\":" + json::quote(code) + "}}";
   return json_response(status, std::move(body), version, keep_alive);
+}
+
+void append_header(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out += ": ";
+  out.append(value);
+  out += "\r\n";
 }
 
 asio::awaitable<bool> write_stream_head(
@@ -184,11 +192,22 @@ asio::awaitable<void> HttpServer::accept_loop(int index) {
       if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
       continue;  // EMFILE and friends: keep serving the connections we have
     }
-    asio::co_spawn(acc.get_executor(), session(std::move(socket), index), asio::detached);
+    // The connection's cancellation signal is bound to its coroutine (and owned by the
+    // completion handler, so it lives exactly as long): a handler can be cancelled without a
+    // coroutine of its own racing it.
+    auto cancel = std::make_unique<asio::cancellation_signal>();
+    auto& signal = *cancel;
+    asio::co_spawn(acc.get_executor(), session(std::move(socket), index, signal),
+                   asio::bind_cancellation_slot(
+                       signal.slot(), [owner = std::move(cancel)](std::exception_ptr) {}));
   }
 }
 
-asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
+asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
+                                          asio::cancellation_signal& cancel) {
+  // A cancelled operation completes with operation_aborted rather than throwing: handlers
+  // already handle errors as values.
+  co_await asio::this_coro::throw_if_cancelled(false);
   open_connections_++;
   struct Guard {
     std::atomic<int64_t>& n;
@@ -204,6 +223,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
     auto res = error_response(http::status::service_unavailable, "too many open connections",
                               "server_error", "too_many_connections", 11, false);
     stream.expires_after(std::chrono::seconds(5));
+    res.prepare_payload();
     co_await http::async_write(stream, res, kNothrow);
     stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
     co_return;
@@ -252,13 +272,17 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
       }
       if (err) {
         stream.expires_after(std::chrono::seconds(5));
+        err->prepare_payload();
         co_await http::async_write(stream, *err, kNothrow);
       }
       break;
     }
 
     Request req = parser.release();
-    Exchange ex{req, stream, Response{}, false, false, index};
+    // A previous request may have been cancelled (its client left, or so it seemed).
+    if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
+      co_await asio::this_coro::reset_cancellation_state();
+    Exchange ex{req, stream, Response{}, false, false, index, {}, &cancel};
     stream.expires_never();  // the handler's own deadlines apply while it works
     active_requests_++;
     try {
@@ -278,25 +302,31 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index) {
     if (!ex.written) {
       ex.response.version(req.version());
       if (!req.keep_alive() || stopping_) ex.response.keep_alive(false);
-      ex.response.prepare_payload();
       stream.expires_after(Millis(limits_.request_timeout_ms));
       // The head is formatted by hand: Beast's generic serializer costs more than the rest of a
       // small response's path.
       std::string& head = head_buffer;
       head.clear();
       head += ex.response.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
-      head += std::to_string(ex.response.result_int());
-      head += ' ';
+      const unsigned code = ex.response.result_int();
+      char num[24];
+      head.append(num, static_cast<size_t>(std::snprintf(num, sizeof num, "%u ", code)));
       auto reason = ex.response.reason();
       head.append(reason.data(), reason.size());
       head += "\r\n";
       for (const auto& f : ex.response) {
-        auto n = f.name_string();
-        auto v = f.value();
-        head.append(n.data(), n.size());
-        head += ": ";
-        head.append(v.data(), v.size());
-        head += "\r\n";
+        if (f.name() == http::field::content_length) continue;  // ours, below
+        append_header(head, {f.name_string().data(), f.name_string().size()},
+                      {f.value().data(), f.value().size()});
+      }
+      head += ex.extra_headers;
+      const bool bodyless = code < 200 || code == 204 || code == 304;
+      if (bodyless) {
+        ex.response.body().clear();
+      } else {
+        head += "Content-Length: ";
+        head.append(num, static_cast<size_t>(
+                             std::snprintf(num, sizeof num, "%zu\r\n", ex.response.body().size())));
       }
       head += "\r\n";
       std::array<asio::const_buffer, 2> bufs = {asio::buffer(head),

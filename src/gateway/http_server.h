@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
@@ -36,6 +37,7 @@ using Response = http::response<http::string_body>;
 
 // One request on a connection. A handler either fills `response` (written by the server), or
 // writes to `stream` itself (streaming) and sets `written`, or sets `close` to end the connection.
+// The server adds Content-Length itself (the body's size; none for 1xx, 204 and 304).
 struct Exchange {
   Request& request;
   beast::tcp_stream& stream;
@@ -43,7 +45,17 @@ struct Exchange {
   bool written = false;
   bool close = false;
   int thread_index = 0;
+  // More header lines for `response`, already formatted ("name: value\r\n" each): the hot path's
+  // own headers, without an allocation per field as Beast's field list takes.
+  std::string extra_headers;
+  // Emitting it (terminal) cancels whatever asynchronous operation the handler is waiting on:
+  // the way to stop a handler whose client left. Operations then complete with
+  // operation_aborted (the server turns off throw-if-cancelled). Reset for every request.
+  asio::cancellation_signal* cancel = nullptr;
 };
+
+// Appends "name: value\r\n" to `out`.
+void append_header(std::string& out, std::string_view name, std::string_view value);
 
 using Handler = std::function<asio::awaitable<void>(Exchange&)>;
 
@@ -86,7 +98,8 @@ class HttpServer {
 
  private:
   asio::awaitable<void> accept_loop(int index);
-  asio::awaitable<void> session(asio::ip::tcp::socket socket, int index);
+  asio::awaitable<void> session(asio::ip::tcp::socket socket, int index,
+                                asio::cancellation_signal& cancel);
 
   ServerConfig limits_;
   Handler handler_;
