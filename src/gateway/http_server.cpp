@@ -15,6 +15,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "upstream/socket_io.h"
 
 namespace switchboard::gateway {
 
@@ -237,6 +238,14 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     // Idle timeout until the first byte of the header, then the request timeout for the rest.
     stream.expires_after(Millis(limits_.idle_timeout_ms));
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kNothrow);
+    if (!hec && !parser.is_done() && buffer.size() > 0) {
+      // A small body arrives with its header: parse what is buffered before waiting for more.
+      parser.eager(true);
+      boost::system::error_code pec;
+      const size_t used = parser.put(buffer.data(), pec);
+      buffer.consume(used);
+      if (pec && pec != http::error::need_more) hec = pec;
+    }
     if (!hec && !parser.is_done()) {
       stream.expires_after(Millis(limits_.request_timeout_ms));
       // A client that waits for permission before sending its body (Expect: 100-continue, as
@@ -331,7 +340,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       head += "\r\n";
       std::array<asio::const_buffer, 2> bufs = {asio::buffer(head),
                                                 asio::buffer(ex.response.body())};
-      auto [wec, wn] = co_await asio::async_write(stream, bufs, kNothrow);
+      auto [wec, wn] = co_await upstream::write_all(stream, stream.socket(), bufs);
       if (wec) break;
       if (!ex.response.keep_alive()) break;
     }

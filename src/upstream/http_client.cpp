@@ -13,6 +13,8 @@
 #include <deque>
 #include <unordered_map>
 
+#include "upstream/socket_io.h"
+
 namespace switchboard::upstream {
 
 namespace asio = boost::asio;
@@ -262,6 +264,24 @@ asio::awaitable<TransportStatus> HttpStream::read_some(std::string& out, bool& d
     char* chunk = s.conn->chunk.get();
     s.parser.get().body().data = chunk;
     s.parser.get().body().size = kReadChunk;
+    if (s.conn->buffer.size() > 0) {
+      // Body bytes that came with the head (or with the last read): parse them before waiting.
+      boost::system::error_code pec;
+      const size_t used = s.parser.put(s.conn->buffer.data(), pec);
+      s.conn->buffer.consume(used);
+      if (pec && pec != http::error::need_buffer && pec != http::error::need_more) {
+        s.conn->close();
+        s.conn.reset();
+        co_return from_ec(pec, TransportError::kProtocolError);
+      }
+      const size_t got = kReadChunk - s.parser.get().body().size;
+      if (got > 0) {
+        out.append(chunk, got);
+        if (s.parser.is_done()) continue;
+        co_return TransportStatus{};
+      }
+      if (s.parser.is_done()) continue;
+    }
     s.conn->lowest().expires_at(clamp_deadline(s.deadline));
     auto [ec, n] = co_await on_stream(*s.conn, [&](auto& stream) {
       return http::async_read_some(stream, s.conn->buffer, s.parser, kNothrow);
@@ -335,8 +355,9 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       if (!st.ok()) co_return st;
     }
     conn->lowest().expires_at(clamp_deadline(request.deadline));
-    auto [wec, wn] = co_await on_stream(
-        *conn, [&](auto& s) { return asio::async_write(s, req_bufs, kNothrow); });
+    auto [wec, wn] = conn->secure
+                         ? co_await asio::async_write(*conn->secure, req_bufs, kNothrow)
+                         : co_await write_all(*conn->plain, conn->plain->socket(), req_bufs);
     if (wec) {
       conn->close();
       auto st = from_ec(wec, TransportError::kReset);
