@@ -2,6 +2,7 @@
 
 #include <prometheus/text_serializer.h>
 
+#include <algorithm>
 #include <mutex>
 #include <sstream>
 #include <unordered_set>
@@ -39,18 +40,31 @@ const prometheus::Histogram::BucketBoundaries& latency_buckets_seconds() {
 
 namespace {
 
-// Live sharded counters, so a scrape can flush them. Registration happens once per counter (at
+// Live sharded metrics, so a scrape can flush them. Registration happens once per metric (at
 // construction of its owner), never per request.
 struct ShardedRegistry {
   std::mutex mu;
-  std::unordered_set<ShardedCounter*> live;
+  std::unordered_set<detail::Flushable*> live;
 };
 ShardedRegistry& sharded_registry() {
-  static auto* r = new ShardedRegistry;  // never destroyed: counters may die during exit
+  static auto* r = new ShardedRegistry;  // never destroyed: metrics may die during exit
   return *r;
 }
 
 }  // namespace
+
+namespace detail {
+void Flushable::register_flushable() {
+  auto& r = sharded_registry();
+  std::lock_guard lock(r.mu);
+  r.live.insert(this);
+}
+void Flushable::unregister_flushable() {
+  auto& r = sharded_registry();
+  std::lock_guard lock(r.mu);
+  r.live.erase(this);
+}
+}  // namespace detail
 
 ShardedCounter::ShardedCounter(prometheus::Counter* target) {
   if (target != nullptr) bind(target);
@@ -59,19 +73,13 @@ ShardedCounter::ShardedCounter(prometheus::Counter* target) {
 void ShardedCounter::bind(prometheus::Counter* target) {
   target_ = target;
   if (registered_) return;
-  auto& r = sharded_registry();
-  std::lock_guard lock(r.mu);
-  r.live.insert(this);
+  register_flushable();
   registered_ = true;
 }
 
 ShardedCounter::~ShardedCounter() {
   if (!registered_) return;
-  {
-    auto& r = sharded_registry();
-    std::lock_guard lock(r.mu);
-    r.live.erase(this);
-  }
+  unregister_flushable();
   flush();
 }
 
@@ -94,10 +102,52 @@ void ShardedCounter::flush() {
   flushed_ = total;
 }
 
+ShardedHistogram::ShardedHistogram(prometheus::Histogram* target,
+                                   const prometheus::Histogram::BucketBoundaries& boundaries)
+    : boundaries_(boundaries), flushed_counts_(boundaries.size() + 1, 0), target_(target) {
+  for (auto& slot : slots_) {
+    slot.counts = std::make_unique<std::atomic<uint64_t>[]>(boundaries_.size() + 1);
+  }
+  register_flushable();
+}
+
+ShardedHistogram::~ShardedHistogram() {
+  unregister_flushable();
+  flush();
+}
+
+void ShardedHistogram::observe(double value) {
+  // Prometheus buckets are upper bounds (le): the first boundary >= value.
+  const size_t bucket = static_cast<size_t>(
+      std::lower_bound(boundaries_.begin(), boundaries_.end(), value) - boundaries_.begin());
+  Slot& slot = slots_[ShardedCounter::slot_index()];
+  slot.counts[bucket].fetch_add(1, std::memory_order_relaxed);
+  slot.sum.fetch_add(value, std::memory_order_relaxed);
+}
+
+void ShardedHistogram::flush() {
+  std::lock_guard lock(flush_mu_);
+  std::vector<double> increments(boundaries_.size() + 1, 0.0);
+  bool any = false;
+  double sum = 0;
+  for (size_t b = 0; b <= boundaries_.size(); ++b) {
+    uint64_t total = 0;
+    for (const auto& slot : slots_) total += slot.counts[b].load(std::memory_order_relaxed);
+    if (total > flushed_counts_[b]) {
+      increments[b] = static_cast<double>(total - flushed_counts_[b]);
+      flushed_counts_[b] = total;
+      any = true;
+    }
+  }
+  for (const auto& slot : slots_) sum += slot.sum.load(std::memory_order_relaxed);
+  if (any && target_ != nullptr) target_->ObserveMultiple(increments, sum - flushed_sum_);
+  flushed_sum_ = sum;
+}
+
 void flush_all() {
   auto& r = sharded_registry();
   std::lock_guard lock(r.mu);
-  for (ShardedCounter* c : r.live) c->flush();
+  for (detail::Flushable* c : r.live) c->flush();
 }
 
 std::string serialize() {

@@ -16,8 +16,10 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace switchboard::metrics {
 
@@ -42,7 +44,20 @@ const prometheus::Histogram::BucketBoundaries& latency_buckets_seconds();
 //
 // Thread-safety: `add` from any thread; `flush` from any thread (serialised internally). The
 // prometheus counter must outlive this object (families live in the process-wide registry).
-class ShardedCounter {
+namespace detail {
+// What flush_all() flushes: registered for the object's whole life.
+class Flushable {
+ public:
+  virtual void flush() = 0;
+
+ protected:
+  ~Flushable() = default;
+  void register_flushable();
+  void unregister_flushable();
+};
+}  // namespace detail
+
+class ShardedCounter final : public detail::Flushable {
  public:
   explicit ShardedCounter(prometheus::Counter* target = nullptr);
   ~ShardedCounter();  // flushes what is left
@@ -53,17 +68,17 @@ class ShardedCounter {
   void bind(prometheus::Counter* target);
   void add(uint64_t n = 1) { slots_[slot_index()].value.fetch_add(n, std::memory_order_relaxed); }
   // Adds everything counted since the last flush to the prometheus counter.
-  void flush();
+  void flush() override;
   // The total counted so far, flushed or not.
   uint64_t value() const;
 
   static constexpr size_t kSlots = 16;
+  static size_t slot_index();
 
  private:
   struct alignas(64) Slot {
     std::atomic<uint64_t> value{0};
   };
-  static size_t slot_index();
 
   Slot slots_[kSlots];
   std::mutex flush_mu_;
@@ -72,7 +87,35 @@ class ShardedCounter {
   bool registered_ = false;
 };
 
-// Flushes every live ShardedCounter into the registry (before reading counter values directly).
+// ShardedCounter's counterpart for a histogram: each thread fills buckets of its own, and a flush
+// moves the new observations into the prometheus histogram (ObserveMultiple). Same rules.
+class ShardedHistogram final : public detail::Flushable {
+ public:
+  ShardedHistogram(prometheus::Histogram* target,
+                   const prometheus::Histogram::BucketBoundaries& boundaries);
+  ~ShardedHistogram();
+  ShardedHistogram(const ShardedHistogram&) = delete;
+  ShardedHistogram& operator=(const ShardedHistogram&) = delete;
+
+  void observe(double value);
+  void flush() override;
+
+ private:
+  struct alignas(64) Slot {
+    std::unique_ptr<std::atomic<uint64_t>[]> counts;  // boundaries + 1 (the +Inf bucket)
+    std::atomic<double> sum{0};
+  };
+
+  const std::vector<double> boundaries_;
+  Slot slots_[ShardedCounter::kSlots];
+  std::mutex flush_mu_;
+  std::vector<uint64_t> flushed_counts_;  // guarded by flush_mu_
+  double flushed_sum_ = 0;                // guarded by flush_mu_
+  prometheus::Histogram* target_;
+};
+
+// Flushes every live ShardedCounter and ShardedHistogram into the registry (before reading counter
+// values directly).
 void flush_all();
 
 // Everything in the registry, in the Prometheus text exposition format (version 0.0.4), after

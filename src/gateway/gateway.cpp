@@ -60,43 +60,130 @@ void AsioScheduler::cancel(TimerId id) {
 // ---- metrics
 // -------------------------------------------------------------------------------------
 
-RequestMetrics::RequestMetrics() {
-  attempts_ = &metrics::counter_family("switchboard_gateway_attempts_total",
-                                       "Upstream attempts made for client requests")
-                   .Add({});
-  fallbacks_ = &metrics::counter_family("switchboard_gateway_fallbacks_total",
-                                        "Requests answered by a layer after the first")
-                    .Add({});
+namespace {
+std::atomic<uint64_t> g_request_metrics_ids{1};
+}  // namespace
+
+struct RequestMetrics::Handles {
+  Handles(prometheus::Counter* r, prometheus::Histogram* l)
+      : requests(r), latency(l, metrics::latency_buckets_seconds()) {}
+  metrics::ShardedCounter requests;
+  metrics::ShardedHistogram latency;
+};
+
+RequestMetrics::RequestMetrics()
+    : id_(g_request_metrics_ids.fetch_add(1, std::memory_order_relaxed)),
+      attempts_(&metrics::counter_family("switchboard_gateway_attempts_total",
+                                         "Upstream attempts made for client requests")
+                     .Add({})),
+      fallbacks_(&metrics::counter_family("switchboard_gateway_fallbacks_total",
+                                          "Requests answered by a layer after the first")
+                      .Add({})) {}
+
+RequestMetrics::~RequestMetrics() = default;
+
+RequestMetrics::Handles& RequestMetrics::handles(const std::string& key, std::string_view route,
+                                                 std::string_view model, std::string_view provider,
+                                                 std::string_view status_class) {
+  std::lock_guard lock(mu_);
+  auto it = all_.find(key);
+  if (it == all_.end()) {
+    std::map<std::string, std::string> labels = {{"route", std::string(route)},
+                                                 {"model", std::string(model)},
+                                                 {"provider", std::string(provider)},
+                                                 {"status", std::string(status_class)}};
+    auto h = std::make_unique<Handles>(
+        &metrics::counter_family("switchboard_gateway_requests_total", "Client requests by outcome")
+             .Add(labels),
+        &metrics::histogram_family("switchboard_gateway_request_duration_seconds",
+                                   "Client request latency, all attempts included")
+             .Add(labels, metrics::latency_buckets_seconds()));
+    it = all_.emplace(key, std::move(h)).first;
+  }
+  return *it->second;
 }
 
-void RequestMetrics::observe(const std::string& route, const std::string& model,
-                             const std::string& provider, std::string_view status_class,
+void RequestMetrics::observe(std::string_view route, std::string_view model,
+                             std::string_view provider, std::string_view status_class,
                              double seconds, int attempts, bool fallback) {
-  std::string key = route + '\x1f' + model + '\x1f' + provider + '\x1f' + std::string(status_class);
-  Handles h;
-  {
-    std::lock_guard lock(mu_);
-    auto it = cache_.find(key);
-    if (it == cache_.end()) {
-      std::map<std::string, std::string> labels = {{"route", route},
-                                                   {"model", model},
-                                                   {"provider", provider},
-                                                   {"status", std::string(status_class)}};
-      Handles nh;
-      nh.requests = &metrics::counter_family("switchboard_gateway_requests_total",
-                                             "Client requests by outcome")
-                         .Add(labels);
-      nh.latency = &metrics::histogram_family("switchboard_gateway_request_duration_seconds",
-                                              "Client request latency, all attempts included")
-                        .Add(labels, metrics::latency_buckets_seconds());
-      it = cache_.emplace(std::move(key), nh).first;
-    }
-    h = it->second;
+  // Per thread: this instance's combinations seen so far. The key buffer is reused, so a lookup
+  // allocates nothing once warm.
+  struct Cache {
+    uint64_t owner = 0;
+    std::string key;
+    std::unordered_map<std::string, Handles*> seen;
+  };
+  thread_local Cache cache;
+  if (cache.owner != id_) {
+    cache.owner = id_;
+    cache.seen.clear();
   }
-  h.requests->Increment();
-  h.latency->Observe(seconds);
-  attempts_->Increment(attempts);
-  if (fallback) fallbacks_->Increment();
+  std::string& key = cache.key;
+  key.assign(route);
+  key += '\x1f';
+  key.append(model);
+  key += '\x1f';
+  key.append(provider);
+  key += '\x1f';
+  key.append(status_class);
+  auto it = cache.seen.find(key);
+  if (it == cache.seen.end()) {
+    it = cache.seen.emplace(key, &handles(key, route, model, provider, status_class)).first;
+  }
+  it->second->requests.add();
+  it->second->latency.observe(seconds);
+  attempts_.add(static_cast<uint64_t>(std::max(attempts, 0)));
+  if (fallback) fallbacks_.add();
+}
+
+BreakerTable::BreakerTable(std::shared_ptr<breaker::BreakerRegistry> registry, const Config& config)
+    : registry_(std::move(registry)) {
+  for (const auto& m : config.models) {
+    Entry& e = providers_[m.provider];
+    if (e.provider == nullptr) e.provider = registry_->provider(m.provider).get();
+    e.models[m.name] = registry_->model(m.provider, m.name).get();
+  }
+}
+
+breaker::CircuitBreaker& BreakerTable::provider(std::string_view provider) const {
+  if (auto it = providers_.find(provider); it != providers_.end()) return *it->second.provider;
+  return *registry_->provider(provider);
+}
+
+breaker::CircuitBreaker& BreakerTable::model(std::string_view provider,
+                                             std::string_view model) const {
+  if (auto it = providers_.find(provider); it != providers_.end()) {
+    if (auto m = it->second.models.find(model); m != it->second.models.end()) return *m->second;
+  }
+  return *registry_->model(provider, model);
+}
+
+bool BreakerTable::open(std::string_view provider, std::string_view model) const {
+  return this->provider(provider).state() == breaker::BreakerState::kOpen ||
+         this->model(provider, model).state() == breaker::BreakerState::kOpen;
+}
+
+uint64_t Runtime::next_uid() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::shared_ptr<const Snapshot> Runtime::thread_snapshot() const {
+  struct Local {
+    uint64_t runtime = 0;  // Runtime::uid (an address could be reused by the next runtime)
+    uint64_t generation = 0;
+    std::shared_ptr<const Snapshot> snap;
+  };
+  thread_local Local local;
+  const uint64_t gen = generation.load(std::memory_order_acquire);
+  if (local.runtime != uid || local.generation != gen || !local.snap) {
+    // A control block of this thread's own (aliasing the snapshot) that keeps the shared one.
+    auto holder = std::make_shared<std::shared_ptr<const Snapshot>>(snapshot());
+    local.snap = std::shared_ptr<const Snapshot>(holder, holder->get());
+    local.runtime = uid;
+    local.generation = gen;
+  }
+  return local.snap;
 }
 
 std::string Runtime::request_id(uint64_t seq) const {
@@ -356,7 +443,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   const auto method = ex.request.method();
   std::string_view target = ex.request.target();
   target = target.substr(0, target.find('?'));
-  const auto snap = rt.snapshot();
+  const auto snap = rt.thread_snapshot();
   const Config& cfg = *snap->config;
 
   int gateway_key = -1;
@@ -610,12 +697,10 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
   snap->breakers = previous && same_breakers(*previous->config, *config)
                        ? previous->breakers
                        : std::make_shared<breaker::BreakerRegistry>(rt.clock, *config);
-  std::weak_ptr<breaker::BreakerRegistry> breakers = snap->breakers;
+  snap->breaker_table = std::make_shared<const BreakerTable>(snap->breakers, *config);
   snap->router = std::make_shared<routing::Router>(
-      config, [breakers](std::string_view provider, std::string_view model) {
-        auto b = breakers.lock();
-        return b && (b->provider(provider)->state() == breaker::BreakerState::kOpen ||
-                     b->model(provider, model)->state() == breaker::BreakerState::kOpen);
+      config, [table = snap->breaker_table](std::string_view provider, std::string_view model) {
+        return table->open(provider, model);
       });
   if (previous)
     snap->router->import_state(previous->router->export_state());  // what was learned stays
@@ -633,7 +718,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   rt.config_path = options.config_path;
   auto snap = build_snapshot(rt, config, nullptr);
   if (!snap.ok()) return snap.status();
-  rt.current.store(snap.value());
+  rt.publish(snap.value());
   rt.ledger =
       std::make_unique<routing::FeedbackLedger>(size_t(config->learning.feedback_max_requests),
                                                 Millis(config->learning.feedback_ttl_ms), rt.clock);
@@ -687,7 +772,7 @@ ReloadResult reload_runtime(Runtime& rt, const std::shared_ptr<const Config>& co
   if (old.listen != config->listen) notes.push_back("listen changes take effect on restart");
   if (old.state.path != config->state.path || old.state.backend != config->state.backend)
     notes.push_back("state changes take effect on restart");
-  rt.current.store(next.value(), std::memory_order_release);
+  rt.publish(next.value());
   log::info("configuration reloaded ({} providers, {} models, {} routes)", config->providers.size(),
             config->models.size(), config->routes.size());
   for (const auto& n : notes) log::warn("reload: {}", n);

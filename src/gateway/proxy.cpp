@@ -334,7 +334,11 @@ struct Attempted {
 class ChatCall {
  public:
   ChatCall(Runtime& rt, Exchange& ex, int gateway_key)
-      : rt_(rt), snap_(rt.snapshot()), ex_(ex), t0_(MonoClock::now()), gateway_key_(gateway_key) {}
+      : rt_(rt),
+        snap_(rt.thread_snapshot()),
+        ex_(ex),
+        t0_(MonoClock::now()),
+        gateway_key_(gateway_key) {}
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
@@ -512,10 +516,9 @@ class ChatCall {
         idx++;
         continue;
       }
-      auto pb = snap_->breakers->provider(a.provider);
-      auto mb = snap_->breakers->model(a.provider, a.model);
-      breaker::Permit pp = pb->try_acquire();
-      breaker::Permit mp = pp ? mb->try_acquire() : breaker::Permit();
+      breaker::Permit pp = snap_->breaker_table->provider(a.provider).try_acquire();
+      breaker::Permit mp =
+          pp ? snap_->breaker_table->model(a.provider, a.model).try_acquire() : breaker::Permit();
       if (!pp || !mp) {
         breaker_skips = true;
         idx++;

@@ -65,6 +65,31 @@ struct GatewayKeyState {
   double spend_usd = 0;
 };
 
+// The breakers of every configured (provider, model), resolved once per snapshot: the request
+// path (attempts and the router's open-breaker probe) finds them without the registry's lock or
+// a reference count that every thread writes. Others (direct "provider/model" routes) are looked
+// up in the registry, which keeps every breaker it made for its whole life.
+class BreakerTable {
+ public:
+  BreakerTable(std::shared_ptr<breaker::BreakerRegistry> registry, const Config& config);
+  breaker::CircuitBreaker& provider(std::string_view provider) const;
+  breaker::CircuitBreaker& model(std::string_view provider, std::string_view model) const;
+  // Either breaker of the pair is open.
+  bool open(std::string_view provider, std::string_view model) const;
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  struct Entry {
+    breaker::CircuitBreaker* provider = nullptr;
+    std::unordered_map<std::string, breaker::CircuitBreaker*, Hash, std::equal_to<>> models;
+  };
+  std::shared_ptr<breaker::BreakerRegistry> registry_;
+  std::unordered_map<std::string, Entry, Hash, std::equal_to<>> providers_;
+};
+
 // Everything that a configuration determines, swapped as a whole by a reload. A request holds
 // the snapshot it started with until it ends, so pools of removed keys live until their leases
 // end and a request's plan never mixes two configurations.
@@ -72,6 +97,7 @@ struct Snapshot {
   std::shared_ptr<const Config> config;
   std::map<std::string, std::shared_ptr<ProviderRuntime>, std::less<>> providers;
   std::shared_ptr<breaker::BreakerRegistry> breakers;
+  std::shared_ptr<const BreakerTable> breaker_table;  // over `breakers`
   std::shared_ptr<routing::Router> router;
   std::vector<std::shared_ptr<GatewayKeyState>> gateway_keys;  // parallel to auth.gateway_keys
 
@@ -82,21 +108,26 @@ struct Snapshot {
 };
 
 // Request metrics by (route, model, provider, status class), resolved once per combination.
+// Counted per thread (sharded counters and histograms, merged at scrape time); each thread finds
+// a combination's handles in a cache of its own, so recording a request takes no lock and writes
+// no cache line another thread writes.
 class RequestMetrics {
  public:
   RequestMetrics();
-  void observe(const std::string& route, const std::string& model, const std::string& provider,
+  ~RequestMetrics();
+  void observe(std::string_view route, std::string_view model, std::string_view provider,
                std::string_view status_class, double seconds, int attempts, bool fallback);
 
  private:
-  struct Handles {
-    prometheus::Counter* requests;
-    prometheus::Histogram* latency;
-  };
-  std::mutex mu_;
-  std::unordered_map<std::string, Handles> cache_;
-  prometheus::Counter* attempts_;
-  prometheus::Counter* fallbacks_;
+  struct Handles;
+  Handles& handles(const std::string& key, std::string_view route, std::string_view model,
+                   std::string_view provider, std::string_view status_class);
+
+  const uint64_t id_;  // tells instances apart in the threads' caches (addresses get reused)
+  std::mutex mu_;      // guards all_ (first sight of a combination only)
+  std::unordered_map<std::string, std::unique_ptr<Handles>> all_;
+  metrics::ShardedCounter attempts_;
+  metrics::ShardedCounter fallbacks_;
 };
 
 struct Runtime {
@@ -119,9 +150,22 @@ struct Runtime {
   std::shared_ptr<const Snapshot> snapshot() const {
     return current.load(std::memory_order_acquire);
   }
+  // Installs a new snapshot (start-up and reloads).
+  void publish(std::shared_ptr<const Snapshot> snap) {
+    current.store(std::move(snap), std::memory_order_release);
+    generation.fetch_add(1, std::memory_order_acq_rel);
+  }
+  // snapshot() for the request path of a server thread: a copy held by the thread under a
+  // reference count of its own, refreshed when a reload published a new one. Loading `current`
+  // and copying it would write the shared control block twice per request from every thread.
+  // The thread keeps the snapshot alive until its next request after a reload.
+  std::shared_ptr<const Snapshot> thread_snapshot() const;
+  std::atomic<uint64_t> generation{0};
+  const uint64_t uid = next_uid();
   // A request id is "sb-<instance>-<sequence>"; the sequence keys the feedback ledger.
   std::string request_id(uint64_t seq) const;
   uint64_t next_request_seq() { return request_seq.fetch_add(1) + 1; }
+  static uint64_t next_uid();
   // The sequence of one of this instance's request ids, or 0.
   uint64_t parse_request_id(std::string_view id) const;
 };

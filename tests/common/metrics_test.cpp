@@ -82,5 +82,46 @@ TEST(MetricsTest, ShardedCounterSumsEveryThreadsAddsAtScrapeTime) {
   EXPECT_EQ(target.Value(), before + static_cast<double>(expected + 5));
 }
 
+// Observations from many threads land in the right buckets (upper bounds, as Prometheus's
+// `le`), with the right sum, once a scrape flushed them.
+TEST(MetricsTest, ShardedHistogramMergesThreadsAtScrapeTime) {
+  const prometheus::Histogram::BucketBoundaries bounds = {0.01, 0.1, 1};
+  auto& target = metrics::histogram_family("switchboard_test_sharded_seconds", "sharded latency")
+                     .Add({{"kind", "threads"}}, bounds);
+  {
+    metrics::ShardedHistogram h(&target, bounds);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 6; ++t) {
+      threads.emplace_back([&h] {
+        for (int i = 0; i < 1000; ++i) {
+          h.observe(0.005);  // le 0.01
+          h.observe(0.1);    // le 0.1: a value on a boundary belongs to that bucket
+          h.observe(5);      // +Inf only
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    const std::string text = metrics::serialize();
+    for (const char* line :
+         {R"(switchboard_test_sharded_seconds_bucket{kind="threads",le="0.01"} 6000)",
+          R"(switchboard_test_sharded_seconds_bucket{kind="threads",le="0.1"} 12000)",
+          R"(switchboard_test_sharded_seconds_bucket{kind="threads",le="1"} 12000)",
+          R"(switchboard_test_sharded_seconds_bucket{kind="threads",le="+Inf"} 18000)",
+          R"(switchboard_test_sharded_seconds_count{kind="threads"} 18000)"}) {
+      EXPECT_NE(text.find(std::string(line) + "\n"), std::string::npos) << line << "\n" << text;
+    }
+    auto sum_at = text.find(R"(switchboard_test_sharded_seconds_sum{kind="threads"} )");
+    ASSERT_NE(sum_at, std::string::npos);
+    const double sum = std::stod(text.substr(text.find(' ', sum_at) + 1));
+    EXPECT_NEAR(sum, 6000 * (0.005 + 0.1 + 5), 1e-6);
+    h.observe(0.5);
+  }
+  // Destruction flushes the last observation.
+  const std::string text = metrics::serialize();
+  EXPECT_NE(text.find(R"(switchboard_test_sharded_seconds_count{kind="threads"} 18001)"),
+            std::string::npos)
+      << text;
+}
+
 }  // namespace
 }  // namespace switchboard
