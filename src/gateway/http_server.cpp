@@ -127,7 +127,10 @@ Status HttpServer::start(const std::string& listen, int threads) {
   auto addr = asio::ip::make_address(host, ec);
   if (ec) return Status::invalid_argument("bad listen host '" + host + "': " + ec.message());
   for (int i = 0; i < threads; ++i) {
-    auto ctx = std::make_unique<asio::io_context>(1);
+    // One thread runs this context and every socket on it is used from that thread only, so the
+    // reactor's per-socket locking can go (scheduler and registration locks stay: other threads
+    // post to it, e.g. the key pool's waiter callbacks).
+    auto ctx = std::make_unique<asio::io_context>(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO);
     auto acc = std::make_unique<tcp::acceptor>(*ctx);
     tcp::endpoint ep(addr, port);
     acc->open(ep.protocol(), ec);

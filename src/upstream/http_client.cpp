@@ -26,7 +26,9 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
-constexpr size_t kReadChunk = 16 * 1024;
+// Body bytes read at a time. Each pooled connection keeps one such buffer, so it is sized for
+// memory (a thousand upstream connections) more than for the rare large answer.
+constexpr size_t kReadChunk = 4 * 1024;
 
 struct Origin {
   bool tls = false;
