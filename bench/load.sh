@@ -120,16 +120,11 @@ awk -v a="$w_rps" -v b="$n_rps" -v c="$(to_us "$w_p99")" -v d="$(to_us "$n_p99")
   'BEGIN { printf "\nswitchboard / nginx proxy: throughput %.2f, p99 latency %.2f\n", a / b, c / d }'
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$sb_pid/status"; }
-before=$(rss_kb)
-wrk -t"$WRK_THREADS" -c1000 -d5s -s "$work/post.lua" "http://127.0.0.1:$P_SB/v1/chat/completions" > "$work/wrk-1000.txt" &
-wrk_pid=$!
-sleep 4
-during=$(rss_kb)
-wait $wrk_pid
-printf 'switchboard RSS: %d MB idle, %d MB with 1000 connections\n' $((before / 1024)) $((during / 1024))
 
 if [ "$RSS_REQUESTS" -gt 0 ]; then
-  # Flat memory: RSS after the first 10% of the requests vs after all of them.
+  # Flat memory: RSS after the first 10% of the requests vs after all of them, at the same
+  # connection count (before the 1000-connection phase, whose buffers the allocator returns only
+  # gradually).
   rate=${w_rps%.*}
   secs=$(( RSS_REQUESTS / (rate > 0 ? rate : 1) + 1 ))
   wrk -t"$WRK_THREADS" -c"$CONNS" -d"$(( secs / 10 + 1 ))s" -s "$work/post.lua" "http://127.0.0.1:$P_SB/v1/chat/completions" >/dev/null
@@ -138,3 +133,11 @@ if [ "$RSS_REQUESTS" -gt 0 ]; then
   late=$(rss_kb)
   awk -v a="$early" -v b="$late" -v n="$RSS_REQUESTS" 'BEGIN { printf "RSS over ~%d requests: %d MB -> %d MB (%+.1f%%)\n", n, a/1024, b/1024, (b-a)*100/a }'
 fi
+
+before=$(rss_kb)
+wrk -t"$WRK_THREADS" -c1000 -d5s -s "$work/post.lua" "http://127.0.0.1:$P_SB/v1/chat/completions" > "$work/wrk-1000.txt" &
+wrk_pid=$!
+sleep 4
+during=$(rss_kb)
+wait $wrk_pid
+printf 'switchboard RSS: %d MB idle, %d MB with 1000 connections\n' $((before / 1024)) $((during / 1024))
