@@ -298,18 +298,17 @@ class Core : public std::enable_shared_from_this<Core> {
           &leases.Add({{"provider", provider_},
                        {"outcome", std::string(to_string(static_cast<OutcomeClass>(i)))}}));
     }
-    cooldowns_.bind(&metrics::counter_family("switchboard_keys_cooldowns_total",
-                                             "Key or (key, model) cooldowns started or extended")
-                         .Add({{"provider", provider_}}));
-    contended_.bind(&metrics::counter_family("switchboard_keys_lock_contended_total",
-                                             "Key pool lock acquisitions that had to wait")
-                         .Add({{"provider", provider_}}));
-    parse_errors_.bind(&metrics::counter_family("switchboard_keys_header_parse_errors_total",
-                                                "Malformed rate-limit response headers ignored")
-                            .Add({{"provider", provider_}}));
-    rejected_.bind(&metrics::counter_family("switchboard_keys_acquire_unavailable_total",
-                                            "Acquire attempts that found no eligible key")
-                        .Add({{"provider", provider_}}));
+    auto per_provider = [this](const std::string& name, const std::string& help) {
+      return &metrics::counter_family(name, help).Add({{"provider", provider_}});
+    };
+    cooldowns_.bind(per_provider("switchboard_keys_cooldowns_total",
+                                 "Key or (key, model) cooldowns started or extended"));
+    contended_.bind(per_provider("switchboard_keys_lock_contended_total",
+                                 "Key pool lock acquisitions that had to wait"));
+    parse_errors_.bind(per_provider("switchboard_keys_header_parse_errors_total",
+                                    "Malformed rate-limit response headers ignored"));
+    rejected_.bind(per_provider("switchboard_keys_acquire_unavailable_total",
+                                "Acquire attempts that found no eligible key"));
   }
 
   const std::string& provider() const { return provider_; }
