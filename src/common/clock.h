@@ -51,9 +51,11 @@ class ManualClock final : public Clock {
     return WallTime(std::chrono::duration_cast<WallTime::duration>(
         Nanos(wall_ns_.load(std::memory_order_acquire))));
   }
+  // Wall time first: a thread that sees the new monotonic time (a deadline passed) then also
+  // sees the new wall time (what is due), never a monotonic time ahead of its wall time.
   void advance(Nanos d) {
-    mono_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
     wall_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
+    mono_ns_.fetch_add(d.count(), std::memory_order_acq_rel);
   }
   // Moves wall time only (simulates a calendar jump; monotonic time is unaffected).
   void set_wall(WallTime t) {
