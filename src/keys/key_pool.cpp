@@ -888,6 +888,11 @@ class Core : public std::enable_shared_from_this<Core> {
     }
     if (excluded > 0) std::fill(s.excluded.begin(), s.excluded.end(), 0);
     if (out) return std::move(*out);
+    if (handed_over_.load(std::memory_order_acquire)) {
+      // Handed over while we looked: the successor may well have room.
+      forwarded = true;
+      return NoKey{};
+    }
     return earliest(model, est, t);
   }
 
