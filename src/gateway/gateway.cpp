@@ -12,7 +12,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <random>
@@ -187,11 +189,21 @@ std::shared_ptr<const Snapshot> Runtime::thread_snapshot() const {
 }
 
 std::string Runtime::request_id(uint64_t seq) const {
-  char buf[40];
-  std::snprintf(buf, sizeof(buf), "sb-%08llx-%010llx",
-                static_cast<unsigned long long>(instance_tag & 0xffffffff),
-                static_cast<unsigned long long>(seq));
-  return buf;
+  // "sb-" + the instance tag in 8 hex digits + "-" + the sequence in at least 10 (lowercase, as
+  // parse_request_id reads them). Formatted by hand: this runs for every request.
+  auto put_hex = [](char* out, uint64_t v, int width) {
+    char digits[16];
+    auto [end, ec] = std::to_chars(digits, digits + sizeof digits, v, 16);
+    const int n = static_cast<int>(end - digits);
+    for (int i = n; i < width; ++i) *out++ = '0';
+    std::memcpy(out, digits, static_cast<size_t>(n));
+    return out + n;
+  };
+  char buf[40] = {'s', 'b', '-'};
+  char* p = put_hex(buf + 3, instance_tag & 0xffffffff, 8);
+  *p++ = '-';
+  p = put_hex(p, seq, 10);
+  return std::string(buf, p);
 }
 
 uint64_t Runtime::parse_request_id(std::string_view id) const {
@@ -677,6 +689,7 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
       log::info("provider {}: {} at {} with {} key(s)", pc.name, to_string(pc.kind), pc.base_url,
                 pc.keys.size());
     }
+    pr->call_url = pr->base_url + (pr->anthropic ? "/messages" : "/chat/completions");
     keys::KeyPoolOptions ko;
     ko.scheduler = &rt.scheduler;
     // Keys that stay keep their state and in-flight leases (the old pool hands them over).

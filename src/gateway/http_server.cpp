@@ -10,6 +10,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <charconv>
 #include <cstdio>
 
 #include "common/json.h"
@@ -322,7 +323,8 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       head += ex.response.version() == 10 ? "HTTP/1.0 " : "HTTP/1.1 ";
       const unsigned code = ex.response.result_int();
       char num[24];
-      head.append(num, static_cast<size_t>(std::snprintf(num, sizeof num, "%u ", code)));
+      head.append(num, static_cast<size_t>(std::to_chars(num, num + sizeof num, code).ptr - num));
+      head += ' ';
       auto reason = ex.response.reason();
       head.append(reason.data(), reason.size());
       head += "\r\n";
@@ -337,8 +339,10 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
         ex.response.body().clear();
       } else {
         head += "Content-Length: ";
-        head.append(num, static_cast<size_t>(
-                             std::snprintf(num, sizeof num, "%zu\r\n", ex.response.body().size())));
+        head.append(num,
+                    static_cast<size_t>(
+                        std::to_chars(num, num + sizeof num, ex.response.body().size()).ptr - num));
+        head += "\r\n";
       }
       head += "\r\n";
       std::array<asio::const_buffer, 2> bufs = {asio::buffer(head),

@@ -8,6 +8,7 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/json.hpp>
+#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <optional>
@@ -464,8 +465,8 @@ class ChatCall {
     h.clear();
     char num[24];
     auto number = [&num](int64_t v) {
-      return std::string_view(num, static_cast<size_t>(std::snprintf(num, sizeof num, "%lld",
-                                                                     static_cast<long long>(v))));
+      return std::string_view(
+          num, static_cast<size_t>(std::to_chars(num, num + sizeof num, v).ptr - num));
     };
     append_header(h, "x-switchboard-request-id", request_id_);
     append_header(h, "x-switchboard-model", a.model);
@@ -741,7 +742,7 @@ class ChatCall {
     h.headers.emplace_back("content-type", "application/json");
     h.headers.emplace_back("user-agent", "switchboard/" SWITCHBOARD_VERSION);
     if (pr.anthropic) {
-      h.url = pr.base_url + "/messages";
+      h.url = pr.call_url;
       h.headers.emplace_back("x-api-key", lease.secret());
       h.headers.emplace_back("anthropic-version", "2023-06-01");
       auto body = upstream::openai_to_anthropic_request(req_.doc.as_object(), a.upstream);
@@ -751,7 +752,7 @@ class ChatCall {
       }
       h.body = std::move(body.value());
     } else {
-      h.url = pr.base_url + "/chat/completions";
+      h.url = pr.call_url;
       h.headers.emplace_back("authorization", "Bearer " + lease.secret());
       h.body = openai_body(ex_.request.body(), req_, a.upstream);
     }

@@ -52,6 +52,7 @@ struct ProviderRuntime {
   std::shared_ptr<const Config> owner;  // keeps `config` alive while a later snapshot reuses this
   const ProviderConfig* config = nullptr;
   std::string base_url;  // effective: a mock's loopback address for kind: mock
+  std::string call_url;  // base_url + the chat endpoint of its kind (/chat/completions, /messages)
   bool anthropic = false;
   std::unique_ptr<keys::KeyPool> pool;
   std::shared_ptr<MockProvider> mock;

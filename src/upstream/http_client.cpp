@@ -35,7 +35,7 @@ struct Origin {
   std::string host;
   std::string port;
   std::string target;
-  std::string key() const { return (tls ? "https://" : "http://") + host + ":" + port; }
+  std::string key;  // "scheme://host:port": the connection pool's key
 };
 
 bool parse_url(std::string_view url, Origin& o) {
@@ -63,6 +63,7 @@ bool parse_url(std::string_view url, Origin& o) {
     o.port = colon == std::string_view::npos ? "" : std::string(hostport.substr(colon + 1));
   }
   if (o.port.empty()) o.port = o.tls ? "443" : "80";
+  o.key = (o.tls ? "https://" : "http://") + o.host + ":" + o.port;
   return !o.host.empty();
 }
 
@@ -132,6 +133,23 @@ struct HttpClient::Impl {
     MonoTime expires;
   };
   std::unordered_map<std::string, DnsEntry> dns;
+  // Parsed URLs: a provider's endpoint is the same string request after request.
+  struct UrlHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  // Shared, so a request keeps its entry while it waits even if the cache is cleared meanwhile.
+  std::unordered_map<std::string, std::shared_ptr<const Origin>, UrlHash, std::equal_to<>> origins;
+  static constexpr size_t kMaxOrigins = 1024;  // workflow http steps may name any URL
+
+  std::shared_ptr<const Origin> origin(const std::string& url) {
+    if (auto it = origins.find(std::string_view(url)); it != origins.end()) return it->second;
+    auto o = std::make_shared<Origin>();
+    if (!parse_url(url, *o)) return nullptr;
+    if (origins.size() >= kMaxOrigins) origins.clear();
+    origins.emplace(url, o);
+    return o;
+  }
 
   Impl(asio::any_io_executor e, HttpClientOptions o) : ex(std::move(e)), options(o) {
     tls.set_default_verify_paths();
@@ -178,7 +196,7 @@ struct HttpClient::Impl {
       dns[dns_key] = DnsEntry{endpoints, now + options.dns_ttl};
     }
     auto c = std::make_unique<Conn>();
-    c->origin = o.key();
+    c->origin = o.key;
     if (o.tls) {
       c->secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, tls);
     } else {
@@ -318,10 +336,11 @@ size_t HttpClient::idle_connections() const {
 
 asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
                                                    std::unique_ptr<HttpStream>& stream) {
-  Origin origin;
-  if (!parse_url(request.url, origin)) {
+  const std::shared_ptr<const Origin> parsed = impl_->origin(request.url);
+  if (parsed == nullptr) {
     co_return TransportStatus::fail(TransportError::kConnectFailed, "bad upstream URL");
   }
+  const Origin& origin = *parsed;
   // The request head is formatted by hand (cheaper than Beast's serializer); the body is sent
   // from the caller's buffer without a copy.
   std::string head;
@@ -350,7 +369,7 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
   std::array<asio::const_buffer, 2> req_bufs = {asio::buffer(head), asio::buffer(request.body)};
 
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<Conn> conn = impl_->take_idle(origin.key());
+    std::unique_ptr<Conn> conn = impl_->take_idle(origin.key);
     const bool reused = conn != nullptr;
     if (!conn) {
       auto st = co_await impl_->connect(origin, request.deadline, conn);
