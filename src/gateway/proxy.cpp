@@ -268,43 +268,74 @@ asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
 // request (Exchange::cancel), whose leases and permits end as `cancelled` and whose upstream
 // connection is closed. Watching costs an epoll registration, so it starts only once a request
 // has run for a while: the quick ones finish first, and a slow LLM call is still cancelled moments
-// after its client leaves. Callbacks, not a coroutine racing the call: nothing is spawned per
-// request.
+// after its client leaves. Nothing per request but two pointer updates: calls wait in a per-thread
+// list in start order, and one timer per thread starts watching those that reach the age.
 constexpr auto kWatchClientAfter = std::chrono::milliseconds(20);
+
+class ClientWatch;
+
+// The calls of one server thread that are not watched yet, oldest first. Used only on its thread.
+class WatchList {
+ public:
+  static WatchList& of_this_thread(const asio::any_io_executor& ex) {
+    thread_local std::unique_ptr<WatchList> list;
+    if (!list || &list->context_ != &asio::query(ex, asio::execution::context)) {
+      list = std::make_unique<WatchList>(ex);
+    }
+    return *list;
+  }
+
+  explicit WatchList(const asio::any_io_executor& ex)
+      : context_(asio::query(ex, asio::execution::context)), timer_(ex) {}
+  WatchList(const WatchList&) = delete;
+  WatchList& operator=(const WatchList&) = delete;
+  // At thread exit; calls still listed (their frames die later, with the io_context) forget us.
+  ~WatchList();
+
+  void add(ClientWatch* w);
+  void remove(ClientWatch* w);
+
+ private:
+  void arm();
+  void sweep();
+
+  asio::execution_context& context_;
+  asio::steady_timer timer_;
+  bool armed_ = false;
+  ClientWatch* head_ = nullptr;
+  ClientWatch* tail_ = nullptr;
+};
 
 class ClientWatch {
  public:
   explicit ClientWatch(Exchange& ex)
-      : state_(std::make_shared<State>(ex.stream.socket().get_executor(), ex)) {
-    state_->timer.expires_after(kWatchClientAfter);
-    state_->timer.async_wait([s = state_](boost::system::error_code ec) {
-      if (ec || s->done) return;
-      s->watching = true;
-      s->ex.stream.socket().async_wait(asio::ip::tcp::socket::wait_read,
-                                       [s](boost::system::error_code wec) { s->readable(wec); });
-    });
+      : ex_(ex),
+        since_(MonoClock::now()),
+        list_(WatchList::of_this_thread(ex.stream.socket().get_executor())) {
+    list_.add(this);
   }
   ClientWatch(const ClientWatch&) = delete;
   ClientWatch& operator=(const ClientWatch&) = delete;
   ~ClientWatch() {
-    state_->done = true;
-    state_->timer.cancel();
-    if (state_->watching) {
+    if (listed_) list_.remove(this);
+    if (state_) {
+      state_->done = true;
       // Only our wait is pending on the socket now (the request is over).
       boost::system::error_code ignored;
-      state_->ex.stream.socket().cancel(ignored);
+      ex_.stream.socket().cancel(ignored);
     }
   }
 
-  bool client_left() const { return state_->gone; }
+  bool client_left() const { return state_ && state_->gone; }
 
  private:
+  friend class WatchList;
+
+  // Shared with the pending wait's callback, which may run after the request ended.
   struct State {
-    State(asio::any_io_executor e, Exchange& x) : timer(std::move(e)), ex(x) {}
-    asio::steady_timer timer;
+    explicit State(Exchange& x) : ex(x) {}
     Exchange& ex;  // valid while !done
     bool done = false;
-    bool watching = false;
     bool gone = false;
 
     void readable(boost::system::error_code ec) {
@@ -318,8 +349,62 @@ class ClientWatch {
       if (ex.cancel) ex.cancel->emit(asio::cancellation_type::terminal);
     }
   };
-  std::shared_ptr<State> state_;
+
+  void start_watching() {
+    state_ = std::make_shared<State>(ex_);
+    ex_.stream.socket().async_wait(asio::ip::tcp::socket::wait_read,
+                                   [s = state_](boost::system::error_code ec) { s->readable(ec); });
+  }
+
+  Exchange& ex_;
+  const MonoTime since_;
+  WatchList& list_;
+  bool listed_ = false;
+  ClientWatch* prev_ = nullptr;
+  ClientWatch* next_ = nullptr;
+  std::shared_ptr<State> state_;  // once watching
 };
+
+WatchList::~WatchList() {
+  for (ClientWatch* w = head_; w != nullptr; w = w->next_) w->listed_ = false;
+}
+
+void WatchList::add(ClientWatch* w) {
+  w->listed_ = true;
+  w->prev_ = tail_;
+  w->next_ = nullptr;
+  (tail_ ? tail_->next_ : head_) = w;
+  tail_ = w;
+  if (!armed_) arm();
+}
+
+void WatchList::remove(ClientWatch* w) {
+  (w->prev_ ? w->prev_->next_ : head_) = w->next_;
+  (w->next_ ? w->next_->prev_ : tail_) = w->prev_;
+  w->listed_ = false;
+  w->prev_ = w->next_ = nullptr;
+}
+
+void WatchList::arm() {
+  if (head_ == nullptr) return;
+  armed_ = true;
+  timer_.expires_at(head_->since_ + kWatchClientAfter);
+  timer_.async_wait([this](boost::system::error_code ec) {
+    if (ec) return;  // destroyed with the list (never re-armed while armed)
+    armed_ = false;
+    sweep();
+  });
+}
+
+void WatchList::sweep() {
+  const MonoTime now = MonoClock::now();
+  while (head_ != nullptr && head_->since_ + kWatchClientAfter <= now) {
+    ClientWatch* w = head_;
+    remove(w);
+    w->start_watching();
+  }
+  arm();
+}
 
 // ---- one request ------------------------------------------------------------------------------
 
@@ -340,6 +425,10 @@ class ChatCall {
         ex_(ex),
         t0_(MonoClock::now()),
         gateway_key_(gateway_key) {}
+  ChatCall(const ChatCall&) = delete;
+  ChatCall& operator=(const ChatCall&) = delete;
+  // Usage is essential (spend, budgets): whatever is still pending is stored.
+  ~ChatCall() { flush_events(); }
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
@@ -693,7 +782,15 @@ class ChatCall {
     e.cost_usd = cost_of(a, u);
     if (gateway_key_ >= 0)
       e.gateway_key = snap_->config->auth.gateway_policies[size_t(gateway_key_)].name;
-    rt_.store->enqueue(std::move(e));
+    // Enqueued with the request's outcome (one trip through the store's lock), or by the
+    // destructor if the call ends without one.
+    pending_events_.emplace_back(std::move(e));
+  }
+
+  void flush_events() {
+    if (pending_events_.empty() || !rt_.store) return;
+    rt_.store->enqueue_batch(pending_events_);
+    pending_events_.clear();
   }
 
   void record_outcome(const routing::Attempt* a, const std::string& key_id,
@@ -729,7 +826,8 @@ class ChatCall {
     e.cost_usd = a ? cost_of(*a, u) : 0;
     e.attempts = attempts_;
     e.layer = layer_rank_;
-    rt_.store->enqueue(std::move(e));
+    pending_events_.emplace_back(std::move(e));
+    flush_events();
   }
 
   // ---- upstream exchange ----------------------------------------------------------------------
@@ -967,6 +1065,7 @@ class ChatCall {
   int layer_rank_ = 0;
   Micros upstream_time_{0};
   keys::HeaderList response_headers_;
+  std::vector<store::Event> pending_events_;  // usage events waiting for the outcome
 };
 
 }  // namespace

@@ -189,39 +189,20 @@ class SqliteStore final : public Store {
   Result<LoadedState> load() override;
 
   uint64_t enqueue(Event event) override {
-    const bool essential = is_essential(event);
     std::unique_lock lock(mu_);
-    if (stopping_) {
-      lock.unlock();
-      count_drop(event.index());
-      return 0;
-    }
-    if (queued() >= capacity_) {
-      if (normal_.size() > 0) {
-        // Drop the oldest non-essential event; release its memory now.
-        count_drop(normal_.drop_oldest());
-      } else if (!essential) {
-        // Only essential events are queued: this one is the oldest non-essential.
-        lock.unlock();
-        count_drop(event.index());
-        return 0;
-      } else {
-        space_cv_.wait(lock, [&] { return stopping_ || queued() < capacity_; });
-        if (stopping_) {
-          lock.unlock();
-          log::error("store: essential {} event refused: store closing", kKindNames[event.index()]);
-          count_drop(event.index());
-          return 0;
-        }
-      }
-    }
-    const uint64_t seq = ++next_seq_;
-    (essential ? essential_ : normal_).push(seq, std::move(event));
-    const bool wake = queued() == batch_max_;
+    bool wake = false;
+    const uint64_t seq = enqueue_locked(lock, std::move(event), wake);
     lock.unlock();
     if (wake) writer_cv_.notify_one();
-    enqueued_.fetch_add(1, std::memory_order_relaxed);
     return seq;
+  }
+
+  void enqueue_batch(std::span<Event> events) override {
+    std::unique_lock lock(mu_);
+    bool wake = false;
+    for (Event& e : events) enqueue_locked(lock, std::move(e), wake);
+    lock.unlock();
+    if (wake) writer_cv_.notify_one();
   }
 
   Status flush() override {
@@ -256,7 +237,10 @@ class SqliteStore final : public Store {
 
   StoreCounters counters() const override {
     StoreCounters c;
-    c.enqueued = enqueued_.load(std::memory_order_relaxed);
+    {
+      std::lock_guard lock(mu_);
+      c.enqueued = enqueued_;
+    }
     c.committed = committed_.load(std::memory_order_relaxed);
     c.dropped = dropped_.load(std::memory_order_relaxed);
     c.write_errors = write_errors_.load(std::memory_order_relaxed);
@@ -279,6 +263,42 @@ class SqliteStore final : public Store {
 
  private:
   size_t queued() const { return essential_.size() + normal_.size(); }
+
+  // enqueue() with mu_ held (it may wait for space, releasing it meanwhile). Sets `wake` when
+  // the writer should be woken once the lock is released.
+  uint64_t enqueue_locked(std::unique_lock<std::mutex>& lock, Event&& event, bool& wake) {
+    const bool essential = is_essential(event);
+    if (stopping_) {
+      count_drop(event.index());
+      return 0;
+    }
+    if (queued() >= capacity_) {
+      if (normal_.size() > 0) {
+        // Drop the oldest non-essential event; release its memory now.
+        count_drop(normal_.drop_oldest());
+      } else if (!essential) {
+        // Only essential events are queued: this one is the oldest non-essential.
+        count_drop(event.index());
+        return 0;
+      } else {
+        if (wake) {
+          writer_cv_.notify_one();  // it frees the space we wait for
+          wake = false;
+        }
+        space_cv_.wait(lock, [&] { return stopping_ || queued() < capacity_; });
+        if (stopping_) {
+          log::error("store: essential {} event refused: store closing", kKindNames[event.index()]);
+          count_drop(event.index());
+          return 0;
+        }
+      }
+    }
+    const uint64_t seq = ++next_seq_;
+    (essential ? essential_ : normal_).push(seq, std::move(event));
+    if (queued() == batch_max_) wake = true;
+    ++enqueued_;
+    return seq;
+  }
 
   void count_drop(size_t kind) {
     metrics_.dropped[kind]->Increment();
@@ -583,7 +603,8 @@ class SqliteStore final : public Store {
   std::atomic<uint64_t> committed_seq_{0};
 
   uint64_t failures_logged_ = 0;  // writer thread only
-  std::atomic<uint64_t> enqueued_{0}, committed_{0}, dropped_{0}, write_errors_{0};
+  uint64_t enqueued_ = 0;         // guarded by mu_
+  std::atomic<uint64_t> committed_{0}, dropped_{0}, write_errors_{0};
 
   std::mutex close_mu_;
   bool closed_ = false;

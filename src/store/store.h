@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <variant>
 #include <vector>
@@ -166,6 +167,11 @@ class Store {
   // closed, or the queue is full of essential events and this one is not essential. An essential
   // event waits for queue space instead when the queue holds only essential events.
   virtual uint64_t enqueue(Event event) = 0;
+  // enqueue() for each event, in order, taking the queue's lock once (a request's events
+  // together). The events are moved from.
+  virtual void enqueue_batch(std::span<Event> events) {
+    for (Event& e : events) enqueue(std::move(e));
+  }
 
   // Waits until every event enqueued before the call is acknowledged. Not ok when a commit that
   // covers them failed (essential events are retried by the writer) or the store is closed.

@@ -218,6 +218,63 @@ TEST(StoreTest, EnqueueFromManyThreadsLosesNothing) {
   EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), kThreads * per_thread / 2);
 }
 
+// A request's events go in with one call: all of them from every thread, in order, and an
+// essential event in a batch still waits for space rather than being dropped.
+TEST(StoreTest, EnqueueBatchKeepsEveryEventAndBackPressure) {
+  TempDir dir;
+  auto o = options_for(dir.file("batch.db"));
+  auto s = open_or_die(o);
+  ASSERT_TRUE(s);
+  const auto now = std::chrono::system_clock::now();
+  constexpr int kThreads = 4;
+  const int per_thread = kSanitized ? 500 : 5000;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < per_thread; ++i) {
+        std::vector<Event> events;
+        events.emplace_back(UsageEvent{now, "r", "p", "p#1", "m", i, 1, 0});
+        events.emplace_back(make_outcome("m", now));
+        s->enqueue_batch(events);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  ASSERT_TRUE(s->flush().ok());
+  const std::string path = dir.file("batch.db");
+  EXPECT_EQ(s->counters().enqueued, static_cast<uint64_t>(2 * kThreads * per_thread));
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), kThreads * per_thread);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM outcomes") + int64_t(s->counters().dropped),
+            kThreads * per_thread);
+  s->close();
+
+  TempDir dir2;
+  auto o2 = options_for(dir2.file("bp.db"));
+  o2.state.queue_capacity = 4;
+  o2.state.batch_ms = 60'000;  // the writer stays idle until flush()
+  o2.state.batch_max = 1'000'000;
+  auto s2 = open_or_die(o2);
+  ASSERT_TRUE(s2);
+  for (int i = 0; i < 4; ++i) ASSERT_GT(s2->enqueue(FeedbackEvent{now, "r", true, 1}), 0u);
+  std::atomic<bool> done{false};
+  std::thread producer([&] {
+    std::vector<Event> events;
+    events.emplace_back(UsageEvent{now, "late", "p", "p#1", "m", 7, 1, 0});
+    events.emplace_back(make_outcome("m", now));
+    s2->enqueue_batch(events);
+    done = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(done.load()) << "an essential event in a batch must wait for space, not drop";
+  ASSERT_TRUE(s2->flush().ok());
+  producer.join();
+  ASSERT_TRUE(s2->flush().ok());
+  const std::string path2 = dir2.file("bp.db");
+  EXPECT_EQ(query_int(path2, "SELECT count(*) FROM usage WHERE request_id='late'"), 1);
+  EXPECT_EQ(query_int(path2, "SELECT count(*) FROM outcomes"), 1);
+  EXPECT_EQ(s2->counters().dropped, 0u);
+}
+
 TEST(StoreTest, RetentionPrunesOldOutcomesInBatches) {
   TempDir dir;
   ManualClock clock;
