@@ -136,6 +136,9 @@ bool permanent(NoKeyReason r) {
   return r == NoKeyReason::kNoUsableKey || r == NoKeyReason::kTooLarge;
 }
 
+// Wait ids are unique across pools, so a cancel can follow a wait that was forwarded.
+std::atomic<uint64_t> g_next_wait_id{1};
+
 uint64_t splitmix64(uint64_t& state) {
   uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -400,20 +403,24 @@ class Core : public std::enable_shared_from_this<Core> {
     if (handed_over_.load(std::memory_order_acquire)) {
       return successor_->wait_async(std::move(req), std::move(cb));
     }
-    // A hand-over between this check and the queueing below fails the waiter with kShutdown
-    // (adopt() takes over the queue), and the caller retries against the new pool.
+    // A hand-over between this check and the queueing below leaves the waiter in this pool's
+    // queue, where its first attempt finds the pool handed over and fails it with kShutdown
+    // (see pump()); the caller retries against the new pool.
     Ready ready;
     WaitId id = 0;
     {
       auto wl = lock(wait_mu_);
       const Now t = read_now();
-      id = next_wait_id_++;
+      id = g_next_wait_id.fetch_add(1, std::memory_order_relaxed);
       Waiter& w = waiters_[id];
       w.req = std::move(req);
       w.cb = std::move(cb);
       // Published before this waiter's first attempt: a completion that frees a key after that
       // attempt looked at it sees the count and pumps (it serialises on the key's mutex).
       waiting_.store(waiters_.size());
+      // Pairs with the fence in set_enabled(): either we see the key's hint lowered, or it sees
+      // us waiting (a store-buffer race on weakly ordered CPUs otherwise).
+      std::atomic_thread_fence(std::memory_order_seq_cst);
       pump(t, ready);  // earlier waiters first; serves this one too if it can be
       auto it = waiters_.find(id);
       if (it != waiters_.end() && scheduler_ == nullptr) {
@@ -429,12 +436,23 @@ class Core : public std::enable_shared_from_this<Core> {
     return id;
   }
 
+  // The pool this one handed its keys over to, or null.
+  std::shared_ptr<Core> handed_over_to() const {
+    return handed_over_.load(std::memory_order_acquire) ? successor_ : nullptr;
+  }
+
   bool cancel_wait(WaitId id) {
     WaitCallback cb;
     {
       auto wl = lock(wait_mu_);
       auto it = waiters_.find(id);
-      if (it == waiters_.end()) return false;
+      if (it == waiters_.end()) {
+        // Queued in the successor when wait_async was forwarded (ids are unique across pools).
+        if (!handed_over_.load(std::memory_order_acquire)) return false;
+        std::shared_ptr<Core> next = successor_;
+        wl.unlock();
+        return next->cancel_wait(id);
+      }
       if (it->second.timer != 0) scheduler_->cancel(it->second.timer);
       cb = std::move(it->second.cb);
       waiters_.erase(it);
@@ -538,6 +556,7 @@ class Core : public std::enable_shared_from_this<Core> {
       k->refresh_hint();
     }
     log::info("keys: {} {}", enabled ? "enabled" : "disabled", id);
+    std::atomic_thread_fence(std::memory_order_seq_cst);  // see wait_async()
     if (waiting_.load() > 0) pump_waiters();
     return Status::ok_status();
   }
@@ -1104,7 +1123,8 @@ class Core : public std::enable_shared_from_this<Core> {
       AcquireResult r =
           try_acquire(w.req.model, w.req.estimated_tokens, w.req.session_id, t, forwarded);
       if (forwarded) {
-        // Cannot happen: adopt() takes wait_mu_ before handing over. Fail safe all the same.
+        // A waiter queued just after the hand-over (see wait_async): the caller retries against
+        // the new pool.
         finish(it, NoKey{NoKeyReason::kShutdown, MonoTime::max()}, ready);
         continue;
       }
@@ -1180,7 +1200,6 @@ class Core : public std::enable_shared_from_this<Core> {
 
   std::mutex wait_mu_;
   std::map<WaitId, Waiter> waiters_;  // ids increase: iteration order is FIFO
-  WaitId next_wait_id_ = 1;
   // waiters_.size(), readable without wait_mu_: the fast paths skip the queue when it is 0.
   std::atomic<size_t> waiting_{0};
 
@@ -1253,7 +1272,11 @@ KeyPool::~KeyPool() {
 std::unique_ptr<KeyPool> KeyPool::reconfigured(const ProviderConfig& config, Clock& clock,
                                                KeyPoolOptions options) {
   auto next = std::make_unique<KeyPool>(config, clock, options);
-  next->core_->adopt(*core_);
+  // A reload that failed after handing this pool over left it forwarding to a successor that was
+  // never published: the keys' live state is at the end of that chain.
+  std::shared_ptr<detail::Core> live = core_;
+  while (auto successor = live->handed_over_to()) live = std::move(successor);
+  next->core_->adopt(*live);
   return next;
 }
 

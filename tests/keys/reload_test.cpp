@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
 #include <thread>
 
 #include "keys/keys.h"
@@ -88,6 +89,49 @@ TEST(KeyPoolReloadTest, RemovedKeysFinishTheirLeasesInTheOldPool) {
   auto snap = pool->snapshot();
   ASSERT_EQ(snap.size(), 1u);
   EXPECT_EQ(snap[0].in_flight, 0);
+}
+
+// A reload that failed after handing a pool over (its new pool was never published) leaves the
+// published pool forwarding: the next reload must take the keys' state from where it lives now.
+TEST(KeyPoolReloadTest, ReloadAfterAnAbandonedHandOverTakesTheLiveState) {
+  ManualClock clock;
+  RateLimits limits;
+  limits.max_concurrent = 1;
+  const ProviderConfig cfg = make_provider("p", 1, limits);
+  KeyPool published(cfg, clock);
+  auto abandoned = published.reconfigured(cfg, clock);
+  abandoned.reset();  // the failed snapshot is dropped; `published` still forwards to its core
+  auto first = published.acquire("m", 0);  // granted by the abandoned pool's core
+  ASSERT_TRUE(first.ok());
+  Lease held = first.take_lease();
+
+  auto next = published.reconfigured(cfg, clock);
+  auto second = next->acquire("m", 0);
+  ASSERT_FALSE(second.ok()) << "the in-flight lease must count in the new pool";
+  EXPECT_EQ(second.no_key().reason, NoKeyReason::kConcurrency);
+  EXPECT_TRUE(held.complete(Outcome{}));  // ends in the new pool, freeing the key there
+  EXPECT_TRUE(next->acquire("m", 0).ok());
+}
+
+// A wait forwarded to the new pool can be withdrawn through the old one.
+TEST(KeyPoolReloadTest, CancelFollowsAForwardedWait) {
+  ManualClock clock;
+  ManualScheduler sched;
+  RateLimits limits;
+  limits.max_concurrent = 1;
+  const ProviderConfig cfg = make_provider("p", 1, limits);
+  KeyPool old_pool(cfg, clock, {.scheduler = &sched});
+  auto pool = old_pool.reconfigured(cfg, clock, {.scheduler = &sched});
+  Lease held = pool->acquire("m", 0).take_lease();
+  std::optional<NoKeyReason> got;
+  const WaitId id = old_pool.wait_async({"m", 0, MonoTime::max(), ""}, [&](AcquireResult r) {
+    got = r.ok() ? std::nullopt : std::optional(r.no_key().reason);
+  });
+  EXPECT_EQ(pool->waiting(), 1u);
+  EXPECT_TRUE(old_pool.cancel_wait(id));
+  EXPECT_EQ(got, NoKeyReason::kCancelled);
+  EXPECT_EQ(pool->waiting(), 0u);
+  EXPECT_FALSE(old_pool.cancel_wait(id));
 }
 
 TEST(KeyPoolReloadTest, OldPoolForwardsNewAcquisitions) {
