@@ -478,7 +478,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
                                    "invalid_request_error", "method_not_allowed");
       co_return;
     }
-    co_await handle_chat(rt, ex, gateway_key);
+    co_await handle_chat(rt, snap, ex, gateway_key);
     co_return;
   }
   if (target == "/v1/feedback") {
@@ -690,12 +690,19 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
                 pc.keys.size());
     }
     pr->call_url = pr->base_url + (pr->anthropic ? "/messages" : "/chat/completions");
+    snap->providers.emplace(pc.name, std::move(pr));
+  }
+  // Pools last, once nothing can fail any more (above, a mock may not start): a pool handed over
+  // belongs to a snapshot that will be published.
+  for (const auto& pc : config->providers) {
+    ProviderRuntime& pr = *snap->providers.find(pc.name)->second;
+    if (pr.pool) continue;  // kept whole from the previous snapshot
+    ProviderRuntime* old = previous ? previous->provider(pc.name) : nullptr;
     keys::KeyPoolOptions ko;
     ko.scheduler = &rt.scheduler;
     // Keys that stay keep their state and in-flight leases (the old pool hands them over).
-    pr->pool = old ? old->pool->reconfigured(pc, rt.clock, ko)
-                   : std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
-    snap->providers.emplace(pc.name, std::move(pr));
+    pr.pool = old ? old->pool->reconfigured(pc, rt.clock, ko)
+                  : std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
   }
   for (size_t i = 0; i < config->auth.gateway_keys.size(); ++i) {
     // A gateway key that stays (same secret) keeps its rpm window and spend.

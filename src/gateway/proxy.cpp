@@ -252,12 +252,18 @@ asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
       state->timer.cancel();
     });
   });
+  // Withdraws the waiter however this coroutine ends (the wait below throws once the client
+  // has left). A no-op when it was served already.
+  struct Withdraw {
+    keys::KeyPool& pool;
+    keys::WaitId id;
+    ~Withdraw() { pool.cancel_wait(id); }
+  } withdraw{pool, id};
   while (!state->result) {
     auto [ec] = co_await state->timer.async_wait(kNothrow);
     if (!state->result) {
-      // Cancelled from outside (the client left): withdraw. A lease already handed over ends
-      // as `cancelled` when the posted handler drops it.
-      pool.cancel_wait(id);
+      // Cancelled from outside (the client left): withdrawn on return. A lease already handed
+      // over ends as `cancelled` when the posted handler drops it.
       co_return keys::AcquireResult(keys::NoKey{keys::NoKeyReason::kCancelled, MonoTime::max()});
     }
   }
@@ -332,18 +338,26 @@ class ClientWatch {
   friend class WatchList;
 
   // Shared with the pending wait's callback, which may run after the request ended.
-  struct State {
+  struct State : std::enable_shared_from_this<State> {
     explicit State(Exchange& x) : ex(x) {}
     Exchange& ex;  // valid while !done
     bool done = false;
     bool gone = false;
 
+    void rearm() {
+      ex.stream.socket().async_wait(
+          asio::ip::tcp::socket::wait_read,
+          [s = shared_from_this()](boost::system::error_code ec) { s->readable(ec); });
+    }
+
     void readable(boost::system::error_code ec) {
       if (ec || done) return;
       char byte;
       ssize_t n = ::recv(ex.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
-        return;  // pipelined bytes of a next request: the client is still there; stop watching
+      if (n > 0) return;  // pipelined bytes of a next request: the client is still there
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        rearm();  // a spurious wake-up: keep watching
+        return;
       }
       gone = true;
       if (ex.cancel) ex.cancel->emit(asio::cancellation_type::terminal);
@@ -352,8 +366,7 @@ class ClientWatch {
 
   void start_watching() {
     state_ = std::make_shared<State>(ex_);
-    ex_.stream.socket().async_wait(asio::ip::tcp::socket::wait_read,
-                                   [s = state_](boost::system::error_code ec) { s->readable(ec); });
+    state_->rearm();
   }
 
   Exchange& ex_;
@@ -419,9 +432,9 @@ struct Attempted {
 
 class ChatCall {
  public:
-  ChatCall(Runtime& rt, Exchange& ex, int gateway_key)
+  ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key)
       : rt_(rt),
-        snap_(rt.thread_snapshot()),
+        snap_(std::move(snap)),
         ex_(ex),
         t0_(MonoClock::now()),
         gateway_key_(gateway_key) {}
@@ -1070,14 +1083,29 @@ class ChatCall {
 
 }  // namespace
 
-asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex, int gateway_key) {
-  ChatCall call(rt, ex, gateway_key);
+asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
+                                  int gateway_key) {
   ClientWatch watch(ex);
-  co_await call.run();
-  if (watch.client_left()) {  // nobody to answer
+  // Once the client has left (the watch emits the connection's cancellation signal), the
+  // operation then pending completes with operation_aborted and every later one throws: the
+  // call unwinds, its leases and permits end as `cancelled` and its usage is still stored.
+  // (The signal alone could be missed: by an operation that ignores cancellation, such as name
+  // resolution, or one that had just completed.)
+  co_await asio::this_coro::throw_if_cancelled(true);
+  std::exception_ptr failure;
+  try {
+    ChatCall call(rt, std::move(snap), ex, gateway_key);
+    co_await call.run();
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  co_await asio::this_coro::throw_if_cancelled(false);
+  if (watch.client_left()) {  // nobody to answer, whatever the call was doing
     ex.written = true;
     ex.close = true;
+    co_return;
   }
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace switchboard::gateway

@@ -193,6 +193,8 @@ ReloadResult reload_from_file(Runtime& rt);
 
 // POST /v1/chat/completions.
 // `gateway_key` is the index of the client's gateway key in auth.gateway_keys, or -1.
-asio::awaitable<void> handle_chat(Runtime& rt, Exchange& ex, int gateway_key);
+// `snap` is the snapshot the request was admitted under (its gateway key index belongs to it).
+asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
+                                  int gateway_key);
 
 }  // namespace switchboard::gateway
