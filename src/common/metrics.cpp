@@ -140,7 +140,11 @@ void ShardedHistogram::flush() {
     }
   }
   for (const auto& slot : slots_) sum += slot.sum.load(std::memory_order_relaxed);
-  if (any && target_ != nullptr) target_->ObserveMultiple(increments, sum - flushed_sum_);
+  // The sum may run ahead of or behind the counts (an observation adds to both, one after the
+  // other): whatever moved is passed on, so nothing is lost between scrapes.
+  if ((any || sum != flushed_sum_) && target_ != nullptr) {
+    target_->ObserveMultiple(increments, sum - flushed_sum_);
+  }
   flushed_sum_ = sum;
 }
 
