@@ -534,6 +534,10 @@ class SqliteStore final : public Store {
       }
 
       // Retention: one small batch per cycle while there is more, so new events keep flowing.
+      // The next prune is due an interval after the time of this decision, read before the
+      // prune reads the wall clock: a later reading could already be past what this prune saw,
+      // and old rows would wait a whole interval more.
+      const MonoTime decided = clock_->now();
       if (prune_req) {
         Status st;
         while (true) {
@@ -542,18 +546,18 @@ class SqliteStore final : public Store {
         }
         if (!st.ok()) record_failure(st, 0);
         prune_more = false;
-        next_prune = clock_->now() + options_.prune_interval;
+        next_prune = decided + options_.prune_interval;
         publish([&] {
           prune_requested_ = false;
           ++prune_gen_;
           prune_status_ = st;
         });
-      } else if (!stop && (prune_more || clock_->now() >= next_prune)) {
+      } else if (!stop && (prune_more || decided >= next_prune)) {
         Status st;
         const int64_t deleted = prune_batch(&st);
         if (deleted < 0) record_failure(st, 0);
         prune_more = deleted > 0;
-        if (!prune_more) next_prune = clock_->now() + options_.prune_interval;
+        if (!prune_more) next_prune = decided + options_.prune_interval;
       }
 
       if (stop && retry.empty()) {
