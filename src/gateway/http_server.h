@@ -49,8 +49,9 @@ struct Exchange {
   // own headers, without an allocation per field as Beast's field list takes.
   std::string extra_headers;
   // Emitting it (terminal) cancels whatever asynchronous operation the handler is waiting on:
-  // the way to stop a handler whose client left. Operations then complete with
-  // operation_aborted (the server turns off throw-if-cancelled). Reset for every request.
+  // the way to stop a handler whose client left. That operation completes with
+  // operation_aborted; later ones complete normally unless the handler turned throw-if-cancelled
+  // on (the server turns it off; the chat handler turns it on for its call). Reset per request.
   asio::cancellation_signal* cancel = nullptr;
 };
 
