@@ -13,6 +13,7 @@
 #include <deque>
 #include <unordered_map>
 
+#include "upstream/http1.h"
 #include "upstream/socket_io.h"
 
 namespace switchboard::upstream {
@@ -26,9 +27,11 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
-// Body bytes read at a time. Each pooled connection keeps one such buffer, so it is sized for
-// memory (a thousand upstream connections) more than for the rare large answer.
+// Bytes read at a time. Each pooled connection keeps one such buffer, so it is sized for memory
+// (a thousand upstream connections) more than for the rare large answer.
 constexpr size_t kReadChunk = 4 * 1024;
+// The largest response head accepted (the buffer grows this far for it, then shrinks back).
+constexpr size_t kMaxHead = 64 * 1024;
 
 struct Origin {
   bool tls = false;
@@ -103,10 +106,9 @@ TransportStatus from_ec(const boost::system::error_code& ec, TransportError othe
 struct Conn {
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
-  beast::flat_buffer buffer;
+  http1::ReadBuffer buffer;  // reused for every response on this connection
   std::string origin;
   MonoTime idle_since{};
-  std::unique_ptr<char[]> chunk;  // body read buffer, reused for every response on this connection
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
   void close() {
@@ -121,6 +123,18 @@ template <typename Op>
 auto on_stream(Conn& c, Op&& op) {
   if (c.secure) return op(*c.secure);
   return op(*c.plain);
+}
+
+// Reads what the connection has (at least one byte) into its buffer, within `deadline`.
+asio::awaitable<boost::system::error_code> read_more(Conn& c, MonoTime deadline, size_t limit) {
+  auto room = c.buffer.prepare(kReadChunk, limit);
+  if (room.empty()) co_return http::error::header_limit;
+  c.lowest().expires_at(clamp_deadline(deadline));
+  auto [ec, n] = co_await on_stream(c, [&](auto& stream) {
+    return stream.async_read_some(asio::buffer(room.data(), room.size()), kNothrow);
+  });
+  c.buffer.commit(n);
+  co_return ec;
 }
 
 struct HttpClient::Impl {
@@ -231,10 +245,16 @@ struct HttpClient::Impl {
 struct HttpStream::Impl {
   HttpClient::Impl* client = nullptr;
   std::unique_ptr<Conn> conn;
-  http::response_parser<http::buffer_body> parser;
+  http1::BodyReader body;
+  bool keep_alive = false;
   HttpResponseHead head;
   MonoTime deadline;
   bool finished = false;
+
+  void drop_connection() {
+    conn->close();
+    conn.reset();
+  }
 };
 
 std::string_view HttpResponseHead::header(std::string_view name) const {
@@ -271,51 +291,43 @@ asio::awaitable<TransportStatus> HttpStream::read_some(std::string& out, bool& d
     co_return TransportStatus{};
   }
   while (true) {
-    if (s.parser.is_done()) {
+    if (s.body.done()) {
       s.finished = true;
       done = true;
-      if (s.parser.keep_alive())
+      // Bytes beyond the response would be a protocol violation: such a connection is not reused.
+      if (s.keep_alive && s.conn->buffer.size() == 0) {
+        s.conn->buffer.shrink_if_empty(kReadChunk);
         s.client->release(std::move(s.conn));
-      else
-        s.conn->close(), s.conn.reset();
+      } else {
+        s.drop_connection();
+      }
       co_return TransportStatus{};
     }
-    if (!s.conn->chunk) s.conn->chunk = std::make_unique<char[]>(kReadChunk);
-    char* chunk = s.conn->chunk.get();
-    s.parser.get().body().data = chunk;
-    s.parser.get().body().size = kReadChunk;
     if (s.conn->buffer.size() > 0) {
-      // Body bytes that came with the head (or with the last read): parse them before waiting.
-      boost::system::error_code pec;
-      const size_t used = s.parser.put(s.conn->buffer.data(), pec);
+      // Bytes that came with the head or with the last read: decode them before waiting.
+      const size_t before = out.size();
+      http1::Error e;
+      const size_t used = s.body.feed(s.conn->buffer.data(), out, e);
+      if (e != http1::Error::kNone) {
+        s.drop_connection();
+        co_return TransportStatus::fail(
+            TransportError::kProtocolError,
+            std::string("bad HTTP from upstream: ") + http1::to_string(e));
+      }
       s.conn->buffer.consume(used);
-      if (pec && pec != http::error::need_buffer && pec != http::error::need_more) {
-        s.conn->close();
-        s.conn.reset();
-        co_return from_ec(pec, TransportError::kProtocolError);
-      }
-      const size_t got = kReadChunk - s.parser.get().body().size;
-      if (got > 0) {
-        out.append(chunk, got);
-        if (s.parser.is_done()) continue;
-        co_return TransportStatus{};
-      }
-      if (s.parser.is_done()) continue;
+      if (s.body.done()) continue;  // hands back the connection, with these bytes
+      if (out.size() > before) co_return TransportStatus{};
     }
-    s.conn->lowest().expires_at(clamp_deadline(s.deadline));
-    auto [ec, n] = co_await on_stream(*s.conn, [&](auto& stream) {
-      return http::async_read_some(stream, s.conn->buffer, s.parser, kNothrow);
-    });
-    if (ec && ec != http::error::need_buffer) {
-      s.conn->close();
-      s.conn.reset();
+    const auto ec = co_await read_more(*s.conn, s.deadline, kReadChunk);
+    if (ec == asio::error::eof || ec == ssl::error::stream_truncated) {
+      if (s.body.on_eof() == http1::Error::kNone) {  // a body that runs to the close
+        s.keep_alive = false;
+        continue;
+      }
+    }
+    if (ec) {
+      s.drop_connection();
       co_return from_ec(ec, TransportError::kReset);
-    }
-    size_t got = kReadChunk - s.parser.get().body().size;
-    if (got > 0) {
-      out.append(chunk, got);
-      if (s.parser.is_done()) continue;  // hand back the connection on the next call
-      co_return TransportStatus{};
     }
   }
 }
@@ -385,27 +397,55 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       if (reused && st.error == TransportError::kReset) continue;  // stale pooled connection
       co_return st;
     }
-    auto impl = std::make_unique<HttpStream::Impl>();
-    impl->client = impl_.get();
-    impl->deadline = request.deadline;
-    impl->parser.body_limit(boost::none);
-    impl->parser.header_limit(64 * 1024);
-    auto [rec, rn] = co_await on_stream(*conn, [&](auto& s) {
-      return http::async_read_header(s, conn->buffer, impl->parser, kNothrow);
-    });
-    if (rec) {
-      conn->close();
-      auto st = from_ec(rec, TransportError::kReset);
-      if (reused && st.error == TransportError::kReset && rn == 0) continue;
-      co_return st;
+    // The head: interim (1xx) answers are skipped; the first final one is the response.
+    http1::Head parsed;
+    size_t scanned = 0;
+    bool got_any = false, retry = false;
+    TransportStatus failed;
+    while (true) {
+      http1::Error perr;
+      const size_t n =
+          http1::parse_response_head(conn->buffer.data(), kMaxHead, parsed, perr, scanned);
+      if (n > 0 && parsed.status < 200 && parsed.status != 101) {
+        conn->buffer.consume(n);
+        scanned = 0;
+        continue;
+      }
+      if (n > 0) {
+        auto impl = std::make_unique<HttpStream::Impl>();
+        impl->client = impl_.get();
+        impl->deadline = request.deadline;
+        impl->head.status = parsed.status;
+        impl->head.headers.reserve(parsed.fields.size());
+        for (const auto& f : parsed.fields) impl->head.headers.emplace_back(f.name, f.value);
+        impl->keep_alive = parsed.keep_alive;
+        impl->body.start(parsed);
+        conn->buffer.consume(n);  // after the copy: `parsed` points into the buffer
+        impl->conn = std::move(conn);
+        stream.reset(new HttpStream(std::move(impl)));
+        co_return TransportStatus{};
+      }
+      if (perr != http1::Error::kNone) {
+        failed =
+            TransportStatus::fail(TransportError::kProtocolError,
+                                  std::string("bad HTTP from upstream: ") + http1::to_string(perr));
+        break;
+      }
+      scanned = conn->buffer.size();
+      const auto rec = co_await read_more(*conn, request.deadline, kMaxHead);
+      if (rec) {
+        failed = from_ec(rec, TransportError::kReset);
+        // A pooled connection the upstream had closed before it saw this request: once more
+        // on a new one.
+        retry = reused && failed.error == TransportError::kReset && !got_any &&
+                conn->buffer.size() == 0;
+        break;
+      }
+      got_any = true;
     }
-    const auto& msg = impl->parser.get();
-    impl->head.status = static_cast<int>(msg.result_int());
-    for (const auto& f : msg)
-      impl->head.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    impl->conn = std::move(conn);
-    stream.reset(new HttpStream(std::move(impl)));
-    co_return TransportStatus{};
+    conn->close();
+    if (retry) continue;
+    co_return failed;
   }
   co_return TransportStatus::fail(TransportError::kReset, "upstream closed the connection");
 }
