@@ -16,6 +16,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "upstream/http1.h"
 #include "upstream/socket_io.h"
 
 namespace switchboard::gateway {
@@ -26,6 +27,36 @@ namespace {
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 // A client that stops reading a stream for this long is considered gone.
 constexpr auto kStreamWriteTimeout = std::chrono::seconds(60);
+// A connection's read buffer starts this large (a chat request with its head fits) and grows for
+// large heads and bodies; it shrinks back when a request leaves it empty.
+constexpr size_t kReadChunk = 4 * 1024;
+constexpr size_t kBodyReadChunk = 64 * 1024;
+
+// Reads what the client sends (at least one byte) into `buffer`, growing it up to `limit`.
+asio::awaitable<boost::system::error_code> read_more(beast::tcp_stream& stream,
+                                                     upstream::http1::ReadBuffer& buffer,
+                                                     size_t want, size_t limit) {
+  auto room = buffer.prepare(want, limit);
+  if (room.empty()) co_return http::error::header_limit;
+  auto [ec, n] = co_await stream.async_read_some(asio::buffer(room.data(), room.size()), kNothrow);
+  buffer.commit(n);
+  co_return ec;
+}
+
+// The Beast request handlers work with, from a parsed head (field storage is Beast's own).
+void fill_request(const upstream::http1::Head& head, Request& req) {
+  const http::verb verb = http::string_to_verb({head.method.data(), head.method.size()});
+  if (verb == http::verb::unknown) {
+    req.method_string({head.method.data(), head.method.size()});
+  } else {
+    req.method(verb);
+  }
+  req.target({head.target.data(), head.target.size()});
+  req.version(static_cast<unsigned>(head.version));
+  for (const auto& f : head.fields)
+    req.insert(beast::string_view(f.name.data(), f.name.size()),
+               beast::string_view(f.value.data(), f.value.size()));
+}
 }  // namespace
 
 bool split_host_port(const std::string& listen, std::string& host, uint16_t& port) {
@@ -221,7 +252,9 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   beast::tcp_stream stream(std::move(socket));
-  beast::flat_buffer buffer;
+  upstream::http1::ReadBuffer buffer;  // unread bytes stay for the next request (pipelining)
+  upstream::http1::Head head;
+  upstream::http1::BodyReader body;
   std::string head_buffer;  // reused for every response head on this connection
 
   if (open_connections_.load() > limits_.max_connections) {
@@ -234,64 +267,114 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     co_return;
   }
 
+  const size_t max_head = static_cast<size_t>(std::max<int64_t>(limits_.max_header_bytes, 64));
+  const uint64_t max_body = static_cast<uint64_t>(std::max<int64_t>(limits_.max_body_bytes, 0));
+  auto refuse = [&](http::status status, std::string message,
+                    std::string_view code) -> asio::awaitable<void> {
+    auto err = error_response(status, message, "invalid_request_error", code, 11, false);
+    stream.expires_after(std::chrono::seconds(5));
+    err.prepare_payload();
+    co_await http::async_write(stream, err, kNothrow);
+  };
+  using upstream::http1::Error;
   while (!stopping_) {
-    http::request_parser<http::string_body> parser;
-    parser.body_limit(static_cast<uint64_t>(limits_.max_body_bytes));
-    parser.header_limit(
-        static_cast<uint32_t>(std::min<int64_t>(limits_.max_header_bytes, UINT32_MAX)));
-    // Idle timeout until the first byte of the header, then the request timeout for the rest.
-    stream.expires_after(Millis(limits_.idle_timeout_ms));
-    auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kNothrow);
-    if (!hec && !parser.is_done() && buffer.size() > 0) {
-      // A small body arrives with its header: parse what is buffered before waiting for more.
-      parser.eager(true);
-      boost::system::error_code pec;
-      const size_t used = parser.put(buffer.data(), pec);
-      buffer.consume(used);
-      if (pec && pec != http::error::need_more) hec = pec;
+    // The head. Idle timeout until the request's first byte, then the request timeout.
+    size_t head_size = 0;
+    size_t scanned = 0;
+    Error perr = Error::kNone;
+    bool timing_request = buffer.size() > 0;
+    stream.expires_after(
+        Millis(timing_request ? limits_.request_timeout_ms : limits_.idle_timeout_ms));
+    boost::system::error_code rec;
+    while (true) {
+      head_size = upstream::http1::parse_request_head(buffer.data(), max_head, head, perr, scanned);
+      if (head_size > 0 || perr != Error::kNone) break;
+      if (!timing_request && buffer.size() > 0) {
+        timing_request = true;
+        stream.expires_after(Millis(limits_.request_timeout_ms));
+      }
+      scanned = buffer.size();
+      rec = co_await read_more(stream, buffer, kReadChunk, max_head);
+      if (rec) break;
     }
-    if (!hec && !parser.is_done()) {
-      stream.expires_after(Millis(limits_.request_timeout_ms));
+    if (rec) break;  // closed, reset or timed out: nobody to answer
+    if (perr == Error::kHeadTooLarge) {
+      co_await refuse(http::status::request_header_fields_too_large, "request headers too large",
+                      "headers_too_large");
+      break;
+    }
+    if (perr != Error::kNone) {
+      co_await refuse(http::status::bad_request,
+                      std::string("malformed HTTP request: ") + upstream::http1::to_string(perr),
+                      "bad_http");
+      break;
+    }
+    if (head.framing == upstream::http1::Framing::kLength && head.content_length > max_body) {
+      co_await refuse(http::status::payload_too_large,
+                      "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
+                      "body_too_large");
+      break;
+    }
+    Request req;
+    fill_request(head, req);
+    const bool expect_continue = head.expect_continue;
+    body.start(head, max_body);
+    buffer.consume(head_size);  // `head` points into the buffer: used up above
+    // The body: what came with the head first, then reads until it is complete.
+    std::string& content = req.body();
+    if (body.remaining() > 0) content.reserve(static_cast<size_t>(body.remaining()));
+    bool asked_to_continue = false;
+    bool body_failed = false;
+    while (true) {
+      if (buffer.size() > 0) {
+        Error berr;
+        const size_t used = body.feed(buffer.data(), content, berr);
+        if (berr == Error::kBodyTooLarge) {
+          co_await refuse(
+              http::status::payload_too_large,
+              "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
+              "body_too_large");
+          body_failed = true;
+          break;
+        }
+        if (berr != Error::kNone) {
+          co_await refuse(
+              http::status::bad_request,
+              std::string("malformed HTTP request: ") + upstream::http1::to_string(berr),
+              "bad_http");
+          body_failed = true;
+          break;
+        }
+        buffer.consume(used);
+      }
+      if (body.done()) break;
+      if (!timing_request) {
+        timing_request = true;
+        stream.expires_after(Millis(limits_.request_timeout_ms));
+      }
       // A client that waits for permission before sending its body (Expect: 100-continue, as
       // curl and .NET do for larger bodies) is told to go on; otherwise it stalls for a second.
-      // An oversized body was already refused above (Content-Length checked with the header).
-      if (beast::iequals(parser.get()[http::field::expect], "100-continue")) {
+      // An oversized body was already refused above (Content-Length checked with the head).
+      if (expect_continue && !asked_to_continue && buffer.size() == 0) {
+        asked_to_continue = true;
         static constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
         auto [cec, cn] = co_await asio::async_write(
             stream, asio::buffer(kContinue.data(), kContinue.size()), kNothrow);
-        if (cec) break;
-      }
-      auto [bec, bn] = co_await http::async_read(stream, buffer, parser, kNothrow);
-      hec = bec;
-    }
-    if (hec) {
-      std::optional<Response> err;
-      if (hec == http::error::body_limit) {
-        err = error_response(
-            http::status::payload_too_large,
-            "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
-            "invalid_request_error", "body_too_large", 11, false);
-      } else if (hec == http::error::header_limit) {
-        err = error_response(http::status::request_header_fields_too_large,
-                             "request headers too large", "invalid_request_error",
-                             "headers_too_large", 11, false);
-      } else if (hec.category() == http::make_error_code(http::error::bad_version).category() ||
-                 hec == beast::http::error::bad_version) {
-        if (hec != http::error::end_of_stream && hec != http::error::partial_message) {
-          err =
-              error_response(http::status::bad_request, "malformed HTTP request: " + hec.message(),
-                             "invalid_request_error", "bad_http", 11, false);
+        if (cec) {
+          body_failed = true;
+          break;
         }
       }
-      if (err) {
-        stream.expires_after(std::chrono::seconds(5));
-        err->prepare_payload();
-        co_await http::async_write(stream, *err, kNothrow);
+      const auto want =
+          static_cast<size_t>(std::clamp<uint64_t>(body.remaining(), kReadChunk, kBodyReadChunk));
+      if (co_await read_more(stream, buffer, want, std::max(want, kBodyReadChunk))) {
+        body_failed = true;  // closed inside the body, reset or timed out
+        break;
       }
-      break;
     }
+    if (body_failed) break;
+    buffer.shrink_if_empty(kReadChunk);
 
-    Request req = parser.release();
     // A previous request may have been cancelled (its client left, or so it seemed).
     if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
       co_await asio::this_coro::reset_cancellation_state();

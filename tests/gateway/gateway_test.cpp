@@ -1152,6 +1152,48 @@ TEST_F(GatewayTest, MalformedHttpAndHugeHeadersAreRefusedAndServingContinues) {
   EXPECT_EQ(chat(chat_body("ma")).status, 200);
 }
 
+// Requests written back to back on one connection are answered in order (bytes of the next
+// request that arrive with the current one are kept), and framing that two parsers could read
+// differently is refused rather than guessed at.
+TEST_F(GatewayTest, PipelinedRequestsAndAmbiguousFraming) {
+  auto& a = add_mock();
+  start_gateway("providers:\n" + provider("pa", a) + "models:\n  ma: { provider: pa }\n");
+  {
+    const std::string body = chat_body("ma");
+    const std::string one =
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, one + "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" + one +
+                                 "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"));
+    std::string raw = read_to_eof(fd);
+    ::close(fd);
+    size_t pos = 0;
+    std::vector<int> codes;
+    while ((pos = raw.find("HTTP/1.1 ", pos)) != std::string::npos) {
+      codes.push_back(std::atoi(raw.c_str() + pos + 9));
+      pos += 9;
+    }
+    EXPECT_EQ(codes, (std::vector<int>{200, 200, 200, 200})) << raw.substr(0, 400);
+    EXPECT_NE(raw.find("\"status\":\"ok\""), std::string::npos);
+  }
+  for (const char* framing : {"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+                              "Content-Length: 5\r\nContent-Length: 6\r\n",
+                              "Transfer-Encoding: gzip\r\n", "Content-Length: 5x\r\n"}) {
+    int fd = connect_to(port_, 3s);
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(send_all(fd, std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n") +
+                                 framing + "\r\n0\r\n\r\n"));
+    auto r = parse_response(read_to_eof(fd));
+    ::close(fd);
+    EXPECT_EQ(r.status, 400) << framing << r.raw;
+    EXPECT_TRUE(is_openai_error(r.body)) << r.body;
+  }
+  EXPECT_EQ(a.stats().requests, 2u);
+}
+
 TEST_F(GatewayTest, ConnectionsBeyondMaxConnectionsGet503) {
   auto& a = add_mock();
   start_gateway("server: { max_connections: 2, threads: 1 }\nproviders:\n" + provider("pa", a) +
