@@ -524,6 +524,49 @@ TEST(StoreTest, ModelStatsQueryAndFormats) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("nope.db")));
 }
 
+// Spend per gateway key since a time; usage without a gateway key is stored but stays out of
+// the budget index (migration 5), and the budget query still finds its rows through the index.
+TEST(StoreTest, GatewaySpendUsesThePartialIndex) {
+  TempDir dir;
+  const std::string path = dir.file("spend.db");
+  const auto now = std::chrono::system_clock::now();
+  {
+    auto s = open_or_die(options_for(path));
+    ASSERT_TRUE(s);
+    auto usage = [&](std::string gateway_key, double cost, WallTime t) {
+      UsageEvent u;
+      u.time = t;
+      u.request_id = "r";
+      u.provider = "p";
+      u.key_id = "p#0";
+      u.model = "m";
+      u.cost_usd = cost;
+      u.gateway_key = std::move(gateway_key);
+      s->enqueue(std::move(u));
+    };
+    usage("team-a", 1.5, now);
+    usage("team-a", 0.25, now);
+    usage("team-b", 2.0, now);
+    usage("team-b", 9.0, now - 48h);  // before `since`
+    for (int i = 0; i < 50; ++i) usage("", 1.0, now);
+  }
+  auto spend = query_gateway_spend(path, now - 24h);
+  ASSERT_TRUE(spend.ok()) << spend.status().to_string();
+  EXPECT_EQ(spend->size(), 2u);
+  EXPECT_DOUBLE_EQ((*spend)["team-a"], 1.75);
+  EXPECT_DOUBLE_EQ((*spend)["team-b"], 2.0);
+  EXPECT_EQ(query_int(path, "SELECT count(*) FROM usage"), 54);
+  // The index serves the budget query's condition (INDEXED BY fails when it cannot) and holds
+  // only the gateway-key rows.
+  EXPECT_EQ(query_int(path,
+                      "SELECT count(*) FROM usage INDEXED BY usage_gateway_key_ts "
+                      "WHERE gateway_key != ''"),
+            4);
+  EXPECT_NE(query_text(path, "SELECT sql FROM sqlite_master WHERE name = 'usage_gateway_key_ts'")
+                .find("WHERE gateway_key != ''"),
+            std::string::npos);
+}
+
 TEST(StoreTest, OpenStoreRejectsUnknownBackend) {
   StateConfig state;
   state.backend = "redis";
