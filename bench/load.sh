@@ -7,8 +7,9 @@
 # with 1000 open connections. Everything listens on 127.0.0.1 only and stops by itself.
 #
 # Environment: DURATION (10s), CONNS (64), WRK_THREADS (2), WORKERS (2: nginx workers and
-# switchboard threads), SWITCHBOARD (binary, default build/switchboard), RSS_REQUESTS (0: skip the
-# long flat-memory run; e.g. 1000000 to check RSS stays flat over 1M requests).
+# switchboard threads), ROUNDS (3: nginx/switchboard pairs, alternating order; ratios are the
+# medians of the rounds'), SWITCHBOARD (binary, default build/switchboard), RSS_REQUESTS (0: skip
+# the long flat-memory run; e.g. 1000000 to check RSS stays flat over 1M requests).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,6 +19,7 @@ CONNS=${CONNS:-64}
 WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-2}
 RSS_REQUESTS=${RSS_REQUESTS:-0}
+ROUNDS=${ROUNDS:-3}
 P_STATIC=18501
 P_NGINX=18502
 P_SB=18503
@@ -106,18 +108,37 @@ to_us() {  # wrk latency (e.g. 1.23ms, 850.00us, 1.2s) → microseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
 }
 
-# Warm-up, then the measured runs.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+# Warm-up, then the measured runs: the static upstream once, then nginx and switchboard in
+# ROUNDS rounds, alternating which goes first. The verdict uses medians (this machine is shared
+# and noisy; one run can be off by 20% either way).
 DURATION=2s run warm $P_SB >/dev/null
 read -r s_rps s_p50 s_p99 s_err < <(run static $P_STATIC)
-read -r n_rps n_p50 n_p99 n_err < <(run nginx $P_NGINX)
-read -r w_rps w_p50 w_p99 w_err < <(run switchboard $P_SB)
-
 printf '\n%-28s %12s %10s %10s %8s\n' "target" "req/s" "p50" "p99" "non-2xx"
 printf '%-28s %12s %10s %10s %8s\n' "static upstream (nginx)" "$s_rps" "$s_p50" "$s_p99" "$s_err"
-printf '%-28s %12s %10s %10s %8s\n' "nginx reverse proxy" "$n_rps" "$n_p50" "$n_p99" "$n_err"
-printf '%-28s %12s %10s %10s %8s\n' "switchboard" "$w_rps" "$w_p50" "$w_p99" "$w_err"
-awk -v a="$w_rps" -v b="$n_rps" -v c="$(to_us "$w_p99")" -v d="$(to_us "$n_p99")" \
-  'BEGIN { printf "\nswitchboard / nginx proxy: throughput %.2f, p99 latency %.2f\n", a / b, c / d }'
+n_all="" w_all="" np_all="" wp_all="" ratio_all="" p99ratio_all=""
+for r in $(seq 1 "$ROUNDS"); do
+  if (( r % 2 )); then
+    read -r n_rps n_p50 n_p99 n_err < <(run nginx $P_NGINX)
+    read -r w_rps w_p50 w_p99 w_err < <(run switchboard $P_SB)
+  else
+    read -r w_rps w_p50 w_p99 w_err < <(run switchboard $P_SB)
+    read -r n_rps n_p50 n_p99 n_err < <(run nginx $P_NGINX)
+  fi
+  printf '%-28s %12s %10s %10s %8s\n' "nginx reverse proxy #$r" "$n_rps" "$n_p50" "$n_p99" "$n_err"
+  printf '%-28s %12s %10s %10s %8s\n' "switchboard #$r" "$w_rps" "$w_p50" "$w_p99" "$w_err"
+  n_all+=" $n_rps" w_all+=" $w_rps"
+  np_all+=" $(to_us "$n_p99")" wp_all+=" $(to_us "$w_p99")"
+  ratio_all+=" $(awk -v a="$w_rps" -v b="$n_rps" 'BEGIN { printf "%.3f", a / b }')"
+  p99ratio_all+=" $(awk -v a="$(to_us "$w_p99")" -v b="$(to_us "$n_p99")" 'BEGIN { printf "%.3f", a / b }')"
+done
+printf '\nmedians over %d rounds: nginx proxy %.0f req/s p99 %.2f ms, switchboard %.0f req/s p99 %.2f ms\n' \
+  "$ROUNDS" "$(median <<<"$n_all")" "$(awk -v v="$(median <<<"$np_all")" 'BEGIN { print v / 1000 }')" \
+  "$(median <<<"$w_all")" "$(awk -v v="$(median <<<"$wp_all")" 'BEGIN { print v / 1000 }')"
+printf 'switchboard / nginx proxy: throughput %.2f, p99 latency %.2f (medians of the per-round ratios:%s |%s)\n' \
+  "$(median <<<"$ratio_all")" "$(median <<<"$p99ratio_all")" "$ratio_all" "$p99ratio_all"
+w_rps=$(median <<<"$w_all")
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$sb_pid/status"; }
 
