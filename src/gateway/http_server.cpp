@@ -398,7 +398,6 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     if (!ex.written) {
       ex.response.version(req.version());
       if (!req.keep_alive() || stopping_) ex.response.keep_alive(false);
-      stream.expires_after(Millis(limits_.request_timeout_ms));
       // The head is formatted by hand: Beast's generic serializer costs more than the rest of a
       // small response's path.
       std::string& head = head_buffer;
@@ -430,7 +429,9 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       head += "\r\n";
       std::array<asio::const_buffer, 2> bufs = {asio::buffer(head),
                                                 asio::buffer(ex.response.body())};
-      auto [wec, wn] = co_await upstream::write_all(stream, stream.socket(), bufs);
+      auto [wec, wn] = co_await upstream::write_all(stream, stream.socket(), bufs, [&] {
+        stream.expires_after(Millis(limits_.request_timeout_ms));
+      });
       if (wec) break;
       if (!ex.response.keep_alive()) break;
     }

@@ -333,6 +333,7 @@ class ClientWatch {
   }
 
   bool client_left() const { return state_ && state_->gone; }
+  MonoTime since() const { return since_; }
 
  private:
   friend class WatchList;
@@ -432,12 +433,9 @@ struct Attempted {
 
 class ChatCall {
  public:
-  ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key)
-      : rt_(rt),
-        snap_(std::move(snap)),
-        ex_(ex),
-        t0_(MonoClock::now()),
-        gateway_key_(gateway_key) {}
+  ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
+           MonoTime t0)
+      : rt_(rt), snap_(std::move(snap)), ex_(ex), t0_(t0), gateway_key_(gateway_key) {}
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
   // Usage is essential (spend, budgets): whatever is still pending is stored.
@@ -562,7 +560,8 @@ class ChatCall {
   }
 
   // The x-switchboard-* headers of a whole (non-stream) answer.
-  void set_headers(const routing::Attempt& a, const std::string& key_id) {
+  void set_headers(const routing::Attempt& a, const std::string& key_id,
+                   MonoTime now = MonoClock::now()) {
     std::string& h = ex_.extra_headers;
     h.clear();
     char num[24];
@@ -576,7 +575,7 @@ class ChatCall {
     append_header(h, "x-switchboard-key", key_id);
     append_header(h, "x-switchboard-attempts", number(attempts_));
     append_header(h, "x-switchboard-layer", number(layer_rank_));
-    append_header(h, "x-switchboard-overhead-us", number(overhead_us()));
+    append_header(h, "x-switchboard-overhead-us", number(overhead_us(now)));
   }
 
   // The x-switchboard-* headers of a streamed answer (set_headers' counterpart for SSE heads).
@@ -591,8 +590,8 @@ class ChatCall {
             {"x-switchboard-overhead-us", std::to_string(overhead_us())}};
   }
 
-  int64_t overhead_us() const {
-    auto total = std::chrono::duration_cast<Micros>(MonoClock::now() - t0_);
+  int64_t overhead_us(MonoTime now = MonoClock::now()) const {
+    auto total = std::chrono::duration_cast<Micros>(now - t0_);
     return std::max<int64_t>(0, (total - upstream_time_).count());
   }
 
@@ -653,9 +652,8 @@ class ChatCall {
       }
       keys::Lease lease = got.take_lease();
       attempts_++;
-      const MonoTime call_deadline =
-          std::min(deadline, MonoClock::now() + Millis(pr->config->timeout_ms));
-      auto started = MonoClock::now();
+      const MonoTime started = MonoClock::now();
+      const MonoTime call_deadline = std::min(deadline, started + Millis(pr->config->timeout_ms));
       Attempted r = co_await send(*pr, a, lease, call_deadline);
       auto latency = MonoClock::now() - started;
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
@@ -744,11 +742,12 @@ class ChatCall {
                       Nanos latency) {
     // Remembered for the caller's verdict; the transport success already taught the bandit.
     rt_.ledger->remember(seq_, a.model, plan_.category(), layer_rank_, 1.0, true);
+    const MonoTime now = MonoClock::now();
     if (!r.wrote_response) {
       ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
-      set_headers(a, key_id);
+      set_headers(a, key_id, now);
     }
-    record_outcome(&a, key_id, "ok", r.usage);
+    record_outcome(&a, key_id, "ok", r.usage, now);
   }
 
   double cost_of(const routing::Attempt& a, const upstream::TokenUsage& u) const {
@@ -807,8 +806,9 @@ class ChatCall {
   }
 
   void record_outcome(const routing::Attempt* a, const std::string& key_id,
-                      std::string_view status_class, const upstream::TokenUsage& u) {
-    auto total = MonoClock::now() - t0_;
+                      std::string_view status_class, const upstream::TokenUsage& u,
+                      MonoTime now = MonoClock::now()) {
+    auto total = now - t0_;
     std::string model = a ? std::string(a->model) : "";
     std::string provider = a ? std::string(a->provider) : "";
     rt_.metrics.observe(plan_.route(), model, provider, status_class,
@@ -1094,7 +1094,7 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
   co_await asio::this_coro::throw_if_cancelled(true);
   std::exception_ptr failure;
   try {
-    ChatCall call(rt, std::move(snap), ex, gateway_key);
+    ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since());
     co_await call.run();
   } catch (...) {
     failure = std::current_exception();

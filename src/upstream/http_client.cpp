@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <ctime>
 #include <deque>
 #include <unordered_map>
 
@@ -70,10 +71,21 @@ bool parse_url(std::string_view url, Origin& o) {
   return !o.host.empty();
 }
 
-// Timers cannot take MonoTime::max(); a day is "no deadline" for an HTTP exchange.
+// Timers cannot take MonoTime::max(): such a deadline ("none") becomes a day, which is "no
+// deadline" for an HTTP exchange. Real deadlines (now plus a timeout) are far below the bound, so
+// the usual case reads no clock.
 MonoTime clamp_deadline(MonoTime d) {
-  auto limit = MonoClock::now() + std::chrono::hours(24);
-  return d < limit ? d : limit;
+  if (d.time_since_epoch() < MonoTime::duration::max() / 2) return d;
+  return MonoClock::now() + std::chrono::hours(24);
+}
+
+// Idle-connection bookkeeping needs no precision (timeouts of seconds): the coarse clock (a few
+// milliseconds) costs a fraction of a precise reading. Same epoch as steady_clock on Linux.
+MonoTime coarse_now() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return MonoTime(std::chrono::duration_cast<MonoTime::duration>(
+      std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)));
 }
 
 TransportStatus from_ec(const boost::system::error_code& ec, TransportError otherwise) {
@@ -107,6 +119,7 @@ struct Conn {
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
   http1::ReadBuffer buffer;  // reused for every response on this connection
+  http1::Head head;          // the last response's head (its field list keeps its capacity)
   std::string origin;
   MonoTime idle_since{};
 
@@ -173,7 +186,7 @@ struct HttpClient::Impl {
   std::unique_ptr<Conn> take_idle(const std::string& origin) {
     auto it = idle.find(origin);
     if (it == idle.end()) return nullptr;
-    auto now = MonoClock::now();
+    auto now = coarse_now();
     while (!it->second.empty()) {
       auto c = std::move(it->second.back());
       it->second.pop_back();
@@ -189,7 +202,7 @@ struct HttpClient::Impl {
       c->close();
       return;
     }
-    c->idle_since = MonoClock::now();
+    c->idle_since = coarse_now();
     q.push_back(std::move(c));
   }
 
@@ -387,10 +400,11 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       auto st = co_await impl_->connect(origin, request.deadline, conn);
       if (!st.ok()) co_return st;
     }
-    conn->lowest().expires_at(clamp_deadline(request.deadline));
-    auto [wec, wn] = conn->secure
-                         ? co_await asio::async_write(*conn->secure, req_bufs, kNothrow)
-                         : co_await write_all(*conn->plain, conn->plain->socket(), req_bufs);
+    auto arm_timeout = [&] { conn->lowest().expires_at(clamp_deadline(request.deadline)); };
+    if (conn->secure) arm_timeout();
+    auto [wec, wn] = conn->secure ? co_await asio::async_write(*conn->secure, req_bufs, kNothrow)
+                                  : co_await write_all(*conn->plain, conn->plain->socket(),
+                                                       req_bufs, arm_timeout);
     if (wec) {
       conn->close();
       auto st = from_ec(wec, TransportError::kReset);
@@ -398,7 +412,7 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       co_return st;
     }
     // The head: interim (1xx) answers are skipped; the first final one is the response.
-    http1::Head parsed;
+    http1::Head& parsed = conn->head;
     size_t scanned = 0;
     bool got_any = false, retry = false;
     TransportStatus failed;

@@ -23,13 +23,18 @@
 
 namespace switchboard::upstream {
 
+struct NoTimeout {
+  void operator()() const {}
+};
+
 // Writes all of `buffers` to `stream`, whose lowest layer is `socket` (plain TCP): directly
-// while the socket takes the bytes, then asynchronously. Returns the error (if any) and the
-// number of bytes written.
-template <typename AsyncWriteStream, size_t N>
+// while the socket takes the bytes, then asynchronously, calling `before_wait()` first (where
+// the caller arms the stream's timeout: a write that completes at once needs none). Returns the
+// error (if any) and the number of bytes written.
+template <typename AsyncWriteStream, size_t N, typename BeforeWait = NoTimeout>
 boost::asio::awaitable<std::pair<boost::system::error_code, size_t>> write_all(
     AsyncWriteStream& stream, boost::asio::ip::tcp::socket& socket,
-    std::array<boost::asio::const_buffer, N> buffers) {
+    std::array<boost::asio::const_buffer, N> buffers, BeforeWait before_wait = {}) {
   namespace asio = boost::asio;
   size_t total = 0;
   for (const auto& b : buffers) total += b.size();
@@ -47,6 +52,7 @@ boost::asio::awaitable<std::pair<boost::system::error_code, size_t>> write_all(
     b += n;
     skip -= n;
   }
+  before_wait();
   auto [aec, n] = co_await asio::async_write(stream, buffers, asio::as_tuple(asio::use_awaitable));
   co_return std::pair{aec, written + n};
 }
