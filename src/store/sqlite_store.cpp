@@ -26,6 +26,10 @@ using detail::Stmt;
 using detail::to_ms;
 
 constexpr size_t kKinds = std::variant_size_v<Event>;
+// Outcome and usage rows are inserted this many per statement (see commit_batch).
+constexpr size_t kRowsPerInsert = 16;
+constexpr int kOutcomeColumns = 15;
+constexpr int kUsageColumns = 9;
 constexpr std::array<const char*, kKinds> kKindNames = {
     "outcome",          "usage",       "key_state", "breaker_transition",
     "bandit_posterior", "model_stats", "feedback"};
@@ -165,6 +169,17 @@ class SqliteStore final : public Store {
     static_assert(std::size(kSql) == kKinds);
     for (size_t i = 0; i < kKinds; ++i) {
       if (Status st = insert_[i].prepare(db_.get(), kSql[i]); !st.ok()) return st;
+    }
+    // The multi-row forms of the first two: the same column list, kRowsPerInsert value tuples.
+    for (size_t kind = 0; kind < 2; ++kind) {
+      std::string sql(kSql[kind], std::string_view(kSql[kind]).find("VALUES") + 6);
+      const int columns = kind == 0 ? kOutcomeColumns : kUsageColumns;
+      for (size_t r = 0; r < kRowsPerInsert; ++r) {
+        sql += r == 0 ? " (" : ", (";
+        for (int c = 0; c < columns; ++c) sql += c == 0 ? "?" : ", ?";
+        sql += ")";
+      }
+      if (Status st = insert_rows_[kind].prepare(db_.get(), sql.c_str()); !st.ok()) return st;
     }
     if (Status st = begin_.prepare(db_.get(), "BEGIN"); !st.ok()) return st;
     if (Status st = commit_.prepare(db_.get(), "COMMIT"); !st.ok()) return st;
@@ -316,38 +331,74 @@ class SqliteStore final : public Store {
     done_cv_.notify_all();
   }
 
+  // Binds one outcome (kOutcomeColumns values) from parameter `base + 1` on.
+  static void bind_outcome(Stmt& s, int base, uint64_t seq, const OutcomeEvent& o) {
+    s.bind(base + 1, static_cast<int64_t>(seq));
+    s.bind(base + 2, to_ms(o.time));
+    s.bind(base + 3, o.request_id);
+    s.bind(base + 4, o.route);
+    s.bind(base + 5, o.model);
+    s.bind(base + 6, o.provider);
+    s.bind(base + 7, o.key_id);
+    s.bind(base + 8, o.status_class);
+    s.bind(base + 9, o.category);
+    s.bind(base + 10, o.latency_us);
+    s.bind(base + 11, o.tokens_in);
+    s.bind(base + 12, o.tokens_out);
+    s.bind(base + 13, o.cost_usd);
+    s.bind(base + 14, o.attempts);
+    s.bind(base + 15, o.layer);
+  }
+  // Binds one usage row (kUsageColumns values) from parameter `base + 1` on.
+  static void bind_usage(Stmt& s, int base, const UsageEvent& u) {
+    s.bind(base + 1, to_ms(u.time));
+    s.bind(base + 2, u.request_id);
+    s.bind(base + 3, u.provider);
+    s.bind(base + 4, u.key_id);
+    s.bind(base + 5, u.model);
+    s.bind(base + 6, u.tokens_in);
+    s.bind(base + 7, u.tokens_out);
+    s.bind(base + 8, u.cost_usd);
+    s.bind(base + 9, u.gateway_key);
+  }
+
+  // Writes the rows gathered for a multi-row insert: full statements of kRowsPerInsert rows,
+  // the rest (at the end of a batch) one by one.
+  int flush_rows(size_t kind, std::vector<const Entry*>& rows, bool all) {
+    const int columns = kind == 0 ? kOutcomeColumns : kUsageColumns;
+    size_t i = 0;
+    auto bind_row = [&](Stmt& s, int base, const Entry& e) {
+      if (kind == 0) {
+        bind_outcome(s, base, e.seq, std::get<OutcomeEvent>(e.event));
+      } else {
+        bind_usage(s, base, std::get<UsageEvent>(e.event));
+      }
+    };
+    for (; i + kRowsPerInsert <= rows.size(); i += kRowsPerInsert) {
+      Stmt& s = insert_rows_[kind];
+      for (size_t r = 0; r < kRowsPerInsert; ++r) bind_row(s, int(r) * columns, *rows[i + r]);
+      if (int rc = s.run(); rc != SQLITE_OK) return rc;
+    }
+    if (all) {
+      for (; i < rows.size(); ++i) {
+        bind_row(insert_[kind], 0, *rows[i]);
+        if (int rc = insert_[kind].run(); rc != SQLITE_OK) return rc;
+      }
+    }
+    rows.erase(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(i));
+    return SQLITE_OK;
+  }
+
   int write(const Entry& e) {
     return std::visit(Overloaded{
                           [&](const OutcomeEvent& o) {
                             Stmt& s = insert_[0];
-                            s.bind(1, static_cast<int64_t>(e.seq));
-                            s.bind(2, to_ms(o.time));
-                            s.bind(3, o.request_id);
-                            s.bind(4, o.route);
-                            s.bind(5, o.model);
-                            s.bind(6, o.provider);
-                            s.bind(7, o.key_id);
-                            s.bind(8, o.status_class);
-                            s.bind(9, o.category);
-                            s.bind(10, o.latency_us);
-                            s.bind(11, o.tokens_in);
-                            s.bind(12, o.tokens_out);
-                            s.bind(13, o.cost_usd);
-                            s.bind(14, o.attempts);
-                            s.bind(15, o.layer);
+                            bind_outcome(s, 0, e.seq, o);
                             return s.run();
                           },
                           [&](const UsageEvent& u) {
                             Stmt& s = insert_[1];
-                            s.bind(1, to_ms(u.time));
-                            s.bind(2, u.request_id);
-                            s.bind(3, u.provider);
-                            s.bind(4, u.key_id);
-                            s.bind(5, u.model);
-                            s.bind(6, u.tokens_in);
-                            s.bind(7, u.tokens_out);
-                            s.bind(8, u.cost_usd);
-                            s.bind(9, u.gateway_key);
+                            bind_usage(s, 0, u);
                             return s.run();
                           },
                           [&](const KeyStateEvent& k) {
@@ -408,20 +459,34 @@ class SqliteStore final : public Store {
   }
 
   // One transaction for the whole batch. Returns ok or the first error (rolled back).
+  // One transaction for the whole batch. Outcomes and usage (one or two rows per request) go
+  // in kRowsPerInsert rows per statement, so SQLite's per-statement work (step, reset, halt)
+  // is paid once per that many rows; rows of one kind keep their order.
   Status commit_batch(const std::vector<Entry>& retry, const Ring& ess, const Ring& norm) {
     int rc = begin_.run();
     if (rc != SQLITE_OK) return detail::sqlite_error(db_.get(), rc, "begin");
-    auto write_all = [&](const Ring& ring) {
+    for (auto& rows : gathered_) rows.clear();
+    auto add = [&](const Entry& e) {
+      const size_t kind = e.event.index();
+      if (kind > 1) return write(e);
+      gathered_[kind].push_back(&e);
+      return gathered_[kind].size() >= kRowsPerInsert ? flush_rows(kind, gathered_[kind], false)
+                                                      : SQLITE_OK;
+    };
+    auto add_all = [&](const Ring& ring) {
       for (size_t i = 0; i < ring.size(); ++i) {
-        if (int r = write(ring.at(i)); r != SQLITE_OK) return r;
+        if (int r = add(ring.at(i)); r != SQLITE_OK) return r;
       }
       return SQLITE_OK;
     };
     for (const Entry& e : retry) {
-      if (rc = write(e); rc != SQLITE_OK) break;
+      if (rc = add(e); rc != SQLITE_OK) break;
     }
-    if (rc == SQLITE_OK) rc = write_all(ess);
-    if (rc == SQLITE_OK) rc = write_all(norm);
+    if (rc == SQLITE_OK) rc = add_all(ess);
+    if (rc == SQLITE_OK) rc = add_all(norm);
+    for (size_t kind = 0; kind < 2 && rc == SQLITE_OK; ++kind)
+      rc = flush_rows(kind, gathered_[kind], true);
+    for (auto& rows : gathered_) rows.clear();
     if (rc == SQLITE_OK) rc = commit_.run();
     if (rc == SQLITE_OK) return Status();
     Status st = detail::sqlite_error(db_.get(), rc, "commit batch");
@@ -583,6 +648,8 @@ class SqliteStore final : public Store {
   const Clock* clock_;
   Db db_;  // the write connection: used only by the writer thread once it runs
   std::array<Stmt, kKinds> insert_;
+  std::array<Stmt, 2> insert_rows_;  // outcomes and usage, kRowsPerInsert rows per statement
+  std::array<std::vector<const Entry*>, 2> gathered_;  // rows waiting for a multi-row insert
   Stmt begin_, commit_, prune_;
   const size_t capacity_;
   const size_t batch_max_;
