@@ -25,6 +25,9 @@ namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 
+struct Conn;
+using Pool = std::deque<std::unique_ptr<Conn>>;  // idle connections to one origin
+
 namespace {
 
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
@@ -39,7 +42,8 @@ struct Origin {
   std::string host;
   std::string port;
   std::string target;
-  std::string key;  // "scheme://host:port": the connection pool's key
+  std::string key;               // "scheme://host:port": the connection pool's key
+  mutable Pool* pool = nullptr;  // that pool, once looked up (pools live as long as the client)
 };
 
 bool parse_url(std::string_view url, Origin& o) {
@@ -120,7 +124,7 @@ struct Conn {
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
   http1::ReadBuffer buffer;  // reused for every response on this connection
   http1::Head head;          // the last response's head (its field list keeps its capacity)
-  std::string origin;
+  Pool* pool = nullptr;      // where the connection goes back to
   MonoTime idle_since{};
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
@@ -154,7 +158,7 @@ struct HttpClient::Impl {
   asio::any_io_executor ex;
   HttpClientOptions options;
   ssl::context tls{ssl::context::tls_client};
-  std::unordered_map<std::string, std::deque<std::unique_ptr<Conn>>> idle;
+  std::unordered_map<std::string, Pool> idle;  // never erased: Origin and Conn point into it
   struct DnsEntry {
     std::vector<tcp::endpoint> endpoints;
     MonoTime expires;
@@ -183,13 +187,18 @@ struct HttpClient::Impl {
     tls.set_verify_mode(ssl::verify_peer);
   }
 
-  std::unique_ptr<Conn> take_idle(const std::string& origin) {
-    auto it = idle.find(origin);
-    if (it == idle.end()) return nullptr;
+  Pool& pool_of(const Origin& o) {
+    if (o.pool == nullptr) o.pool = &idle[o.key];
+    return *o.pool;
+  }
+
+  std::unique_ptr<Conn> take_idle(const Origin& origin) {
+    Pool& q = pool_of(origin);
+    if (q.empty()) return nullptr;
     auto now = coarse_now();
-    while (!it->second.empty()) {
-      auto c = std::move(it->second.back());
-      it->second.pop_back();
+    while (!q.empty()) {
+      auto c = std::move(q.back());
+      q.pop_back();
       if (now - c->idle_since < options.idle_timeout) return c;
       c->close();
     }
@@ -197,7 +206,7 @@ struct HttpClient::Impl {
   }
 
   void release(std::unique_ptr<Conn> c) {
-    auto& q = idle[c->origin];
+    auto& q = *c->pool;
     if (q.size() >= options.max_idle_per_origin) {
       c->close();
       return;
@@ -223,7 +232,7 @@ struct HttpClient::Impl {
       dns[dns_key] = DnsEntry{endpoints, now + options.dns_ttl};
     }
     auto c = std::make_unique<Conn>();
-    c->origin = o.key;
+    c->pool = &pool_of(o);
     if (o.tls) {
       c->secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, tls);
     } else {
@@ -377,9 +386,13 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
   head += origin.host;
   if (origin.port != (origin.tls ? "443" : "80")) head += ":" + origin.port;
   head += "\r\n";
+  auto has_line_break = [](std::string_view v) {
+    for (char c : v)
+      if (c == '\r' || c == '\n') return true;
+    return false;
+  };
   for (const auto& [k, v] : request.headers) {
-    if (k.find_first_of("\r\n") != std::string::npos ||
-        v.find_first_of("\r\n") != std::string::npos) {
+    if (has_line_break(k) || has_line_break(v)) {
       co_return TransportStatus::fail(TransportError::kProtocolError,
                                       "header contains a line break");
     }
@@ -394,7 +407,7 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
   std::array<asio::const_buffer, 2> req_bufs = {asio::buffer(head), asio::buffer(request.body)};
 
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<Conn> conn = impl_->take_idle(origin.key);
+    std::unique_ptr<Conn> conn = impl_->take_idle(origin);
     const bool reused = conn != nullptr;
     if (!conn) {
       auto st = co_await impl_->connect(origin, request.deadline, conn);
