@@ -16,6 +16,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "gateway/chat_request.h"
 #include "gateway/runtime.h"
 #include "upstream/translate.h"
 
@@ -84,111 +85,10 @@ bool find_top_level_string(std::string_view s, std::string_view key, size_t& sta
   return false;
 }
 
-struct ChatRequest {
-  // The parsed body lives in an arena: a request's JSON is many small nodes, all freed together.
-  // The first 4 KiB come from inside this object (one allocation with the call's frame).
-  unsigned char arena_buffer[4096];
-  boost::json::monotonic_resource arena{arena_buffer, sizeof(arena_buffer)};
-  boost::json::value doc;
-  std::string model;
-  bool stream = false;
-  bool client_wants_usage = false;  // stream_options.include_usage set by the client
-  bool has_stream_options = false;
-  int64_t max_tokens = 0;
-  int64_t prompt_tokens = 0;
-};
-
-int64_t text_tokens(const boost::json::value& content) {
-  if (content.is_string()) return routing::estimate_tokens(content.as_string());
-  int64_t n = 0;
-  if (content.is_array()) {
-    for (const auto& part : content.as_array()) {
-      if (!part.is_object()) continue;
-      const auto& p = part.as_object();
-      if (auto* t = p.if_contains("text"); t && t->is_string())
-        n += routing::estimate_tokens(t->as_string());
-      else if (p.contains("image_url"))
-        n += 765;  // a high-detail image's typical cost
-    }
-  }
-  return n;
-}
-
-// Validates the fields switchboard reads; unknown fields pass through untouched. The message
-// names the field, as OpenAI's own 400s do.
-std::optional<std::string> validate(std::string_view body, ChatRequest& out) {
-  boost::system::error_code ec;
-  out.doc = boost::json::parse(body, ec, &out.arena);
-  if (ec) return "request body is not valid JSON: " + ec.message();
-  if (!out.doc.is_object()) return "request body must be a JSON object";
-  const auto& o = out.doc.as_object();
-  const auto* model = o.if_contains("model");
-  if (!model) return "'model' is required";
-  if (!model->is_string() || model->as_string().empty())
-    return "'model' must be a non-empty string";
-  out.model = std::string(model->as_string());
-  const auto* messages = o.if_contains("messages");
-  if (!messages) return "'messages' is required";
-  if (!messages->is_array() || messages->as_array().empty())
-    return "'messages' must be a non-empty array";
-  static const std::string_view kRoles[] = {"system",    "developer", "user",
-                                            "assistant", "tool",      "function"};
-  size_t i = 0;
-  for (const auto& m : messages->as_array()) {
-    // The field's name, built only for an error message.
-    auto at = [i] { return "messages[" + std::to_string(i) + "]"; };
-    ++i;
-    if (!m.is_object()) return "'" + at() + "' must be an object";
-    const auto& mo = m.as_object();
-    const auto* role = mo.if_contains("role");
-    if (!role || !role->is_string()) return "'" + at() + ".role' must be a string";
-    if (std::find(std::begin(kRoles), std::end(kRoles), std::string_view(role->as_string())) ==
-        std::end(kRoles))
-      return "'" + at() + ".role' must be one of system, developer, user, assistant, tool";
-    if (const auto* content = mo.if_contains("content")) {
-      if (!content->is_string() && !content->is_array() && !content->is_null())
-        return "'" + at() + ".content' must be a string, an array of parts, or null";
-      out.prompt_tokens += text_tokens(*content) + 4;
-    }
-  }
-  if (const auto* s = o.if_contains("stream")) {
-    if (!s->is_bool()) return "'stream' must be a boolean";
-    out.stream = s->as_bool();
-  }
-  for (const char* f : {"max_tokens", "max_completion_tokens"}) {
-    if (const auto* v = o.if_contains(f); v && !v->is_null()) {
-      if (!v->is_int64() && !v->is_uint64()) return std::string("'") + f + "' must be an integer";
-      auto n = v->to_number<int64_t>();
-      if (n < 1) return std::string("'") + f + "' must be >= 1";
-      out.max_tokens = n;
-    }
-  }
-  if (const auto* t = o.if_contains("temperature"); t && !t->is_null()) {
-    if (!t->is_number()) return "'temperature' must be a number";
-    double v = t->to_number<double>();
-    if (v < 0 || v > 2) return "'temperature' must be between 0 and 2";
-  }
-  if (const auto* t = o.if_contains("top_p"); t && !t->is_null()) {
-    if (!t->is_number()) return "'top_p' must be a number";
-    double v = t->to_number<double>();
-    if (v < 0 || v > 1) return "'top_p' must be between 0 and 1";
-  }
-  if (const auto* n = o.if_contains("n"); n && !n->is_null()) {
-    if (!n->is_int64() || n->as_int64() < 1) return "'n' must be an integer >= 1";
-  }
-  if (const auto* so = o.if_contains("stream_options"); so && !so->is_null()) {
-    if (!so->is_object()) return "'stream_options' must be an object";
-    out.has_stream_options = true;
-    if (const auto* iu = so->as_object().if_contains("include_usage"); iu && iu->is_bool())
-      out.client_wants_usage = iu->as_bool();
-  }
-  return std::nullopt;
-}
-
 // The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced and,
 // for streams whose client did not ask for usage, usage requested (stripped again before the
 // client sees it).
-std::string openai_body(std::string_view original, const ChatRequest& req,
+std::string openai_body(std::string_view original, ChatRequest& req,
                         std::string_view upstream_model) {
   size_t start = 0, end = 0;
   std::string out;
@@ -201,14 +101,14 @@ std::string openai_body(std::string_view original, const ChatRequest& req,
     out.assign(original);
   }
   if (req.stream && !req.client_wants_usage) {
-    if (!req.doc.as_object().contains("stream_options")) {
+    if (!req.stream_options_present) {
       size_t brace = out.find('{');
       out.insert(brace + 1, "\"stream_options\":{\"include_usage\":true},");
     } else {
       // The client's stream_options (null, or without usage) would leave the gateway without the
       // usage it accounts with: rebuild the body with usage requested (rare; stripped again
       // before the client sees it).
-      boost::json::object o = req.doc.as_object();
+      boost::json::object o = req.document(original);
       o["model"] = upstream_model;
       boost::json::value& so = o["stream_options"];
       if (!so.is_object()) so = boost::json::object();
@@ -444,7 +344,7 @@ class ChatCall {
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
     request_id_ = rt_.request_id(seq_);
-    if (auto err = validate(ex_.request.body(), req_)) {
+    if (auto err = validate_chat_request(ex_.request.body(), req_)) {
       reject(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
       co_return;
     }
@@ -856,7 +756,8 @@ class ChatCall {
       h.url = pr.call_url;
       h.headers.emplace_back("x-api-key", lease.secret());
       h.headers.emplace_back("anthropic-version", "2023-06-01");
-      auto body = upstream::openai_to_anthropic_request(req_.doc.as_object(), a.upstream);
+      auto body =
+          upstream::openai_to_anthropic_request(req_.document(ex_.request.body()), a.upstream);
       if (!body.ok()) {
         error = body.status().message();
         return h;

@@ -54,9 +54,9 @@ std::string fmt_double(double v) {
 
 }  // namespace
 
-int64_t estimate_tokens(std::string_view text) {
-  if (text.empty()) return 0;
-  return std::max<int64_t>(1, static_cast<int64_t>((text.size() + 3) / 4));
+int64_t estimate_tokens(size_t text_bytes) {
+  if (text_bytes == 0) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>((text_bytes + 3) / 4));
 }
 
 struct RouteIdx {

@@ -272,6 +272,9 @@ class FeedbackLedger {
 };
 
 // Rough token estimate of a text: ~4 bytes per token, at least 1 for non-empty text.
-int64_t estimate_tokens(std::string_view text);
+int64_t estimate_tokens(size_t text_bytes);
+inline int64_t estimate_tokens(std::string_view text) {
+  return estimate_tokens(text.size());
+}
 
 }  // namespace switchboard::routing

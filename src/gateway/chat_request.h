@@ -1,0 +1,47 @@
+// ChatRequest: what the gateway reads from a /v1/chat/completions body, and its validation.
+//
+// The body is forwarded as it came (only `model` is spliced), so validation does not build a
+// document: one pass of Boost.JSON's streaming parser checks the fields switchboard reads and
+// estimates the prompt's tokens (DESIGN.md, performance notes). A translation that needs the
+// whole document (Anthropic) asks for it with `document()`, parsed then into the request's arena.
+//
+// Errors name the field, as OpenAI's own 400s do, and are checked in a fixed order whatever the
+// order of the fields in the body. When a key repeats, its last value counts (as for the
+// upstreams, which receive the same bytes).
+//
+// Thread-safety: a plain value; one request, one thread.
+#pragma once
+
+#include <boost/json/monotonic_resource.hpp>
+#include <boost/json/value.hpp>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace switchboard::gateway {
+
+struct ChatRequest {
+  std::string model;
+  bool stream = false;
+  bool client_wants_usage = false;      // stream_options.include_usage set by the client
+  bool stream_options_present = false;  // the key is there (even as null)
+  int64_t max_tokens = 0;               // max_tokens or max_completion_tokens; 0 when absent
+  int64_t prompt_tokens = 0;            // estimate: text length / 4, images 765, 4 per message
+
+  // The whole body as a document (an object: validation passed), parsed on first use.
+  const boost::json::object& document(std::string_view body);
+
+ private:
+  // The document lives in an arena: many small nodes, all freed together. The first 4 KiB come
+  // from inside this object.
+  unsigned char arena_buffer_[4096];
+  boost::json::monotonic_resource arena_{arena_buffer_, sizeof(arena_buffer_)};
+  boost::json::value doc_;
+  bool parsed_ = false;
+};
+
+// Checks `body` and fills `out`; returns the error message for a 400, or nothing.
+std::optional<std::string> validate_chat_request(std::string_view body, ChatRequest& out);
+
+}  // namespace switchboard::gateway
