@@ -255,7 +255,8 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   upstream::http1::ReadBuffer buffer;  // unread bytes stay for the next request (pipelining)
   upstream::http1::Head head;
   upstream::http1::BodyReader body;
-  std::string head_buffer;  // reused for every response head on this connection
+  std::string head_buffer;    // reused for every response head on this connection
+  std::string extra_headers;  // lent to each request's Exchange, taken back after
 
   if (open_connections_.load() > limits_.max_connections) {
     auto res = error_response(http::status::service_unavailable, "too many open connections",
@@ -378,7 +379,8 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     // A previous request may have been cancelled (its client left, or so it seemed).
     if ((co_await asio::this_coro::cancellation_state).cancelled() != asio::cancellation_type::none)
       co_await asio::this_coro::reset_cancellation_state();
-    Exchange ex{req, stream, Response{}, false, false, index, {}, &cancel};
+    Exchange ex{req, stream, Response{}, false, false, index, std::move(extra_headers), &cancel};
+    ex.extra_headers.clear();
     stream.expires_never();  // the handler's own deadlines apply while it works
     active_requests_++;
     try {
@@ -429,6 +431,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       head += "\r\n";
       std::array<asio::const_buffer, 2> bufs = {asio::buffer(head),
                                                 asio::buffer(ex.response.body())};
+      extra_headers = std::move(ex.extra_headers);
       auto [wec, wn] = co_await upstream::write_all(stream, stream.socket(), bufs, [&] {
         stream.expires_after(Millis(limits_.request_timeout_ms));
       });

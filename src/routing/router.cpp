@@ -123,12 +123,34 @@ Result<FallbackPlan> Router::plan(const RequestInfo& request) const {
   return plan(request, Rng::for_this_thread());
 }
 
+namespace {
+struct Cand {
+  int idx;
+  double cost;
+  ScoreParts score;
+  bool good_enough = true;
+  bool explored = false;
+};
+
+// Working storage of plan(), kept per thread: a plan then allocates only what it hands out.
+struct PlanScratch {
+  std::vector<std::vector<int>> single{std::vector<int>(1)};
+  std::vector<std::pair<double, double>> post;
+  std::vector<double> latency;
+  std::vector<char> seen;
+  std::vector<std::vector<Cand>> layers;  // the first `n_layers` are in use
+  std::vector<size_t> layer_order;
+  std::vector<Attempt> open_tail;
+};
+}  // namespace
+
 Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
   const Config& cfg = *config_;
+  thread_local PlanScratch scratch;
   const std::string category = req.category.empty() ? "default" : req.category;
 
   // 1. What the client named: a route, a model, or provider/upstream-name.
-  std::vector<std::vector<int>> single;
+  auto& single = scratch.single;  // one layer of one model
   const std::vector<std::vector<int>>* layers_ptr = &single;
   RouteStrategy strategy = RouteStrategy::kOrdered;
   std::string route_name = req.model;
@@ -136,7 +158,7 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
     strategy = rit->second.strategy;
     layers_ptr = &rit->second.layers;
   } else if (auto it = impl_->model_index.find(req.model); it != impl_->model_index.end()) {
-    single.push_back({it->second});
+    single[0][0] = it->second;
   } else if (auto slash = req.model.find('/'); slash != std::string::npos && slash > 0) {
     std::string provider = req.model.substr(0, slash);
     std::string upstream = req.model.substr(slash + 1);
@@ -155,7 +177,7 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
       bool open = impl_->breaker_open && impl_->breaker_open(provider, req.model);
       return FallbackPlan::direct(config_, route_name, category, provider, upstream, open);
     }
-    single.push_back({found});
+    single[0][0] = found;
   } else {
     return Status::not_found("unknown model '" + req.model + "'");
   }
@@ -191,9 +213,10 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
   };
 
   // Posteriors and latencies are copied under their locks once; sampling happens outside them.
-  std::vector<std::pair<double, double>> post(cfg.models.size(),
-                                              {cfg.learning.prior_alpha, cfg.learning.prior_beta});
-  std::vector<double> latency(cfg.models.size(), 0.0);
+  auto& post = scratch.post;
+  auto& latency = scratch.latency;
+  post.assign(cfg.models.size(), {cfg.learning.prior_alpha, cfg.learning.prior_beta});
+  latency.assign(cfg.models.size(), 0.0);
   if (strategy == RouteStrategy::kLearned) {
     {
       std::lock_guard lock(impl_->post_mu);
@@ -207,27 +230,21 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
       for (int i : layer) latency[i] = impl_->stats[i].ewma_us;
   }
 
-  struct Cand {
-    int idx;
-    double cost;
-    ScoreParts score;
-    bool good_enough = true;
-    bool explored = false;
-  };
-  std::vector<std::vector<Cand>> ordered_layers;
-  std::vector<bool> seen(cfg.models.size(), false);
+  auto& ordered_layers = scratch.layers;
+  size_t n_layers = 0;
+  auto& seen = scratch.seen;
+  seen.assign(cfg.models.size(), 0);
   for (const auto& layer : layers) {
-    std::vector<Cand> cands;
+    if (ordered_layers.size() <= n_layers) ordered_layers.emplace_back();
+    std::vector<Cand>& cands = ordered_layers[n_layers++];
+    cands.clear();
     for (int i : layer) {
       if (seen[i]) continue;  // a model listed in two layers is tried once, at its first layer
       seen[i] = true;
       double cost = estimate_cost(cfg.models[i], req);
       if (eligible(cfg.models[i], cost)) cands.push_back(Cand{i, cost, {}});
     }
-    if (cands.empty()) {
-      ordered_layers.emplace_back();
-      continue;
-    }
+    if (cands.empty()) continue;
     switch (strategy) {
       case RouteStrategy::kOrdered:
         break;
@@ -292,11 +309,11 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
         break;
       }
     }
-    ordered_layers.push_back(std::move(cands));
   }
 
   // 3. An explicit complexity hint moves layers holding a preferred-tier model ahead.
-  std::vector<size_t> layer_order(ordered_layers.size());
+  auto& layer_order = scratch.layer_order;
+  layer_order.resize(n_layers);
   for (size_t i = 0; i < layer_order.size(); ++i) layer_order[i] = i;
   if (strategy == RouteStrategy::kLearned && req.complexity) {
     auto best_rank = [&](size_t l) {
@@ -309,7 +326,8 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
   }
 
   // 4. Attempts, with open-breaker targets moved to the end.
-  std::vector<Attempt> open_tail;
+  auto& open_tail = scratch.open_tail;
+  open_tail.clear();
   std::vector<Attempt> attempts;
   attempts.reserve(cfg.models.size());
   for (size_t l : layer_order) {

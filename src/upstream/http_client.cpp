@@ -10,6 +10,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
+#include <charconv>
 #include <ctime>
 #include <deque>
 #include <unordered_map>
@@ -124,6 +125,7 @@ struct Conn {
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
   http1::ReadBuffer buffer;  // reused for every response on this connection
   http1::Head head;          // the last response's head (its field list keeps its capacity)
+  std::string request_head;  // the last request's head (formatted in place, capacity kept)
   Pool* pool = nullptr;      // where the connection goes back to
   MonoTime idle_since{};
 
@@ -375,17 +377,6 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
     co_return TransportStatus::fail(TransportError::kConnectFailed, "bad upstream URL");
   }
   const Origin& origin = *parsed;
-  // The request head is formatted by hand (cheaper than Beast's serializer); the body is sent
-  // from the caller's buffer without a copy.
-  std::string head;
-  head.reserve(256);
-  head += request.method;
-  head += ' ';
-  head += origin.target;
-  head += " HTTP/1.1\r\nHost: ";
-  head += origin.host;
-  if (origin.port != (origin.tls ? "443" : "80")) head += ":" + origin.port;
-  head += "\r\n";
   auto has_line_break = [](std::string_view v) {
     for (char c : v)
       if (c == '\r' || c == '\n') return true;
@@ -396,15 +387,33 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       co_return TransportStatus::fail(TransportError::kProtocolError,
                                       "header contains a line break");
     }
-    head += k;
-    head += ": ";
-    head += v;
-    head += "\r\n";
   }
-  head += "Content-Length: ";
-  head += std::to_string(request.body.size());
-  head += "\r\n\r\n";
-  std::array<asio::const_buffer, 2> req_bufs = {asio::buffer(head), asio::buffer(request.body)};
+  // The request head is formatted by hand (cheaper than Beast's serializer) into the
+  // connection's own buffer; the body is sent from the caller's buffer without a copy.
+  auto format_head = [&](std::string& head) {
+    head.clear();
+    head += request.method;
+    head += ' ';
+    head += origin.target;
+    head += " HTTP/1.1\r\nHost: ";
+    head += origin.host;
+    if (origin.port != (origin.tls ? "443" : "80")) {
+      head += ':';
+      head += origin.port;
+    }
+    head += "\r\n";
+    for (const auto& [k, v] : request.headers) {
+      head += k;
+      head += ": ";
+      head += v;
+      head += "\r\n";
+    }
+    head += "Content-Length: ";
+    char num[24];
+    head.append(num, static_cast<size_t>(
+                         std::to_chars(num, num + sizeof num, request.body.size()).ptr - num));
+    head += "\r\n\r\n";
+  };
 
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::unique_ptr<Conn> conn = impl_->take_idle(origin);
@@ -413,6 +422,9 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       auto st = co_await impl_->connect(origin, request.deadline, conn);
       if (!st.ok()) co_return st;
     }
+    format_head(conn->request_head);
+    std::array<asio::const_buffer, 2> req_bufs = {asio::buffer(conn->request_head),
+                                                  asio::buffer(request.body)};
     auto arm_timeout = [&] { conn->lowest().expires_at(clamp_deadline(request.deadline)); };
     if (conn->secure) arm_timeout();
     auto [wec, wn] = conn->secure ? co_await asio::async_write(*conn->secure, req_bufs, kNothrow)
