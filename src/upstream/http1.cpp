@@ -166,15 +166,28 @@ std::string_view Head::field(std::string_view name) const {
   return {};
 }
 
-size_t parse_request_head(std::string_view data, size_t max_head, Head& out, Error& error,
-                          size_t resume) {
+namespace {
+// Where a complete head ends (0: incomplete, or too large with `error` set), its start line and
+// its field lines (each with its CRLF, the blank line excluded). Resets `out`.
+size_t split_head(std::string_view data, size_t max_head, size_t resume, Head& out, Error& error,
+                  std::string_view& start_line, std::string_view& field_lines) {
   error = Error::kNone;
   const size_t end = find_head_end(data, max_head, resume, error);
   if (end == 0) return 0;
   reset(out);
-  std::string_view head = data.substr(0, end - 2);  // each line keeps its CRLF
-  size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
+  std::string_view head = data.substr(0, end - 2);
+  const size_t eol = head.find("\r\n");
+  start_line = head.substr(0, eol);
+  field_lines = head.substr(eol + 2);
+  return end;
+}
+}  // namespace
+
+size_t parse_request_head(std::string_view data, size_t max_head, Head& out, Error& error,
+                          size_t resume) {
+  std::string_view line, field_lines;
+  const size_t end = split_head(data, max_head, resume, out, error, line, field_lines);
+  if (end == 0) return 0;
   // method SP request-target SP HTTP-version
   size_t sp1 = 0;
   while (sp1 < line.size() && is_token(static_cast<unsigned char>(line[sp1]))) ++sp1;
@@ -201,8 +214,7 @@ size_t parse_request_head(std::string_view data, size_t max_head, Head& out, Err
   out.version = v;
   bool has_te = false, has_cl = false;
   std::string_view last_te;
-  if (Error e = parse_fields(head.substr(eol + 2), out, has_te, has_cl, last_te);
-      e != Error::kNone) {
+  if (Error e = parse_fields(field_lines, out, has_te, has_cl, last_te); e != Error::kNone) {
     error = e;
     return 0;
   }
@@ -222,13 +234,9 @@ size_t parse_request_head(std::string_view data, size_t max_head, Head& out, Err
 
 size_t parse_response_head(std::string_view data, size_t max_head, Head& out, Error& error,
                            size_t resume) {
-  error = Error::kNone;
-  const size_t end = find_head_end(data, max_head, resume, error);
+  std::string_view line, field_lines;
+  const size_t end = split_head(data, max_head, resume, out, error, line, field_lines);
   if (end == 0) return 0;
-  reset(out);
-  std::string_view head = data.substr(0, end - 2);
-  size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
   // HTTP-version SP status-code [SP reason-phrase]
   const int v = parse_version(line);
   if (v < 0) {
@@ -256,8 +264,7 @@ size_t parse_response_head(std::string_view data, size_t max_head, Head& out, Er
   out.reason = line.size() > 13 ? line.substr(13) : std::string_view();
   bool has_te = false, has_cl = false;
   std::string_view last_te;
-  if (Error e = parse_fields(head.substr(eol + 2), out, has_te, has_cl, last_te);
-      e != Error::kNone) {
+  if (Error e = parse_fields(field_lines, out, has_te, has_cl, last_te); e != Error::kNone) {
     error = e;
     return 0;
   }
