@@ -279,21 +279,17 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   };
   using upstream::http1::Error;
   while (!stopping_) {
-    // The head. Idle timeout until the request's first byte, then the request timeout.
+    // The whole head within the idle timeout (a head trickling in byte by byte must not hold the
+    // connection for a request timeout); the body within the request timeout.
     size_t head_size = 0;
     size_t scanned = 0;
     Error perr = Error::kNone;
-    bool timing_request = buffer.size() > 0;
-    stream.expires_after(
-        Millis(timing_request ? limits_.request_timeout_ms : limits_.idle_timeout_ms));
+    bool timing_request = false;
+    stream.expires_after(Millis(limits_.idle_timeout_ms));
     boost::system::error_code rec;
     while (true) {
       head_size = upstream::http1::parse_request_head(buffer.data(), max_head, head, perr, scanned);
       if (head_size > 0 || perr != Error::kNone) break;
-      if (!timing_request && buffer.size() > 0) {
-        timing_request = true;
-        stream.expires_after(Millis(limits_.request_timeout_ms));
-      }
       scanned = buffer.size();
       rec = co_await read_more(stream, buffer, kReadChunk, max_head);
       if (rec) break;

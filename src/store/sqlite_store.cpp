@@ -632,6 +632,7 @@ class SqliteStore final : public Store {
     }
 
     for (Stmt& s : insert_) s.finalize();
+    for (Stmt& s : insert_rows_) s.finalize();
     begin_.finalize();
     commit_.finalize();
     prune_.finalize();

@@ -185,9 +185,15 @@ size_t split_head(std::string_view data, size_t max_head, size_t resume, Head& o
 
 size_t parse_request_head(std::string_view data, size_t max_head, Head& out, Error& error,
                           size_t resume) {
+  // Empty lines before a request line are ignored (RFC 9112 2.2: some clients send a CRLF after
+  // a body); they count as part of this head.
+  size_t skip = 0;
+  while (data.size() - skip >= 2 && data[skip] == '\r' && data[skip + 1] == '\n') skip += 2;
   std::string_view line, field_lines;
-  const size_t end = split_head(data, max_head, resume, out, error, line, field_lines);
+  size_t end = split_head(data.substr(skip), max_head, resume > skip ? resume - skip : 0, out,
+                          error, line, field_lines);
   if (end == 0) return 0;
+  end += skip;
   // method SP request-target SP HTTP-version
   size_t sp1 = 0;
   while (sp1 < line.size() && is_token(static_cast<unsigned char>(line[sp1]))) ++sp1;
@@ -268,6 +274,8 @@ size_t parse_response_head(std::string_view data, size_t max_head, Head& out, Er
     error = e;
     return 0;
   }
+  // Framing that two parties could read differently leaves the connection unusable afterwards.
+  if (has_te && (has_cl || out.version == 10)) out.keep_alive = false;
   if (status < 200 || status == 204 || status == 304) {
     out.framing = Framing::kNone;
   } else if (has_te) {
@@ -435,6 +443,10 @@ size_t BodyReader::feed(std::string_view in, std::string& out, Error& error) {
         if (c == '\r' && !cr_) {
           cr_ = true;
           break;
+        }
+        if (!cr_ &&
+            (c == '\n' || (static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)) {
+          return fail(Error::kBadChunk);  // a bare LF or a control character in a trailer
         }
         if (cr_) {
           if (c != '\n') return fail(Error::kBadChunk);

@@ -343,7 +343,9 @@ asio::awaitable<TransportStatus> HttpStream::read_some(std::string& out, bool& d
       if (out.size() > before) co_return TransportStatus{};
     }
     const auto ec = co_await read_more(*s.conn, s.deadline, kReadChunk);
-    if (ec == asio::error::eof || ec == ssl::error::stream_truncated) {
+    // Only a clean close ends a body that runs to the close: a TLS connection cut without
+    // close_notify (stream_truncated) may have lost the end of the answer.
+    if (ec == asio::error::eof) {
       if (s.body.on_eof() == http1::Error::kNone) {  // a body that runs to the close
         s.keep_alive = false;
         continue;
@@ -445,12 +447,14 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
       http1::Error perr;
       const size_t n =
           http1::parse_response_head(conn->buffer.data(), kMaxHead, parsed, perr, scanned);
-      if (n > 0 && parsed.status < 200 && parsed.status != 101) {
+      if (n > 0 && parsed.status == 101) {  // an upgrade we never asked for: not HTTP any more
+        perr = http1::Error::kBadStartLine;
+      } else if (n > 0 && parsed.status < 200) {
         conn->buffer.consume(n);
         scanned = 0;
         continue;
       }
-      if (n > 0) {
+      if (n > 0 && perr == http1::Error::kNone) {
         auto impl = std::make_unique<HttpStream::Impl>();
         impl->client = impl_.get();
         impl->deadline = request.deadline;

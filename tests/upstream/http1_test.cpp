@@ -362,3 +362,50 @@ TEST(Http1Buffer, KeepsUnreadBytesAndGrowsOnlyToTheLimit) {
 
 }  // namespace
 }  // namespace switchboard::upstream::http1
+
+namespace switchboard::upstream::http1 {
+namespace {
+
+TEST(Http1Review, EmptyLinesBeforeARequestAreSkipped) {
+  const std::string data = "\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+  Head h;
+  Error e;
+  EXPECT_EQ(parse_request_head(data, 8192, h, e), data.size());
+  EXPECT_EQ(h.target, "/x");
+  EXPECT_EQ(parse_request_head("\r\n", 8192, h, e), 0u);
+  EXPECT_EQ(e, Error::kNone);
+}
+
+TEST(Http1Review, ResponsesWithConflictingFramingAreNotReused) {
+  Head h;
+  Error e;
+  ASSERT_GT(parse_response_head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                "Content-Length: 5\r\n\r\n",
+                                8192, h, e),
+            0u);
+  EXPECT_EQ(h.framing, Framing::kChunked);
+  EXPECT_FALSE(h.keep_alive);
+  ASSERT_GT(parse_response_head("HTTP/1.0 200 OK\r\nConnection: keep-alive\r\n"
+                                "Transfer-Encoding: chunked\r\n\r\n",
+                                8192, h, e),
+            0u);
+  EXPECT_FALSE(h.keep_alive);
+}
+
+TEST(Http1Review, TrailersRefuseBareLineFeedsAndControlCharacters) {
+  Head h;
+  h.framing = Framing::kChunked;
+  for (std::string bad :
+       {std::string("0\r\n\nGET / HTTP/1.1\r\n\r\n"), std::string("0\r\nA: b\nc\r\n\r\n"),
+        std::string("0\r\nA: \x01\r\n\r\n", 11)}) {
+    BodyReader r;
+    r.start(h);
+    std::string out;
+    Error e;
+    r.feed(bad, out, e);
+    EXPECT_EQ(e, Error::kBadChunk) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace switchboard::upstream::http1
