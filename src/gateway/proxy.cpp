@@ -335,7 +335,9 @@ class ChatCall {
  public:
   ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
            MonoTime t0)
-      : rt_(rt), snap_(std::move(snap)), ex_(ex), t0_(t0), gateway_key_(gateway_key) {}
+      : rt_(rt), snap_(std::move(snap)), ex_(ex), t0_(t0), gateway_key_(gateway_key) {
+    pending_events_.reserve(2);  // a usage and an outcome, enqueued together
+  }
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
   // Usage is essential (spend, budgets): whatever is still pending is stored.
@@ -528,6 +530,7 @@ class ChatCall {
       }
       keys::AcquireRequest kr{std::string(a.upstream), estimate, deadline, session_};
       keys::AcquireResult got = pr->pool->acquire(kr);
+      bool waited = false;
       if (!got.ok()) {
         const keys::NoKey nk = got.no_key();
         const MonoTime wait_until = std::min(deadline, now + Millis(cfg.retry.wait_for_key_ms));
@@ -538,6 +541,7 @@ class ChatCall {
         if (waitable && nk.earliest <= wait_until) {
           kr.deadline = wait_until;
           got = co_await wait_for_key(*pr->pool, kr);
+          waited = true;
         }
         if (!got.ok()) {
           if (got.no_key().reason == keys::NoKeyReason::kCancelled) co_return;
@@ -552,10 +556,13 @@ class ChatCall {
       }
       keys::Lease lease = got.take_lease();
       attempts_++;
-      const MonoTime started = MonoClock::now();
+      // Clock readings are shared where nothing can have taken time in between (a grant that did
+      // not wait is immediate).
+      const MonoTime started = waited ? MonoClock::now() : now;
       const MonoTime call_deadline = std::min(deadline, started + Millis(pr->config->timeout_ms));
       Attempted r = co_await send(*pr, a, lease, call_deadline);
-      auto latency = MonoClock::now() - started;
+      const MonoTime ended = MonoClock::now();
+      auto latency = ended - started;
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
 
       keys::Outcome ko;
@@ -571,7 +578,7 @@ class ChatCall {
       if (r.usage.total() > 0) record_usage(a, key_id, r.usage);
 
       if (r.cls == ErrorClass::kSuccess) {
-        finish_success(a, key_id, r, latency);
+        finish_success(a, key_id, r, ended);
         co_return;
       }
       if (r.cls == ErrorClass::kCancelled) {
@@ -639,10 +646,9 @@ class ChatCall {
   }
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r,
-                      Nanos latency) {
+                      MonoTime now) {
     // Remembered for the caller's verdict; the transport success already taught the bandit.
     rt_.ledger->remember(seq_, a.model, plan_.category(), layer_rank_, 1.0, true);
-    const MonoTime now = MonoClock::now();
     if (!r.wrote_response) {
       ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
       set_headers(a, key_id, now);
@@ -750,6 +756,7 @@ class ChatCall {
                                       std::string& error) {
     upstream::HttpRequest h;
     h.deadline = deadline;
+    h.headers.reserve(5);
     h.headers.emplace_back("content-type", "application/json");
     h.headers.emplace_back("user-agent", "switchboard/" SWITCHBOARD_VERSION);
     if (pr.anthropic) {
@@ -765,7 +772,10 @@ class ChatCall {
       h.body = std::move(body.value());
     } else {
       h.url = pr.call_url;
-      h.headers.emplace_back("authorization", "Bearer " + lease.secret());
+      std::string& auth = h.headers.emplace_back("authorization", std::string()).second;
+      auth.reserve(7 + lease.secret().size());
+      auth += "Bearer ";
+      auth += lease.secret();
       h.body = openai_body(ex_.request.body(), req_, a.upstream);
     }
     if (req_.stream) h.headers.emplace_back("accept", "text/event-stream");

@@ -1,6 +1,8 @@
 #include <array>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 #include "routing/routing.h"
 
@@ -35,13 +37,42 @@ struct FeedbackLedger::Impl {
   std::vector<std::string> names;  // models and categories share one table
   std::unordered_map<std::string, uint16_t> ids;
 
+  // Tells a thread's intern cache which ledger it belongs to (addresses can be reused).
+  const uint64_t identity = next_identity();
+
   Impl(size_t capacity, Millis t, Clock& c) : clock(c), ttl(t), ring(capacity) {}
+
+  static uint64_t next_identity() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
 
   int64_t now_ms() const {
     return std::chrono::duration_cast<Millis>(clock.now().time_since_epoch()).count();
   }
 
+  // Every request interns its model and category: a small per-thread cache of names already
+  // interned (ids never change once given) keeps the shared table's lock off the request path.
   uint16_t intern(std::string_view name) {
+    struct Cache {
+      uint64_t owner = 0;
+      std::vector<std::pair<std::string, uint16_t>> entries;
+    };
+    static constexpr size_t kCached = 32;
+    thread_local Cache cache;
+    if (cache.owner == identity) {
+      for (const auto& [n, id] : cache.entries)
+        if (n == name) return id;
+    } else {
+      cache.owner = identity;
+      cache.entries.clear();
+    }
+    const uint16_t id = intern_shared(name);
+    if (cache.entries.size() < kCached) cache.entries.emplace_back(std::string(name), id);
+    return id;
+  }
+
+  uint16_t intern_shared(std::string_view name) {
     std::lock_guard lock(intern_mu);
     if (auto it = ids.find(std::string(name)); it != ids.end()) return it->second;
     if (names.size() >= kMaxInterned) {

@@ -17,6 +17,13 @@ Status sqlite_error(sqlite3* db, int rc, std::string_view what) {
 }
 
 Result<Db> Db::open(const std::string& path, int flags) {
+  // SQLite's memory statistics take a process-wide mutex on every allocation of every
+  // statement step; nothing here reads them. Must precede the library's initialization, so it is
+  // set once before the first open (a no-op if something else initialized SQLite already).
+  static const bool configured = [] {
+    return sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0) == SQLITE_OK;
+  }();
+  (void)configured;
   sqlite3* raw = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &raw, flags, nullptr);
   Db db(raw);  // sqlite3_open_v2 may return a handle even on failure; it must be closed.

@@ -1,6 +1,10 @@
 // Cheap inspection of OpenAI pass-through bodies: usage of a completion, and what a stream
 // chunk carries. See translate.h.
 #include <boost/json.hpp>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 
 #include "upstream/translate.h"
 
@@ -19,14 +23,19 @@ size_t skip_ws(std::string_view s, size_t i) {
   return i;
 }
 
-// s[i] is '"': the index just past the closing quote, or npos.
+// s[i] is '"': the index just past the closing quote, or npos. Most of a completion's bytes are
+// inside strings, so the search for the closing quote goes by memchr; a quote closes the string
+// when an even number of backslashes precedes it.
 size_t skip_string(std::string_view s, size_t i) {
-  for (++i; i < s.size(); ++i) {
-    if (s[i] == '\\') {
-      ++i;
-    } else if (s[i] == '"') {
-      return i + 1;
-    }
+  const size_t first = i + 1;
+  for (size_t from = first; from < s.size();) {
+    const void* q = std::memchr(s.data() + from, '"', s.size() - from);
+    if (q == nullptr) break;
+    const size_t j = static_cast<size_t>(static_cast<const char*>(q) - s.data());
+    size_t slashes = 0;
+    while (j - slashes > first && s[j - 1 - slashes] == '\\') ++slashes;
+    if (slashes % 2 == 0) return j + 1;
+    from = j + 1;
   }
   return std::string_view::npos;
 }
@@ -90,24 +99,79 @@ bool for_each_member(std::string_view s, F&& f) {
   return false;
 }
 
-std::optional<int64_t> as_int(const json::value* v) {
-  if (!v) return std::nullopt;
-  if (v->is_int64()) return v->get_int64();
-  if (v->is_uint64()) return static_cast<int64_t>(v->get_uint64());
-  if (v->is_double()) return static_cast<int64_t>(v->get_double());
-  return std::nullopt;
+// A JSON number's value as an integer (a fraction or exponent is truncated toward zero, as a
+// cast of the double would); nullopt when `raw` is not a JSON number.
+std::optional<int64_t> json_number(std::string_view raw) {
+  // RFC 8259 grammar: -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+  size_t i = 0;
+  const size_t n = raw.size();
+  auto digits = [&] {
+    const size_t start = i;
+    while (i < n && raw[i] >= '0' && raw[i] <= '9') ++i;
+    return i - start;
+  };
+  if (i < n && raw[i] == '-') ++i;
+  const size_t int_start = i;
+  const size_t int_digits = digits();
+  if (int_digits == 0 || (int_digits > 1 && raw[int_start] == '0')) return std::nullopt;
+  bool integral = true;
+  if (i < n && raw[i] == '.') {
+    ++i;
+    if (digits() == 0) return std::nullopt;
+    integral = false;
+  }
+  if (i < n && (raw[i] == 'e' || raw[i] == 'E')) {
+    ++i;
+    if (i < n && (raw[i] == '+' || raw[i] == '-')) ++i;
+    if (digits() == 0) return std::nullopt;
+    integral = false;
+  }
+  if (i != n) return std::nullopt;
+  if (integral) {
+    int64_t v = 0;
+    auto [end, ec] = std::from_chars(raw.data(), raw.data() + n, v);
+    if (ec == std::errc() && end == raw.data() + n) return v;
+  }
+  // A fraction, an exponent, or an integer beyond int64: through a double, saturated.
+  double d = 0;
+  auto [end, ec] = std::from_chars(raw.data(), raw.data() + n, d);
+  if (ec == std::errc::result_out_of_range) {
+    d = std::strtod(std::string(raw).c_str(),
+                    nullptr);  // ±HUGE_VAL or 0, where from_chars gives up
+  } else if (ec != std::errc() || end != raw.data() + n) {
+    return std::nullopt;
+  }
+  if (!(d > -9.2e18)) return std::numeric_limits<int64_t>::min();
+  if (!(d < 9.2e18)) return std::numeric_limits<int64_t>::max();
+  return static_cast<int64_t>(d);
 }
 
+bool is_json_scalar(std::string_view raw) {
+  return raw == "null" || raw == "true" || raw == "false" || json_number(raw).has_value();
+}
+
+// The two counts of a `usage` object, read without building a document (this runs for every
+// completion): members are walked structurally, the counts parsed as JSON numbers, other scalars
+// checked against the grammar. Nested values (the *_details objects) are matched, not parsed.
 std::optional<TokenUsage> parse_usage(std::string_view raw) {
   if (raw == "null") return std::nullopt;
-  unsigned char buf[1024];
-  json::monotonic_resource mr(buf, sizeof(buf));
-  json::error_code ec;
-  json::value v = json::parse(raw, ec, &mr);
-  if (ec || !v.is_object()) return std::nullopt;
-  const json::object& u = v.get_object();
-  auto prompt = as_int(u.if_contains("prompt_tokens"));
-  auto completion = as_int(u.if_contains("completion_tokens"));
+  std::optional<int64_t> prompt, completion;
+  bool valid = true;
+  const bool object = for_each_member(raw, [&](std::string_view key, std::string_view value) {
+    if (key == "prompt_tokens" || key == "completion_tokens") {
+      auto v = json_number(value);
+      if (!v) {
+        valid = valid && is_json_scalar(value);  // null or a boolean count: ignored
+      } else if (key == "prompt_tokens") {
+        prompt = v;
+      } else {
+        completion = v;
+      }
+    } else if (value.front() != '{' && value.front() != '[' && value.front() != '"') {
+      valid = valid && is_json_scalar(value);
+    }
+  });
+  if (!object || !valid) return std::nullopt;
   if (!prompt && !completion) return std::nullopt;
   return TokenUsage{prompt.value_or(0), completion.value_or(0)};
 }
@@ -158,12 +222,8 @@ bool choices_have_content(std::string_view raw) {
 
 std::optional<TokenUsage> extract_openai_usage(std::string_view body) {
   std::optional<TokenUsage> usage;
-  bool found = false;
   bool ok = for_each_member(body, [&](std::string_view key, std::string_view raw) {
-    if (!found && key == "usage") {
-      found = true;
-      usage = parse_usage(raw);
-    }
+    if (key == "usage") usage = parse_usage(raw);  // the last one counts, as for a parser
   });
   if (!ok) return std::nullopt;
   return usage;

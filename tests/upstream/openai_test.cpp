@@ -1,5 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <boost/json.hpp>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
 #include "test_util.h"
 #include "upstream/translate.h"
 
@@ -23,6 +30,39 @@ TEST(ExtractOpenAiUsage, FindsTopLevelUsageOnly) {
   EXPECT_EQ(extract_openai_usage(R"({"usage":{"prompt_tokens":1,"completion_tokens":2})"),
             std::nullopt);  // truncated
   EXPECT_EQ(extract_openai_usage(R"([{"usage":{"prompt_tokens":1}}])"), std::nullopt);
+}
+
+TEST(ExtractOpenAiUsage, ReadsCountsAsJsonNumbers) {
+  auto usage = [](std::string_view u) {
+    return extract_openai_usage(std::string(R"({"choices":[],"usage":)") + std::string(u) + "}");
+  };
+  EXPECT_EQ(usage(R"({"prompt_tokens":3,"completion_tokens":4})"), (TokenUsage{3, 4}));
+  EXPECT_EQ(usage(R"({ "completion_tokens" : 4 , "prompt_tokens" : 3 })"), (TokenUsage{3, 4}));
+  // Fractions and exponents are truncated, as a cast of the number would.
+  EXPECT_EQ(usage(R"({"prompt_tokens":12.9,"completion_tokens":1e3})"), (TokenUsage{12, 1000}));
+  EXPECT_EQ(usage(R"({"prompt_tokens":-0,"completion_tokens":2E+1})"), (TokenUsage{0, 20}));
+  // Beyond int64: saturated, never undefined.
+  EXPECT_EQ(usage(R"({"prompt_tokens":99999999999999999999,"completion_tokens":1e400})"),
+            (TokenUsage{std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max()}));
+  // The last of repeated keys counts.
+  EXPECT_EQ(usage(R"({"prompt_tokens":1,"prompt_tokens":5})"), (TokenUsage{5, 0}));
+  // Nested details and other members are skipped.
+  EXPECT_EQ(usage(R"({"prompt_tokens_details":{"cached_tokens":9,"x":[1,{"prompt_tokens":8}]},)"
+                  R"("note":"a \"quoted\" }","flag":true,"n":null,"completion_tokens":2})"),
+            (TokenUsage{0, 2}));
+  // A count that is not a number is ignored; with neither count there is no usage.
+  EXPECT_EQ(usage(R"({"prompt_tokens":null,"completion_tokens":7})"), (TokenUsage{0, 7}));
+  EXPECT_EQ(usage(R"({"prompt_tokens":"12"})"), std::nullopt);
+  EXPECT_EQ(usage(R"({"total_tokens":12})"), std::nullopt);
+  EXPECT_EQ(usage(R"({})"), std::nullopt);
+  // Not JSON: no usage rather than a guess.
+  for (std::string_view bad :
+       {R"({"prompt_tokens":012})", R"({"prompt_tokens":1.})", R"({"prompt_tokens":.5})",
+        R"({"prompt_tokens":1e})", R"({"prompt_tokens":+1})", R"({"prompt_tokens":0x10})",
+        R"({"prompt_tokens":1,"flag":tru})", R"({"prompt_tokens":1,})", R"({"prompt_tokens" 1})",
+        R"([1,2])", R"("usage")", R"(12)"}) {
+    EXPECT_EQ(usage(bad), std::nullopt) << bad;
+  }
 }
 
 TEST(InspectOpenAiChunk, Classifies) {
@@ -72,6 +112,85 @@ TEST(InspectOpenAiChunk, Classifies) {
 
 namespace switchboard::upstream {
 namespace {
+
+// The usage of generated completions (random content full of quotes, backslashes, brackets and
+// the word "usage"; usage last, elsewhere, nested or absent; random whitespace; cut short) against
+// a reference that parses the whole body.
+std::optional<TokenUsage> reference_usage(std::string_view body) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const boost::json::value* u = v.get_object().if_contains("usage");
+  if (!u || !u->is_object()) return std::nullopt;
+  auto count = [&](std::string_view k) -> std::optional<int64_t> {
+    const boost::json::value* n = u->get_object().if_contains(k);
+    if (!n) return std::nullopt;
+    if (n->is_int64()) return n->get_int64();
+    if (n->is_uint64()) return static_cast<int64_t>(n->get_uint64());
+    if (n->is_double()) return static_cast<int64_t>(n->get_double());
+    return std::nullopt;
+  };
+  auto p = count("prompt_tokens"), c = count("completion_tokens");
+  if (!p && !c) return std::nullopt;
+  return TokenUsage{p.value_or(0), c.value_or(0)};
+}
+
+TEST(ExtractOpenAiUsage, MatchesAWholeDocumentParse) {
+  std::mt19937 rng(20261128);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto ws = [&] {
+    static const char* kWs[] = {"", "", "", " ", "\n", "\r\n  ", "\t"};
+    return std::string(kWs[pick(7)]);
+  };
+  auto text = [&] {
+    static const char* kBits[] = {
+        "a",  "usage", "\\\"", "\\\\",         "}", "{",       "]",
+        "[",  ",",     ":",    "\\n",          " ", "\\u00e9", "\\\"usage\\\":{",
+        "}}", "\\/",   "é",    "prompt_tokens"};
+    std::string t;
+    for (int i = pick(12); i > 0; --i) t += kBits[pick(18)];
+    return "\"" + t + "\"";
+  };
+  auto usage = [&] {
+    std::string u = "{" + ws();
+    std::vector<std::string> members;
+    if (pick(5)) members.push_back("\"prompt_tokens\":" + ws() + std::to_string(pick(100000)));
+    if (pick(5)) members.push_back("\"completion_tokens\":" + ws() + std::to_string(pick(5000)));
+    if (pick(2)) members.push_back("\"total_tokens\":" + std::to_string(pick(100)));
+    if (pick(2))
+      members.push_back("\"prompt_tokens_details\":{\"cached_tokens\":0,\"note\":" + text() + "}");
+    std::shuffle(members.begin(), members.end(), rng);
+    for (size_t i = 0; i < members.size(); ++i) u += (i ? "," + ws() : "") + members[i];
+    return u + ws() + "}";
+  };
+  int with_usage = 0, usage_last = 0;
+  for (int n = 0; n < 20000; ++n) {
+    std::vector<std::string> members = {
+        "\"id\":" + ws() + text(), "\"object\":\"chat.completion\"",
+        "\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":" + text() +
+            (pick(4) == 0 ? ",\"usage\":" + usage() : "") + "}," + ws() +
+            "\"finish_reason\":\"stop\"}]"};
+    const int where = pick(10);  // 0: no usage, 1-2: somewhere, else last
+    if (where == 1 || where == 2) {
+      members.insert(members.begin() + pick(3), "\"usage\":" + ws() + usage());
+    } else if (where > 2) {
+      members.push_back("\"usage\"" + ws() + ":" + ws() + usage());
+      ++usage_last;
+    }
+    std::string body = ws() + "{" + ws();
+    for (size_t i = 0; i < members.size(); ++i) body += (i ? ws() + "," + ws() : "") + members[i];
+    body += ws() + "}" + ws();
+    const auto want = reference_usage(body);
+    ASSERT_EQ(extract_openai_usage(body), want) << body;
+    if (want) ++with_usage;
+    // Cut short (a connection that ended early): never a usage the whole body would not give.
+    const size_t cut = static_cast<size_t>(pick(static_cast<int>(body.size())));
+    const std::string_view prefix(body.data(), cut);
+    ASSERT_EQ(extract_openai_usage(prefix), reference_usage(prefix)) << prefix;
+  }
+  EXPECT_GT(with_usage, 10000);
+  EXPECT_GT(usage_last, 12000);
+}
 
 // Every prefix of valid bodies and stream events (what a cut connection delivers) and some
 // garbage: every function answers with a value or an error, never a crash.
