@@ -128,6 +128,7 @@ struct Conn {
   std::string request_head;  // the last request's head (formatted in place, capacity kept)
   Pool* pool = nullptr;      // where the connection goes back to
   MonoTime idle_since{};
+  size_t responses = 0;  // complete responses read on this connection
 
   beast::tcp_stream& lowest() { return secure ? secure->next_layer() : *plain; }
   void close() {
@@ -209,7 +210,8 @@ struct HttpClient::Impl {
 
   void release(std::unique_ptr<Conn> c) {
     auto& q = *c->pool;
-    if (q.size() >= options.max_idle_per_origin) {
+    const size_t cap = options.max_requests_per_connection;
+    if (q.size() >= options.max_idle_per_origin || (cap > 0 && ++c->responses >= cap)) {
       c->close();
       return;
     }

@@ -3,7 +3,8 @@
 // One HttpClient per io_context thread: its connection pools, DNS cache and TLS context are owned
 // by that thread, so nothing here takes a lock (DESIGN.md: a request never crosses threads).
 // Connections are kept alive and reused per origin (scheme, host, port), bounded per origin;
-// idle ones older than `idle_timeout` are closed on reuse. DNS answers are cached for `dns_ttl`.
+// idle ones older than `idle_timeout` are closed on reuse, and each is retired after
+// `max_requests_per_connection` responses. DNS answers are cached for `dns_ttl`.
 // HTTPS verifies the certificate chain against the system store and the host name (SNI set).
 //
 // Every operation has a deadline; a timeout fails it with a DeadlineExceeded status. Cancelling a
@@ -82,6 +83,11 @@ struct HttpClientOptions {
   Millis idle_timeout{60000};
   Millis dns_ttl{60000};
   size_t max_response_bytes = 64 << 20;
+  // A connection is closed after this many responses (0 = never), as nginx's upstream
+  // keepalive_requests (1000) does: a connection pinned to one upstream process or backend
+  // behind a load balancer for ever keeps an unlucky spread of load, and never follows a
+  // changed DNS answer.
+  size_t max_requests_per_connection = 1000;
 };
 
 class HttpClient {

@@ -3,6 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <fstream>
 #include <set>
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "gateway_fixture.h"
+#include "upstream/http_client.h"
 
 namespace switchboard::gwtest {
 namespace {
@@ -1489,6 +1493,111 @@ TEST_F(GatewayTest, SessionHeaderKeepsAConversationOnOneKey) {
   std::set<std::string> used;
   for (int i = 0; i < 6; ++i) used.insert(chat(chat_body("ma")).header("x-switchboard-key"));
   EXPECT_GE(used.size(), 2u);
+}
+
+}  // namespace
+}  // namespace switchboard::gwtest
+
+namespace switchboard::gwtest {
+namespace {
+
+// A keep-alive upstream that answers every request on a connection and counts connections.
+class KeepAliveUpstream {
+ public:
+  KeepAliveUpstream() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(fd_, 16);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~KeepAliveUpstream() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+  int connections() const { return connections_.load(); }
+
+ private:
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) continue;
+      int c = ::accept(fd_, nullptr, nullptr);
+      if (c < 0) continue;
+      connections_++;
+      std::string in;
+      char buf[4096];
+      bool open = true;
+      while (open && !stop_) {
+        auto end = in.find("\r\n\r\n");
+        if (end != std::string::npos) {
+          auto cl = lower(in.substr(0, end)).find("content-length:");
+          size_t n = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 15));
+          if (in.size() >= end + 4 + n) {
+            in.erase(0, end + 4 + n);
+            open = send_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            continue;
+          }
+        }
+        pollfd pc{c, POLLIN, 0};
+        if (::poll(&pc, 1, 20) <= 0) continue;
+        ssize_t k = ::recv(c, buf, sizeof(buf), 0);
+        if (k <= 0) break;
+        in.append(buf, size_t(k));
+      }
+      ::close(c);
+    }
+  }
+
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+};
+
+int connections_for(size_t max_requests_per_connection, int requests) {
+  KeepAliveUpstream up;
+  boost::asio::io_context ctx;
+  upstream::HttpClientOptions options;
+  options.max_requests_per_connection = max_requests_per_connection;
+  upstream::HttpClient client(ctx.get_executor(), options);
+  int ok = 0;
+  boost::asio::co_spawn(
+      ctx,
+      [&]() -> boost::asio::awaitable<void> {
+        for (int i = 0; i < requests; ++i) {
+          upstream::HttpRequest req;
+          req.url = "http://127.0.0.1:" + std::to_string(up.port()) + "/v1/x";
+          req.body = "{}";
+          req.deadline = MonoClock::now() + 10s;
+          upstream::HttpResponse res;
+          auto st = co_await client.fetch(req, res);
+          if (st.ok() && res.head.status == 200 && res.body == "ok") ++ok;
+        }
+      },
+      boost::asio::detached);
+  ctx.run();
+  EXPECT_EQ(ok, requests);
+  return up.connections();
+}
+
+// Upstream connections are reused, and retired after max_requests_per_connection responses (so
+// that load spreads again over an upstream's processes or backends, and DNS changes are seen).
+TEST(HttpClientPool, ConnectionsAreRetiredAfterMaxRequests) {
+  EXPECT_EQ(connections_for(3, 7), 3);  // 3 + 3 + 1
+  EXPECT_EQ(connections_for(3, 6), 2);
+  EXPECT_EQ(connections_for(0, 7), 1);  // 0: never retired
+  EXPECT_EQ(connections_for(1, 4), 4);
 }
 
 }  // namespace
