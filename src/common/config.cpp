@@ -27,7 +27,7 @@ const ProviderConfig* Config::find_provider(const std::string& name) const {
   return nullptr;
 }
 
-const ModelConfig* Config::find_model(const std::string& name) const {
+const ModelConfig* Config::find_model(std::string_view name) const {
   for (const auto& m : models)
     if (m.name == name) return &m;
   return nullptr;

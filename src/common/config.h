@@ -225,7 +225,7 @@ struct Config {
   RoutingConfig routing;
 
   const ProviderConfig* find_provider(const std::string& name) const;
-  const ModelConfig* find_model(const std::string& name) const;
+  const ModelConfig* find_model(std::string_view name) const;
   const RouteConfig* find_route(const std::string& name) const;
   // Every secret in the configuration with its id, for log redaction.
   std::vector<std::pair<std::string, std::string>> secrets() const;

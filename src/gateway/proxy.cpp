@@ -657,7 +657,7 @@ class ChatCall {
   }
 
   double cost_of(const routing::Attempt& a, const upstream::TokenUsage& u) const {
-    const ModelConfig* m = snap_->config->find_model(std::string(a.model));
+    const ModelConfig* m = snap_->config->find_model(a.model);
     if (!m) return 0;
     return (double(u.prompt_tokens) * m->cost.input_per_mtok +
             double(u.completion_tokens) * m->cost.output_per_mtok) /
@@ -679,10 +679,11 @@ class ChatCall {
     o.tokens_out = r.usage.completion_tokens;
     o.cost_usd = cost_of(a, r.usage);
     snap_->router->record(o);
-    static auto& updates = metrics::counter_family("switchboard_routing_updates_total",
-                                                   "Outcomes recorded by the learned router")
-                               .Add({});
-    updates.Increment();
+    static metrics::ShardedCounter updates(
+        &metrics::counter_family("switchboard_routing_updates_total",
+                                 "Outcomes recorded by the learned router")
+             .Add({}));
+    updates.add();
   }
 
   void record_usage(const routing::Attempt& a, const std::string& key_id,

@@ -28,7 +28,17 @@ size_t skip_ws(std::string_view s, size_t i) {
 // when an even number of backslashes precedes it.
 size_t skip_string(std::string_view s, size_t i) {
   const size_t first = i + 1;
-  for (size_t from = first; from < s.size();) {
+  // Keys and short values end within a few bytes: looked for inline before calling memchr.
+  const size_t near_end = std::min(s.size(), first + 24);
+  size_t from = first;
+  for (; from < near_end; ++from) {
+    if (s[from] == '\\') {
+      ++from;
+    } else if (s[from] == '"') {
+      return from + 1;
+    }
+  }
+  while (from < s.size()) {
     const void* q = std::memchr(s.data() + from, '"', s.size() - from);
     if (q == nullptr) break;
     const size_t j = static_cast<size_t>(static_cast<const char*>(q) - s.data());
