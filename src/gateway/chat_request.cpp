@@ -39,6 +39,7 @@ constexpr std::string_view kRoles[] = {"system",    "developer", "user",
 struct Facts {
   Kind top = Kind::kAbsent;
   Kind model = Kind::kAbsent;
+  int model_keys = 0;  // top-level "model" members (however their keys were escaped)
   std::string model_value;
   Kind messages = Kind::kAbsent;
   size_t message_count = 0;
@@ -345,6 +346,7 @@ class Handler {
     switch (k) {
       case Key::kModel:
         facts.model = kind;
+        ++facts.model_keys;
         if (kind != Kind::kString) facts.model_value.clear();
         (void)string_length;
         break;
@@ -442,6 +444,9 @@ std::optional<std::string> validate_chat_request(std::string_view body, ChatRequ
   const Facts& f = parser.handler().facts;
   if (f.top != Kind::kObject) return "request body must be a JSON object";
   if (f.model == Kind::kAbsent) return "'model' is required";
+  // The gateway routes by the model and rewrites it for the upstream: two of them would leave
+  // the upstream reading one the gateway did not choose.
+  if (f.model_keys > 1) return "'model' must appear only once";
   if (f.model != Kind::kString || f.model_value.empty())
     return "'model' must be a non-empty string";
   out.model = f.model_value;

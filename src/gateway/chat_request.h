@@ -6,7 +6,8 @@
 // whole document (Anthropic) asks for it with `document()`, parsed then into the request's arena.
 //
 // Errors name the field, as OpenAI's own 400s do, and are checked in a fixed order whatever the
-// order of the fields in the body. When a key repeats, its last value counts.
+// order of the fields in the body. When a key repeats, its last value counts; except `model`,
+// which the gateway rewrites: a repeated `model` is refused.
 //
 // Thread-safety: a plain value; one request, one thread.
 #pragma once

@@ -98,7 +98,11 @@ std::string openai_body(std::string_view original, ChatRequest& req,
     out += json::quote(upstream_model);
     out.append(original.substr(end));
   } else {
-    out.assign(original);
+    // The key was written with escapes ("mod\u0065l"), which the byte scan does not decode:
+    // rebuilt from the document, whose keys are decoded.
+    boost::json::object o = req.document(original);
+    o["model"] = upstream_model;
+    out = boost::json::serialize(o);
   }
   if (req.stream && !req.client_wants_usage) {
     if (!req.stream_options_present) {

@@ -324,5 +324,21 @@ TEST(ChatRequest, DocumentIsParsedOnDemand) {
   EXPECT_EQ(&r.document(body), &doc);  // parsed once
 }
 
+TEST(ChatRequest, ARepeatedModelIsRefused) {
+  ChatRequest req;
+  EXPECT_EQ(validate_chat_request(R"({"model":"a","messages":[{"role":"user"}],"model":"b"})", req),
+            "'model' must appear only once");
+  EXPECT_EQ(
+      validate_chat_request(R"({"model":"a","m\u006fdel":"a","messages":[{"role":"user"}]})", req),
+      "'model' must appear only once");
+  // Nested "model" keys are the client's own business.
+  ChatRequest ok;
+  EXPECT_EQ(
+      validate_chat_request(
+          R"({"model":"a","metadata":{"model":"x"},"messages":[{"role":"user","model":1}]})", ok),
+      std::nullopt);
+  EXPECT_EQ(ok.model, "a");
+}
+
 }  // namespace
 }  // namespace switchboard::gateway

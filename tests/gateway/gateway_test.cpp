@@ -1332,6 +1332,39 @@ TEST_F(GatewayTest, BodyIsForwardedUntouchedExceptTheModel) {
   EXPECT_EQ(got, want) << up;
 }
 
+// The model the gateway chose is the only one the upstream can read: a key written with escapes
+// is still rewritten, and a repeated "model" is refused rather than forwarded ambiguous.
+TEST_F(GatewayTest, TheUpstreamReadsOnlyTheChosenModel) {
+  std::string answer = R"({"id":"x","object":"chat.completion","created":1,"model":"m",)"
+                       R"("choices":[{"index":0,"message":{"role":"assistant","content":"hi"},)"
+                       R"("finish_reason":"stop"}]})";
+  FakeUpstream fake("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+                    std::to_string(answer.size()) + "\r\n\r\n" + answer);
+  auto& b = add_mock();
+  start_gateway(fake_then_mock(fake, b));
+  auto escaped = chat(R"({"mod\u0065l":"r","messages":[{"role":"user","content":"hi"}],"seed":7})");
+  ASSERT_EQ(escaped.status, 200) << escaped.body;
+  const std::string up = fake.last_request();
+  const std::string up_body = up.substr(up.find("\r\n\r\n") + 4);
+  auto got = parse_json(up_body);
+  ASSERT_TRUE(got.is_object()) << up;
+  EXPECT_EQ(got.as_object().size(), 3u) << up_body;  // model, messages, seed: one model
+  EXPECT_EQ(got.as_object().at("model").as_string(), "up-f");
+  EXPECT_EQ(got.as_object().at("seed").as_int64(), 7);
+  EXPECT_EQ(up_body.find("\"r\""), std::string::npos) << up_body;
+
+  const int before = fake.requests();
+  for (const char* twice :
+       {R"({"model":"r","messages":[{"role":"user","content":"hi"}],"model":"mb"})",
+        R"({"model":"r","messages":[{"role":"user","content":"hi"}],"mod\u0065l":"r"})"}) {
+    auto r = chat(twice);
+    EXPECT_EQ(r.status, 400) << twice;
+    EXPECT_NE(r.body.find("'model' must appear only once"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(fake.requests(), before);
+  EXPECT_EQ(b.stats().requests, 0u);
+}
+
 // Usage is accounted from the stream even when the client's stream_options decline it, and the
 // client still does not get it.
 TEST_F(GatewayTest, StreamUsageIsRequestedUpstreamWhateverTheClientsStreamOptions) {
