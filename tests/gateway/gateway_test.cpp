@@ -1537,65 +1537,31 @@ namespace {
 // A keep-alive upstream that answers every request on a connection and counts connections.
 class KeepAliveUpstream {
  public:
-  KeepAliveUpstream() {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(fd_, 16);
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { serve(); });
-  }
-  ~KeepAliveUpstream() {
-    stop_ = true;
-    thread_.join();
-    ::close(fd_);
-  }
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return server_.port(); }
   int connections() const { return connections_.load(); }
 
  private:
-  void serve() {
-    while (!stop_) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      int c = ::accept(fd_, nullptr, nullptr);
-      if (c < 0) continue;
-      connections_++;
-      std::string in;
-      char buf[4096];
-      bool open = true;
-      while (open && !stop_) {
-        auto end = in.find("\r\n\r\n");
-        if (end != std::string::npos) {
-          auto cl = lower(in.substr(0, end)).find("content-length:");
-          size_t n = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 15));
-          if (in.size() >= end + 4 + n) {
-            in.erase(0, end + 4 + n);
-            open = send_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-            continue;
-          }
-        }
-        pollfd pc{c, POLLIN, 0};
-        if (::poll(&pc, 1, 20) <= 0) continue;
-        ssize_t k = ::recv(c, buf, sizeof(buf), 0);
-        if (k <= 0) break;
-        in.append(buf, size_t(k));
+  void serve(int c) {
+    connections_++;
+    std::string in;
+    char buf[4096];
+    while (!server_.stopping()) {
+      if (size_t n = complete_request_size(in); n > 0) {
+        in.erase(0, n);
+        if (!send_all(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")) break;
+        continue;
       }
-      ::close(c);
+      pollfd pc{c, POLLIN, 0};
+      if (::poll(&pc, 1, 20) <= 0) continue;
+      ssize_t k = ::recv(c, buf, sizeof(buf), 0);
+      if (k <= 0) break;
+      in.append(buf, size_t(k));
     }
+    ::close(c);
   }
 
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
   std::atomic<int> connections_{0};
-  std::thread thread_;
+  LoopbackServer server_{[this](int c) { serve(c); }};  // last: stops before the counter goes
 };
 
 int connections_for(size_t max_requests_per_connection, int requests) {

@@ -235,12 +235,12 @@ inline bool eventually(const std::function<bool()>& cond,
 
 namespace switchboard::gwtest {
 
-// A hand-rolled upstream for answers the MockProvider cannot give (streams that end cleanly but
-// early, empty streams, error events in a stream): every connection gets `response` verbatim
-// after its request was read, then the connection is closed.
-class FakeUpstream {
+// A server thread on 127.0.0.1 (a port the kernel chose) that hands each accepted connection to
+// `on_connection`, one at a time; the handler closes it. `stopping()` tells handlers to return.
+class LoopbackServer {
  public:
-  explicit FakeUpstream(std::string response) : response_(std::move(response)) {
+  explicit LoopbackServer(std::function<void(int)> on_connection)
+      : on_connection_(std::move(on_connection)) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -257,14 +257,48 @@ class FakeUpstream {
     socklen_t len = sizeof(addr);
     ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
     port_ = ntohs(addr.sin_port);
-    thread_ = std::thread([this] { serve(); });
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 20) <= 0) continue;
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c >= 0) on_connection_(c);
+      }
+    });
   }
-  ~FakeUpstream() {
+  ~LoopbackServer() {
     stop_ = true;
     if (thread_.joinable()) thread_.join();
     if (fd_ >= 0) ::close(fd_);
   }
   uint16_t port() const { return port_; }
+  bool stopping() const { return stop_; }
+
+ private:
+  std::function<void(int)> on_connection_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// The size of the first complete request in `in` (head and Content-Length body), or 0.
+inline size_t complete_request_size(const std::string& in) {
+  auto end = in.find("\r\n\r\n");
+  if (end == std::string::npos) return 0;
+  auto cl = lower(in.substr(0, end)).find("content-length:");
+  size_t n = cl == std::string::npos ? 0 : std::stoul(in.substr(cl + 15));
+  return in.size() >= end + 4 + n ? end + 4 + n : 0;
+}
+
+// A hand-rolled upstream for answers the MockProvider cannot give (streams that end cleanly but
+// early, empty streams, error events in a stream): every connection gets `response` verbatim
+// after its request was read, then the connection is closed.
+class FakeUpstream {
+ public:
+  explicit FakeUpstream(std::string response)
+      : response_(std::move(response)), server_([this](int c) { serve(c); }) {}
+  uint16_t port() const { return server_.port(); }
   int requests() const { return requests_.load(); }
   std::string last_request() {
     std::lock_guard lock(mu_);
@@ -272,51 +306,36 @@ class FakeUpstream {
   }
 
  private:
-  void serve() {
-    while (!stop_) {
-      pollfd p{fd_, POLLIN, 0};
-      if (::poll(&p, 1, 20) <= 0) continue;
-      int c = ::accept(fd_, nullptr, nullptr);
-      if (c < 0) continue;
-      timeval tv{2, 0};
-      ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-      std::string req;
-      char buf[8192];
-      while (true) {
-        auto end = req.find("\r\n\r\n");
-        if (end != std::string::npos) {
-          auto cl = lower(req.substr(0, end)).find("content-length:");
-          size_t n = cl == std::string::npos ? 0 : std::stoul(req.substr(cl + 15));
-          if (req.size() >= end + 4 + n) break;
-        }
-        ssize_t k = ::recv(c, buf, sizeof(buf), 0);
-        if (k <= 0) break;
-        req.append(buf, size_t(k));
-      }
-      {
-        std::lock_guard lock(mu_);
-        last_request_ = req;
-      }
-      requests_++;
-      send_all(c, response_);
-      ::shutdown(c, SHUT_WR);
-      // Give the peer a moment to close first, so that nothing we sent is lost to a reset; a
-      // peer that keeps the connection for reuse finds it closed on its next request.
-      pollfd pc{c, POLLIN, 0};
-      while (::poll(&pc, 1, 100) > 0 && ::recv(c, buf, sizeof(buf), 0) > 0) {
-      }
-      ::close(c);
+  void serve(int c) {
+    timeval tv{2, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    std::string req;
+    char buf[8192];
+    while (complete_request_size(req) == 0) {
+      ssize_t k = ::recv(c, buf, sizeof(buf), 0);
+      if (k <= 0) break;
+      req.append(buf, size_t(k));
     }
+    {
+      std::lock_guard lock(mu_);
+      last_request_ = req;
+    }
+    requests_++;
+    send_all(c, response_);
+    ::shutdown(c, SHUT_WR);
+    // Give the peer a moment to close first, so that nothing we sent is lost to a reset; a
+    // peer that keeps the connection for reuse finds it closed on its next request.
+    pollfd pc{c, POLLIN, 0};
+    while (::poll(&pc, 1, 100) > 0 && ::recv(c, buf, sizeof(buf), 0) > 0) {
+    }
+    ::close(c);
   }
 
   std::string response_;
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
   std::atomic<int> requests_{0};
   std::mutex mu_;
   std::string last_request_;
+  LoopbackServer server_;  // last: its thread stops before the members it uses go
 };
 
 // An SSE response with the given events, each a `data:` payload, chunked and properly ended.
