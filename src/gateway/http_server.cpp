@@ -92,7 +92,6 @@ Response error_response(http::status status, std::string_view message, std::stri
 }
 
 void append_header(std::string& out, std::string_view name, std::string_view value) {
-  out.reserve(out.size() + name.size() + value.size() + 4);
   out.append(name).append(": ", 2).append(value).append("\r\n", 2);
 }
 

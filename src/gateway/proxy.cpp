@@ -560,13 +560,11 @@ class ChatCall {
       }
       keys::Lease lease = got.take_lease();
       attempts_++;
-      // Clock readings are shared where nothing can have taken time in between (a grant that did
-      // not wait is immediate).
+      // A grant that did not wait took microseconds: the loop's reading serves as the start.
       const MonoTime started = waited ? MonoClock::now() : now;
       const MonoTime call_deadline = std::min(deadline, started + Millis(pr->config->timeout_ms));
       Attempted r = co_await send(*pr, a, lease, call_deadline);
-      const MonoTime ended = MonoClock::now();
-      auto latency = ended - started;
+      auto latency = MonoClock::now() - started;
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
 
       keys::Outcome ko;
@@ -582,7 +580,7 @@ class ChatCall {
       if (r.usage.total() > 0) record_usage(a, key_id, r.usage);
 
       if (r.cls == ErrorClass::kSuccess) {
-        finish_success(a, key_id, r, ended);
+        finish_success(a, key_id, r);
         co_return;
       }
       if (r.cls == ErrorClass::kCancelled) {
@@ -649,10 +647,11 @@ class ChatCall {
     record_outcome(nullptr, "", upstream::to_string(last->cls), {});
   }
 
-  void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r,
-                      MonoTime now) {
+  void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
     // Remembered for the caller's verdict; the transport success already taught the bandit.
     rt_.ledger->remember(seq_, a.model, plan_.category(), layer_rank_, 1.0, true);
+    // Read after the bookkeeping, which x-switchboard-overhead-us includes.
+    const MonoTime now = MonoClock::now();
     if (!r.wrote_response) {
       ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
       set_headers(a, key_id, now);

@@ -1,5 +1,6 @@
 // Cheap inspection of OpenAI pass-through bodies: usage of a completion, and what a stream
 // chunk carries. See translate.h.
+#include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
 #include <cstdlib>
@@ -163,22 +164,27 @@ bool is_json_scalar(std::string_view raw) {
 // The two counts of a `usage` object, read without building a document (this runs for every
 // completion): members are walked structurally, the counts parsed as JSON numbers, other scalars
 // checked against the grammar. Nested values (the *_details objects) are matched, not parsed.
+// Counts are bounded to [0, 2^40], so that sums and costs made of them cannot overflow.
 std::optional<TokenUsage> parse_usage(std::string_view raw) {
   if (raw == "null") return std::nullopt;
+  constexpr int64_t kMaxCount = int64_t(1) << 40;
   std::optional<int64_t> prompt, completion;
   bool valid = true;
+  auto scalar_ok = [](std::string_view value) {
+    return value.front() == '{' || value.front() == '[' || value.front() == '"' ||
+           is_json_scalar(value);
+  };
   const bool object = for_each_member(raw, [&](std::string_view key, std::string_view value) {
-    if (key == "prompt_tokens" || key == "completion_tokens") {
-      auto v = json_number(value);
-      if (!v) {
-        valid = valid && is_json_scalar(value);  // null or a boolean count: ignored
-      } else if (key == "prompt_tokens") {
-        prompt = v;
-      } else {
-        completion = v;
-      }
-    } else if (value.front() != '{' && value.front() != '[' && value.front() != '"') {
-      valid = valid && is_json_scalar(value);
+    std::optional<int64_t>* slot = key == "prompt_tokens"       ? &prompt
+                                   : key == "completion_tokens" ? &completion
+                                                                : nullptr;
+    if (slot == nullptr) {
+      valid = valid && scalar_ok(value);
+    } else if (auto v = json_number(value)) {
+      *slot = std::clamp<int64_t>(*v, 0, kMaxCount);
+    } else {
+      slot->reset();  // the last value counts, and this one is not a count (null, "12", {})
+      valid = valid && scalar_ok(value);
     }
   });
   if (!object || !valid) return std::nullopt;

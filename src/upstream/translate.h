@@ -104,7 +104,10 @@ struct TokenUsage {
 // The top-level `usage` of a non-stream OpenAI chat completion body, or nullopt when the body
 // has none (or is not a JSON object). Cheap: one byte scan that tracks nesting and strings to find
 // the top-level "usage" member, then a parse of that member only; the rest of the body (the
-// completion text) is never materialised. Keys written with escapes are not recognised.
+// completion text) is never materialised. Keys written with escapes are not recognised. The last
+// top-level `usage` counts, and within it the last of each count; counts are bounded to
+// [0, 2^40] (an upstream's nonsense cannot overflow sums or costs), a count that is not a number
+// is taken as absent.
 std::optional<TokenUsage> extract_openai_usage(std::string_view body);
 
 // What the gateway needs to know about one OpenAI stream chunk (the body of a `data:` line).

@@ -1390,6 +1390,24 @@ TEST_F(GatewayTest, StreamUsageIsRequestedUpstreamWhateverTheClientsStreamOption
     ASSERT_TRUE(bo.at("stream_options").is_object()) << up;
     EXPECT_EQ(bo.at("stream_options").as_object().at("include_usage"), true) << up;
   }
+  // A model key written with escapes (the body is rebuilt from its document): the same.
+  for (const std::string options : {std::string(), std::string(R"(,"stream_options":null)")}) {
+    SCOPED_TRACE(options);
+    auto r = chat(R"({"m\u006fdel":"r","stream":true,"messages":[{"role":"user","content":"x"}])" +
+                  options + "}");
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(stream_text(r), "hello");
+    EXPECT_EQ(r.body.find("\"usage\""), std::string::npos) << r.body;
+    const std::string up = fake.last_request();
+    auto body = parse_json(up.substr(up.find("\r\n\r\n") + 4));
+    ASSERT_TRUE(body.is_object()) << up;
+    const auto& bo = body.as_object();
+    EXPECT_EQ(bo.size(), 4u) << up;  // model, stream, messages, stream_options
+    EXPECT_EQ(bo.at("model").as_string(), "up-f");
+    EXPECT_EQ(bo.at("stream"), true);
+    ASSERT_TRUE(bo.at("stream_options").is_object()) << up;
+    EXPECT_EQ(bo.at("stream_options").as_object().at("include_usage"), true) << up;
+  }
 }
 
 TEST_F(GatewayTest, RevokedKeyIsRetiredAndAnotherKeyServes) {

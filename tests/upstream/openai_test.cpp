@@ -24,6 +24,11 @@ TEST(ExtractOpenAiUsage, FindsTopLevelUsageOnly) {
                 R"({"choices":[{"x":{"usage":{"prompt_tokens":5,"completion_tokens":6}}}]})"),
             std::nullopt);
   EXPECT_EQ(extract_openai_usage(R"({"choices":[],"usage":null})"), std::nullopt);
+  // Two top-level usages: the last counts, as for a JSON parser.
+  EXPECT_EQ(
+      extract_openai_usage(R"({"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[],)"
+                           R"("usage":{"prompt_tokens":8,"completion_tokens":9}})"),
+      (TokenUsage{8, 9}));
   EXPECT_EQ(extract_openai_usage(R"({"usage":{"prompt_tokens":7}})"), (TokenUsage{7, 0}));
   EXPECT_EQ(extract_openai_usage(""), std::nullopt);
   EXPECT_EQ(extract_openai_usage("not json"), std::nullopt);
@@ -41,11 +46,18 @@ TEST(ExtractOpenAiUsage, ReadsCountsAsJsonNumbers) {
   // Fractions and exponents are truncated, as a cast of the number would.
   EXPECT_EQ(usage(R"({"prompt_tokens":12.9,"completion_tokens":1e3})"), (TokenUsage{12, 1000}));
   EXPECT_EQ(usage(R"({"prompt_tokens":-0,"completion_tokens":2E+1})"), (TokenUsage{0, 20}));
-  // Beyond int64: saturated, never undefined.
-  EXPECT_EQ(usage(R"({"prompt_tokens":99999999999999999999,"completion_tokens":1e400})"),
-            (TokenUsage{std::numeric_limits<int64_t>::max(), std::numeric_limits<int64_t>::max()}));
-  // The last of repeated keys counts.
+  // Bounded to [0, 2^40]: sums and costs of counts cannot overflow, whatever an upstream says.
+  const auto big = usage(R"({"prompt_tokens":99999999999999999999,"completion_tokens":1e400})");
+  EXPECT_EQ(big, (TokenUsage{int64_t(1) << 40, int64_t(1) << 40}));
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->total(), int64_t(1) << 41);
+  EXPECT_EQ(usage(R"({"prompt_tokens":9223372036854775807,"completion_tokens":-5})"),
+            (TokenUsage{int64_t(1) << 40, 0}));
+  EXPECT_EQ(usage(R"({"prompt_tokens":-1e400,"completion_tokens":3})"), (TokenUsage{0, 3}));
+  // The last of repeated keys counts, even when it is not a number.
   EXPECT_EQ(usage(R"({"prompt_tokens":1,"prompt_tokens":5})"), (TokenUsage{5, 0}));
+  EXPECT_EQ(usage(R"({"prompt_tokens":5,"completion_tokens":2,"prompt_tokens":null})"),
+            (TokenUsage{0, 2}));
   // Nested details and other members are skipped.
   EXPECT_EQ(usage(R"({"prompt_tokens_details":{"cached_tokens":9,"x":[1,{"prompt_tokens":8}]},)"
                   R"("note":"a \"quoted\" }","flag":true,"n":null,"completion_tokens":2})"),
@@ -53,6 +65,9 @@ TEST(ExtractOpenAiUsage, ReadsCountsAsJsonNumbers) {
   // A count that is not a number is ignored; with neither count there is no usage.
   EXPECT_EQ(usage(R"({"prompt_tokens":null,"completion_tokens":7})"), (TokenUsage{0, 7}));
   EXPECT_EQ(usage(R"({"prompt_tokens":"12"})"), std::nullopt);
+  EXPECT_EQ(usage(R"({"prompt_tokens":"12","completion_tokens":7})"), (TokenUsage{0, 7}));
+  EXPECT_EQ(usage(R"({"prompt_tokens":{"n":1},"completion_tokens":7})"), (TokenUsage{0, 7}));
+  EXPECT_EQ(usage(R"({"prompt_tokens":[1],"completion_tokens":7})"), (TokenUsage{0, 7}));
   EXPECT_EQ(usage(R"({"total_tokens":12})"), std::nullopt);
   EXPECT_EQ(usage(R"({})"), std::nullopt);
   // Not JSON: no usage rather than a guess.
@@ -125,9 +140,10 @@ std::optional<TokenUsage> reference_usage(std::string_view body) {
   auto count = [&](std::string_view k) -> std::optional<int64_t> {
     const boost::json::value* n = u->get_object().if_contains(k);
     if (!n) return std::nullopt;
-    if (n->is_int64()) return n->get_int64();
-    if (n->is_uint64()) return static_cast<int64_t>(n->get_uint64());
-    if (n->is_double()) return static_cast<int64_t>(n->get_double());
+    const double kMax = double(int64_t(1) << 40);  // counts are bounded to [0, 2^40]
+    if (n->is_int64()) return static_cast<int64_t>(std::clamp(double(n->get_int64()), 0.0, kMax));
+    if (n->is_uint64()) return static_cast<int64_t>(std::min(double(n->get_uint64()), kMax));
+    if (n->is_double()) return static_cast<int64_t>(std::clamp(n->get_double(), 0.0, kMax));
     return std::nullopt;
   };
   auto p = count("prompt_tokens"), c = count("completion_tokens");
