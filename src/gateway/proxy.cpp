@@ -407,11 +407,12 @@ class ChatCall {
                         std::chrono::duration<double>(MonoClock::now() - t0_).count(), 0, false);
   }
 
+  // Errors carry the x-switchboard-* headers too (DESIGN.md: every response), naming the last
+  // attempt that failed, or empty when none was made.
   void fail(http::status status, std::string_view message, std::string_view type,
             std::string_view code) {
     ex_.response = error_response(status, message, type, code, ex_.request.version());
-    ex_.extra_headers.clear();
-    append_header(ex_.extra_headers, "x-switchboard-request-id", request_id_);
+    set_headers(failed_model_, failed_provider_, failed_key_);
   }
 
   // The client key's policy: allowed routes (403), monthly budget and rpm (429 + Retry-After).
@@ -468,6 +469,10 @@ class ChatCall {
   // The x-switchboard-* headers of a whole (non-stream) answer.
   void set_headers(const routing::Attempt& a, const std::string& key_id,
                    MonoTime now = MonoClock::now()) {
+    set_headers(a.model, a.provider, key_id, now);
+  }
+  void set_headers(std::string_view model, std::string_view provider, std::string_view key_id,
+                   MonoTime now = MonoClock::now()) {
     std::string& h = ex_.extra_headers;
     h.clear();
     char num[24];
@@ -476,8 +481,8 @@ class ChatCall {
           num, static_cast<size_t>(std::to_chars(num, num + sizeof num, v).ptr - num));
     };
     append_header(h, "x-switchboard-request-id", request_id_);
-    append_header(h, "x-switchboard-model", a.model);
-    append_header(h, "x-switchboard-provider", a.provider);
+    append_header(h, "x-switchboard-model", model);
+    append_header(h, "x-switchboard-provider", provider);
     append_header(h, "x-switchboard-key", key_id);
     append_header(h, "x-switchboard-attempts", number(attempts_));
     append_header(h, "x-switchboard-layer", number(layer_rank_));
@@ -607,6 +612,9 @@ class ChatCall {
       log::warn("request {}: {} via {} on {} failed: {} ({})", request_id_, a.model, a.provider,
                 key_id, upstream::to_string(r.cls), r.message);
       last = std::move(r);
+      failed_model_ = a.model;
+      failed_provider_ = a.provider;
+      failed_key_ = key_id;
       if (last->cls == ErrorClass::kRateLimited || last->cls == ErrorClass::kAuthFailed) {
         // Another key of the same model first; the pool will not hand out the cooled or dead key.
         continue;
@@ -993,6 +1001,9 @@ class ChatCall {
   int layer_rank_ = 0;
   Micros upstream_time_{0};
   keys::HeaderList response_headers_;
+  // The last attempt that failed, for the headers of an error answer (views into plan_).
+  std::string_view failed_model_, failed_provider_;
+  std::string failed_key_;
   std::vector<store::Event> pending_events_;  // usage events waiting for the outcome
 };
 

@@ -407,7 +407,15 @@ TEST_F(GatewayTest, BadRequestsGetClear400s) {
     EXPECT_EQ(r.status, 400) << r.body;
     EXPECT_TRUE(is_openai_error(r.body));
     EXPECT_NE(error_message(r.body).find(c.field), std::string::npos) << r.body;
+    // Every response carries the x-switchboard-* headers; no attempt was made.
     EXPECT_TRUE(r.has("x-switchboard-request-id"));
+    for (const char* h : {"x-switchboard-model", "x-switchboard-provider", "x-switchboard-key"}) {
+      EXPECT_TRUE(r.has(h)) << h;
+      EXPECT_EQ(r.header(h), "") << h;
+    }
+    EXPECT_EQ(r.header("x-switchboard-attempts"), "0");
+    EXPECT_EQ(r.header("x-switchboard-layer"), "0");
+    EXPECT_TRUE(r.has("x-switchboard-overhead-us"));
   }
   EXPECT_EQ(a.stats().requests, 0u) << "an invalid request reached the upstream";
 }
@@ -507,6 +515,13 @@ TEST_F(GatewayTest, EveryLayerFailingIs502) {
   EXPECT_EQ(r.status, 502) << r.body;
   EXPECT_TRUE(is_openai_error(r.body));
   EXPECT_TRUE(r.has("x-switchboard-request-id"));
+  // The headers name the last attempt that failed.
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "2");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "1");
+  EXPECT_EQ(r.header("x-switchboard-model"), "mb");
+  EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
+  EXPECT_EQ(r.header("x-switchboard-key"), "pb#1");
+  EXPECT_FALSE(r.header("x-switchboard-overhead-us").empty());
   EXPECT_EQ(a.stats().by_status[500], 1u);
   EXPECT_EQ(b.stats().by_status[500], 1u);
 
