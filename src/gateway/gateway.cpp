@@ -835,6 +835,16 @@ Status Gateway::start() {
                                        : std::max(1, int(std::thread::hardware_concurrency()));
   impl_->server =
       std::make_unique<HttpServer>(cfg.server, [&rt](Exchange& ex) { return handle(rt, ex); });
+  // Answers the server gives before any handler (malformed HTTP, limits) carry the
+  // x-switchboard-* headers too (DESIGN.md: every response), with no attempt made.
+  impl_->server->set_error_decorator([&rt](Response& res) {
+    res.set("x-switchboard-request-id", rt.request_id(rt.next_request_seq()));
+    for (const char* empty : {"x-switchboard-model", "x-switchboard-provider", "x-switchboard-key"})
+      res.set(empty, "");
+    for (const char* zero :
+         {"x-switchboard-attempts", "x-switchboard-layer", "x-switchboard-overhead-us"})
+      res.set(zero, "0");
+  });
   // Each thread owns its upstream client (pools, DNS cache, TLS context) for its whole life.
   rt.clients.resize(size_t(threads));
   impl_->server->set_thread_hooks(

@@ -258,6 +258,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   if (open_connections_.load() > limits_.max_connections) {
     auto res = error_response(http::status::service_unavailable, "too many open connections",
                               "server_error", "too_many_connections", 11, false);
+    if (decorate_error_) decorate_error_(res);
     stream.expires_after(std::chrono::seconds(5));
     res.prepare_payload();
     co_await http::async_write(stream, res, kNothrow);
@@ -270,6 +271,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   auto refuse = [&](http::status status, std::string message,
                     std::string_view code) -> asio::awaitable<void> {
     auto err = error_response(status, message, "invalid_request_error", code, 11, false);
+    if (decorate_error_) decorate_error_(err);
     stream.expires_after(std::chrono::seconds(5));
     err.prepare_payload();
     co_await http::async_write(stream, err, kNothrow);
@@ -385,6 +387,8 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       if (!ex.written) {
         ex.response = error_response(http::status::internal_server_error, "internal error",
                                      "server_error", "internal_error", req.version(), false);
+        ex.extra_headers.clear();  // whatever the handler had set belongs to another answer
+        if (decorate_error_) decorate_error_(ex.response);
       } else {
         ex.close = true;
       }

@@ -86,6 +86,12 @@ class HttpServer {
     thread_init_ = std::move(init);
     thread_exit_ = std::move(exit);
   }
+  // Called on every answer the server makes itself (malformed HTTP, a head or body over its
+  // limit, too many connections, a handler that threw), to add the application's own headers.
+  // Set before start.
+  void set_error_decorator(std::function<void(Response&)> decorate) {
+    decorate_error_ = std::move(decorate);
+  }
   // Binds `threads` acceptors on host:port (port 0 picks one) and starts the threads.
   Status start(const std::string& listen, int threads);
   // Stops accepting; open connections finish their current request (up to `grace`), then the
@@ -106,6 +112,7 @@ class HttpServer {
   Handler handler_;
   std::function<void(int, asio::io_context&)> thread_init_;
   std::function<void(int)> thread_exit_;
+  std::function<void(Response&)> decorate_error_;
   uint16_t port_ = 0;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;

@@ -49,6 +49,20 @@ MockScriptStep step(int status, int times = 1) {
   return s;
 }
 
+// Every response carries the x-switchboard-* headers (DESIGN.md), also when no attempt was made:
+// a request id, empty model, provider and key, no attempts.
+template <typename R>
+void expect_no_attempt_headers(const R& r) {
+  EXPECT_EQ(r.header("x-switchboard-request-id").rfind("sb-", 0), 0u) << r.raw.substr(0, 400);
+  for (const char* h : {"x-switchboard-model", "x-switchboard-provider", "x-switchboard-key"}) {
+    EXPECT_TRUE(r.has(h)) << h;
+    EXPECT_EQ(r.header(h), "") << h;
+  }
+  EXPECT_EQ(r.header("x-switchboard-attempts"), "0");
+  EXPECT_EQ(r.header("x-switchboard-layer"), "0");
+  EXPECT_TRUE(r.has("x-switchboard-overhead-us"));
+}
+
 // ---- 1. non-stream round trip ------------------------------------------------------------------
 
 TEST_F(GatewayTest, NonStreamRoundTripCarriesEveryHeader) {
@@ -407,15 +421,7 @@ TEST_F(GatewayTest, BadRequestsGetClear400s) {
     EXPECT_EQ(r.status, 400) << r.body;
     EXPECT_TRUE(is_openai_error(r.body));
     EXPECT_NE(error_message(r.body).find(c.field), std::string::npos) << r.body;
-    // Every response carries the x-switchboard-* headers; no attempt was made.
-    EXPECT_TRUE(r.has("x-switchboard-request-id"));
-    for (const char* h : {"x-switchboard-model", "x-switchboard-provider", "x-switchboard-key"}) {
-      EXPECT_TRUE(r.has(h)) << h;
-      EXPECT_EQ(r.header(h), "") << h;
-    }
-    EXPECT_EQ(r.header("x-switchboard-attempts"), "0");
-    EXPECT_EQ(r.header("x-switchboard-layer"), "0");
-    EXPECT_TRUE(r.has("x-switchboard-overhead-us"));
+    expect_no_attempt_headers(r);
   }
   EXPECT_EQ(a.stats().requests, 0u) << "an invalid request reached the upstream";
 }
@@ -440,6 +446,7 @@ TEST_F(GatewayTest, OversizedBodyIs413AndServerKeepsServing) {
   ASSERT_TRUE(r.transport_ok) << r.error;
   EXPECT_EQ(r.status, 413) << r.body;
   EXPECT_TRUE(is_openai_error(r.body));
+  expect_no_attempt_headers(r);
   EXPECT_EQ(a.stats().requests, 0u);
   auto ok = chat(chat_body("ma"));
   EXPECT_EQ(ok.status, 200) << ok.body;
@@ -1161,11 +1168,13 @@ TEST_F(GatewayTest, MalformedHttpAndHugeHeadersAreRefusedAndServingContinues) {
     auto r = parse_response(read_to_eof(fd));
     ::close(fd);
     EXPECT_EQ(r.status, 400) << r.raw;
+    expect_no_attempt_headers(r);
   }
   {
     auto r = chat(chat_body("ma"), {{"x-padding", std::string(8000, 'p')}});
     EXPECT_EQ(r.status, 431) << r.raw.substr(0, 200);
     EXPECT_TRUE(is_openai_error(r.body));
+    expect_no_attempt_headers(r);
   }
   EXPECT_EQ(a.stats().requests, 0u);
   EXPECT_EQ(chat(chat_body("ma")).status, 200);
@@ -1230,6 +1239,7 @@ TEST_F(GatewayTest, ConnectionsBeyondMaxConnectionsGet503) {
   }
   auto r = get(port_, "/healthz");
   EXPECT_EQ(r.status, 503) << r.raw;
+  expect_no_attempt_headers(r);
   EXPECT_TRUE(is_openai_error(r.body));
   ::close(c1);
   ::close(c2);
