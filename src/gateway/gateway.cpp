@@ -838,12 +838,12 @@ Status Gateway::start() {
   // Answers the server gives before any handler (malformed HTTP, limits) carry the
   // x-switchboard-* headers too (DESIGN.md: every response), with no attempt made.
   impl_->server->set_error_decorator([&rt](Response& res) {
-    res.set("x-switchboard-request-id", rt.request_id(rt.next_request_seq()));
-    for (const char* empty : {"x-switchboard-model", "x-switchboard-provider", "x-switchboard-key"})
-      res.set(empty, "");
-    for (const char* zero :
-         {"x-switchboard-attempts", "x-switchboard-layer", "x-switchboard-overhead-us"})
-      res.set(zero, "0");
+    const std::string id = rt.request_id(rt.next_request_seq());
+    AnswerFacts none;
+    none.request_id = id;
+    for_each_switchboard_header(none, [&res](std::string_view n, std::string_view v) {
+      res.set(beast::string_view(n.data(), n.size()), beast::string_view(v.data(), v.size()));
+    });
   });
   // Each thread owns its upstream client (pools, DNS cache, TLS context) for its whole life.
   rt.clients.resize(size_t(threads));

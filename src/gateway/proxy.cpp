@@ -475,30 +475,26 @@ class ChatCall {
                    MonoTime now = MonoClock::now()) {
     std::string& h = ex_.extra_headers;
     h.clear();
-    char num[24];
-    auto number = [&num](int64_t v) {
-      return std::string_view(
-          num, static_cast<size_t>(std::to_chars(num, num + sizeof num, v).ptr - num));
-    };
-    append_header(h, "x-switchboard-request-id", request_id_);
-    append_header(h, "x-switchboard-model", model);
-    append_header(h, "x-switchboard-provider", provider);
-    append_header(h, "x-switchboard-key", key_id);
-    append_header(h, "x-switchboard-attempts", number(attempts_));
-    append_header(h, "x-switchboard-layer", number(layer_rank_));
-    append_header(h, "x-switchboard-overhead-us", number(overhead_us(now)));
+    for_each_switchboard_header(
+        facts(model, provider, key_id, now),
+        [&h](std::string_view n, std::string_view v) { append_header(h, n, v); });
   }
 
   // The x-switchboard-* headers of a streamed answer (set_headers' counterpart for SSE heads).
   std::vector<std::pair<std::string, std::string>> stream_headers(const routing::Attempt& a,
                                                                   const keys::Lease& lease) const {
-    return {{"x-switchboard-request-id", request_id_},
-            {"x-switchboard-model", std::string(a.model)},
-            {"x-switchboard-provider", std::string(a.provider)},
-            {"x-switchboard-key", lease.key_id()},
-            {"x-switchboard-attempts", std::to_string(attempts_)},
-            {"x-switchboard-layer", std::to_string(layer_rank_)},
-            {"x-switchboard-overhead-us", std::to_string(overhead_us())}};
+    std::vector<std::pair<std::string, std::string>> out;
+    out.reserve(7);
+    for_each_switchboard_header(facts(a.model, a.provider, lease.key_id(), MonoClock::now()),
+                                [&out](std::string_view n, std::string_view v) {
+                                  out.emplace_back(std::string(n), std::string(v));
+                                });
+    return out;
+  }
+
+  AnswerFacts facts(std::string_view model, std::string_view provider, std::string_view key_id,
+                    MonoTime now) const {
+    return {request_id_, model, provider, key_id, attempts_, layer_rank_, overhead_us(now)};
   }
 
   int64_t overhead_us(MonoTime now = MonoClock::now()) const {

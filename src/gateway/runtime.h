@@ -4,11 +4,13 @@
 #include <atomic>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <charconv>
 #include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -170,6 +172,30 @@ struct Runtime {
   // The sequence of one of this instance's request ids, or 0.
   uint64_t parse_request_id(std::string_view id) const;
 };
+
+// What the x-switchboard-* headers of an answer say (DESIGN.md: every response carries them).
+// Model, provider and key are empty, and the counts 0, when no attempt was made.
+struct AnswerFacts {
+  std::string_view request_id, model, provider, key;
+  int64_t attempts = 0, layer = 0, overhead_us = 0;
+};
+
+// Calls emit(name, value) for each x-switchboard-* header, in the one order every answer uses.
+template <typename Emit>
+void for_each_switchboard_header(const AnswerFacts& f, Emit&& emit) {
+  char num[24];
+  auto number = [&num](int64_t v) {
+    return std::string_view(num,
+                            static_cast<size_t>(std::to_chars(num, num + sizeof num, v).ptr - num));
+  };
+  emit(std::string_view("x-switchboard-request-id"), f.request_id);
+  emit(std::string_view("x-switchboard-model"), f.model);
+  emit(std::string_view("x-switchboard-provider"), f.provider);
+  emit(std::string_view("x-switchboard-key"), f.key);
+  emit(std::string_view("x-switchboard-attempts"), number(f.attempts));
+  emit(std::string_view("x-switchboard-layer"), number(f.layer));
+  emit(std::string_view("x-switchboard-overhead-us"), number(f.overhead_us));
+}
 
 // UTC year * 12 + month.
 int utc_month(WallTime t);
