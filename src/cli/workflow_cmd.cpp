@@ -114,9 +114,15 @@ int run_workflow_command(const WorkflowArgs& a) {
   opts.busy_timeout_ms = config->state.busy_timeout_ms;
   // Declared before the engine so that it outlives it (the engine's steps use it).
   auto in_process = std::make_shared<InProcessGateway>(config);
-  auto client =
-      std::make_shared<gateway::GatewayStepClient>([in_process] { return in_process->target(); });
-  opts.executors.http = wf::make_http_executor(gateway::make_blocking_http_caller());
+  // The CLI is the local user: its own runs' steps go out under the first gateway key.
+  auto client = std::make_shared<gateway::GatewayStepClient>(
+      [in_process](const std::string&) { return in_process->target(); });
+  // Runs submitted over HTTP keep their restrictions when the local user resumes them here.
+  opts.executors.exec =
+      gateway::make_gated_exec_executor([config] { return config->workflows.allow_exec; });
+  opts.executors.http = wf::make_http_executor(
+      gateway::make_blocking_http_caller([config] { return config->workflows.http_allow; }));
+  opts.max_parallel = int(config->workflows.max_parallel);
   opts.executors.llm = wf::make_llm_executor(client);
   opts.executors.feedback = client;
   opts.on_transition = [](const wf::Transition& t) { std::cout << t.to_line() << std::endl; };

@@ -199,8 +199,22 @@ struct ServerConfig {
   int64_t max_header_bytes = 64 << 10;
   int64_t request_timeout_ms = 600000;
   int64_t idle_timeout_ms = 60000;
+  // The whole request body must arrive within this time after its head (a slow upload cannot
+  // hold a connection and its buffer for the request timeout).
+  int64_t body_timeout_ms = 60000;
   int64_t max_connections = 10000;
   int64_t shutdown_grace_ms = 30000;
+};
+
+// Workflow runs submitted over HTTP (POST /v1/workflows/runs). The CLI is the local user: only
+// the bounds (max_parallel) apply to it.
+struct WorkflowsConfig {
+  bool allow_exec = false;  // exec steps in runs submitted over HTTP
+  std::vector<std::string>
+      http_allow;                    // URL prefixes http steps may reach besides public addresses
+  int64_t lease_ms = 30000;          // a run whose owner stopped renewing is taken over after this
+  int64_t max_concurrent_runs = 32;  // per gateway; more runs wait in the queue
+  int64_t max_parallel = 64;         // upper bound for any parallel step's max_concurrency
 };
 
 struct LogConfig {
@@ -223,6 +237,7 @@ struct Config {
   RetryConfig retry;
   LearningConfig learning;
   RoutingConfig routing;
+  WorkflowsConfig workflows;
 
   const ProviderConfig* find_provider(const std::string& name) const;
   const ModelConfig* find_model(std::string_view name) const;

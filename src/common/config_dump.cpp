@@ -47,6 +47,7 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "max_header_bytes" << YAML::Value << c.server.max_header_bytes;
   out << YAML::Key << "request_timeout_ms" << YAML::Value << c.server.request_timeout_ms;
   out << YAML::Key << "idle_timeout_ms" << YAML::Value << c.server.idle_timeout_ms;
+  out << YAML::Key << "body_timeout_ms" << YAML::Value << c.server.body_timeout_ms;
   out << YAML::Key << "max_connections" << YAML::Value << c.server.max_connections;
   out << YAML::Key << "shutdown_grace_ms" << YAML::Value << c.server.shutdown_grace_ms;
   out << YAML::EndMap;
@@ -169,6 +170,16 @@ std::string dump_config(const Config& c) {
     out << YAML::EndSeq;
   }
   out << YAML::EndMap << YAML::EndMap;
+  const auto& w = c.workflows;
+  out << YAML::Key << "workflows" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "allow_exec" << YAML::Value << w.allow_exec;
+  out << YAML::Key << "http_allow" << YAML::Value << YAML::Flow << YAML::BeginSeq;
+  for (const auto& prefix : w.http_allow) out << prefix;
+  out << YAML::EndSeq;
+  out << YAML::Key << "lease_ms" << YAML::Value << w.lease_ms;
+  out << YAML::Key << "max_concurrent_runs" << YAML::Value << w.max_concurrent_runs;
+  out << YAML::Key << "max_parallel" << YAML::Value << w.max_parallel;
+  out << YAML::EndMap;
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

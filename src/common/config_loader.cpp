@@ -336,7 +336,7 @@ class Loader {
   void read_root(const YAML::Node& root) {
     check_map(root, "",
               {"listen", "server", "state", "auth", "log", "providers", "models", "routes",
-               "cooldown", "breaker", "retry", "learning", "routing"});
+               "cooldown", "breaker", "retry", "learning", "routing", "workflows"});
     if (read_string(root, "listen", "", cfg_.listen)) check_listen(root["listen"], cfg_.listen);
     read_server(root["server"]);
     read_state(root["state"]);
@@ -347,6 +347,7 @@ class Loader {
     read_retry(root["retry"]);
     read_learning(root["learning"]);
     read_routing(root["routing"]);
+    read_workflows(root["workflows"]);
     read_providers(root["providers"]);
     read_models(root["models"]);
     read_routes(root["routes"]);
@@ -375,7 +376,7 @@ class Loader {
     const std::string p = "server";
     if (!check_map(n, p,
                    {"threads", "max_body_bytes", "max_header_bytes", "request_timeout_ms",
-                    "idle_timeout_ms", "max_connections", "shutdown_grace_ms"}))
+                    "idle_timeout_ms", "body_timeout_ms", "max_connections", "shutdown_grace_ms"}))
       return;
     auto& s = cfg_.server;
     read_int(n, "threads", p, s.threads, 0, 256);
@@ -383,6 +384,7 @@ class Loader {
     read_int(n, "max_header_bytes", p, s.max_header_bytes, 1024, int64_t{1} << 24);
     read_int(n, "request_timeout_ms", p, s.request_timeout_ms, 1);
     read_int(n, "idle_timeout_ms", p, s.idle_timeout_ms, 1);
+    read_int(n, "body_timeout_ms", p, s.body_timeout_ms, 1);
     read_int(n, "max_connections", p, s.max_connections, 1);
     read_int(n, "shutdown_grace_ms", p, s.shutdown_grace_ms, 0);
   }
@@ -600,6 +602,44 @@ class Loader {
       read_double(w, "cost", wp, l.weight_cost, 0.0, 100.0);
       read_double(w, "latency", wp, l.weight_latency, 0.0, 100.0);
     }
+  }
+
+  void read_workflows(const YAML::Node& n) {
+    if (!n.IsDefined() || n.IsNull()) return;
+    const std::string p = "workflows";
+    if (!check_map(n, p,
+                   {"allow_exec", "http_allow", "lease_ms", "max_concurrent_runs", "max_parallel"}))
+      return;
+    auto& w = cfg_.workflows;
+    read_bool(n, "allow_exec", p, w.allow_exec);
+    if (present(n, "http_allow")) {
+      YAML::Node list = n["http_allow"];
+      if (!list.IsSequence()) {
+        error(list, "workflows.http_allow", "expected a list of URL prefixes");
+      } else {
+        for (size_t i = 0; i < list.size(); ++i) {
+          const std::string ip = "workflows.http_allow[" + std::to_string(i) + "]";
+          std::string v = list[i].IsScalar() ? list[i].Scalar() : "";
+          // A prefix must name its origin whole ("http://host:port/..."): "http://10.0.0.1"
+          // would also admit "http://10.0.0.19" and "http://10.0.0.1.evil.example".
+          const size_t scheme = v.rfind("https://", 0) == 0  ? 8
+                                : v.rfind("http://", 0) == 0 ? 7
+                                                             : 0;
+          if (scheme == 0 || v.find('/', scheme) == std::string::npos ||
+              v.find('/', scheme) == scheme) {
+            error(list[i], ip,
+                  "expected a URL prefix with scheme, host and a path (e.g. "
+                  "\"http://10.0.0.5:8080/\"), got " +
+                      describe(list[i]));
+            continue;
+          }
+          w.http_allow.push_back(v);
+        }
+      }
+    }
+    read_int(n, "lease_ms", p, w.lease_ms, 1000);
+    read_int(n, "max_concurrent_runs", p, w.max_concurrent_runs, 1, 100000);
+    read_int(n, "max_parallel", p, w.max_parallel, 1, 10000);
   }
 
   void read_routing(const YAML::Node& n) {

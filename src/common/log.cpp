@@ -6,6 +6,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <mutex>
 #include <shared_mutex>
@@ -146,6 +147,51 @@ std::string redact(std::string_view text) {
     }
   }
   return out;
+}
+
+std::string redact_relayed(std::string_view text) {
+  std::string out = redact(text);
+  auto& s = secrets();
+  std::shared_lock lock(s.mu);
+  if (s.items.empty()) return out;
+  // Characters of a key and of the masks providers print over it.
+  auto word_char = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '*' ||
+           c == '.' || c == '+' || c == '/' || c == '=';
+  };
+  std::string result;
+  result.reserve(out.size());
+  size_t i = 0;
+  while (i < out.size()) {
+    if (!word_char(out[i])) {
+      result += out[i++];
+      continue;
+    }
+    size_t j = i;
+    while (j < out.size() && word_char(out[j])) ++j;
+    std::string_view word(out.data() + i, j - i);
+    // A sentence's full stop is not part of the word.
+    while (!word.empty() && word.back() == '.') word.remove_suffix(1);
+    bool leak = false;
+    for (const auto& [secret, id] : s.items) {
+      if (secret.size() < 12) continue;  // too short to have a recognisable head and tail
+      const std::string_view sec(secret);
+      const std::string_view head = sec.substr(0, 8), tail = sec.substr(sec.size() - 4);
+      if ((word.size() >= head.size() && word.substr(0, head.size()) == head) ||
+          (word.size() > tail.size() && word.substr(word.size() - tail.size()) == tail)) {
+        leak = true;
+        break;
+      }
+    }
+    if (leak) {
+      result += "[redacted]";
+      result.append(out, i + word.size(), j - i - word.size());  // the full stops kept
+    } else {
+      result.append(out, i, j - i);
+    }
+    i = j;
+  }
+  return result;
 }
 
 spdlog::logger& logger() {

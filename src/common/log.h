@@ -28,6 +28,11 @@ void add_secret(std::string secret, std::string id);
 void clear_secrets();
 // The text with every registered secret replaced by its id.
 std::string redact(std::string_view text);
+// For text from outside that is relayed to a client (an upstream's error body): besides whole
+// secrets, the forms a provider echoes a key in ("sk-abc1****wxyz", "...wxyz") are redacted: any
+// word of key characters that starts with a secret's first 8 characters or ends with its last 4
+// becomes "[redacted]". Slower than `redact`; for error paths.
+std::string redact_relayed(std::string_view text);
 
 spdlog::logger& logger();
 

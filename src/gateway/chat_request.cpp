@@ -432,6 +432,18 @@ class Handler {
 
 }  // namespace
 
+std::optional<std::string> check_model_name(std::string_view model) {
+  // The name reaches response headers, logs and the upstream's body: control characters
+  // (CR/LF would split a header) are refused here, not only escaped where it is written.
+  if (model.size() > kMaxModelNameBytes)
+    return "'model' must be at most " + std::to_string(kMaxModelNameBytes) + " bytes";
+  for (char c : model) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7f) return "'model' must not contain control characters";
+  }
+  return std::nullopt;
+}
+
 std::optional<std::string> validate_chat_request(std::string_view body, ChatRequest& out) {
   json::basic_parser<Handler> parser(json::parse_options{});
   boost::system::error_code ec;
@@ -449,6 +461,7 @@ std::optional<std::string> validate_chat_request(std::string_view body, ChatRequ
   if (f.model_keys > 1) return "'model' must appear only once";
   if (f.model != Kind::kString || f.model_value.empty())
     return "'model' must be a non-empty string";
+  if (auto err = check_model_name(f.model_value)) return err;
   out.model = f.model_value;
   if (f.messages == Kind::kAbsent) return "'messages' is required";
   if (f.messages != Kind::kArray || f.message_count == 0)

@@ -41,6 +41,10 @@ struct ChatRequest {
   bool parsed_ = false;
 };
 
+constexpr size_t kMaxModelNameBytes = 256;
+// A model name a client may send: at most kMaxModelNameBytes, no control characters.
+std::optional<std::string> check_model_name(std::string_view model);
+
 // Checks `body` and fills `out`; returns the error message for a 400, or nothing.
 std::optional<std::string> validate_chat_request(std::string_view body, ChatRequest& out);
 

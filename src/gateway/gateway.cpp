@@ -1,10 +1,10 @@
 // Gateway assembly: runtime construction, routing of HTTP paths to handlers, lifecycle.
 #include "gateway/gateway.h"
 
-#include <openssl/crypto.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include <boost/asio/co_spawn.hpp>
@@ -22,6 +22,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "gateway/auth.h"
 #include "gateway/runtime.h"
 #include "gateway/workflow_api.h"
 
@@ -157,7 +158,9 @@ breaker::CircuitBreaker& BreakerTable::model(std::string_view provider,
   if (auto it = providers_.find(provider); it != providers_.end()) {
     if (auto m = it->second.models.find(model); m != it->second.models.end()) return *m->second;
   }
-  return *registry_->model(provider, model);
+  // A name outside the catalog comes from a client (provider/anything): every such name of a
+  // provider shares one breaker, so client input never creates breakers (or their metrics).
+  return *registry_->model(provider, "*");
 }
 
 bool BreakerTable::open(std::string_view provider, std::string_view model) const {
@@ -188,9 +191,11 @@ std::shared_ptr<const Snapshot> Runtime::thread_snapshot() const {
   return local.snap;
 }
 
-std::string Runtime::request_id(uint64_t seq) const {
-  // "sb-" + the instance tag in 8 hex digits + "-" + the sequence in at least 10 (lowercase, as
-  // parse_request_id reads them). Formatted by hand: this runs for every request.
+std::string Runtime::request_id(uint64_t seq, uint64_t nonce) const {
+  // "sb-" + the instance tag in 8 hex digits + "-" + the sequence in at least 10 + "-" + the
+  // nonce in 16 (lowercase, as parse_request_id reads them). The nonce makes ids unguessable:
+  // the sequence alone would let anyone send verdicts on other clients' requests. Formatted by
+  // hand: this runs for every request.
   auto put_hex = [](char* out, uint64_t v, int width) {
     char digits[16];
     auto [end, ec] = std::to_chars(digits, digits + sizeof digits, v, 16);
@@ -199,39 +204,79 @@ std::string Runtime::request_id(uint64_t seq) const {
     std::memcpy(out, digits, static_cast<size_t>(n));
     return out + n;
   };
-  char buf[40] = {'s', 'b', '-'};
+  char buf[64] = {'s', 'b', '-'};
   char* p = put_hex(buf + 3, instance_tag & 0xffffffff, 8);
   *p++ = '-';
   p = put_hex(p, seq, 10);
+  *p++ = '-';
+  p = put_hex(p, nonce, 16);
   return std::string(buf, p);
 }
 
-uint64_t Runtime::parse_request_id(std::string_view id) const {
-  unsigned long long tag = 0, seq = 0;
-  char tail = 0;
-  std::string s(id);
-  if (s.size() > 64 || std::sscanf(s.c_str(), "sb-%8llx-%16llx%c", &tag, &seq, &tail) != 2)
-    return 0;
-  if (tag != (instance_tag & 0xffffffff)) return 0;  // another instance's (or a restarted one's) id
-  return seq;
+Runtime::ParsedId Runtime::parse_request_id(std::string_view id) const {
+  // Strictly the form request_id writes: anything else is unknown.
+  auto hex_field = [&id](size_t& pos, size_t min_len, size_t max_len, uint64_t& out) {
+    size_t end = pos;
+    while (end < id.size() && end - pos < max_len + 1 &&
+           ((id[end] >= '0' && id[end] <= '9') || (id[end] >= 'a' && id[end] <= 'f')))
+      ++end;
+    if (end - pos < min_len || end - pos > max_len) return false;
+    auto [ptr, ec] = std::from_chars(id.data() + pos, id.data() + end, out, 16);
+    if (ec != std::errc() || ptr != id.data() + end) return false;
+    pos = end;
+    return true;
+  };
+  ParsedId none;
+  if (id.size() > 64 || id.substr(0, 3) != "sb-") return none;
+  size_t pos = 3;
+  uint64_t tag = 0, seq = 0, nonce = 0;
+  if (!hex_field(pos, 8, 8, tag) || pos >= id.size() || id[pos++] != '-') return none;
+  if (!hex_field(pos, 10, 16, seq) || pos >= id.size() || id[pos++] != '-') return none;
+  if (!hex_field(pos, 16, 16, nonce) || pos != id.size()) return none;
+  if (tag != (instance_tag & 0xffffffff)) return none;  // another instance's (or a restarted one's)
+  return ParsedId{seq, nonce};
+}
+
+uint64_t secure_random_u64() {
+  // getrandom() per 64 ids, kept per thread: unpredictable (the kernel's CSPRNG, not a PRNG
+  // whose outputs reveal its state) at the cost of one system call per 64 requests.
+  struct Pool {
+    uint64_t values[64];
+    size_t next = 64;
+  };
+  thread_local Pool pool;
+  if (pool.next == 64) {
+    size_t got = 0;
+    auto* bytes = reinterpret_cast<unsigned char*>(pool.values);
+    while (got < sizeof pool.values) {
+      ssize_t n = getrandom(bytes + got, sizeof pool.values - got, 0);
+      if (n > 0) {
+        got += size_t(n);
+      } else if (errno != EINTR) {
+        // No kernel randomness (cannot happen on Linux >= 3.17): fail closed, not predictably.
+        std::abort();
+      }
+    }
+    pool.next = 0;
+  }
+  return pool.values[pool.next++];
+}
+
+uint64_t owner_tag(const Snapshot& snap, int gateway_key) {
+  if (gateway_key < 0) return 0;
+  // FNV-1a of the key's name: stable across reloads that keep the key (indexes may move).
+  uint64_t h = 1469598103934665603ULL;
+  for (unsigned char c : snap.config->auth.gateway_policies[size_t(gateway_key)].name) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h | 1;
 }
 
 // ---- handlers
 // --------------------------------------------------------------------------------------
 
 namespace {
-
-bool constant_time_equal(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) return false;
-  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
-std::string bearer_token(const Request& req) {
-  auto auth = req[http::field::authorization];
-  if (auth.size() > 7 && (auth.substr(0, 7) == "Bearer " || auth.substr(0, 7) == "bearer "))
-    return std::string(auth.substr(7));
-  return {};
-}
 
 // %XX escapes decoded; a malformed escape is kept as it is.
 std::string percent_decode(std::string_view s) {
@@ -254,16 +299,12 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
-bool loopback_peer(Exchange& ex) {
-  boost::system::error_code ec;
-  auto ep = ex.stream.socket().remote_endpoint(ec);
-  return !ec && ep.address().is_loopback();
-}
-
-std::string models_json(const Config& cfg) {
+// The routes and models a client may request: a restricted key sees only its own.
+std::string models_json(const Config& cfg, int gateway_key) {
   std::string out = "{\"object\":\"list\",\"data\":[";
   bool first = true;
   auto add = [&](const std::string& id, const std::string& owner) {
+    if (!key_may_use(cfg, gateway_key, id)) return;
     out += first ? "" : ",";
     first = false;
     out += "{\"id\":" + json::quote(id) +
@@ -360,7 +401,7 @@ std::string admin_models_json(Runtime& rt) {
 
 }  // namespace
 
-void handle_feedback(Runtime& rt, Exchange& ex) {
+void handle_feedback(Runtime& rt, const Snapshot& snap, Exchange& ex, int gateway_key) {
   auto bad = [&](std::string_view message) {
     ex.response = error_response(http::status::bad_request, message, "invalid_request_error",
                                  "invalid_feedback");
@@ -385,7 +426,10 @@ void handle_feedback(Runtime& rt, Exchange& ex) {
   }
   const std::string request_id(id->as_string());
   routing::FeedbackLedger::Served served;
-  auto claim = rt.ledger->claim(rt.parse_request_id(request_id), served);
+  // Only the client that made the request may judge it (its key's tag must match), and only
+  // with the id it was given (the nonce must match): others get the same 404 as a wrong id.
+  const auto parsed = rt.parse_request_id(request_id);
+  auto claim = rt.ledger->claim(parsed.seq, served, {parsed.nonce, owner_tag(snap, gateway_key)});
   if (claim == routing::FeedbackLedger::Claim::kUnknown) {
     ex.response = error_response(http::status::not_found,
                                  "unknown or expired request id '" + request_id + "'",
@@ -399,8 +443,7 @@ void handle_feedback(Runtime& rt, Exchange& ex) {
     return;
   }
   if (served.learned)
-    rt.snapshot()->router->record_feedback(served.category, served.model, served.transport_reward,
-                                           reward);
+    snap.router->record_feedback(served.category, served.model, served.transport_reward, reward);
   if (rt.store) {
     store::FeedbackEvent e;
     e.time = rt.clock.wall_now();
@@ -458,50 +501,45 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   const auto snap = rt.thread_snapshot();
   const Config& cfg = *snap->config;
 
-  int gateway_key = -1;
-  if (target.rfind("/v1/", 0) == 0 && !cfg.auth.gateway_keys.empty()) {
-    std::string token = bearer_token(ex.request);
-    // Every key is compared (no early exit), each in constant time.
-    for (size_t i = 0; i < cfg.auth.gateway_keys.size(); ++i)
-      if (constant_time_equal(token, cfg.auth.gateway_keys[i])) gateway_key = int(i);
-    if (gateway_key < 0) {
-      ex.response = error_response(
-          http::status::unauthorized,
-          token.empty() ? "missing gateway key (Authorization: Bearer ...)" : "invalid gateway key",
-          "invalid_request_error", "invalid_api_key", ex.request.version());
-      co_return;
-    }
+  // One authorization step for every path (auth.h); the server ran the same check on the head.
+  std::string_view path;
+  const Area area = classify_path(target, path);
+  Principal who;
+  if (auto refusal = authorize(cfg, ex.request, area, ex.stream.socket(), who)) {
+    ex.response = std::move(*refusal);
+    co_return;
   }
-  if (target == "/v1/chat/completions" || target == "/chat/completions") {
+  if (path == "/v1/chat/completions") {
     if (method != http::verb::post) {
       ex.response = error_response(http::status::method_not_allowed, "use POST",
                                    "invalid_request_error", "method_not_allowed");
       co_return;
     }
-    co_await handle_chat(rt, snap, ex, gateway_key);
+    co_await handle_chat(rt, snap, ex, who.gateway_key);
     co_return;
   }
-  if (target == "/v1/feedback") {
+  if (path == "/v1/feedback") {
     if (method != http::verb::post) {
       ex.response = error_response(http::status::method_not_allowed, "use POST",
                                    "invalid_request_error", "method_not_allowed");
       co_return;
     }
-    handle_feedback(rt, ex);
+    handle_feedback(rt, *snap, ex, who.gateway_key);
     co_return;
   }
-  if (target.rfind("/v1/workflows/", 0) == 0) {
+  if (area == Area::kWorkflows) {
     if (!rt.workflows) {
       ex.response = error_response(http::status::service_unavailable,
                                    "workflows are not available on this gateway", "server_error",
                                    "workflows_unavailable");
       co_return;
     }
-    co_await rt.workflows->handle(ex, target);
+    WorkflowCaller caller{workflow_client(cfg, who), who.admin};
+    co_await rt.workflows->handle(ex, path, caller);
     co_return;
   }
-  if (method == http::verb::get && (target == "/v1/models" || target == "/models")) {
-    ex.response = json_response(http::status::ok, models_json(cfg));
+  if (method == http::verb::get && path == "/v1/models") {
+    ex.response = json_response(http::status::ok, models_json(cfg, who.gateway_key));
     co_return;
   }
   if (target == "/healthz") {
@@ -523,15 +561,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     ex.response.body() = metrics::serialize();
     co_return;
   }
-  if (target.rfind("/admin/", 0) == 0) {
-    bool allowed = cfg.auth.admin_key.empty()
-                       ? loopback_peer(ex)
-                       : constant_time_equal(bearer_token(ex.request), cfg.auth.admin_key);
-    if (!allowed) {
-      ex.response = error_response(http::status::unauthorized, "admin key required",
-                                   "invalid_request_error", "invalid_api_key");
-      co_return;
-    }
+  if (area == Area::kAdmin) {
     if (method == http::verb::get && target == "/admin/keys") {
       ex.response = json_response(http::status::ok, keys_json(rt));
       co_return;
@@ -837,8 +867,20 @@ Status Gateway::start() {
       std::make_unique<HttpServer>(cfg.server, [&rt](Exchange& ex) { return handle(rt, ex); });
   // Answers the server gives before any handler (malformed HTTP, limits) carry the
   // x-switchboard-* headers too (DESIGN.md: every response), with no attempt made.
+  // The same authorization as the handlers', on the head alone: a request without a valid key
+  // is refused before its body is read (a keyless client cannot make the gateway buffer bodies).
+  impl_->server->set_head_check(
+      [&rt](const Request& req, const asio::ip::tcp::socket& peer) -> std::optional<Response> {
+        std::string_view target = req.target();
+        target = target.substr(0, target.find('?'));
+        std::string_view path;
+        const Area area = classify_path(target, path);
+        if (area == Area::kOpen) return std::nullopt;
+        Principal who;
+        return authorize(*rt.thread_snapshot()->config, req, area, peer, who);
+      });
   impl_->server->set_error_decorator([&rt](Response& res) {
-    const std::string id = rt.request_id(rt.next_request_seq());
+    const std::string id = rt.request_id(rt.next_request_seq(), secure_random_u64());
     AnswerFacts none;
     none.request_id = id;
     for_each_switchboard_header(none, [&res](std::string_view n, std::string_view v) {
@@ -861,15 +903,30 @@ Status Gateway::start() {
     if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
     if (host == "::" || host == "[::]") host = "[::1]";
     Impl* impl = impl_.get();
-    auto service = WorkflowService::open(cfg, [impl, host]() -> Result<GatewayTarget> {
+    auto resolve = [impl, host](const std::string& client) -> Result<GatewayTarget> {
       if (!impl->server || impl->server->port() == 0)
         return Status::unavailable("the gateway is not serving");
       GatewayTarget t;
       t.base_url = "http://" + host + ":" + std::to_string(impl->server->port());
-      const auto& keys = impl->rt->snapshot()->config->auth.gateway_keys;
-      if (!keys.empty()) t.gateway_key = keys.front();
+      const auto& auth = impl->rt->snapshot()->config->auth;
+      if (auth.gateway_keys.empty() || client == "anonymous") return t;
+      if (client.rfind("key:", 0) == 0) {
+        // The run's own key: its routes, rpm and budget apply to its steps.
+        const std::string name = client.substr(4);
+        for (size_t i = 0; i < auth.gateway_policies.size(); ++i)
+          if (auth.gateway_policies[i].name == name) {
+            t.gateway_key = auth.gateway_keys[i];
+            return t;
+          }
+        return Status::permission_denied("the gateway key '" + name +
+                                         "' that submitted this run is no longer configured");
+      }
+      // The local user's runs ("", from the CLI) and the admin's go out under the first key.
+      t.gateway_key = auth.gateway_keys.front();
       return t;
-    });
+    };
+    auto service = WorkflowService::open(cfg, std::move(resolve),
+                                         [impl] { return impl->rt->snapshot()->config; });
     if (service.ok()) {
       rt.workflows = std::move(*service);
     } else if (service.status().code() == StatusCode::kFailedPrecondition) {

@@ -91,8 +91,24 @@ Response error_response(http::status status, std::string_view message, std::stri
   return json_response(status, std::move(body), version, keep_alive);
 }
 
+namespace {
+// Bytes a header line may not carry: CR and LF would end it (response splitting), NUL and the
+// other controls but HTAB are invalid in field values (RFC 9110 5.5).
+bool header_byte_ok(char c) {
+  const auto u = static_cast<unsigned char>(c);
+  return (u >= 0x20 && u != 0x7f) || u == '\t';
+}
+}  // namespace
+
 void append_header(std::string& out, std::string_view name, std::string_view value) {
-  out.append(name).append(": ", 2).append(value).append("\r\n", 2);
+  out.append(name).append(": ", 2);
+  // Values are checked where they are written, whatever their source: one unchecked value would
+  // let a client or an upstream add header lines of its own.
+  size_t clean = 0;
+  while (clean < value.size() && header_byte_ok(value[clean])) ++clean;
+  out.append(value.substr(0, clean));
+  for (size_t i = clean; i < value.size(); ++i) out += header_byte_ok(value[i]) ? value[i] : ' ';
+  out.append("\r\n", 2);
 }
 
 asio::awaitable<bool> write_stream_head(
@@ -102,7 +118,7 @@ asio::awaitable<bool> write_stream_head(
                      std::string(http::obsolete_reason(status)) +
                      "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                      "Transfer-Encoding: chunked\r\n";
-  for (const auto& [k, v] : headers) head += k + ": " + v + "\r\n";
+  for (const auto& [k, v] : headers) append_header(head, k, v);
   if (!ex.request.keep_alive()) head += "Connection: close\r\n";
   head += "\r\n";
   ex.stream.expires_after(kStreamWriteTimeout);
@@ -129,6 +145,13 @@ asio::awaitable<bool> finish_chunks(Exchange& ex) {
 }
 
 namespace {
+prometheus::Counter& accept_errors() {
+  static auto& c = metrics::counter_family("switchboard_gateway_accept_errors_total",
+                                           "Failed accepts (e.g. out of file descriptors)")
+                       .Add({});
+  return c;
+}
+
 prometheus::Counter& unhandled_errors() {
   static auto& c = metrics::counter_family("switchboard_gateway_unhandled_errors_total",
                                            "Errors that escaped a request handler")
@@ -219,11 +242,29 @@ void HttpServer::stop(Millis grace) {
 
 asio::awaitable<void> HttpServer::accept_loop(int index) {
   auto& acc = *acceptors_[index];
+  Millis backoff{0};
   while (!stopping_) {
     auto [ec, socket] = co_await acc.async_accept(kNothrow);
     if (ec) {
       if (ec == asio::error::operation_aborted || !acc.is_open()) co_return;
-      continue;  // EMFILE and friends: keep serving the connections we have
+      // EMFILE and friends: the pending connection stays in the backlog, so accepting again at
+      // once fails again at once (a busy loop). Keep serving the connections we have, try again
+      // after a growing pause, and say so once per episode.
+      accept_errors().Increment();
+      if (backoff == Millis(0)) {
+        log::error("accept failed: {}; retrying with backoff while serving open connections",
+                   ec.message());
+        backoff = Millis(10);
+      } else {
+        backoff = std::min(backoff * 2, Millis(1000));
+      }
+      asio::steady_timer pause(acc.get_executor(), backoff);
+      co_await pause.async_wait(kNothrow);
+      continue;
+    }
+    if (backoff != Millis(0)) {
+      log::info("accepting connections again");
+      backoff = Millis(0);
     }
     // The connection's cancellation signal is bound to its coroutine (and owned by the
     // completion handler, so it lives exactly as long): a handler can be cancelled without a
@@ -313,6 +354,18 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     }
     Request req;
     fill_request(head, req);
+    if (head_check_) {
+      // Refused from the head alone (a missing key): the body is never read nor buffered, and
+      // the connection closes, as its unread body leaves it out of step.
+      if (auto refusal = head_check_(req, stream.socket())) {
+        refusal->keep_alive(false);
+        if (decorate_error_) decorate_error_(*refusal);
+        stream.expires_after(std::chrono::seconds(5));
+        refusal->prepare_payload();
+        co_await http::async_write(stream, *refusal, kNothrow);
+        break;
+      }
+    }
     const bool expect_continue = head.expect_continue;
     body.start(head, max_body);
     buffer.consume(head_size);  // `head` points into the buffer: used up above
@@ -346,7 +399,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       if (body.done()) break;
       if (!timing_request) {
         timing_request = true;
-        stream.expires_after(Millis(limits_.request_timeout_ms));
+        stream.expires_after(Millis(std::min(limits_.request_timeout_ms, limits_.body_timeout_ms)));
       }
       // A client that waits for permission before sending its body (Expect: 100-continue, as
       // curl and .NET do for larger bodies) is told to go on; otherwise it stalls for a second.

@@ -18,6 +18,7 @@
 #include <boost/beast/http.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,6 +93,12 @@ class HttpServer {
   void set_error_decorator(std::function<void(Response&)> decorate) {
     decorate_error_ = std::move(decorate);
   }
+  // Called with each request's head before its body is read: a response refuses the request
+  // there (the server sends it and closes the connection), so a client without a key cannot make
+  // the server buffer a body. Set before start.
+  using HeadCheck =
+      std::function<std::optional<Response>(const Request&, const asio::ip::tcp::socket&)>;
+  void set_head_check(HeadCheck check) { head_check_ = std::move(check); }
   // Binds `threads` acceptors on host:port (port 0 picks one) and starts the threads.
   Status start(const std::string& listen, int threads);
   // Stops accepting; open connections finish their current request (up to `grace`), then the
@@ -113,6 +120,7 @@ class HttpServer {
   std::function<void(int, asio::io_context&)> thread_init_;
   std::function<void(int)> thread_exit_;
   std::function<void(Response&)> decorate_error_;
+  HeadCheck head_check_;
   uint16_t port_ = 0;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;
   std::vector<std::unique_ptr<asio::ip::tcp::acceptor>> acceptors_;

@@ -2,6 +2,7 @@
 // breaker permit and a key lease (waiting for capacity within the budget), send, classify, and
 // record the outcome everywhere (keys, breakers, router, store). Streams are held back until the
 // first content-bearing chunk so that failures before it fail over invisibly.
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -16,6 +17,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
+#include "gateway/auth.h"
 #include "gateway/chat_request.h"
 #include "gateway/runtime.h"
 #include "upstream/translate.h"
@@ -27,6 +29,13 @@ namespace {
 using upstream::ErrorClass;
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int64_t kDefaultOutputEstimate = 256;
+// Routing hints are map keys, stored rows and log fields: bounded.
+constexpr size_t kMaxCategoryBytes = 64;
+constexpr size_t kMaxSessionBytes = 128;
+// A stream is held back until its first content so that a failure before it can still fail
+// over; an upstream that sends this much without content is relayed from then on instead
+// (holding it would grow without a bound).
+constexpr size_t kMaxHeldStreamBytes = 256 * 1024;
 
 // ---- body inspection --------------------------------------------------------------------------
 
@@ -345,11 +354,15 @@ class ChatCall {
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
   // Usage is essential (spend, budgets): whatever is still pending is stored.
-  ~ChatCall() { flush_events(); }
+  ~ChatCall() {
+    release_budget();
+    flush_events();
+  }
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
-    request_id_ = rt_.request_id(seq_);
+    nonce_ = secure_random_u64();
+    request_id_ = rt_.request_id(seq_, nonce_);
     if (auto err = validate_chat_request(ex_.request.body(), req_)) {
       reject(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
       co_return;
@@ -368,8 +381,24 @@ class ChatCall {
         co_return;
       }
     }
-    info.category = std::string(ex_.request["x-switchboard-category"]);
-    session_ = std::string(ex_.request["x-switchboard-session"]);
+    // Hints become map keys, stored rows and log fields: bounded and printable.
+    auto hint = [this](std::string_view name, size_t max, std::string& out) {
+      auto v = ex_.request[beast::string_view(name.data(), name.size())];
+      if (v.size() > max || !std::all_of(v.begin(), v.end(), [](char c) {
+            return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
+          })) {
+        reject(http::status::bad_request,
+               std::string(name) + " must be at most " + std::to_string(max) +
+                   " printable ASCII characters",
+               "invalid_request_error", "invalid_header");
+        return false;
+      }
+      out.assign(v.data(), v.size());
+      return true;
+    };
+    if (!hint("x-switchboard-category", kMaxCategoryBytes, info.category) ||
+        !hint("x-switchboard-session", kMaxSessionBytes, session_))
+      co_return;
     if (auto c = ex_.request["x-switchboard-max-cost-usd"]; !c.empty()) {
       char* end = nullptr;
       std::string v(c);
@@ -394,6 +423,7 @@ class ChatCall {
       co_return;
     }
     plan_ = std::move(plan.value());
+    if (!reserve_budget()) co_return;
     co_await attempts();
   }
 
@@ -415,12 +445,12 @@ class ChatCall {
     set_headers(failed_model_, failed_provider_, failed_key_);
   }
 
-  // The client key's policy: allowed routes (403), monthly budget and rpm (429 + Retry-After).
+  // The client key's policy: allowed routes (403, whatever the model's spelling) and rpm (429 +
+  // Retry-After). The budget is reserved once the plan is known (reserve_budget).
   bool admit_gateway_key() {
     if (gateway_key_ < 0) return true;
     const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
-    if (!policy.routes.empty() &&
-        std::find(policy.routes.begin(), policy.routes.end(), req_.model) == policy.routes.end()) {
+    if (!key_may_use(*snap_->config, gateway_key_, req_.model)) {
       reject(http::status::forbidden,
              "gateway key '" + policy.name + "' may not use '" + req_.model + "'",
              "permission_error", "model_not_allowed");
@@ -428,19 +458,6 @@ class ChatCall {
     }
     auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
     std::lock_guard lock(st.mu);
-    const int month = utc_month(rt_.clock.wall_now());
-    if (st.month != month) {
-      st.month = month;
-      st.spend_usd = 0;
-    }
-    if (policy.monthly_budget_usd > 0 && st.spend_usd >= policy.monthly_budget_usd) {
-      char msg[160];
-      std::snprintf(msg, sizeof(msg), "gateway key '%s' has spent its monthly budget of $%.2f",
-                    policy.name.c_str(), policy.monthly_budget_usd);
-      reject(http::status::too_many_requests, msg, "insufficient_quota", "budget_exceeded");
-      ex_.response.set(http::field::retry_after, "3600");
-      return false;
-    }
     if (policy.rpm > 0) {
       const auto now = MonoClock::now();
       while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
@@ -457,6 +474,60 @@ class ChatCall {
       st.window.push_back(now);
     }
     return true;
+  }
+
+  // The monthly budget, reserved at admission like a key's token window (DESIGN.md invariant
+  // 11): the request's worst-case cost over its plan (prompt estimate plus max_tokens, or a
+  // default output) is held until the request ends, so requests in flight together cannot spend
+  // past the budget that each of them saw unspent. Settled by charge_gateway_key and released
+  // by release_budget.
+  bool reserve_budget() {
+    if (gateway_key_ < 0) return true;
+    const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
+    if (policy.monthly_budget_usd <= 0) return true;
+    double estimate = 0;
+    const int64_t output = req_.max_tokens > 0 ? req_.max_tokens : kDefaultOutputEstimate;
+    for (size_t i = 0; i < plan_.size(); ++i) {
+      const ModelConfig* m = snap_->config->find_model(plan_[i].model);
+      if (!m) continue;  // outside the catalog: no price known
+      estimate = std::max(estimate, (double(req_.prompt_tokens) * m->cost.input_per_mtok +
+                                     double(output) * m->cost.output_per_mtok) /
+                                        1e6);
+    }
+    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
+    std::lock_guard lock(st.mu);
+    const int month = utc_month(rt_.clock.wall_now());
+    if (st.month != month) {
+      st.month = month;
+      st.spend_usd = 0;
+    }
+    if (st.spend_usd + st.reserved_usd + estimate > policy.monthly_budget_usd ||
+        st.spend_usd >= policy.monthly_budget_usd) {
+      char msg[200];
+      if (st.spend_usd >= policy.monthly_budget_usd) {
+        std::snprintf(msg, sizeof(msg), "gateway key '%s' has spent its monthly budget of $%.2f",
+                      policy.name.c_str(), policy.monthly_budget_usd);
+      } else {
+        std::snprintf(msg, sizeof(msg),
+                      "gateway key '%s': this request (up to $%.4f) does not fit in what is left "
+                      "of its monthly budget of $%.2f",
+                      policy.name.c_str(), estimate, policy.monthly_budget_usd);
+      }
+      reject(http::status::too_many_requests, msg, "insufficient_quota", "budget_exceeded");
+      ex_.response.set(http::field::retry_after, "3600");
+      return false;
+    }
+    st.reserved_usd += estimate;
+    reserved_usd_ = estimate;
+    return true;
+  }
+
+  void release_budget() {
+    if (gateway_key_ < 0 || reserved_usd_ <= 0) return;
+    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
+    std::lock_guard lock(st.mu);
+    st.reserved_usd = std::max(0.0, st.reserved_usd - reserved_usd_);
+    reserved_usd_ = 0;
   }
 
   void charge_gateway_key(double cost) {
@@ -595,11 +666,13 @@ class ChatCall {
         co_return;
       }
       if (r.cls == ErrorClass::kClientError) {
-        // The request's own fault: another model would reject it too. Pass the upstream's answer.
+        // The request's own fault: another model would reject it too. Pass the upstream's answer,
+        // with anything that looks like one of our secrets taken out (a provider may echo the
+        // key it was sent, or part of it).
         ex_.response = json_response(
-            static_cast<http::status>(r.status ? r.status : 400),
+            static_cast<http::status>(r.status >= 400 && r.status < 500 ? r.status : 400),
             r.body.empty() ? upstream::openai_error_json(r.message, "invalid_request_error")
-                           : r.body,
+                           : log::redact_relayed(r.body),
             ex_.request.version());
         set_headers(a, key_id);
         record_outcome(&a, key_id, "client_error", {});
@@ -653,7 +726,8 @@ class ChatCall {
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
     // Remembered for the caller's verdict; the transport success already taught the bandit.
-    rt_.ledger->remember(seq_, a.model, plan_.category(), layer_rank_, 1.0, true);
+    rt_.ledger->remember(seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
+                         {nonce_, owner_tag(*snap_, gateway_key_)});
     // Read after the bookkeeping, which x-switchboard-overhead-us includes.
     const MonoTime now = MonoClock::now();
     if (!r.wrote_response) {
@@ -671,9 +745,20 @@ class ChatCall {
            1e6;
   }
 
+  // The name learning, metrics and breakers know a target by: its catalog name, or for a name
+  // outside the catalog (provider/anything, chosen by the client) its provider's shared bucket.
+  std::string_view bucket(const routing::Attempt& a) {
+    if (a.placement != routing::Placement::kDirect) return a.model;
+    if (bucket_.empty()) {
+      bucket_.assign(a.provider);
+      bucket_ += "/*";
+    }
+    return bucket_;
+  }
+
   void record_learning(const routing::Attempt& a, const Attempted& r, Nanos latency) {
     routing::Outcome o;
-    o.model = std::string(a.model);
+    o.model = std::string(bucket(a));
     o.category = plan_.category();
     o.success = r.cls == ErrorClass::kSuccess;
     o.reward = o.success ? 1.0 : 0.0;
@@ -725,8 +810,14 @@ class ChatCall {
     auto total = now - t0_;
     std::string model = a ? std::string(a->model) : "";
     std::string provider = a ? std::string(a->provider) : "";
-    rt_.metrics.observe(plan_.route(), model, provider, status_class,
-                        std::chrono::duration<double>(total).count(), attempts_, layer_rank_ > 0);
+    // Labels are configured names only: a name outside the catalog (provider/anything, from the
+    // client) is counted under its provider's bucket.
+    const bool direct = a ? a->placement == routing::Placement::kDirect
+                          : plan_.size() > 0 && plan_[0].placement == routing::Placement::kDirect;
+    const std::string_view bucket_name = direct ? bucket(plan_[0]) : std::string_view(model);
+    rt_.metrics.observe(direct ? bucket_name : std::string_view(plan_.route()), bucket_name,
+                        provider, status_class, std::chrono::duration<double>(total).count(),
+                        attempts_, layer_rank_ > 0);
     if (snap_->config->log.access_log) {
       log::info(
           "access {{\"request_id\":{},\"route\":{},\"model\":{},\"provider\":{},\"key\":{},"
@@ -948,7 +1039,7 @@ class ChatCall {
       }
       if (!started) {
         pending += out;
-        if (content_now) {
+        if (content_now || pending.size() > kMaxHeldStreamBytes) {
           if (!co_await write_stream_head(ex_, http::status::ok, stream_headers(a, lease)) ||
               !co_await write_chunk(ex_, pending)) {
             stream.cancel();
@@ -989,7 +1080,10 @@ class ChatCall {
   const MonoTime t0_;
   const int gateway_key_;
   uint64_t seq_ = 0;
+  uint64_t nonce_ = 0;
+  double reserved_usd_ = 0;  // this request's share of its key's reserved budget
   std::string request_id_;
+  std::string bucket_;  // see bucket()
   std::string session_;
   ChatRequest req_;
   routing::FallbackPlan plan_;

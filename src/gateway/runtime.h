@@ -66,12 +66,15 @@ struct GatewayKeyState {
   std::deque<MonoTime> window;
   int month = -1;  // UTC year * 12 + month of `spend_usd`
   double spend_usd = 0;
+  // Estimated cost of the requests in flight, reserved at admission and released at their end:
+  // concurrent requests cannot together spend past the budget that each saw unspent.
+  double reserved_usd = 0;
 };
 
 // The breakers of every configured (provider, model), resolved once per snapshot: the request
 // path (attempts and the router's open-breaker probe) finds them without the registry's lock or
-// a reference count that every thread writes. Others (direct "provider/model" routes) are looked
-// up in the registry, which keeps every breaker it made for its whole life.
+// a reference count that every thread writes. Names outside the catalog (direct
+// "provider/anything" requests) share one breaker per provider, "<provider>/*".
 class BreakerTable {
  public:
   BreakerTable(std::shared_ptr<breaker::BreakerRegistry> registry, const Config& config);
@@ -165,13 +168,23 @@ struct Runtime {
   std::shared_ptr<const Snapshot> thread_snapshot() const;
   std::atomic<uint64_t> generation{0};
   const uint64_t uid = next_uid();
-  // A request id is "sb-<instance>-<sequence>"; the sequence keys the feedback ledger.
-  std::string request_id(uint64_t seq) const;
+  // A request id is "sb-<instance>-<sequence>-<nonce>"; the sequence keys the feedback ledger,
+  // the random nonce makes the id unguessable.
+  std::string request_id(uint64_t seq, uint64_t nonce) const;
   uint64_t next_request_seq() { return request_seq.fetch_add(1) + 1; }
   static uint64_t next_uid();
-  // The sequence of one of this instance's request ids, or 0.
-  uint64_t parse_request_id(std::string_view id) const;
+  struct ParsedId {
+    uint64_t seq = 0;  // 0 = not one of this instance's ids
+    uint64_t nonce = 0;
+  };
+  ParsedId parse_request_id(std::string_view id) const;
 };
+
+// 64 unpredictable bits (the kernel's CSPRNG, buffered per thread). Thread-safe.
+uint64_t secure_random_u64();
+// Who made a request, for the feedback ledger: 0 without a gateway key, else a tag of the key's
+// name (stable across reloads that keep the key).
+uint64_t owner_tag(const Snapshot& snap, int gateway_key);
 
 // What the x-switchboard-* headers of an answer say (DESIGN.md: every response carries them).
 // Model, provider and key are empty, and the counts 0, when no attempt was made.

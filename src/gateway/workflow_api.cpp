@@ -10,6 +10,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "upstream/address_policy.h"
 #include "upstream/http_client.h"
 
 namespace switchboard::gateway {
@@ -18,7 +19,8 @@ namespace wf = switchboard::workflow;
 
 // ---- callers ------------------------------------------------------------------------------------
 
-Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interrupt& interrupt) {
+Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interrupt& interrupt,
+                                     bool public_only) {
   asio::io_context ctx;
   upstream::HttpClient client(ctx.get_executor());
   upstream::HttpRequest req;
@@ -26,6 +28,16 @@ Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interru
   req.url = call.url;
   req.body = call.body;
   req.headers = call.headers;
+  if (public_only) {
+    req.allow_address = [](const asio::ip::address& a) {
+      if (a.is_v4()) {
+        const auto b = a.to_v4().to_bytes();
+        return upstream::is_public_address(b.data(), b.size());
+      }
+      const auto b = a.to_v6().to_bytes();
+      return upstream::is_public_address(b.data(), b.size());
+    };
+  }
   if (call.timeout_ms > 0) req.deadline = MonoClock::now() + Millis(call.timeout_ms);
   upstream::HttpResponse res;
   upstream::TransportStatus st;
@@ -58,10 +70,56 @@ Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interru
 namespace {
 class BlockingHttpCaller final : public wf::HttpCaller {
  public:
+  explicit BlockingHttpCaller(std::function<std::vector<std::string>()> http_allow)
+      : http_allow_(std::move(http_allow)) {}
   Result<wf::HttpReply> call(const wf::HttpCall& call, const wf::Interrupt& interrupt) override {
-    return blocking_fetch(call, interrupt);
+    // A run submitted over HTTP reaches public addresses only, unless the URL is under a prefix
+    // the operator allows; the local user's runs ("" client) reach anything.
+    const bool public_only =
+        !call.client.empty() &&
+        !(http_allow_ && upstream::url_allowed_by_prefix(call.url, http_allow_()));
+    return blocking_fetch(call, interrupt, public_only);
   }
+
+ private:
+  std::function<std::vector<std::string>()> http_allow_;
 };
+
+// exec steps of runs submitted over HTTP run only when the configuration allows it (checked at
+// each step, so a reload that turns it off stops runs already queued).
+class GatedExecExecutor final : public wf::StepExecutor {
+ public:
+  GatedExecExecutor(std::shared_ptr<wf::StepExecutor> inner, std::function<bool()> allowed)
+      : inner_(std::move(inner)), allowed_(std::move(allowed)) {}
+  Result<boost::json::value> execute(const wf::StepRequest& request,
+                                     const wf::Interrupt& interrupt) override {
+    if (!request.client.empty() && !allowed_())
+      return Status::permission_denied(
+          "exec steps are disabled for workflow runs submitted over HTTP "
+          "(workflows.allow_exec: false)");
+    return inner_->execute(request, interrupt);
+  }
+
+ private:
+  std::shared_ptr<wf::StepExecutor> inner_;
+  std::function<bool()> allowed_;
+};
+
+}  // namespace
+
+std::shared_ptr<wf::StepExecutor> make_gated_exec_executor(std::function<bool()> allow_exec) {
+  return std::make_shared<GatedExecExecutor>(wf::make_exec_executor(), std::move(allow_exec));
+}
+
+namespace {
+
+bool uses_exec(const wf::StepDef& step) {
+  if (step.kind == wf::StepKind::kExec) return true;
+  if (step.child && uses_exec(*step.child)) return true;
+  for (const auto& b : step.branches)
+    if (uses_exec(b)) return true;
+  return false;
+}
 
 // The gateway's message from an OpenAI-shaped error body, else the start of the body.
 std::string error_message(const std::string& body) {
@@ -77,14 +135,16 @@ std::string error_message(const std::string& body) {
 }
 }  // namespace
 
-std::shared_ptr<wf::HttpCaller> make_blocking_http_caller() {
-  return std::make_shared<BlockingHttpCaller>();
+std::shared_ptr<wf::HttpCaller> make_blocking_http_caller(
+    std::function<std::vector<std::string>()> http_allow) {
+  return std::make_shared<BlockingHttpCaller>(std::move(http_allow));
 }
 
 Result<wf::HttpReply> GatewayStepClient::complete(
-    const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
-    int64_t timeout_ms, const wf::Interrupt& interrupt) {
-  auto target = resolve_();
+    const std::string& client, const std::string& body,
+    const std::vector<std::pair<std::string, std::string>>& headers, int64_t timeout_ms,
+    const wf::Interrupt& interrupt) {
+  auto target = resolve_(client);
   if (!target.ok()) return target.status();
   wf::HttpCall call;
   call.method = "POST";
@@ -99,7 +159,7 @@ Result<wf::HttpReply> GatewayStepClient::complete(
 }
 
 Status GatewayStepClient::send(const wf::FeedbackCall& fc, const wf::Interrupt& interrupt) {
-  auto target = resolve_();
+  auto target = resolve_(fc.client);
   if (!target.ok()) return target.status();
   boost::json::object body;
   body["request_id"] = fc.request_id;
@@ -123,7 +183,8 @@ Status GatewayStepClient::send(const wf::FeedbackCall& fc, const wf::Interrupt& 
 // ---- service ------------------------------------------------------------------------------------
 
 Result<std::unique_ptr<WorkflowService>> WorkflowService::open(
-    const Config& config, std::function<Result<GatewayTarget>()> self) {
+    const Config& config, TargetResolver self,
+    std::function<std::shared_ptr<const Config>()> current) {
   if (config.state.backend != "sqlite")
     return Status::failed_precondition("workflows need the sqlite state backend");
   auto client = std::make_shared<GatewayStepClient>(std::move(self));
@@ -131,7 +192,12 @@ Result<std::unique_ptr<WorkflowService>> WorkflowService::open(
   opts.db_path = config.state.path;
   opts.synchronous = config.state.synchronous;
   opts.busy_timeout_ms = config.state.busy_timeout_ms;
-  opts.executors.http = wf::make_http_executor(make_blocking_http_caller());
+  opts.lease = Millis(config.workflows.lease_ms);
+  opts.max_parallel = int(config.workflows.max_parallel);
+  opts.executors.exec =
+      make_gated_exec_executor([current] { return current()->workflows.allow_exec; });
+  opts.executors.http = wf::make_http_executor(
+      make_blocking_http_caller([current] { return current()->workflows.http_allow; }));
   opts.executors.llm = wf::make_llm_executor(client);
   opts.executors.feedback = client;
   opts.on_transition = [](const wf::Transition& t) {
@@ -142,11 +208,17 @@ Result<std::unique_ptr<WorkflowService>> WorkflowService::open(
   if (!engine.ok())
     return Status(engine.status().code(),
                   "workflow engine at " + config.state.path + ": " + engine.status().message());
-  return std::unique_ptr<WorkflowService>(new WorkflowService(std::move(*engine), lease));
+  auto service = std::unique_ptr<WorkflowService>(
+      new WorkflowService(std::move(*engine), lease, size_t(config.workflows.max_concurrent_runs)));
+  service->current_config_ = std::move(current);
+  return service;
 }
 
-WorkflowService::WorkflowService(std::unique_ptr<wf::Engine> engine, Millis scan_period)
-    : engine_(std::move(engine)), scan_period_(scan_period) {}
+WorkflowService::WorkflowService(std::unique_ptr<wf::Engine> engine, Millis scan_period,
+                                 size_t max_concurrent_runs)
+    : engine_(std::move(engine)),
+      scan_period_(scan_period),
+      max_concurrent_runs_(std::max<size_t>(max_concurrent_runs, 1)) {}
 
 WorkflowService::~WorkflowService() {
   stop();
@@ -182,27 +254,47 @@ void WorkflowService::recover() {
 
 bool WorkflowService::launch(const std::string& run_id) {
   std::lock_guard lock(mu_);
-  if (stopping_ || executing_.count(run_id)) return false;
+  if (stopping_ || executing_.count(run_id) || queued_.count(run_id)) return false;
   reap_finished();
-  executing_.insert(run_id);
-  auto done = std::make_shared<std::atomic<bool>>(false);
-  std::thread t([this, run_id, done] {
-    auto r = engine_->run(run_id);
-    if (!r.ok()) {
-      // Another executor owns it, or this one is shutting down: not an error of the run.
-      log::info("workflow {}: not run here: {}", run_id, r.status().message());
-    } else {
-      log::info("workflow {}: {}{}", run_id, wf::to_string(r->status),
-                r->error.empty() ? "" : ": " + r->error);
-    }
-    {
-      std::lock_guard lk(mu_);
-      executing_.erase(run_id);
-    }
-    done->store(true);
-  });
-  workers_.push_back(Worker{run_id, std::move(t), std::move(done)});
+  queue_.push_back(run_id);
+  queued_.insert(run_id);
+  start_queued_locked();
   return true;
+}
+
+void WorkflowService::start_queued_locked() {
+  while (!stopping_ && !queue_.empty() && executing_.size() < max_concurrent_runs_) {
+    const std::string run_id = queue_.front();
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread t;
+    try {
+      t = std::thread([this, run_id, done] {
+        auto r = engine_->run(run_id);
+        if (!r.ok()) {
+          // Another executor owns it, or this one is shutting down: not an error of the run.
+          log::info("workflow {}: not run here: {}", run_id, r.status().message());
+        } else {
+          log::info("workflow {}: {}{}", run_id, wf::to_string(r->status),
+                    r->error.empty() ? "" : ": " + r->error);
+        }
+        {
+          std::lock_guard lk(mu_);
+          executing_.erase(run_id);
+          start_queued_locked();  // its place goes to the next run waiting
+        }
+        done->store(true);
+      });
+    } catch (const std::system_error& e) {
+      // No thread to be had (a process or memory limit): the run stays pending and queued, and
+      // is tried again when a run ends or at the next recovery scan; never a crash.
+      log::error("workflow {}: cannot start a thread ({}); it waits", run_id, e.what());
+      return;
+    }
+    queue_.pop_front();
+    queued_.erase(run_id);
+    executing_.insert(run_id);
+    workers_.push_back(Worker{run_id, std::move(t), std::move(done)});
+  }
 }
 
 void WorkflowService::reap_finished() {
@@ -221,11 +313,19 @@ size_t WorkflowService::executing() const {
   return executing_.size();
 }
 
+size_t WorkflowService::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
 void WorkflowService::stop() {
   {
     std::lock_guard lock(mu_);
     if (stopping_ && workers_.empty() && !supervisor_.joinable()) return;
     stopping_ = true;
+    // Queued runs stay pending in the database: the next start resumes them.
+    queue_.clear();
+    queued_.clear();
   }
   cv_.notify_all();
   if (supervisor_.joinable()) supervisor_.join();
@@ -288,7 +388,8 @@ asio::awaitable<void> WorkflowService::on_pool(F&& fn) {
       asio::use_awaitable);
 }
 
-asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view target) {
+asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view target,
+                                              const WorkflowCaller& caller) {
   constexpr std::string_view kRuns = "/v1/workflows/runs";
   const auto method = ex.request.method();
   {
@@ -303,7 +404,7 @@ asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view tar
     if (method == http::verb::get) {
       Response res;
       co_await on_pool([&] {
-        auto runs = engine_->list_runs(1000);
+        auto runs = engine_->list_runs(1000, caller.admin ? nullptr : &caller.client);
         if (!runs.ok()) {
           res = error_response(http::status::internal_server_error, runs.status().message(),
                                "server_error", "store_error");
@@ -363,7 +464,19 @@ asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view tar
         res = definition_errors(load.errors);
         return;
       }
-      auto id = engine_->create_run(*load.definition, input);
+      // A client key must not be a way to run commands as the gateway's user.
+      if (!current_config_()->workflows.allow_exec) {
+        for (const auto& step : load.definition->steps) {
+          if (!uses_exec(step)) continue;
+          res = error_response(http::status::forbidden,
+                               "step '" + step.id +
+                                   "' runs a command: exec steps are disabled for workflow runs "
+                                   "submitted over HTTP (workflows.allow_exec: false)",
+                               "permission_error", "exec_not_allowed");
+          return;
+        }
+      }
+      auto id = engine_->create_run(*load.definition, input, caller.client);
       if (!id.ok()) {
         res = id.status().code() == StatusCode::kInvalidArgument
                   ? invalid(id.status().message(), "invalid_input")
@@ -410,6 +523,19 @@ asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view tar
     };
     Response res;
     co_await on_pool([&] {
+      // Another client's run answers exactly as a run that does not exist.
+      auto run = engine_->get_run(id);
+      if (!run.ok()) {
+        res = run.status().code() == StatusCode::kNotFound
+                  ? unknown()
+                  : error_response(http::status::internal_server_error, run.status().message(),
+                                   "server_error", "store_error");
+        return;
+      }
+      if (!caller.admin && run->run.client != caller.client) {
+        res = unknown();
+        return;
+      }
       if (cancel) {
         Status st = engine_->request_cancel(id);
         if (st.ok()) {
@@ -426,17 +552,9 @@ asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view tar
         }
         return;
       }
-      auto run = engine_->get_run(id);
-      if (run.ok()) {
-        std::string body = wf::format_run(*run, true);
-        while (!body.empty() && body.back() == '\n') body.pop_back();
-        res = json_response(http::status::ok, std::move(body));
-      } else if (run.status().code() == StatusCode::kNotFound) {
-        res = unknown();
-      } else {
-        res = error_response(http::status::internal_server_error, run.status().message(),
-                             "server_error", "store_error");
-      }
+      std::string body = wf::format_run(*run, true);
+      while (!body.empty() && body.back() == '\n') body.pop_back();
+      res = json_response(http::status::ok, std::move(body));
     });
     ex.response = std::move(res);
     co_return;

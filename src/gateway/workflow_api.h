@@ -16,12 +16,18 @@
 //       409 a run that already finished.
 // 503 when the service is stopping or unavailable (state backend other than SQLite).
 //
-// Execution: each run executes on its own thread (runs are long and mostly wait on I/O, so a
-// bounded pool would only queue them behind each other); the database calls of the API run on
-// a one-thread pool and are awaited, so an io_context thread never waits for SQLite or a run.
-// `llm` steps post to this gateway's own port (see `GatewayStepClient`), which gives them the
-// same routing, key rotation and failover as any client, and `feedback:` verdicts go to
-// POST /v1/feedback the same way. They use the first gateway key when keys are configured.
+// Execution: each run executes on its own thread (runs are long and mostly wait on I/O), at most
+// `workflows.max_concurrent_runs` at once; more wait in a queue. A thread that cannot be created
+// leaves the run pending for the next recovery scan, never a crash. The database calls of the
+// API run on a one-thread pool and are awaited, so an io_context thread never waits for SQLite or
+// a run. `llm` steps post to this gateway's own port (see `GatewayStepClient`), which gives them
+// the same routing, key rotation and failover as any client, and `feedback:` verdicts go to
+// POST /v1/feedback the same way, both with the key that created the run.
+//
+// Security (DESIGN.md invariant 11): runs submitted over HTTP belong to their creator; their
+// exec steps are refused (403 at submission, a failed step if one is found at execution) unless
+// `workflows.allow_exec`; their http steps reach public addresses only, besides URL prefixes in
+// `workflows.http_allow`. Runs of the local CLI user ("" client) are not restricted.
 //
 // Recovery: `start()` claims and resumes every interrupted run (Engine::interrupted_runs), and a
 // supervisor repeats the scan every lease period, so runs whose lease was still live at start
@@ -43,6 +49,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <list>
 #include <memory>
@@ -59,12 +66,21 @@
 
 namespace switchboard::gateway {
 
+// Who calls the workflow API: the owner recorded on the runs it creates (auth.h's
+// workflow_client), and whether it presented the admin key (sees and cancels every run).
+struct WorkflowCaller {
+  std::string client;
+  bool admin = false;
+};
+
 class WorkflowService {
  public:
   // Opens the workflow engine on the configuration's SQLite state file. `self` tells llm steps
-  // where this gateway answers (resolved at each call, after the server has started).
-  static Result<std::unique_ptr<WorkflowService>> open(const Config& config,
-                                                       std::function<Result<GatewayTarget>()> self);
+  // where this gateway answers and with which key (resolved at each call, after the server has
+  // started); `current` gives the running configuration (its workflows block, after reloads).
+  static Result<std::unique_ptr<WorkflowService>> open(
+      const Config& config, TargetResolver self,
+      std::function<std::shared_ptr<const Config>()> current);
   ~WorkflowService();
   WorkflowService(const WorkflowService&) = delete;
   WorkflowService& operator=(const WorkflowService&) = delete;
@@ -74,24 +90,32 @@ class WorkflowService {
   // Interrupts and releases running workflows and joins their threads and the supervisor.
   void stop();
 
-  // Handles /v1/workflows/... (the caller checked the path prefix and the gateway key).
-  asio::awaitable<void> handle(Exchange& ex, std::string_view target);
+  // Handles /v1/workflows/... (the caller checked the path prefix and the credentials). A run is
+  // visible to, and cancellable by, its creator and the admin only: others get 404 as for a run
+  // that does not exist.
+  asio::awaitable<void> handle(Exchange& ex, std::string_view target, const WorkflowCaller& caller);
 
   // For tests and the recovery scan: claims and runs `run_id` on a new thread unless this
-  // process already executes it. False when stopping or already running here.
+  // process already executes or queues it. At most `max_concurrent_runs` execute at once; more
+  // wait in a queue, in submission order. False when stopping or already here.
   bool launch(const std::string& run_id);
-  // Runs executing in this process now.
+  // Runs executing in this process now, and runs waiting for a place.
   size_t executing() const;
+  size_t queued() const;
 
  private:
-  explicit WorkflowService(std::unique_ptr<workflow::Engine> engine, Millis scan_period);
+  WorkflowService(std::unique_ptr<workflow::Engine> engine, Millis scan_period,
+                  size_t max_concurrent_runs);
   void recover();
-  void reap_finished();  // mu_ held
+  void reap_finished();        // mu_ held
+  void start_queued_locked();  // mu_ held: starts queued runs while places are free
   template <typename F>
   asio::awaitable<void> on_pool(F&& fn);
 
   std::unique_ptr<workflow::Engine> engine_;
   Millis scan_period_;
+  const size_t max_concurrent_runs_;
+  std::function<std::shared_ptr<const Config>()> current_config_;
   asio::thread_pool api_pool_{1};
 
   struct Worker {
@@ -104,6 +128,8 @@ class WorkflowService {
   bool stopping_ = false;            // guarded by mu_
   std::list<Worker> workers_;        // guarded by mu_
   std::set<std::string> executing_;  // run ids with a live worker, guarded by mu_
+  std::deque<std::string> queue_;    // run ids waiting for a place, guarded by mu_
+  std::set<std::string> queued_;     // the same, for lookups, guarded by mu_
   std::thread supervisor_;
 };
 

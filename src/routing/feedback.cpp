@@ -17,6 +17,7 @@ struct FeedbackLedger::Impl {
   struct Entry {
     uint64_t seq = 0;  // 0 = empty
     int64_t at_ms = 0;
+    Ticket ticket{};
     double transport_reward = 0;
     uint16_t model = 0;
     uint16_t category = 0;
@@ -100,23 +101,27 @@ FeedbackLedger::FeedbackLedger(size_t capacity, Millis ttl, Clock& clock)
 FeedbackLedger::~FeedbackLedger() = default;
 
 void FeedbackLedger::remember(uint64_t seq, std::string_view model, std::string_view category,
-                              int layer, double transport_reward, bool learned) {
+                              int layer, double transport_reward, bool learned, Ticket ticket) {
   if (seq == 0) return;
   uint16_t m = impl_->intern(model);
   uint16_t c = impl_->intern(category.empty() ? "default" : category);
-  Impl::Entry e{seq,  impl_->now_ms(), transport_reward, m, c, static_cast<int16_t>(layer), learned,
-                false};
+  Impl::Entry e{
+      seq,  impl_->now_ms(), ticket, transport_reward, m, c, static_cast<int16_t>(layer), learned,
+      false};
   std::lock_guard lock(impl_->shards[(seq % capacity_) % kShards].mu);
   impl_->ring[seq % capacity_] = e;
 }
 
-FeedbackLedger::Claim FeedbackLedger::claim(uint64_t seq, Served& served) {
+FeedbackLedger::Claim FeedbackLedger::claim(uint64_t seq, Served& served, Ticket ticket) {
   if (seq == 0) return Claim::kUnknown;
   Impl::Entry e;
   {
     std::lock_guard lock(impl_->shards[(seq % capacity_) % kShards].mu);
     Impl::Entry& slot = impl_->ring[seq % capacity_];
-    if (slot.seq != seq || impl_->now_ms() - slot.at_ms > impl_->ttl.count())
+    // A wrong nonce or another client's request looks exactly like an unknown id: no answer
+    // tells a guesser that an id exists.
+    if (slot.seq != seq || impl_->now_ms() - slot.at_ms > impl_->ttl.count() ||
+        slot.ticket.nonce != ticket.nonce || slot.ticket.owner != ticket.owner)
       return Claim::kUnknown;
     if (slot.claimed) return Claim::kDuplicate;
     slot.claimed = true;

@@ -378,7 +378,14 @@ void Router::record(const Outcome& o) {
   auto it = impl_->model_index.find(o.model);
   if (it == impl_->model_index.end()) {
     std::lock_guard lock(impl_->stat_mu);
-    auto& s = impl_->extra_stats[o.model];
+    // Names outside the catalog come from clients (provider/anything): bounded like categories.
+    auto found = impl_->extra_stats.find(o.model);
+    if (found == impl_->extra_stats.end())
+      found = impl_->extra_stats
+                  .try_emplace(impl_->extra_stats.size() >= kMaxCategories ? std::string("other")
+                                                                           : o.model)
+                  .first;
+    auto& s = found->second;
     s.requests++;
     s.successes += o.success ? 1 : 0;
     s.spend += o.cost_usd;

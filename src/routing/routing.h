@@ -250,8 +250,15 @@ class FeedbackLedger {
   FeedbackLedger(size_t capacity, Millis ttl, Clock& clock);
   ~FeedbackLedger();
 
+  // Who may claim a request's verdict: the nonce of its unguessable id and its client's tag.
+  // A claim with another nonce or owner is answered as for an unknown id.
+  struct Ticket {  // `{}`: no nonce, no owner
+    uint64_t nonce;
+    uint64_t owner;
+  };
+
   void remember(uint64_t seq, std::string_view model, std::string_view category, int layer,
-                double transport_reward, bool learned);
+                double transport_reward, bool learned, Ticket ticket = {});
 
   struct Served {
     std::string model;
@@ -261,7 +268,7 @@ class FeedbackLedger {
     bool learned = false;  // the transport outcome taught the bandit (so a verdict corrects it)
   };
   enum class Claim { kOk, kUnknown, kDuplicate };
-  Claim claim(uint64_t seq, Served& served);
+  Claim claim(uint64_t seq, Served& served, Ticket ticket = {});
 
   size_t capacity() const { return capacity_; }
 

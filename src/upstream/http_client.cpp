@@ -48,6 +48,11 @@ struct Origin {
 };
 
 bool parse_url(std::string_view url, Origin& o) {
+  // Spaces and control characters would break the request line (or add lines to the head).
+  for (char c : url) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u <= 0x20 || u == 0x7f) return false;
+  }
   std::string_view rest;
   if (url.rfind("https://", 0) == 0) {
     o.tls = true;
@@ -60,7 +65,8 @@ bool parse_url(std::string_view url, Origin& o) {
   size_t slash = rest.find('/');
   std::string_view hostport = rest.substr(0, slash);
   o.target = slash == std::string_view::npos ? "/" : std::string(rest.substr(slash));
-  if (hostport.empty()) return false;
+  // No user info: "http://allowed.example@other/" must not read as a request to either host.
+  if (hostport.empty() || hostport.find('@') != std::string_view::npos) return false;
   if (hostport.front() == '[') {  // [v6]:port
     size_t close = hostport.find(']');
     if (close == std::string_view::npos) return false;
@@ -220,6 +226,7 @@ struct HttpClient::Impl {
   }
 
   asio::awaitable<TransportStatus> connect(const Origin& o, MonoTime deadline,
+                                           const AddressFilter& allow_address,
                                            std::unique_ptr<Conn>& out) {
     std::string dns_key = o.host + ":" + o.port;
     std::vector<tcp::endpoint> endpoints;
@@ -234,6 +241,18 @@ struct HttpClient::Impl {
                                         "resolving " + o.host + ": " + ec.message());
       for (const auto& r : results) endpoints.push_back(r.endpoint());
       dns[dns_key] = DnsEntry{endpoints, now + options.dns_ttl};
+    }
+    if (allow_address) {
+      // Checked on the addresses actually connected to, not the host's text: a name that
+      // resolves to a private address (or is rebound to one) is refused all the same.
+      const size_t before = endpoints.size();
+      std::erase_if(endpoints, [&](const tcp::endpoint& e) { return !allow_address(e.address()); });
+      if (endpoints.empty()) {
+        co_return TransportStatus::fail(
+            TransportError::kConnectFailed,
+            o.host + " resolves to " + (before == 1 ? "an address" : "addresses") +
+                " this request may not reach (loopback, private or reserved)");
+      }
     }
     auto c = std::make_unique<Conn>();
     c->pool = &pool_of(o);
@@ -420,10 +439,11 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
   };
 
   for (int attempt = 0; attempt < 2; ++attempt) {
-    std::unique_ptr<Conn> conn = impl_->take_idle(origin);
+    // A filtered request never reuses a pooled connection: it may have been opened unfiltered.
+    std::unique_ptr<Conn> conn = request.allow_address ? nullptr : impl_->take_idle(origin);
     const bool reused = conn != nullptr;
     if (!conn) {
-      auto st = co_await impl_->connect(origin, request.deadline, conn);
+      auto st = co_await impl_->connect(origin, request.deadline, request.allow_address, conn);
       if (!st.ok()) co_return st;
     }
     format_head(conn->request_head);

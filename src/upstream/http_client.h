@@ -16,6 +16,8 @@
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/address.hpp>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,12 +32,18 @@ namespace switchboard::upstream {
 
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
+// Decides whether a request may connect to an address (resolved, before connecting).
+using AddressFilter = std::function<bool(const boost::asio::ip::address&)>;
+
 struct HttpRequest {
   std::string method = "POST";
-  std::string url;  // http://host[:port]/path or https://…
+  std::string url;  // http://host[:port]/path or https://… (no user info, no spaces)
   HttpHeaders headers;
   std::string body;
   MonoTime deadline = MonoTime::max();  // for connect, write, and each read
+  // When set, only the resolved addresses it allows are connected to (none allowed: the request
+  // fails with kConnectFailed), and no pooled connection is reused. Redirects are never followed.
+  AddressFilter allow_address;
 };
 
 struct HttpResponseHead {

@@ -291,3 +291,52 @@ TEST(ConfigTest, BadConfigurationsReportPathLineAndColumn) {
 
 }  // namespace
 }  // namespace switchboard
+
+namespace switchboard {
+namespace {
+
+// The `workflows:` block (DESIGN.md): defaults closed, values checked with line and column.
+TEST(ConfigWorkflows, DefaultsAreClosedAndValuesAreRead) {
+  auto defaults = load_config_string("", "empty.yaml", Environment::from_map({}));
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_FALSE(defaults.config->workflows.allow_exec);
+  EXPECT_TRUE(defaults.config->workflows.http_allow.empty());
+  EXPECT_EQ(defaults.config->workflows.max_concurrent_runs, 32);
+  EXPECT_EQ(defaults.config->workflows.max_parallel, 64);
+  EXPECT_EQ(defaults.config->workflows.lease_ms, 30000);
+  EXPECT_EQ(defaults.config->server.body_timeout_ms, 60000);
+
+  auto load = load_config_string(
+      "workflows:\n  allow_exec: true\n  http_allow: ['http://10.0.0.5:8080/', "
+      "'https://intranet.example/api/']\n  max_parallel: 8\n  max_concurrent_runs: 3\n",
+      "w.yaml", Environment::from_map({{"SWITCHBOARD__WORKFLOWS__LEASE_MS", "5000"}}));
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const auto& w = load.config->workflows;
+  EXPECT_TRUE(w.allow_exec);
+  ASSERT_EQ(w.http_allow.size(), 2u);
+  EXPECT_EQ(w.http_allow[1], "https://intranet.example/api/");
+  EXPECT_EQ(w.max_parallel, 8);
+  EXPECT_EQ(w.max_concurrent_runs, 3);
+  EXPECT_EQ(w.lease_ms, 5000);
+  const std::string dump = dump_config(*load.config);
+  EXPECT_NE(dump.find("http://10.0.0.5:8080/"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("allow_exec: true"), std::string::npos) << dump;
+}
+
+TEST(ConfigWorkflows, PrefixesMustNameAWholeOrigin) {
+  auto load = load_config_string(
+      "workflows:\n  http_allow:\n    - http://10.0.0.1\n    - 'ftp://x/'\n  max_parallel: 0\n"
+      "  allow_exec: maybe\n  colour: red\n",
+      "w.yaml", Environment::from_map({}));
+  ASSERT_FALSE(load.ok());
+  std::string all;
+  for (const auto& e : load.errors) all += e.to_string() + "\n";
+  EXPECT_NE(all.find("w.yaml:3:7: workflows.http_allow[0]"), std::string::npos) << all;
+  EXPECT_NE(all.find("workflows.http_allow[1]"), std::string::npos) << all;
+  EXPECT_NE(all.find("workflows.max_parallel"), std::string::npos) << all;
+  EXPECT_NE(all.find("workflows.allow_exec"), std::string::npos) << all;
+  EXPECT_NE(all.find("unknown key 'colour'"), std::string::npos) << all;
+}
+
+}  // namespace
+}  // namespace switchboard

@@ -69,3 +69,30 @@ TEST_F(LogTest, JsonLinesAreEscapedAndRedacted) {
 
 }  // namespace
 }  // namespace switchboard
+
+namespace switchboard {
+namespace {
+
+// Issue 17, finding 6: an upstream that echoes the key it was sent (whole, masked, or its tail)
+// must not hand it to the client.
+TEST(RedactRelayed, EchoedKeysAndTheirMaskedFormsAreTakenOut) {
+  log::add_secret("sk-live-abcdef1234567890wxyz", "openai#1");
+  const std::string body =
+      R"({"error":{"message":"Incorrect API key provided: sk-live-abcdef1234567890wxyz. )"
+      R"(Also seen as sk-live-****************wxyz and as a key ending in ...wxyz. )"
+      R"(Did you mean sk-live-a?","type":"invalid_request_error"}})";
+  const std::string out = log::redact_relayed(body);
+  EXPECT_EQ(out.find("abcdef1234567890"), std::string::npos) << out;
+  EXPECT_EQ(out.find("wxyz"), std::string::npos) << out;
+  EXPECT_EQ(out.find("sk-live-a"), std::string::npos) << out;
+  EXPECT_NE(out.find("[openai#1]"), std::string::npos) << out;
+  // Everything else survives, the JSON included.
+  EXPECT_NE(out.find("Incorrect API key provided: "), std::string::npos) << out;
+  EXPECT_NE(out.find(R"("type":"invalid_request_error"}})"), std::string::npos) << out;
+  // Text that merely shares a few characters with a key is kept.
+  EXPECT_EQ(log::redact_relayed("the wxyz team and sk-live"), "the wxyz team and sk-live");
+  log::clear_secrets();
+}
+
+}  // namespace
+}  // namespace switchboard

@@ -50,6 +50,7 @@ std::optional<std::string> reference(std::string_view body, Reference& out) {
   if (!model) return "'model' is required";
   if (!model->is_string() || model->as_string().empty())
     return "'model' must be a non-empty string";
+  if (auto err = check_model_name(model->as_string())) return err;
   out.model = std::string(model->as_string());
   const auto* messages = o.if_contains("messages");
   if (!messages) return "'messages' is required";

@@ -52,8 +52,8 @@ TEST_F(OpsTest, GatewayKeysAuthenticateAndEnforceTheirPolicies) {
   EXPECT_EQ(limited.status, 429);
   EXPECT_FALSE(limited.header("retry-after").empty());
   EXPECT_TRUE(is_openai_error(limited.body));
-  // Monthly budget: the first request spends more than the budget, the next is refused.
-  EXPECT_EQ(chat(chat_body("dear"), bearer("gw-budget-secret-333")).status, 200);
+  // Monthly budget: a request whose estimated cost does not fit in what is left is refused
+  // (the estimate is reserved at admission, issue 17).
   auto broke = chat(chat_body("dear"), bearer("gw-budget-secret-333"));
   EXPECT_EQ(broke.status, 429);
   EXPECT_NE(error_message(broke.body).find("budget"), std::string::npos);
@@ -63,15 +63,23 @@ TEST_F(OpsTest, GatewayKeysAuthenticateAndEnforceTheirPolicies) {
 
 // Spend is recorded per gateway key in the store, so a restart does not reset a monthly budget.
 TEST_F(OpsTest, MonthlyBudgetSurvivesARestart) {
-  auto& mock = add_mock();
+  MockScenario wordy;
+  wordy.completion_tokens = 250;
+  auto& mock = add_mock(wordy);
+  // One request reserves up to ~$0.027 (prompt + max_tokens 260 at $100/Mtok) and spends ~$0.026:
+  // a $0.04 budget admits one, and after it (restart or not) not another.
   const std::string yaml =
-      std::string(kGatewayKeys) + "providers:\n" + provider("up", mock) + models_yaml();
+      "auth:\n  gateway_keys:\n    - { key: gw-team-a-secret-111, name: team-a }\n"
+      "    - { key: gw-budget-secret-333, name: frugal, monthly_budget_usd: 0.04 }\n"
+      "providers:\n" +
+      provider("up", mock) + models_yaml();
+  const std::string body = chat_body("dear", false, "\"max_tokens\":260");
   start_gateway(yaml);
-  EXPECT_EQ(chat(chat_body("dear"), bearer("gw-budget-secret-333")).status, 200);
+  EXPECT_EQ(chat(body, bearer("gw-budget-secret-333")).status, 200);
   gw_->stop(Millis(1000));  // drains the store
   gw_.reset();
   start_gateway(yaml);  // same state path
-  auto broke = chat(chat_body("dear"), bearer("gw-budget-secret-333"));
+  auto broke = chat(body, bearer("gw-budget-secret-333"));
   EXPECT_EQ(broke.status, 429) << broke.body;
   EXPECT_EQ(chat(chat_body("dear"), bearer("gw-team-a-secret-111")).status, 200);
 }

@@ -72,7 +72,9 @@ class WorkflowApiTest : public GatewayTest {
   }
 
   static std::string exec_provider_yaml(const gateway::MockProvider& m) {
-    return "providers:\n" + provider("pa", m) + "models:\n  ma: { provider: pa, upstream: up-a }\n";
+    // Runs over HTTP may run exec steps only when the configuration allows it (issue 17).
+    return "workflows: { allow_exec: true }\nproviders:\n" + provider("pa", m) +
+           "models:\n  ma: { provider: pa, upstream: up-a }\n";
   }
 };
 
@@ -299,9 +301,12 @@ TEST_F(WorkflowApiTest, StopReleasesRunsAndTheNextStartFinishesThem) {
 // a later step's feedback reaches POST /v1/feedback: the learned posterior counts the verdict.
 TEST_F(WorkflowApiTest, LlmStepThroughTheGatewayAndFeedbackFromALaterStep) {
   auto& m = add_mock();
-  start_gateway("auth: { gateway_keys: [gw-wf-key-2] }\nproviders:\n" + provider("pa", m) +
-                "models:\n  ma: { provider: pa, upstream: up-a }\n"
-                "routes:\n  auto: { strategy: learned, layers: [[ma]] }\n");
+  start_gateway(
+      "auth: { gateway_keys: [gw-wf-key-2] }\nworkflows: { allow_exec: true }\n"
+      "providers:\n" +
+      provider("pa", m) +
+      "models:\n  ma: { provider: pa, upstream: up-a }\n"
+      "routes:\n  auto: { strategy: learned, layers: [[ma]] }\n");
   const Headers auth = {{"authorization", "Bearer gw-wf-key-2"}};
   std::string id = submit(
       "name: ask-and-judge\nsteps:\n"
