@@ -54,8 +54,9 @@ class GatewayStepClient final : public workflow::LlmCaller, public workflow::Fee
   explicit GatewayStepClient(TargetResolver resolve) : resolve_(std::move(resolve)) {}
 
   Result<workflow::HttpReply> complete(
-      const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
-      int64_t timeout_ms, const workflow::Interrupt& interrupt) override;
+      const std::string& client, const std::string& body,
+      const std::vector<std::pair<std::string, std::string>>& headers, int64_t timeout_ms,
+      const workflow::Interrupt& interrupt) override;
   // 200 is delivered; 409 (a verdict already recorded, e.g. sent again after a retry) counts as
   // delivered too; anything else is an error carrying the gateway's message.
   Status send(const workflow::FeedbackCall& call, const workflow::Interrupt& interrupt) override;

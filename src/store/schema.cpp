@@ -140,6 +140,12 @@ CREATE INDEX usage_gateway_key_ts ON usage (gateway_key, ts_ms);
 DROP INDEX usage_gateway_key_ts;
 CREATE INDEX usage_gateway_key_ts ON usage (gateway_key, ts_ms) WHERE gateway_key != '';
 )sql"},
+      // Workflow runs belong to the client that created them (workflow.h "Clients"): '' is the
+      // local user, "key:<name>" a gateway key. Runs from before this version get ''.
+      {6, "workflow run clients", R"sql(
+ALTER TABLE workflow_runs ADD COLUMN client TEXT NOT NULL DEFAULT '';
+CREATE INDEX workflow_runs_client ON workflow_runs (client, created_ms);
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

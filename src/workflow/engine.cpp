@@ -235,6 +235,30 @@ struct Engine::Impl {
     return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
   }
 
+  // Every thread the engine starts goes through here (EngineOptions::start_thread); it throws
+  // std::system_error when the process has no thread to give.
+  std::thread start_thread(std::function<void()> fn) {
+    if (opt.start_thread) return opt.start_thread(std::move(fn));
+    return std::thread(std::move(fn));
+  }
+
+  // Hands a claimed run back (owner cleared, lease expired, status left `running`) so that the
+  // next executor claims it at once; unfinished steps are retried there, as after a crash.
+  void release_claim(const std::string& run_id, const std::string& why) {
+    std::lock_guard lock(db_mu);
+    Stmt u;
+    if (u.prepare(db.get(),
+                  "UPDATE workflow_runs SET owner = NULL, lease_expires_ms = 0, updated_ms = ? "
+                  "WHERE id = ? AND owner = ? AND status = 'running'")
+            .ok()) {
+      u.bind(1, now_ms());
+      u.bind(2, run_id);
+      u.bind(3, owner);
+      if (u.run() == SQLITE_OK && sqlite3_changes(db.get()) == 1)
+        (void)add_event(run_id, "", 0, "run_released", owner + " " + why);
+    }
+  }
+
   StepExecutor* executor_for(StepKind k) {
     switch (k) {
       case StepKind::kExec:
@@ -254,9 +278,11 @@ namespace {
 // The state of one run being executed by this process.
 class RunExecution {
  public:
-  RunExecution(Engine::Impl& impl, std::string run_id, Definition def, json::value input)
+  RunExecution(Engine::Impl& impl, std::string run_id, std::string client, Definition def,
+               json::value input)
       : impl_(impl),
         run_id_(std::move(run_id)),
+        client_(std::move(client)),
         def_(std::move(def)),
         input_(std::move(input)),
         run_interrupt_(*impl.clock) {}
@@ -377,6 +403,7 @@ class RunExecution {
       impl_.emit(Transition{run_id_, r.step_id, event, r.attempt, 0, detail});
     };
     FeedbackCall call;
+    call.client = client_;
     auto target = lookup(fb.step);
     const json::value* rid = nullptr;
     if (target && target->output.is_object())
@@ -519,6 +546,7 @@ class RunExecution {
       } else if (StepExecutor* ex = impl_.executor_for(def.kind)) {
         StepRequest req;
         req.run_id = run_id_;
+        req.client = client_;
         req.step_id = id;
         req.kind = def.kind;
         req.attempt = r.attempt;
@@ -598,28 +626,46 @@ class RunExecution {
       return aborted(st);
 
     std::vector<Outcome> results(children.size());
+    std::vector<char> started(children.size(), 0);  // each element written by one worker
     std::atomic<size_t> next{0};
+    std::atomic<bool> stop{false};
     auto worker = [&] {
-      for (;;) {
+      while (!stop.load()) {
         size_t i = next.fetch_add(1);
         if (i >= children.size()) return;
+        started[i] = 1;
         results[i] = run_step(*children[i].def, children[i].id, children[i].item, parent);
       }
     };
-    size_t n = std::min<size_t>(children.size(), static_cast<size_t>(def.max_concurrency));
+    // A client's definition may ask for any max_concurrency: this process's bound wins.
+    const int limit = std::max(1, std::min(def.max_concurrency, impl_.opt.max_parallel));
+    const size_t n = std::min(children.size(), static_cast<size_t>(limit));
     std::vector<std::thread> threads;
-    for (size_t t = 1; t < n; ++t) threads.emplace_back(worker);
-    worker();
+    // No thread to be had (EAGAIN: a process or memory limit) fails the step rather than the
+    // process: no more children start, those running finish and are recorded, and the step is
+    // recorded failed, so a resume sees a finished step instead of crashing at the same point.
+    std::string no_thread;
+    try {
+      threads.reserve(n);
+      for (size_t t = 1; t < n; ++t) threads.push_back(impl_.start_thread(worker));
+    } catch (const std::exception& e) {
+      stop.store(true);
+      no_thread = "cannot start thread " + std::to_string(threads.size() + 1) + " of " +
+                  std::to_string(n - 1) + " for parallel step " + id + " (" + e.what() + ")";
+    }
+    if (no_thread.empty()) worker();
     // Fan-in: every branch has finished (and recorded) before the step itself is recorded.
     for (auto& t : threads) t.join();
 
     bool cancelled = false;
     std::string failures;
     int failed = 0;
+    size_t not_started = 0;
     json::array out_list;
     json::object out_map;
     for (size_t i = 0; i < children.size(); ++i) {
       const Outcome& o = results[i];
+      if (!started[i]) ++not_started;  // its output stays null, like a child that failed
       if (o.ending == Ending::kAborted) return o;
       if (o.ending == Ending::kCancelled) cancelled = true;
       bool tolerated = children[i].def->on_failure == FailureAction::kContinue;
@@ -639,6 +685,17 @@ class RunExecution {
         def.for_each.empty() ? json::value(std::move(out_map)) : json::value(std::move(out_list));
     r.finished_ms = impl_.now_ms();
     int64_t took = r.finished_ms - r.started_ms;
+    if (!no_thread.empty()) {
+      r.status = "failed";
+      r.failures += 1;
+      r.error =
+          Status::resource_exhausted(no_thread + "; " + std::to_string(not_started) + " of " +
+                                     std::to_string(children.size()) + " branches not started")
+              .to_string();
+      if (failed > 0) r.error += "; " + std::to_string(failed) + " branches failed: " + failures;
+      if (Status st = record(r, "step_failed", r.error, took); !st.ok()) return aborted(st);
+      return Outcome{Ending::kFailed, r.error, r.output};
+    }
     if (failed == 0) {
       r.status = "completed";
       r.error.clear();
@@ -675,6 +732,7 @@ class RunExecution {
 
   Engine::Impl& impl_;
   std::string run_id_;
+  std::string client_;  // whose run this is: every step and verdict carries it
   Definition def_;
   json::value input_;
   Interrupt run_interrupt_;
@@ -720,7 +778,8 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
   return std::unique_ptr<Engine>(new Engine(std::move(impl)));
 }
 
-Result<std::string> Engine::create_run(const Definition& def, const json::value& input) {
+Result<std::string> Engine::create_run(const Definition& def, const json::value& input,
+                                       const std::string& client) {
   if (Status st = validate_input(def, input); !st.ok()) return st;
   std::string id = "wf_" + random_hex(8);
   std::lock_guard lock(impl_->db_mu);
@@ -728,7 +787,7 @@ Result<std::string> Engine::create_run(const Definition& def, const json::value&
   if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
   auto s = impl_->stmt(
       "INSERT INTO workflow_runs (id, name, version, definition_hash, definition, input, status, "
-      "created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?)");
+      "created_ms, updated_ms, client) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)");
   Status st = s.status();
   if (st.ok()) {
     Stmt& q = **s;
@@ -742,6 +801,7 @@ Result<std::string> Engine::create_run(const Definition& def, const json::value&
     q.bind(6, in);
     q.bind(7, now);
     q.bind(8, now);
+    q.bind(9, client);
     if (int rc = q.run(); rc != SQLITE_OK) st = sqlite_error(db.get(), rc, "insert run");
   }
   if (st.ok()) st = impl_->add_event(id, "", 0, "run_created", def.name + " " + def.hash);
@@ -759,7 +819,7 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
     std::lock_guard lock(im.active_mu);
     if (im.shutting_down) return Status::unavailable("workflow executor is shutting down");
   }
-  std::string def_body, input_text, status_text;
+  std::string def_body, input_text, status_text, client;
   std::vector<StepRecord> recs;
   bool cancel_requested = false;
   // Claim: one IMMEDIATE transaction reads the run and takes it only when nobody live owns it.
@@ -774,7 +834,8 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
     Stmt q;
     if (Status st = q.prepare(db.get(),
                               "SELECT status, owner, lease_expires_ms, cancel_requested, "
-                              "definition_hash, definition, input FROM workflow_runs WHERE id = ?");
+                              "definition_hash, definition, input, client FROM workflow_runs "
+                              "WHERE id = ?");
         !st.ok())
       return fail(st);
     q.bind(1, run_id);
@@ -790,6 +851,7 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
     std::string hash = q.col_text(4);
     def_body = q.col_text(5);
     input_text = q.col_text(6);
+    client = q.col_text(7);
     q.finalize();
     auto status = parse_run_status(status_text);
     if (status && (*status == RunStatus::kCompleted || *status == RunStatus::kFailed ||
@@ -867,7 +929,7 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   json::value input = json::parse(input_text, ec);
   if (ec) return release_failed("stored input is not JSON");
 
-  RunExecution exec(im, run_id, std::move(*load.definition), std::move(input));
+  RunExecution exec(im, run_id, client, std::move(*load.definition), std::move(input));
   exec.load_records(std::move(recs));
   if (cancel_requested) exec.run_interrupt().cancel(Status::cancelled("run cancelled"));
   // Registered before executing anything; a shutdown that came after the claim stops it here.
@@ -884,7 +946,7 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   std::mutex hb_mu;
   std::condition_variable hb_cv;
   bool hb_stop = false;
-  std::thread heartbeat([&] {
+  auto beat = [&] {
     auto last_renew = std::chrono::steady_clock::now();
     std::unique_lock lk(hb_mu);
     while (!hb_cv.wait_for(lk, im.opt.poll, [&] { return hb_stop; })) {
@@ -919,7 +981,22 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
       }
       lk.lock();
     }
-  });
+  };
+  std::thread heartbeat;
+  try {
+    heartbeat = im.start_thread(beat);
+  } catch (const std::exception& e) {
+    // Without a heartbeat the lease would lapse under a live executor: do not execute. The run
+    // goes back unowned, so this or another executor resumes it once threads are available.
+    {
+      std::lock_guard lock(im.active_mu);
+      im.active.erase(&exec.run_interrupt());
+    }
+    const std::string why = std::string("cannot start the heartbeat thread (") + e.what() + ")";
+    im.release_claim(run_id, why);
+    im.emit(Transition{run_id, "", "released", 0, 0, why});
+    return Status::resource_exhausted("run " + run_id + " not executed: " + why);
+  }
   Result<RunResult> result = exec.execute();
   {
     std::lock_guard lk(hb_mu);
@@ -936,18 +1013,7 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   if (stopped_by_shutdown) {
     // Hand the run back: the next executor (this gateway after a restart, or another one)
     // claims it at once instead of waiting for the lease to lapse.
-    std::lock_guard lock(im.db_mu);
-    Stmt u;
-    if (u.prepare(im.db.get(),
-                  "UPDATE workflow_runs SET owner = NULL, lease_expires_ms = 0, updated_ms = ? "
-                  "WHERE id = ? AND owner = ? AND status = 'running'")
-            .ok()) {
-      u.bind(1, im.now_ms());
-      u.bind(2, run_id);
-      u.bind(3, im.owner);
-      if (u.run() == SQLITE_OK && sqlite3_changes(im.db.get()) == 1)
-        (void)im.add_event(run_id, "", 0, "run_released", im.owner + " shutting down");
-    }
+    im.release_claim(run_id, "shutting down");
     im.emit(Transition{run_id, "", "released", 0, 0, "executor shutting down"});
     return Status::unavailable("run " + run_id + " stopped: executor shutting down");
   }
@@ -1019,7 +1085,8 @@ Result<std::vector<std::string>> Engine::interrupted_runs() {
 namespace {
 constexpr const char* kRunColumns =
     "id, name, version, status, owner, cancel_requested, created_ms, updated_ms, "
-    "finished_ms, error";
+    "finished_ms, error, client";
+constexpr int kRunColumnCount = 11;
 RunSummary read_summary(const Stmt& q) {
   RunSummary s;
   s.id = q.col_text(0);
@@ -1032,17 +1099,20 @@ RunSummary read_summary(const Stmt& q) {
   s.updated_ms = q.col_int(7);
   s.finished_ms = q.col_int(8);
   s.error = q.col_text(9);
+  s.client = q.col_text(10);
   return s;
 }
 }  // namespace
 
-Result<std::vector<RunSummary>> Engine::list_runs(int limit) {
+Result<std::vector<RunSummary>> Engine::list_runs(int limit, const std::string* client) {
   std::lock_guard lock(impl_->db_mu);
   Stmt q;
-  std::string sql = std::string("SELECT ") + kRunColumns +
-                    " FROM workflow_runs ORDER BY created_ms DESC, id LIMIT ?";
+  std::string sql = std::string("SELECT ") + kRunColumns + " FROM workflow_runs" +
+                    (client ? " WHERE client = ?" : "") + " ORDER BY created_ms DESC, id LIMIT ?";
   if (Status st = q.prepare(impl_->db.get(), sql.c_str()); !st.ok()) return st;
-  q.bind(1, limit);
+  int arg = 1;
+  if (client) q.bind(arg++, *client);
+  q.bind(arg, limit);
   std::vector<RunSummary> out;
   int rc;
   while ((rc = q.step()) == SQLITE_ROW) out.push_back(read_summary(q));
@@ -1061,9 +1131,9 @@ Result<RunDetail> Engine::get_run(const std::string& run_id) {
     q.bind(1, run_id);
     if (q.step() != SQLITE_ROW) return Status::not_found("no workflow run " + run_id);
     d.run = read_summary(q);
-    d.definition_hash = q.col_text(10);
-    d.definition = q.col_text(11);
-    d.input = parse_or_null(q.col_text(12));
+    d.definition_hash = q.col_text(kRunColumnCount);
+    d.definition = q.col_text(kRunColumnCount + 1);
+    d.input = parse_or_null(q.col_text(kRunColumnCount + 2));
   }
   if (Status st = read_step_records(impl_->db.get(), run_id, d.steps); !st.ok()) return st;
   return d;
@@ -1075,6 +1145,7 @@ namespace {
 json::object summary_json(const RunSummary& r) {
   json::object o;
   o["id"] = r.id;
+  o["client"] = r.client;  // "" = the local user (workflow.h "Clients")
   o["name"] = r.name;
   o["version"] = r.version;
   o["status"] = std::string(to_string(r.status));

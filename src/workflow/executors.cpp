@@ -8,12 +8,11 @@
 
 #include <boost/json.hpp>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 
 #include "workflow/workflow.h"
-
-extern char** environ;
 
 namespace switchboard::workflow {
 
@@ -121,12 +120,13 @@ class ExecExecutor final : public StepExecutor {
       max_out = static_cast<size_t>(std::max<int64_t>(0, it->value().as_int64()));
     std::string cwd = str_or(in, "cwd", "");
 
-    // Environment: ours, then the step's, then the idempotency key.
+    // Environment: never ours, which holds the gateway's secrets (provider keys, the admin key):
+    // only what a program needs to be found and to behave, then the step's, then the
+    // idempotency key (workflow.h make_exec_executor).
     std::map<std::string, std::string> env;
-    for (char** p = environ; p && *p; ++p) {
-      std::string kv(*p);
-      auto eq = kv.find('=');
-      if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    env["PATH"] = "/usr/bin:/bin";
+    for (const char* name : {"PATH", "HOME", "LANG"}) {
+      if (const char* v = std::getenv(name)) env[name] = v;
     }
     if (auto it = in.find("env"); it != in.end() && it->value().is_object()) {
       for (const auto& kv : it->value().as_object())
@@ -136,8 +136,7 @@ class ExecExecutor final : public StepExecutor {
     env["SWITCHBOARD_RUN_ID"] = req.run_id;
     env["SWITCHBOARD_STEP_ID"] = req.step_id;
     env["SWITCHBOARD_ATTEMPT"] = std::to_string(req.attempt);
-    std::string program =
-        resolve_program(argv[0], env.count("PATH") ? env["PATH"] : "/usr/bin:/bin");
+    std::string program = resolve_program(argv[0], env["PATH"]);
 
     std::vector<std::string> env_strings;
     for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
@@ -297,6 +296,7 @@ class HttpExecutor final : public StepExecutor {
     if (!req.input.is_object()) return Status::invalid_argument("http: input must be an object");
     const auto& in = req.input.as_object();
     HttpCall call;
+    call.client = req.client;
     call.method = str_or(in, "method", "GET");
     call.url = str_or(in, "url", "");
     if (call.url.empty()) return Status::invalid_argument("http: url is required");
@@ -382,7 +382,8 @@ class LlmExecutor final : public StepExecutor {
     // The idempotency key of this attempt, for the gateway's logs.
     headers.emplace_back("x-switchboard-workflow-step",
                          req.run_id + "/" + req.step_id + "#" + std::to_string(req.attempt));
-    auto reply = caller_->complete(json::serialize(body), headers, req.timeout_ms, interrupt);
+    auto reply =
+        caller_->complete(req.client, json::serialize(body), headers, req.timeout_ms, interrupt);
     if (!reply.ok()) return reply.status();
     boost::system::error_code ec;
     json::value resp = json::parse(reply->body, ec);

@@ -27,6 +27,18 @@
 // by the CLI and gateway. Time comes from an injected `Clock`, waits from a `Sleeper`
 // (`FakeSleeper` advances a ManualClock instead of sleeping).
 //
+// Clients (DESIGN.md invariant 11): every run belongs to the client that created it, a string
+// stored with the run and handed to every step (`StepRequest::client`, `HttpCall::client`, the
+// `LlmCaller`, `FeedbackCall::client`) so that callers apply that client's limits:
+//   ""            the local user (the `switchboard workflow` CLI): no limits but the bounds below;
+//   "key:<name>"  a run submitted over HTTP with the gateway key named <name>;
+//   "anonymous"   a run submitted over HTTP to a gateway that has no gateway keys.
+// Any other value is opaque here, compared for equality only. The library stores, filters
+// (`list_runs`) and forwards the client; the policy lives in the callers. Definitions come from
+// clients too, so they are bounded: no YAML aliases or anchors (an alias expands exponentially:
+// "billion laughs"), nesting at most kMaxDefinitionDepth, and a parallel step never runs more than
+// `EngineOptions::max_parallel` children at once.
+//
 // Thread-safety: `Engine` methods may be called from any thread; one `Engine` may run several
 // runs at once. Executors and callers must be thread-safe (parallel children call them from
 // several threads). Definitions are immutable values.
@@ -43,6 +55,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -122,13 +135,20 @@ struct Definition {
   const StepDef* find_step(const std::string& id) const;
 };
 
+// Deepest nesting of mappings and lists a definition may have (a parse of deeper text is
+// refused before any node is built; the recursive walks over the definition stay shallow).
+inline constexpr int kMaxDefinitionDepth = 64;
+
 struct DefinitionLoad {
   std::optional<Definition> definition;
   std::vector<ConfigError> errors;  // "file:line:col: steps[2].retry.max_ms: must be >= 0"
   bool ok() const { return errors.empty() && definition.has_value(); }
 };
 
-// Parses and validates a definition (YAML or JSON), reporting every error it finds.
+// Parses and validates a definition (YAML or JSON), reporting every error it finds. YAML
+// aliases (*name) and anchors (&name) are refused with their line and column, as is nesting
+// deeper than kMaxDefinitionDepth; both checks run on the parser's events, before any node is
+// built, so a hostile text costs time linear in its size.
 DefinitionLoad parse_definition(const std::string& text, const std::string& source_name);
 DefinitionLoad load_definition_file(const std::string& path);
 
@@ -223,6 +243,7 @@ class FakeSleeper final : public Sleeper {
 
 struct StepRequest {
   std::string run_id;
+  std::string client;   // the run's client (see "Clients" above), for every step and child
   std::string step_id;  // "reviews[3]" for a parallel child
   StepKind kind = StepKind::kExec;
   int attempt = 1;
@@ -242,11 +263,16 @@ class StepExecutor {
 // exec: input {argv: [...], env: {...}, cwd: "...", max_output_bytes: N}. Fork/exec in its own
 // process group (killed with SIGKILL on timeout, cancellation, or when the main process exits,
 // stragglers included); the child also dies if this process dies. Output {exit_code, stdout,
-// stderr[, truncated]}; a non-zero exit fails the attempt. Env adds SWITCHBOARD_RUN_ID,
-// SWITCHBOARD_STEP_ID and SWITCHBOARD_ATTEMPT.
+// stderr[, truncated]}; a non-zero exit fails the attempt.
+// The child never inherits this process's environment, which holds the gateway's secrets
+// (provider keys, admin key; invariants 9 and 11): its environment is exactly PATH, HOME and
+// LANG copied from this process when set (PATH defaults to /usr/bin:/bin), then the step's
+// `env`, then SWITCHBOARD_RUN_ID, SWITCHBOARD_STEP_ID and SWITCHBOARD_ATTEMPT. argv[0] without a
+// slash is looked up in that final PATH.
 std::shared_ptr<StepExecutor> make_exec_executor();
 
 struct HttpCall {
+  std::string client;  // the run's client (see "Clients" above): the caller's policy follows it
   std::string method = "GET";
   std::string url;
   std::vector<std::pair<std::string, std::string>> headers;
@@ -270,14 +296,16 @@ class HttpCaller {
 // {status, body (parsed JSON when it parses, else text)}. Status >= 400 fails the attempt.
 std::shared_ptr<StepExecutor> make_http_executor(std::shared_ptr<HttpCaller> caller);
 
-// An OpenAI-style chat completion through the gateway: `body` is the request JSON, `headers`
-// the routing hints (x-switchboard-complexity, x-switchboard-category).
+// An OpenAI-style chat completion through the gateway: `client` the run's client (see "Clients"
+// above: whose routes, limits and budget apply), `body` the request JSON, `headers` the routing
+// hints (x-switchboard-complexity, x-switchboard-category).
 class LlmCaller {
  public:
   virtual ~LlmCaller() = default;
   virtual Result<HttpReply> complete(
-      const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
-      int64_t timeout_ms, const Interrupt& interrupt) = 0;
+      const std::string& client, const std::string& body,
+      const std::vector<std::pair<std::string, std::string>>& headers, int64_t timeout_ms,
+      const Interrupt& interrupt) = 0;
 };
 // llm: input {route | model, messages, complexity, category, max_tokens, temperature}. Output
 // {content, model, finish_reason, usage, request_id} (request_id: the gateway's
@@ -287,6 +315,7 @@ std::shared_ptr<StepExecutor> make_llm_executor(std::shared_ptr<LlmCaller> calle
 
 // The caller's verdict on one gateway request (DESIGN.md `POST /v1/feedback`).
 struct FeedbackCall {
+  std::string client;  // the run's client (see "Clients" above), set by the engine
   std::string request_id;
   bool success = false;
   std::optional<double> score;  // in [0, 1]
@@ -338,6 +367,7 @@ struct StepRecord {
 
 struct RunSummary {
   std::string id;
+  std::string client;  // who created the run (see "Clients" above)
   std::string name;
   int64_t version = 0;
   RunStatus status = RunStatus::kPending;
@@ -376,6 +406,15 @@ struct EngineOptions {
   uint64_t seed = 0;  // jitter randomness; 0 = random
   // Called for every transition, serialized (never two at once), from executing threads.
   std::function<void(const Transition&)> on_transition;
+  // The most children of one parallel step that run at once, whatever its max_concurrency says
+  // (DESIGN.md workflows.max_parallel): a definition sent by a client must not make this process
+  // start 100000 threads. The effective concurrency is max(1, min(max_concurrency, max_parallel)).
+  int max_parallel = 64;
+  // Starts the engine's threads (parallel workers, a run's heartbeat); empty = std::thread. A
+  // seam for tests, which make it throw std::system_error as std::thread does when the process
+  // is out of threads (EAGAIN). The engine turns that into a ResourceExhausted error (a failed
+  // parallel step, or `run()` refused with the run handed back), never a crash.
+  std::function<std::thread(std::function<void()>)> start_thread;
 };
 
 class Engine {
@@ -386,13 +425,17 @@ class Engine {
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
-  // Validates the input and records a new pending run; returns its id. Executes nothing.
-  Result<std::string> create_run(const Definition& def, const json::value& input);
+  // Validates the input and records a new pending run of `client` (see "Clients" above; "" =
+  // the local user); returns its id. Executes nothing.
+  Result<std::string> create_run(const Definition& def, const json::value& input,
+                                 const std::string& client = "");
   // Claims the run and executes it to the end (completed, failed or cancelled). `def`, when
   // given, must have the stored definition's hash unless `force` (then it replaces it); when
   // null the stored definition is used. Fails without executing when another live owner holds
   // the run (FailedPrecondition) or it is already finished (returns its final status).
-  // After `shutdown()` it refuses (Unavailable) without claiming.
+  // After `shutdown()` it refuses (Unavailable) without claiming. When no thread can be started
+  // for the run's heartbeat it hands the claim back (the run stays resumable) and returns
+  // ResourceExhausted.
   Result<RunResult> run(const std::string& run_id, const Definition* def = nullptr,
                         bool force = false);
   // Stops this executor for a process shutdown, NOT a cancellation: every run executing in
@@ -407,7 +450,9 @@ class Engine {
   // Ids of runs left pending or running whose lease has expired (for recovery at start).
   Result<std::vector<std::string>> interrupted_runs();
 
-  Result<std::vector<RunSummary>> list_runs(int limit = 100);
+  // The newest `limit` runs; only those of `*client` when given (an empty string is the local
+  // user's runs, not all runs).
+  Result<std::vector<RunSummary>> list_runs(int limit = 100, const std::string* client = nullptr);
   Result<RunDetail> get_run(const std::string& run_id);
   const std::string& owner() const;
 
@@ -418,7 +463,8 @@ class Engine {
   std::unique_ptr<Impl> impl_;
 };
 
-// `workflow list` / `workflow show` output: aligned text, or JSON when `as_json`.
+// `workflow list` / `workflow show` output: aligned text, or JSON when `as_json` (the JSON
+// names each run's "client"; the text, for the local user, does not).
 std::string format_runs(const std::vector<RunSummary>& runs, bool as_json);
 std::string format_run(const RunDetail& run, bool as_json);
 

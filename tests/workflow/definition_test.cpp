@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <chrono>
 
 #include "test_util.h"
 
@@ -123,6 +124,118 @@ TEST(DefinitionTest, StructuralRules) {
   EXPECT_NE(
       errs("name: x\nsteps: [ {id: a, kind: exec, input: {argv: [x]}\n").find("YAML syntax error"),
       std::string::npos);
+}
+
+// Invariant 10/11: a definition sent by a client cannot make the parser's walks explode.
+TEST(DefinitionTest, AliasesAndAnchorsAreRefusedWithLineAndColumn) {
+  auto load = parse_definition(R"(name: a
+steps:
+  - id: one
+    kind: exec
+    input: { argv: &cmd [echo, hi] }
+  - id: two
+    kind: exec
+    input: { argv: *cmd }
+)",
+                               "a.yaml");
+  ASSERT_FALSE(load.ok());
+  std::vector<std::string> lines;
+  for (const auto& e : load.errors) lines.push_back(e.to_string());
+  ASSERT_EQ(lines.size(), 2u) << ::testing::PrintToString(lines);
+  EXPECT_EQ(lines[0].rfind("a.yaml:5:20: ", 0), 0u) << lines[0];
+  EXPECT_NE(lines[0].find("YAML anchors (&name) are not allowed in workflow definitions"),
+            std::string::npos)
+      << lines[0];
+  EXPECT_EQ(lines[1].rfind("a.yaml:8:20: ", 0), 0u) << lines[1];
+  EXPECT_NE(lines[1].find("YAML aliases (*name) are not allowed in workflow definitions"),
+            std::string::npos)
+      << lines[1];
+  EXPECT_NE(lines[1].find("(found *cmd)"), std::string::npos) << lines[1];
+
+  // A merge key is an alias too; an anchor alone is refused as well.
+  EXPECT_FALSE(parse_definition("name: m\nbase: &b { kind: exec }\nsteps:\n  - <<: *b\n    id: x\n",
+                                "m.yaml")
+                   .ok());
+  auto anchored = parse_definition(
+      "name: n\nsteps:\n  - id: x\n    kind: exec\n    input: &in { argv: [x] }\n", "n.yaml");
+  ASSERT_FALSE(anchored.ok());
+  EXPECT_EQ(anchored.errors.front().line, 5);
+  EXPECT_EQ(anchored.errors.front().column, 12);
+}
+
+TEST(DefinitionTest, BillionLaughsIsRefusedQuickly) {
+  // Nine levels of nine aliases: 9^9 (387 million) strings once expanded by a tree walk.
+  std::string text =
+      "name: lol\nsteps:\n  - id: s\n    kind: exec\n    input:\n      argv: [echo]\n"
+      "      env:\n        a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\","
+      "\"lol\",\"lol\"]\n";
+  for (char c = 'b'; c <= 'i'; ++c) {
+    const char prev = static_cast<char>(c - 1);
+    text += std::string("        ") + c + ": &" + c + " [";
+    for (int i = 0; i < 9; ++i) text += std::string(i ? "," : "") + "*" + prev;
+    text += "]\n";
+  }
+  ASSERT_LT(text.size(), 700u);
+  auto start = std::chrono::steady_clock::now();
+  auto load = parse_definition(text, "lol.yaml");
+  auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_LT(took, std::chrono::milliseconds(500));
+  ASSERT_FALSE(load.ok());
+  bool alias_found = false;
+  for (const auto& e : load.errors) {
+    EXPECT_GT(e.line, 0) << e.to_string();
+    EXPECT_GT(e.column, 0) << e.to_string();
+    if (e.message.find("YAML aliases (*name) are not allowed") != std::string::npos &&
+        !alias_found) {
+      alias_found = true;
+      EXPECT_EQ(e.line, 9) << e.to_string();  // the first *a, in `b: &b [*a,...`
+      EXPECT_EQ(e.column, 16) << e.to_string();
+    }
+  }
+  EXPECT_TRUE(alias_found);
+  // The list of errors is bounded too.
+  EXPECT_LE(load.errors.size(), 21u);
+}
+
+TEST(DefinitionTest, NestingDepthIsBounded) {
+  const std::string head =
+      "name: deep\nsteps:\n  - id: s\n    kind: http\n    input:\n"
+      "      url: http://example.com\n      body: ";
+  auto nested = [&](int depth, bool closed) {
+    return head + std::string(static_cast<size_t>(depth), '[') + "1" +
+           (closed ? std::string(static_cast<size_t>(depth), ']') : "") + "\n";
+  };
+  // Within the bound (the document itself uses 4 levels): fine.
+  auto ok = parse_definition(nested(kMaxDefinitionDepth - 4, true), "deep.yaml");
+  EXPECT_TRUE(ok.ok()) << (ok.errors.empty() ? "" : ok.errors.front().to_string());
+  for (bool closed : {true, false}) {
+    for (int depth : {kMaxDefinitionDepth, 100000}) {
+      auto start = std::chrono::steady_clock::now();
+      auto load = parse_definition(nested(depth, closed), "deep.yaml");
+      auto took = std::chrono::steady_clock::now() - start;
+      EXPECT_LT(took, std::chrono::milliseconds(500)) << depth;
+      ASSERT_FALSE(load.ok()) << depth;
+      const auto& e = load.errors.front();
+      EXPECT_NE(e.message.find("nesting deeper than 64 levels"), std::string::npos)
+          << e.to_string();
+      // The first level too many: line 7, just after `body: ` and 60 brackets. (Unclosed, each
+      // `[` may start a flow pair too, a level of its own: fewer brackets then.)
+      EXPECT_EQ(e.line, 7) << e.to_string();
+      if (closed)
+        EXPECT_EQ(e.column, 13 + kMaxDefinitionDepth - 4) << e.to_string();
+      else
+        EXPECT_GT(e.column, 13) << e.to_string();
+    }
+  }
+  // Block style nests as deep as flow style.
+  std::string block =
+      "name: deep\nsteps:\n  - id: s\n    kind: http\n    input:\n"
+      "      url: http://example.com\n      body:\n";
+  for (int i = 0; i < 200; ++i) block += std::string(8 + 2 * static_cast<size_t>(i), ' ') + "k:\n";
+  auto b = parse_definition(block, "deep.yaml");
+  ASSERT_FALSE(b.ok());
+  EXPECT_NE(b.errors.front().message.find("nesting deeper"), std::string::npos)
+      << b.errors.front().to_string();
 }
 
 TEST(TemplateTest, WholeStringKeepsTypeAndInterpolationMakesText) {

@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 #include <future>
+#include <system_error>
 #include <thread>
 
 #include "test_util.h"
@@ -22,6 +23,7 @@ struct Harness {
   std::shared_ptr<FakeSleeper> sleeper = std::make_shared<FakeSleeper>(clock);
   std::vector<std::string> lines;
   std::mutex lines_mu;
+  std::function<void(EngineOptions&)> tweak;  // applied last, by open()
 
   std::unique_ptr<Engine> open(std::shared_ptr<StepExecutor> exec, std::string owner = "test") {
     EngineOptions o;
@@ -36,6 +38,7 @@ struct Harness {
       std::lock_guard lock(lines_mu);
       lines.push_back(t.to_line());
     };
+    if (tweak) tweak(o);
     auto e = Engine::open(std::move(o));
     EXPECT_TRUE(e.ok()) << e.status().to_string();
     return std::move(*e);
@@ -293,6 +296,161 @@ steps:
   EXPECT_EQ(res->status, RunStatus::kFailed);
   EXPECT_NE(res->error.find("p.b: b down"), std::string::npos) << res->error;
   EXPECT_EQ(ex->count("p.a"), 1);
+}
+
+// A client's max_concurrency cannot make the gateway start a thread per item.
+TEST(EngineTest, ParallelConcurrencyIsBoundedByMaxParallel) {
+  EXPECT_EQ(EngineOptions{}.max_parallel, 64);
+  Harness h;
+  h.tweak = [](EngineOptions& o) { o.max_parallel = 8; };
+  std::atomic<int> running{0}, most{0};
+  auto ex = std::make_shared<FakeExecutor>([&](const StepRequest& r, const Interrupt&) {
+    int now = ++running;
+    for (int m = most.load(); now > m && !most.compare_exchange_weak(m, now);) {
+    }
+    std::this_thread::sleep_for(Millis(2));
+    --running;
+    return Result<json::value>(r.input.as_object().at("argv").as_array()[0]);
+  });
+  auto engine = h.open(ex);
+  Definition def = must_parse(R"(name: wide
+steps:
+  - id: fan
+    kind: parallel
+    for_each: ${input.items}
+    max_concurrency: 100000
+    step:
+      kind: exec
+      input: { argv: ["${item}"] }
+)");
+  json::array items;
+  for (int i = 0; i < 200; ++i) items.push_back(i);
+  json::object input;
+  input["items"] = std::move(items);
+  auto id = engine->create_run(def, input);
+  ASSERT_TRUE(id.ok()) << id.status().to_string();
+  auto res = engine->run(*id);
+  ASSERT_TRUE(res.ok()) << res.status().to_string();
+  EXPECT_EQ(res->status, RunStatus::kCompleted) << res->error;
+  EXPECT_EQ(ex->calls().size(), 200u);
+  EXPECT_LE(most.load(), 8);
+  EXPECT_GT(most.load(), 1);  // still parallel
+  auto out =
+      json::parse(query_text(h.db(), "SELECT output FROM workflow_steps WHERE step_id = 'fan'"));
+  ASSERT_EQ(out.as_array().size(), 200u);
+  EXPECT_EQ(out.as_array()[199], json::value(199));
+}
+
+// std::thread throws std::system_error (EAGAIN) when the process is out of threads.
+std::function<std::thread(std::function<void()>)> threads_that_fail_after(
+    std::shared_ptr<std::atomic<int>> left) {
+  return [left](std::function<void()> fn) {
+    if (left->fetch_sub(1) <= 0)
+      throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                              "thread creation");
+    return std::thread(std::move(fn));
+  };
+}
+
+TEST(EngineTest, ThreadCreationFailureFailsTheParallelStepNotTheProcess) {
+  Harness h;
+  auto left = std::make_shared<std::atomic<int>>(3);  // the heartbeat and two workers
+  h.tweak = [left](EngineOptions& o) { o.start_thread = threads_that_fail_after(left); };
+  auto ex = std::make_shared<FakeExecutor>([](const StepRequest& r, const Interrupt&) {
+    std::this_thread::sleep_for(Millis(1));
+    return Result<json::value>(json::value(r.step_id));
+  });
+  auto engine = h.open(ex);
+  Definition def = must_parse(R"(name: starved
+steps:
+  - id: fan
+    kind: parallel
+    for_each: ${input.items}
+    max_concurrency: 10
+    on_failure: continue
+    step:
+      kind: exec
+      input: { argv: ["${item}"] }
+  - id: after
+    kind: exec
+    input: { argv: [done] }
+)");
+  auto id = engine->create_run(def, json::parse(R"({"items": [0,1,2,3,4,5,6,7,8,9]})"));
+  ASSERT_TRUE(id.ok());
+  auto res = engine->run(*id);
+  ASSERT_TRUE(res.ok()) << res.status().to_string();
+  EXPECT_EQ(res->status, RunStatus::kCompleted) << res->error;  // on_failure: continue
+  EXPECT_EQ(ex->count("after"), 1);
+  EXPECT_EQ(query_text(h.db(), "SELECT status FROM workflow_steps WHERE step_id = 'fan'"),
+            "failed");
+  std::string err = query_text(h.db(), "SELECT error FROM workflow_steps WHERE step_id = 'fan'");
+  EXPECT_EQ(err.rfind("ResourceExhausted: cannot start thread 3 of 9 for parallel step fan (", 0),
+            0u)
+      << err;
+  EXPECT_NE(err.find("branches not started"), std::string::npos) << err;
+  // The children that did start finished and were recorded; none runs again on resume.
+  const size_t ran = ex->calls().size() - 1;
+  EXPECT_LT(ran, 10u);
+  EXPECT_EQ(query_int(h.db(),
+                      "SELECT count(*) FROM workflow_steps WHERE step_id LIKE 'fan[%' "
+                      "AND status = 'completed'"),
+            static_cast<int64_t>(ran));
+  left->store(1000);
+  auto again = engine->run(*id);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->status, RunStatus::kCompleted);
+  EXPECT_EQ(ex->calls().size(), ran + 1);
+
+  // Without on_failure the run fails with the same clear error, and stays failed on resume.
+  left->store(1);  // the heartbeat only: not a single worker
+  Definition strict = must_parse(R"(name: strict
+steps:
+  - id: fan
+    kind: parallel
+    for_each: ${input.items}
+    step:
+      kind: exec
+      input: { argv: ["${item}"] }
+)");
+  auto id2 = engine->create_run(strict, json::parse(R"({"items": [0,1,2]})"));
+  auto res2 = engine->run(*id2);
+  ASSERT_TRUE(res2.ok()) << res2.status().to_string();
+  EXPECT_EQ(res2->status, RunStatus::kFailed);
+  EXPECT_NE(res2->error.find("ResourceExhausted: cannot start thread 1 of 2"), std::string::npos)
+      << res2->error;
+  EXPECT_NE(res2->error.find("3 of 3 branches not started"), std::string::npos) << res2->error;
+  left->store(1000);
+  auto res3 = engine->run(*id2);
+  ASSERT_TRUE(res3.ok());
+  EXPECT_EQ(res3->status, RunStatus::kFailed);
+}
+
+TEST(EngineTest, NoHeartbeatThreadHandsTheRunBack) {
+  Harness h;
+  auto left = std::make_shared<std::atomic<int>>(0);
+  h.tweak = [left](EngineOptions& o) { o.start_thread = threads_that_fail_after(left); };
+  auto ex = echo_executor();
+  auto engine = h.open(ex);
+  Definition def =
+      must_parse("name: hb\nsteps:\n  - { id: a, kind: exec, input: { argv: [x] } }\n");
+  auto id = engine->create_run(def, nullptr);
+  ASSERT_TRUE(id.ok());
+  auto res = engine->run(*id);
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(res.status().message().find("cannot start the heartbeat thread"), std::string::npos)
+      << res.status().message();
+  EXPECT_EQ(ex->calls().size(), 0u);
+  // Unowned and resumable at once, by this executor or another.
+  EXPECT_EQ(query_text(h.db(), "SELECT coalesce(owner, 'none') FROM workflow_runs"), "none");
+  auto ids = engine->interrupted_runs();
+  ASSERT_TRUE(ids.ok());
+  EXPECT_EQ(*ids, std::vector<std::string>{*id});
+  left->store(1000);
+  auto again = engine->run(*id);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(again->status, RunStatus::kCompleted);
+  EXPECT_EQ(ex->calls().size(), 1u);
 }
 
 TEST(EngineTest, OnlyOneOfTwoExecutorsRunsARun) {

@@ -3,7 +3,11 @@
 #include <signal.h>
 
 #include <boost/json.hpp>
+#include <cstdlib>
 #include <fstream>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <thread>
 
 #include "test_util.h"
@@ -54,6 +58,55 @@ TEST(ExecTest, CapturesOutputExitCodeEnvAndCwd) {
   auto missing = ex->execute(request(R"({"argv": ["/nonexistent/program"]})"), intr);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("No such file"), std::string::npos);
+}
+
+// Invariant 11: the gateway's environment (provider keys, admin key) never reaches a command.
+TEST(ExecTest, ChildEnvironmentIsOnlyPathHomeLangThenTheStepsOwn) {
+  // Saved and restored: later tests (and their children) see this process's real environment.
+  auto saved = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  };
+  const auto path = saved("PATH"), home = saved("HOME"), lang = saved("LANG");
+  auto restore = [](const char* name, const std::optional<std::string>& v) {
+    if (v)
+      setenv(name, v->c_str(), 1);
+    else
+      unsetenv(name);
+  };
+  setenv("SWITCHBOARD_TEST_SECRET", "sk-live-do-not-leak", 1);
+  setenv("PATH", "/usr/local/bin:/usr/bin:/bin", 1);
+  setenv("HOME", "/home/someone", 1);
+  setenv("LANG", "C.UTF-8", 1);
+  // Every variable the child sees, one per line (`env` prints them; sorted for comparison).
+  auto child_env = [](const std::string& step_env) {
+    auto ex = make_exec_executor();
+    Interrupt intr(SystemClock::instance());
+    auto r = ex->execute(request(R"({"argv": ["env"], "env": )" + step_env + "}", 2), intr);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    std::set<std::string> vars;
+    if (!r.ok()) return vars;
+    std::istringstream out(std::string(r->as_object().at("stdout").as_string()));
+    for (std::string line; std::getline(out, line);) vars.insert(line);
+    return vars;
+  };
+  auto vars = child_env(R"({"FOO": "bar", "HOME": "/tmp"})");
+  EXPECT_EQ(vars, (std::set<std::string>{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp",
+                                         "LANG=C.UTF-8", "FOO=bar", "SWITCHBOARD_RUN_ID=wf_test",
+                                         "SWITCHBOARD_STEP_ID=s", "SWITCHBOARD_ATTEMPT=2"}));
+  for (const auto& v : vars) EXPECT_EQ(v.find("sk-"), std::string::npos) << v;
+
+  // Unset in this process: PATH gets its default, HOME and LANG are absent.
+  unsetenv("PATH");
+  unsetenv("HOME");
+  unsetenv("LANG");
+  auto bare = child_env("{}");
+  restore("PATH", path);
+  restore("HOME", home);
+  restore("LANG", lang);
+  unsetenv("SWITCHBOARD_TEST_SECRET");
+  EXPECT_EQ(bare, (std::set<std::string>{"PATH=/usr/bin:/bin", "SWITCHBOARD_RUN_ID=wf_test",
+                                         "SWITCHBOARD_STEP_ID=s", "SWITCHBOARD_ATTEMPT=2"}));
 }
 
 TEST(ExecTest, OutputIsBounded) {
