@@ -5,7 +5,9 @@
 // gateway buffer a body), and by the handler, which learns the principal from it.
 //   client     /v1/... and the aliases without /v1 (/chat/completions, /models): a gateway key
 //              when keys are configured, else anyone.
-//   workflows  /v1/workflows/...: as client, and the admin key too (it sees every run).
+//   workflows  /v1/workflows/...: as client, and the admin key too (it sees every run); on a
+//              gateway with neither gateway keys nor an admin key, a loopback peer sees every
+//              run (all its callers are the operator's own).
 //   admin      /admin/...: the admin key, or a loopback peer when no admin key is set.
 //   open       /healthz, /readyz, /metrics, and unknown paths (404).
 // A client key's `routes` list applies to every spelling of a model (route, model name,

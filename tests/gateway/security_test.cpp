@@ -276,11 +276,17 @@ TEST_F(SecurityTest, ParallelismAndConcurrentRunsAreBounded) {
   for (int i = 0; i < 200; ++i) items += (i ? "," : "") + std::to_string(i);
   items += "]";
   const std::string wide =
-      "name: wide\nsteps:\n  - id: fan\n    kind: parallel\n    for_each: " + items +
-      "\n    max_concurrency: 100000\n    step:\n      kind: sleep\n"
+      "name: wide\nsteps:\n  - id: fan\n    kind: parallel\n    for_each: ${input.items}\n"
+      "    max_concurrency: 100000\n    step:\n      kind: sleep\n"
       "      input: { duration_ms: 1 }\n";
+  boost::json::object body;
+  body["definition"] = wide;
+  body["input"] = boost::json::object{{"items", boost::json::parse(items)}};
   std::vector<std::string> ids;
-  for (int i = 0; i < 5; ++i) ids.push_back(submit(wide, auth));
+  for (int i = 0; i < 5; ++i) {
+    auto r = post(port_, "/v1/workflows/runs", boost::json::serialize(body), auth);
+    ASSERT_EQ(r.status, 201) << r.body;
+  }
   // Never more than two runs running at once; all of them finish.
   int most_running = 0;
   ASSERT_TRUE(eventually(
@@ -459,7 +465,7 @@ TEST_F(SecurityTest, AcceptBacksOffWhenOutOfDescriptors) {
   ASSERT_EQ(chat(chat_body("cheap")).status, 200);
   auto accept_errors = [] {
     const std::string text = metrics::serialize();
-    const std::string name = "switchboard_gateway_accept_errors_total ";
+    const std::string name = "\nswitchboard_gateway_accept_errors_total ";  // not # HELP
     auto pos = text.find(name);
     return pos == std::string::npos ? 0.0 : std::stod(text.substr(pos + name.size()));
   };
@@ -470,10 +476,20 @@ TEST_F(SecurityTest, AcceptBacksOffWhenOutOfDescriptors) {
   }
   rlimit old{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old), 0);
+  std::vector<int> clients;
+  // Whatever happens below, the descriptors and the limit come back for the next tests.
+  struct Restore {
+    rlimit limit;
+    std::vector<int>& fds;
+    ~Restore() {
+      for (int fd : fds) ::close(fd);
+      fds.clear();
+      ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+  } restore{old, clients};
   rlimit low = old;
   low.rlim_cur = open_fds + 8;
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
-  std::vector<int> clients;
   for (int i = 0; i < 16; ++i) {
     int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     if (fd < 0) break;
@@ -489,6 +505,7 @@ TEST_F(SecurityTest, AcceptBacksOffWhenOutOfDescriptors) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const double during = accept_errors() - before;
   for (int fd : clients) ::close(fd);
+  clients.clear();
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old), 0);
   EXPECT_TRUE(saw_errors) << "the test did not exhaust the descriptors";
   // A busy loop fails accept() tens of thousands of times in half a second.
