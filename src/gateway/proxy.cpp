@@ -581,14 +581,11 @@ class ChatCall {
     MonoTime earliest_key = MonoTime::max();
     std::optional<Attempted> last;
     bool breaker_skips = false;
-    int prev_layer = -1;
     size_t idx = 0;
     while (idx < plan_.size() && attempts_ < cfg.retry.max_attempts) {
       const routing::Attempt& a = plan_[idx];
-      if (a.layer != prev_layer) {
-        if (prev_layer != -1) layer_rank_++;
-        prev_layer = a.layer;
-      }
+      // The plan's rank of this target's layer: layers skipped for open breakers count.
+      layer_rank_ = a.rank;
       auto now = MonoClock::now();
       if (now >= deadline) break;
       ProviderRuntime* pr = snap_->provider(a.provider);
@@ -618,6 +615,18 @@ class ChatCall {
           kr.deadline = wait_until;
           got = co_await wait_for_key(*pr->pool, kr);
           waited = true;
+          // A reload handed this pool's keys to a new pool while we waited (the waiters of the
+          // old one are let go): the old pool forwards to the new one, so ask again there, with
+          // what is left of the wait. Bounded: each round needs another reload to end this way.
+          for (int round = 0;
+               round < 8 && !got.ok() && got.no_key().reason == keys::NoKeyReason::kShutdown;
+               ++round) {
+            got = pr->pool->acquire(kr);
+            if (!got.ok() && got.no_key().reason != keys::NoKeyReason::kNoUsableKey &&
+                got.no_key().reason != keys::NoKeyReason::kTooLarge &&
+                got.no_key().earliest <= wait_until)
+              got = co_await wait_for_key(*pr->pool, kr);
+          }
         }
         if (!got.ok()) {
           if (got.no_key().reason == keys::NoKeyReason::kCancelled) co_return;

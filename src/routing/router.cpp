@@ -330,7 +330,8 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
   open_tail.clear();
   std::vector<Attempt> attempts;
   attempts.reserve(cfg.models.size());
-  for (size_t l : layer_order) {
+  for (size_t pos = 0; pos < layer_order.size(); ++pos) {
+    const size_t l = layer_order[pos];
     for (const auto& c : ordered_layers[l]) {
       const ModelConfig& m = cfg.models[c.idx];
       Attempt a;
@@ -338,6 +339,7 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
       a.provider = m.provider;
       a.upstream = m.upstream;
       a.layer = int(l);
+      a.rank = int(pos);
       a.estimated_cost_usd = c.cost;
       a.score = c.score;
       switch (strategy) {

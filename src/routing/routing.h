@@ -108,6 +108,11 @@ struct Attempt {
   std::string_view provider;
   std::string_view upstream;  // name sent upstream
   int layer = 0;              // 0-based layer of the route
+  // The position of its layer in this plan's order of layers (0 = the layer tried first; the
+  // complexity hint can reorder layers). A target moved to the end for an open breaker keeps
+  // its layer's rank, so the layer after a skipped one answers with rank 1 (DESIGN.md
+  // x-switchboard-layer: "a layer skipped for an open breaker counts").
+  int rank = 0;
   double estimated_cost_usd = 0;
   bool breaker_open = false;  // placed last because its breaker was open at planning time
   Placement placement = Placement::kAsWritten;

@@ -269,12 +269,23 @@ TEST_F(GatewayTest, OpenBreakerIsSkippedWithoutCallingTheProvider) {
   ASSERT_EQ(br.status, 200);
   EXPECT_NE(br.body.find("\"open\""), std::string::npos) << br.body;
 
+  auto fallbacks = [this] {
+    const std::string text = get(port_, "/metrics").body;
+    const std::string name = "\nswitchboard_gateway_fallbacks_total ";
+    auto pos = text.find(name);
+    return pos == std::string::npos ? -1.0 : std::stod(text.substr(pos + name.size()));
+  };
+  const double fallbacks_before = fallbacks();
   for (int i = 0; i < 3; ++i) {
     auto r = chat(chat_body("r"));
     ASSERT_EQ(r.status, 200) << r.body;
     EXPECT_EQ(r.header("x-switchboard-provider"), "pb");
     EXPECT_EQ(r.header("x-switchboard-attempts"), "1") << "the open breaker cost an attempt";
+    // Issue 18: the primary layer was skipped for its open breaker, so the fallback answered:
+    // the header (and the fallback count, the access log and the feedback ledger) say layer 1.
+    EXPECT_EQ(r.header("x-switchboard-layer"), "1") << "a skipped layer must count";
   }
+  EXPECT_EQ(fallbacks() - fallbacks_before, 3.0);
   EXPECT_EQ(a.stats().requests, 2u) << "a provider behind an open breaker was called";
   EXPECT_EQ(b.stats().requests, 5u);
 }
