@@ -262,15 +262,21 @@ uint64_t secure_random_u64() {
   return pool.values[pool.next++];
 }
 
-uint64_t owner_tag(const Snapshot& snap, int gateway_key) {
-  if (gateway_key < 0) return 0;
-  // FNV-1a of the key's name: stable across reloads that keep the key (indexes may move).
+uint64_t owner_tag(std::string_view gateway_key_name) {
+  if (gateway_key_name.empty()) return 0;
+  // FNV-1a of the key's name: stable across reloads that keep the key (indexes may move) and
+  // across restarts (stored with each outcome).
   uint64_t h = 1469598103934665603ULL;
-  for (unsigned char c : snap.config->auth.gateway_policies[size_t(gateway_key)].name) {
+  for (unsigned char c : gateway_key_name) {
     h ^= c;
     h *= 1099511628211ULL;
   }
   return h | 1;
+}
+
+uint64_t owner_tag(const Snapshot& snap, int gateway_key) {
+  if (gateway_key < 0) return 0;
+  return owner_tag(snap.config->auth.gateway_policies[size_t(gateway_key)].name);
 }
 
 // ---- handlers
@@ -429,7 +435,10 @@ void handle_feedback(Runtime& rt, const Snapshot& snap, Exchange& ex, int gatewa
   // Only the client that made the request may judge it (its key's tag must match), and only
   // with the id it was given (the nonce must match): others get the same 404 as a wrong id.
   const auto parsed = rt.parse_request_id(request_id);
-  auto claim = rt.ledger->claim(parsed.seq, served, {parsed.nonce, owner_tag(snap, gateway_key)});
+  const uint64_t owner = owner_tag(snap, gateway_key);
+  // Not one of this instance's ids: perhaps served before a restart (restored from the store).
+  auto claim = parsed.seq != 0 ? rt.ledger->claim(parsed.seq, served, {parsed.nonce, owner})
+                               : rt.ledger->claim_restored(request_id, served, owner);
   if (claim == routing::FeedbackLedger::Claim::kUnknown) {
     ex.response = error_response(http::status::not_found,
                                  "unknown or expired request id '" + request_id + "'",
@@ -791,6 +800,26 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
     rt.store_ok = true;
   } else {
     log::warn("store state could not be loaded: {}", loaded.status().message());
+  }
+  // Verdicts may come for requests served before a restart, within the feedback window.
+  {
+    const WallTime now = rt.clock.wall_now();
+    auto served = store::query_recent_served(config->state.path,
+                                             now - Millis(config->learning.feedback_ttl_ms),
+                                             size_t(config->learning.feedback_max_requests));
+    if (served.ok()) {
+      for (auto& r : *served) {
+        routing::FeedbackLedger::Served s;
+        s.model = std::move(r.model);
+        s.category = std::move(r.category);
+        s.layer = r.layer;
+        s.transport_reward = 1.0;  // only answered requests are remembered, as on the request path
+        s.learned = true;
+        rt.ledger->restore(std::move(r.request_id), s, owner_tag(r.gateway_key), r.time, r.judged);
+      }
+    } else if (served.status().code() != StatusCode::kNotFound) {
+      log::warn("requests awaiting feedback could not be loaded: {}", served.status().message());
+    }
   }
   // Monthly budgets count what each gateway key spent this month before a restart too.
   if (!config->auth.gateway_keys.empty()) {

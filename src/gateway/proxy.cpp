@@ -853,6 +853,8 @@ class ChatCall {
     e.cost_usd = a ? cost_of(*a, u) : 0;
     e.attempts = attempts_;
     e.layer = layer_rank_;
+    if (gateway_key_ >= 0)
+      e.gateway_key = snap_->config->auth.gateway_policies[size_t(gateway_key_)].name;
     pending_events_.emplace_back(std::move(e));
     flush_events();
   }

@@ -185,6 +185,7 @@ uint64_t secure_random_u64();
 // Who made a request, for the feedback ledger: 0 without a gateway key, else a tag of the key's
 // name (stable across reloads that keep the key).
 uint64_t owner_tag(const Snapshot& snap, int gateway_key);
+uint64_t owner_tag(std::string_view gateway_key_name);
 
 // What the x-switchboard-* headers of an answer say (DESIGN.md: every response carries them).
 // Model, provider and key are empty, and the counts 0, when no attempt was made.

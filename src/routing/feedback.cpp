@@ -1,6 +1,7 @@
 #include <array>
 #include <atomic>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -33,6 +34,15 @@ struct FeedbackLedger::Impl {
   Millis ttl;
   std::vector<Entry> ring;
   std::array<Shard, kShards> shards;
+
+  struct Restored {
+    Served served;
+    uint64_t owner = 0;
+    int64_t expires_ms = 0;  // on the monotonic clock, as at_ms
+    bool claimed = false;
+  };
+  std::mutex restored_mu;
+  std::unordered_map<std::string, Restored> restored;
 
   std::mutex intern_mu;
   std::vector<std::string> names;  // models and categories share one table
@@ -132,6 +142,30 @@ FeedbackLedger::Claim FeedbackLedger::claim(uint64_t seq, Served& served, Ticket
   served.layer = e.layer;
   served.transport_reward = e.transport_reward;
   served.learned = e.learned;
+  return Claim::kOk;
+}
+
+void FeedbackLedger::restore(std::string request_id, const Served& served, uint64_t owner,
+                             WallTime served_at, bool claimed) {
+  const auto age = std::chrono::duration_cast<Millis>(impl_->clock.wall_now() - served_at);
+  if (age >= impl_->ttl) return;
+  Impl::Restored r{served, owner, impl_->now_ms() + (impl_->ttl - age).count(), claimed};
+  std::lock_guard lock(impl_->restored_mu);
+  if (impl_->restored.size() >= capacity_ && !impl_->restored.count(request_id)) return;
+  impl_->restored.insert_or_assign(std::move(request_id), std::move(r));
+}
+
+FeedbackLedger::Claim FeedbackLedger::claim_restored(std::string_view request_id, Served& served,
+                                                     uint64_t owner) {
+  std::lock_guard lock(impl_->restored_mu);
+  auto it = impl_->restored.find(std::string(request_id));
+  // As for the ring: another client's request, or an expired one, looks unknown.
+  if (it == impl_->restored.end() || it->second.owner != owner ||
+      impl_->now_ms() > it->second.expires_ms)
+    return Claim::kUnknown;
+  if (it->second.claimed) return Claim::kDuplicate;
+  it->second.claimed = true;
+  served = it->second.served;
   return Claim::kOk;
 }
 

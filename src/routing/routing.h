@@ -275,6 +275,13 @@ class FeedbackLedger {
   enum class Claim { kOk, kUnknown, kDuplicate };
   Claim claim(uint64_t seq, Served& served, Ticket ticket = {});
 
+  // Requests served before a restart, read back from the store (ids of a previous instance,
+  // which the ring's sequence numbers cannot name): claimable by their whole id and owner until
+  // `ttl` after `served_at`. At most `capacity` are kept.
+  void restore(std::string request_id, const Served& served, uint64_t owner, WallTime served_at,
+               bool claimed = false);
+  Claim claim_restored(std::string_view request_id, Served& served, uint64_t owner);
+
   size_t capacity() const { return capacity_; }
 
  private:

@@ -146,6 +146,11 @@ CREATE INDEX usage_gateway_key_ts ON usage (gateway_key, ts_ms) WHERE gateway_ke
 ALTER TABLE workflow_runs ADD COLUMN client TEXT NOT NULL DEFAULT '';
 CREATE INDEX workflow_runs_client ON workflow_runs (client, created_ms);
 )sql"},
+      // Who made each request, so that only that client's verdict is accepted, also after a
+      // restart (issue 17: feedback comes only from the key that made the request).
+      {7, "outcome gateway keys", R"sql(
+ALTER TABLE outcomes ADD COLUMN gateway_key TEXT NOT NULL DEFAULT '';
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

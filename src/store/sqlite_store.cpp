@@ -28,7 +28,7 @@ using detail::to_ms;
 constexpr size_t kKinds = std::variant_size_v<Event>;
 // Outcome and usage rows are inserted this many per statement (see commit_batch).
 constexpr size_t kRowsPerInsert = 16;
-constexpr int kOutcomeColumns = 15;
+constexpr int kOutcomeColumns = 16;
 constexpr int kUsageColumns = 9;
 constexpr std::array<const char*, kKinds> kKindNames = {
     "outcome",          "usage",       "key_state", "breaker_transition",
@@ -139,8 +139,9 @@ class SqliteStore final : public Store {
   Status init() {
     static constexpr const char* kSql[] = {
         "INSERT INTO outcomes (id, ts_ms, request_id, route, model, provider, key_id, "
-        "status_class, category, latency_us, tokens_in, tokens_out, cost_usd, attempts, layer) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        "status_class, category, latency_us, tokens_in, tokens_out, cost_usd, attempts, layer, "
+        "gateway_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, "
+        "?16)",
         "INSERT INTO usage (ts_ms, request_id, provider, key_id, model, tokens_in, tokens_out, "
         "cost_usd, gateway_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         "INSERT INTO key_state (key_id, state, cooldown_until_ms, reason, day_window_start_ms, "
@@ -348,6 +349,7 @@ class SqliteStore final : public Store {
     s.bind(base + 13, o.cost_usd);
     s.bind(base + 14, o.attempts);
     s.bind(base + 15, o.layer);
+    s.bind(base + 16, o.gateway_key);
   }
   // Binds one usage row (kUsageColumns values) from parameter `base + 1` on.
   static void bind_usage(Stmt& s, int base, const UsageEvent& u) {

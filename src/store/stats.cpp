@@ -129,6 +129,57 @@ Result<std::string> format_model_stats(const std::string& db_path, bool json) {
   return out;
 }
 
+Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_path, WallTime since,
+                                                       size_t limit) {
+  using detail::Db;
+  using detail::Stmt;
+  std::error_code ec;
+  if (!std::filesystem::exists(db_path, ec)) return Status::not_found("no database at " + db_path);
+  auto db = Db::open(db_path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  if (!db.ok()) return db.status();
+  sqlite3_busy_timeout(db->get(), 5000);
+  auto version = db->query_int("PRAGMA user_version");
+  if (!version.ok()) return version.status();
+  std::vector<ServedRequest> out;
+  if (*version < 7) return out;  // no request owners recorded before migration 7
+  // Newest first by rowid (ids grow with time), stopping at the first row older than `since`:
+  // a walk over the window only, however many rows retention keeps.
+  Stmt q;
+  if (Status st = q.prepare(db->get(),
+                            "SELECT o.request_id, o.model, o.category, o.layer, o.gateway_key, "
+                            "o.ts_ms, o.status_class = 'ok', EXISTS (SELECT 1 FROM feedback f "
+                            "WHERE f.request_id = o.request_id) FROM outcomes o ORDER BY o.id "
+                            "DESC");
+      !st.ok()) {
+    return st;
+  }
+  const int64_t since_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count();
+  auto text = [&q](int col) {
+    const unsigned char* t = sqlite3_column_text(q.get(), col);
+    return t ? std::string(reinterpret_cast<const char*>(t)) : std::string();
+  };
+  while (out.size() < limit) {
+    int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW)
+      return Status::io_error(std::string("reading served requests: ") + sqlite3_errmsg(db->get()));
+    const int64_t ts = sqlite3_column_int64(q.get(), 5);
+    if (ts < since_ms) break;
+    if (sqlite3_column_int(q.get(), 6) == 0) continue;  // failed: no verdict is taken
+    ServedRequest r;
+    r.request_id = text(0);
+    r.model = text(1);
+    r.category = text(2);
+    r.layer = sqlite3_column_int(q.get(), 3);
+    r.gateway_key = text(4);
+    r.time = WallTime(std::chrono::milliseconds(ts));
+    r.judged = sqlite3_column_int(q.get(), 7) != 0;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
 Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_path,
                                                           WallTime since) {
   using detail::Db;

@@ -59,6 +59,7 @@ struct OutcomeEvent {
   double cost_usd = 0;
   int attempts = 1;
   int layer = 0;
+  std::string gateway_key;  // the client key's name ("" = none); who may send its verdict
 };
 
 // Tokens and money spent on one upstream call. Essential: never dropped.
@@ -239,6 +240,23 @@ Result<std::string> format_model_stats(const std::string& db_path, bool json);
 
 // Spend (USD) per gateway key name recorded since `since`, for monthly budgets across restarts.
 // Reads on its own connection (safe while a store writes). NotFound when there is no database.
+// A request that may get the caller's verdict (POST /v1/feedback): answered ok within the
+// feedback window (`judged` when a verdict is stored already). Read at start so that verdicts
+// survive a restart.
+struct ServedRequest {
+  std::string request_id;
+  std::string model;
+  std::string category;
+  int layer = 0;
+  std::string gateway_key;
+  WallTime time;
+  bool judged = false;
+};
+// The newest `limit` such requests since `since`, newest first. NotFound when there is no
+// database yet.
+Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_path, WallTime since,
+                                                       size_t limit);
+
 Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_path,
                                                           WallTime since);
 

@@ -540,5 +540,33 @@ TEST_F(SecurityTest, FeedbackComesOnlyFromTheRequesterWithTheExactId) {
   EXPECT_EQ(verdict(id, beta), 409);
 }
 
+// Issue 18: a verdict for a request served before a restart is still taken (within the window),
+// from the key that made the request only, and once.
+TEST_F(SecurityTest, FeedbackSurvivesARestartForItsRequesterOnly) {
+  auto& m = add_mock();
+  const std::string yaml = std::string(kKeys) + "providers:\n" + provider("up", m) + models_yaml() +
+                           "routes:\n  auto: { strategy: learned, layers: [[cheap]] }\n";
+  start_gateway(yaml);
+  const auto beta = bearer("gw-beta-secret-2222");
+  auto first = chat(chat_body("auto"), beta);
+  auto second = chat(chat_body("auto"), beta);
+  ASSERT_EQ(first.status, 200);
+  ASSERT_EQ(second.status, 200);
+  const std::string id1 = first.header("x-switchboard-request-id");
+  const std::string id2 = second.header("x-switchboard-request-id");
+  auto verdict = [&](const std::string& rid, const Headers& h) {
+    return post(port_, "/v1/feedback", "{\"request_id\":\"" + rid + "\",\"success\":true}", h)
+        .status;
+  };
+  ASSERT_EQ(verdict(id2, beta), 200);  // judged before the restart
+  gw_->stop(Millis(1000));             // drains the store
+  gw_.reset();
+  start_gateway(yaml);
+  EXPECT_EQ(verdict(id1, bearer("gw-alpha-secret-1111")), 404);
+  EXPECT_EQ(verdict(id1, beta), 200);
+  EXPECT_EQ(verdict(id1, beta), 409);
+  EXPECT_EQ(verdict(id2, beta), 409);
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest

@@ -47,6 +47,50 @@ TEST(FeedbackLedgerTest, RemembersClaimsOnceAndForgets) {
   EXPECT_EQ(ledger.claim(13, s), FeedbackLedger::Claim::kOk);
 }
 
+// Issue 17: a verdict needs the id's nonce and the requester's tag; anything else is unknown.
+TEST(FeedbackLedgerTest, ClaimsNeedTheNonceAndTheOwner) {
+  ManualClock clock;
+  FeedbackLedger ledger(8, Millis(1000), clock);
+  ledger.remember(1, "cheap", "sql", 0, 1.0, true, {0xabc, 7});
+  FeedbackLedger::Served s;
+  EXPECT_EQ(ledger.claim(1, s, {0xabd, 7}), FeedbackLedger::Claim::kUnknown);  // guessed nonce
+  EXPECT_EQ(ledger.claim(1, s, {0xabc, 8}), FeedbackLedger::Claim::kUnknown);  // another client
+  EXPECT_EQ(ledger.claim(1, s), FeedbackLedger::Claim::kUnknown);              // neither
+  EXPECT_EQ(ledger.claim(1, s, {0xabc, 7}), FeedbackLedger::Claim::kOk);
+  EXPECT_EQ(ledger.claim(1, s, {0xabc, 7}), FeedbackLedger::Claim::kDuplicate);
+}
+
+// Issue 18: requests served before a restart are claimable by their whole id, within the window
+// counted from when they were served, by their owner only, once.
+TEST(FeedbackLedgerTest, RestoredRequestsAreClaimableWithinTheirWindow) {
+  ManualClock clock;
+  FeedbackLedger ledger(2, Millis(1000), clock);
+  FeedbackLedger::Served served;
+  served.model = "good";
+  served.category = "sql";
+  served.layer = 1;
+  served.learned = true;
+  const WallTime now = clock.wall_now();
+  ledger.restore("sb-old-1", served, 7, now - Millis(400));
+  ledger.restore("sb-old-2", served, 0, now - Millis(1200));       // already expired
+  ledger.restore("sb-old-3", served, 0, now - Millis(100), true);  // judged before the restart
+  ledger.restore("sb-old-4", served, 0, now);                      // over capacity (2)
+  FeedbackLedger::Served s;
+  EXPECT_EQ(ledger.claim_restored("sb-old-1", s, 8), FeedbackLedger::Claim::kUnknown);
+  EXPECT_EQ(ledger.claim_restored("sb-old-2", s, 0), FeedbackLedger::Claim::kUnknown);
+  EXPECT_EQ(ledger.claim_restored("sb-old-3", s, 0), FeedbackLedger::Claim::kDuplicate);
+  EXPECT_EQ(ledger.claim_restored("sb-old-4", s, 0), FeedbackLedger::Claim::kUnknown);
+  clock.advance(Millis(500));
+  ASSERT_EQ(ledger.claim_restored("sb-old-1", s, 7), FeedbackLedger::Claim::kOk);
+  EXPECT_EQ(s.model, "good");
+  EXPECT_EQ(s.category, "sql");
+  EXPECT_EQ(s.layer, 1);
+  EXPECT_EQ(ledger.claim_restored("sb-old-1", s, 7), FeedbackLedger::Claim::kDuplicate);
+  ledger.restore("sb-old-5", served, 0, clock.wall_now() - Millis(900));
+  clock.advance(Millis(101));
+  EXPECT_EQ(ledger.claim_restored("sb-old-5", s, 0), FeedbackLedger::Claim::kUnknown);
+}
+
 TEST(FeedbackLedgerTest, MemoryStaysBoundedOverAMillionRequests) {
   ManualClock clock;
   FeedbackLedger ledger(1000, Millis(3600000), clock);
