@@ -92,6 +92,11 @@ std::optional<WallTime> make_wall(int64_t y, int mo, int d, int h, int mi, int s
   if (s == 60) s = 59;
   int64_t secs = days_from_civil(y, static_cast<unsigned>(mo), static_cast<unsigned>(d)) * 86400 +
                  h * 3600 + mi * 60 + s - offset_s;
+  // The wall clock counts int64 nanoseconds, which end in 2262: a later date (valid_date takes
+  // years up to 9999) would overflow the conversion below. Found by fuzz/rate_headers_fuzz.
+  constexpr int64_t kMaxSecs =
+      std::chrono::duration_cast<std::chrono::seconds>(WallTime::duration::max()).count();
+  if (secs >= kMaxSecs) return std::nullopt;
   return WallTime(
       std::chrono::duration_cast<WallTime::duration>(std::chrono::seconds(secs) + Nanos(frac_ns)));
 }

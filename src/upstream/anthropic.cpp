@@ -51,11 +51,18 @@ const json::value* member(const json::object& o, std::string_view key) {
   return (v && !v->is_null()) ? v : nullptr;
 }
 
-int64_t int_member(const json::object* o, std::string_view key) {
+// A token count from the upstream, bounded to [0, 2^40] as extract_openai_usage bounds OpenAI's:
+// a negative or huge count (whose sums overflowed, found by fuzz/translate_fuzz) must not reach
+// the key pool's accounting or the costs.
+int64_t token_count(const json::value& v) {
+  return std::clamp<int64_t>(as_int(v).value_or(0), 0, int64_t{1} << 40);
+}
+
+int64_t token_member(const json::object* o, std::string_view key) {
   if (!o) return 0;
   const json::value* v = member(*o, key);
   if (!v) return 0;
-  return as_int(*v).value_or(0);
+  return token_count(*v);
 }
 
 std::string_view string_member(const json::object& o, std::string_view key) {
@@ -497,10 +504,10 @@ Result<std::string> anthropic_to_openai_response(const json::object& resp,
   std::string_view stop_reason = string_member(resp, "stop_reason");
   const json::value* usage_v = resp.if_contains("usage");
   const json::object* usage = usage_v ? usage_v->if_object() : nullptr;
-  int64_t prompt = int_member(usage, "input_tokens") +
-                   int_member(usage, "cache_read_input_tokens") +
-                   int_member(usage, "cache_creation_input_tokens");
-  int64_t completion = int_member(usage, "output_tokens");
+  int64_t prompt = token_member(usage, "input_tokens") +
+                   token_member(usage, "cache_read_input_tokens") +
+                   token_member(usage, "cache_creation_input_tokens");
+  int64_t completion = token_member(usage, "output_tokens");
 
   json::object out{
       {"id", response_id},
@@ -593,15 +600,15 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
                                            std::vector<std::string>& out) {
   auto update_usage = [this](const json::object* u) {
     if (!u) return;
-    if (const json::value* v = member(*u, "input_tokens")) input_tokens_ = as_int(*v).value_or(0);
+    if (const json::value* v = member(*u, "input_tokens")) input_tokens_ = token_count(*v);
     if (const json::value* v = member(*u, "cache_read_input_tokens")) {
-      cache_read_ = as_int(*v).value_or(0);
+      cache_read_ = token_count(*v);
     }
     if (const json::value* v = member(*u, "cache_creation_input_tokens")) {
-      cache_creation_ = as_int(*v).value_or(0);
+      cache_creation_ = token_count(*v);
     }
     if (const json::value* v = member(*u, "output_tokens")) {
-      usage_.completion_tokens = as_int(*v).value_or(0);
+      usage_.completion_tokens = token_count(*v);
     }
     usage_.prompt_tokens = input_tokens_ + cache_read_ + cache_creation_;
   };

@@ -151,8 +151,9 @@ Result<std::string> openai_to_anthropic_request(const boost::json::object& opena
 // text blocks joined into message.content (null when there are only tool calls), tool_use blocks
 // → tool_calls, stop_reason → finish_reason (end_turn/stop_sequence/pause_turn → stop, max_tokens
 // → length, tool_use → tool_calls, refusal → content_filter), usage with cache reads and cache
-// writes counted as prompt tokens. Thinking blocks are dropped. A body that is not a Messages
-// response gives Unavailable (the upstream misbehaved; the gateway treats it as a server error).
+// writes counted as prompt tokens (each count bounded to [0, 2^40], as for OpenAI's usage).
+// Thinking blocks are dropped. A body that is not a Messages response gives Unavailable (the
+// upstream misbehaved; the gateway treats it as a server error).
 Result<std::string> anthropic_to_openai_response(const boost::json::object& anthropic_response,
                                                  std::string_view client_model,
                                                  std::string_view response_id,
@@ -186,7 +187,7 @@ class AnthropicStreamTranslator {
               std::vector<std::string>& out_chunks);
 
   // Tokens seen so far: input (plus cache reads and writes) from message_start, output updated by
-  // each message_delta (Anthropic reports it cumulatively).
+  // each message_delta (Anthropic reports it cumulatively); each count bounded to [0, 2^40].
   const TokenUsage& usage() const { return usage_; }
   // True once a content-bearing chunk (text, a tool call, a finish_reason) has been produced:
   // until then a failure can still fail over without the client noticing.

@@ -62,6 +62,18 @@ TEST(ParseRfc3339, UtcOffsetsAndFractions) {
   }
 }
 
+// Found by fuzz/rate_headers_fuzz: a date past 2262 overflowed the clock's int64 nanoseconds.
+TEST(ParseRfc3339, BeyondTheClockIsRejected) {
+  EXPECT_TRUE(parse_rfc3339("2262-01-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parse_rfc3339("2263-01-01T00:00:00Z").has_value());
+  EXPECT_FALSE(parse_rfc3339("9999-12-31T23:59:60.999999999Z").has_value());
+  EXPECT_FALSE(parse_http_date("Fri, 31 Dec 9999 23:59:59 GMT").has_value());
+  auto info = parse_rate_limit_headers(
+      HeaderList{{"anthropic-ratelimit-tokens-reset", "9999-12-31T23:59:59Z"}}, at(1'700'000'000));
+  EXPECT_EQ(info.parse_errors, 1);
+  EXPECT_FALSE(info.tokens.reset.has_value());
+}
+
 TEST(ParseHeaders, RetryAfterSecondsDateAndMs) {
   const WallTime now = at(1'700'000'000);
   auto info = parse_rate_limit_headers(HeaderList{{"Retry-After", "30"}}, now);

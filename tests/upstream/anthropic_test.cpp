@@ -158,6 +158,23 @@ TEST(AnthropicResponse, StopReasonsAndContentShapes) {
   EXPECT_EQ(finish("null", "[]").at("message").at("content"), "");
 }
 
+// Found by fuzz/translate_fuzz: huge counts overflowed the prompt sum, negative ones went through.
+TEST(AnthropicResponse, TokenCountsAreBounded) {
+  auto usage = [](std::string_view u) {
+    std::string body =
+        std::string(R"({"type":"message","content":[],"usage":)") + std::string(u) + "}";
+    auto r = anthropic_to_openai_response(parse_object(body), "m", "id", 1);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return parse_or_fail(*r).at("usage");
+  };
+  const int64_t max = int64_t{1} << 40;
+  auto u = usage(R"({"input_tokens":9000000000000000000,"cache_read_input_tokens":)"
+                 R"(9000000000000000000,"cache_creation_input_tokens":1,"output_tokens":-3})");
+  EXPECT_EQ(u.at("prompt_tokens"), 2 * max + 1);
+  EXPECT_EQ(u.at("completion_tokens"), 0);
+  EXPECT_EQ(u.at("total_tokens"), 2 * max + 1);
+}
+
 TEST(AnthropicResponse, MalformedUpstreamBodies) {
   for (const char* body : {R"({})", R"({"content":"text"})", R"({"content":[1]})",
                            R"({"type":"error","error":{"type":"api_error","message":"boom"}})"}) {
@@ -208,6 +225,21 @@ TEST(AnthropicStream, WithoutIncludeUsageThereIsNoUsageChunk) {
   ASSERT_EQ(chunks.size(), 9u);
   EXPECT_EQ(parse_or_fail(chunks.back()).at("choices").at(0).at("finish_reason"), "tool_calls");
   EXPECT_TRUE(t.finished());
+}
+
+TEST(AnthropicStream, TokenCountsAreBounded) {
+  AnthropicStreamTranslator t("m", "id", 1, false);
+  std::vector<std::string> chunks;
+  ASSERT_TRUE(t.feed("message_start",
+                     R"({"type":"message_start","message":{"usage":{"input_tokens":-5,)"
+                     R"("cache_read_input_tokens":9000000000000000000,"output_tokens":1}}})",
+                     chunks)
+                  .ok());
+  EXPECT_EQ(t.usage().prompt_tokens, int64_t{1} << 40);
+  ASSERT_TRUE(
+      t.feed("message_delta", R"({"type":"message_delta","usage":{"output_tokens":-7}})", chunks)
+          .ok());
+  EXPECT_EQ(t.usage().completion_tokens, 0);
 }
 
 TEST(AnthropicStream, ErrorEventBecomesStatus) {
