@@ -1,5 +1,5 @@
 # switchboard: `make run` starts the gateway, `make test` installs what is missing, builds and tests.
-.PHONY: deps build test test-release test-asan test-tsan bench run format clean
+.PHONY: deps build test test-release test-asan test-tsan test-fuzz bench run format clean
 
 JOBS ?= 2
 
@@ -24,7 +24,13 @@ test-tsan: deps
 	cmake --build --preset tsan -j $(JOBS)
 	setarch $$(uname -m) -R ctest --preset tsan -j $(JOBS)
 
-test: test-release test-asan test-tsan
+# libFuzzer targets (clang, ASan + UBSan), each for SWITCHBOARD_FUZZ_SECONDS from its seeds.
+test-fuzz: deps
+	cmake --preset fuzz >/dev/null
+	cmake --build --preset fuzz -j $(JOBS)
+	ctest --preset fuzz -j $(JOBS)
+
+test: test-release test-asan test-tsan test-fuzz
 
 bench: build
 	./build/switchboard_bench
@@ -36,4 +42,4 @@ format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
 
 clean:
-	rm -rf build build-debug build-tsan
+	rm -rf build build-debug build-tsan build-fuzz

@@ -8,6 +8,8 @@ PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev libsqlite3-dev sqlite3 libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
+  # The fuzz targets: clang with libFuzzer and the sanitizer runtimes (only recommended by clang).
+  clang libclang-rt-14-dev
 )
 
 # `--bench` adds what bench/load.sh needs (wrk and nginx), which `make test` does not.
