@@ -88,6 +88,9 @@ void add_workflow_commands(CLI::App* workflow, WorkflowArgs& a) {
   a.resume->add_option("RUN_ID", a.run_id, "run id")->required();
   a.resume->add_option("--file", a.file, "check (or with --force, replace) the definition");
   a.resume->add_flag("--force", a.force, "resume even though the definition changed");
+  a.resume->add_flag("--wait", a.wait,
+                     "when another executor owns the run, wait until it stops (or its lease "
+                     "lapses), then resume, instead of refusing");
   common(a.resume);
   a.cancel = workflow->add_subcommand("cancel", "cancel a run");
   a.cancel->add_option("RUN_ID", a.run_id, "run id")->required();
@@ -176,7 +179,14 @@ int run_workflow_command(const WorkflowArgs& a) {
   if (*a.resume) {
     std::optional<wf::Definition> def;
     if (!a.file.empty() && !read_definition(def)) return kExitUsage;
-    return finish(e.run(a.run_id, def ? &*def : nullptr, a.force));
+    // An owner that was killed on this host is taken over at once (the engine's takeover
+    // prints "run <id> taken over: ..."). A live one, or one on another host, holds the run
+    // until its lease lapses: refused (exit 2, with the time left) unless --wait. The wait
+    // holds no claim and writes nothing, so the default SIGINT (ending the process) is a clean
+    // way to give it up.
+    wf::Interrupt wait_forever(SystemClock::instance());
+    return finish(
+        e.run(a.run_id, def ? &*def : nullptr, a.force, a.wait ? &wait_forever : nullptr));
   }
   if (*a.cancel) {
     Status st = e.request_cancel(a.run_id);

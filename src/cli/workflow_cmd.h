@@ -14,6 +14,7 @@ struct WorkflowArgs {
   std::string run_id;
   bool json = false;
   bool force = false;
+  bool wait = false;  // resume: wait for the executor that owns the run instead of refusing
   CLI::App* run = nullptr;
   CLI::App* resume = nullptr;
   CLI::App* cancel = nullptr;

@@ -1,15 +1,23 @@
 // The durable executor: claims a run, replays its recorded steps, executes the rest, and commits
 // every transition (step row + audit event, fenced by the owner check) in one transaction.
+#include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <optional>
 #include <random>
 #include <set>
+#include <sstream>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "store/sqlite_util.h"
 #include "store/store.h"
@@ -129,6 +137,134 @@ std::string random_hex(int bytes) {
   return s;
 }
 
+// ---- Owner ids (workflow.h local_owner_id) ---------------------------------------------------
+
+struct ProcStat {
+  char state = '?';
+  uint64_t start = 0;  // field 22: clock ticks after boot
+};
+
+// /proc/<pid>/stat's state and start time; nullopt when unreadable (no /proc, hidepid, gone).
+std::optional<ProcStat> read_proc_stat(const std::string& pid) {
+  std::ifstream f("/proc/" + pid + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return std::nullopt;
+  // Field 2 is the command name in parentheses, which may itself hold spaces and ')'.
+  size_t rp = line.rfind(')');
+  if (rp == std::string::npos) return std::nullopt;
+  std::istringstream in(line.substr(rp + 1));
+  ProcStat st;
+  std::string skip;
+  if (!(in >> st.state)) return std::nullopt;
+  for (int field = 4; field < 22; ++field)
+    if (!(in >> skip)) return std::nullopt;
+  if (!(in >> st.start)) return std::nullopt;
+  return st;
+}
+
+// Digits only, at most `max_len` of them (so that a PID always fits in stoll).
+bool all_digits(std::string_view s, size_t max_len) {
+  if (s.empty() || s.size() > max_len) return false;
+  for (char c : s)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
+// The parts of an owner id this code makes; nullopt for any other string.
+struct OwnerParts {
+  std::string host;   // "<hostname>/<pid namespace>", or just the host name (older ids)
+  std::string pid;    // digits
+  std::string start;  // digits, "" in older ids, "0" when the owner did not know its own
+};
+
+std::optional<OwnerParts> parse_owner(const std::string& owner) {
+  std::vector<std::string> parts;
+  size_t from = 0;
+  for (;;) {
+    size_t colon = owner.find(':', from);
+    parts.push_back(owner.substr(from, colon == std::string::npos ? colon : colon - from));
+    if (colon == std::string::npos) break;
+    from = colon + 1;
+  }
+  if (parts.size() != 3 && parts.size() != 4) return std::nullopt;
+  OwnerParts p;
+  p.host = parts[0];
+  p.pid = parts[1];
+  if (p.host.empty() || !all_digits(p.pid, 10) || std::stoll(p.pid) <= 0 ||
+      std::stoll(p.pid) > 0x7fffffff)
+    return std::nullopt;
+  if (parts.size() == 4) {
+    if (!all_digits(parts[2], 20)) return std::nullopt;
+    p.start = parts[2];
+  }
+  return p;
+}
+
+std::string hostname_of(const std::string& host) {
+  return host.substr(0, host.find('/'));
+}
+
+// Whether the owner id names this host (see local_owner_alive for why older ids compare the
+// host name only).
+bool owner_is_local(const OwnerParts& p) {
+  if (p.start.empty()) return hostname_of(p.host) == hostname_of(local_owner_host());
+  return p.host == local_owner_host();
+}
+
+}  // namespace
+
+const std::string& local_owner_host() {
+  static const std::string host = [] {
+    char name[256] = {0};
+    gethostname(name, sizeof name - 1);
+    std::string h = name;
+    // ':' separates the id's parts and '/' the namespace; neither is valid in a host name.
+    for (char& c : h)
+      if (c == ':' || c == '/') c = '_';
+    if (h.empty()) h = "localhost";
+    // A PID means something only within its PID namespace: containers sharing a host name and
+    // the database file must not judge each other's PIDs.
+    char link[128] = {0};
+    ssize_t n = readlink("/proc/self/ns/pid", link, sizeof link - 1);
+    std::string ns;
+    for (ssize_t i = 0; i < n; ++i)
+      if (link[i] >= '0' && link[i] <= '9') ns += link[i];
+    return ns.empty() ? h : h + "/" + ns;
+  }();
+  return host;
+}
+
+std::string local_owner_id() {
+  auto self = read_proc_stat("self");
+  return local_owner_host() + ":" + std::to_string(getpid()) + ":" +
+         std::to_string(self ? self->start : 0) + ":" + random_hex(4);
+}
+
+bool local_owner_alive(const std::string& owner) {
+  auto p = parse_owner(owner);
+  // Another host's PIDs, or an id of another form: nothing here can tell; the lease will.
+  if (!p || !owner_is_local(*p)) return true;
+  const pid_t pid = static_cast<pid_t>(std::stoll(p->pid));
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;  // EPERM: exists, someone else's
+  auto st = read_proc_stat(p->pid);
+  if (!st) return true;  // no /proc to look at: it exists, so it may be the owner
+  if (st->state == 'Z' || st->state == 'X') return false;  // killed, not yet reaped
+  // The PID now names a process started at another time: the owner is gone (PID reuse). Older
+  // ids, and owners that could not read their own start time ("0"), go by the PID alone.
+  if (!p->start.empty() && p->start != "0" && p->start != std::to_string(st->start)) return false;
+  return true;
+}
+
+namespace {
+
+// How a claim would judge the run's current owner, for messages.
+std::string describe_owner(const std::string& owner) {
+  auto p = parse_owner(owner);
+  if (!p) return "another executor";
+  if (owner_is_local(*p)) return "process " + p->pid + ", still running on this host";
+  return "an executor on host " + hostname_of(p->host);
+}
+
 }  // namespace
 
 struct Engine::Impl {
@@ -151,6 +287,11 @@ struct Engine::Impl {
   std::set<Interrupt*> active;  // guarded by active_mu
 
   int64_t now_ms() const { return to_ms(clock->wall_now()); }
+
+  // Whether another executor's owner id may still be alive (EngineOptions::owner_alive).
+  bool owner_alive(const std::string& other) const {
+    return opt.owner_alive ? opt.owner_alive(other) : local_owner_alive(other);
+  }
 
   // A cached prepared statement (db_mu held).
   Result<Stmt*> stmt(const char* sql) {
@@ -758,11 +899,7 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
   impl->sleeper =
       impl->opt.sleeper ? impl->opt.sleeper : std::make_shared<RealSleeper>(*impl->clock);
   if (!impl->opt.executors.exec) impl->opt.executors.exec = make_exec_executor();
-  if (impl->opt.owner.empty()) {
-    char host[256] = {0};
-    gethostname(host, sizeof host - 1);
-    impl->opt.owner = std::string(host) + ":" + std::to_string(getpid()) + ":" + random_hex(4);
-  }
+  if (impl->opt.owner.empty()) impl->opt.owner = local_owner_id();
   impl->owner = impl->opt.owner;
   impl->rng.seed(impl->opt.seed ? impl->opt.seed : std::random_device{}());
   auto db =
@@ -813,7 +950,8 @@ Result<std::string> Engine::create_run(const Definition& def, const json::value&
   return id;
 }
 
-Result<RunResult> Engine::run(const std::string& run_id, const Definition* given, bool force) {
+Result<RunResult> Engine::run(const std::string& run_id, const Definition* given, bool force,
+                              const Interrupt* wait) {
   Impl& im = *impl_;
   {
     std::lock_guard lock(im.active_mu);
@@ -822,87 +960,149 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   std::string def_body, input_text, status_text, client;
   std::vector<StepRecord> recs;
   bool cancel_requested = false;
+  std::string taken_over;  // why the previous owner's claim was ignored, "" if it was not
+
+  // While waiting for another owner's lease, `shutdown()` must end the wait too: a child of
+  // `wait` registered with the active runs.
+  std::optional<Interrupt> waiter;
+  struct Unregister {
+    Impl& im;
+    std::optional<Interrupt>& waiter;
+    ~Unregister() {
+      if (!waiter) return;
+      std::lock_guard lock(im.active_mu);
+      im.active.erase(&*waiter);
+    }
+  } unregister{im, waiter};
+  std::string waited_for;  // the owner a "waiting" transition named last
+
   // Claim: one IMMEDIATE transaction reads the run and takes it only when nobody live owns it.
-  {
-    std::lock_guard lock(im.db_mu);
-    Db& db = im.db;
-    if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
-    auto fail = [&](Status st) {
-      (void)db.exec("ROLLBACK");
-      return st;
-    };
-    Stmt q;
-    if (Status st = q.prepare(db.get(),
-                              "SELECT status, owner, lease_expires_ms, cancel_requested, "
-                              "definition_hash, definition, input, client FROM workflow_runs "
-                              "WHERE id = ?");
-        !st.ok())
-      return fail(st);
-    q.bind(1, run_id);
-    int rc = q.step();
-    if (rc != SQLITE_ROW) {
-      return fail(rc == SQLITE_DONE ? Status::not_found("no workflow run " + run_id)
-                                    : sqlite_error(db.get(), rc, "read run"));
-    }
-    status_text = q.col_text(0);
-    std::string owner = q.col_text(1);
-    int64_t lease = q.col_int(2);
-    cancel_requested = q.col_int(3) != 0;
-    std::string hash = q.col_text(4);
-    def_body = q.col_text(5);
-    input_text = q.col_text(6);
-    client = q.col_text(7);
-    q.finalize();
-    auto status = parse_run_status(status_text);
-    if (status && (*status == RunStatus::kCompleted || *status == RunStatus::kFailed ||
-                   *status == RunStatus::kCancelled)) {
-      (void)db.exec("ROLLBACK");
-      Stmt e;
-      std::string err;
-      if (e.prepare(db.get(), "SELECT error FROM workflow_runs WHERE id = ?").ok()) {
-        e.bind(1, run_id);
-        if (e.step() == SQLITE_ROW) err = e.col_text(0);
+  for (;;) {
+    std::string holder;
+    int64_t lease_left_ms = 0;
+    {
+      std::lock_guard lock(im.db_mu);
+      Db& db = im.db;
+      if (Status st = db.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+      auto fail = [&](Status st) {
+        (void)db.exec("ROLLBACK");
+        return st;
+      };
+      Stmt q;
+      if (Status st = q.prepare(db.get(),
+                                "SELECT status, owner, lease_expires_ms, cancel_requested, "
+                                "definition_hash, definition, input, client FROM workflow_runs "
+                                "WHERE id = ?");
+          !st.ok())
+        return fail(st);
+      q.bind(1, run_id);
+      int rc = q.step();
+      if (rc != SQLITE_ROW) {
+        return fail(rc == SQLITE_DONE ? Status::not_found("no workflow run " + run_id)
+                                      : sqlite_error(db.get(), rc, "read run"));
       }
-      return RunResult{*status, err};
+      status_text = q.col_text(0);
+      std::string owner = q.col_text(1);
+      int64_t lease = q.col_int(2);
+      cancel_requested = q.col_int(3) != 0;
+      std::string hash = q.col_text(4);
+      def_body = q.col_text(5);
+      input_text = q.col_text(6);
+      client = q.col_text(7);
+      q.finalize();
+      auto status = parse_run_status(status_text);
+      if (status && (*status == RunStatus::kCompleted || *status == RunStatus::kFailed ||
+                     *status == RunStatus::kCancelled)) {
+        (void)db.exec("ROLLBACK");
+        Stmt e;
+        std::string err;
+        if (e.prepare(db.get(), "SELECT error FROM workflow_runs WHERE id = ?").ok()) {
+          e.bind(1, run_id);
+          if (e.step() == SQLITE_ROW) err = e.col_text(0);
+        }
+        return RunResult{*status, err};
+      }
+      int64_t now = im.now_ms();
+      if (given && given->hash != hash) {
+        if (!force)
+          return fail(Status::failed_precondition(
+              "run " + run_id + " was started with definition " + hash + ", not " + given->hash +
+              " (the definition changed; resume with --force to use the new one)"));
+        def_body = given->body;
+      }
+      // Free: nobody owns it, we do (a restart with the same owner id), or the lease lapsed.
+      // Otherwise it is ours only if its owner is certainly gone (a kill -9 on this host): the
+      // lease would make a resume wait for nothing. Judged inside this transaction, so nobody
+      // can claim the run between the check and the update.
+      const bool free = owner.empty() || owner == im.owner || lease < now;
+      if (!free && !im.owner_alive(owner)) taken_over = owner;
+      if (!free && taken_over.empty()) {
+        (void)db.exec("ROLLBACK");
+        holder = owner;
+        lease_left_ms = lease - now;
+      } else {
+        Stmt u;
+        if (Status st = u.prepare(db.get(),
+                                  "UPDATE workflow_runs SET owner = ?, lease_expires_ms = ?, "
+                                  "status = 'running', updated_ms = ?, definition = ?, "
+                                  "definition_hash = ? WHERE id = ? AND status IN ('pending', "
+                                  "'running') AND coalesce(owner, '') = ?");
+            !st.ok())
+          return fail(st);
+        std::string new_hash = given && force ? given->hash : hash;
+        u.bind(1, im.owner);
+        u.bind(2, now + im.opt.lease.count());
+        u.bind(3, now);
+        u.bind(4, def_body);
+        u.bind(5, new_hash);
+        u.bind(6, run_id);
+        u.bind(7, owner);
+        if (int rc2 = u.run(); rc2 != SQLITE_OK) return fail(sqlite_error(db.get(), rc2, "claim"));
+        if (sqlite3_changes(db.get()) != 1)  // cannot happen inside the transaction; be safe
+          return fail(Status::failed_precondition("run " + run_id + " changed while claimed"));
+        if (!taken_over.empty()) {
+          // The audit trail says why the lease was not honoured.
+          taken_over = "owner " + owner + " is no longer running on this host";
+          if (Status st = im.add_event(run_id, "", 0, "run_taken_over", taken_over); !st.ok())
+            return fail(st);
+        }
+        std::string detail = owner.empty() ? "" : "previous owner " + owner;
+        if (given && force && given->hash != hash)
+          detail += " definition replaced by " + given->hash;
+        if (Status st = im.add_event(run_id, "", 0, "run_claimed", im.owner + " " + detail);
+            !st.ok())
+          return fail(st);
+        if (Status st = read_step_records(db.get(), run_id, recs); !st.ok()) return fail(st);
+        if (Status st = db.exec("COMMIT"); !st.ok()) return fail(st);
+        break;
+      }
     }
-    int64_t now = im.now_ms();
-    if (given && given->hash != hash) {
-      if (!force)
-        return fail(Status::failed_precondition(
-            "run " + run_id + " was started with definition " + hash + ", not " + given->hash +
-            " (the definition changed; resume with --force to use the new one)"));
-      def_body = given->body;
+
+    // Held by an owner that may be alive: refuse, or wait for its lease to lapse.
+    const int64_t secs = std::max<int64_t>(1, (lease_left_ms + 999) / 1000);
+    const std::string held = "owned by " + holder + " (" + describe_owner(holder) +
+                             "); its lease ends in " + std::to_string(secs) + " s";
+    if (!wait)
+      return Status::failed_precondition("run " + run_id + " is " + held +
+                                         " (resume with --wait to wait for it)");
+    if (!waiter) {
+      waiter.emplace(*im.clock, wait);
+      std::lock_guard lock(im.active_mu);
+      im.active.insert(&*waiter);
+      if (im.shutting_down) waiter->cancel(Status::unavailable("executor shutting down"));
     }
-    Stmt u;
-    if (Status st =
-            u.prepare(db.get(),
-                      "UPDATE workflow_runs SET owner = ?, lease_expires_ms = ?, "
-                      "status = 'running', updated_ms = ?, definition = ?, "
-                      "definition_hash = ? WHERE id = ? AND status IN ('pending', "
-                      "'running') AND (owner IS NULL OR owner = ? OR lease_expires_ms < ?)");
-        !st.ok())
-      return fail(st);
-    std::string new_hash = given && force ? given->hash : hash;
-    u.bind(1, im.owner);
-    u.bind(2, now + im.opt.lease.count());
-    u.bind(3, now);
-    u.bind(4, def_body);
-    u.bind(5, new_hash);
-    u.bind(6, run_id);
-    u.bind(7, im.owner);
-    u.bind(8, now);
-    if (int rc2 = u.run(); rc2 != SQLITE_OK) return fail(sqlite_error(db.get(), rc2, "claim"));
-    if (sqlite3_changes(db.get()) != 1) {
-      return fail(Status::failed_precondition("run " + run_id + " is owned by " + owner +
-                                              " (lease until " + std::to_string(lease) + " ms)"));
+    if (holder != waited_for) {
+      waited_for = holder;
+      im.emit(Transition{run_id, "", "waiting", 0, 0, held});
     }
-    std::string detail = owner.empty() ? "" : "previous owner " + owner;
-    if (given && force && given->hash != hash) detail += " definition replaced by " + given->hash;
-    if (Status st = im.add_event(run_id, "", 0, "run_claimed", im.owner + " " + detail); !st.ok())
-      return fail(st);
-    if (Status st = read_step_records(db.get(), run_id, recs); !st.ok()) return fail(st);
-    if (Status st = db.exec("COMMIT"); !st.ok()) return fail(st);
+    // At most a second between looks: the owner may die, or hand the run back, long before its
+    // lease ends (and a heartbeat may extend it).
+    const Millis nap(std::clamp<int64_t>(lease_left_ms + 1, 1, 1000));
+    if (Status st = im.sleeper->sleep_until(im.clock->wall_now() + nap, *waiter); !st.ok())
+      return Status(st.code(), "run " + run_id + " not resumed: " + st.message() +
+                                   " while waiting for " + holder);
   }
+  if (!taken_over.empty()) im.emit(Transition{run_id, "", "taken over", 0, 0, taken_over});
 
   // From here on the run is ours: any failure to parse it marks it failed, never leaves it
   // running.
@@ -1070,14 +1270,21 @@ Result<std::vector<std::string>> Engine::interrupted_runs() {
   std::lock_guard lock(impl_->db_mu);
   Stmt q;
   if (Status st = q.prepare(impl_->db.get(),
-                            "SELECT id FROM workflow_runs WHERE status IN ('pending', 'running') "
-                            "AND (owner IS NULL OR lease_expires_ms < ?) ORDER BY created_ms");
+                            "SELECT id, coalesce(owner, ''), lease_expires_ms FROM workflow_runs "
+                            "WHERE status IN ('pending', 'running') ORDER BY created_ms");
       !st.ok())
     return st;
-  q.bind(1, impl_->now_ms());
+  const int64_t now = impl_->now_ms();
   std::vector<std::string> ids;
   int rc;
-  while ((rc = q.step()) == SQLITE_ROW) ids.push_back(q.col_text(0));
+  while ((rc = q.step()) == SQLITE_ROW) {
+    // The same judgement as the claim in run(): what it would take, the recovery scan lists,
+    // so a gateway resumes a run whose executor was killed on this host at its next scan.
+    const std::string owner = q.col_text(1);
+    if (owner.empty() || q.col_int(2) < now ||
+        (owner != impl_->owner && !impl_->owner_alive(owner)))
+      ids.push_back(q.col_text(0));
+  }
   if (rc != SQLITE_DONE) return sqlite_error(impl_->db.get(), rc, "list interrupted runs");
   return ids;
 }

@@ -16,7 +16,11 @@
 // Ownership: a run is claimed atomically (owner id plus a lease that a heartbeat extends); every
 // transaction re-checks the owner, so an executor that lost its lease can never write again and
 // two executors never run one workflow. An executor that restarts with the same owner id takes
-// its runs back at once; any other waits for the lease to expire.
+// its runs back at once. Any other takes a run over before its lease ends only when the owner is
+// certainly gone: the default owner id names a process ("<host>:<pid>:<start>:<random>", see
+// `local_owner_alive`), so after a `kill -9` a resume on the same host does not wait out the
+// lease (issue 18). An owner that may be alive (running, on another host, an id of unknown form)
+// keeps the run until its lease lapses; `run()` can wait for that (`wait`).
 //
 // Cancellation and timeouts share one mechanism (`Interrupt`): a step's interrupt fires at its
 // deadline or when the run is cancelled (`request_cancel`, polled from the database by the
@@ -392,12 +396,34 @@ struct RunResult {
   std::string error;
 };
 
+// Owner ids. The default one (`EngineOptions::owner` empty) is "<host>:<pid>:<start>:<random>":
+// <host> is the host name followed by "/<inode of this process's PID namespace>" (two containers
+// that share a host name and a database file do not see each other's PIDs), <start> this
+// process's start time (field 22 of /proc/self/stat, clock ticks after boot; 0 if unknown), so
+// that a PID reused by another process is not mistaken for the owner. Ids of the older form
+// "<host>:<pid>:<random>" are understood too.
+std::string local_owner_id();
+// The "<host>" part of this process's owner ids.
+const std::string& local_owner_host();
+// The default `EngineOptions::owner_alive`: false only when `owner` is certainly gone, i.e. it is
+// an owner id of the form above naming this host, and its PID has no process (kill(pid, 0) fails
+// with ESRCH), or a zombie, or a process started at another time than the id says (PID reuse).
+// True for everything else: an owner on another host, or an id of another form ("crash-child"),
+// may be alive, and only its lease can tell.
+bool local_owner_alive(const std::string& owner);
+
 struct EngineOptions {
   std::string db_path;
   const Clock* clock = nullptr;      // nullptr = SystemClock
   std::shared_ptr<Sleeper> sleeper;  // nullptr = RealSleeper on clock
   Executors executors;
-  std::string owner;  // "" = "<host>:<pid>:<random>"
+  std::string owner;  // "" = local_owner_id()
+  // Whether another executor's owner id may still be alive (empty = local_owner_alive). A run
+  // whose owner this says is gone is taken over at once, without waiting for its lease (a
+  // `run_taken_over` audit event and a "taken over" transition record it); it is also listed by
+  // `interrupted_runs()`. A wrong "gone" costs no double write: the taken-over executor fails
+  // its next fenced transaction and its heartbeat stops it.
+  std::function<bool(const std::string& owner)> owner_alive;
   Millis lease{30000};
   Millis heartbeat{5000};  // lease renewal period (real time)
   Millis poll{100};        // cancel-request polling period (real time)
@@ -431,13 +457,21 @@ class Engine {
                                  const std::string& client = "");
   // Claims the run and executes it to the end (completed, failed or cancelled). `def`, when
   // given, must have the stored definition's hash unless `force` (then it replaces it); when
-  // null the stored definition is used. Fails without executing when another live owner holds
-  // the run (FailedPrecondition) or it is already finished (returns its final status).
+  // null the stored definition is used. A run already finished is not executed (its final
+  // status is returned). A run whose owner is gone (`EngineOptions::owner_alive`) is taken over
+  // at once. A run that another owner may still hold (its lease running) is refused
+  // (FailedPrecondition: "run <id> is owned by <owner> (<who>); its lease ends in <n> s (resume
+  // with --wait to wait for it)") when `wait` is null; otherwise `run()` waits, re-checking at
+  // least every second (through the Sleeper), until the owner is found gone, hands the run back or
+  // lets its lease lapse (then it takes the run), or finishes it (then it returns that final
+  // status); `wait` firing or `shutdown()` ends the wait with that status, nothing claimed. A
+  // live owner renews its lease, so the wait lasts as long as that owner keeps running. A
+  // "waiting" transition says for whom it waits.
   // After `shutdown()` it refuses (Unavailable) without claiming. When no thread can be started
   // for the run's heartbeat it hands the claim back (the run stays resumable) and returns
   // ResourceExhausted.
   Result<RunResult> run(const std::string& run_id, const Definition* def = nullptr,
-                        bool force = false);
+                        bool force = false, const Interrupt* wait = nullptr);
   // Stops this executor for a process shutdown, NOT a cancellation: every run executing in
   // `run()` is interrupted (exec children killed, nothing more written for it), its `run()`
   // returns Unavailable, and its claim is released (owner cleared, lease expired, status left
@@ -447,7 +481,8 @@ class Engine {
   void shutdown();
   // Marks the run cancel-requested; an unowned (or lease-expired) run is cancelled at once.
   Status request_cancel(const std::string& run_id);
-  // Ids of runs left pending or running whose lease has expired (for recovery at start).
+  // Ids of runs left pending or running that nobody executes: unowned, lease expired, or owner
+  // gone (`EngineOptions::owner_alive`). The gateway runs them at start and at every scan.
   Result<std::vector<std::string>> interrupted_runs();
 
   // The newest `limit` runs; only those of `*client` when given (an empty string is the local
