@@ -17,6 +17,7 @@
 
 #include "breaker/breaker.h"
 #include "common/config.h"
+#include "common/metrics.h"
 #include "gateway/http_server.h"
 #include "gateway/mock_provider.h"
 #include "keys/keys.h"
@@ -230,6 +231,14 @@ struct ReloadResult {
 // Validated swap of the running configuration; the old one keeps serving on any error.
 ReloadResult reload_runtime(Runtime& rt, const std::shared_ptr<const Config>& config);
 ReloadResult reload_from_file(Runtime& rt);
+
+// POST /v1/feedback (feedback_api.cpp). `gateway_key` as for handle_chat.
+void handle_feedback(Runtime& rt, const Snapshot& snap, Exchange& ex, int gateway_key);
+// /admin/... (admin_api.cpp), once the admin credentials were checked: false when `target` is
+// no admin endpoint (the caller answers 404).
+bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_view target);
+// Brings the gauges read at scrape time up to date (request_metrics.cpp).
+void update_gauges(Runtime& rt);
 
 // POST /v1/chat/completions.
 // `gateway_key` is the index of the client's gateway key in auth.gateway_keys, or -1.

@@ -1,7 +1,9 @@
-// The request path of POST /v1/chat/completions: validate, plan, and for each attempt take a
-// breaker permit and a key lease (waiting for capacity within the budget), send, classify, and
-// record the outcome everywhere (keys, breakers, router, store). Streams are held back until the
-// first content-bearing chunk so that failures before it fail over invisibly.
+// The request path of POST /v1/chat/completions (chat_call.h): validate, admit, plan, and for
+// each attempt take a breaker permit and a key lease (waiting for capacity within the budget),
+// send (upstream_call.cpp), classify, and record the outcome everywhere (keys, breakers, router,
+// store).
+#include "gateway/chat_call.h"
+
 #include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
@@ -18,9 +20,6 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "gateway/auth.h"
-#include "gateway/chat_request.h"
-#include "gateway/runtime.h"
-#include "upstream/translate.h"
 
 namespace switchboard::gateway {
 
@@ -32,105 +31,6 @@ constexpr int64_t kDefaultOutputEstimate = 256;
 // Routing hints are map keys, stored rows and log fields: bounded.
 constexpr size_t kMaxCategoryBytes = 64;
 constexpr size_t kMaxSessionBytes = 128;
-// A stream is held back until its first content so that a failure before it can still fail
-// over; an upstream that sends this much without content is relayed from then on instead
-// (holding it would grow without a bound).
-constexpr size_t kMaxHeldStreamBytes = 256 * 1024;
-
-// ---- body inspection --------------------------------------------------------------------------
-
-size_t skip_ws(std::string_view s, size_t i) {
-  while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
-  return i;
-}
-
-// Index just past the string that starts at s[i] == '"'.
-size_t end_of_string(std::string_view s, size_t i) {
-  for (++i; i < s.size(); ++i) {
-    if (s[i] == '\\')
-      ++i;
-    else if (s[i] == '"')
-      return i + 1;
-  }
-  return s.size();
-}
-
-// The byte range of the top-level member `key`'s string value in a JSON object already known to
-// be valid. Lets the body be forwarded as is, with only the model name replaced.
-bool find_top_level_string(std::string_view s, std::string_view key, size_t& start, size_t& end) {
-  int depth = 0;
-  bool expect_key = false;
-  for (size_t i = 0; i < s.size();) {
-    char c = s[i];
-    if (c == '"') {
-      size_t j = end_of_string(s, i);
-      if (depth == 1 && expect_key) {
-        std::string_view k = s.substr(i + 1, j - i - 2);
-        size_t colon = skip_ws(s, j);
-        size_t v = skip_ws(s, colon + 1);
-        expect_key = false;
-        if (k == key) {
-          if (v >= s.size() || s[v] != '"') return false;
-          start = v;
-          end = end_of_string(s, v);
-          return true;
-        }
-        i = colon + 1;
-        continue;
-      }
-      i = j;
-      continue;
-    }
-    if (c == '{' || c == '[') {
-      ++depth;
-      if (c == '{' && depth == 1) expect_key = true;
-    } else if (c == '}' || c == ']') {
-      --depth;
-    } else if (c == ',' && depth == 1) {
-      expect_key = true;
-    }
-    ++i;
-  }
-  return false;
-}
-
-// The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced and,
-// for streams whose client did not ask for usage, usage requested (stripped again before the
-// client sees it).
-std::string openai_body(std::string_view original, ChatRequest& req,
-                        std::string_view upstream_model) {
-  size_t start = 0, end = 0;
-  std::string out;
-  out.reserve(original.size() + 64);
-  if (find_top_level_string(original, "model", start, end)) {
-    out.append(original.substr(0, start));
-    out += json::quote(upstream_model);
-    out.append(original.substr(end));
-  } else {
-    // The key was written with escapes ("mod\u0065l"), which the byte scan does not decode:
-    // rebuilt from the document, whose keys are decoded.
-    boost::json::object o = req.document(original);
-    o["model"] = upstream_model;
-    out = boost::json::serialize(o);
-  }
-  if (req.stream && !req.client_wants_usage) {
-    if (!req.stream_options_present) {
-      size_t brace = out.find('{');
-      out.insert(brace + 1, "\"stream_options\":{\"include_usage\":true},");
-    } else {
-      // The client's stream_options (null, or without usage) would leave the gateway without the
-      // usage it accounts with: rebuild the body with usage requested (rare; stripped again
-      // before the client sees it).
-      boost::json::object o = req.document(original);
-      o["model"] = upstream_model;
-      boost::json::value& so = o["stream_options"];
-      if (!so.is_object()) so = boost::json::object();
-      so.as_object()["include_usage"] = true;
-      return boost::json::serialize(o);
-    }
-  }
-  return out;
-}
 
 keys::OutcomeClass to_keys(ErrorClass c) {
   return static_cast<keys::OutcomeClass>(c);
@@ -145,204 +45,7 @@ std::string retry_after_seconds(Nanos wait) {
   return std::to_string(std::max<int64_t>(1, s));
 }
 
-// ---- waiting for a key ------------------------------------------------------------------------
-
-// Bridges KeyPool::wait_async (callback on any thread) into this coroutine (this thread).
-asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
-                                                  keys::AcquireRequest request) {
-  auto ex = co_await asio::this_coro::executor;
-  struct State {
-    explicit State(asio::any_io_executor e) : timer(e) {}
-    asio::steady_timer timer;
-    std::optional<keys::AcquireResult> result;
-  };
-  auto state = std::make_shared<State>(ex);
-  state->timer.expires_at(MonoTime::max());
-  auto id = pool.wait_async(std::move(request), [state, ex](keys::AcquireResult r) {
-    auto shared = std::make_shared<keys::AcquireResult>(std::move(r));
-    asio::post(ex, [state, shared] {
-      state->result.emplace(std::move(*shared));
-      state->timer.cancel();
-    });
-  });
-  // Withdraws the waiter however this coroutine ends (the wait below throws once the client
-  // has left). A no-op when it was served already.
-  struct Withdraw {
-    keys::KeyPool& pool;
-    keys::WaitId id;
-    ~Withdraw() { pool.cancel_wait(id); }
-  } withdraw{pool, id};
-  while (!state->result) {
-    auto [ec] = co_await state->timer.async_wait(kNothrow);
-    if (!state->result) {
-      // Cancelled from outside (the client left): withdrawn on return. A lease already handed
-      // over ends as `cancelled` when the posted handler drops it.
-      co_return keys::AcquireResult(keys::NoKey{keys::NoKeyReason::kCancelled, MonoTime::max()});
-    }
-  }
-  co_return std::move(*state->result);
-}
-
-// Notices a client that closes its connection while its request runs, and then cancels the
-// request (Exchange::cancel), whose leases and permits end as `cancelled` and whose upstream
-// connection is closed. Watching costs an epoll registration, so it starts only once a request
-// has run for a while: the quick ones finish first, and a slow LLM call is still cancelled moments
-// after its client leaves. Nothing per request but two pointer updates: calls wait in a per-thread
-// list in start order, and one timer per thread starts watching those that reach the age.
-constexpr auto kWatchClientAfter = std::chrono::milliseconds(20);
-
-class ClientWatch;
-
-// The calls of one server thread that are not watched yet, oldest first. Used only on its thread.
-class WatchList {
- public:
-  static WatchList& of_this_thread(const asio::any_io_executor& ex) {
-    thread_local std::unique_ptr<WatchList> list;
-    if (!list || &list->context_ != &asio::query(ex, asio::execution::context)) {
-      list = std::make_unique<WatchList>(ex);
-    }
-    return *list;
-  }
-
-  explicit WatchList(const asio::any_io_executor& ex)
-      : context_(asio::query(ex, asio::execution::context)), timer_(ex) {}
-  WatchList(const WatchList&) = delete;
-  WatchList& operator=(const WatchList&) = delete;
-  // At thread exit; calls still listed (their frames die later, with the io_context) forget us.
-  ~WatchList();
-
-  void add(ClientWatch* w);
-  void remove(ClientWatch* w);
-
- private:
-  void arm();
-  void sweep();
-
-  asio::execution_context& context_;
-  asio::steady_timer timer_;
-  bool armed_ = false;
-  ClientWatch* head_ = nullptr;
-  ClientWatch* tail_ = nullptr;
-};
-
-class ClientWatch {
- public:
-  explicit ClientWatch(Exchange& ex)
-      : ex_(ex),
-        since_(MonoClock::now()),
-        list_(WatchList::of_this_thread(ex.stream.socket().get_executor())) {
-    list_.add(this);
-  }
-  ClientWatch(const ClientWatch&) = delete;
-  ClientWatch& operator=(const ClientWatch&) = delete;
-  ~ClientWatch() {
-    if (listed_) list_.remove(this);
-    if (state_) {
-      state_->done = true;
-      // Only our wait is pending on the socket now (the request is over).
-      boost::system::error_code ignored;
-      ex_.stream.socket().cancel(ignored);
-    }
-  }
-
-  bool client_left() const { return state_ && state_->gone; }
-  MonoTime since() const { return since_; }
-
- private:
-  friend class WatchList;
-
-  // Shared with the pending wait's callback, which may run after the request ended.
-  struct State : std::enable_shared_from_this<State> {
-    explicit State(Exchange& x) : ex(x) {}
-    Exchange& ex;  // valid while !done
-    bool done = false;
-    bool gone = false;
-
-    void rearm() {
-      ex.stream.socket().async_wait(
-          asio::ip::tcp::socket::wait_read,
-          [s = shared_from_this()](boost::system::error_code ec) { s->readable(ec); });
-    }
-
-    void readable(boost::system::error_code ec) {
-      if (ec || done) return;
-      char byte;
-      ssize_t n = ::recv(ex.stream.socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-      if (n > 0) return;  // pipelined bytes of a next request: the client is still there
-      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        rearm();  // a spurious wake-up: keep watching
-        return;
-      }
-      gone = true;
-      if (ex.cancel) ex.cancel->emit(asio::cancellation_type::terminal);
-    }
-  };
-
-  void start_watching() {
-    state_ = std::make_shared<State>(ex_);
-    state_->rearm();
-  }
-
-  Exchange& ex_;
-  const MonoTime since_;
-  WatchList& list_;
-  bool listed_ = false;
-  ClientWatch* prev_ = nullptr;
-  ClientWatch* next_ = nullptr;
-  std::shared_ptr<State> state_;  // once watching
-};
-
-WatchList::~WatchList() {
-  for (ClientWatch* w = head_; w != nullptr; w = w->next_) w->listed_ = false;
-}
-
-void WatchList::add(ClientWatch* w) {
-  w->listed_ = true;
-  w->prev_ = tail_;
-  w->next_ = nullptr;
-  (tail_ ? tail_->next_ : head_) = w;
-  tail_ = w;
-  if (!armed_) arm();
-}
-
-void WatchList::remove(ClientWatch* w) {
-  (w->prev_ ? w->prev_->next_ : head_) = w->next_;
-  (w->next_ ? w->next_->prev_ : tail_) = w->prev_;
-  w->listed_ = false;
-  w->prev_ = w->next_ = nullptr;
-}
-
-void WatchList::arm() {
-  if (head_ == nullptr) return;
-  armed_ = true;
-  timer_.expires_at(head_->since_ + kWatchClientAfter);
-  timer_.async_wait([this](boost::system::error_code ec) {
-    if (ec) return;  // destroyed with the list (never re-armed while armed)
-    armed_ = false;
-    sweep();
-  });
-}
-
-void WatchList::sweep() {
-  const MonoTime now = MonoClock::now();
-  while (head_ != nullptr && head_->since_ + kWatchClientAfter <= now) {
-    ClientWatch* w = head_;
-    remove(w);
-    w->start_watching();
-  }
-  arm();
-}
-
 // ---- one request ------------------------------------------------------------------------------
-
-struct Attempted {
-  ErrorClass cls = ErrorClass::kSuccess;
-  int status = 0;
-  std::string body;  // error body (for client errors passed through)
-  std::string message;
-  upstream::TokenUsage usage;
-  bool wrote_response = false;  // streaming: the client has seen bytes
-};
 
 class ChatCall {
  public:
@@ -644,7 +347,7 @@ class ChatCall {
       // A grant that did not wait took microseconds: the loop's reading serves as the start.
       const MonoTime started = waited ? MonoClock::now() : now;
       const MonoTime call_deadline = std::min(deadline, started + Millis(pr->config->timeout_ms));
-      Attempted r = co_await send(*pr, a, lease, call_deadline);
+      Attempted r = co_await send_attempt(upstream_, *pr, a, lease, call_deadline);
       auto latency = MonoClock::now() - started;
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
 
@@ -859,232 +562,6 @@ class ChatCall {
     flush_events();
   }
 
-  // ---- upstream exchange ----------------------------------------------------------------------
-
-  upstream::HttpRequest build_request(const ProviderRuntime& pr, const routing::Attempt& a,
-                                      const keys::Lease& lease, MonoTime deadline,
-                                      std::string& error) {
-    upstream::HttpRequest h;
-    h.deadline = deadline;
-    h.headers.reserve(5);
-    h.headers.emplace_back("content-type", "application/json");
-    h.headers.emplace_back("user-agent", "switchboard/" SWITCHBOARD_VERSION);
-    if (pr.anthropic) {
-      h.url = pr.call_url;
-      h.headers.emplace_back("x-api-key", lease.secret());
-      h.headers.emplace_back("anthropic-version", "2023-06-01");
-      auto body =
-          upstream::openai_to_anthropic_request(req_.document(ex_.request.body()), a.upstream);
-      if (!body.ok()) {
-        error = body.status().message();
-        return h;
-      }
-      h.body = std::move(body.value());
-    } else {
-      h.url = pr.call_url;
-      std::string& auth = h.headers.emplace_back("authorization", std::string()).second;
-      auth.reserve(7 + lease.secret().size());
-      auth += "Bearer ";
-      auth += lease.secret();
-      h.body = openai_body(ex_.request.body(), req_, a.upstream);
-    }
-    if (req_.stream) h.headers.emplace_back("accept", "text/event-stream");
-    return h;
-  }
-
-  asio::awaitable<Attempted> send(ProviderRuntime& pr, const routing::Attempt& a,
-                                  keys::Lease& lease, MonoTime deadline) {
-    Attempted r;
-    std::string build_error;
-    upstream::HttpRequest h = build_request(pr, a, lease, deadline, build_error);
-    if (!build_error.empty()) {
-      r.cls = ErrorClass::kClientError;
-      r.status = 400;
-      r.message = build_error;
-      co_return r;
-    }
-    auto& client = *rt_.clients[ex_.thread_index];
-    std::unique_ptr<upstream::HttpStream> stream;
-    auto st = co_await client.start(h, stream);
-    if (!st.ok()) {
-      r.cls = upstream::classify_transport(st.error);
-      r.message = st.message;
-      co_return r;
-    }
-    const auto& head = stream->head();
-    for (const auto& [k, v] : head.headers) {
-      if (k.size() > 5 &&
-          (k[0] == 'x' || k[0] == 'X' || k[0] == 'r' || k[0] == 'R' || k[0] == 'a' || k[0] == 'A'))
-        response_headers_.emplace_back(k, v);
-    }
-    r.status = head.status;
-    if (head.status < 200 || head.status >= 300 || !req_.stream) {
-      // Whole body: an error to classify, or a complete non-stream answer.
-      std::string body;
-      bool done = false;
-      while (!done) {
-        st = co_await stream->read_some(body, done);
-        if (!st.ok()) {
-          r.cls = upstream::classify_transport(st.error);
-          r.message = st.message;
-          co_return r;
-        }
-        if (body.size() > (64u << 20)) {
-          r.cls = ErrorClass::kServerError;
-          r.message = "upstream response too large";
-          co_return r;
-        }
-      }
-      r.cls = upstream::classify_http(head.status, body);
-      if (r.cls != ErrorClass::kSuccess) {
-        r.message = "HTTP " + std::to_string(head.status);
-        r.body = pr.anthropic ? upstream::anthropic_error_to_openai(body) : std::move(body);
-        co_return r;
-      }
-      if (pr.anthropic) {
-        boost::system::error_code ec;
-        auto doc = boost::json::parse(body, ec);
-        if (ec || !doc.is_object()) {
-          r.cls = ErrorClass::kServerError;
-          r.message = "upstream sent invalid JSON";
-          co_return r;
-        }
-        auto translated = upstream::anthropic_to_openai_response(doc.as_object(), req_.model,
-                                                                 request_id_, std::time(nullptr));
-        if (!translated.ok()) {
-          r.cls = ErrorClass::kServerError;
-          r.message = translated.status().message();
-          co_return r;
-        }
-        r.body = std::move(translated.value());
-      } else {
-        r.body = std::move(body);
-      }
-      if (auto u = upstream::extract_openai_usage(r.body)) r.usage = *u;
-      co_return r;
-    }
-    co_return co_await relay_stream(pr, a, lease, *stream);
-  }
-
-  // Streams an SSE answer to the client. Events are held until the first content-bearing one, so
-  // that a failure before it can still fail over; after it, bytes are relayed as they come.
-  asio::awaitable<Attempted> relay_stream(ProviderRuntime& pr, const routing::Attempt& a,
-                                          keys::Lease& lease, upstream::HttpStream& stream) {
-    Attempted r;
-    r.status = 200;
-    upstream::SseParser parser;
-    std::optional<upstream::AnthropicStreamTranslator> translator;
-    if (pr.anthropic)
-      translator.emplace(req_.model, request_id_, std::time(nullptr), req_.client_wants_usage);
-    std::string pending;  // events not yet sent to the client
-    bool started = false, saw_done = false;
-    std::string raw;
-    std::vector<upstream::SseEvent> events;
-    std::vector<std::string> chunks;
-    const bool strip_usage = !pr.anthropic && !req_.client_wants_usage;
-
-    auto fail_stream = [&](ErrorClass cls, std::string message) -> asio::awaitable<Attempted> {
-      stream.cancel();
-      r.cls = cls;
-      r.message = std::move(message);
-      if (started) {
-        // The client already has content: end the stream with an error event and no [DONE].
-        std::string ev;
-        upstream::append_sse_event(
-            ev, upstream::openai_error_json("upstream stream failed: " + r.message, "server_error",
-                                            std::string(upstream::to_string(cls))));
-        co_await write_chunk(ex_, ev);
-        co_await finish_chunks(ex_);
-        ex_.close = true;
-        r.wrote_response = true;
-      }
-      co_return r;
-    };
-
-    bool done = false;
-    while (!done) {
-      raw.clear();
-      auto st = co_await stream.read_some(raw, done);
-      if (!st.ok())
-        co_return co_await fail_stream(upstream::classify_transport(st.error), st.message);
-      events.clear();
-      if (auto ps = parser.feed(raw, events); !ps.ok())
-        co_return co_await fail_stream(ErrorClass::kServerError, ps.message());
-      std::string out;
-      bool content_now = false;
-      for (const auto& ev : events) {
-        if (translator) {
-          chunks.clear();
-          auto ts = translator->feed(ev.event, ev.data, chunks);
-          if (!ts.ok()) {
-            ErrorClass cls = ts.code() == StatusCode::kResourceExhausted ? ErrorClass::kRateLimited
-                             : ts.code() == StatusCode::kPermissionDenied
-                                 ? ErrorClass::kAuthFailed
-                                 : ErrorClass::kServerError;
-            co_return co_await fail_stream(cls, ts.message());
-          }
-          for (const auto& c : chunks) upstream::append_sse_event(out, c);
-          if (translator->has_content()) content_now = true;
-          if (translator->finished()) {
-            out += upstream::kSseDone;
-            saw_done = true;
-          }
-          r.usage = translator->usage();
-          continue;
-        }
-        auto info = upstream::inspect_openai_chunk(ev.data);
-        if (info.done) {
-          out += upstream::kSseDone;
-          saw_done = true;
-          continue;
-        }
-        if (info.is_error) {
-          co_return co_await fail_stream(ErrorClass::kServerError,
-                                         "upstream reported an error in the stream");
-        }
-        if (info.usage) r.usage = *info.usage;
-        if (info.usage && strip_usage && !info.has_content)
-          continue;  // we asked for it, not the client
-        if (info.has_content) content_now = true;
-        upstream::append_sse_event(out, ev.data, ev.event);
-      }
-      if (!started) {
-        pending += out;
-        if (content_now || pending.size() > kMaxHeldStreamBytes) {
-          if (!co_await write_stream_head(ex_, http::status::ok, stream_headers(a, lease)) ||
-              !co_await write_chunk(ex_, pending)) {
-            stream.cancel();
-            r.cls = ErrorClass::kCancelled;
-            r.wrote_response = true;
-            co_return r;
-          }
-          started = true;
-          r.wrote_response = true;
-          pending.clear();
-        }
-      } else if (!out.empty()) {
-        if (!co_await write_chunk(ex_, out)) {
-          stream.cancel();
-          r.cls = ErrorClass::kCancelled;
-          co_return r;
-        }
-      }
-    }
-    if (!saw_done) {
-      co_return co_await fail_stream(ErrorClass::kServerError,
-                                     "upstream stream ended without [DONE]");
-    }
-    if (!started) {
-      // A stream that finished without any content (e.g. an empty answer): send what we have.
-      co_await write_stream_head(ex_, http::status::ok, stream_headers(a, lease));
-      co_await write_chunk(ex_, pending);
-      r.wrote_response = true;
-    }
-    co_await finish_chunks(ex_);
-    r.cls = ErrorClass::kSuccess;
-    co_return r;
-  }
-
   Runtime& rt_;
   const std::shared_ptr<const Snapshot> snap_;  // the configuration this request runs under
   Exchange& ex_;
@@ -1106,6 +583,14 @@ class ChatCall {
   std::string_view failed_model_, failed_provider_;
   std::string failed_key_;
   std::vector<store::Event> pending_events_;  // usage events waiting for the outcome
+  UpstreamCall upstream_{rt_,
+                         ex_,
+                         req_,
+                         request_id_,
+                         response_headers_,
+                         [this](const routing::Attempt& a, const keys::Lease& lease) {
+                           return stream_headers(a, lease);
+                         }};
 };
 
 }  // namespace

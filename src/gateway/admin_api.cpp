@@ -1,0 +1,171 @@
+// The admin API (/admin/...): key, breaker and model state, key disable/enable, reload. The
+// caller checked the admin credentials (auth.h).
+#include <boost/json.hpp>
+
+#include "common/json.h"
+#include "common/log.h"
+#include "gateway/runtime.h"
+
+namespace switchboard::gateway {
+
+namespace {
+
+// %XX escapes decoded; a malformed escape is kept as it is.
+std::string percent_decode(std::string_view s) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '%' && i + 2 < s.size() && hex(s[i + 1]) >= 0 && hex(s[i + 2]) >= 0) {
+      out += static_cast<char>(hex(s[i + 1]) * 16 + hex(s[i + 2]));
+      i += 2;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
+}
+
+std::string keys_json(Runtime& rt) {
+  std::string out = "{\"keys\":[";
+  bool first = true;
+  auto snap = rt.snapshot();
+  for (auto& [name, pr] : snap->providers) {
+    for (const auto& k : pr->pool->snapshot()) {
+      out += first ? "" : ",";
+      first = false;
+      out += "{\"id\":" + json::quote(k.id) + ",\"provider\":" + json::quote(name) +
+             ",\"fingerprint\":" + json::quote(k.fingerprint) +
+             ",\"state\":" + json::quote(keys::to_string(k.state)) +
+             ",\"cooldown_remaining_ms\":" + std::to_string(k.cooldown_remaining.count()) +
+             ",\"cooldown_reason\":" + json::quote(keys::to_string(k.cooldown_reason)) +
+             ",\"in_flight\":" + std::to_string(k.in_flight) +
+             ",\"max_concurrent\":" + std::to_string(k.max_concurrent) +
+             ",\"minute\":{\"requests\":" + std::to_string(k.minute.requests) +
+             ",\"tokens\":" + std::to_string(k.minute.tokens) +
+             "},\"day\":{\"requests\":" + std::to_string(k.day.requests) +
+             ",\"tokens\":" + std::to_string(k.day.tokens) +
+             "},\"consecutive_failures\":" + std::to_string(k.consecutive_failures) +
+             ",\"leases_total\":" + std::to_string(k.leases_total) + ",\"model_cooldowns\":[";
+      for (size_t i = 0; i < k.model_cooldowns.size(); ++i) {
+        const auto& mc = k.model_cooldowns[i];
+        out += (i ? "," : "") + std::string("{\"model\":") + json::quote(mc.model) +
+               ",\"remaining_ms\":" + std::to_string(mc.remaining.count()) +
+               ",\"reason\":" + json::quote(keys::to_string(mc.reason)) + "}";
+      }
+      out += "]}";
+    }
+  }
+  return out + "]}";
+}
+
+std::string breakers_json(Runtime& rt) {
+  std::string out = "{\"breakers\":[";
+  bool first = true;
+  for (const auto& b : rt.snapshot()->breakers->snapshot()) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"target\":" + json::quote(b.target) +
+           ",\"kind\":" + json::quote(breaker::to_string(b.kind)) +
+           ",\"state\":" + json::quote(breaker::to_string(b.state)) +
+           ",\"calls_in_window\":" + std::to_string(b.calls_in_window) +
+           ",\"failure_rate\":" + json::number(b.failure_rate) +
+           ",\"slow_call_rate\":" + json::number(b.slow_call_rate) +
+           ",\"until_half_open_ms\":" + std::to_string(b.until_half_open.count()) +
+           ",\"consecutive_openings\":" + std::to_string(b.consecutive_openings) + "}";
+  }
+  return out + "]}";
+}
+
+std::string admin_models_json(Runtime& rt) {
+  auto snap = rt.snapshot();
+  auto state = snap->router->export_state();
+  std::string out = "{\"models\":[";
+  bool first = true;
+  for (const auto& m : snap->config->models) {
+    auto s = snap->router->stats(m.name);
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"model\":" + json::quote(m.name) + ",\"provider\":" + json::quote(m.provider) +
+           ",\"tier\":" + json::quote(to_string(m.tier)) +
+           ",\"requests\":" + std::to_string(s ? s->requests : 0) +
+           ",\"success_rate\":" + json::number(s ? s->success_rate() : 0) +
+           ",\"latency_ewma_ms\":" + json::number(s ? s->latency_ewma_us / 1000 : 0) +
+           ",\"latency_p95_ms\":" + json::number(s ? s->latency_p95_us / 1000 : 0) +
+           ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + ",\"cost_per_request_usd\":" +
+           json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0) + "}";
+  }
+  out += "],\"posteriors\":[";
+  first = true;
+  for (const auto& p : state.posteriors) {
+    out += first ? "" : ",";
+    first = false;
+    out += "{\"category\":" + json::quote(p.category) + ",\"model\":" + json::quote(p.model) +
+           ",\"alpha\":" + json::number(p.alpha) + ",\"beta\":" + json::number(p.beta) +
+           ",\"mean\":" + json::number(p.mean()) + ",\"outcomes\":" + std::to_string(p.outcomes) +
+           ",\"feedback\":" + std::to_string(p.feedback) + ",\"feedback_success\":" +
+           json::number(p.feedback ? p.feedback_reward_sum / double(p.feedback) : 0) + "}";
+  }
+  return out + "]}";
+}
+
+}  // namespace
+
+bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_view target) {
+  const auto method = ex.request.method();
+  if (method == http::verb::get && target == "/admin/keys") {
+    ex.response = json_response(http::status::ok, keys_json(rt));
+    return true;
+  }
+  if (method == http::verb::get && target == "/admin/breakers") {
+    ex.response = json_response(http::status::ok, breakers_json(rt));
+    return true;
+  }
+  if (method == http::verb::get && target == "/admin/models") {
+    ex.response = json_response(http::status::ok, admin_models_json(rt));
+    return true;
+  }
+  if (method == http::verb::post && target == "/admin/reload") {
+    auto r = reload_from_file(rt);
+    std::string body = "{\"reloaded\":" + std::string(r.ok ? "true" : "false") + ",\"messages\":[";
+    for (size_t i = 0; i < r.messages.size(); ++i)
+      body += (i ? "," : "") + json::quote(r.messages[i]);
+    body += "]}";
+    ex.response = json_response(r.ok ? http::status::ok : http::status::bad_request, body);
+    return true;
+  }
+  // POST /admin/keys/{id}/disable|enable
+  constexpr std::string_view kKeys = "/admin/keys/";
+  if (method == http::verb::post && target.rfind(kKeys, 0) == 0) {
+    std::string_view rest = target.substr(kKeys.size());
+    auto slash = rest.rfind('/');
+    if (slash != std::string_view::npos) {
+      // Key ids contain '#', which a URL carries as %23 (a raw '#' starts the fragment).
+      std::string id = percent_decode(rest.substr(0, slash));
+      std::string_view action = rest.substr(slash + 1);
+      std::string provider = id.substr(0, id.find('#'));
+      ProviderRuntime* pr = snap.provider(provider);
+      if (pr && (action == "disable" || action == "enable")) {
+        Status st = action == "disable" ? pr->pool->disable(id) : pr->pool->enable(id);
+        if (st.ok()) {
+          log::info("admin: key {} {}d", id, action);
+          ex.response =
+              json_response(http::status::ok, "{\"id\":" + json::quote(id) +
+                                                  ",\"action\":" + json::quote(action) + "}");
+        } else {
+          ex.response = error_response(http::status::not_found, st.message(),
+                                       "invalid_request_error", "unknown_key");
+        }
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,98 @@
+// The request path of POST /v1/chat/completions, in parts (internal to the gateway module):
+//   chat_call.cpp      ChatCall: validate, admit (key policy, budget), plan, and for each attempt
+//                      a breaker permit and a key lease, then record the outcome everywhere;
+//                      handle_chat (runtime.h) runs one under a ClientWatch.
+//   upstream_call.cpp  one attempt's exchange with its upstream (send_attempt): the request for
+//                      the provider's kind, the answer read whole or a stream relayed.
+//   body_scan.cpp      the body forwarded as it came with only `model` spliced (openai_body).
+//   client_watch.cpp   waiting for a key inside the coroutine (wait_for_key), and noticing a
+//                      client that left (ClientWatch).
+// Thread-safety: everything here runs on the request's own server thread.
+#pragma once
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "gateway/chat_request.h"
+#include "gateway/runtime.h"
+#include "upstream/translate.h"
+
+namespace switchboard::gateway {
+
+// A stream is held back until its first content so that a failure before it can still fail
+// over; an upstream that sends this much without content is relayed from then on instead
+// (holding it would grow without a bound).
+inline constexpr size_t kMaxHeldStreamBytes = 256 * 1024;
+
+// What one attempt came to.
+struct Attempted {
+  upstream::ErrorClass cls = upstream::ErrorClass::kSuccess;
+  int status = 0;
+  std::string body;  // error body (for client errors passed through)
+  std::string message;
+  upstream::TokenUsage usage;
+  bool wrote_response = false;  // streaming: the client has seen bytes
+};
+
+// The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced
+// and, for streams whose client did not ask for usage, usage requested.
+std::string openai_body(std::string_view original, ChatRequest& req,
+                        std::string_view upstream_model);
+
+// Bridges KeyPool::wait_async (callback on any thread) into this coroutine (this thread).
+asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
+                                                  keys::AcquireRequest request);
+
+class WatchList;
+
+// Notices a client that closes its connection while its request runs, and then cancels the
+// request (Exchange::cancel). Watching starts only once a request has run for a while (see
+// client_watch.cpp); until then it costs two pointer updates.
+class ClientWatch {
+ public:
+  explicit ClientWatch(Exchange& ex);
+  ClientWatch(const ClientWatch&) = delete;
+  ClientWatch& operator=(const ClientWatch&) = delete;
+  ~ClientWatch();
+
+  bool client_left() const;
+  MonoTime since() const { return since_; }
+
+ private:
+  friend class WatchList;
+  struct State;  // shared with the pending wait's callback, which may outlive the request
+  void start_watching();
+
+  Exchange& ex_;
+  const MonoTime since_;
+  WatchList& list_;
+  bool listed_ = false;
+  ClientWatch* prev_ = nullptr;
+  ClientWatch* next_ = nullptr;
+  std::shared_ptr<State> state_;  // once watching
+};
+
+// What an attempt's exchange needs of its request (owned by the ChatCall).
+struct UpstreamCall {
+  Runtime& rt;
+  Exchange& ex;
+  ChatRequest& req;
+  const std::string& request_id;
+  keys::HeaderList& response_headers;  // rate-limit headers of the answer, for the key pool
+  // The x-switchboard-* headers of a streamed answer, made when its head is written.
+  std::function<std::vector<std::pair<std::string, std::string>>(const routing::Attempt&,
+                                                                 const keys::Lease&)>
+      stream_headers;
+};
+
+// Sends the attempt on `lease` and reads its answer (or relays its stream) within `deadline`.
+asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
+                                        const routing::Attempt& a, keys::Lease& lease,
+                                        MonoTime deadline);
+
+}  // namespace switchboard::gateway

@@ -1,0 +1,149 @@
+// Snapshots: what a configuration determines (pools, breakers, router), built at start and by
+// every reload, taking over what can be kept from the previous one.
+#include "common/log.h"
+#include "gateway/runtime.h"
+
+namespace switchboard::gateway {
+
+namespace {
+
+// A pool can be kept as it is across a reload only when nothing it was built from changed.
+bool same_pool(const ProviderConfig& a, const ProviderConfig& b) {
+  if (a.kind != b.kind || a.base_url != b.base_url || a.keys.size() != b.keys.size() ||
+      a.selection != b.selection || a.timeout_ms != b.timeout_ms)
+    return false;
+  for (size_t i = 0; i < a.keys.size(); ++i) {
+    if (a.keys[i].id != b.keys[i].id || a.keys[i].secret != b.keys[i].secret ||
+        a.keys[i].weight != b.keys[i].weight)
+      return false;
+  }
+  const auto& la = a.limits;
+  const auto& lb = b.limits;
+  const auto& ca = a.cooldown;
+  const auto& cb = b.cooldown;
+  return la.rpm == lb.rpm && la.tpm == lb.tpm && la.rpd == lb.rpd && la.tpd == lb.tpd &&
+         la.max_concurrent == lb.max_concurrent &&
+         la.daily_reset_hour_utc == lb.daily_reset_hour_utc && ca.initial_ms == cb.initial_ms &&
+         ca.multiplier == cb.multiplier && ca.max_ms == cb.max_ms && ca.jitter == cb.jitter;
+}
+
+bool same_breaker(const BreakerConfig& a, const BreakerConfig& b) {
+  return a.window == b.window && a.min_calls == b.min_calls && a.failure_rate == b.failure_rate &&
+         a.slow_call_ms == b.slow_call_ms && a.slow_call_rate == b.slow_call_rate &&
+         a.open_ms == b.open_ms && a.open_multiplier == b.open_multiplier &&
+         a.max_open_ms == b.max_open_ms && a.half_open_probes == b.half_open_probes &&
+         a.half_open_timeout_ms == b.half_open_timeout_ms &&
+         a.count_rate_limits == b.count_rate_limits;
+}
+
+bool same_breakers(const Config& a, const Config& b) {
+  if (!same_breaker(a.breaker, b.breaker)) return false;
+  for (const auto& p : b.providers) {
+    const ProviderConfig* old = a.find_provider(p.name);
+    if (old && !same_breaker(old->breaker, p.breaker)) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
+                                                       std::shared_ptr<const Config> config,
+                                                       const Snapshot* previous) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->config = config;
+  for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
+  for (const auto& pc : config->providers) {
+    ProviderRuntime* old = previous ? previous->provider(pc.name) : nullptr;
+    const bool mock_same = old && old->mock && pc.kind == ProviderKind::kMock &&
+                           old->config->kind == ProviderKind::kMock;
+    if (old && same_pool(*old->config, pc) && (pc.kind != ProviderKind::kMock || mock_same)) {
+      snap->providers.emplace(pc.name, previous->providers.find(pc.name)->second);  // kept whole
+      continue;
+    }
+    auto pr = std::make_shared<ProviderRuntime>();
+    pr->owner = config;
+    pr->config = &pc;
+    pr->anthropic = pc.kind == ProviderKind::kAnthropic;
+    pr->base_url = pc.base_url;
+    if (pc.kind == ProviderKind::kMock) {
+      pr->mock = std::make_shared<MockProvider>(pc.mock);
+      if (auto st = pr->mock->start("127.0.0.1:0", 1); !st.ok()) return st;
+      pr->base_url = "http://127.0.0.1:" + std::to_string(pr->mock->port()) + "/v1";
+      log::info("provider {}: in-process mock{} at {}", pc.name,
+                pc.mock_substitute ? " (no API keys set)" : "", pr->base_url);
+    } else {
+      log::info("provider {}: {} at {} with {} key(s)", pc.name, to_string(pc.kind), pc.base_url,
+                pc.keys.size());
+    }
+    pr->call_url = pr->base_url + (pr->anthropic ? "/messages" : "/chat/completions");
+    snap->providers.emplace(pc.name, std::move(pr));
+  }
+  // Pools last, once nothing can fail any more (above, a mock may not start): a pool handed over
+  // belongs to a snapshot that will be published.
+  for (const auto& pc : config->providers) {
+    ProviderRuntime& pr = *snap->providers.find(pc.name)->second;
+    if (pr.pool) continue;  // kept whole from the previous snapshot
+    ProviderRuntime* old = previous ? previous->provider(pc.name) : nullptr;
+    keys::KeyPoolOptions ko;
+    ko.scheduler = &rt.scheduler;
+    // Keys that stay keep their state and in-flight leases (the old pool hands them over).
+    pr.pool = old ? old->pool->reconfigured(pc, rt.clock, ko)
+                  : std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
+  }
+  for (size_t i = 0; i < config->auth.gateway_keys.size(); ++i) {
+    // A gateway key that stays (same secret) keeps its rpm window and spend.
+    std::shared_ptr<GatewayKeyState> state;
+    if (previous) {
+      const auto& old_keys = previous->config->auth.gateway_keys;
+      for (size_t j = 0; j < old_keys.size(); ++j)
+        if (old_keys[j] == config->auth.gateway_keys[i]) state = previous->gateway_keys[j];
+    }
+    snap->gateway_keys.push_back(state ? state : std::make_shared<GatewayKeyState>());
+  }
+  snap->breakers = previous && same_breakers(*previous->config, *config)
+                       ? previous->breakers
+                       : std::make_shared<breaker::BreakerRegistry>(rt.clock, *config);
+  snap->breaker_table = std::make_shared<const BreakerTable>(snap->breakers, *config);
+  snap->router = std::make_shared<routing::Router>(
+      config, [table = snap->breaker_table](std::string_view provider, std::string_view model) {
+        return table->open(provider, model);
+      });
+  if (previous)
+    snap->router->import_state(previous->router->export_state());  // what was learned stays
+  return std::shared_ptr<const Snapshot>(std::move(snap));
+}
+
+ReloadResult reload_runtime(Runtime& rt, const std::shared_ptr<const Config>& config) {
+  std::lock_guard lock(rt.reload_mu);
+  auto previous = rt.snapshot();
+  auto next = build_snapshot(rt, config, previous.get());
+  if (!next.ok()) return ReloadResult{false, {next.status().message()}};
+  std::vector<std::string> notes;
+  const Config& old = *previous->config;
+  if (old.listen != config->listen) notes.push_back("listen changes take effect on restart");
+  if (old.state.path != config->state.path || old.state.backend != config->state.backend)
+    notes.push_back("state changes take effect on restart");
+  rt.publish(next.value());
+  log::info("configuration reloaded ({} providers, {} models, {} routes)", config->providers.size(),
+            config->models.size(), config->routes.size());
+  for (const auto& n : notes) log::warn("reload: {}", n);
+  return ReloadResult{true, notes};
+}
+
+ReloadResult reload_from_file(Runtime& rt) {
+  if (rt.config_path.empty()) {
+    return ReloadResult{
+        false, {"the gateway was started without a configuration file; nothing to reload"}};
+  }
+  auto load = load_config_file(rt.config_path, Environment::from_process());
+  if (!load.ok()) {
+    ReloadResult r{false, {}};
+    for (const auto& e : load.errors) r.messages.push_back(e.to_string());
+    log::error("reload rejected, the running configuration stays: {}", r.messages.front());
+    return r;
+  }
+  return reload_runtime(rt, std::make_shared<const Config>(std::move(*load.config)));
+}
+
+}  // namespace switchboard::gateway
