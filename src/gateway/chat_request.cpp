@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/json/basic_parser_impl.hpp>
 #include <boost/json/parse.hpp>
+#include <cmath>
 #include <iterator>
 #include <limits>
 
@@ -38,6 +39,9 @@ constexpr std::string_view kRoles[] = {"system",    "developer", "user",
 // order (so the same body always gets the same message).
 struct Facts {
   Kind top = Kind::kAbsent;
+  // A number beyond a double's range (1e400): Boost.JSON reads it as infinity and would write
+  // it back as `Infinity`, which is not JSON, into a translated body.
+  bool number_out_of_range = false;
   Kind model = Kind::kAbsent;
   int model_keys = 0;  // top-level "model" members (however their keys were escaped)
   std::string model_value;
@@ -235,6 +239,7 @@ class Handler {
     return true;
   }
   bool on_double(double v, std::string_view, boost::system::error_code&) {
+    if (!std::isfinite(v)) facts.number_out_of_range = true;
     double_ = v;
     value(Kind::kDouble);
     return true;
@@ -455,6 +460,7 @@ std::optional<std::string> validate_chat_request(std::string_view body, ChatRequ
   if (ec) return "request body is not valid JSON: " + ec.message();
   const Facts& f = parser.handler().facts;
   if (f.top != Kind::kObject) return "request body must be a JSON object";
+  if (f.number_out_of_range) return "request body has a number out of range";
   if (f.model == Kind::kAbsent) return "'model' is required";
   // The gateway routes by the model and rewrites it for the upstream: two of them would leave
   // the upstream reading one the gateway did not choose.

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 
 #include <boost/json.hpp>
+#include <cmath>
+#include <functional>
 #include <random>
 
 #include "routing/routing.h"
@@ -45,6 +47,19 @@ std::optional<std::string> reference(std::string_view body, Reference& out) {
   json::value doc = json::parse(body, ec);
   if (ec) return "request body is not valid JSON: " + ec.message();
   if (!doc.is_object()) return "request body must be a JSON object";
+  std::function<bool(const json::value&)> finite = [&](const json::value& v) {
+    if (v.is_double()) return std::isfinite(v.as_double());
+    if (v.is_array()) {
+      for (const auto& x : v.as_array())
+        if (!finite(x)) return false;
+    }
+    if (v.is_object()) {
+      for (const auto& kv : v.as_object())
+        if (!finite(kv.value())) return false;
+    }
+    return true;
+  };
+  if (!finite(doc)) return "request body has a number out of range";
   const auto& o = doc.as_object();
   const auto* model = o.if_contains("model");
   if (!model) return "'model' is required";
@@ -323,6 +338,20 @@ TEST(ChatRequest, DocumentIsParsedOnDemand) {
   EXPECT_EQ(doc.at("model").as_string(), "m");
   EXPECT_EQ(doc.at("k").as_array().size(), 1u);
   EXPECT_EQ(&r.document(body), &doc);  // parsed once
+}
+
+// Found by the fuzz target: 1e400 reads as infinity and a translated body would carry
+// `Infinity`, which is not JSON.
+TEST(ChatRequest, NumbersOutOfRangeAreRefused) {
+  ChatRequest req;
+  for (const char* body :
+       {R"({"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":1e400})",
+        R"({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function",)"
+        R"("function":{"name":"f","parameters":{"maximum":-1e999}}}]})"}) {
+    auto err = validate_chat_request(body, req);
+    ASSERT_TRUE(err.has_value()) << body;
+    EXPECT_EQ(*err, "request body has a number out of range") << body;
+  }
 }
 
 TEST(ChatRequest, ARepeatedModelIsRefused) {
