@@ -38,7 +38,7 @@
 // Thread-safety: a KeyPool may be used from any number of threads without external
 // synchronization. Each key has its own mutex, held for a few field updates (never across I/O, a
 // wait or a callback); threads that lease different keys do not contend, and each thread keeps
-// its own round-robin state (see key_pool.cpp). A Lease is a value owned by one thread at a time
+// its own round-robin state (see pool_core.h). A Lease is a value owned by one thread at a time
 // (like std::unique_ptr); distinct leases may be completed concurrently. Callbacks of `wait_async`
 // run on whichever thread frees capacity, fires the timer, or calls `wait_async` itself, never
 // under the pool's mutex; they should only hand the result over (e.g. post to an io_context). The
