@@ -129,19 +129,29 @@ Result<std::string> format_model_stats(const std::string& db_path, bool json) {
   return out;
 }
 
-Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_path, WallTime since,
-                                                       size_t limit) {
-  using detail::Db;
-  using detail::Stmt;
+namespace {
+// Opens the state file for one query and reads its schema version. NotFound without a file.
+Result<detail::Db> open_for_query(const std::string& db_path, int flags, int64_t& version) {
   std::error_code ec;
   if (!std::filesystem::exists(db_path, ec)) return Status::not_found("no database at " + db_path);
-  auto db = Db::open(db_path, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX);
+  auto db = detail::Db::open(db_path, flags | SQLITE_OPEN_NOMUTEX);
   if (!db.ok()) return db.status();
   sqlite3_busy_timeout(db->get(), 5000);
-  auto version = db->query_int("PRAGMA user_version");
-  if (!version.ok()) return version.status();
+  auto v = db->query_int("PRAGMA user_version");
+  if (!v.ok()) return v.status();
+  version = *v;
+  return db;
+}
+}  // namespace
+
+Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_path, WallTime since,
+                                                       size_t limit) {
+  using detail::Stmt;
+  int64_t version = 0;
+  auto db = open_for_query(db_path, SQLITE_OPEN_READONLY, version);
+  if (!db.ok()) return db.status();
   std::vector<ServedRequest> out;
-  if (*version < 7) return out;  // no request owners recorded before migration 7
+  if (version < 7) return out;  // no request owners recorded before migration 7
   // Newest first by rowid (ids grow with time), stopping at the first row older than `since`:
   // a walk over the window only, however many rows retention keeps.
   Stmt q;
@@ -182,17 +192,12 @@ Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_pat
 
 Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_path,
                                                           WallTime since) {
-  using detail::Db;
   using detail::Stmt;
-  std::error_code ec;
-  if (!std::filesystem::exists(db_path, ec)) return Status::not_found("no database at " + db_path);
-  auto db = Db::open(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+  int64_t version = 0;
+  auto db = open_for_query(db_path, SQLITE_OPEN_READWRITE, version);
   if (!db.ok()) return db.status();
-  sqlite3_busy_timeout(db->get(), 5000);
-  auto version = db->query_int("PRAGMA user_version");
-  if (!version.ok()) return version.status();
   std::map<std::string, double> out;
-  if (*version < 4) return out;  // no per-key spend recorded before migration 4
+  if (version < 4) return out;  // no per-key spend recorded before migration 4
   Stmt q;
   if (Status st = q.prepare(
           db->get(),

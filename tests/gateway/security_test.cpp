@@ -411,13 +411,7 @@ TEST_F(SecurityTest, KeylessRequestsAreRefusedBeforeTheirBody) {
 TEST_F(SecurityTest, AStreamWithoutContentIsNotHeldWithoutBound) {
   std::atomic<bool> done{false};
   LoopbackServer up([&](int c) {
-    std::string req;
-    char buf[8192];
-    while (complete_request_size(req) == 0) {
-      ssize_t k = ::recv(c, buf, sizeof(buf), 0);
-      if (k <= 0) break;
-      req.append(buf, size_t(k));
-    }
+    read_request(c);
     send_all(c,
              "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: "
              "chunked\r\n\r\n");

@@ -291,6 +291,19 @@ inline size_t complete_request_size(const std::string& in) {
   return in.size() >= end + 4 + n ? end + 4 + n : 0;
 }
 
+// Reads one whole request (head and Content-Length body) from `c`; what arrived when the peer
+// stopped sending otherwise.
+inline std::string read_request(int c) {
+  std::string req;
+  char buf[8192];
+  while (complete_request_size(req) == 0) {
+    ssize_t k = ::recv(c, buf, sizeof(buf), 0);
+    if (k <= 0) break;
+    req.append(buf, size_t(k));
+  }
+  return req;
+}
+
 // A hand-rolled upstream for answers the MockProvider cannot give (streams that end cleanly but
 // early, empty streams, error events in a stream): every connection gets `response` verbatim
 // after its request was read, then the connection is closed.
@@ -309,13 +322,8 @@ class FakeUpstream {
   void serve(int c) {
     timeval tv{2, 0};
     ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    std::string req;
+    std::string req = read_request(c);
     char buf[8192];
-    while (complete_request_size(req) == 0) {
-      ssize_t k = ::recv(c, buf, sizeof(buf), 0);
-      if (k <= 0) break;
-      req.append(buf, size_t(k));
-    }
     {
       std::lock_guard lock(mu_);
       last_request_ = req;

@@ -30,6 +30,18 @@ std::string models_yaml() {
          "  dear: { provider: up, cost: { input_per_mtok: 100, output_per_mtok: 100 } }\n";
 }
 
+// A configuration file for the reload tests: one provider `up` on `mock` with `keys`.
+void write_reload_config(const std::string& path, const std::filesystem::path& db,
+                         const gateway::MockProvider& mock, const std::string& keys,
+                         int max_concurrent) {
+  std::ofstream f(path);
+  f << "state: { path: " << db.string() << " }\nlog: { level: error, access_log: false }\n"
+    << "providers:\n"
+    << provider("up", mock, keys,
+                "limits: { max_concurrent: " + std::to_string(max_concurrent) + " }")
+    << models_yaml();
+}
+
 Headers bearer(const std::string& key) {
   return {{"Authorization", "Bearer " + key}};
 }
@@ -265,13 +277,7 @@ TEST_F(OpsTest, HotReloadUnderLoadLosesNoRequest) {
   s.latency_ms = 5;
   auto& mock = add_mock(s);
   auto write = [&](const std::string& path, const std::string& keys, int max_concurrent) {
-    std::ofstream f(path);
-    f << "state: { path: " << (dir_ / "reload.db").string()
-      << " }\nlog: { level: error, access_log: false }\n"
-      << "providers:\n"
-      << provider("up", mock, keys,
-                  "limits: { max_concurrent: " + std::to_string(max_concurrent) + " }")
-      << models_yaml();
+    write_reload_config(path, dir_ / "reload.db", mock, keys, max_concurrent);
   };
   const std::string path = (dir_ / "reload.yaml").string();
   write(path, "[sk-a, sk-b]", 8);
@@ -339,13 +345,7 @@ TEST_F(OpsTest, ReloadsWhileRequestsWaitForAKeyLoseNothing) {
   s.latency_ms = 10;
   auto& mock = add_mock(s);
   auto write = [&](const std::string& path, int max_concurrent) {
-    std::ofstream f(path);
-    f << "state: { path: " << (dir_ / "reload2.db").string()
-      << " }\nlog: { level: error, access_log: false }\n"
-      << "providers:\n"
-      << provider("up", mock, "[sk-a]",
-                  "limits: { max_concurrent: " + std::to_string(max_concurrent) + " }")
-      << models_yaml();
+    write_reload_config(path, dir_ / "reload2.db", mock, "[sk-a]", max_concurrent);
   };
   const std::string path = (dir_ / "reload2.yaml").string();
   write(path, 1);
