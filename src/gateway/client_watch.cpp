@@ -40,7 +40,9 @@ asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
     ~Withdraw() { pool.cancel_wait(id); }
   } withdraw{pool, id};
   while (!state->result) {
-    auto [ec] = co_await state->timer.async_wait(kNothrow);
+    // Woken by the posted result (which cancels the timer) or by the client's cancellation:
+    // the result, not the wait's error code, tells which.
+    (void)co_await state->timer.async_wait(kNothrow);
     if (!state->result) {
       // Cancelled from outside (the client left): withdrawn on return. A lease already handed
       // over ends as `cancelled` when the posted handler drops it.
