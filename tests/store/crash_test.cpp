@@ -2,6 +2,7 @@
 // and the database must stay intact.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,6 +60,13 @@ TEST(StoreCrashTest, KillNineNeverLosesAcknowledgedOutcomes) {
       _exit(127);
     }
     close(fds[1]);
+    // Odd rounds kill at any time from the start (open and migrations included); even rounds
+    // only once writes are being acknowledged, so that steady writing is always covered however
+    // slowly the child starts (sanitizers, a loaded machine). The data stays in the pipe.
+    if (round % 2 == 0) {
+      pollfd p{fds[0], POLLIN, 0};
+      (void)::poll(&p, 1, 10000);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms(rng)));
     ASSERT_EQ(kill(pid, SIGKILL), 0);
     int wstatus = 0;
@@ -88,7 +96,7 @@ TEST(StoreCrashTest, KillNineNeverLosesAcknowledgedOutcomes) {
     ASSERT_EQ(query_text(path, "DELETE FROM outcomes"), "");
   }
   // The test means something only if the child got far enough to acknowledge writes.
-  EXPECT_GT(rounds_with_ack, kRounds / 2);
+  EXPECT_GE(rounds_with_ack, kRounds / 2);
   EXPECT_GT(total_acked, 0u);
   std::printf("crash test: %d/%d rounds acknowledged writes, %llu outcomes acknowledged\n",
               rounds_with_ack, kRounds, static_cast<unsigned long long>(total_acked));

@@ -179,7 +179,9 @@ TEST(DefinitionTest, BillionLaughsIsRefusedQuickly) {
   auto start = std::chrono::steady_clock::now();
   auto load = parse_definition(text, "lol.yaml");
   auto took = std::chrono::steady_clock::now() - start;
-  EXPECT_LT(took, std::chrono::milliseconds(500));
+  // Not a speed target: the expansion took minutes and gigabytes; refusing it takes microseconds.
+  // The bound only tells the two apart, with room for sanitizers on a loaded machine.
+  EXPECT_LT(took, std::chrono::seconds(10));
   ASSERT_FALSE(load.ok());
   bool alias_found = false;
   for (const auto& e : load.errors) {
@@ -210,10 +212,7 @@ TEST(DefinitionTest, NestingDepthIsBounded) {
   EXPECT_TRUE(ok.ok()) << (ok.errors.empty() ? "" : ok.errors.front().to_string());
   for (bool closed : {true, false}) {
     for (int depth : {kMaxDefinitionDepth, 100000}) {
-      auto start = std::chrono::steady_clock::now();
       auto load = parse_definition(nested(depth, closed), "deep.yaml");
-      auto took = std::chrono::steady_clock::now() - start;
-      EXPECT_LT(took, std::chrono::milliseconds(500)) << depth;
       ASSERT_FALSE(load.ok()) << depth;
       const auto& e = load.errors.front();
       EXPECT_NE(e.message.find("nesting deeper than 64 levels"), std::string::npos)
