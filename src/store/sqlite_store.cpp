@@ -1,20 +1,13 @@
-// SqliteStore: the SQLite implementation of Store (see store.h for the contract).
-//
-// Queue design: two rings (essential, non-essential) behind one mutex. `enqueue` holds the lock
-// for one move into a slot; the writer swaps both rings out whole under the lock (O(1)) and
-// writes them without it, so producers never wait for the disk. Rings keep their slots across
-// swaps, so a warmed-up queue allocates nothing. Memory is bounded: each of the four rings (two
-// queued, two being written) holds at most `queue_capacity` slots.
+// SqliteStore: the SQLite implementation of Store (see store.h for the contract): the
+// statements that write a batch, prune and load. The queue and the writer thread that drive them
+// are BatchWriter's (batch_writer.h).
 #include <algorithm>
 #include <array>
-#include <atomic>
-#include <condition_variable>
 #include <mutex>
-#include <thread>
 #include <type_traits>
 
 #include "common/log.h"
-#include "common/metrics.h"
+#include "store/batch_writer.h"
 #include "store/sqlite_util.h"
 #include "store/store.h"
 
@@ -22,99 +15,16 @@ namespace switchboard::store {
 namespace {
 
 using detail::Db;
+using detail::Entry;
+using detail::kEventKinds;
+using detail::Ring;
 using detail::Stmt;
 using detail::to_ms;
 
-constexpr size_t kKinds = std::variant_size_v<Event>;
-// Outcome and usage rows are inserted this many per statement (see commit_batch).
+// Outcome and usage rows are inserted this many per statement (see write_batch).
 constexpr size_t kRowsPerInsert = 16;
 constexpr int kOutcomeColumns = 16;
 constexpr int kUsageColumns = 9;
-constexpr std::array<const char*, kKinds> kKindNames = {
-    "outcome",          "usage",       "key_state", "breaker_transition",
-    "bandit_posterior", "model_stats", "feedback"};
-
-// Prometheus handles, resolved once per process (shared by every store instance).
-struct StoreMetrics {
-  prometheus::Gauge* queue_depth;
-  prometheus::Histogram* commit_seconds;
-  std::array<prometheus::Counter*, kKinds> dropped;
-  prometheus::Counter* write_errors;
-  prometheus::Counter* committed;
-
-  StoreMetrics() {
-    queue_depth = &metrics::gauge_family("switchboard_store_queue_depth",
-                                         "Events waiting for the store writer")
-                       .Add({});
-    commit_seconds = &metrics::histogram_family("switchboard_store_commit_seconds",
-                                                "Duration of one group-commit transaction")
-                          .Add({}, metrics::latency_buckets_seconds());
-    auto& d = metrics::counter_family("switchboard_store_dropped_total",
-                                      "Events not persisted (queue full, closed, write failed)");
-    for (size_t i = 0; i < kKinds; ++i) dropped[i] = &d.Add({{"kind", kKindNames[i]}});
-    write_errors = &metrics::counter_family("switchboard_store_write_errors_total",
-                                            "Failed store transactions")
-                        .Add({});
-    committed = &metrics::counter_family("switchboard_store_committed_events_total",
-                                         "Events committed by the store writer")
-                     .Add({});
-  }
-};
-
-StoreMetrics& store_metrics() {
-  static StoreMetrics m;
-  return m;
-}
-
-struct Entry {
-  uint64_t seq;
-  Event event;
-};
-
-// A FIFO ring of entries. Slots stay constructed (and keep their capacity) when entries leave,
-// so a warmed-up ring never allocates; it grows by doubling up to the queue capacity. Dropping
-// the oldest entry is O(1).
-class Ring {
- public:
-  size_t size() const { return count_; }
-  Entry& at(size_t i) { return slots_[(head_ + i) & (slots_.size() - 1)]; }
-  const Entry& at(size_t i) const { return slots_[(head_ + i) & (slots_.size() - 1)]; }
-
-  void push(uint64_t seq, Event&& event) {
-    if (count_ == slots_.size()) grow();
-    Entry& e = at(count_);
-    e.seq = seq;
-    e.event = std::move(event);
-    ++count_;
-  }
-  // Removes the oldest entry and returns its kind; its memory is released right away.
-  size_t drop_oldest() {
-    Entry& e = slots_[head_];
-    const size_t kind = e.event.index();
-    e.event = Event{};
-    head_ = (head_ + 1) & (slots_.size() - 1);
-    --count_;
-    return kind;
-  }
-  // Empties the ring, releasing what the entries held (long strings) but keeping the slots.
-  void clear() {
-    for (size_t i = 0; i < count_; ++i) at(i).event = Event{};
-    head_ = 0;
-    count_ = 0;
-  }
-
- private:
-  void grow() {
-    std::vector<Entry> bigger(slots_.empty() ? 256 : slots_.size() * 2);
-    for (size_t i = 0; i < count_; ++i) bigger[i] = std::move(at(i));
-    slots_ = std::move(bigger);
-    head_ = 0;
-  }
-
-  std::vector<Entry> slots_;  // size is zero or a power of two
-  size_t head_ = 0;
-  size_t count_ = 0;
-};
 
 template <class... Ts>
 struct Overloaded : Ts... {
@@ -123,16 +33,13 @@ struct Overloaded : Ts... {
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
-class SqliteStore final : public Store {
+class SqliteStore final : public Store, private detail::BatchSink {
  public:
   SqliteStore(const SqliteStoreOptions& options, Db db)
       : options_(options),
         clock_(options.clock ? options.clock : &SystemClock::instance()),
         db_(std::move(db)),
-        capacity_(static_cast<size_t>(std::max<int64_t>(options.state.queue_capacity, 1))),
-        batch_max_(static_cast<size_t>(std::max<int64_t>(options.state.batch_max, 1))),
-        batch_interval_(std::max<int64_t>(options.state.batch_ms, 1)),
-        metrics_(store_metrics()) {}
+        writer_(options.state, *clock_, options.prune_interval, *this) {}
 
   ~SqliteStore() override { close(); }
 
@@ -167,8 +74,8 @@ class SqliteStore final : public Store {
         "updated_ms = excluded.updated_ms",
         "INSERT INTO feedback (ts_ms, request_id, success, score) VALUES (?1, ?2, ?3, ?4)",
     };
-    static_assert(std::size(kSql) == kKinds);
-    for (size_t i = 0; i < kKinds; ++i) {
+    static_assert(std::size(kSql) == kEventKinds);
+    for (size_t i = 0; i < kEventKinds; ++i) {
       if (Status st = insert_[i].prepare(db_.get(), kSql[i]); !st.ok()) return st;
     }
     // The multi-row forms of the first two: the same column list, kRowsPerInsert value tuples.
@@ -196,141 +103,29 @@ class SqliteStore final : public Store {
         "coalesce((SELECT max(last_outcome_id) FROM bandit_posteriors), 0), "
         "coalesce((SELECT max(last_outcome_id) FROM model_stats), 0))");
     if (!last.ok()) return last.status();
-    next_seq_ = static_cast<uint64_t>(*last);
-    committed_seq_.store(next_seq_, std::memory_order_release);
-    writer_ = std::thread([this] { run(); });
+    writer_.start(static_cast<uint64_t>(*last));
     return Status();
   }
 
   Result<LoadedState> load() override;
 
-  uint64_t enqueue(Event event) override {
-    std::unique_lock lock(mu_);
-    bool wake = false;
-    const uint64_t seq = enqueue_locked(lock, std::move(event), wake);
-    lock.unlock();
-    if (wake) writer_cv_.notify_one();
-    return seq;
-  }
-
-  void enqueue_batch(std::span<Event> events) override {
-    std::unique_lock lock(mu_);
-    bool wake = false;
-    for (Event& e : events) enqueue_locked(lock, std::move(e), wake);
-    lock.unlock();
-    if (wake) writer_cv_.notify_one();
-  }
-
-  Status flush() override {
-    std::unique_lock lock(mu_);
-    const uint64_t target = next_seq_;
-    if (committed_seq_.load(std::memory_order_acquire) >= target) return Status();
-    if (writer_exited_) return Status::unavailable("store closed");
-    const uint64_t gen = failure_gen_;
-    flush_requested_ = true;
-    writer_cv_.notify_one();
-    done_cv_.wait(lock, [&] {
-      return committed_seq_.load(std::memory_order_acquire) >= target || failure_gen_ != gen ||
-             writer_exited_;
-    });
-    if (committed_seq_.load(std::memory_order_acquire) >= target) return Status();
-    if (failure_gen_ != gen) return last_failure_;
-    return Status::unavailable("store closed before the flush completed");
-  }
-
-  uint64_t committed_seq() const override { return committed_seq_.load(std::memory_order_acquire); }
-
-  Status prune() override {
-    std::unique_lock lock(mu_);
-    if (stopping_ || writer_exited_) return Status::unavailable("store closed");
-    const uint64_t gen = prune_gen_;
-    prune_requested_ = true;
-    writer_cv_.notify_one();
-    done_cv_.wait(lock, [&] { return prune_gen_ != gen || writer_exited_; });
-    if (prune_gen_ == gen) return Status::unavailable("store closed before pruning");
-    return prune_status_;
-  }
-
-  StoreCounters counters() const override {
-    StoreCounters c;
-    {
-      std::lock_guard lock(mu_);
-      c.enqueued = enqueued_;
-    }
-    c.committed = committed_.load(std::memory_order_relaxed);
-    c.dropped = dropped_.load(std::memory_order_relaxed);
-    c.write_errors = write_errors_.load(std::memory_order_relaxed);
-    return c;
-  }
+  uint64_t enqueue(Event event) override { return writer_.enqueue(std::move(event)); }
+  void enqueue_batch(std::span<Event> events) override { writer_.enqueue_batch(events); }
+  Status flush() override { return writer_.flush(); }
+  uint64_t committed_seq() const override { return writer_.committed_seq(); }
+  Status prune() override { return writer_.prune(); }
+  StoreCounters counters() const override { return writer_.counters(); }
 
   void close() override {
     std::lock_guard close_lock(close_mu_);
     if (closed_) return;
     closed_ = true;
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-    }
-    writer_cv_.notify_all();
-    space_cv_.notify_all();
-    if (writer_.joinable()) writer_.join();
+    writer_.stop();
     db_.reset();  // the writer already finalized its statements and checkpointed
   }
 
  private:
-  size_t queued() const { return essential_.size() + normal_.size(); }
-
-  // enqueue() with mu_ held (it may wait for space, releasing it meanwhile). Sets `wake` when
-  // the writer should be woken once the lock is released.
-  uint64_t enqueue_locked(std::unique_lock<std::mutex>& lock, Event&& event, bool& wake) {
-    const bool essential = is_essential(event);
-    if (stopping_) {
-      count_drop(event.index());
-      return 0;
-    }
-    if (queued() >= capacity_) {
-      if (normal_.size() > 0) {
-        // Drop the oldest non-essential event; release its memory now.
-        count_drop(normal_.drop_oldest());
-      } else if (!essential) {
-        // Only essential events are queued: this one is the oldest non-essential.
-        count_drop(event.index());
-        return 0;
-      } else {
-        if (wake) {
-          writer_cv_.notify_one();  // it frees the space we wait for
-          wake = false;
-        }
-        space_cv_.wait(lock, [&] { return stopping_ || queued() < capacity_; });
-        if (stopping_) {
-          log::error("store: essential {} event refused: store closing", kKindNames[event.index()]);
-          count_drop(event.index());
-          return 0;
-        }
-      }
-    }
-    const uint64_t seq = ++next_seq_;
-    (essential ? essential_ : normal_).push(seq, std::move(event));
-    if (queued() == batch_max_) wake = true;
-    ++enqueued_;
-    return seq;
-  }
-
-  void count_drop(size_t kind) {
-    metrics_.dropped[kind]->Increment();
-    dropped_.fetch_add(1, std::memory_order_relaxed);
-  }
-
-  // Publishes progress to flush()/prune() waiters. Taking the lock orders the update before any
-  // waiter's predicate check, so no wake-up is lost.
-  template <typename F>
-  void publish(F&& f) {
-    {
-      std::lock_guard lock(mu_);
-      f();
-    }
-    done_cv_.notify_all();
-  }
+  // ---- BatchSink: called on the writer thread ----
 
   // Binds one outcome (kOutcomeColumns values) from parameter `base + 1` on.
   static void bind_outcome(Stmt& s, int base, uint64_t seq, const OutcomeEvent& o) {
@@ -460,11 +255,10 @@ class SqliteStore final : public Store {
                       e.event);
   }
 
-  // One transaction for the whole batch. Returns ok or the first error (rolled back).
   // One transaction for the whole batch. Outcomes and usage (one or two rows per request) go
   // in kRowsPerInsert rows per statement, so SQLite's per-statement work (step, reset, halt)
   // is paid once per that many rows; rows of one kind keep their order.
-  Status commit_batch(const std::vector<Entry>& retry, const Ring& ess, const Ring& norm) {
+  Status write_batch(const std::vector<Entry>& retry, const Ring& ess, const Ring& norm) override {
     int rc = begin_.run();
     if (rc != SQLITE_OK) return detail::sqlite_error(db_.get(), rc, "begin");
     for (auto& rows : gathered_) rows.clear();
@@ -497,7 +291,7 @@ class SqliteStore final : public Store {
   }
 
   // Deletes one batch of expired outcomes; returns the number deleted (or -1 on error).
-  int64_t prune_batch(Status* error) {
+  int64_t prune_batch(Status* error) override {
     if (options_.state.retention_days <= 0) return 0;
     const auto cutoff = clock_->wall_now() - std::chrono::hours(24) * options_.state.retention_days;
     prune_.bind(1, static_cast<int64_t>(std::max(options_.prune_batch_rows, 1)));
@@ -510,129 +304,7 @@ class SqliteStore final : public Store {
     return sqlite3_changes(db_.get());
   }
 
-  // Counts and logs a failed write. `events` > 0: a batch failed, which fails pending flushes;
-  // a failed prune (events == 0) does not concern them.
-  void record_failure(const Status& st, size_t events) {
-    write_errors_.fetch_add(1, std::memory_order_relaxed);
-    metrics_.write_errors->Increment();
-    // A full disk fails every batch: log the first failures and then every 100th.
-    const uint64_t n = ++failures_logged_;
-    if (n <= 5 || n % 100 == 0) {
-      log::error("store: write of {} events failed ({} failures so far): {}", events, n,
-                 st.message());
-    }
-    if (events == 0) return;
-    publish([&] {
-      ++failure_gen_;
-      last_failure_ = st;
-    });
-  }
-
-  void run() {
-    Ring ess, norm;
-    std::vector<Entry> retry;  // essential events whose commit failed, retried before new ones
-    uint64_t retry_seq = 0;    // the last sequence number of the failed batch
-    int retry_failures = 0;
-    bool prune_more = true;  // prune once at start, then every prune_interval
-    MonoTime next_prune = clock_->now();
-    for (;;) {
-      bool stop = false;
-      bool prune_req = false;
-      uint64_t last_seq = 0;
-      {
-        std::unique_lock lock(mu_);
-        if (retry.empty()) {
-          auto ready = [&] {
-            return stopping_ || flush_requested_ || prune_requested_ || queued() >= batch_max_;
-          };
-          if (!ready()) writer_cv_.wait_for(lock, batch_interval_, ready);
-          metrics_.queue_depth->Set(static_cast<double>(queued()));
-          std::swap(ess, essential_);
-          std::swap(norm, normal_);
-          flush_requested_ = false;
-          last_seq = next_seq_;
-        } else {
-          // Back off while the disk refuses writes; essential events stay queued meanwhile,
-          // so producers of essential events feel the back-pressure.
-          auto backoff =
-              std::min<Millis>(Millis(1000), batch_interval_ * (1 << std::min(retry_failures, 6)));
-          writer_cv_.wait_for(lock, stopping_ ? batch_interval_ : backoff,
-                              [&] { return prune_requested_; });
-          last_seq = retry_seq;
-        }
-        stop = stopping_;
-        prune_req = prune_requested_;
-      }
-      space_cv_.notify_all();
-
-      const size_t n = retry.size() + ess.size() + norm.size();
-      if (n > 0) {
-        const auto t0 = MonoClock::now();
-        Status st = commit_batch(retry, ess, norm);
-        if (st.ok()) {
-          metrics_.commit_seconds->Observe(
-              std::chrono::duration<double>(MonoClock::now() - t0).count());
-          metrics_.committed->Increment(static_cast<double>(n));
-          committed_.fetch_add(n, std::memory_order_relaxed);
-          retry.clear();
-          retry_failures = 0;
-          publish([&] { committed_seq_.store(last_seq, std::memory_order_release); });
-        } else {
-          // Non-essential events of the failed batch are given up (and counted); essential
-          // ones are kept and retried.
-          for (size_t i = 0; i < norm.size(); ++i) count_drop(norm.at(i).event.index());
-          for (size_t i = 0; i < ess.size(); ++i) retry.push_back(std::move(ess.at(i)));
-          retry_seq = last_seq;
-          ++retry_failures;
-          record_failure(st, n);
-          if (stop && retry_failures > 5) {
-            for (const Entry& e : retry) count_drop(e.event.index());
-            log::error("store: closing with {} essential events that could not be written",
-                       retry.size());
-            retry.clear();
-            publish([&] { committed_seq_.store(last_seq, std::memory_order_release); });
-          }
-        }
-        ess.clear();
-        norm.clear();
-      } else if (last_seq > committed_seq_.load(std::memory_order_relaxed)) {
-        // Everything up to last_seq was dropped before the writer saw it.
-        publish([&] { committed_seq_.store(last_seq, std::memory_order_release); });
-      }
-
-      // Retention: one small batch per cycle while there is more, so new events keep flowing.
-      // The next prune is due an interval after the time of this decision, read before the
-      // prune reads the wall clock: a later reading could already be past what this prune saw,
-      // and old rows would wait a whole interval more.
-      const MonoTime decided = clock_->now();
-      if (prune_req) {
-        Status st;
-        while (true) {
-          int64_t deleted = prune_batch(&st);
-          if (deleted <= 0) break;
-        }
-        if (!st.ok()) record_failure(st, 0);
-        prune_more = false;
-        next_prune = decided + options_.prune_interval;
-        publish([&] {
-          prune_requested_ = false;
-          ++prune_gen_;
-          prune_status_ = st;
-        });
-      } else if (!stop && (prune_more || decided >= next_prune)) {
-        Status st;
-        const int64_t deleted = prune_batch(&st);
-        if (deleted < 0) record_failure(st, 0);
-        prune_more = deleted > 0;
-        if (!prune_more) next_prune = decided + options_.prune_interval;
-      }
-
-      if (stop && retry.empty()) {
-        std::lock_guard lock(mu_);
-        if (queued() == 0) break;
-      }
-    }
-
+  void finish() override {
     for (Stmt& s : insert_) s.finalize();
     for (Stmt& s : insert_rows_) s.finalize();
     begin_.finalize();
@@ -642,47 +314,19 @@ class SqliteStore final : public Store {
     if (Status st = db_.exec("PRAGMA wal_checkpoint(TRUNCATE)"); !st.ok()) {
       log::warn("store: checkpoint at close failed: {}", st.message());
     }
-    metrics_.queue_depth->Set(0);
-    publish([&] { writer_exited_ = true; });
-    space_cv_.notify_all();
   }
 
   const SqliteStoreOptions options_;
   const Clock* clock_;
   Db db_;  // the write connection: used only by the writer thread once it runs
-  std::array<Stmt, kKinds> insert_;
+  std::array<Stmt, kEventKinds> insert_;
   std::array<Stmt, 2> insert_rows_;  // outcomes and usage, kRowsPerInsert rows per statement
   std::array<std::vector<const Entry*>, 2> gathered_;  // rows waiting for a multi-row insert
   Stmt begin_, commit_, prune_;
-  const size_t capacity_;
-  const size_t batch_max_;
-  const Millis batch_interval_;
-  StoreMetrics& metrics_;
-
-  mutable std::mutex mu_;
-  std::condition_variable writer_cv_;  // wakes the writer
-  std::condition_variable space_cv_;   // essential producers waiting for queue space
-  std::condition_variable done_cv_;    // flush()/prune() waiters
-  Ring essential_;                     // guarded by mu_
-  Ring normal_;                        // guarded by mu_
-  uint64_t next_seq_ = 0;              // last assigned; guarded by mu_
-  bool stopping_ = false;
-  bool flush_requested_ = false;
-  bool prune_requested_ = false;
-  bool writer_exited_ = false;
-  uint64_t failure_gen_ = 0;
-  Status last_failure_;
-  uint64_t prune_gen_ = 0;
-  Status prune_status_;
-  std::atomic<uint64_t> committed_seq_{0};
-
-  uint64_t failures_logged_ = 0;  // writer thread only
-  uint64_t enqueued_ = 0;         // guarded by mu_
-  std::atomic<uint64_t> committed_{0}, dropped_{0}, write_errors_{0};
+  detail::BatchWriter writer_;
 
   std::mutex close_mu_;
   bool closed_ = false;
-  std::thread writer_;
 };
 
 Result<LoadedState> SqliteStore::load() {
@@ -766,14 +410,6 @@ Result<LoadedState> SqliteStore::load() {
 }
 
 }  // namespace
-
-const char* event_kind_name(const Event& e) {
-  return kKindNames[e.index()];
-}
-
-bool is_essential(const Event& e) {
-  return std::holds_alternative<UsageEvent>(e) || std::holds_alternative<FeedbackEvent>(e);
-}
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteStoreOptions& options) {
   const StateConfig& cfg = options.state;
