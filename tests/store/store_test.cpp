@@ -440,6 +440,18 @@ TEST(StoreTest, WriteErrorsAreCountedAndNeverCrash) {
   EXPECT_TRUE(flush_failed);
   EXPECT_GE(s->counters().write_errors, 1u);
   EXPECT_GE(s->counters().dropped, 1u);  // failed non-essential events are counted as dropped
+  // The last round's outcomes may still be queued behind the batch that failed: wait until the
+  // writer has handled (committed or dropped) every one before taking the counts below.
+  const auto handled_by = std::chrono::steady_clock::now() + 10s;
+  while (std::chrono::steady_clock::now() < handled_by) {
+    const auto c = s->counters();
+    if (c.committed + c.dropped >= c.enqueued) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  {
+    const auto c = s->counters();
+    ASSERT_EQ(c.committed + c.dropped, c.enqueued) << "the writer never handled every outcome";
+  }
   // Essential events that fail are kept and retried, not dropped (the flush reports the failure).
   const uint64_t dropped_before = s->counters().dropped;
   const uint64_t errors_before = s->counters().write_errors;
