@@ -42,6 +42,16 @@ void write_reload_config(const std::string& path, const std::filesystem::path& d
     << models_yaml();
 }
 
+// A gateway started from the configuration file `path` (which reloads re-read), or null.
+std::unique_ptr<gateway::Gateway> start_from_file(const std::string& path) {
+  auto load = load_config_file(path, Environment::from_map({}));
+  if (!load.ok()) return nullptr;
+  auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
+                                     gateway::GatewayOptions{"127.0.0.1:0", path});
+  if (!gw.ok() || !(*gw)->start().ok()) return nullptr;
+  return std::move(*gw);
+}
+
 Headers bearer(const std::string& key) {
   return {{"Authorization", "Bearer " + key}};
 }
@@ -281,13 +291,9 @@ TEST_F(OpsTest, HotReloadUnderLoadLosesNoRequest) {
   };
   const std::string path = (dir_ / "reload.yaml").string();
   write(path, "[sk-a, sk-b]", 8);
-  auto load = load_config_file(path, Environment::from_map({}));
-  ASSERT_TRUE(load.ok());
-  auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
-                                     gateway::GatewayOptions{"127.0.0.1:0", path});
-  ASSERT_TRUE(gw.ok());
-  ASSERT_TRUE((*gw)->start().ok());
-  const uint16_t port = (*gw)->port();
+  auto gw = start_from_file(path);
+  ASSERT_TRUE(gw);
+  const uint16_t port = gw->port();
   ASSERT_EQ(post(port, "/admin/keys/up#2/disable", "").status, 200);
 
   std::atomic<bool> stop{false};
@@ -334,7 +340,7 @@ TEST_F(OpsTest, HotReloadUnderLoadLosesNoRequest) {
   EXPECT_EQ(state["up#1"], "disabled");
   EXPECT_EQ(state["up#2"], "healthy");
   EXPECT_EQ(state.size(), 2u);
-  (*gw)->stop(Millis(1000));
+  gw->stop(Millis(1000));
 }
 
 // Issue 18: requests WAITING for a key (max_concurrent reached) when a reload hands the pool's
@@ -349,13 +355,9 @@ TEST_F(OpsTest, ReloadsWhileRequestsWaitForAKeyLoseNothing) {
   };
   const std::string path = (dir_ / "reload2.yaml").string();
   write(path, 1);
-  auto load = load_config_file(path, Environment::from_map({}));
-  ASSERT_TRUE(load.ok());
-  auto gw = gateway::Gateway::create(std::make_shared<const Config>(std::move(*load.config)),
-                                     gateway::GatewayOptions{"127.0.0.1:0", path});
-  ASSERT_TRUE(gw.ok());
-  ASSERT_TRUE((*gw)->start().ok());
-  const uint16_t port = (*gw)->port();
+  auto gw = start_from_file(path);
+  ASSERT_TRUE(gw);
+  const uint16_t port = gw->port();
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0};
   std::mutex mu;
@@ -383,7 +385,7 @@ TEST_F(OpsTest, ReloadsWhileRequestsWaitForAKeyLoseNothing) {
   }
   stop = true;
   for (auto& c : clients) c.join();
-  (*gw)->stop(Millis(1000));
+  gw->stop(Millis(1000));
   EXPECT_TRUE(failures.empty()) << failures.size() << " failed, first: " << failures.front();
   EXPECT_GT(ok.load(), 100);
 }
