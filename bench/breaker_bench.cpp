@@ -23,7 +23,7 @@ void BM_BreakerAllowRecord(benchmark::State& state) {
   for (auto _ : state) {
     Permit p = b.try_acquire();
     benchmark::DoNotOptimize(p);
-    p.record(Outcome::kSuccess, 5ms);
+    p.record(OutcomeClass::kSuccess, 5ms);
   }
 }
 BENCHMARK(BM_BreakerAllowRecord);
@@ -37,7 +37,7 @@ void BM_BreakerAllowRecordTenPercentFailures(benchmark::State& state) {
   int i = 0;
   for (auto _ : state) {
     Permit p = b.try_acquire();
-    p.record(++i % 10 == 0 ? Outcome::kServerError : Outcome::kSuccess, 5ms);
+    p.record(++i % 10 == 0 ? OutcomeClass::kServerError : OutcomeClass::kSuccess, 5ms);
   }
   if (b.state() != BreakerState::kClosed) state.SkipWithError("breaker opened");
 }
@@ -49,7 +49,7 @@ void BM_BreakerRejectOpen(benchmark::State& state) {
   c.open_ms = 3'600'000;
   c.max_open_ms = 3'600'000;
   CircuitBreaker b("provider:bench-open", TargetKind::kProvider, c, SystemClock::instance());
-  for (int i = 0; i < c.window; ++i) b.try_acquire().record(Outcome::kServerError);
+  for (int i = 0; i < c.window; ++i) b.try_acquire().record(OutcomeClass::kServerError);
   for (auto _ : state) {
     Permit p = b.try_acquire();
     benchmark::DoNotOptimize(p);

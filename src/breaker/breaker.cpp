@@ -78,28 +78,6 @@ prometheus::Family<prometheus::Gauge>& state_family() {
 
 }  // namespace
 
-std::string_view to_string(Outcome o) {
-  switch (o) {
-    case Outcome::kSuccess:
-      return "success";
-    case Outcome::kRateLimited:
-      return "rate_limited";
-    case Outcome::kAuthFailed:
-      return "auth_failed";
-    case Outcome::kServerError:
-      return "server_error";
-    case Outcome::kTimeout:
-      return "timeout";
-    case Outcome::kConnectionError:
-      return "connection_error";
-    case Outcome::kClientError:
-      return "client_error";
-    case Outcome::kCancelled:
-      return "cancelled";
-  }
-  return "unknown";
-}
-
 std::string_view to_string(BreakerState s) {
   switch (s) {
     case BreakerState::kClosed:
@@ -124,20 +102,20 @@ std::string_view to_string(TargetKind k) {
   return "unknown";
 }
 
-Verdict classify(Outcome outcome, TargetKind kind, const BreakerConfig& config) {
+Verdict classify(OutcomeClass outcome, TargetKind kind, const BreakerConfig& config) {
   switch (outcome) {
-    case Outcome::kSuccess:
+    case OutcomeClass::kSuccess:
       return Verdict::kSuccess;
-    case Outcome::kServerError:
-    case Outcome::kTimeout:
-    case Outcome::kConnectionError:
+    case OutcomeClass::kServerError:
+    case OutcomeClass::kTimeout:
+    case OutcomeClass::kConnectionError:
       return Verdict::kFailure;
-    case Outcome::kRateLimited:
+    case OutcomeClass::kRateLimited:
       return config.count_rate_limits ? Verdict::kFailure : Verdict::kIgnored;
-    case Outcome::kAuthFailed:
+    case OutcomeClass::kAuthFailed:
       return kind == TargetKind::kKey ? Verdict::kFailure : Verdict::kIgnored;
-    case Outcome::kClientError:
-    case Outcome::kCancelled:
+    case OutcomeClass::kClientError:
+    case OutcomeClass::kCancelled:
       return Verdict::kIgnored;
   }
   return Verdict::kIgnored;
@@ -168,7 +146,7 @@ std::string key_target(std::string_view key_id) {
 
 Permit& Permit::operator=(Permit&& other) noexcept {
   if (this != &other) {
-    if (breaker_) breaker_->on_result(generation_, probe_, Outcome::kCancelled, Nanos(0));
+    if (breaker_) breaker_->on_result(generation_, probe_, OutcomeClass::kCancelled, Nanos(0));
     breaker_ = std::exchange(other.breaker_, nullptr);
     generation_ = other.generation_;
     probe_ = other.probe_;
@@ -177,10 +155,10 @@ Permit& Permit::operator=(Permit&& other) noexcept {
 }
 
 Permit::~Permit() {
-  if (breaker_) breaker_->on_result(generation_, probe_, Outcome::kCancelled, Nanos(0));
+  if (breaker_) breaker_->on_result(generation_, probe_, OutcomeClass::kCancelled, Nanos(0));
 }
 
-void Permit::record(Outcome outcome, Nanos latency) {
+void Permit::record(OutcomeClass outcome, Nanos latency) {
   if (CircuitBreaker* b = std::exchange(breaker_, nullptr)) {
     b->on_result(generation_, probe_, outcome, latency);
   }
@@ -327,7 +305,8 @@ void CircuitBreaker::reset() {
   emit(log);
 }
 
-void CircuitBreaker::on_result(uint32_t generation, bool probe, Outcome outcome, Nanos latency) {
+void CircuitBreaker::on_result(uint32_t generation, bool probe, OutcomeClass outcome,
+                               Nanos latency) {
   const Verdict verdict = classify(outcome, kind_, config_);
   const bool slow = verdict == Verdict::kSuccess && latency.count() > slow_call_ns_;
   if (!probe) {

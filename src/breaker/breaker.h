@@ -64,6 +64,7 @@
 
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/outcome.h"
 
 namespace prometheus {
 class Counter;
@@ -74,17 +75,6 @@ namespace switchboard::breaker {
 
 // How a call ended. The names match the key pool's status classes one to one, so the gateway
 // maps between them with a switch.
-enum class Outcome : uint8_t {
-  kSuccess,
-  kRateLimited,
-  kAuthFailed,
-  kServerError,
-  kTimeout,
-  kConnectionError,
-  kClientError,
-  kCancelled,
-};
-
 enum class BreakerState : uint8_t { kClosed = 0, kOpen = 1, kHalfOpen = 2 };
 
 // What a breaker guards; decides how `kAuthFailed` is classified.
@@ -93,12 +83,11 @@ enum class TargetKind : uint8_t { kProvider, kModel, kKey };
 // How an outcome counts for a breaker.
 enum class Verdict : uint8_t { kSuccess, kFailure, kIgnored };
 
-std::string_view to_string(Outcome o);
 std::string_view to_string(BreakerState s);  // "closed", "open", "half_open"
 std::string_view to_string(TargetKind k);    // "provider", "model", "key"
 
 // The classification policy described above. Slowness is judged separately, from the latency.
-Verdict classify(Outcome outcome, TargetKind kind, const BreakerConfig& config);
+Verdict classify(OutcomeClass outcome, TargetKind kind, const BreakerConfig& config);
 
 // Target names, used as the `target` metric label and in the admin API:
 // "provider:openai", "model:openai/gpt-4o", "key:openai#2".
@@ -150,7 +139,7 @@ class [[nodiscard]] Permit {
   uint32_t generation() const { return generation_; }
 
   // Reports how the call ended and how long it took (the latency decides slowness).
-  void record(Outcome outcome, Nanos latency = Nanos(0));
+  void record(OutcomeClass outcome, Nanos latency = Nanos(0));
 
  private:
   friend class CircuitBreaker;
@@ -205,7 +194,7 @@ class CircuitBreaker {
     int slow = 0;
   };
 
-  void on_result(uint32_t generation, bool probe, Outcome outcome, Nanos latency);
+  void on_result(uint32_t generation, bool probe, OutcomeClass outcome, Nanos latency);
   void record_closed(uint32_t generation, uint64_t code);
   void record_slow_path(uint32_t generation, Verdict verdict, bool slow, TransitionLog& log);
   bool should_trip(const WindowCounts& c) const;

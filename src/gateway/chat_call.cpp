@@ -25,19 +25,11 @@ namespace switchboard::gateway {
 
 namespace {
 
-using upstream::ErrorClass;
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int64_t kDefaultOutputEstimate = 256;
 // Routing hints are map keys, stored rows and log fields: bounded.
 constexpr size_t kMaxCategoryBytes = 64;
 constexpr size_t kMaxSessionBytes = 128;
-
-keys::OutcomeClass to_keys(ErrorClass c) {
-  return static_cast<keys::OutcomeClass>(c);
-}
-breaker::Outcome to_breaker(ErrorClass c) {
-  return static_cast<breaker::Outcome>(c);
-}
 
 std::string retry_after_seconds(Nanos wait) {
   auto s = std::chrono::duration_cast<std::chrono::seconds>(wait + std::chrono::milliseconds(999))
@@ -352,32 +344,32 @@ class ChatCall {
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
 
       keys::Outcome ko;
-      ko.status = to_keys(r.cls);
+      ko.status = r.cls;
       ko.latency = std::chrono::duration_cast<Millis>(latency);
       ko.tokens_used = r.usage.total() > 0 ? r.usage.total() : -1;
       ko.headers = std::move(response_headers_);
       const std::string key_id = lease.key_id();
       lease.complete(ko);
-      pp.record(to_breaker(r.cls), latency);
-      mp.record(to_breaker(r.cls), latency);
+      pp.record(r.cls, latency);
+      mp.record(r.cls, latency);
       record_learning(a, r, latency);
       if (r.usage.total() > 0) record_usage(a, key_id, r.usage);
 
-      if (r.cls == ErrorClass::kSuccess) {
+      if (r.cls == OutcomeClass::kSuccess) {
         finish_success(a, key_id, r);
         co_return;
       }
-      if (r.cls == ErrorClass::kCancelled) {
+      if (r.cls == OutcomeClass::kCancelled) {
         ex_.close = true;
         ex_.written = true;
         record_outcome(&a, key_id, "cancelled", {});
         co_return;
       }
       if (r.wrote_response) {  // a stream failed after the client saw content: already ended
-        record_outcome(&a, key_id, upstream::to_string(r.cls), r.usage);
+        record_outcome(&a, key_id, to_string(r.cls), r.usage);
         co_return;
       }
-      if (r.cls == ErrorClass::kClientError) {
+      if (r.cls == OutcomeClass::kClientError) {
         // The request's own fault: another model would reject it too. Pass the upstream's answer,
         // with anything that looks like one of our secrets taken out (a provider may echo the
         // key it was sent, or part of it).
@@ -391,12 +383,12 @@ class ChatCall {
         co_return;
       }
       log::warn("request {}: {} via {} on {} failed: {} ({})", request_id_, a.model, a.provider,
-                key_id, upstream::to_string(r.cls), r.message);
+                key_id, to_string(r.cls), r.message);
       last = std::move(r);
       failed_model_ = a.model;
       failed_provider_ = a.provider;
       failed_key_ = key_id;
-      if (last->cls == ErrorClass::kRateLimited || last->cls == ErrorClass::kAuthFailed) {
+      if (last->cls == OutcomeClass::kRateLimited || last->cls == OutcomeClass::kAuthFailed) {
         // Another key of the same model first; the pool will not hand out the cooled or dead key.
         continue;
       }
@@ -408,8 +400,8 @@ class ChatCall {
   void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips) {
     auto now = MonoClock::now();
     const bool limited =
-        earliest_key != MonoTime::max() &&
-        (!last || last->cls == ErrorClass::kRateLimited || last->cls == ErrorClass::kAuthFailed);
+        earliest_key != MonoTime::max() && (!last || last->cls == OutcomeClass::kRateLimited ||
+                                            last->cls == OutcomeClass::kAuthFailed);
     if (limited) {
       Nanos wait = earliest_key > now ? earliest_key - now : Nanos(0);
       fail(http::status::too_many_requests,
@@ -428,12 +420,12 @@ class ChatCall {
       record_outcome(nullptr, "", "unavailable", {});
       return;
     }
-    http::status status = last->cls == ErrorClass::kTimeout ? http::status::gateway_timeout
-                                                            : http::status::bad_gateway;
+    http::status status = last->cls == OutcomeClass::kTimeout ? http::status::gateway_timeout
+                                                              : http::status::bad_gateway;
     fail(status,
          "upstream failed after " + std::to_string(attempts_) + " attempt(s): " + last->message,
-         "server_error", std::string(upstream::to_string(last->cls)));
-    record_outcome(nullptr, "", upstream::to_string(last->cls), {});
+         "server_error", std::string(to_string(last->cls)));
+    record_outcome(nullptr, "", to_string(last->cls), {});
   }
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
@@ -472,12 +464,12 @@ class ChatCall {
     routing::Outcome o;
     o.model = std::string(bucket(a));
     o.category = plan_.category();
-    o.success = r.cls == ErrorClass::kSuccess;
+    o.success = r.cls == OutcomeClass::kSuccess;
     o.reward = o.success ? 1.0 : 0.0;
     // Only what says something about the model teaches the bandit: not the caller's mistakes,
     // not a key's rate limit or revocation, not a cancelled request.
-    o.counts_for_learning = r.cls == ErrorClass::kSuccess || r.cls == ErrorClass::kServerError ||
-                            r.cls == ErrorClass::kTimeout;
+    o.counts_for_learning = r.cls == OutcomeClass::kSuccess ||
+                            r.cls == OutcomeClass::kServerError || r.cls == OutcomeClass::kTimeout;
     o.latency_us = std::chrono::duration_cast<Micros>(latency).count();
     o.tokens_in = r.usage.prompt_tokens;
     o.tokens_out = r.usage.completion_tokens;

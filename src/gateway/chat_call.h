@@ -31,7 +31,7 @@ inline constexpr size_t kMaxHeldStreamBytes = 256 * 1024;
 
 // What one attempt came to.
 struct Attempted {
-  upstream::ErrorClass cls = upstream::ErrorClass::kSuccess;
+  OutcomeClass cls = OutcomeClass::kSuccess;
   int status = 0;
   std::string body;  // error body (for client errors passed through)
   std::string message;

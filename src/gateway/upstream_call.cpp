@@ -12,8 +12,6 @@ namespace switchboard::gateway {
 
 namespace {
 
-using upstream::ErrorClass;
-
 upstream::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
                                     const routing::Attempt& a, const keys::Lease& lease,
                                     MonoTime deadline, std::string& error) {
@@ -63,7 +61,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
   std::vector<std::string> chunks;
   const bool strip_usage = !pr.anthropic && !c.req.client_wants_usage;
 
-  auto fail_stream = [&](ErrorClass cls, std::string message) -> asio::awaitable<Attempted> {
+  auto fail_stream = [&](OutcomeClass cls, std::string message) -> asio::awaitable<Attempted> {
     stream.cancel();
     r.cls = cls;
     r.message = std::move(message);
@@ -72,7 +70,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
       std::string ev;
       upstream::append_sse_event(
           ev, upstream::openai_error_json("upstream stream failed: " + r.message, "server_error",
-                                          std::string(upstream::to_string(cls))));
+                                          std::string(to_string(cls))));
       co_await write_chunk(c.ex, ev);
       co_await finish_chunks(c.ex);
       c.ex.close = true;
@@ -89,7 +87,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
       co_return co_await fail_stream(upstream::classify_transport(st.error), st.message);
     events.clear();
     if (auto ps = parser.feed(raw, events); !ps.ok())
-      co_return co_await fail_stream(ErrorClass::kServerError, ps.message());
+      co_return co_await fail_stream(OutcomeClass::kServerError, ps.message());
     std::string out;
     bool content_now = false;
     for (const auto& ev : events) {
@@ -97,9 +95,10 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
         chunks.clear();
         auto ts = translator->feed(ev.event, ev.data, chunks);
         if (!ts.ok()) {
-          ErrorClass cls = ts.code() == StatusCode::kResourceExhausted  ? ErrorClass::kRateLimited
-                           : ts.code() == StatusCode::kPermissionDenied ? ErrorClass::kAuthFailed
-                                                                        : ErrorClass::kServerError;
+          OutcomeClass cls =
+              ts.code() == StatusCode::kResourceExhausted  ? OutcomeClass::kRateLimited
+              : ts.code() == StatusCode::kPermissionDenied ? OutcomeClass::kAuthFailed
+                                                           : OutcomeClass::kServerError;
           co_return co_await fail_stream(cls, ts.message());
         }
         for (const auto& c : chunks) upstream::append_sse_event(out, c);
@@ -118,7 +117,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
         continue;
       }
       if (info.is_error) {
-        co_return co_await fail_stream(ErrorClass::kServerError,
+        co_return co_await fail_stream(OutcomeClass::kServerError,
                                        "upstream reported an error in the stream");
       }
       if (info.usage) r.usage = *info.usage;
@@ -133,7 +132,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
         if (!co_await write_stream_head(c.ex, http::status::ok, c.stream_headers(a, lease)) ||
             !co_await write_chunk(c.ex, pending)) {
           stream.cancel();
-          r.cls = ErrorClass::kCancelled;
+          r.cls = OutcomeClass::kCancelled;
           r.wrote_response = true;
           co_return r;
         }
@@ -144,13 +143,13 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
     } else if (!out.empty()) {
       if (!co_await write_chunk(c.ex, out)) {
         stream.cancel();
-        r.cls = ErrorClass::kCancelled;
+        r.cls = OutcomeClass::kCancelled;
         co_return r;
       }
     }
   }
   if (!saw_done) {
-    co_return co_await fail_stream(ErrorClass::kServerError,
+    co_return co_await fail_stream(OutcomeClass::kServerError,
                                    "upstream stream ended without [DONE]");
   }
   if (!started) {
@@ -160,7 +159,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
     r.wrote_response = true;
   }
   co_await finish_chunks(c.ex);
-  r.cls = ErrorClass::kSuccess;
+  r.cls = OutcomeClass::kSuccess;
   co_return r;
 }
 
@@ -173,7 +172,7 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
   std::string build_error;
   upstream::HttpRequest h = build_request(c, pr, a, lease, deadline, build_error);
   if (!build_error.empty()) {
-    r.cls = ErrorClass::kClientError;
+    r.cls = OutcomeClass::kClientError;
     r.status = 400;
     r.message = build_error;
     co_return r;
@@ -205,13 +204,13 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
         co_return r;
       }
       if (body.size() > (64u << 20)) {
-        r.cls = ErrorClass::kServerError;
+        r.cls = OutcomeClass::kServerError;
         r.message = "upstream response too large";
         co_return r;
       }
     }
     r.cls = upstream::classify_http(head.status, body);
-    if (r.cls != ErrorClass::kSuccess) {
+    if (r.cls != OutcomeClass::kSuccess) {
       r.message = "HTTP " + std::to_string(head.status);
       r.body = pr.anthropic ? upstream::anthropic_error_to_openai(body) : std::move(body);
       co_return r;
@@ -220,14 +219,14 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
       boost::system::error_code ec;
       auto doc = boost::json::parse(body, ec);
       if (ec || !doc.is_object()) {
-        r.cls = ErrorClass::kServerError;
+        r.cls = OutcomeClass::kServerError;
         r.message = "upstream sent invalid JSON";
         co_return r;
       }
       auto translated = upstream::anthropic_to_openai_response(doc.as_object(), c.req.model,
                                                                c.request_id, std::time(nullptr));
       if (!translated.ok()) {
-        r.cls = ErrorClass::kServerError;
+        r.cls = OutcomeClass::kServerError;
         r.message = translated.status().message();
         co_return r;
       }

@@ -61,6 +61,7 @@
 
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/outcome.h"
 #include "common/status.h"
 
 namespace switchboard::keys {
@@ -106,19 +107,6 @@ std::optional<WallTime> parse_rfc3339(std::string_view text);
 
 // ---------------------------------------------------------------------------------------------
 // Outcomes, leases, results.
-
-enum class OutcomeClass : uint8_t {
-  kSuccess,
-  kRateLimited,  // 429
-  kAuthFailed,   // 401/403: the key is invalid or revoked
-  kServerError,  // 5xx
-  kTimeout,
-  kConnectionError,  // the request may not have reached the provider
-  kClientError,      // 4xx other than the above: the request's fault, not the key's
-  kCancelled,        // dropped by the caller (also what a Lease records when never completed)
-};
-inline constexpr int kOutcomeClassCount = 8;
-std::string_view to_string(OutcomeClass c);
 
 struct Outcome {
   OutcomeClass status = OutcomeClass::kSuccess;

@@ -86,13 +86,13 @@ std::string anthropic_error_to_openai(std::string_view body) {
   std::string_view type = string_member(*err, "type");
   std::string_view openai_type;
   switch (classify_anthropic_error_type(type)) {
-    case ErrorClass::kClientError:
+    case OutcomeClass::kClientError:
       openai_type = "invalid_request_error";
       break;
-    case ErrorClass::kAuthFailed:
+    case OutcomeClass::kAuthFailed:
       openai_type = "authentication_error";
       break;
-    case ErrorClass::kRateLimited:
+    case OutcomeClass::kRateLimited:
       openai_type = "rate_limit_error";
       break;
     default:

@@ -231,11 +231,11 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
     std::string_view msg = err ? string_member(*err, "message") : std::string_view();
     std::string text = "anthropic " + std::string(etype) + ": " + std::string(msg);
     switch (classify_anthropic_error_type(etype)) {
-      case ErrorClass::kRateLimited:
+      case OutcomeClass::kRateLimited:
         return Status::resource_exhausted(std::move(text));
-      case ErrorClass::kClientError:
+      case OutcomeClass::kClientError:
         return Status::invalid_argument(std::move(text));
-      case ErrorClass::kAuthFailed:
+      case OutcomeClass::kAuthFailed:
         return Status::permission_denied(std::move(text));
       default:
         return Status::unavailable(std::move(text));

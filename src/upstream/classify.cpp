@@ -5,28 +5,6 @@
 
 namespace switchboard::upstream {
 
-std::string_view to_string(ErrorClass c) {
-  switch (c) {
-    case ErrorClass::kSuccess:
-      return "success";
-    case ErrorClass::kRateLimited:
-      return "rate_limited";
-    case ErrorClass::kAuthFailed:
-      return "auth_failed";
-    case ErrorClass::kServerError:
-      return "server_error";
-    case ErrorClass::kTimeout:
-      return "timeout";
-    case ErrorClass::kConnectionError:
-      return "connection_error";
-    case ErrorClass::kClientError:
-      return "client_error";
-    case ErrorClass::kCancelled:
-      return "cancelled";
-  }
-  return "unknown";
-}
-
 std::string_view to_string(TransportError e) {
   switch (e) {
     case TransportError::kConnectFailed:
@@ -49,21 +27,21 @@ std::string_view to_string(TransportError e) {
   return "unknown";
 }
 
-ErrorClass classify_http(int status, std::string_view body) {
-  if (status >= 200 && status < 300) return ErrorClass::kSuccess;
+OutcomeClass classify_http(int status, std::string_view body) {
+  if (status >= 200 && status < 300) return OutcomeClass::kSuccess;
   switch (status) {
     case 429:
       // OpenAI answers an exhausted billing quota with 429 too, but waiting never fixes it:
       // treating it as a rate limit would retry a dead key forever.
-      return body.find("insufficient_quota") != std::string_view::npos ? ErrorClass::kAuthFailed
-                                                                       : ErrorClass::kRateLimited;
+      return body.find("insufficient_quota") != std::string_view::npos ? OutcomeClass::kAuthFailed
+                                                                       : OutcomeClass::kRateLimited;
     case 401:
     case 403:
-      return ErrorClass::kAuthFailed;
+      return OutcomeClass::kAuthFailed;
     case 408:
-      return ErrorClass::kTimeout;
+      return OutcomeClass::kTimeout;
     case 529:  // Anthropic: overloaded
-      return ErrorClass::kServerError;
+      return OutcomeClass::kServerError;
     default:
       break;
   }
@@ -71,41 +49,41 @@ ErrorClass classify_http(int status, std::string_view body) {
     // Anthropic reports an empty prepaid balance as a 400; it is the key's fault, not the
     // request's, and another key or provider can serve the same request.
     if (status == 400 && body.find("credit balance is too low") != std::string_view::npos) {
-      return ErrorClass::kAuthFailed;
+      return OutcomeClass::kAuthFailed;
     }
-    return ErrorClass::kClientError;
+    return OutcomeClass::kClientError;
   }
-  return ErrorClass::kServerError;  // 5xx, and statuses an API never sends to a good request
+  return OutcomeClass::kServerError;  // 5xx, and statuses an API never sends to a good request
 }
 
-ErrorClass classify_transport(TransportError e) {
+OutcomeClass classify_transport(TransportError e) {
   switch (e) {
     case TransportError::kConnectFailed:
     case TransportError::kConnectTimeout:
     case TransportError::kReset:
     case TransportError::kTlsFailed:
     case TransportError::kDnsFailed:
-      return ErrorClass::kConnectionError;
+      return OutcomeClass::kConnectionError;
     case TransportError::kReadTimeout:
-      return ErrorClass::kTimeout;
+      return OutcomeClass::kTimeout;
     case TransportError::kProtocolError:
-      return ErrorClass::kServerError;
+      return OutcomeClass::kServerError;
     case TransportError::kCancelled:
-      return ErrorClass::kCancelled;
+      return OutcomeClass::kCancelled;
   }
-  return ErrorClass::kConnectionError;
+  return OutcomeClass::kConnectionError;
 }
 
-ErrorClass classify_anthropic_error_type(std::string_view type) {
-  if (type == "rate_limit_error") return ErrorClass::kRateLimited;
+OutcomeClass classify_anthropic_error_type(std::string_view type) {
+  if (type == "rate_limit_error") return OutcomeClass::kRateLimited;
   if (type == "authentication_error" || type == "permission_error" || type == "billing_error") {
-    return ErrorClass::kAuthFailed;
+    return OutcomeClass::kAuthFailed;
   }
   if (type == "invalid_request_error" || type == "not_found_error" || type == "request_too_large") {
-    return ErrorClass::kClientError;
+    return OutcomeClass::kClientError;
   }
-  if (type == "timeout_error") return ErrorClass::kTimeout;
-  return ErrorClass::kServerError;  // api_error, overloaded_error, unknown
+  if (type == "timeout_error") return OutcomeClass::kTimeout;
+  return OutcomeClass::kServerError;  // api_error, overloaded_error, unknown
 }
 
 namespace {

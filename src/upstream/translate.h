@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/outcome.h"
 #include "common/status.h"
 
 namespace switchboard::upstream {
@@ -232,19 +233,6 @@ std::string anthropic_error_to_openai(std::string_view anthropic_body);
 // Error classification
 // ---------------------------------------------------------------------------------------------
 
-// The outcome classes of the key pool (keys::OutcomeClass), by the same names.
-enum class ErrorClass : uint8_t {
-  kSuccess,
-  kRateLimited,      // 429: cool the key down, try another key
-  kAuthFailed,       // the key is unusable: 401/403, or billing exhausted
-  kServerError,      // 5xx, Anthropic 529 overloaded: the provider's fault
-  kTimeout,          // the request reached the provider and no answer came in time
-  kConnectionError,  // the request probably never reached the provider
-  kClientError,      // the request's fault: do not retry elsewhere
-  kCancelled,
-};
-std::string_view to_string(ErrorClass c);
-
 // Classifies an HTTP response. `body` is consulted only where the status alone is ambiguous:
 //   2xx → success; 429 → rate_limited, but OpenAI `insufficient_quota` (billing exhausted, no
 //   amount of waiting helps) → auth_failed; 401/403 → auth_failed; 408 → timeout;
@@ -252,7 +240,7 @@ std::string_view to_string(ErrorClass c);
 //   low" 400 (a billing failure of the key) → auth_failed; 5xx and 529 → server_error;
 //   anything else (1xx, 3xx, garbage) → server_error, since an API upstream never sends it to a
 //   well-formed request.
-ErrorClass classify_http(int status, std::string_view body);
+OutcomeClass classify_http(int status, std::string_view body);
 
 enum class TransportError : uint8_t {
   kConnectFailed,   // refused or unreachable
@@ -269,13 +257,13 @@ std::string_view to_string(TransportError e);
 // connect_failed, connect_timeout, tls_failed, dns_failed, reset → connection_error (the request
 // did not reach the provider, or we cannot know it did: another key or provider may serve it);
 // read_timeout → timeout; protocol_error → server_error; cancelled → cancelled.
-ErrorClass classify_transport(TransportError e);
+OutcomeClass classify_transport(TransportError e);
 
 // The class of an Anthropic error type as sent in error bodies and stream `error` events:
 // rate_limit_error → rate_limited; authentication_error, permission_error, billing_error →
 // auth_failed; invalid_request_error, not_found_error, request_too_large → client_error;
 // timeout_error → timeout; api_error, overloaded_error and unknown types → server_error.
-ErrorClass classify_anthropic_error_type(std::string_view type);
+OutcomeClass classify_anthropic_error_type(std::string_view type);
 
 // `{"error":{"message":...,"type":...,"code":...}}` with JSON escaping; an empty `code` is null.
 // Invalid UTF-8 in the message (upstream text) is replaced with U+FFFD so the result is always

@@ -38,7 +38,7 @@ TEST(BreakerStressTest, ConcurrentResultsAllLandInTheWindow) {
         for (int i = 0; i < 8; ++i) {
           Permit p = b.try_acquire();
           ASSERT_TRUE(p);
-          p.record(t % 2 == 0 ? Outcome::kServerError : Outcome::kSuccess, 1ms);
+          p.record(t % 2 == 0 ? OutcomeClass::kServerError : OutcomeClass::kSuccess, 1ms);
         }
       });
     }
@@ -110,15 +110,15 @@ TEST(BreakerStressTest, RandomHammeringNeverExceedsProbeLimit) {
         if (slot) slot->fetch_sub(1);
         const int r = pct(rng);
         if (r < 35) {
-          p.record(Outcome::kServerError);
+          p.record(OutcomeClass::kServerError);
         } else if (r < 40) {
-          p.record(Outcome::kSuccess, 200ms);  // slow
+          p.record(OutcomeClass::kSuccess, 200ms);  // slow
         } else if (r < 45) {
-          p.record(Outcome::kClientError);
+          p.record(OutcomeClass::kClientError);
         } else if (r < 50) {
           // dropped unrecorded: cancelled
         } else {
-          p.record(Outcome::kSuccess, 1ms);
+          p.record(OutcomeClass::kSuccess, 1ms);
         }
       }
     });

@@ -17,21 +17,21 @@ using testing::test_config;
 using testing::unique_target;
 
 // Makes one admitted call with the given result.
-void call(CircuitBreaker& b, Outcome o, Nanos latency = 10ms) {
+void call(CircuitBreaker& b, OutcomeClass o, Nanos latency = 10ms) {
   Permit p = b.try_acquire();
   ASSERT_TRUE(p.admitted()) << "breaker " << b.target() << " rejected a call";
   ASSERT_FALSE(p.is_probe());
   p.record(o, latency);
 }
 
-void calls(CircuitBreaker& b, int n, Outcome o, Nanos latency = 10ms) {
+void calls(CircuitBreaker& b, int n, OutcomeClass o, Nanos latency = 10ms) {
   for (int i = 0; i < n; ++i) call(b, o, latency);
 }
 
 // Drives a fresh breaker (test_config) from closed to open with five failures.
 void trip(CircuitBreaker& b) {
   ASSERT_EQ(b.state(), BreakerState::kClosed);
-  calls(b, 5, Outcome::kServerError);
+  calls(b, 5, OutcomeClass::kServerError);
   ASSERT_EQ(b.state(), BreakerState::kOpen);
 }
 
@@ -44,25 +44,25 @@ TEST(ClassifyTest, Policy) {
   BreakerConfig c = test_config();
   for (TargetKind k : {TargetKind::kProvider, TargetKind::kModel, TargetKind::kKey}) {
     SCOPED_TRACE(std::string(to_string(k)));
-    EXPECT_EQ(classify(Outcome::kSuccess, k, c), Verdict::kSuccess);
-    EXPECT_EQ(classify(Outcome::kServerError, k, c), Verdict::kFailure);
-    EXPECT_EQ(classify(Outcome::kTimeout, k, c), Verdict::kFailure);
-    EXPECT_EQ(classify(Outcome::kConnectionError, k, c), Verdict::kFailure);
-    EXPECT_EQ(classify(Outcome::kClientError, k, c), Verdict::kIgnored);
-    EXPECT_EQ(classify(Outcome::kCancelled, k, c), Verdict::kIgnored);
-    EXPECT_EQ(classify(Outcome::kRateLimited, k, c), Verdict::kIgnored);
+    EXPECT_EQ(classify(OutcomeClass::kSuccess, k, c), Verdict::kSuccess);
+    EXPECT_EQ(classify(OutcomeClass::kServerError, k, c), Verdict::kFailure);
+    EXPECT_EQ(classify(OutcomeClass::kTimeout, k, c), Verdict::kFailure);
+    EXPECT_EQ(classify(OutcomeClass::kConnectionError, k, c), Verdict::kFailure);
+    EXPECT_EQ(classify(OutcomeClass::kClientError, k, c), Verdict::kIgnored);
+    EXPECT_EQ(classify(OutcomeClass::kCancelled, k, c), Verdict::kIgnored);
+    EXPECT_EQ(classify(OutcomeClass::kRateLimited, k, c), Verdict::kIgnored);
   }
-  EXPECT_EQ(classify(Outcome::kAuthFailed, TargetKind::kProvider, c), Verdict::kIgnored);
-  EXPECT_EQ(classify(Outcome::kAuthFailed, TargetKind::kModel, c), Verdict::kIgnored);
-  EXPECT_EQ(classify(Outcome::kAuthFailed, TargetKind::kKey, c), Verdict::kFailure);
+  EXPECT_EQ(classify(OutcomeClass::kAuthFailed, TargetKind::kProvider, c), Verdict::kIgnored);
+  EXPECT_EQ(classify(OutcomeClass::kAuthFailed, TargetKind::kModel, c), Verdict::kIgnored);
+  EXPECT_EQ(classify(OutcomeClass::kAuthFailed, TargetKind::kKey, c), Verdict::kFailure);
   c.count_rate_limits = true;
-  EXPECT_EQ(classify(Outcome::kRateLimited, TargetKind::kProvider, c), Verdict::kFailure);
-  EXPECT_EQ(classify(Outcome::kRateLimited, TargetKind::kKey, c), Verdict::kFailure);
+  EXPECT_EQ(classify(OutcomeClass::kRateLimited, TargetKind::kProvider, c), Verdict::kFailure);
+  EXPECT_EQ(classify(OutcomeClass::kRateLimited, TargetKind::kKey, c), Verdict::kFailure);
 }
 
 TEST(ClassifyTest, Names) {
   EXPECT_EQ(to_string(BreakerState::kHalfOpen), "half_open");
-  EXPECT_EQ(to_string(Outcome::kConnectionError), "connection_error");
+  EXPECT_EQ(to_string(OutcomeClass::kConnectionError), "connection_error");
   EXPECT_EQ(provider_target("openai"), "provider:openai");
   EXPECT_EQ(model_target("openai", "gpt-4o"), "model:openai/gpt-4o");
   EXPECT_EQ(key_target("openai#2"), "key:openai#2");
@@ -70,10 +70,10 @@ TEST(ClassifyTest, Names) {
 
 TEST_F(BreakerTest, IgnoredOutcomesNeverOpen) {
   CircuitBreaker b(unique_target(), TargetKind::kProvider, test_config(), clock_);
-  calls(b, 20, Outcome::kClientError);
-  calls(b, 20, Outcome::kCancelled);
-  calls(b, 20, Outcome::kRateLimited);
-  calls(b, 20, Outcome::kAuthFailed);
+  calls(b, 20, OutcomeClass::kClientError);
+  calls(b, 20, OutcomeClass::kCancelled);
+  calls(b, 20, OutcomeClass::kRateLimited);
+  calls(b, 20, OutcomeClass::kAuthFailed);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
   EXPECT_EQ(b.snapshot().calls_in_window, 0);
   // Unrecorded permits count as cancelled.
@@ -88,36 +88,36 @@ TEST_F(BreakerTest, RateLimitsCountWhenConfigured) {
   BreakerConfig c = test_config();
   c.count_rate_limits = true;
   CircuitBreaker b(unique_target(), TargetKind::kProvider, c, clock_);
-  calls(b, 5, Outcome::kRateLimited);
+  calls(b, 5, OutcomeClass::kRateLimited);
   EXPECT_EQ(b.state(), BreakerState::kOpen);
 }
 
 TEST_F(BreakerTest, AuthFailuresOpenAKeyBreaker) {
   CircuitBreaker key(unique_target("#key"), TargetKind::kKey, test_config(), clock_);
   CircuitBreaker model(unique_target("/model"), TargetKind::kModel, test_config(), clock_);
-  calls(key, 5, Outcome::kAuthFailed);
-  calls(model, 5, Outcome::kAuthFailed);
+  calls(key, 5, OutcomeClass::kAuthFailed);
+  calls(model, 5, OutcomeClass::kAuthFailed);
   EXPECT_EQ(key.state(), BreakerState::kOpen);
   EXPECT_EQ(model.state(), BreakerState::kClosed);
 }
 
 TEST_F(BreakerTest, MinCallsRule) {
   CircuitBreaker b(unique_target(), TargetKind::kProvider, test_config(), clock_);
-  calls(b, 4, Outcome::kServerError);
+  calls(b, 4, OutcomeClass::kServerError);
   // 100% failures, but fewer than min_calls (5) calls: stays closed.
   EXPECT_EQ(b.state(), BreakerState::kClosed);
   BreakerSnapshot s = b.snapshot();
   EXPECT_EQ(s.calls_in_window, 4);
   EXPECT_DOUBLE_EQ(s.failure_rate, 1.0);
   // A success is the fifth call: 4/5 = 80% >= 50%, so even a success opens it.
-  call(b, Outcome::kSuccess);
+  call(b, OutcomeClass::kSuccess);
   EXPECT_EQ(b.state(), BreakerState::kOpen);
 }
 
 TEST_F(BreakerTest, FailureRateThresholdOverSlidingWindow) {
   CircuitBreaker b(unique_target(), TargetKind::kProvider, test_config(), clock_);
-  calls(b, 10, Outcome::kSuccess);
-  calls(b, 4, Outcome::kTimeout);
+  calls(b, 10, OutcomeClass::kSuccess);
+  calls(b, 4, OutcomeClass::kTimeout);
   // Window of 10: six successes and four failures, 40%.
   BreakerSnapshot s = b.snapshot();
   EXPECT_EQ(s.state, BreakerState::kClosed);
@@ -125,39 +125,39 @@ TEST_F(BreakerTest, FailureRateThresholdOverSlidingWindow) {
   EXPECT_EQ(s.failures_in_window, 4);
   EXPECT_DOUBLE_EQ(s.failure_rate, 0.4);
   // The fifth failure pushes out a success: 50% opens it (a cumulative count would be 5/15).
-  call(b, Outcome::kConnectionError);
+  call(b, OutcomeClass::kConnectionError);
   EXPECT_EQ(b.state(), BreakerState::kOpen);
 }
 
 TEST_F(BreakerTest, OldFailuresSlideOut) {
   CircuitBreaker b(unique_target(), TargetKind::kProvider, test_config(), clock_);
-  calls(b, 6, Outcome::kSuccess);
-  calls(b, 4, Outcome::kServerError);  // 40%
-  calls(b, 10, Outcome::kSuccess);     // the failures leave the window
+  calls(b, 6, OutcomeClass::kSuccess);
+  calls(b, 4, OutcomeClass::kServerError);  // 40%
+  calls(b, 10, OutcomeClass::kSuccess);     // the failures leave the window
   EXPECT_EQ(b.snapshot().failures_in_window, 0);
-  calls(b, 4, Outcome::kServerError);  // 40% again: only the window counts
+  calls(b, 4, OutcomeClass::kServerError);  // 40% again: only the window counts
   EXPECT_EQ(b.state(), BreakerState::kClosed);
   EXPECT_EQ(b.snapshot().failures_in_window, 4);
 }
 
 TEST_F(BreakerTest, SlowCallsOpen) {
   CircuitBreaker b(unique_target(), TargetKind::kProvider, test_config(), clock_);
-  calls(b, 4, Outcome::kSuccess, 1001ms);
+  calls(b, 4, OutcomeClass::kSuccess, 1001ms);
   EXPECT_EQ(b.state(), BreakerState::kClosed);  // below min_calls
   EXPECT_EQ(b.snapshot().slow_in_window, 4);
-  call(b, Outcome::kSuccess, 10ms);  // 4/5 = 80% slow
+  call(b, OutcomeClass::kSuccess, 10ms);  // 4/5 = 80% slow
   EXPECT_EQ(b.state(), BreakerState::kOpen);
   EXPECT_DOUBLE_EQ(b.snapshot().slow_call_rate, 0.8);
 }
 
 TEST_F(BreakerTest, ExactlySlowCallMsIsNotSlow) {
   CircuitBreaker b(unique_target(), TargetKind::kProvider, test_config(), clock_);
-  calls(b, 10, Outcome::kSuccess, 1000ms);
+  calls(b, 10, OutcomeClass::kSuccess, 1000ms);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
   EXPECT_EQ(b.snapshot().slow_in_window, 0);
-  calls(b, 7, Outcome::kSuccess, 1000ms + 1ns);  // 70% < 80%
+  calls(b, 7, OutcomeClass::kSuccess, 1000ms + 1ns);  // 70% < 80%
   EXPECT_EQ(b.state(), BreakerState::kClosed);
-  call(b, Outcome::kSuccess, 2000ms);  // 80%
+  call(b, OutcomeClass::kSuccess, 2000ms);  // 80%
   EXPECT_EQ(b.state(), BreakerState::kOpen);
 }
 
@@ -189,18 +189,18 @@ TEST_F(BreakerTest, AllProbesSucceedClosesWithFreshWindow) {
   EXPECT_TRUE(p1.is_probe());
   EXPECT_TRUE(p2.is_probe());
   EXPECT_FALSE(b.try_acquire());  // only half_open_probes permits
-  p1.record(Outcome::kSuccess, 10ms);
+  p1.record(OutcomeClass::kSuccess, 10ms);
   EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
   EXPECT_FALSE(b.try_acquire());  // a completed probe does not free a slot
-  p2.record(Outcome::kSuccess, 10ms);
+  p2.record(OutcomeClass::kSuccess, 10ms);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
   BreakerSnapshot s = b.snapshot();
   EXPECT_EQ(s.calls_in_window, 0);
   EXPECT_EQ(s.consecutive_openings, 0);
   // The five failures that tripped it are gone: four more stay under min_calls.
-  calls(b, 4, Outcome::kServerError);
+  calls(b, 4, OutcomeClass::kServerError);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
-  call(b, Outcome::kServerError);
+  call(b, OutcomeClass::kServerError);
   EXPECT_EQ(b.state(), BreakerState::kOpen);
   EXPECT_EQ(b.snapshot().open_duration, 1000ms);  // growth was reset by the close
 }
@@ -215,11 +215,11 @@ TEST_F(BreakerTest, ProbeFailureReopensAtOnceWithGrowingOpenTimeUpToCap) {
     Permit p1 = b.try_acquire();
     Permit p2 = b.try_acquire();
     ASSERT_TRUE(p1 && p2);
-    p1.record(Outcome::kServerError);
+    p1.record(OutcomeClass::kServerError);
     // One failure is enough; the other probe is still out.
     ASSERT_EQ(b.state(), BreakerState::kOpen);
     EXPECT_EQ(b.snapshot().open_duration, next);
-    p2.record(Outcome::kSuccess);  // from the previous half-open: ignored
+    p2.record(OutcomeClass::kSuccess);  // from the previous half-open: ignored
     ASSERT_EQ(b.state(), BreakerState::kOpen);
     clock_.advance(next - 1ms);
     ASSERT_EQ(b.state(), BreakerState::kOpen) << "open time shorter than " << next.count();
@@ -228,8 +228,8 @@ TEST_F(BreakerTest, ProbeFailureReopensAtOnceWithGrowingOpenTimeUpToCap) {
   EXPECT_EQ(b.snapshot().consecutive_openings, 5);
   Permit p1 = b.try_acquire();
   Permit p2 = b.try_acquire();
-  p1.record(Outcome::kSuccess);
-  p2.record(Outcome::kSuccess);
+  p1.record(OutcomeClass::kSuccess);
+  p2.record(OutcomeClass::kSuccess);
   ASSERT_EQ(b.state(), BreakerState::kClosed);
   trip(b);
   EXPECT_EQ(b.snapshot().open_duration, 1000ms);
@@ -241,15 +241,15 @@ TEST_F(BreakerTest, SlowProbesReopen) {
   clock_.advance(1000ms);
   Permit p1 = b.try_acquire();
   Permit p2 = b.try_acquire();
-  p1.record(Outcome::kSuccess, 5000ms);
-  p2.record(Outcome::kSuccess, 5000ms);  // 100% slow >= 80%
+  p1.record(OutcomeClass::kSuccess, 5000ms);
+  p2.record(OutcomeClass::kSuccess, 5000ms);  // 100% slow >= 80%
   EXPECT_EQ(b.state(), BreakerState::kOpen);
   EXPECT_EQ(b.snapshot().consecutive_openings, 2);
   clock_.advance(2000ms);
   Permit p3 = b.try_acquire();
   Permit p4 = b.try_acquire();
-  p3.record(Outcome::kSuccess, 5000ms);
-  p4.record(Outcome::kSuccess, 10ms);  // 50% slow < 80%
+  p3.record(OutcomeClass::kSuccess, 5000ms);
+  p4.record(OutcomeClass::kSuccess, 10ms);  // 50% slow < 80%
   EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
@@ -261,7 +261,7 @@ TEST_F(BreakerTest, IgnoredProbeResultsHandTheSlotBack) {
   Permit p2 = b.try_acquire();
   ASSERT_TRUE(p1 && p2);
   ASSERT_FALSE(b.try_acquire());
-  p1.record(Outcome::kClientError);  // says nothing about the target
+  p1.record(OutcomeClass::kClientError);  // says nothing about the target
   EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
   Permit p3 = b.try_acquire();
   ASSERT_TRUE(p3);
@@ -271,8 +271,8 @@ TEST_F(BreakerTest, IgnoredProbeResultsHandTheSlotBack) {
   ASSERT_TRUE(p4);
   ASSERT_FALSE(b.try_acquire());
   EXPECT_EQ(b.snapshot().probes_admitted, 2);
-  p3.record(Outcome::kSuccess);
-  p4.record(Outcome::kSuccess);
+  p3.record(OutcomeClass::kSuccess);
+  p4.record(OutcomeClass::kSuccess);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
@@ -294,16 +294,16 @@ TEST_F(BreakerTest, StuckHalfOpenReturnsToOpen) {
   clock_.advance(2000ms);
   ASSERT_EQ(b.state(), BreakerState::kHalfOpen);
   // The hung probes finally answer: they belong to the earlier half-open and count for nothing.
-  p1.record(Outcome::kSuccess);
-  p2.record(Outcome::kSuccess);
+  p1.record(OutcomeClass::kSuccess);
+  p2.record(OutcomeClass::kSuccess);
   s = b.snapshot();
   EXPECT_EQ(s.state, BreakerState::kHalfOpen);
   EXPECT_EQ(s.probes_succeeded, 0);
   Permit p3 = b.try_acquire();
   Permit p4 = b.try_acquire();
   ASSERT_TRUE(p3 && p4);
-  p3.record(Outcome::kSuccess);
-  p4.record(Outcome::kSuccess);
+  p3.record(OutcomeClass::kSuccess);
+  p4.record(OutcomeClass::kSuccess);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
@@ -314,22 +314,22 @@ TEST_F(BreakerTest, StaleClosedPermitsAreIgnored) {
   Permit late = b.try_acquire();
   const uint32_t closed_gen = slow_failure.generation();
   trip(b);
-  slow_failure.record(Outcome::kServerError, 100s);  // while open: nothing to change
+  slow_failure.record(OutcomeClass::kServerError, 100s);  // while open: nothing to change
   EXPECT_EQ(b.snapshot().failures_in_window, 5);
   clock_.advance(1000ms);
   Permit p1 = b.try_acquire();
   ASSERT_TRUE(p1);
   EXPECT_NE(p1.generation(), closed_gen);
   // A failure from before the opening must not reopen the half-open breaker.
-  late.record(Outcome::kTimeout);
+  late.record(OutcomeClass::kTimeout);
   EXPECT_EQ(b.state(), BreakerState::kHalfOpen);
   Permit p2 = b.try_acquire();
   ASSERT_TRUE(p2);
-  p1.record(Outcome::kSuccess);
-  p2.record(Outcome::kSuccess);
+  p1.record(OutcomeClass::kSuccess);
+  p2.record(OutcomeClass::kSuccess);
   ASSERT_EQ(b.state(), BreakerState::kClosed);
   // Nor may an old result land in the fresh window.
-  slow_success.record(Outcome::kSuccess, 100s);
+  slow_success.record(OutcomeClass::kSuccess, 100s);
   EXPECT_EQ(b.snapshot().calls_in_window, 0);
 }
 
@@ -341,7 +341,7 @@ TEST_F(BreakerTest, ResetClosesWithFreshWindow) {
   BreakerSnapshot s = b.snapshot();
   EXPECT_EQ(s.calls_in_window, 0);
   EXPECT_EQ(s.consecutive_openings, 0);
-  calls(b, 4, Outcome::kServerError);
+  calls(b, 4, OutcomeClass::kServerError);
   EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
@@ -357,7 +357,7 @@ TEST_F(BreakerTest, ConfigIsClamped) {
   EXPECT_EQ(b.config().window, 1);
   EXPECT_EQ(b.config().min_calls, 1);
   EXPECT_EQ(b.config().half_open_probes, 1);
-  call(b, Outcome::kServerError);
+  call(b, OutcomeClass::kServerError);
   EXPECT_EQ(b.state(), BreakerState::kOpen);
   clock_.advance(1ms);
   EXPECT_EQ(b.state(), BreakerState::kHalfOpen);  // and not a busy loop
@@ -383,15 +383,15 @@ TEST_F(BreakerTest, MetricsCountEveryTransition) {
   EXPECT_EQ(gauge(), 2);
   {
     Permit p = b.try_acquire();
-    p.record(Outcome::kServerError);
+    p.record(OutcomeClass::kServerError);
   }
   EXPECT_EQ(transitions("half_open", "open"), 1);
   EXPECT_EQ(gauge(), 1);
   clock_.advance(2000ms);
   Permit p1 = b.try_acquire();
   Permit p2 = b.try_acquire();
-  p1.record(Outcome::kSuccess);
-  p2.record(Outcome::kSuccess);
+  p1.record(OutcomeClass::kSuccess);
+  p2.record(OutcomeClass::kSuccess);
   EXPECT_EQ(transitions("open", "half_open"), 2);
   EXPECT_EQ(transitions("half_open", "closed"), 1);
   EXPECT_EQ(transitions("closed", "open"), 1);
@@ -434,7 +434,7 @@ TEST_F(BreakerTest, HalfOpenAdmitsExactlyProbesUnderConcurrency) {
     }
     EXPECT_EQ(admitted, c.half_open_probes) << "round " << r;
     ASSERT_NE(probe, nullptr);
-    probe->record(Outcome::kServerError);  // back to open; the other probes become stale
+    probe->record(OutcomeClass::kServerError);  // back to open; the other probes become stale
     for (Permit& p : permits) p = Permit();
     ASSERT_EQ(b.state(), BreakerState::kOpen);
     sync.arrive_and_wait();
@@ -493,8 +493,8 @@ TEST(RegistryTest, SnapshotAdvancesAndReports) {
   BreakerRegistry reg(clock, test_config());
   auto b = reg.model("snapprov", "m");
   reg.provider("snapprov");
-  for (int i = 0; i < 3; ++i) b->try_acquire().record(Outcome::kSuccess);
-  for (int i = 0; i < 3; ++i) b->try_acquire().record(Outcome::kServerError);
+  for (int i = 0; i < 3; ++i) b->try_acquire().record(OutcomeClass::kSuccess);
+  for (int i = 0; i < 3; ++i) b->try_acquire().record(OutcomeClass::kServerError);
   ASSERT_EQ(b->state(), BreakerState::kOpen);
   clock.advance(400ms);
   std::vector<BreakerSnapshot> snaps = reg.snapshot();

@@ -1427,7 +1427,7 @@ TEST_F(GatewayTest, StreamUsageIsRequestedUpstreamWhateverTheClientsStreamOption
     EXPECT_EQ(bo.at("stream_options").as_object().at("include_usage"), true) << up;
   }
   // A model key written with escapes (the body is rebuilt from its document): the same.
-  for (const std::string options : {std::string(), std::string(R"(,"stream_options":null)")}) {
+  for (const std::string& options : {std::string(), std::string(R"(,"stream_options":null)")}) {
     SCOPED_TRACE(options);
     auto r = chat(R"({"m\u006fdel":"r","stream":true,"messages":[{"role":"user","content":"x"}])" +
                   options + "}");

@@ -12,39 +12,39 @@ TEST(ClassifyHttp, Table) {
   struct Case {
     int status;
     const char* body;
-    ErrorClass want;
+    OutcomeClass want;
   };
   const Case cases[] = {
-      {200, "", ErrorClass::kSuccess},
-      {201, "", ErrorClass::kSuccess},
-      {204, "", ErrorClass::kSuccess},
+      {200, "", OutcomeClass::kSuccess},
+      {201, "", OutcomeClass::kSuccess},
+      {204, "", OutcomeClass::kSuccess},
       {429, R"({"error":{"type":"requests","code":"rate_limit_exceeded"}})",
-       ErrorClass::kRateLimited},
+       OutcomeClass::kRateLimited},
       {429,
        R"({"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}})",
-       ErrorClass::kAuthFailed},
-      {401, "", ErrorClass::kAuthFailed},
-      {403, "", ErrorClass::kAuthFailed},
-      {408, "", ErrorClass::kTimeout},
-      {400, R"({"error":{"message":"bad"}})", ErrorClass::kClientError},
+       OutcomeClass::kAuthFailed},
+      {401, "", OutcomeClass::kAuthFailed},
+      {403, "", OutcomeClass::kAuthFailed},
+      {408, "", OutcomeClass::kTimeout},
+      {400, R"({"error":{"message":"bad"}})", OutcomeClass::kClientError},
       {400,
        R"({"type":"error","error":{"type":"invalid_request_error","message":"Your credit balance is too low to access the Anthropic API."}})",
-       ErrorClass::kAuthFailed},
-      {404, "", ErrorClass::kClientError},
-      {409, "", ErrorClass::kClientError},
-      {413, "", ErrorClass::kClientError},
-      {422, "", ErrorClass::kClientError},
-      {418, "", ErrorClass::kClientError},
-      {451, "", ErrorClass::kClientError},
-      {500, "", ErrorClass::kServerError},
-      {502, "", ErrorClass::kServerError},
-      {503, "", ErrorClass::kServerError},
-      {504, "", ErrorClass::kServerError},
+       OutcomeClass::kAuthFailed},
+      {404, "", OutcomeClass::kClientError},
+      {409, "", OutcomeClass::kClientError},
+      {413, "", OutcomeClass::kClientError},
+      {422, "", OutcomeClass::kClientError},
+      {418, "", OutcomeClass::kClientError},
+      {451, "", OutcomeClass::kClientError},
+      {500, "", OutcomeClass::kServerError},
+      {502, "", OutcomeClass::kServerError},
+      {503, "", OutcomeClass::kServerError},
+      {504, "", OutcomeClass::kServerError},
       {529, R"({"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}})",
-       ErrorClass::kServerError},
-      {599, "", ErrorClass::kServerError},
-      {302, "", ErrorClass::kServerError},
-      {0, "", ErrorClass::kServerError},
+       OutcomeClass::kServerError},
+      {599, "", OutcomeClass::kServerError},
+      {302, "", OutcomeClass::kServerError},
+      {0, "", OutcomeClass::kServerError},
   };
   for (const Case& c : cases) {
     EXPECT_EQ(classify_http(c.status, c.body), c.want) << c.status << " " << c.body;
@@ -52,37 +52,37 @@ TEST(ClassifyHttp, Table) {
 }
 
 TEST(ClassifyTransport, Table) {
-  EXPECT_EQ(classify_transport(TransportError::kConnectFailed), ErrorClass::kConnectionError);
-  EXPECT_EQ(classify_transport(TransportError::kConnectTimeout), ErrorClass::kConnectionError);
-  EXPECT_EQ(classify_transport(TransportError::kReadTimeout), ErrorClass::kTimeout);
-  EXPECT_EQ(classify_transport(TransportError::kReset), ErrorClass::kConnectionError);
-  EXPECT_EQ(classify_transport(TransportError::kTlsFailed), ErrorClass::kConnectionError);
-  EXPECT_EQ(classify_transport(TransportError::kDnsFailed), ErrorClass::kConnectionError);
-  EXPECT_EQ(classify_transport(TransportError::kProtocolError), ErrorClass::kServerError);
-  EXPECT_EQ(classify_transport(TransportError::kCancelled), ErrorClass::kCancelled);
+  EXPECT_EQ(classify_transport(TransportError::kConnectFailed), OutcomeClass::kConnectionError);
+  EXPECT_EQ(classify_transport(TransportError::kConnectTimeout), OutcomeClass::kConnectionError);
+  EXPECT_EQ(classify_transport(TransportError::kReadTimeout), OutcomeClass::kTimeout);
+  EXPECT_EQ(classify_transport(TransportError::kReset), OutcomeClass::kConnectionError);
+  EXPECT_EQ(classify_transport(TransportError::kTlsFailed), OutcomeClass::kConnectionError);
+  EXPECT_EQ(classify_transport(TransportError::kDnsFailed), OutcomeClass::kConnectionError);
+  EXPECT_EQ(classify_transport(TransportError::kProtocolError), OutcomeClass::kServerError);
+  EXPECT_EQ(classify_transport(TransportError::kCancelled), OutcomeClass::kCancelled);
   EXPECT_EQ(to_string(TransportError::kTlsFailed), "tls_failed");
 }
 
 TEST(ClassifyAnthropic, ErrorTypes) {
-  EXPECT_EQ(classify_anthropic_error_type("rate_limit_error"), ErrorClass::kRateLimited);
-  EXPECT_EQ(classify_anthropic_error_type("overloaded_error"), ErrorClass::kServerError);
-  EXPECT_EQ(classify_anthropic_error_type("api_error"), ErrorClass::kServerError);
-  EXPECT_EQ(classify_anthropic_error_type("authentication_error"), ErrorClass::kAuthFailed);
-  EXPECT_EQ(classify_anthropic_error_type("permission_error"), ErrorClass::kAuthFailed);
-  EXPECT_EQ(classify_anthropic_error_type("invalid_request_error"), ErrorClass::kClientError);
-  EXPECT_EQ(classify_anthropic_error_type("not_found_error"), ErrorClass::kClientError);
-  EXPECT_EQ(classify_anthropic_error_type("request_too_large"), ErrorClass::kClientError);
+  EXPECT_EQ(classify_anthropic_error_type("rate_limit_error"), OutcomeClass::kRateLimited);
+  EXPECT_EQ(classify_anthropic_error_type("overloaded_error"), OutcomeClass::kServerError);
+  EXPECT_EQ(classify_anthropic_error_type("api_error"), OutcomeClass::kServerError);
+  EXPECT_EQ(classify_anthropic_error_type("authentication_error"), OutcomeClass::kAuthFailed);
+  EXPECT_EQ(classify_anthropic_error_type("permission_error"), OutcomeClass::kAuthFailed);
+  EXPECT_EQ(classify_anthropic_error_type("invalid_request_error"), OutcomeClass::kClientError);
+  EXPECT_EQ(classify_anthropic_error_type("not_found_error"), OutcomeClass::kClientError);
+  EXPECT_EQ(classify_anthropic_error_type("request_too_large"), OutcomeClass::kClientError);
 }
 
 TEST(ErrorClassNames, MatchTheKeyPool) {
-  EXPECT_EQ(to_string(ErrorClass::kSuccess), "success");
-  EXPECT_EQ(to_string(ErrorClass::kRateLimited), "rate_limited");
-  EXPECT_EQ(to_string(ErrorClass::kAuthFailed), "auth_failed");
-  EXPECT_EQ(to_string(ErrorClass::kServerError), "server_error");
-  EXPECT_EQ(to_string(ErrorClass::kTimeout), "timeout");
-  EXPECT_EQ(to_string(ErrorClass::kConnectionError), "connection_error");
-  EXPECT_EQ(to_string(ErrorClass::kClientError), "client_error");
-  EXPECT_EQ(to_string(ErrorClass::kCancelled), "cancelled");
+  EXPECT_EQ(to_string(OutcomeClass::kSuccess), "success");
+  EXPECT_EQ(to_string(OutcomeClass::kRateLimited), "rate_limited");
+  EXPECT_EQ(to_string(OutcomeClass::kAuthFailed), "auth_failed");
+  EXPECT_EQ(to_string(OutcomeClass::kServerError), "server_error");
+  EXPECT_EQ(to_string(OutcomeClass::kTimeout), "timeout");
+  EXPECT_EQ(to_string(OutcomeClass::kConnectionError), "connection_error");
+  EXPECT_EQ(to_string(OutcomeClass::kClientError), "client_error");
+  EXPECT_EQ(to_string(OutcomeClass::kCancelled), "cancelled");
 }
 
 TEST(OpenAiErrorJson, EscapesAndIsValidJson) {
