@@ -1,4 +1,4 @@
-// HTTP/1.1 heads and bodies (upstream/http1.h): the gateway parses client requests and provider
+// HTTP/1.1 heads and bodies (net/http1.h): the gateway parses client requests and provider
 // responses with these, so every byte here may be hostile.
 //
 // The input is a byte stream as it would arrive on a connection, read twice: as requests (the
@@ -16,11 +16,11 @@
 #include <string>
 
 #include "fuzz_util.h"
-#include "upstream/http1.h"
+#include "net/http1.h"
 
 namespace {
 
-namespace h = switchboard::upstream::http1;
+namespace h = switchboard::net::http1;
 using switchboard::fuzz::Slicer;
 
 constexpr size_t kMaxHead = 2048;  // below libFuzzer's default input size: the limit is reached

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <vector>
 
-#include "upstream/http_client.h"
+#include "net/http_client.h"
 
 namespace switchboard::cli {
 
@@ -78,8 +78,8 @@ std::vector<std::vector<std::string>> rows_of(const json::array& items,
 
 int run_admin_view(const std::string& what, const std::string& url, bool as_json) {
   boost::asio::io_context ctx;
-  upstream::HttpClient client(ctx.get_executor());
-  upstream::HttpRequest req;
+  net::HttpClient client(ctx.get_executor());
+  net::HttpRequest req;
   req.method = "GET";
   std::string base = url;
   while (!base.empty() && base.back() == '/') base.pop_back();
@@ -87,8 +87,8 @@ int run_admin_view(const std::string& what, const std::string& url, bool as_json
   req.deadline = MonoClock::now() + std::chrono::seconds(10);
   if (const char* key = std::getenv("SWITCHBOARD_ADMIN_KEY"); key && *key)
     req.headers.emplace_back("authorization", std::string("Bearer ") + key);
-  upstream::HttpResponse res;
-  upstream::TransportStatus st;
+  net::HttpResponse res;
+  net::TransportStatus st;
   boost::asio::co_spawn(
       ctx, [&]() -> boost::asio::awaitable<void> { st = co_await client.fetch(req, res); },
       boost::asio::detached);

@@ -27,4 +27,20 @@ inline constexpr int kOutcomeClassCount = 8;
 // "client_error", "cancelled": the names in logs, metric labels, stored rows and the admin API.
 std::string_view to_string(OutcomeClass c);
 
+// How a call failed below HTTP, as the HTTP client reports it; classify_transport (upstream)
+// maps it to an OutcomeClass.
+enum class TransportError : uint8_t {
+  kConnectFailed,   // refused or unreachable
+  kConnectTimeout,  // no connection within the connect timeout
+  kReadTimeout,     // connected and sent, no (complete) answer in time
+  kReset,           // the connection was closed or reset mid-exchange
+  kTlsFailed,       // handshake or certificate verification failed
+  kDnsFailed,
+  kProtocolError,  // the upstream sent something that is not HTTP
+  kCancelled,      // our side gave up (client disconnected, shutdown)
+};
+// "connect_failed", "connect_timeout", "read_timeout", "reset", "tls_failed", "dns_failed",
+// "protocol_error", "cancelled".
+std::string_view to_string(TransportError e);
+
 }  // namespace switchboard

@@ -21,7 +21,7 @@
 #include <string_view>
 
 #include "common/config.h"
-#include "gateway/http_server.h"
+#include "gateway/http.h"
 
 namespace switchboard::gateway {
 

@@ -252,7 +252,7 @@ Status Gateway::start() {
   rt.clients.resize(size_t(threads));
   impl_->server->set_thread_hooks(
       [&rt](int i, asio::io_context& ctx) {
-        rt.clients[size_t(i)] = std::make_unique<upstream::HttpClient>(ctx.get_executor());
+        rt.clients[size_t(i)] = std::make_unique<net::HttpClient>(ctx.get_executor());
       },
       [&rt](int i) { rt.clients[size_t(i)].reset(); });
   if (impl_->options.workflows) {

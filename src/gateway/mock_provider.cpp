@@ -12,7 +12,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
-#include "gateway/http_server.h"
+#include "gateway/http.h"
 
 namespace switchboard::gateway {
 

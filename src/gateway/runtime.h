@@ -18,12 +18,12 @@
 #include "breaker/breaker.h"
 #include "common/config.h"
 #include "common/metrics.h"
-#include "gateway/http_server.h"
+#include "gateway/http.h"
 #include "gateway/mock_provider.h"
 #include "keys/keys.h"
+#include "net/http_client.h"
 #include "routing/routing.h"
 #include "store/store.h"
-#include "upstream/http_client.h"
 
 namespace prometheus {
 class Counter;
@@ -144,7 +144,7 @@ struct Runtime {
   std::mutex reload_mu;     // one reload at a time
   std::string config_path;  // what a reload re-reads ("" = no file: reload refused)
   std::unique_ptr<store::Store> store;
-  std::vector<std::unique_ptr<upstream::HttpClient>> clients;  // one per server thread
+  std::vector<std::unique_ptr<net::HttpClient>> clients;  // one per server thread
   RequestMetrics metrics;
   std::atomic<uint64_t> request_seq{0};
   uint64_t instance_tag = 0;

@@ -12,10 +12,10 @@ namespace switchboard::gateway {
 
 namespace {
 
-upstream::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
-                                    const routing::Attempt& a, const keys::Lease& lease,
-                                    MonoTime deadline, std::string& error) {
-  upstream::HttpRequest h;
+net::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
+                               const routing::Attempt& a, const keys::Lease& lease,
+                               MonoTime deadline, std::string& error) {
+  net::HttpRequest h;
   h.deadline = deadline;
   h.headers.reserve(5);
   h.headers.emplace_back("content-type", "application/json");
@@ -47,7 +47,7 @@ upstream::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
 // that a failure before it can still fail over; after it, bytes are relayed as they come.
 asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
                                         const routing::Attempt& a, keys::Lease& lease,
-                                        upstream::HttpStream& stream) {
+                                        net::HttpStream& stream) {
   Attempted r;
   r.status = 200;
   upstream::SseParser parser;
@@ -170,7 +170,7 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
                                         MonoTime deadline) {
   Attempted r;
   std::string build_error;
-  upstream::HttpRequest h = build_request(c, pr, a, lease, deadline, build_error);
+  net::HttpRequest h = build_request(c, pr, a, lease, deadline, build_error);
   if (!build_error.empty()) {
     r.cls = OutcomeClass::kClientError;
     r.status = 400;
@@ -178,7 +178,7 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
     co_return r;
   }
   auto& client = *c.rt.clients[c.ex.thread_index];
-  std::unique_ptr<upstream::HttpStream> stream;
+  std::unique_ptr<net::HttpStream> stream;
   auto st = co_await client.start(h, stream);
   if (!st.ok()) {
     r.cls = upstream::classify_transport(st.error);

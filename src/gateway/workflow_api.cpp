@@ -10,8 +10,8 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "net/http_client.h"
 #include "upstream/address_policy.h"
-#include "upstream/http_client.h"
 
 namespace switchboard::gateway {
 
@@ -22,8 +22,8 @@ namespace wf = switchboard::workflow;
 Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interrupt& interrupt,
                                      bool public_only) {
   asio::io_context ctx;
-  upstream::HttpClient client(ctx.get_executor());
-  upstream::HttpRequest req;
+  net::HttpClient client(ctx.get_executor());
+  net::HttpRequest req;
   req.method = call.method;
   req.url = call.url;
   req.body = call.body;
@@ -39,8 +39,8 @@ Result<wf::HttpReply> blocking_fetch(const wf::HttpCall& call, const wf::Interru
     };
   }
   if (call.timeout_ms > 0) req.deadline = MonoClock::now() + Millis(call.timeout_ms);
-  upstream::HttpResponse res;
-  upstream::TransportStatus st;
+  net::HttpResponse res;
+  net::TransportStatus st;
   bool done = false;
   asio::co_spawn(
       ctx,

@@ -60,7 +60,7 @@
 
 #include "common/config.h"
 #include "common/status.h"
-#include "gateway/http_server.h"
+#include "gateway/http.h"
 #include "gateway/workflow_callers.h"
 #include "workflow/workflow.h"
 

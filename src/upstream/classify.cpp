@@ -5,28 +5,6 @@
 
 namespace switchboard::upstream {
 
-std::string_view to_string(TransportError e) {
-  switch (e) {
-    case TransportError::kConnectFailed:
-      return "connect_failed";
-    case TransportError::kConnectTimeout:
-      return "connect_timeout";
-    case TransportError::kReadTimeout:
-      return "read_timeout";
-    case TransportError::kReset:
-      return "reset";
-    case TransportError::kTlsFailed:
-      return "tls_failed";
-    case TransportError::kDnsFailed:
-      return "dns_failed";
-    case TransportError::kProtocolError:
-      return "protocol_error";
-    case TransportError::kCancelled:
-      return "cancelled";
-  }
-  return "unknown";
-}
-
 OutcomeClass classify_http(int status, std::string_view body) {
   if (status >= 200 && status < 300) return OutcomeClass::kSuccess;
   switch (status) {

@@ -242,18 +242,6 @@ std::string anthropic_error_to_openai(std::string_view anthropic_body);
 //   well-formed request.
 OutcomeClass classify_http(int status, std::string_view body);
 
-enum class TransportError : uint8_t {
-  kConnectFailed,   // refused or unreachable
-  kConnectTimeout,  // no connection within the connect timeout
-  kReadTimeout,     // connected and sent, no (complete) answer in time
-  kReset,           // the connection was closed or reset mid-exchange
-  kTlsFailed,       // handshake or certificate verification failed
-  kDnsFailed,
-  kProtocolError,  // the upstream sent something that is not HTTP
-  kCancelled,      // our side gave up (client disconnected, shutdown)
-};
-std::string_view to_string(TransportError e);
-
 // connect_failed, connect_timeout, tls_failed, dns_failed, reset → connection_error (the request
 // did not reach the provider, or we cannot know it did: another key or provider may serve it);
 // read_timeout → timeout; protocol_error → server_error; cancelled → cancelled.

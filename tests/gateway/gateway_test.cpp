@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "gateway_fixture.h"
-#include "upstream/http_client.h"
+#include "net/http_client.h"
 
 namespace switchboard::gwtest {
 namespace {
@@ -1621,19 +1621,19 @@ class KeepAliveUpstream {
 int connections_for(size_t max_requests_per_connection, int requests) {
   KeepAliveUpstream up;
   boost::asio::io_context ctx;
-  upstream::HttpClientOptions options;
+  net::HttpClientOptions options;
   options.max_requests_per_connection = max_requests_per_connection;
-  upstream::HttpClient client(ctx.get_executor(), options);
+  net::HttpClient client(ctx.get_executor(), options);
   int ok = 0;
   boost::asio::co_spawn(
       ctx,
       [&]() -> boost::asio::awaitable<void> {
         for (int i = 0; i < requests; ++i) {
-          upstream::HttpRequest req;
+          net::HttpRequest req;
           req.url = "http://127.0.0.1:" + std::to_string(up.port()) + "/v1/x";
           req.body = "{}";
           req.deadline = MonoClock::now() + 10s;
-          upstream::HttpResponse res;
+          net::HttpResponse res;
           auto st = co_await client.fetch(req, res);
           if (st.ok() && res.head.status == 200 && res.body == "ok") ++ok;
         }

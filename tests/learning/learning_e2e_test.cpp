@@ -9,8 +9,8 @@
 
 #include "gateway/gateway.h"
 #include "gateway/mock_provider.h"
+#include "net/http_client.h"
 #include "routing/routing.h"
-#include "upstream/http_client.h"
 
 namespace switchboard {
 namespace {
@@ -20,16 +20,16 @@ namespace asio = boost::asio;
 // A blocking HTTP client for the test's side of the socket.
 class Client {
  public:
-  upstream::HttpResponse post(const std::string& url, const std::string& body,
-                              upstream::HttpHeaders headers = {}) {
-    upstream::HttpRequest req;
+  net::HttpResponse post(const std::string& url, const std::string& body,
+                         net::HttpHeaders headers = {}) {
+    net::HttpRequest req;
     req.url = url;
     req.body = body;
     req.headers = std::move(headers);
     req.headers.emplace_back("content-type", "application/json");
     req.deadline = MonoClock::now() + std::chrono::seconds(10);
-    upstream::HttpResponse res;
-    upstream::TransportStatus st;
+    net::HttpResponse res;
+    net::TransportStatus st;
     asio::co_spawn(
         ctx_, [&]() -> asio::awaitable<void> { st = co_await client_.fetch(req, res); },
         asio::detached);
@@ -41,7 +41,7 @@ class Client {
 
  private:
   asio::io_context ctx_;
-  upstream::HttpClient client_{ctx_.get_executor()};
+  net::HttpClient client_{ctx_.get_executor()};
 };
 
 gateway::GatewayOptions listen_on_any_port() {

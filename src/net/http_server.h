@@ -6,7 +6,8 @@
 // maximum number of open connections (beyond it new connections get 503 and are closed).
 // Errors are answered in OpenAI's shape {"error":{"message","type","code"}}.
 //
-// Internal to the gateway module (includes Beast); other modules use gateway.h.
+// Used by the gateway (its handlers see it through gateway/http.h) and the mock provider;
+// includes Beast.
 // Thread-safety: start/stop from one controlling thread; handlers run on the connection's thread.
 #pragma once
 
@@ -27,7 +28,7 @@
 #include "common/config.h"
 #include "common/status.h"
 
-namespace switchboard::gateway {
+namespace switchboard::net {
 
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -133,4 +134,4 @@ class HttpServer {
 // "host:port" → (host, port); false when malformed.
 bool split_host_port(const std::string& listen, std::string& host, uint16_t& port);
 
-}  // namespace switchboard::gateway
+}  // namespace switchboard::net

@@ -1,9 +1,9 @@
-#include "upstream/http1.h"
+#include "net/http1.h"
 
 #include <algorithm>
 #include <cstring>
 
-namespace switchboard::upstream::http1 {
+namespace switchboard::net::http1 {
 
 namespace {
 
@@ -499,4 +499,4 @@ void ReadBuffer::shrink_if_empty(size_t keep) {
   begin_ = end_ = 0;
 }
 
-}  // namespace switchboard::upstream::http1
+}  // namespace switchboard::net::http1

@@ -1,10 +1,10 @@
-#include "upstream/http1.h"
+#include "net/http1.h"
 
 #include <gtest/gtest.h>
 
 #include <random>
 
-namespace switchboard::upstream::http1 {
+namespace switchboard::net::http1 {
 namespace {
 
 Error request_error(std::string_view data, size_t max_head = 8192) {
@@ -328,9 +328,9 @@ TEST(Http1Fuzz, RandomInputIsRefusedOrBounded) {
 }
 
 }  // namespace
-}  // namespace switchboard::upstream::http1
+}  // namespace switchboard::net::http1
 
-namespace switchboard::upstream::http1 {
+namespace switchboard::net::http1 {
 namespace {
 
 TEST(Http1Buffer, KeepsUnreadBytesAndGrowsOnlyToTheLimit) {
@@ -361,9 +361,9 @@ TEST(Http1Buffer, KeepsUnreadBytesAndGrowsOnlyToTheLimit) {
 }
 
 }  // namespace
-}  // namespace switchboard::upstream::http1
+}  // namespace switchboard::net::http1
 
-namespace switchboard::upstream::http1 {
+namespace switchboard::net::http1 {
 namespace {
 
 TEST(Http1Review, EmptyLinesBeforeARequestAreSkipped) {
@@ -408,4 +408,4 @@ TEST(Http1Review, TrailersRefuseBareLineFeedsAndControlCharacters) {
 }
 
 }  // namespace
-}  // namespace switchboard::upstream::http1
+}  // namespace switchboard::net::http1

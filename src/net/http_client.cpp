@@ -1,4 +1,4 @@
-#include "upstream/http_client.h"
+#include "net/http_client.h"
 
 #include <algorithm>
 #include <array>
@@ -15,10 +15,10 @@
 #include <deque>
 #include <unordered_map>
 
-#include "upstream/http1.h"
-#include "upstream/socket_io.h"
+#include "net/http1.h"
+#include "net/socket_io.h"
 
-namespace switchboard::upstream {
+namespace switchboard::net {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -535,4 +535,4 @@ asio::awaitable<TransportStatus> HttpClient::fetch(const HttpRequest& request,
   co_return TransportStatus{};
 }
 
-}  // namespace switchboard::upstream
+}  // namespace switchboard::net

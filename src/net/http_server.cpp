@@ -1,4 +1,4 @@
-#include "gateway/http_server.h"
+#include "net/http_server.h"
 
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -16,10 +16,10 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
-#include "upstream/http1.h"
-#include "upstream/socket_io.h"
+#include "net/http1.h"
+#include "net/socket_io.h"
 
-namespace switchboard::gateway {
+namespace switchboard::net {
 
 using tcp = asio::ip::tcp;
 
@@ -34,8 +34,8 @@ constexpr size_t kBodyReadChunk = 64 * 1024;
 
 // Reads what the client sends (at least one byte) into `buffer`, growing it up to `limit`.
 asio::awaitable<boost::system::error_code> read_more(beast::tcp_stream& stream,
-                                                     upstream::http1::ReadBuffer& buffer,
-                                                     size_t want, size_t limit) {
+                                                     http1::ReadBuffer& buffer, size_t want,
+                                                     size_t limit) {
   auto room = buffer.prepare(want, limit);
   if (room.empty()) co_return http::error::header_limit;
   auto [ec, n] = co_await stream.async_read_some(asio::buffer(room.data(), room.size()), kNothrow);
@@ -44,7 +44,7 @@ asio::awaitable<boost::system::error_code> read_more(beast::tcp_stream& stream,
 }
 
 // The Beast request handlers work with, from a parsed head (field storage is Beast's own).
-void fill_request(const upstream::http1::Head& head, Request& req) {
+void fill_request(const http1::Head& head, Request& req) {
   const http::verb verb = http::string_to_verb({head.method.data(), head.method.size()});
   if (verb == http::verb::unknown) {
     req.method_string({head.method.data(), head.method.size()});
@@ -290,9 +290,9 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   boost::system::error_code ignored;
   socket.set_option(tcp::no_delay(true), ignored);
   beast::tcp_stream stream(std::move(socket));
-  upstream::http1::ReadBuffer buffer;  // unread bytes stay for the next request (pipelining)
-  upstream::http1::Head head;
-  upstream::http1::BodyReader body;
+  http1::ReadBuffer buffer;  // unread bytes stay for the next request (pipelining)
+  http1::Head head;
+  http1::BodyReader body;
   std::string head_buffer;    // reused for every response head on this connection
   std::string extra_headers;  // lent to each request's Exchange, taken back after
 
@@ -317,7 +317,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     err.prepare_payload();
     co_await http::async_write(stream, err, kNothrow);
   };
-  using upstream::http1::Error;
+  using http1::Error;
   while (!stopping_) {
     // The whole head within the idle timeout (a head trickling in byte by byte must not hold the
     // connection for a request timeout); the body within the request timeout.
@@ -328,7 +328,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     stream.expires_after(Millis(limits_.idle_timeout_ms));
     boost::system::error_code rec;
     while (true) {
-      head_size = upstream::http1::parse_request_head(buffer.data(), max_head, head, perr, scanned);
+      head_size = http1::parse_request_head(buffer.data(), max_head, head, perr, scanned);
       if (head_size > 0 || perr != Error::kNone) break;
       scanned = buffer.size();
       rec = co_await read_more(stream, buffer, kReadChunk, max_head);
@@ -342,11 +342,10 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
     }
     if (perr != Error::kNone) {
       co_await refuse(http::status::bad_request,
-                      std::string("malformed HTTP request: ") + upstream::http1::to_string(perr),
-                      "bad_http");
+                      std::string("malformed HTTP request: ") + http1::to_string(perr), "bad_http");
       break;
     }
-    if (head.framing == upstream::http1::Framing::kLength && head.content_length > max_body) {
+    if (head.framing == http1::Framing::kLength && head.content_length > max_body) {
       co_await refuse(http::status::payload_too_large,
                       "request body exceeds " + std::to_string(limits_.max_body_bytes) + " bytes",
                       "body_too_large");
@@ -387,10 +386,9 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
           break;
         }
         if (berr != Error::kNone) {
-          co_await refuse(
-              http::status::bad_request,
-              std::string("malformed HTTP request: ") + upstream::http1::to_string(berr),
-              "bad_http");
+          co_await refuse(http::status::bad_request,
+                          std::string("malformed HTTP request: ") + http1::to_string(berr),
+                          "bad_http");
           body_failed = true;
           break;
         }
@@ -482,7 +480,7 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
       std::array<asio::const_buffer, 2> bufs = {asio::buffer(head),
                                                 asio::buffer(ex.response.body())};
       extra_headers = std::move(ex.extra_headers);
-      auto [wec, wn] = co_await upstream::write_all(stream, stream.socket(), bufs, [&] {
+      auto [wec, wn] = co_await write_all(stream, stream.socket(), bufs, [&] {
         stream.expires_after(Millis(limits_.request_timeout_ms));
       });
       if (wec) break;
@@ -493,4 +491,4 @@ asio::awaitable<void> HttpServer::session(tcp::socket socket, int index,
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 
-}  // namespace switchboard::gateway
+}  // namespace switchboard::net

@@ -26,7 +26,7 @@
 #include <string_view>
 #include <vector>
 
-namespace switchboard::upstream::http1 {
+namespace switchboard::net::http1 {
 
 enum class Error {
   kNone = 0,
@@ -138,4 +138,4 @@ class ReadBuffer {
   size_t cap_ = 0, begin_ = 0, end_ = 0;
 };
 
-}  // namespace switchboard::upstream::http1
+}  // namespace switchboard::net::http1

@@ -25,10 +25,10 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/outcome.h"
 #include "common/status.h"
-#include "upstream/translate.h"
 
-namespace switchboard::upstream {
+namespace switchboard::net {
 
 using HttpHeaders = std::vector<std::pair<std::string, std::string>>;
 
@@ -120,4 +120,4 @@ class HttpClient {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace switchboard::upstream
+}  // namespace switchboard::net

@@ -6,7 +6,7 @@
 // request paid several times over. These helpers try the direct, non-blocking call first and fall
 // back to the asynchronous operation only for what is left.
 //
-// Plain TCP only (a TLS stream must not be written around). Internal to upstream and gateway;
+// Plain TCP only (a TLS stream must not be written around). Internal to the net module;
 // includes Asio. Thread-safety: that of the socket (one thread).
 #pragma once
 
@@ -21,7 +21,7 @@
 #include <cstddef>
 #include <utility>
 
-namespace switchboard::upstream {
+namespace switchboard::net {
 
 struct NoTimeout {
   void operator()() const {}
@@ -57,4 +57,4 @@ boost::asio::awaitable<std::pair<boost::system::error_code, size_t>> write_all(
   co_return std::pair{aec, written + n};
 }
 
-}  // namespace switchboard::upstream
+}  // namespace switchboard::net
