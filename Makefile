@@ -1,5 +1,5 @@
 # switchboard: `make run` starts the gateway, `make test` installs what is missing, builds and tests.
-.PHONY: deps build test test-release test-asan test-tsan test-fuzz bench run format clean
+.PHONY: deps build test test-release test-asan test-tsan test-fuzz bench run format format-check clean
 
 JOBS ?= 2
 
@@ -13,7 +13,7 @@ build: deps
 test-release: build
 	ctest --preset release -j $(JOBS)
 
-# Sanitizer runs cover the logic modules, which never include Beast.
+# Sanitizer runs cover everything: the logic modules and the gateway, its server and shutdown.
 test-asan: deps
 	cmake --preset debug >/dev/null
 	cmake --build --preset debug -j $(JOBS)
@@ -30,7 +30,7 @@ test-fuzz: deps
 	cmake --build --preset fuzz -j $(JOBS)
 	ctest --preset fuzz -j $(JOBS)
 
-test: test-release test-asan test-tsan test-fuzz
+test: format-check test-release test-asan test-tsan test-fuzz
 
 bench: build
 	./build/switchboard_bench
@@ -40,6 +40,10 @@ run: build
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')
+
+# Fails on any file that `make format` would change.
+format-check: deps
+	clang-format --dry-run --Werror $$(git ls-files '*.cpp' '*.h')
 
 clean:
 	rm -rf build build-debug build-tsan build-fuzz

@@ -10,6 +10,8 @@ PACKAGES=(
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   # The fuzz targets: clang with libFuzzer and the sanitizer runtimes (only recommended by clang).
   clang libclang-rt-14-dev
+  # `make format-check` (part of `make test`) and `make format`.
+  clang-format
 )
 
 # `--bench` adds what bench/load.sh needs (wrk and nginx), which `make test` does not.

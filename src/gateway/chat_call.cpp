@@ -129,7 +129,7 @@ class ChatCall {
     fail(status, message, type, code);
     // No route label: the client may have sent any model name (unbounded label values).
     rt_.metrics.observe("", "", "", code,
-                        std::chrono::duration<double>(MonoClock::now() - t0_).count(), 0, false);
+                        std::chrono::duration<double>(rt_.clock.now() - t0_).count(), 0, false);
   }
 
   // Errors carry the x-switchboard-* headers too (DESIGN.md: every response), naming the last
@@ -154,7 +154,7 @@ class ChatCall {
     auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
     std::lock_guard lock(st.mu);
     if (policy.rpm > 0) {
-      const auto now = MonoClock::now();
+      const auto now = rt_.clock.now();
       while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
         st.window.pop_front();
       if (int64_t(st.window.size()) >= policy.rpm) {
@@ -233,12 +233,17 @@ class ChatCall {
   }
 
   // The x-switchboard-* headers of a whole (non-stream) answer.
-  void set_headers(const routing::Attempt& a, const std::string& key_id,
-                   MonoTime now = MonoClock::now()) {
+  void set_headers(const routing::Attempt& a, const std::string& key_id) {
+    set_headers(a.model, a.provider, key_id, rt_.clock.now());
+  }
+  void set_headers(const routing::Attempt& a, const std::string& key_id, MonoTime now) {
     set_headers(a.model, a.provider, key_id, now);
   }
+  void set_headers(std::string_view model, std::string_view provider, std::string_view key_id) {
+    set_headers(model, provider, key_id, rt_.clock.now());
+  }
   void set_headers(std::string_view model, std::string_view provider, std::string_view key_id,
-                   MonoTime now = MonoClock::now()) {
+                   MonoTime now) {
     std::string& h = ex_.extra_headers;
     h.clear();
     for_each_switchboard_header(
@@ -251,7 +256,7 @@ class ChatCall {
                                                                   const keys::Lease& lease) const {
     std::vector<std::pair<std::string, std::string>> out;
     out.reserve(7);
-    for_each_switchboard_header(facts(a.model, a.provider, lease.key_id(), MonoClock::now()),
+    for_each_switchboard_header(facts(a.model, a.provider, lease.key_id(), rt_.clock.now()),
                                 [&out](std::string_view n, std::string_view v) {
                                   out.emplace_back(std::string(n), std::string(v));
                                 });
@@ -263,7 +268,7 @@ class ChatCall {
     return {request_id_, model, provider, key_id, attempts_, layer_rank_, overhead_us(now)};
   }
 
-  int64_t overhead_us(MonoTime now = MonoClock::now()) const {
+  int64_t overhead_us(MonoTime now) const {
     auto total = std::chrono::duration_cast<Micros>(now - t0_);
     return std::max<int64_t>(0, (total - upstream_time_).count());
   }
@@ -281,7 +286,7 @@ class ChatCall {
       const routing::Attempt& a = plan_[idx];
       // The plan's rank of this target's layer: layers skipped for open breakers count.
       layer_rank_ = a.rank;
-      auto now = MonoClock::now();
+      auto now = rt_.clock.now();
       if (now >= deadline) break;
       ProviderRuntime* pr = snap_->provider(a.provider);
       if (!pr) {
@@ -337,10 +342,10 @@ class ChatCall {
       keys::Lease lease = got.take_lease();
       attempts_++;
       // A grant that did not wait took microseconds: the loop's reading serves as the start.
-      const MonoTime started = waited ? MonoClock::now() : now;
+      const MonoTime started = waited ? rt_.clock.now() : now;
       const MonoTime call_deadline = std::min(deadline, started + Millis(pr->config->timeout_ms));
       Attempted r = co_await send_attempt(upstream_, *pr, a, lease, call_deadline);
-      auto latency = MonoClock::now() - started;
+      auto latency = rt_.clock.now() - started;
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
 
       keys::Outcome ko;
@@ -398,7 +403,7 @@ class ChatCall {
   }
 
   void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips) {
-    auto now = MonoClock::now();
+    auto now = rt_.clock.now();
     const bool limited =
         earliest_key != MonoTime::max() && (!last || last->cls == OutcomeClass::kRateLimited ||
                                             last->cls == OutcomeClass::kAuthFailed);
@@ -433,7 +438,7 @@ class ChatCall {
     rt_.ledger->remember(seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
                          {nonce_, owner_tag(*snap_, gateway_key_)});
     // Read after the bookkeeping, which x-switchboard-overhead-us includes.
-    const MonoTime now = MonoClock::now();
+    const MonoTime now = rt_.clock.now();
     if (!r.wrote_response) {
       ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
       set_headers(a, key_id, now);
@@ -509,8 +514,11 @@ class ChatCall {
   }
 
   void record_outcome(const routing::Attempt* a, const std::string& key_id,
-                      std::string_view status_class, const upstream::TokenUsage& u,
-                      MonoTime now = MonoClock::now()) {
+                      std::string_view status_class, const upstream::TokenUsage& u) {
+    record_outcome(a, key_id, status_class, u, rt_.clock.now());
+  }
+  void record_outcome(const routing::Attempt* a, const std::string& key_id,
+                      std::string_view status_class, const upstream::TokenUsage& u, MonoTime now) {
     auto total = now - t0_;
     std::string model = a ? std::string(a->model) : "";
     std::string provider = a ? std::string(a->provider) : "";

@@ -17,12 +17,17 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "gateway/auth.h"
+#include "gateway/learning_journal.h"
 #include "gateway/runtime.h"
 #include "gateway/workflow_api.h"
 
 namespace switchboard::gateway {
 
 namespace {
+
+// How often the learned rows that changed are written and the journal compacted: a restart
+// replays at most this much of the journal.
+constexpr Millis kLearningSnapshotInterval{2000};
 
 // The routes and models a client may request: a restricted key sees only its own.
 std::string models_json(const Config& cfg, int gateway_key) {
@@ -151,20 +156,15 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
     return Status::io_error("cannot open the store at " + config->state.path + ": " +
                             store.status().message());
   rt.store = std::move(store.value());
+  rt.learning = std::make_unique<LearningJournal>(rt, kLearningSnapshotInterval);
   if (auto loaded = rt.store->load(); loaded.ok()) {
-    routing::RouterState rs;
-    for (const auto& p : loaded->posteriors)
-      rs.posteriors.push_back(
-          routing::Posterior{p.category, p.model, p.alpha, p.beta, 0, uint64_t(p.last_outcome_id)});
-    for (const auto& s : loaded->model_stats)
-      rs.stats.push_back(routing::ModelStats{
-          s.model, uint64_t(s.requests), uint64_t(s.successes), s.latency_ewma_us, s.latency_p95_us,
-          s.tokens_in, s.tokens_out, s.spend_usd, uint64_t(s.last_outcome_id)});
-    snap.value()->router->import_state(rs);
+    LearningJournal::restore(*snap.value()->router, *loaded);
+    rt.learning->mark_written(*loaded);
     rt.store_ok = true;
   } else {
     log::warn("store state could not be loaded: {}", loaded.status().message());
   }
+  rt.learning->attach(*snap.value()->router);
   // Verdicts may come for requests served before a restart, within the feedback window.
   {
     const WallTime now = rt.clock.wall_now();
@@ -302,6 +302,7 @@ Status Gateway::start() {
     return st;
   }
   if (rt.workflows) rt.workflows->start();
+  if (rt.learning) rt.learning->start();
   return Status();
 }
 
@@ -326,33 +327,9 @@ void Gateway::stop(Millis grace) {
   }
   rt.workflows.reset();
   auto snap = rt.snapshot();
-  // Persist what was learned, then drain and close the store.
+  // What was learned since the last snapshot, then drain and close the store.
+  if (rt.learning) rt.learning->stop();
   if (rt.store) {
-    auto state = snap->router->export_state();
-    for (const auto& p : state.posteriors) {
-      store::BanditPosteriorEvent e;
-      e.category = p.category;
-      e.model = p.model;
-      e.alpha = p.alpha;
-      e.beta = p.beta;
-      e.last_outcome_id = int64_t(p.last_outcome_id);
-      e.updated = rt.clock.wall_now();
-      rt.store->enqueue(std::move(e));
-    }
-    for (const auto& s : state.stats) {
-      store::ModelStatsEvent e;
-      e.model = s.model;
-      e.requests = int64_t(s.requests);
-      e.successes = int64_t(s.successes);
-      e.latency_ewma_us = s.latency_ewma_us;
-      e.latency_p95_us = s.latency_p95_us;
-      e.tokens_in = s.tokens_in;
-      e.tokens_out = s.tokens_out;
-      e.spend_usd = s.spend_usd;
-      e.last_outcome_id = int64_t(s.last_outcome_id);
-      e.updated = rt.clock.wall_now();
-      rt.store->enqueue(std::move(e));
-    }
     rt.store->close();
   }
   rt.clients.clear();
@@ -427,16 +404,20 @@ int run_serve(const std::string& config_path, const std::string& listen_override
         hangup.async_wait(on_hangup);
       };
   hangup.async_wait(on_hangup);
+  // The drain runs on its own thread so that a second signal is still heard (and exits at
+  // once); it refers to this frame's locals, so it is joined before they go.
+  std::thread drain;
   signals.async_wait([&](const boost::system::error_code&, int sig) {
     log::info("signal {}: draining (a second signal exits at once)", sig);
     hangup.cancel();
     signals.async_wait([](const boost::system::error_code&, int) { std::_Exit(1); });
-    std::thread([&] {
+    drain = std::thread([&] {
       (*gw)->stop(Millis(config->server.shutdown_grace_ms));
       signals_ctx.stop();
-    }).detach();
+    });
   });
   signals_ctx.run();
+  if (drain.joinable()) drain.join();
   log::info("stopped");
   return 0;
 }

@@ -19,6 +19,7 @@
 #include "common/config.h"
 #include "common/metrics.h"
 #include "gateway/http.h"
+#include "gateway/learning_journal.h"
 #include "gateway/mock_provider.h"
 #include "keys/keys.h"
 #include "net/http_client.h"
@@ -144,6 +145,7 @@ struct Runtime {
   std::mutex reload_mu;     // one reload at a time
   std::string config_path;  // what a reload re-reads ("" = no file: reload refused)
   std::unique_ptr<store::Store> store;
+  std::unique_ptr<LearningJournal> learning;              // set at start, before traffic
   std::vector<std::unique_ptr<net::HttpClient>> clients;  // one per server thread
   RequestMetrics metrics;
   std::atomic<uint64_t> request_seq{0};

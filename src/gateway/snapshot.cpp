@@ -111,6 +111,7 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
       });
   if (previous)
     snap->router->import_state(previous->router->export_state());  // what was learned stays
+  if (rt.learning) rt.learning->attach(*snap->router);
   return std::shared_ptr<const Snapshot>(std::move(snap));
 }
 

@@ -73,6 +73,8 @@ struct Router::Impl {
 
   mutable std::mutex post_mu;
   StringMap<std::vector<Post>> posteriors;  // category → per model index
+  Journal journal;                          // guarded by post_mu; called with it held
+  uint64_t learned_through = 0;             // the newest journal id applied; guarded by post_mu
 
   mutable std::mutex stat_mu;
   std::vector<Stat> stats;      // per model index
@@ -101,6 +103,57 @@ struct Router::Impl {
     auto [ins, _] = posteriors.try_emplace(key, cfg.models.size(),
                                            Post{cfg.learning.prior_alpha, cfg.learning.prior_beta});
     return ins->second;
+  }
+
+  // Applies one record with post_mu held (takes stat_mu inside it: the same order everywhere).
+  // A record with an id changes only the rows whose newest included id is older.
+  void apply_locked(const LearnRecord& rec, int idx, uint64_t id) {
+    const auto& L = cfg.learning;
+    if (id > learned_through) learned_through = id;
+    Post& p = category_locked(rec.category.empty() ? "default" : rec.category)[size_t(idx)];
+    const bool fresh = id == 0 || id > p.last_id;
+    if (rec.kind == LearnRecord::Kind::kFeedback) {
+      if (!fresh) return;
+      const double t = std::clamp(rec.transport_reward, 0.0, 1.0);
+      const double f = std::clamp(rec.reward, 0.0, 1.0);
+      // Evidence can only be swapped, never pushed below a sliver of the prior: α, β stay > 0.
+      constexpr double kFloor = 1e-3;
+      p.alpha = std::max(kFloor, p.alpha + (f - t));
+      p.beta = std::max(kFloor, p.beta + (t - f));
+      p.feedback++;
+      p.feedback_sum += f;
+      if (id) p.last_id = id;
+      return;
+    }
+    if (rec.counts_for_learning && fresh) {
+      const double r = std::clamp(rec.reward, 0.0, 1.0);
+      p.alpha = L.prior_alpha + (p.alpha - L.prior_alpha) * gamma + r;
+      p.beta = L.prior_beta + (p.beta - L.prior_beta) * gamma + (1.0 - r);
+      p.outcomes++;
+      if (id) p.last_id = id;
+    }
+    std::lock_guard lock(stat_mu);
+    Stat& s = stats[size_t(idx)];
+    if (id != 0 && id <= s.last_id) return;
+    if (id) s.last_id = id;
+    s.requests++;
+    s.successes += rec.success ? 1 : 0;
+    s.tokens_in += rec.tokens_in;
+    s.tokens_out += rec.tokens_out;
+    s.spend += rec.cost_usd;
+    if (rec.latency_us > 0) {
+      const double x = double(rec.latency_us);
+      if (s.ewma_us == 0) {
+        s.ewma_us = x;
+        s.p95_us = x;
+      } else {
+        s.ewma_us += 0.1 * (x - s.ewma_us);
+        // Stochastic quantile estimate: rises by 0.95·step above, falls by 0.05·step below.
+        const double step = 0.1 * s.ewma_us;
+        s.p95_us += x > s.p95_us ? 0.95 * step : -0.05 * step;
+        if (s.p95_us < 0) s.p95_us = 0;
+      }
+    }
   }
 
   const std::vector<Post>* find_category_locked(std::string_view category) const {
@@ -376,11 +429,17 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
                       std::move(attempts));
 }
 
+void Router::set_journal(Journal journal) {
+  std::lock_guard lock(impl_->post_mu);
+  impl_->journal = std::move(journal);
+}
+
 void Router::record(const Outcome& o) {
   auto it = impl_->model_index.find(o.model);
   if (it == impl_->model_index.end()) {
     std::lock_guard lock(impl_->stat_mu);
-    // Names outside the catalog come from clients (provider/anything): bounded like categories.
+    // Names outside the catalog come from clients (provider/anything): bounded like categories,
+    // and not journaled (they teach no posterior).
     auto found = impl_->extra_stats.find(o.model);
     if (found == impl_->extra_stats.end())
       found = impl_->extra_stats
@@ -393,71 +452,57 @@ void Router::record(const Outcome& o) {
     s.spend += o.cost_usd;
     return;
   }
-  const int idx = it->second;
-  if (o.counts_for_learning) {
-    const double r = std::clamp(o.reward, 0.0, 1.0);
-    const auto& L = impl_->cfg.learning;
-    std::lock_guard lock(impl_->post_mu);
-    Post& p = impl_->category_locked(o.category.empty() ? "default" : o.category)[idx];
-    if (o.id == 0 || o.id > p.last_id) {
-      p.alpha = L.prior_alpha + (p.alpha - L.prior_alpha) * impl_->gamma + r;
-      p.beta = L.prior_beta + (p.beta - L.prior_beta) * impl_->gamma + (1.0 - r);
-      p.outcomes++;
-      if (o.id) p.last_id = o.id;
-    }
-  }
-  std::lock_guard lock(impl_->stat_mu);
-  Stat& s = impl_->stats[idx];
-  if (o.id != 0 && o.id <= s.last_id) return;
-  if (o.id) s.last_id = o.id;
-  s.requests++;
-  s.successes += o.success ? 1 : 0;
-  s.tokens_in += o.tokens_in;
-  s.tokens_out += o.tokens_out;
-  s.spend += o.cost_usd;
-  if (o.latency_us > 0) {
-    const double x = double(o.latency_us);
-    if (s.ewma_us == 0) {
-      s.ewma_us = x;
-      s.p95_us = x;
-    } else {
-      s.ewma_us += 0.1 * (x - s.ewma_us);
-      // Stochastic quantile estimate: rises by 0.95·step above, falls by 0.05·step below.
-      const double step = 0.1 * s.ewma_us;
-      s.p95_us += x > s.p95_us ? 0.95 * step : -0.05 * step;
-      if (s.p95_us < 0) s.p95_us = 0;
-    }
-  }
+  LearnRecord rec;
+  rec.kind = LearnRecord::Kind::kOutcome;
+  rec.category = o.category;
+  rec.model = o.model;
+  rec.reward = o.reward;
+  rec.counts_for_learning = o.counts_for_learning;
+  rec.success = o.success;
+  rec.latency_us = o.latency_us;
+  rec.tokens_in = o.tokens_in;
+  rec.tokens_out = o.tokens_out;
+  rec.cost_usd = o.cost_usd;
+  std::lock_guard lock(impl_->post_mu);
+  const uint64_t id = impl_->journal ? impl_->journal(rec) : o.id;
+  impl_->apply_locked(rec, it->second, id);
 }
 
 void Router::record_feedback(std::string_view category, std::string_view model,
                              double transport_reward, double feedback_reward) {
   auto it = impl_->model_index.find(model);
   if (it == impl_->model_index.end()) return;
-  const double t = std::clamp(transport_reward, 0.0, 1.0);
-  const double f = std::clamp(feedback_reward, 0.0, 1.0);
-  // Evidence can only be swapped, never pushed below a sliver of the prior: α and β stay > 0.
-  constexpr double kFloor = 1e-3;
+  LearnRecord rec;
+  rec.kind = LearnRecord::Kind::kFeedback;
+  rec.category = std::string(category);
+  rec.model = std::string(model);
+  rec.reward = feedback_reward;
+  rec.transport_reward = transport_reward;
   std::lock_guard lock(impl_->post_mu);
-  Post& p = impl_->category_locked(category.empty() ? "default" : category)[it->second];
-  p.alpha = std::max(kFloor, p.alpha + (f - t));
-  p.beta = std::max(kFloor, p.beta + (t - f));
-  p.feedback++;
-  p.feedback_sum += f;
+  const uint64_t id = impl_->journal ? impl_->journal(rec) : 0;
+  impl_->apply_locked(rec, it->second, id);
+}
+
+void Router::replay(const LearnRecord& rec, uint64_t id) {
+  auto it = impl_->model_index.find(rec.model);
+  if (it == impl_->model_index.end()) return;  // model since removed from the config
+  std::lock_guard lock(impl_->post_mu);
+  impl_->apply_locked(rec, it->second, id);
 }
 
 RouterState Router::export_state() const {
   RouterState st;
   const Config& cfg = *config_;
-  {
-    std::lock_guard lock(impl_->post_mu);
-    for (const auto& [cat, vec] : impl_->posteriors) {
-      for (size_t i = 0; i < vec.size(); ++i) {
-        if (vec[i].outcomes == 0 && vec[i].last_id == 0 && vec[i].feedback == 0) continue;
-        st.posteriors.push_back(Posterior{cat, cfg.models[i].name, vec[i].alpha, vec[i].beta,
-                                          vec[i].outcomes, vec[i].last_id, vec[i].feedback,
-                                          vec[i].feedback_sum});
-      }
+  // Both locks at once (post_mu first, as apply_locked takes them), so that the rows and
+  // `learned_through` describe the same set of records.
+  std::lock_guard post_lock(impl_->post_mu);
+  st.learned_through = impl_->learned_through;
+  for (const auto& [cat, vec] : impl_->posteriors) {
+    for (size_t i = 0; i < vec.size(); ++i) {
+      if (vec[i].outcomes == 0 && vec[i].last_id == 0 && vec[i].feedback == 0) continue;
+      st.posteriors.push_back(Posterior{cat, cfg.models[i].name, vec[i].alpha, vec[i].beta,
+                                        vec[i].outcomes, vec[i].last_id, vec[i].feedback,
+                                        vec[i].feedback_sum});
     }
   }
   std::lock_guard lock(impl_->stat_mu);
@@ -473,6 +518,7 @@ RouterState Router::export_state() const {
 void Router::import_state(const RouterState& st) {
   {
     std::lock_guard lock(impl_->post_mu);
+    impl_->learned_through = std::max(impl_->learned_through, st.learned_through);
     for (const auto& p : st.posteriors) {
       auto it = impl_->model_index.find(p.model);
       if (it == impl_->model_index.end()) continue;  // model since removed from the config
@@ -489,6 +535,12 @@ void Router::import_state(const RouterState& st) {
         Stat{s.requests,  s.successes,  s.latency_ewma_us, s.latency_p95_us,
              s.tokens_in, s.tokens_out, s.spend_usd,       s.last_outcome_id};
   }
+}
+
+void Router::restore(const RouterState& snapshot,
+                     const std::vector<std::pair<uint64_t, LearnRecord>>& journal) {
+  import_state(snapshot);
+  for (const auto& [id, record] : journal) replay(record, id);
 }
 
 std::optional<Posterior> Router::posterior(std::string_view category,

@@ -49,6 +49,7 @@
 
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/learned.h"
 #include "common/status.h"
 
 namespace switchboard::routing {
@@ -172,34 +173,17 @@ struct Outcome {
   double cost_usd = 0;
 };
 
-struct Posterior {
-  std::string category;
-  std::string model;
-  double alpha = 1;
-  double beta = 1;
-  uint64_t outcomes = 0;
-  uint64_t last_outcome_id = 0;
-  uint64_t feedback = 0;           // caller verdicts received (POST /v1/feedback)
-  double feedback_reward_sum = 0;  // their rewards, summed
-  double mean() const { return alpha / (alpha + beta); }
-};
-
-struct ModelStats {
-  std::string model;
-  uint64_t requests = 0;
-  uint64_t successes = 0;
-  double latency_ewma_us = 0;
-  double latency_p95_us = 0;
-  int64_t tokens_in = 0;
-  int64_t tokens_out = 0;
-  double spend_usd = 0;
-  uint64_t last_outcome_id = 0;
-  double success_rate() const { return requests ? double(successes) / double(requests) : 0.0; }
-};
+// The learned state's shape is common's (common/learned.h), shared with the store.
+using switchboard::LearnRecord;
+using switchboard::ModelStats;
+using switchboard::Posterior;
 
 struct RouterState {
   std::vector<Posterior> posteriors;
   std::vector<ModelStats> stats;
+  // The newest journal id applied when the state was taken: every record up to it is in the
+  // rows above (taken under the same lock as the journal), so a snapshot may forget them.
+  uint64_t learned_through = 0;
 };
 
 class Router {
@@ -217,18 +201,33 @@ class Router {
   Result<FallbackPlan> plan(const RequestInfo& request) const;
   Result<FallbackPlan> plan(const RequestInfo& request, Rng& rng) const;
 
-  // Learns from one outcome. Outcomes whose id is <= the pair's last included id are ignored
-  // (replays after a restart never count twice).
+  // Where the router writes down what it learns, called with the router's lock held so that the
+  // ids it hands out follow the order the records are applied in: returns the record's id
+  // (increasing; 0 = not kept). Set before the router takes traffic.
+  using Journal = std::function<uint64_t(const LearnRecord&)>;
+  void set_journal(Journal journal);
+
+  // Learns from one outcome (journaled). With no journal, an outcome whose id is <= the pair's
+  // last included id is ignored.
   void record(const Outcome& outcome);
 
   // The caller's verdict on a request already recorded with `transport_reward`: the verdict
   // replaces that evidence (α += f − t, β += t − f), so the request still counts once and the
   // caller's judgement, which knows whether the answer was right, outweighs transport success.
+  // Journaled.
   void record_feedback(std::string_view category, std::string_view model, double transport_reward,
                        double feedback_reward);
 
+  // Applies a journaled record again after a restart (not journaled): only to the rows whose
+  // newest included id is older than `id`, so replaying a record a snapshot holds changes nothing.
+  void replay(const LearnRecord& record, uint64_t id);
+
   RouterState export_state() const;
   void import_state(const RouterState& state);
+  // A restart: `snapshot` (stored rows), then the journal's later records (oldest first) replayed
+  // onto it. Gives back exactly the state the journal had acknowledged.
+  void restore(const RouterState& snapshot,
+               const std::vector<std::pair<uint64_t, LearnRecord>>& journal);
   std::optional<Posterior> posterior(std::string_view category, std::string_view model) const;
   std::optional<ModelStats> stats(std::string_view model) const;
 

@@ -13,8 +13,8 @@ namespace detail {
 namespace {
 
 constexpr std::array<const char*, kEventKinds> kKindNames = {
-    "outcome",          "usage",       "key_state", "breaker_transition",
-    "bandit_posterior", "model_stats", "feedback"};
+    "outcome",     "usage",    "key_state", "breaker_transition", "bandit_posterior",
+    "model_stats", "feedback", "learning",  "learning_compact"};
 
 }  // namespace
 
@@ -25,6 +25,7 @@ struct StoreMetrics {
   std::array<prometheus::Counter*, kEventKinds> dropped;
   prometheus::Counter* write_errors;
   prometheus::Counter* committed;
+  prometheus::Counter* overflow;
 
   StoreMetrics() {
     queue_depth = &metrics::gauge_family("switchboard_store_queue_depth",
@@ -42,6 +43,10 @@ struct StoreMetrics {
     committed = &metrics::counter_family("switchboard_store_committed_events_total",
                                          "Events committed by the store writer")
                      .Add({});
+    overflow = &metrics::counter_family(
+                    "switchboard_store_overflow_total",
+                    "Essential events queued beyond the capacity instead of waiting for space")
+                    .Add({});
   }
 };
 
@@ -134,6 +139,7 @@ StoreCounters BatchWriter::counters() const {
   c.committed = committed_.load(std::memory_order_relaxed);
   c.dropped = dropped_.load(std::memory_order_relaxed);
   c.write_errors = write_errors_.load(std::memory_order_relaxed);
+  c.overflowed = overflowed_.load(std::memory_order_relaxed);
   return c;
 }
 
@@ -155,15 +161,28 @@ uint64_t BatchWriter::enqueue_locked(std::unique_lock<std::mutex>& lock, Event&&
       count_drop(event.index());
       return 0;
     } else {
+      // Only essential events are queued. A request waits for space at most kEssentialWait
+      // (invariant 6: writers never block a request); then the event goes over the capacity into
+      // the overflow the writer drains first, bounded by kOverflowFactor times the capacity.
       if (wake) {
         writer_cv_.notify_one();  // it frees the space we wait for
         wake = false;
       }
-      space_cv_.wait(lock, [&] { return stopping_ || queued() < capacity_; });
+      space_cv_.wait_for(lock, kEssentialWait, [&] { return stopping_ || queued() < capacity_; });
       if (stopping_) {
         log::error("store: essential {} event refused: store closing", kKindNames[event.index()]);
         count_drop(event.index());
         return 0;
+      }
+      if (queued() >= capacity_) {
+        if (essential_.size() >= capacity_ * kOverflowFactor) {
+          log::error("store: essential {} event dropped: the writer is {} events behind",
+                     kKindNames[event.index()], essential_.size());
+          count_drop(event.index());
+          return 0;
+        }
+        metrics_.overflow->Increment();
+        overflowed_.fetch_add(1, std::memory_order_relaxed);
       }
     }
   }
@@ -326,7 +345,9 @@ const char* event_kind_name(const Event& e) {
 }
 
 bool is_essential(const Event& e) {
-  return std::holds_alternative<UsageEvent>(e) || std::holds_alternative<FeedbackEvent>(e);
+  return std::holds_alternative<UsageEvent>(e) || std::holds_alternative<FeedbackEvent>(e) ||
+         std::holds_alternative<BanditPosteriorEvent>(e) ||
+         std::holds_alternative<ModelStatsEvent>(e) || std::holds_alternative<LearnCompactEvent>(e);
 }
 
 }  // namespace switchboard::store

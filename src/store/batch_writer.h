@@ -4,14 +4,15 @@
 // Queue design: two rings (essential, non-essential) behind one mutex. `enqueue` holds the lock
 // for one move into a slot; the writer swaps both rings out whole under the lock (O(1)) and
 // writes them without it, so producers never wait for the disk. Rings keep their slots across
-// swaps, so a warmed-up queue allocates nothing. Memory is bounded: each of the four rings (two
-// queued, two being written) holds at most `queue_capacity` slots.
+// swaps, so a warmed-up queue allocates nothing. Memory is bounded: the non-essential rings hold at
+// most `queue_capacity` slots, the essential ones at most kOverflowFactor times that.
 //
 // Thread-safety: BatchWriter's public members may be called from any thread (as the Store
 // methods they implement); the BatchSink it drives is called only from the writer thread.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
@@ -27,6 +28,10 @@
 namespace switchboard::store::detail {
 
 inline constexpr size_t kEventKinds = std::variant_size_v<Event>;
+// How long an essential event waits for queue space before it goes over the capacity, and how far
+// over (a multiple of the capacity) before it is dropped after all.
+inline constexpr std::chrono::microseconds kEssentialWait{200};
+inline constexpr size_t kOverflowFactor = 4;
 
 struct Entry {
   uint64_t seq;
@@ -135,7 +140,7 @@ class BatchWriter {
 
   mutable std::mutex mu_;
   std::condition_variable writer_cv_;  // wakes the writer
-  std::condition_variable space_cv_;   // essential producers waiting for queue space
+  std::condition_variable space_cv_;   // essential producers waiting (briefly) for queue space
   std::condition_variable done_cv_;    // flush()/prune() waiters
   Ring essential_;                     // guarded by mu_
   Ring normal_;                        // guarded by mu_
@@ -152,7 +157,7 @@ class BatchWriter {
 
   uint64_t failures_logged_ = 0;  // writer thread only
   uint64_t enqueued_ = 0;         // guarded by mu_
-  std::atomic<uint64_t> committed_{0}, dropped_{0}, write_errors_{0};
+  std::atomic<uint64_t> committed_{0}, dropped_{0}, write_errors_{0}, overflowed_{0};
 
   std::thread writer_;
 };

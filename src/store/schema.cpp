@@ -151,6 +151,29 @@ CREATE INDEX workflow_runs_client ON workflow_runs (client, created_ms);
       {7, "outcome gateway keys", R"sql(
 ALTER TABLE outcomes ADD COLUMN gateway_key TEXT NOT NULL DEFAULT '';
 )sql"},
+      // The router's journal (issue 25): every record it learned from, by id (the store's
+      // sequence number), until a snapshot of the posteriors and statistics holds it. Posterior
+      // rows also keep their counts, which the admin API shows after a restart.
+      {8, "learning journal", R"sql(
+CREATE TABLE learning_log (
+  id INTEGER PRIMARY KEY,
+  ts_ms INTEGER NOT NULL,
+  kind INTEGER NOT NULL,            -- 0 outcome, 1 caller verdict
+  category TEXT NOT NULL,
+  model TEXT NOT NULL,
+  reward REAL NOT NULL,
+  transport_reward REAL NOT NULL DEFAULT 0,
+  counts INTEGER NOT NULL DEFAULT 1,
+  success INTEGER NOT NULL DEFAULT 0,
+  latency_us INTEGER NOT NULL DEFAULT 0,
+  tokens_in INTEGER NOT NULL DEFAULT 0,
+  tokens_out INTEGER NOT NULL DEFAULT 0,
+  cost_usd REAL NOT NULL DEFAULT 0
+);
+ALTER TABLE bandit_posteriors ADD COLUMN outcomes INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE bandit_posteriors ADD COLUMN feedback INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE bandit_posteriors ADD COLUMN feedback_reward_sum REAL NOT NULL DEFAULT 0;
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

@@ -61,9 +61,12 @@ class SqliteStore final : public Store, private detail::BatchSink {
         "INSERT INTO breaker_transitions (ts_ms, breaker, from_state, to_state, reason) "
         "VALUES (?1, ?2, ?3, ?4, ?5)",
         "INSERT INTO bandit_posteriors (category, model, alpha, beta, last_outcome_id, "
-        "updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (category, model) DO UPDATE "
+        "updated_ms, outcomes, feedback, feedback_reward_sum) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (category, model) DO UPDATE "
         "SET alpha = excluded.alpha, beta = excluded.beta, "
-        "last_outcome_id = excluded.last_outcome_id, updated_ms = excluded.updated_ms",
+        "last_outcome_id = excluded.last_outcome_id, updated_ms = excluded.updated_ms, "
+        "outcomes = excluded.outcomes, feedback = excluded.feedback, "
+        "feedback_reward_sum = excluded.feedback_reward_sum",
         "INSERT INTO model_stats (model, requests, successes, latency_ewma_us, latency_p95_us, "
         "tokens_in, tokens_out, spend_usd, last_outcome_id, updated_ms) "
         "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (model) DO UPDATE SET "
@@ -73,6 +76,10 @@ class SqliteStore final : public Store, private detail::BatchSink {
         "spend_usd = excluded.spend_usd, last_outcome_id = excluded.last_outcome_id, "
         "updated_ms = excluded.updated_ms",
         "INSERT INTO feedback (ts_ms, request_id, success, score) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO learning_log (id, ts_ms, kind, category, model, reward, transport_reward, "
+        "counts, success, latency_us, tokens_in, tokens_out, cost_usd) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "DELETE FROM learning_log WHERE id <= ?1",
     };
     static_assert(std::size(kSql) == kEventKinds);
     for (size_t i = 0; i < kEventKinds; ++i) {
@@ -101,7 +108,8 @@ class SqliteStore final : public Store, private detail::BatchSink {
     auto last = db_.query_int(
         "SELECT max(coalesce((SELECT max(id) FROM outcomes), 0), "
         "coalesce((SELECT max(last_outcome_id) FROM bandit_posteriors), 0), "
-        "coalesce((SELECT max(last_outcome_id) FROM model_stats), 0))");
+        "coalesce((SELECT max(last_outcome_id) FROM model_stats), 0), "
+        "coalesce((SELECT max(id) FROM learning_log), 0))");
     if (!last.ok()) return last.status();
     writer_.start(static_cast<uint64_t>(*last));
     return Status();
@@ -225,21 +233,24 @@ class SqliteStore final : public Store, private detail::BatchSink {
                             s.bind(2, p.model);
                             s.bind(3, p.alpha);
                             s.bind(4, p.beta);
-                            s.bind(5, p.last_outcome_id);
+                            s.bind(5, int64_t(p.last_outcome_id));
                             s.bind(6, to_ms(p.updated));
+                            s.bind(7, int64_t(p.outcomes));
+                            s.bind(8, int64_t(p.feedback));
+                            s.bind(9, p.feedback_reward_sum);
                             return s.run();
                           },
                           [&](const ModelStatsEvent& m) {
                             Stmt& s = insert_[5];
                             s.bind(1, m.model);
-                            s.bind(2, m.requests);
-                            s.bind(3, m.successes);
+                            s.bind(2, int64_t(m.requests));
+                            s.bind(3, int64_t(m.successes));
                             s.bind(4, m.latency_ewma_us);
                             s.bind(5, m.latency_p95_us);
                             s.bind(6, m.tokens_in);
                             s.bind(7, m.tokens_out);
                             s.bind(8, m.spend_usd);
-                            s.bind(9, m.last_outcome_id);
+                            s.bind(9, int64_t(m.last_outcome_id));
                             s.bind(10, to_ms(m.updated));
                             return s.run();
                           },
@@ -249,6 +260,28 @@ class SqliteStore final : public Store, private detail::BatchSink {
                             s.bind(2, f.request_id);
                             s.bind(3, f.success ? 1 : 0);
                             s.bind(4, f.score);
+                            return s.run();
+                          },
+                          [&](const LearnEvent& l) {
+                            Stmt& s = insert_[7];
+                            s.bind(1, int64_t(e.seq));
+                            s.bind(2, to_ms(l.time));
+                            s.bind(3, int64_t(l.kind));
+                            s.bind(4, l.category);
+                            s.bind(5, l.model);
+                            s.bind(6, l.reward);
+                            s.bind(7, l.transport_reward);
+                            s.bind(8, l.counts_for_learning ? 1 : 0);
+                            s.bind(9, l.success ? 1 : 0);
+                            s.bind(10, l.latency_us);
+                            s.bind(11, l.tokens_in);
+                            s.bind(12, l.tokens_out);
+                            s.bind(13, l.cost_usd);
+                            return s.run();
+                          },
+                          [&](const LearnCompactEvent& c) {
+                            Stmt& s = insert_[8];
+                            s.bind(1, int64_t(c.up_to));
                             return s.run();
                           },
                       },
@@ -361,7 +394,8 @@ Result<LoadedState> SqliteStore::load() {
   if (rc != SQLITE_DONE) return detail::sqlite_error(db->get(), rc, "load key_state");
 
   if (Status st = s.prepare(db->get(),
-                            "SELECT category, model, alpha, beta, last_outcome_id, updated_ms "
+                            "SELECT category, model, alpha, beta, last_outcome_id, updated_ms, "
+                            "outcomes, feedback, feedback_reward_sum "
                             "FROM bandit_posteriors ORDER BY category, model");
       !st.ok()) {
     return st;
@@ -372,8 +406,11 @@ Result<LoadedState> SqliteStore::load() {
     p.model = s.col_text(1);
     p.alpha = s.col_double(2);
     p.beta = s.col_double(3);
-    p.last_outcome_id = s.col_int(4);
+    p.last_outcome_id = uint64_t(s.col_int(4));
     p.updated = detail::from_ms(s.col_int(5));
+    p.outcomes = uint64_t(s.col_int(6));
+    p.feedback = uint64_t(s.col_int(7));
+    p.feedback_reward_sum = s.col_double(8);
     out.posteriors.push_back(std::move(p));
   }
   if (rc != SQLITE_DONE) return detail::sqlite_error(db->get(), rc, "load bandit_posteriors");
@@ -388,18 +425,42 @@ Result<LoadedState> SqliteStore::load() {
   while ((rc = s.step()) == SQLITE_ROW) {
     ModelStatsEvent m;
     m.model = s.col_text(0);
-    m.requests = s.col_int(1);
-    m.successes = s.col_int(2);
+    m.requests = uint64_t(s.col_int(1));
+    m.successes = uint64_t(s.col_int(2));
     m.latency_ewma_us = s.col_double(3);
     m.latency_p95_us = s.col_double(4);
     m.tokens_in = s.col_int(5);
     m.tokens_out = s.col_int(6);
     m.spend_usd = s.col_double(7);
-    m.last_outcome_id = s.col_int(8);
+    m.last_outcome_id = uint64_t(s.col_int(8));
     m.updated = detail::from_ms(s.col_int(9));
     out.model_stats.push_back(std::move(m));
   }
   if (rc != SQLITE_DONE) return detail::sqlite_error(db->get(), rc, "load model_stats");
+
+  if (Status st = s.prepare(db->get(),
+                            "SELECT id, kind, category, model, reward, transport_reward, counts, "
+                            "success, latency_us, tokens_in, tokens_out, cost_usd "
+                            "FROM learning_log ORDER BY id");
+      !st.ok()) {
+    return st;
+  }
+  while ((rc = s.step()) == SQLITE_ROW) {
+    LearnRecord r;
+    r.kind = s.col_int(1) == 1 ? LearnRecord::Kind::kFeedback : LearnRecord::Kind::kOutcome;
+    r.category = s.col_text(2);
+    r.model = s.col_text(3);
+    r.reward = s.col_double(4);
+    r.transport_reward = s.col_double(5);
+    r.counts_for_learning = s.col_int(6) != 0;
+    r.success = s.col_int(7) != 0;
+    r.latency_us = s.col_int(8);
+    r.tokens_in = s.col_int(9);
+    r.tokens_out = s.col_int(10);
+    r.cost_usd = s.col_double(11);
+    out.learning.emplace_back(uint64_t(s.col_int(0)), std::move(r));
+  }
+  if (rc != SQLITE_DONE) return detail::sqlite_error(db->get(), rc, "load learning_log");
   s.finalize();
 
   auto last = db->query_int("SELECT coalesce(max(id), 0) FROM outcomes");

@@ -13,8 +13,11 @@
 // power loss. With NORMAL a power loss may roll back the last commits, never corrupt the file.
 //
 // Queue full: the oldest queued non-essential event (outcome, key state, breaker transition,
-// posterior, model statistics) is dropped and counted. Essential events (usage/spend, feedback)
-// are never dropped: their `enqueue` waits for space instead (back-pressure).
+// learning record) is dropped and counted. Essential events (usage/spend, feedback, the learned
+// state's snapshot rows and the journal compaction that must follow them) are not dropped: their `enqueue` waits for space at most 200 µs, then queues the event over the
+// capacity (counted in `switchboard_store_overflow_total`), where the writer takes it first; only
+// a writer four capacities behind (a dead disk) makes it drop one, counted and logged. So a
+// request never waits for the disk beyond that bound.
 //
 // Secrets never reach the store: events carry key ids (`openai#2`), never key material.
 //
@@ -33,6 +36,7 @@
 
 #include "common/clock.h"
 #include "common/config.h"
+#include "common/learned.h"
 #include "common/status.h"
 
 namespace switchboard::store {
@@ -95,30 +99,24 @@ struct BreakerTransitionEvent {
   std::string reason;
 };
 
-// Thompson-sampling posterior of one (category, model); upserted. `last_outcome_id` is the
-// sequence number (= outcome id) of the newest outcome it includes, so a restart never counts an
-// outcome twice.
-struct BanditPosteriorEvent {
-  std::string category;
-  std::string model;
-  double alpha = 1;
-  double beta = 1;
-  int64_t last_outcome_id = 0;
+// A snapshot row of the learned state (common/learned.h), upserted by (category, model) or model.
+// Its `last_outcome_id` is the newest learning record it includes: a restart replays only the
+// journal's newer records onto it, so nothing counts twice.
+struct BanditPosteriorEvent : Posterior {
+  WallTime updated{};
+};
+struct ModelStatsEvent : ModelStats {
   WallTime updated{};
 };
 
-// Running statistics of one model; upserted.
-struct ModelStatsEvent {
-  std::string model;
-  int64_t requests = 0;
-  int64_t successes = 0;
-  double latency_ewma_us = 0;
-  double latency_p95_us = 0;
-  int64_t tokens_in = 0;
-  int64_t tokens_out = 0;
-  double spend_usd = 0;
-  int64_t last_outcome_id = 0;
-  WallTime updated{};
+// One record the router learned from, journaled in the order the router applied it; the event's
+// sequence number is its id (the router hands it to the rows it changed).
+struct LearnEvent : LearnRecord {
+  WallTime time{};
+};
+// Forgets the journal's records up to `up_to`: a snapshot written before it holds them.
+struct LearnCompactEvent {
+  uint64_t up_to = 0;
 };
 
 // The caller's verdict on a request (POST /v1/feedback). Essential: never dropped.
@@ -130,7 +128,8 @@ struct FeedbackEvent {
 };
 
 using Event = std::variant<OutcomeEvent, UsageEvent, KeyStateEvent, BreakerTransitionEvent,
-                           BanditPosteriorEvent, ModelStatsEvent, FeedbackEvent>;
+                           BanditPosteriorEvent, ModelStatsEvent, FeedbackEvent, LearnEvent,
+                           LearnCompactEvent>;
 
 // Label value of `switchboard_store_dropped_total{kind=...}` ("outcome", "usage", ...).
 const char* event_kind_name(const Event& e);
@@ -143,6 +142,8 @@ struct LoadedState {
   std::vector<KeyStateEvent> keys;
   std::vector<BanditPosteriorEvent> posteriors;
   std::vector<ModelStatsEvent> model_stats;
+  // The journal's records not yet compacted into the rows above, oldest first, with their ids.
+  std::vector<std::pair<uint64_t, LearnRecord>> learning;
   int64_t last_outcome_id = 0;  // the newest committed outcome
 };
 
@@ -152,6 +153,7 @@ struct StoreCounters {
   uint64_t committed = 0;  // events committed
   uint64_t dropped = 0;    // queue full, store closed, or a failed non-essential write
   uint64_t write_errors = 0;
+  uint64_t overflowed = 0;  // essential events queued over the capacity
 };
 
 // ---- The interface --------------------------------------------------------------------------
@@ -165,8 +167,8 @@ class Store {
 
   // Queues an event; never waits for the disk. Returns its sequence number (for an outcome, its
   // outcome id), or 0 when the event was not accepted and counted as dropped: the store is
-  // closed, or the queue is full of essential events and this one is not essential. An essential
-  // event waits for queue space instead when the queue holds only essential events.
+  // closed, or the queue is full of essential events and this one is not essential (or, for an
+  // essential one, the overflow is full too). See the file comment for the bounded wait.
   virtual uint64_t enqueue(Event event) = 0;
   // enqueue() for each event, in order, taking the queue's lock once (a request's events
   // together). The events are moved from.

@@ -1,0 +1,50 @@
+// Test support shared by every suite: temporary directories, direct SQLite reads, bounded waits.
+//
+// One copy, so that helpers cannot drift apart between suites (they had: two query_int returned
+// different values for a failed query). Module-specific helpers stay in tests/<module>/.
+// Thread-safety: TempDir is one test's; the functions may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace switchboard::testsupport {
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr bool kSanitized = true;
+#else
+inline constexpr bool kSanitized = false;
+#endif
+
+// A fresh directory under /tmp ("/tmp/switchboard-<tag>-XXXXXX"), removed with everything in it
+// when the object goes. Aborts the test binary when the directory cannot be made.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag = "test");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Runs `sql` on a fresh read-write connection (busy timeout 5 s) and returns the first column of
+// the first row as text: "" when there is no row, "ERROR: ..." when opening or the statement fails.
+std::string query_text(const std::string& path, const std::string& sql);
+// query_text as a number; -1 when there is no row, the value is NULL, or the query failed.
+int64_t query_int(const std::string& path, const std::string& sql);
+
+// Polls `done` (every millisecond at first, backing off to 10 ms) until it returns true or
+// `timeout` passes; returns its last answer. For conditions another thread or process brings
+// about where no notification exists (a file, a row, a counter); the timeout turns a hang into a
+// failed assertion.
+bool wait_until(const std::function<bool()>& done,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+}  // namespace switchboard::testsupport
