@@ -293,19 +293,21 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   im.emit(Transition{run_id, "", claimed.status == "pending" ? "running" : "resumed", 0, 0,
                      exec.recorded() ? std::to_string(exec.recorded()) + " steps recorded" : ""});
 
-  // Heartbeat: extends the lease and polls for a cancel request, until the run ends.
+  // Heartbeat: extends the lease and polls for a cancel request, until the run ends. It looks
+  // every `poll` of real time; the lease is renewed once `heartbeat` has passed on the engine's
+  // clock, which also stamps the lease's expiry, so simulated time drives renewals too.
   std::mutex hb_mu;
   std::condition_variable hb_cv;
   bool hb_stop = false;
   auto beat = [&] {
-    auto last_renew = std::chrono::steady_clock::now();
+    MonoTime last_renew = im.clock->now();
     std::unique_lock lk(hb_mu);
     while (!hb_cv.wait_for(lk, im.opt.poll, [&] { return hb_stop; })) {
       lk.unlock();
-      bool renew = std::chrono::steady_clock::now() - last_renew >= im.opt.heartbeat;
+      bool renew = im.clock->now() - last_renew >= im.opt.heartbeat;
       if (Status st = im.store->heartbeat(run_id, renew, im.opt.lease); !st.ok())
         exec.run_interrupt().cancel(st);
-      if (renew) last_renew = std::chrono::steady_clock::now();
+      if (renew) last_renew = im.clock->now();
       lk.lock();
     }
   };

@@ -425,7 +425,7 @@ struct EngineOptions {
   // its next fenced transaction and its heartbeat stops it.
   std::function<bool(const std::string& owner)> owner_alive;
   Millis lease{30000};
-  Millis heartbeat{5000};  // lease renewal period (real time)
+  Millis heartbeat{5000};  // lease renewal period, on `clock` (looked at every `poll`)
   Millis poll{100};        // cancel-request polling period (real time)
   SyncMode synchronous = SyncMode::kNormal;
   int64_t busy_timeout_ms = 5000;

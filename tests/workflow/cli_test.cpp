@@ -71,12 +71,16 @@ class Cli {
     return true;
   }
   // The exit code once it ends (everything it printed is then in output()); -signal if killed.
+  // A process that has not ended a minute on is killed, and the test fails.
   int wait() {
     read_until("\x01 never printed", Millis(60000));
-    int status = 0;
-    waitpid(pid_, &status, 0);
+    auto status = wftest::wait_child(pid_, Millis(5000));
     reaped_ = true;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -WTERMSIG(status);
+    if (!status) {
+      ADD_FAILURE() << "switchboard did not exit; killed. Its output:\n" << output_;
+      return -SIGKILL;
+    }
+    return WIFEXITED(*status) ? WEXITSTATUS(*status) : -WTERMSIG(*status);
   }
   void kill9() {
     kill(pid_, SIGKILL);

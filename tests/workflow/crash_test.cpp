@@ -19,6 +19,7 @@ namespace {
 
 using wftest::query_text;
 using wftest::TempDir;
+using wftest::wait_child;
 
 pid_t spawn_child(const std::string& db, const std::string& run_id) {
   pid_t pid = fork();
@@ -82,10 +83,10 @@ TEST(CrashTest, KilledAtRandomPointsAndResumedRunsEachStepOnce) {
   }
   if (!finished_alone) {
     pid_t pid = spawn_child(db, run_id);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    ASSERT_TRUE(WIFEXITED(status)) << status;
-    ASSERT_EQ(WEXITSTATUS(status), 0);
+    auto status = wait_child(pid, Millis(60000));
+    ASSERT_TRUE(status.has_value()) << "the last resume did not finish within a minute";
+    ASSERT_TRUE(WIFEXITED(*status)) << *status;
+    ASSERT_EQ(WEXITSTATUS(*status), 0);
   }
   EXPECT_GE(kills, 5) << "the workflow finished too fast to be killed";
   EXPECT_EQ(query_text(db, "SELECT status FROM workflow_runs WHERE id = '" + run_id + "'"),

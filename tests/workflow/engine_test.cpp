@@ -11,10 +11,13 @@
 namespace switchboard::workflow {
 namespace {
 
+using wftest::eventually;
 using wftest::FakeExecutor;
+using wftest::Gate;
 using wftest::must_parse;
 using wftest::query_int;
 using wftest::query_text;
+using wftest::Signal;
 using wftest::TempDir;
 
 struct Harness {
@@ -455,12 +458,11 @@ TEST(EngineTest, NoHeartbeatThreadHandsTheRunBack) {
 
 TEST(EngineTest, OnlyOneOfTwoExecutorsRunsARun) {
   Harness h;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
+  Gate gate;
   std::atomic<int> started{0};
   auto blocking = [&](const StepRequest&, const Interrupt&) {
     ++started;
-    released.wait();
+    if (!gate.pass()) return Result<json::value>(Status::deadline_exceeded("gate never opened"));
     return Result<json::value>(json::value(1));
   };
   auto ex1 = std::make_shared<FakeExecutor>(blocking);
@@ -482,22 +484,19 @@ TEST(EngineTest, OnlyOneOfTwoExecutorsRunsARun) {
   });
   go.set_value();
   // The loser returns at once; the winner blocks in its step.
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (started == 0 && std::chrono::steady_clock::now() < deadline)
-    std::this_thread::sleep_for(Millis(1));
+  ASSERT_TRUE(gate.arrived()) << "neither executor started the step";
   std::future<Result<RunResult>>* loser = nullptr;
-  while (!loser && std::chrono::steady_clock::now() < deadline) {
-    if (t1.wait_for(Millis(1)) == std::future_status::ready)
-      loser = &t1;
-    else if (t2.wait_for(Millis(1)) == std::future_status::ready)
-      loser = &t2;
-  }
-  ASSERT_NE(loser, nullptr);
+  auto returned = [&](std::future<Result<RunResult>>& t) {
+    if (t.wait_for(Millis(0)) == std::future_status::ready) loser = &t;
+    return loser != nullptr;
+  };
+  ASSERT_TRUE(eventually([&] { return returned(t1) || returned(t2); }))
+      << "neither run() returned while the other held the run";
   auto lost = loser->get();
   ASSERT_FALSE(lost.ok());
   EXPECT_EQ(lost.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_NE(lost.status().message().find("is owned by"), std::string::npos);
-  release.set_value();
+  gate.open();
   auto& winner = loser == &t1 ? t2 : t1;
   auto won = winner.get();
   ASSERT_TRUE(won.ok()) << won.status().to_string();
@@ -580,8 +579,11 @@ TEST(EngineTest, ResumeWithAnotherDefinitionIsRefusedUnlessForced) {
 TEST(EngineTest, CancelStopsTheRunningStep) {
   Harness h;
   std::atomic<bool> saw_cancel{false};
+  Signal step_started;
   auto ex = std::make_shared<FakeExecutor>([&](const StepRequest&, const Interrupt& intr) {
-    while (!intr.interrupted()) std::this_thread::sleep_for(Millis(1));
+    step_started.set();
+    if (!eventually([&] { return intr.interrupted(); }))
+      return Result<json::value>(Status::deadline_exceeded("the step was never interrupted"));
     saw_cancel = intr.check().code() == StatusCode::kCancelled;
     return Result<json::value>(intr.check());
   });
@@ -594,7 +596,7 @@ steps:
 )");
   auto id = engine->create_run(def, nullptr);
   auto fut = std::async(std::launch::async, [&] { return engine->run(*id); });
-  while (ex->calls().empty()) std::this_thread::sleep_for(Millis(1));
+  ASSERT_TRUE(step_started.wait()) << "step a never started";
   ASSERT_TRUE(other->request_cancel(*id).ok());
   auto res = fut.get();
   ASSERT_TRUE(res.ok()) << res.status().to_string();
@@ -613,6 +615,44 @@ steps:
   auto r2 = engine->run(*id2);
   ASSERT_TRUE(r2.ok());
   EXPECT_EQ(r2->status, RunStatus::kCancelled);
+}
+
+// The heartbeat renews the lease by the engine's clock, so simulated time drives it: an hour of
+// ManualClock renews a lease whose heartbeat is an hour, within a few real polls.
+TEST(EngineTest, HeartbeatRenewsTheLeaseOnTheEngineClock) {
+  Harness h;
+  h.tweak = [](EngineOptions& o) {
+    o.lease = std::chrono::hours(2);
+    o.heartbeat = std::chrono::hours(1);  // never reached in real time during this test
+    o.poll = Millis(2);
+  };
+  Gate gate;
+  auto ex = std::make_shared<FakeExecutor>([&](const StepRequest&, const Interrupt&) {
+    if (!gate.pass()) return Result<json::value>(Status::deadline_exceeded("gate never opened"));
+    return Result<json::value>(json::value(1));
+  });
+  auto engine = h.open(ex);
+  Definition def =
+      must_parse("name: hb\nsteps:\n  - { id: a, kind: exec, input: { argv: [x] } }\n");
+  auto id = engine->create_run(def, nullptr);
+  ASSERT_TRUE(id.ok());
+  const auto wall_ms = [&] {
+    return std::chrono::duration_cast<Millis>(h.clock.wall_now().time_since_epoch()).count();
+  };
+  const int64_t claimed_at = wall_ms();
+  auto fut = std::async(std::launch::async, [&] { return engine->run(*id); });
+  ASSERT_TRUE(gate.arrived()) << "step a never started";
+  auto lease_end = [&] { return query_int(h.db(), "SELECT lease_expires_ms FROM workflow_runs"); };
+  EXPECT_EQ(lease_end(), claimed_at + 2 * 3600 * 1000);
+
+  h.clock.advance(std::chrono::minutes(61));
+  const int64_t renewed_until = wall_ms() + 2 * 3600 * 1000;
+  EXPECT_TRUE(eventually([&] { return lease_end() == renewed_until; }))
+      << "the lease still ends at " << lease_end() << ", not " << renewed_until;
+  gate.open();
+  auto res = fut.get();
+  ASSERT_TRUE(res.ok()) << res.status().to_string();
+  EXPECT_EQ(res->status, RunStatus::kCompleted);
 }
 
 TEST(EngineTest, InterruptedRunsAreListedForRecovery) {

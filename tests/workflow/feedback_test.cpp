@@ -147,13 +147,14 @@ TEST(WorkflowFeedback, FailedDeliveryIsAnAuditEventNotAStepFailure) {
 
 TEST(WorkflowShutdown, InterruptsReleasesAndRefusesNewRuns) {
   TempDir dir;
-  std::atomic<bool> started{false};
+  Signal started;
   EngineOptions opts;
   opts.db_path = dir.file("wf.db");
   opts.executors.exec =
       std::make_shared<FakeExecutor>([&](const StepRequest&, const Interrupt& interrupt) {
-        started = true;
-        while (!interrupt.interrupted()) std::this_thread::sleep_for(Millis(2));
+        started.set();
+        if (!eventually([&] { return interrupt.interrupted(); }))
+          return Result<json::value>(Status::deadline_exceeded("the step was never interrupted"));
         return Result<json::value>(interrupt.check());
       });
   auto engine = Engine::open(opts);
@@ -163,7 +164,8 @@ TEST(WorkflowShutdown, InterruptsReleasesAndRefusesNewRuns) {
   ASSERT_TRUE(id.ok());
   Result<RunResult> result = Status::internal("not run");
   std::thread t([&] { result = (*engine)->run(*id); });
-  while (!started) std::this_thread::sleep_for(Millis(2));
+  // EXPECT, not ASSERT: the thread is joined either way.
+  EXPECT_TRUE(started.wait()) << "the step never started";
   (*engine)->shutdown();
   t.join();
   EXPECT_EQ(result.status().code(), StatusCode::kUnavailable);

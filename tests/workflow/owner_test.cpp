@@ -17,6 +17,7 @@ namespace switchboard::workflow {
 namespace {
 
 using wftest::FakeExecutor;
+using wftest::Gate;
 using wftest::must_parse;
 using wftest::query_int;
 using wftest::query_text;
@@ -127,13 +128,9 @@ TEST(OwnerTest, OwnerIdsNameThisProcess) {
   // Killed but not yet reaped is gone too.
   pid_t zombie = fork();
   if (zombie == 0) _exit(0);
-  for (int i = 0; i < 500; ++i) {  // until it has exited
-    std::ifstream f("/proc/" + std::to_string(zombie) + "/stat");
-    std::string line;
-    std::getline(f, line);
-    if (line.find(") Z") != std::string::npos) break;
-    std::this_thread::sleep_for(Millis(2));
-  }
+  // Until it has exited, left unreaped (WNOWAIT): a zombie. It exits at once, so this returns.
+  siginfo_t info{};
+  ASSERT_EQ(waitid(P_PID, static_cast<id_t>(zombie), &info, WEXITED | WNOWAIT), 0);
   EXPECT_FALSE(local_owner_alive(owner_id(zombie, "0")));
   int status = 0;
   waitpid(zombie, &status, 0);
@@ -328,12 +325,10 @@ TEST(OwnerTest, WaitTakesTheRunOverWhenTheOwnerDies) {
 // never write again, and its step's result is not the one recorded.
 TEST(OwnerTest, AnOwnerWronglyJudgedGoneCannotWriteAgain) {
   Harness h;
-  std::promise<void> release;
-  std::shared_future<void> released = release.get_future().share();
-  std::atomic<int> started{0};
+  Gate gate;
   auto slow = std::make_shared<FakeExecutor>([&](const StepRequest&, const Interrupt&) {
-    ++started;
-    released.wait();  // deaf to its interrupt, like a step that cannot be stopped
+    // Deaf to its interrupt, like a step that cannot be stopped.
+    if (!gate.pass()) return Result<json::value>(Status::deadline_exceeded("gate never opened"));
     return Result<json::value>(json::value("from the first owner"));
   });
   auto first = h.open(slow, "first");
@@ -344,12 +339,12 @@ TEST(OwnerTest, AnOwnerWronglyJudgedGoneCannotWriteAgain) {
   auto second = h.open(fast, "second");
   auto id = first->create_run(must_parse(kTwoSteps), nullptr);
   auto running = std::async(std::launch::async, [&] { return first->run(*id); });
-  while (started == 0) std::this_thread::sleep_for(Millis(1));
+  ASSERT_TRUE(gate.arrived()) << "the first owner never started step a";
 
   auto r2 = second->run(*id);
   ASSERT_TRUE(r2.ok()) << r2.status().to_string();
   EXPECT_EQ(r2->status, RunStatus::kCompleted);
-  release.set_value();
+  gate.open();
   auto r1 = running.get();
   ASSERT_FALSE(r1.ok());
   EXPECT_EQ(r1.status().code(), StatusCode::kFailedPrecondition);

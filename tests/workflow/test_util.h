@@ -1,13 +1,19 @@
 // Helpers shared by the workflow tests: temporary directories, fake executors, direct SQLite reads.
 #pragma once
 
+#include <signal.h>
 #include <sqlite3.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "workflow/workflow.h"
@@ -59,6 +65,74 @@ class FakeExecutor final : public StepExecutor {
   mutable std::mutex mu_;
   std::vector<StepRequest> calls_;
 };
+
+// The longest a test waits for another thread or process before it fails with a message (rather
+// than hanging until the CTest timeout). Generous: sanitizer builds are slow.
+inline constexpr Millis kWaitLimit{10000};
+
+// A one-shot signal between threads: `set()` from any thread; `wait()` is true once it is set,
+// false when `limit` passes first.
+class Signal {
+ public:
+  void set() {
+    {
+      std::lock_guard lock(mu_);
+      set_ = true;
+    }
+    cv_.notify_all();
+  }
+  bool wait(Millis limit = kWaitLimit) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, limit, [this] { return set_; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool set_ = false;
+};
+
+// Where a fake step waits until the test lets it go on: the step calls `pass()`, which signals its
+// arrival (`arrived()`) and returns true once the test calls `open()`, false when kWaitLimit
+// passes first (the step then fails instead of the test hanging in a future's destructor).
+class Gate {
+ public:
+  bool pass() {
+    arrived_.set();
+    return open_.wait();
+  }
+  bool arrived(Millis limit = kWaitLimit) { return arrived_.wait(limit); }
+  void open() { open_.set(); }
+
+ private:
+  Signal arrived_;
+  Signal open_;
+};
+
+// Polls `done` until it holds (true) or `limit` passes (false). Only for states that nothing can
+// signal (an Interrupt, a database row, another process); threads a test controls use a Signal.
+inline bool eventually(const std::function<bool()>& done, Millis limit = kWaitLimit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(Millis(1));
+  }
+  return true;
+}
+
+// Waits for child `pid` to end, at most `limit`: its wait status, or nullopt when it did not end
+// in time (then it is killed and reaped) or cannot be waited for.
+inline std::optional<int> wait_child(pid_t pid, Millis limit = kWaitLimit) {
+  int status = 0;
+  pid_t got = 0;
+  if (!eventually([&] { return (got = waitpid(pid, &status, WNOHANG)) != 0; }, limit)) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return std::nullopt;
+  }
+  if (got != pid) return std::nullopt;
+  return status;
+}
 
 inline Definition must_parse(const std::string& yaml) {
   auto load = parse_definition(yaml, "test.yaml");
