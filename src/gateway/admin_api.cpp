@@ -154,6 +154,7 @@ bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_v
         Status st = action == "disable" ? pr->pool->disable(id) : pr->pool->enable(id);
         if (st.ok()) {
           log::info("admin: key {} {}d", id, action);
+          persist_key_state(rt, *pr->pool, id);
           ex.response =
               json_response(http::status::ok, "{\"id\":" + json::quote(id) +
                                                   ",\"action\":" + json::quote(action) + "}");

@@ -358,7 +358,11 @@ class ChatCall {
       pp.record(r.cls, latency);
       mp.record(r.cls, latency);
       record_learning(a, r, latency);
-      if (r.usage.total() > 0) record_usage(a, key_id, r.usage);
+      // Every attempt the key's day window counts (all but those that may never have reached the
+      // provider) is journaled: the window is counted back from these after a restart.
+      if (r.cls != OutcomeClass::kCancelled && r.cls != OutcomeClass::kConnectionError)
+        record_usage(a, key_id, r.usage);
+      if (r.cls == OutcomeClass::kRateLimited) persist_key_state(rt_, *pr->pool, key_id);
 
       if (r.cls == OutcomeClass::kSuccess) {
         finish_success(a, key_id, r);

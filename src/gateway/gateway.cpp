@@ -160,6 +160,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   if (auto loaded = rt.store->load(); loaded.ok()) {
     LearningJournal::restore(*snap.value()->router, *loaded);
     rt.learning->mark_written(*loaded);
+    restore_key_state(rt, *snap.value(), *loaded);
     rt.store_ok = true;
   } else {
     log::warn("store state could not be loaded: {}", loaded.status().message());

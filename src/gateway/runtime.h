@@ -188,6 +188,13 @@ uint64_t secure_random_u64();
 // Who made a request, for the feedback ledger: 0 without a gateway key, else a tag of the key's
 // name (stable across reloads that keep the key).
 uint64_t owner_tag(const Snapshot& snap, int gateway_key);
+
+// Writes key `key_id`'s cooldowns and disabled mark to the store (after a rate limit, an admin
+// enable/disable), so that a restart keeps them (key_state.cpp).
+void persist_key_state(Runtime& rt, keys::KeyPool& pool, std::string_view key_id);
+// At start: the stored cooldowns and disabled marks, and the day windows counted back from the
+// usage journal, into the snapshot's pools.
+void restore_key_state(Runtime& rt, const Snapshot& snap, const store::LoadedState& loaded);
 uint64_t owner_tag(std::string_view gateway_key_name);
 
 // What the x-switchboard-* headers of an answer say (DESIGN.md: every response carries them).

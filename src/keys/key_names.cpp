@@ -31,6 +31,14 @@ std::string_view to_string(CooldownReason r) {
   return "unknown";
 }
 
+CooldownReason cooldown_reason_from(std::string_view name) {
+  for (auto r :
+       {CooldownReason::kRetryAfter, CooldownReason::kBackoff, CooldownReason::kQuotaExhausted}) {
+    if (to_string(r) == name) return r;
+  }
+  return CooldownReason::kNone;
+}
+
 std::string_view to_string(NoKeyReason r) {
   switch (r) {
     case NoKeyReason::kNoUsableKey:

@@ -68,6 +68,11 @@ Status KeyPool::enable(std::string_view key_id) {
   return core_->set_enabled(key_id, true);
 }
 
+Status KeyPool::restore_cooldown(std::string_view key_id, std::string_view model, WallTime until,
+                                 CooldownReason reason) {
+  return core_->restore_cooldown(key_id, model, until, reason);
+}
+
 std::vector<KeySnapshot> KeyPool::snapshot() const {
   return core_->snapshot({});
 }

@@ -126,6 +126,8 @@ enum class CooldownReason : uint8_t {
   kQuotaExhausted,  // remaining = 0 with a reset time
 };
 std::string_view to_string(CooldownReason r);
+// The reverse of to_string; kNone for an unknown name.
+CooldownReason cooldown_reason_from(std::string_view name);
 
 // Why `acquire` gave no lease.
 enum class NoKeyReason : uint8_t {
@@ -372,6 +374,12 @@ class KeyPool {
   // Admin. enable also revives a dead key (an operator override); cooldowns stay.
   Status disable(std::string_view key_id);
   Status enable(std::string_view key_id);
+
+  // A cooldown stored before a restart: the key (or the key for `model`, "" = key-wide) cools
+  // until the wall time `until`, counted on this pool's clock from now; never shortens one the
+  // key has. NotFound for an unknown key.
+  Status restore_cooldown(std::string_view key_id, std::string_view model, WallTime until,
+                          CooldownReason reason);
 
   std::vector<KeySnapshot> snapshot() const;
   std::optional<KeySnapshot> inspect(std::string_view key_id) const;

@@ -76,6 +76,34 @@ Status Core::set_enabled(std::string_view id, bool enabled) {
   return Status::ok_status();
 }
 
+Status Core::restore_cooldown(std::string_view id, std::string_view model, WallTime until,
+                              CooldownReason reason) {
+  KeySlot* k = find_key(id);
+  if (k == nullptr) return Status::not_found("no key " + std::string(id));
+  const Now now = read_now(true);
+  const int64_t left = ns(until) - now.wall;
+  if (left <= 0) return Status::ok_status();
+  const int64_t mono_until = now.mono + left;
+  const int32_t m = intern(model);  // a leaf lock: before the key's (lock order)
+  {
+    auto kl = lock(k->mu);
+    ScopeCooldown* scope = &k->cd;
+    if (m >= 0) {
+      if (k->model_cd.size() <= size_t(m)) k->model_cd.resize(size_t(m) + 1);
+      scope = &k->model_cd[size_t(m)];
+    }
+    // Never shortens a deadline the key already has.
+    if (mono_until > scope->until) {
+      scope->until = mono_until;
+      scope->reason = reason;
+    }
+    k->refresh_hint();
+  }
+  log::info("keys: {}{}{} cooling {} s more, restored", id, model.empty() ? "" : " for ", model,
+            left / 1'000'000'000);
+  return Status::ok_status();
+}
+
 std::vector<KeySnapshot> Core::snapshot(std::string_view only) {
   std::vector<KeySnapshot> out;
   const Now now = read_now(true);

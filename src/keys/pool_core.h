@@ -224,6 +224,8 @@ class Core : public std::enable_shared_from_this<Core> {
   }
 
   Status set_enabled(std::string_view id, bool enabled);
+  Status restore_cooldown(std::string_view id, std::string_view model, WallTime until,
+                          CooldownReason reason);
   std::vector<KeySnapshot> snapshot(std::string_view only);
   std::vector<KeyUsage> export_usage();
   Status import_usage(const std::vector<KeyUsage>& usage);

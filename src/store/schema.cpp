@@ -174,6 +174,20 @@ ALTER TABLE bandit_posteriors ADD COLUMN outcomes INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE bandit_posteriors ADD COLUMN feedback INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE bandit_posteriors ADD COLUMN feedback_reward_sum REAL NOT NULL DEFAULT 0;
 )sql"},
+      // Key state by (key, model), without day windows (counted back from usage). The old
+      // table was never written by a gateway, so nothing is lost.
+      {9, "key cooldowns by model", R"sql(
+DROP TABLE key_state;
+CREATE TABLE key_state (
+  key_id TEXT NOT NULL,
+  model TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  cooldown_until_ms INTEGER NOT NULL DEFAULT 0,
+  reason TEXT NOT NULL DEFAULT '',
+  updated_ms INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (key_id, model)
+) WITHOUT ROWID;
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

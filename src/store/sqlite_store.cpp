@@ -51,12 +51,10 @@ class SqliteStore final : public Store, private detail::BatchSink {
         "?16)",
         "INSERT INTO usage (ts_ms, request_id, provider, key_id, model, tokens_in, tokens_out, "
         "cost_usd, gateway_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        "INSERT INTO key_state (key_id, state, cooldown_until_ms, reason, day_window_start_ms, "
-        "day_requests, day_tokens, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
-        "ON CONFLICT (key_id) DO UPDATE SET state = excluded.state, "
+        "INSERT INTO key_state (key_id, model, state, cooldown_until_ms, reason, updated_ms) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+        "ON CONFLICT (key_id, model) DO UPDATE SET state = excluded.state, "
         "cooldown_until_ms = excluded.cooldown_until_ms, reason = excluded.reason, "
-        "day_window_start_ms = excluded.day_window_start_ms, "
-        "day_requests = excluded.day_requests, day_tokens = excluded.day_tokens, "
         "updated_ms = excluded.updated_ms",
         "INSERT INTO breaker_transitions (ts_ms, breaker, from_state, to_state, reason) "
         "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -209,13 +207,11 @@ class SqliteStore final : public Store, private detail::BatchSink {
                           [&](const KeyStateEvent& k) {
                             Stmt& s = insert_[2];
                             s.bind(1, k.key_id);
-                            s.bind(2, k.state);
-                            s.bind(3, to_ms(k.cooldown_until));
-                            s.bind(4, k.reason);
-                            s.bind(5, to_ms(k.day_window_start));
-                            s.bind(6, k.day_requests);
-                            s.bind(7, k.day_tokens);
-                            s.bind(8, to_ms(k.updated));
+                            s.bind(2, k.model);
+                            s.bind(3, k.state);
+                            s.bind(4, to_ms(k.cooldown_until));
+                            s.bind(5, k.reason);
+                            s.bind(6, to_ms(k.updated));
                             return s.run();
                           },
                           [&](const BreakerTransitionEvent& b) {
@@ -372,8 +368,8 @@ Result<LoadedState> SqliteStore::load() {
   const int64_t now_ms = to_ms(clock_->wall_now());
   Stmt s;
   if (Status st = s.prepare(db->get(),
-                            "SELECT key_id, state, cooldown_until_ms, reason, day_window_start_ms, "
-                            "day_requests, day_tokens, updated_ms FROM key_state ORDER BY key_id");
+                            "SELECT key_id, model, state, cooldown_until_ms, reason, updated_ms "
+                            "FROM key_state ORDER BY key_id, model");
       !st.ok()) {
     return st;
   }
@@ -381,14 +377,12 @@ Result<LoadedState> SqliteStore::load() {
   while ((rc = s.step()) == SQLITE_ROW) {
     KeyStateEvent k;
     k.key_id = s.col_text(0);
-    k.state = s.col_text(1);
-    const int64_t until = s.col_int(2);
+    k.model = s.col_text(1);
+    k.state = s.col_text(2);
+    const int64_t until = s.col_int(3);
     k.cooldown_until = until > now_ms ? detail::from_ms(until) : WallTime{};
-    k.reason = s.col_text(3);
-    k.day_window_start = detail::from_ms(s.col_int(4));
-    k.day_requests = s.col_int(5);
-    k.day_tokens = s.col_int(6);
-    k.updated = detail::from_ms(s.col_int(7));
+    k.reason = s.col_text(4);
+    k.updated = detail::from_ms(s.col_int(5));
     out.keys.push_back(std::move(k));
   }
   if (rc != SQLITE_DONE) return detail::sqlite_error(db->get(), rc, "load key_state");

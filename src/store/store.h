@@ -14,10 +14,11 @@
 //
 // Queue full: the oldest queued non-essential event (outcome, key state, breaker transition,
 // learning record) is dropped and counted. Essential events (usage/spend, feedback, the learned
-// state's snapshot rows and the journal compaction that must follow them) are not dropped: their `enqueue` waits for space at most 200 µs, then queues the event over the
-// capacity (counted in `switchboard_store_overflow_total`), where the writer takes it first; only
-// a writer four capacities behind (a dead disk) makes it drop one, counted and logged. So a
-// request never waits for the disk beyond that bound.
+// state's snapshot rows and the journal compaction that must follow them) are not dropped: their
+// `enqueue` waits for space at most 200 µs, then queues the event over the capacity (counted in
+// `switchboard_store_overflow_total`), where the writer takes it first; only a writer four
+// capacities behind (a dead disk) makes it drop one, counted and logged. So a request never waits
+// for the disk beyond that bound.
 //
 // Secrets never reach the store: events carry key ids (`openai#2`), never key material.
 //
@@ -79,15 +80,16 @@ struct UsageEvent {
   std::string gateway_key;  // the client's gateway key by name ("" without client auth)
 };
 
-// The persistent part of one key's state; upserted by key id (latest wins).
+// What of a key's state outlives a restart, upserted by (key id, model) (latest wins): a
+// cooldown as a wall-clock deadline with its reason ("" model = key-wide), and the operator's
+// disabled mark (state "disabled"). Day windows are not here: they are counted back from the usage
+// journal (query_key_day_usage), which records every request that counts against a key.
 struct KeyStateEvent {
   std::string key_id;
-  std::string state;          // "active", "cooling", "disabled", ...
+  std::string model;          // "" = the whole key
+  std::string state;          // "healthy", "cooling", "disabled", ...
   WallTime cooldown_until{};  // epoch = no cooldown
-  std::string reason;
-  WallTime day_window_start{};
-  int64_t day_requests = 0;  // rpd window usage
-  int64_t day_tokens = 0;    // tpd window usage
+  std::string reason;         // "retry_after", "backoff", "quota_exhausted"
   WallTime updated{};
 };
 
@@ -138,7 +140,7 @@ bool is_essential(const Event& e);
 // ---- State loaded at start ------------------------------------------------------------------
 
 struct LoadedState {
-  // Every stored key; `cooldown_until` is reset to epoch when it is no longer in the future.
+  // Every stored key state; `cooldown_until` is reset to epoch when it is no longer in the future.
   std::vector<KeyStateEvent> keys;
   std::vector<BanditPosteriorEvent> posteriors;
   std::vector<ModelStatsEvent> model_stats;
@@ -261,5 +263,17 @@ Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_pat
 
 Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_path,
                                                           WallTime since);
+
+// Requests and tokens per key and wall-clock minute since `since`, from the usage journal (one row
+// per request that counted against a key): the keys' day windows after a restart. Finds the
+// first row by a binary search on the row id (rows are appended in time order), so it reads only
+// the last day's rows however long the journal. NotFound when there is no database.
+struct KeyMinuteUsage {
+  std::string key_id;
+  WallTime minute;
+  int64_t requests = 0;
+  int64_t tokens = 0;
+};
+Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_path, WallTime since);
 
 }  // namespace switchboard::store

@@ -68,20 +68,16 @@ TEST(StoreTest, LoadRoundTripAndSequenceContinues) {
     KeyStateEvent a;
     a.key_id = "openai#1";
     a.state = "cooling";
-    a.cooldown_until = now + 10min;
-    a.reason = "429";
-    a.day_window_start = now - 1h;
-    a.day_requests = 7;
-    a.day_tokens = 700;
+    a.cooldown_until = now + 5min;
+    a.reason = "backoff";
     s->enqueue(a);
-    a.day_requests = 8;  // a later snapshot of the same key wins
-    a.day_tokens = 800;
+    a.cooldown_until = now + 10min;  // a later state of the same key wins
+    a.reason = "retry_after";
     s->enqueue(a);
     KeyStateEvent b;
     b.key_id = "openai#2";
     b.state = "active";
     b.cooldown_until = now - 1min;  // already expired
-    b.day_requests = 3;
     s->enqueue(b);
     BanditPosteriorEvent p;
     p.category = "coding";
@@ -116,16 +112,11 @@ TEST(StoreTest, LoadRoundTripAndSequenceContinues) {
   ASSERT_EQ(loaded->keys.size(), 2u);
   EXPECT_EQ(loaded->keys[0].key_id, "openai#1");
   EXPECT_EQ(loaded->keys[0].state, "cooling");
-  EXPECT_EQ(loaded->keys[0].reason, "429");
-  EXPECT_EQ(loaded->keys[0].day_requests, 8);
-  EXPECT_EQ(loaded->keys[0].day_tokens, 800);
+  EXPECT_EQ(loaded->keys[0].reason, "retry_after");
   EXPECT_EQ(std::chrono::floor<Millis>(loaded->keys[0].cooldown_until),
             std::chrono::floor<Millis>(now + 10min));
-  EXPECT_EQ(std::chrono::floor<Millis>(loaded->keys[0].day_window_start),
-            std::chrono::floor<Millis>(now - 1h));
   EXPECT_EQ(loaded->keys[1].key_id, "openai#2");
   EXPECT_EQ(loaded->keys[1].cooldown_until, WallTime{});  // expired cooldowns are not restored
-  EXPECT_EQ(loaded->keys[1].day_requests, 3);
   ASSERT_EQ(loaded->posteriors.size(), 1u);
   EXPECT_EQ(loaded->posteriors[0].category, "coding");
   EXPECT_DOUBLE_EQ(loaded->posteriors[0].alpha, 5.5);
@@ -142,6 +133,42 @@ TEST(StoreTest, LoadRoundTripAndSequenceContinues) {
   EXPECT_EQ(query_int(path, "SELECT count(*) FROM breaker_transitions"), 1);
   // Outcome ids keep increasing across restarts: a posterior's last_outcome_id stays meaningful.
   EXPECT_GT(s->enqueue(make_outcome("gpt-4o", now)), last_outcome);
+}
+
+TEST(StoreTest, DayUsageIsCountedBackFromTheUsageJournalPerKeyAndMinute) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("day.db");
+  const auto now = std::chrono::floor<std::chrono::minutes>(clock.wall_now());
+  {
+    auto s = open_or_die(options_for(path, &clock));
+    ASSERT_TRUE(s);
+    // Two days of rows, oldest first as a gateway appends them: the query must skip the first
+    // day however many rows it holds (found by binary search, not a scan).
+    for (int i = 0; i < 3000; ++i)
+      s->enqueue(UsageEvent{now - 48h + std::chrono::seconds(i), "old", "p", "p#1", "m", 1, 1, 0});
+    s->enqueue(UsageEvent{now - 2min, "a", "p", "p#1", "m", 10, 5, 0});
+    s->enqueue(UsageEvent{now - 2min + 30s, "b", "p", "p#1", "m", 1, 0, 0});
+    s->enqueue(UsageEvent{now - 1min, "c", "p", "p#2", "m", 0, 0, 0});  // a failed attempt
+    ASSERT_TRUE(s->flush().ok());
+  }
+  auto rows = query_key_day_usage(path, now - 24h);
+  ASSERT_TRUE(rows.ok()) << rows.status().to_string();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].key_id, "p#1");
+  EXPECT_EQ((*rows)[0].minute, now - 2min);
+  EXPECT_EQ((*rows)[0].requests, 2);
+  EXPECT_EQ((*rows)[0].tokens, 16);
+  EXPECT_EQ((*rows)[1].key_id, "p#2");
+  EXPECT_EQ((*rows)[1].requests, 1);
+  EXPECT_EQ((*rows)[1].tokens, 0);
+  auto all = query_key_day_usage(path, now - 72h);
+  ASSERT_TRUE(all.ok());
+  int64_t requests = 0;
+  for (const auto& r : *all) requests += r.requests;
+  EXPECT_EQ(requests, 3003);
+  EXPECT_EQ(query_key_day_usage(dir.file("missing.db"), now).status().code(),
+            StatusCode::kNotFound);
 }
 
 TEST(StoreTest, QueueFullDropsOldestNonEssentialAndCountsIt) {
