@@ -1,0 +1,303 @@
+// Durable state across kill -9 (issue 25): the real `switchboard serve` binary is killed with
+// SIGKILL and started again on the same state file. What it had acknowledged must come back:
+// learned posteriors and the traffic share they give, a key's daily count, a retry-after cooldown
+// of hours, and an operator's disabled mark.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "gateway_fixture.h"
+#include "test_support.h"
+
+namespace switchboard::gwtest {
+namespace {
+
+using testsupport::query_int;
+using testsupport::wait_until;
+
+// A free loopback port: `serve` reports no port when given 0, so the test picks one first.
+uint16_t free_port() {
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return 0;
+  socklen_t len = sizeof(addr);
+  ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(probe);
+  return ntohs(addr.sin_port);
+}
+
+// One `switchboard serve` child process; killed with SIGKILL when the object goes.
+class ServeProcess {
+ public:
+  ServeProcess(const std::string& config, const std::string& log_path) {
+    port_ = free_port();
+    const std::string listen = "127.0.0.1:" + std::to_string(port_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execl(SWITCHBOARD_BINARY, SWITCHBOARD_BINARY, "serve", "--config", config.c_str(),
+              "--listen", listen.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  ~ServeProcess() { kill9(); }
+  ServeProcess(const ServeProcess&) = delete;
+  ServeProcess& operator=(const ServeProcess&) = delete;
+
+  bool ready() const {
+    return pid_ > 0 && wait_until([&] { return get(port_, "/healthz").status == 200; },
+                                  std::chrono::seconds(15));
+  }
+  // SIGKILL and reap: nothing runs after this, no destructor, no final flush.
+  void kill9() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGKILL);
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+  uint16_t port() const { return port_; }
+
+ private:
+  pid_t pid_ = -1;
+  uint16_t port_ = 0;
+};
+
+struct Posterior {
+  double alpha = 0, beta = 0;
+  int64_t outcomes = 0, feedback = 0;
+};
+
+// /admin/models' posteriors by "category/model".
+std::map<std::string, Posterior> posteriors(uint16_t port) {
+  std::map<std::string, Posterior> out;
+  auto v = parse_json(get(port, "/admin/models").body);
+  if (!v.is_object()) return out;
+  for (const auto& p : v.as_object().at("posteriors").as_array()) {
+    const auto& o = p.as_object();
+    Posterior q;
+    q.alpha = o.at("alpha").to_number<double>();
+    q.beta = o.at("beta").to_number<double>();
+    q.outcomes = o.at("outcomes").to_number<int64_t>();
+    q.feedback = o.at("feedback").to_number<int64_t>();
+    out[std::string(o.at("category").as_string()) + "/" + std::string(o.at("model").as_string())] =
+        q;
+  }
+  return out;
+}
+
+// One key's entry in /admin/keys (null when absent).
+boost::json::value key_entry(uint16_t port, const std::string& id) {
+  auto v = parse_json(get(port, "/admin/keys").body);
+  if (!v.is_object()) return {};
+  for (const auto& k : v.as_object().at("keys").as_array())
+    if (k.as_object().at("id").as_string() == id) return k;
+  return {};
+}
+
+// The longest cooldown a key shows, key-wide or for one model, in milliseconds.
+int64_t longest_cooldown_ms(const boost::json::value& key) {
+  if (!key.is_object()) return -1;
+  const auto& o = key.as_object();
+  int64_t ms = o.at("cooldown_remaining_ms").to_number<int64_t>();
+  for (const auto& m : o.at("model_cooldowns").as_array())
+    ms = std::max(ms, m.as_object().at("remaining_ms").to_number<int64_t>());
+  return ms;
+}
+
+class DurableStateTest : public GatewayTest {
+ protected:
+  // Routes `auto` over [bad, good] learned with no exploration, so its split is the posteriors'.
+  std::string write_config(const gateway::MockProvider& up, const gateway::MockProvider& cool) {
+    const std::string cfg = (dir_ / "serve.yaml").string();
+    std::ofstream f(cfg);
+    f << "state: { path: " << db() << ", batch_ms: 5 }\n"
+      << "log: { level: warn, access_log: false }\n"
+      << "learning: { explore: 0 }\n"
+      << "retry: { wait_for_key_ms: 200 }\n"
+      << "providers:\n"
+      << provider("up", up, "[sk-up-secret-1]")
+      << provider("daily", up, "[sk-daily-secret-1]", "limits: { rpd: 3 }")
+      << provider("cool", cool, "[sk-cool-secret-1]")
+      << provider("spare", up, "[sk-spare-secret-1, sk-spare-secret-2]") << "models:\n"
+      << "  bad: { provider: up }\n  good: { provider: up }\n"
+      << "  daily-model: { provider: daily }\n  cool-model: { provider: cool }\n"
+      << "  spare-model: { provider: spare }\n"
+      << "routes:\n  auto: { strategy: learned, layers: [[bad, good]] }\n";
+    return cfg;
+  }
+  std::string db() const { return (dir_ / "state.db").string(); }
+  std::string log_path() const { return (dir_ / "serve.log").string(); }
+  std::string log_text() const {
+    std::ifstream f(log_path());
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+
+  // Sends `n` requests to `auto`; returns how many `bad` answered.
+  int bad_share(uint16_t port, int n) {
+    int bad = 0;
+    for (int i = 0; i < n; ++i) {
+      auto r = post(port, "/v1/chat/completions", chat_body("auto"));
+      EXPECT_EQ(r.status, 200) << r.body;
+      bad += r.header("x-switchboard-model") == "bad";
+    }
+    return bad;
+  }
+};
+
+TEST_F(DurableStateTest, KillNineKeepsLearningDayWindowsCooldownsAndDisabledKeys) {
+  auto& up = add_mock();
+  MockScenario six_hours;
+  six_hours.script.push_back(MockScriptStep{429, 1, false, false, 6LL * 3600 * 1000});
+  auto& cool = add_mock(six_hours);
+  const std::string cfg = write_config(up, cool);
+
+  auto first = std::make_unique<ServeProcess>(cfg, log_path());
+  ASSERT_TRUE(first->ready()) << log_text();
+  const uint16_t p1 = first->port();
+
+  // A daily limit of 3 used up, a 6 h retry-after, an operator's disable.
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(post(p1, "/v1/chat/completions", chat_body("daily-model")).status, 200);
+  EXPECT_EQ(post(p1, "/v1/chat/completions", chat_body("daily-model")).status, 429);
+  EXPECT_EQ(post(p1, "/v1/chat/completions", chat_body("cool-model")).status, 429);
+  ASSERT_GT(longest_cooldown_ms(key_entry(p1, "cool#1")), 5LL * 3600 * 1000);
+  ASSERT_EQ(post(p1, "/admin/keys/spare%232/disable", "").status, 200);
+  const uint64_t cool_sent = cool.stats().requests;
+
+  // Teach `auto` that `bad` fails the task and `good` does it: every answer gets a verdict, the
+  // last 40 also measure the split the teaching gives.
+  int taught_bad = 0;
+  for (int i = 0; i < 100; ++i) {
+    auto r = post(p1, "/v1/chat/completions", chat_body("auto"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const bool good = r.header("x-switchboard-model") == "good";
+    if (i >= 60) taught_bad += !good;
+    const std::string rid = r.header("x-switchboard-request-id");
+    auto fb =
+        post(p1, "/v1/feedback",
+             "{\"request_id\":\"" + rid + "\",\"success\":" + (good ? "true" : "false") + "}");
+    ASSERT_EQ(fb.status, 200) << fb.body;
+  }
+  EXPECT_LE(taught_bad, 1) << "the teaching did not take: `bad` still got " << taught_bad << "/40";
+
+  // Wait until the store acknowledged all of it: one FIFO, group-committed stream, and the last
+  // verdict is the last event, so its row means every earlier event is on disk. Then take what
+  // the live process holds as the reference.
+  ASSERT_TRUE(wait_until([&] { return query_int(db(), "SELECT count(*) FROM feedback") == 100; }))
+      << "the store never caught up";
+  const auto before = posteriors(p1);
+  ASSERT_FALSE(before.empty());
+
+  first->kill9();
+  first.reset();
+
+  ServeProcess second(cfg, log_path());
+  ASSERT_TRUE(second.ready()) << log_text();
+  const uint16_t p2 = second.port();
+
+  // Posteriors: the same rows, the same values and counts.
+  const auto after = posteriors(p2);
+  EXPECT_EQ(after.size(), before.size());
+  for (const auto& [name, b] : before) {
+    auto it = after.find(name);
+    if (it == after.end()) {
+      ADD_FAILURE() << name << " was not restored";
+      continue;
+    }
+    EXPECT_NEAR(it->second.alpha, b.alpha, 1e-6 * (1 + b.alpha)) << name;
+    EXPECT_NEAR(it->second.beta, b.beta, 1e-6 * (1 + b.beta)) << name;
+    EXPECT_EQ(it->second.outcomes, b.outcomes) << name;
+    EXPECT_EQ(it->second.feedback, b.feedback) << name;
+  }
+  // ... so the taught route keeps its split (untaught, `bad` would get about half).
+  const int restored_bad = bad_share(p2, 40);
+  EXPECT_LE(restored_bad, 1) << "`bad` got " << restored_bad << "/40 after the restart";
+
+  // The day's count: the 4th request of the day is still refused, without reaching the provider.
+  const uint64_t up_before = up.stats().requests;
+  auto daily = post(p2, "/v1/chat/completions", chat_body("daily-model"));
+  EXPECT_EQ(daily.status, 429) << daily.body;
+  EXPECT_EQ(up.stats().requests, up_before);
+  auto dk = key_entry(p2, "daily#1");
+  ASSERT_TRUE(dk.is_object());
+  EXPECT_EQ(dk.as_object().at("day").as_object().at("requests").to_number<int64_t>(), 3);
+
+  // The retry-after cooldown still holds (hours, not the restart's zero) and nothing is sent.
+  EXPECT_GT(longest_cooldown_ms(key_entry(p2, "cool#1")), 5LL * 3600 * 1000);
+  auto cooled = post(p2, "/v1/chat/completions", chat_body("cool-model"));
+  EXPECT_EQ(cooled.status, 429) << cooled.body;
+  EXPECT_EQ(cool.stats().requests, cool_sent);
+
+  // The operator's disable stays; the other key of the provider serves.
+  auto spare = key_entry(p2, "spare#2");
+  ASSERT_TRUE(spare.is_object());
+  EXPECT_EQ(spare.as_object().at("state").as_string(), "disabled");
+  for (int i = 0; i < 4; ++i) {
+    auto r = post(p2, "/v1/chat/completions", chat_body("spare-model"));
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.header("x-switchboard-key"), "spare#1");
+  }
+}
+
+// kill -9 while four clients send requests and verdicts: the restart comes up, and its learning
+// holds every verdict the store had committed (and none that was never sent).
+TEST_F(DurableStateTest, KillNineUnderLoadRestoresEveryCommittedVerdict) {
+  auto& up = add_mock();
+  auto& cool = add_mock();
+  const std::string cfg = write_config(up, cool);
+  auto first = std::make_unique<ServeProcess>(cfg, log_path());
+  ASSERT_TRUE(first->ready()) << log_text();
+  const uint16_t p1 = first->port();
+
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> verdicts_sent{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      while (!stop.load()) {
+        auto r = post(p1, "/v1/chat/completions", chat_body("auto"));
+        if (r.status != 200) continue;  // the kill landed
+        const bool good = r.header("x-switchboard-model") == "good";
+        verdicts_sent.fetch_add(1);
+        post(p1, "/v1/feedback",
+             "{\"request_id\":\"" + r.header("x-switchboard-request-id") +
+                 "\",\"success\":" + (good ? "true" : "false") + "}");
+      }
+    });
+  }
+  // Past the first snapshot (every 2 s) and 100 verdicts more, so that the restart restores from
+  // a snapshot and the journal after it.
+  ASSERT_TRUE(
+      wait_until([&] { return query_int(db(), "SELECT count(*) FROM bandit_posteriors") > 0; },
+                 std::chrono::seconds(30)));
+  const int64_t at_snapshot = query_int(db(), "SELECT count(*) FROM feedback");
+  ASSERT_TRUE(wait_until(
+      [&] { return query_int(db(), "SELECT count(*) FROM feedback") >= at_snapshot + 100; },
+      std::chrono::seconds(30)));
+  first->kill9();
+  stop = true;
+  for (auto& c : clients) c.join();
+  const int64_t committed = query_int(db(), "SELECT count(*) FROM feedback");
+  ASSERT_GT(committed, 0);
+
+  ServeProcess second(cfg, log_path());
+  ASSERT_TRUE(second.ready()) << log_text();
+  int64_t restored = 0;
+  for (const auto& [name, p] : posteriors(second.port())) restored += p.feedback;
+  EXPECT_GE(restored, committed) << "a committed verdict was lost";
+  EXPECT_LE(restored, verdicts_sent.load()) << "a verdict was counted twice";
+}
+
+}  // namespace
+}  // namespace switchboard::gwtest
