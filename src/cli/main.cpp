@@ -40,7 +40,7 @@ int cmd_check_config(const std::string& file) {
 }
 
 int cmd_route(const std::string& file, const std::string& model, const std::string& complexity,
-              const std::string& category, uint64_t seed, bool seeded) {
+              const std::string& category, const std::string& db, uint64_t seed, bool seeded) {
   auto load = switchboard::load_config_file(file, Environment::from_process());
   if (!load.ok()) {
     print_errors(load);
@@ -59,6 +59,20 @@ int cmd_route(const std::string& file, const std::string& model, const std::stri
   }
   auto config = std::make_shared<const switchboard::Config>(std::move(*load.config));
   switchboard::routing::Router router(config);
+  if (!db.empty()) {
+    // Plan with what the gateway learned: the state a restart would restore, read-only.
+    auto loaded =
+        switchboard::store::load_state(db, switchboard::SystemClock::instance().wall_now());
+    if (!loaded.ok()) {
+      std::cerr << "switchboard route: " << loaded.status().message() << "\n";
+      return loaded.status().code() == switchboard::StatusCode::kNotFound ? kExitUsage
+                                                                          : kExitRuntime;
+    }
+    switchboard::routing::RouterState learned;
+    learned.posteriors.assign(loaded->posteriors.begin(), loaded->posteriors.end());
+    learned.stats.assign(loaded->model_stats.begin(), loaded->model_stats.end());
+    router.restore(learned, loaded->learning);
+  }
   switchboard::routing::Rng rng(seeded ? seed : std::random_device{}());
   auto plan = router.plan(req, rng);
   if (!plan.ok()) {
@@ -93,12 +107,13 @@ int main(int argc, char** argv) {
   serve->add_option("--listen", serve_listen, "HOST:PORT to listen on");
 
   auto* route = app.add_subcommand("route", "print the fallback plan for a request, as JSON");
-  std::string route_config, route_model, route_complexity, route_category;
+  std::string route_config, route_model, route_complexity, route_category, route_db;
   uint64_t route_seed = 0;
   route->add_option("--config", route_config, "configuration file")->required();
   route->add_option("--model", route_model, "route, model or provider/upstream name")->required();
   route->add_option("--complexity", route_complexity, "simple | moderate | high | critical");
   route->add_option("--category", route_category, "task category");
+  route->add_option("--db", route_db, "plan with what the gateway learned, from its state file");
   auto* seed_opt =
       route->add_option("--seed", route_seed, "seed for the learned strategy's sampling");
 
@@ -154,8 +169,8 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (*route)
-    return cmd_route(route_config, route_model, route_complexity, route_category, route_seed,
-                     seed_opt->count() > 0);
+    return cmd_route(route_config, route_model, route_complexity, route_category, route_db,
+                     route_seed, seed_opt->count() > 0);
   if (*workflow) return switchboard::cli::run_workflow_command(workflow_args);
   for (auto* sub : app.get_subcommands()) return not_in_this_build(sub->get_name());
   std::cout << app.help();

@@ -113,6 +113,16 @@ int run_workflow_command(const WorkflowArgs& a) {
 
   wf::EngineOptions opts;
   opts.db_path = a.db.empty() ? config->state.path : a.db;
+  // Only `run` creates the state file: reading or resuming runs of a file that is not there
+  // (a mistyped --db) must not leave an empty database behind.
+  if (!*a.run && !std::filesystem::exists(opts.db_path)) {
+    if (*a.list) {
+      std::cout << wf::format_runs({}, a.json);
+      return kExitOk;
+    }
+    std::cerr << "switchboard workflow: no database at " << opts.db_path << "\n";
+    return kExitUsage;
+  }
   opts.synchronous = config->state.synchronous;
   opts.busy_timeout_ms = config->state.busy_timeout_ms;
   // Declared before the engine so that it outlives it (the engine's steps use it).
@@ -139,10 +149,8 @@ int run_workflow_command(const WorkflowArgs& a) {
   auto finish = [](const Result<wf::RunResult>& r) {
     if (!r.ok()) {
       std::cerr << "switchboard workflow: " << r.status().message() << "\n";
-      return r.status().code() == StatusCode::kNotFound ||
-                     r.status().code() == StatusCode::kFailedPrecondition
-                 ? kExitUsage
-                 : kExitRuntime;
+      // An unknown run is a usage error; a refusal (a live owner, a changed definition) is not.
+      return r.status().code() == StatusCode::kNotFound ? kExitUsage : kExitRuntime;
     }
     if (r->status != wf::RunStatus::kCompleted && !r->error.empty())
       std::cerr << "switchboard workflow: " << r->error << "\n";
@@ -181,7 +189,7 @@ int run_workflow_command(const WorkflowArgs& a) {
     if (!a.file.empty() && !read_definition(def)) return kExitUsage;
     // An owner that was killed on this host is taken over at once (the engine's takeover
     // prints "run <id> taken over: ..."). A live one, or one on another host, holds the run
-    // until its lease lapses: refused (exit 2, with the time left) unless --wait. The wait
+    // until its lease lapses: refused (exit 1, with the time left) unless --wait. The wait
     // holds no claim and writes nothing, so the default SIGINT (ending the process) is a clean
     // way to give it up.
     wf::Interrupt wait_forever(SystemClock::instance());

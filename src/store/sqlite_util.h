@@ -105,3 +105,15 @@ int64_t to_ms(WallTime t);
 WallTime from_ms(int64_t ms);
 
 }  // namespace switchboard::store::detail
+
+namespace switchboard::store {
+struct LoadedState;
+}
+
+namespace switchboard::store::detail {
+
+// Reads key state, learned rows and the learning journal in one read transaction on `db`
+// (schema at the current version); cooldowns that ended before `now` come back as epoch.
+Result<LoadedState> read_state(Db& db, WallTime now);
+
+}  // namespace switchboard::store::detail

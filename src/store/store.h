@@ -276,4 +276,9 @@ struct KeyMinuteUsage {
 };
 Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_path, WallTime since);
 
+// What a gateway would restore from `db_path` (`switchboard route --db`), read-only: NotFound
+// when there is no file (none is created), FailedPrecondition when its schema is not this
+// binary's (an older one is migrated by starting the gateway on it).
+Result<LoadedState> load_state(const std::string& db_path, WallTime now);
+
 }  // namespace switchboard::store

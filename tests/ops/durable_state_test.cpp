@@ -250,6 +250,68 @@ TEST_F(DurableStateTest, KillNineKeepsLearningDayWindowsCooldownsAndDisabledKeys
   }
 }
 
+// Runs the binary with `args` (a shell-quoted tail); its exit code, stdout into `out`.
+int run_cli(const std::string& args, std::string& out) {
+  FILE* p = ::popen((std::string(SWITCHBOARD_BINARY) + " " + args + " 2>/dev/null").c_str(), "r");
+  if (!p) return -1;
+  char buf[4096];
+  size_t n;
+  out.clear();
+  while ((n = ::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = ::pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The model the plan printed by `switchboard route` tries first.
+std::string first_attempt(const std::string& plan_json) {
+  auto v = parse_json(plan_json);
+  if (!v.is_object()) return {};
+  const auto* attempts = v.as_object().if_contains("attempts");
+  if (!attempts || !attempts->is_array() || attempts->as_array().empty()) return {};
+  return std::string(attempts->as_array()[0].as_object().at("model").as_string());
+}
+
+// `switchboard route --db` plans with what the gateway learned (read-only, without the gateway);
+// without --db it plans with the priors, so the taught-away model still comes first at times.
+TEST_F(DurableStateTest, RouteDbPlansWithTheLearnedState) {
+  auto& up = add_mock();
+  auto& cool = add_mock();
+  const std::string cfg = write_config(up, cool);
+  {
+    ServeProcess serve(cfg, log_path());
+    ASSERT_TRUE(serve.ready()) << log_text();
+    for (int i = 0; i < 40; ++i) {
+      auto r = post(serve.port(), "/v1/chat/completions", chat_body("auto"));
+      ASSERT_EQ(r.status, 200);
+      const bool good = r.header("x-switchboard-model") == "good";
+      ASSERT_EQ(post(serve.port(), "/v1/feedback",
+                     "{\"request_id\":\"" + r.header("x-switchboard-request-id") +
+                         "\",\"success\":" + (good ? "true" : "false") + "}")
+                    .status,
+                200);
+    }
+    ASSERT_TRUE(wait_until([&] { return query_int(db(), "SELECT count(*) FROM feedback") == 40; }));
+  }  // kill -9: the journal, not a final snapshot, carries the learning
+  int bad_first_learned = 0, bad_first_priors = 0;
+  for (int seed = 1; seed <= 20; ++seed) {
+    const std::string base =
+        "route --config " + cfg + " --model auto --seed " + std::to_string(seed);
+    std::string out;
+    ASSERT_EQ(run_cli(base + " --db " + db(), out), 0) << out;
+    bad_first_learned += first_attempt(out) == "bad";
+    ASSERT_EQ(run_cli(base, out), 0) << out;
+    bad_first_priors += first_attempt(out) == "bad";
+  }
+  EXPECT_EQ(bad_first_learned, 0);
+  EXPECT_GE(bad_first_priors, 3) << "the priors alone should put `bad` first at times";
+
+  // A missing state file is a usage error, and is not created.
+  const std::string missing = (dir_ / "missing.db").string();
+  std::string out;
+  EXPECT_EQ(run_cli("route --config " + cfg + " --model auto --db " + missing, out), 2);
+  EXPECT_FALSE(std::filesystem::exists(missing));
+}
+
 // kill -9 while four clients send requests and verdicts: the restart comes up, and its learning
 // holds every verdict the store had committed (and none that was never sent).
 TEST_F(DurableStateTest, KillNineUnderLoadRestoresEveryCommittedVerdict) {

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <string>
@@ -177,7 +178,7 @@ TEST(WorkflowCliTest, ResumeRefusesALiveOwnerAndWaitsForItWithWait) {
   const std::string id = run.run_id();
 
   Cli refused(w.dir.path(), {"workflow", "resume", id, "--db", w.db});
-  EXPECT_EQ(refused.wait(), 2) << refused.output();
+  EXPECT_EQ(refused.wait(), 1) << refused.output();  // refused: not a usage error
   EXPECT_NE(refused.output().find("run " + id + " is owned by "), std::string::npos)
       << refused.output();
   EXPECT_NE(refused.output().find("still running on this host); its lease ends in "),
@@ -201,6 +202,22 @@ TEST(WorkflowCliTest, ResumeRefusesALiveOwnerAndWaitsForItWithWait) {
   EXPECT_NE(waiting.output().find("run " + id + " cancelled"), std::string::npos)
       << waiting.output();
   EXPECT_EQ(w.effects(), (std::map<std::string, int>{{"first", 1}}));
+}
+
+// Reading commands on a state file that is not there (a mistyped --db) leave nothing behind:
+// `list` shows no runs, `show`/`cancel`/`resume` are usage errors.
+TEST(WorkflowCliTest, ReadingCommandsDoNotCreateAMissingDatabase) {
+  Workspace w;
+  const std::string missing = w.dir.file("missing.db");
+  Cli list(w.dir.path(), {"workflow", "list", "--db", missing, "--json"});
+  EXPECT_EQ(list.wait(), 0) << list.output();
+  EXPECT_EQ(list.output(), "[]\n");
+  for (const char* cmd : {"show", "cancel", "resume"}) {
+    Cli c(w.dir.path(), {"workflow", cmd, "wf_nope", "--db", missing});
+    EXPECT_EQ(c.wait(), 2) << cmd << ": " << c.output();
+    EXPECT_NE(c.output().find("no database at " + missing), std::string::npos) << c.output();
+  }
+  EXPECT_FALSE(std::filesystem::exists(missing));
 }
 
 }  // namespace
