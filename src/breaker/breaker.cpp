@@ -168,12 +168,13 @@ void Permit::record(OutcomeClass outcome, Nanos latency) {
 // CircuitBreaker
 
 CircuitBreaker::CircuitBreaker(std::string target, TargetKind kind, const BreakerConfig& config,
-                               Clock& clock)
+                               Clock& clock, std::shared_ptr<const TransitionObserver> observer)
     : target_(std::move(target)),
       kind_(kind),
       config_(sanitize(config)),
       clock_(clock),
       slow_call_ns_(config_.slow_call_ms * 1'000'000),
+      observer_(std::move(observer)),
       ring_mask_(std::bit_ceil(static_cast<uint64_t>(config_.window)) - 1),
       head_(make_head(0, BreakerState::kClosed, 0)),
       ring_(std::make_unique<std::atomic<uint64_t>[]>(ring_mask_ + 1)),
@@ -523,6 +524,7 @@ void CircuitBreaker::emit(const TransitionLog& log) const {
     } else {
       log::info("breaker {}: {} -> {}", target_, to_string(t.from), to_string(t.to));
     }
+    if (observer_) (*observer_)(target_, t.from, t.to);
   }
 }
 
@@ -537,11 +539,16 @@ BreakerRegistry::PerProvider per_provider_from(const Config& config) {
 }
 }  // namespace
 
-BreakerRegistry::BreakerRegistry(Clock& clock, BreakerConfig defaults, PerProvider per_provider)
-    : clock_(clock), defaults_(defaults), per_provider_(std::move(per_provider)) {}
+BreakerRegistry::BreakerRegistry(Clock& clock, BreakerConfig defaults, PerProvider per_provider,
+                                 std::shared_ptr<const TransitionObserver> observer)
+    : clock_(clock),
+      defaults_(defaults),
+      per_provider_(std::move(per_provider)),
+      observer_(std::move(observer)) {}
 
-BreakerRegistry::BreakerRegistry(Clock& clock, const Config& config)
-    : BreakerRegistry(clock, config.breaker, per_provider_from(config)) {}
+BreakerRegistry::BreakerRegistry(Clock& clock, const Config& config,
+                                 std::shared_ptr<const TransitionObserver> observer)
+    : BreakerRegistry(clock, config.breaker, per_provider_from(config), std::move(observer)) {}
 
 const BreakerConfig& BreakerRegistry::config_for(std::string_view provider) const {
   auto it = per_provider_.find(provider);
@@ -567,7 +574,7 @@ std::shared_ptr<CircuitBreaker> BreakerRegistry::provider(std::string_view provi
     auto& slot = by_target_[target];
     if (!slot) {
       slot = std::make_shared<CircuitBreaker>(std::move(target), TargetKind::kProvider,
-                                              config_for(provider), clock_);
+                                              config_for(provider), clock_, observer_);
     }
     e.provider = slot;
   }
@@ -592,7 +599,7 @@ std::shared_ptr<CircuitBreaker> BreakerRegistry::model(std::string_view provider
   auto& slot = by_target_[target];
   if (!slot) {
     slot = std::make_shared<CircuitBreaker>(std::move(target), TargetKind::kModel,
-                                            config_for(provider), clock_);
+                                            config_for(provider), clock_, observer_);
   }
   models.emplace(std::string(model), slot);
   return slot;
@@ -616,7 +623,7 @@ std::shared_ptr<CircuitBreaker> BreakerRegistry::key(std::string_view provider,
   auto& slot = by_target_[target];
   if (!slot) {
     slot = std::make_shared<CircuitBreaker>(std::move(target), TargetKind::kKey,
-                                            config_for(provider), clock_);
+                                            config_for(provider), clock_, observer_);
   }
   keys.emplace(std::string(key_id), slot);
   return slot;

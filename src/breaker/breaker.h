@@ -54,6 +54,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -94,6 +95,12 @@ Verdict classify(OutcomeClass outcome, TargetKind kind, const BreakerConfig& con
 std::string provider_target(std::string_view provider);
 std::string model_target(std::string_view provider, std::string_view model);
 std::string key_target(std::string_view key_id);
+
+// Told of every transition, after the breaker's mutex is released, on the thread that caused it
+// (a request's, or an admin reset's): keep it short and never call back into the breaker. The
+// gateway records transitions in the store (breaker_transitions) through it.
+using TransitionObserver =
+    std::function<void(std::string_view target, BreakerState from, BreakerState to)>;
 
 // A breaker's state as the admin API shows it.
 struct BreakerSnapshot {
@@ -156,7 +163,9 @@ class CircuitBreaker {
   // `target` names the breaker in metrics and logs (see provider_target & co). Out-of-range
   // numbers in `config` are clamped: window to [1, 65536], min_calls to [1, window],
   // half_open_probes to >= 1, max_open_ms to >= open_ms, open_multiplier to >= 1.
-  CircuitBreaker(std::string target, TargetKind kind, const BreakerConfig& config, Clock& clock);
+  // `observer` (may be null) is told of every transition.
+  CircuitBreaker(std::string target, TargetKind kind, const BreakerConfig& config, Clock& clock,
+                 std::shared_ptr<const TransitionObserver> observer = nullptr);
   ~CircuitBreaker();
   CircuitBreaker(const CircuitBreaker&) = delete;
   CircuitBreaker& operator=(const CircuitBreaker&) = delete;
@@ -215,6 +224,7 @@ class CircuitBreaker {
   const BreakerConfig config_;
   Clock& clock_;
   const int64_t slow_call_ns_;
+  const std::shared_ptr<const TransitionObserver> observer_;
   const uint64_t ring_mask_;  // ring size is a power of two >= window
 
   // State, generation and the sequence number of the next closed-state result, in one word so
@@ -251,9 +261,12 @@ class BreakerRegistry {
  public:
   using PerProvider = std::map<std::string, BreakerConfig, std::less<>>;
 
-  BreakerRegistry(Clock& clock, BreakerConfig defaults, PerProvider per_provider = {});
+  // Every breaker it creates tells `observer` (may be null) of its transitions.
+  BreakerRegistry(Clock& clock, BreakerConfig defaults, PerProvider per_provider = {},
+                  std::shared_ptr<const TransitionObserver> observer = nullptr);
   // Defaults from `config.breaker`, overrides from each provider's (already merged) `breaker`.
-  BreakerRegistry(Clock& clock, const Config& config);
+  BreakerRegistry(Clock& clock, const Config& config,
+                  std::shared_ptr<const TransitionObserver> observer = nullptr);
   BreakerRegistry(const BreakerRegistry&) = delete;
   BreakerRegistry& operator=(const BreakerRegistry&) = delete;
 
@@ -283,6 +296,7 @@ class BreakerRegistry {
   Clock& clock_;
   const BreakerConfig defaults_;
   const PerProvider per_provider_;
+  const std::shared_ptr<const TransitionObserver> observer_;
   mutable std::shared_mutex mu_;
   std::map<std::string, ProviderEntry, std::less<>> providers_;  // guarded by mu_
   BreakerMap by_target_;                                         // guarded by mu_

@@ -36,6 +36,33 @@ bool same_breaker(const BreakerConfig& a, const BreakerConfig& b) {
          a.count_rate_limits == b.count_rate_limits;
 }
 
+// Why a breaker moved, for the breaker_transitions audit table.
+const char* transition_reason(breaker::BreakerState from, breaker::BreakerState to) {
+  using breaker::BreakerState;
+  if (to == BreakerState::kOpen)
+    return from == BreakerState::kClosed ? "failure or slow-call rate reached over the window"
+                                         : "a probe failed, was slow or timed out";
+  if (to == BreakerState::kHalfOpen) return "open time elapsed";
+  return from == BreakerState::kHalfOpen ? "every probe succeeded" : "reset";
+}
+
+// Records every transition of the registry's breakers in the store (an audit trail the breaker
+// log lines leave to whoever keeps the logs).
+std::shared_ptr<const breaker::TransitionObserver> store_transitions(Runtime& rt) {
+  // rt.store is set after the first snapshot is built, before anything is served.
+  return std::make_shared<const breaker::TransitionObserver>(
+      [&rt](std::string_view target, breaker::BreakerState from, breaker::BreakerState to) {
+        if (!rt.store) return;
+        store::BreakerTransitionEvent e;
+        e.time = rt.clock.wall_now();
+        e.breaker = std::string(target);
+        e.from_state = std::string(breaker::to_string(from));
+        e.to_state = std::string(breaker::to_string(to));
+        e.reason = transition_reason(from, to);
+        rt.store->enqueue(std::move(e));
+      });
+}
+
 bool same_breakers(const Config& a, const Config& b) {
   if (!same_breaker(a.breaker, b.breaker)) return false;
   for (const auto& p : b.providers) {
@@ -101,9 +128,10 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
     }
     snap->gateway_keys.push_back(state ? state : std::make_shared<GatewayKeyState>());
   }
-  snap->breakers = previous && same_breakers(*previous->config, *config)
-                       ? previous->breakers
-                       : std::make_shared<breaker::BreakerRegistry>(rt.clock, *config);
+  snap->breakers =
+      previous && same_breakers(*previous->config, *config)
+          ? previous->breakers
+          : std::make_shared<breaker::BreakerRegistry>(rt.clock, *config, store_transitions(rt));
   snap->breaker_table = std::make_shared<const BreakerTable>(snap->breakers, *config);
   snap->router = std::make_shared<routing::Router>(
       config, [table = snap->breaker_table](std::string_view provider, std::string_view model) {

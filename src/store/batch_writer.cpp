@@ -346,6 +346,7 @@ const char* event_kind_name(const Event& e) {
 
 bool is_essential(const Event& e) {
   return std::holds_alternative<UsageEvent>(e) || std::holds_alternative<FeedbackEvent>(e) ||
+         std::holds_alternative<KeyStateEvent>(e) ||
          std::holds_alternative<BanditPosteriorEvent>(e) ||
          std::holds_alternative<ModelStatsEvent>(e) || std::holds_alternative<LearnCompactEvent>(e);
 }

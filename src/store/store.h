@@ -12,9 +12,10 @@
 // with `synchronous=NORMAL` it survives `kill -9` of the process; with `FULL` it also survives
 // power loss. With NORMAL a power loss may roll back the last commits, never corrupt the file.
 //
-// Queue full: the oldest queued non-essential event (outcome, key state, breaker transition,
-// learning record) is dropped and counted. Essential events (usage/spend, feedback, the learned
-// state's snapshot rows and the journal compaction that must follow them) are not dropped: their
+// Queue full: the oldest queued non-essential event (outcome, breaker transition, learning
+// record: the next learned-state snapshot, within seconds, covers a dropped one) is dropped and
+// counted. Essential events (usage/spend, feedback, key state, the learned state's snapshot rows
+// and the journal compaction that must follow them) are not dropped: their
 // `enqueue` waits for space at most 200 µs, then queues the event over the capacity (counted in
 // `switchboard_store_overflow_total`), where the writer takes it first; only a writer four
 // capacities behind (a dead disk) makes it drop one, counted and logged. So a request never waits

@@ -345,6 +345,36 @@ TEST_F(BreakerTest, ResetClosesWithFreshWindow) {
   EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
+// The registry's observer hears every transition of every breaker it made, in order, once.
+TEST_F(BreakerTest, ObserverHearsEveryTransitionInOrder) {
+  std::vector<std::string> heard;
+  auto observer = std::make_shared<const TransitionObserver>(
+      [&heard](std::string_view target, BreakerState from, BreakerState to) {
+        heard.push_back(std::string(target) + " " + std::string(to_string(from)) + ">" +
+                        std::string(to_string(to)));
+      });
+  BreakerRegistry reg(clock_, test_config(), {}, observer);
+  auto b = reg.provider("observed");
+  trip(*b);  // closed > open
+  clock_.advance(1000ms);
+  Permit p1 = b->try_acquire();  // open > half_open
+  ASSERT_TRUE(p1);
+  p1.record(OutcomeClass::kServerError, 10ms);  // half_open > open
+  clock_.advance(5000ms);
+  Permit p2 = b->try_acquire();
+  Permit p3 = b->try_acquire();
+  ASSERT_TRUE(p2 && p3);
+  p2.record(OutcomeClass::kSuccess, 10ms);
+  p3.record(OutcomeClass::kSuccess, 10ms);  // half_open > closed
+  trip(*b);
+  b->reset();  // open > closed by the operator
+  EXPECT_EQ(heard, (std::vector<std::string>{
+                       "provider:observed closed>open", "provider:observed open>half_open",
+                       "provider:observed half_open>open", "provider:observed open>half_open",
+                       "provider:observed half_open>closed", "provider:observed closed>open",
+                       "provider:observed open>closed"}));
+}
+
 TEST_F(BreakerTest, ConfigIsClamped) {
   BreakerConfig c = test_config();
   c.window = 0;

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "gateway_fixture.h"
+#include "test_support.h"
 
 namespace switchboard::gwtest {
 namespace {
@@ -143,6 +144,14 @@ TEST_F(OpsTest, AdminApiShowsCooldownsBreakersAndModelsAfterFailures) {
       open = b.as_object().at("state").as_string() == "open";
   }
   EXPECT_TRUE(open) << get(port_, "/admin/breakers").body;
+  // The opening is in the store's audit trail, with why.
+  const std::string db = (dir_ / "state.db").string();
+  EXPECT_TRUE(testsupport::wait_until([&] {
+    return testsupport::query_text(db,
+                                   "SELECT from_state || '>' || to_state || ': ' || reason FROM "
+                                   "breaker_transitions WHERE breaker = 'model:up/cheap'") ==
+           "closed>open: failure or slow-call rate reached over the window";
+  })) << testsupport::query_text(db, "SELECT count(*) FROM breaker_transitions");
   auto models = parse_json(get(port_, "/admin/models").body);
   bool saw = false;
   for (const auto& m : models.as_object().at("models").as_array()) {

@@ -195,6 +195,10 @@ TEST(StoreTest, QueueFullDropsOldestNonEssentialAndCountsIt) {
             static_cast<int64_t>(outcome_seqs[50]));  // the newest 50 survived
   EXPECT_NE(metrics::serialize().find("switchboard_store_dropped_total{kind=\"outcome\"}"),
             std::string::npos);
+  // A key's cooldown of hours or an operator's disable must outlive a full queue too; a learning
+  // record need not (the next learned-state snapshot carries its effect).
+  EXPECT_TRUE(is_essential(Event{KeyStateEvent{}}));
+  EXPECT_FALSE(is_essential(Event{LearnEvent{}}));
 
   // A queue full of essential events, the writer stalled: a non-essential event is dropped; an
   // essential one neither waits for the writer (which does nothing until flush()) nor is lost: it
