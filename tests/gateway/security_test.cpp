@@ -424,7 +424,10 @@ TEST_F(SecurityTest, AStreamWithoutContentIsNotHeldWithoutBound) {
     // ~1 MB of events without content, then nothing until the test ends.
     for (int i = 0; i < 8000 && !done; ++i)
       if (!send_all(c, chunk)) break;
-    while (!done) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    // Holds the stream open until the test is done with it (bounded: a failed test ends it too).
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (!done && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     ::close(c);
   });
   start_gateway("providers:\n" + provider_at("up", up.port()) + "models:\n  m: { provider: up }\n");

@@ -2,7 +2,6 @@
 #pragma once
 
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
@@ -16,25 +15,18 @@
 #include <thread>
 #include <vector>
 
+#include "test_support.h"
 #include "workflow/workflow.h"
 
 namespace switchboard::workflow::wftest {
 
-class TempDir {
- public:
-  TempDir() {
-    char tmpl[] = "/tmp/switchboard-workflow-XXXXXX";
-    path_ = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return path_ + "/" + name; }
-  const std::string& path() const { return path_; }
+using testsupport::query_int;
+using testsupport::query_text;
 
- private:
-  std::string path_;
+// A fresh directory for one test, removed with everything in it.
+class TempDir : public testsupport::TempDir {
+ public:
+  TempDir() : testsupport::TempDir("workflow") {}
 };
 
 // A StepExecutor whose behaviour is a function; records every request it gets.
@@ -112,12 +104,7 @@ class Gate {
 // Polls `done` until it holds (true) or `limit` passes (false). Only for states that nothing can
 // signal (an Interrupt, a database row, another process); threads a test controls use a Signal.
 inline bool eventually(const std::function<bool()>& done, Millis limit = kWaitLimit) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!done()) {
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::sleep_for(Millis(1));
-  }
-  return true;
+  return testsupport::wait_until(done, limit);
 }
 
 // Waits for child `pid` to end, at most `limit`: its wait status, or nullopt when it did not end
@@ -142,35 +129,6 @@ inline Definition must_parse(const std::string& yaml) {
     throw std::runtime_error("definition errors:\n" + all);
   }
   return *load.definition;
-}
-
-// First column of the first row as text ("" when no row).
-inline std::string query_text(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  std::string out;
-  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
-    sqlite3_close(db);
-    return "ERROR: open";
-  }
-  sqlite3_busy_timeout(db, 5000);
-  sqlite3_stmt* st = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) != SQLITE_OK) {
-    out = std::string("ERROR: ") + sqlite3_errmsg(db);
-  } else {
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      const unsigned char* t = sqlite3_column_text(st, 0);
-      out = t ? reinterpret_cast<const char*>(t) : "";
-    } else if (rc != SQLITE_DONE) {
-      out = std::string("ERROR: ") + sqlite3_errmsg(db);
-    }
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(db);
-  return out;
-}
-inline int64_t query_int(const std::string& path, const std::string& sql) {
-  return std::atoll(query_text(path, sql).c_str());
 }
 
 }  // namespace switchboard::workflow::wftest

@@ -223,7 +223,12 @@ TEST_F(WorkflowApiTest, InterruptedRunIsResumedByGatewayStart) {
                                          const wf::Interrupt& interrupt) override {
         if (req.step_id == "one") return real->execute(req, interrupt);
         blocked = true;
-        while (!interrupt.interrupted()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        // Parked until the shutdown interrupts it; a bound turns a missed interrupt into a
+        // failed step instead of a hung test.
+        const auto until = std::chrono::steady_clock::now() + kDeadline;
+        while (!interrupt.interrupted() && std::chrono::steady_clock::now() < until)
+          std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        if (!interrupt.interrupted()) ADD_FAILURE() << "the shutdown never interrupted the step";
         return interrupt.check();
       }
     };
