@@ -299,8 +299,10 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   std::mutex hb_mu;
   std::condition_variable hb_cv;
   bool hb_stop = false;
+  // The lease was stamped at the claim: count from now, not from whenever the thread first runs
+  // (a late start would push the first renewal back by that delay).
+  MonoTime last_renew = im.clock->now();
   auto beat = [&] {
-    MonoTime last_renew = im.clock->now();
     std::unique_lock lk(hb_mu);
     while (!hb_cv.wait_for(lk, im.opt.poll, [&] { return hb_stop; })) {
       lk.unlock();
