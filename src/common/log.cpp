@@ -2,7 +2,6 @@
 
 #include <spdlog/details/log_msg.h>
 #include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/batched_sink.h"
 #include "common/json.h"
 
 namespace switchboard::log {
@@ -58,28 +58,38 @@ std::unique_ptr<spdlog::formatter> make_formatter(Format format) {
 }
 
 // Redacts the payload, then hands the message to the real sink. Redaction happens here, at the
-// one place every line passes, so no call site can forget it.
-class RedactingSink final : public spdlog::sinks::base_sink<std::mutex> {
+// one place every line passes, so no call site can forget it. No lock of its own around the
+// inner sink's work (a shared lock only guards its replacement): the inner sinks are thread-safe,
+// and a global mutex here would serialise every request thread's access line.
+class RedactingSink final : public spdlog::sinks::sink {
  public:
   void set_inner(std::shared_ptr<spdlog::sinks::sink> inner) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    inner_ = std::move(inner);
+    std::shared_ptr<spdlog::sinks::sink> old;
+    {
+      std::unique_lock lock(mu_);
+      old = std::exchange(inner_, std::move(inner));
+    }
+    // `old` goes here, outside the lock: a batched sink flushes and joins its thread.
   }
-
- protected:
-  void sink_it_(const spdlog::details::log_msg& msg) override {
+  void log(const spdlog::details::log_msg& msg) override {
+    std::shared_lock lock(mu_);
     if (!inner_) return;
     std::string payload = redact(std::string_view(msg.payload.data(), msg.payload.size()));
     spdlog::details::log_msg copy = msg;
     copy.payload = spdlog::string_view_t(payload.data(), payload.size());
     inner_->log(copy);
   }
-  void flush_() override {
+  void flush() override {
+    std::shared_lock lock(mu_);
     if (inner_) inner_->flush();
   }
+  // The inner sink formats.
+  void set_pattern(const std::string&) override {}
+  void set_formatter(std::unique_ptr<spdlog::formatter>) override {}
 
  private:
-  std::shared_ptr<spdlog::sinks::sink> inner_;
+  std::shared_mutex mu_;
+  std::shared_ptr<spdlog::sinks::sink> inner_;  // guarded by mu_
 };
 
 struct State {
@@ -106,6 +116,18 @@ void init(std::string_view level, Format format) {
   auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
   set_sink(err, format);
   state().logger->set_level(spdlog::level::from_str(std::string(level)));
+}
+
+void init_batched(std::string_view level, Format format, std::chrono::milliseconds interval) {
+  set_sink(std::make_shared<BatchedSink>(2, interval), format);
+  state().logger->set_level(spdlog::level::from_str(std::string(level)));
+}
+
+void shutdown() {
+  // A plain stderr sink again: the batched one (if any) writes what it holds and stops.
+  auto err = std::make_shared<spdlog::sinks::stderr_sink_mt>();
+  err->set_formatter(make_formatter(Format::kText));
+  state().sink->set_inner(std::move(err));
 }
 
 void set_sink(std::shared_ptr<spdlog::sinks::sink> sink, Format format) {

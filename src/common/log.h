@@ -11,6 +11,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -21,6 +22,12 @@ enum class Format { kText, kJson };
 
 // Configures the process logger: level name (trace|debug|info|warn|error|off) and format.
 void init(std::string_view level, Format format);
+// init, with stderr written in batches every `interval` by one thread (common/batched_sink.h): no
+// write per line on the calling thread; warn and above are written at once. For `serve`, whose
+// access log has a line per request.
+void init_batched(std::string_view level, Format format, std::chrono::milliseconds interval);
+// Writes whatever is batched and goes back to plain stderr (at the end of `serve`).
+void shutdown();
 // Replaces the destination (tests capture output with an ostream sink). Redaction still applies.
 void set_sink(std::shared_ptr<spdlog::sinks::sink> sink, Format format);
 

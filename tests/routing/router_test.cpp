@@ -150,9 +150,15 @@ TEST(RouterTest, ComplexityHintPromotesPreferredTierLayer) {
   // high → [flagship, balanced]: big gets full tier credit, mid half.
   auto high = r.plan(RequestInfo{.model = "learned", .complexity = Complexity::kHigh}, rng);
   for (const auto& a : high->attempts()) {
-    if (a.model == "big") EXPECT_DOUBLE_EQ(a.score.tier, 1.0);
-    if (a.model == "mid") EXPECT_DOUBLE_EQ(a.score.tier, 0.5);
-    if (a.model == "fast") EXPECT_DOUBLE_EQ(a.score.tier, 0.0);
+    if (a.model == "big") {
+      EXPECT_DOUBLE_EQ(a.score.tier, 1.0);
+    }
+    if (a.model == "mid") {
+      EXPECT_DOUBLE_EQ(a.score.tier, 0.5);
+    }
+    if (a.model == "fast") {
+      EXPECT_DOUBLE_EQ(a.score.tier, 0.0);
+    }
   }
 }
 
