@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# Gateway load test, side by side in one run (DESIGN.md "Performance notes"):
-#   (a) a static upstream: nginx answering `return 200` with a fixed chat completion,
+# Gateway load test, side by side in one run, with the configuration users run (the example's
+# defaults: access log on, SQLite store on):
+#   (a) a static upstream: nginx answering a fixed chat completion, or a fixed SSE stream of 7
+#       events for streamed requests,
 #   (b) nginx as a plain reverse proxy to (a)      — the floor we compare against,
-#   (c) switchboard to (a) (one key, no limits, access log off).
-# Prints requests/s and latency percentiles from wrk, the ratios (c)/(b), and switchboard's RSS
-# with 1000 open connections. Everything listens on 127.0.0.1 only and stops by itself.
+#   (c) switchboard to (a) (one key, no limits).
+# Three scenarios, each in ROUNDS interleaved rounds (nginx and switchboard alternate who goes
+# first): non-stream with CONNS connections, stream with CONNS connections, and one connection
+# (the added latency: p50 through the proxy minus p50 of the upstream alone). Ratios are medians of
+# the per-round ratios (this machine is shared and noisy). Then the system calls switchboard makes
+# per request (strace -c over a short run of each kind), and its RSS with 1000 connections.
+# Everything listens on 127.0.0.1 and stops by itself.
 #
-# Environment: DURATION (10s), CONNS (64), WRK_THREADS (2), WORKERS (2: nginx workers and
-# switchboard threads), ROUNDS (3: nginx/switchboard pairs, alternating order; ratios are the
-# medians of the rounds'), SWITCHBOARD (binary, default build/switchboard), RSS_REQUESTS (0: skip
-# the long flat-memory run; e.g. 1000000 to check RSS stays flat over 1M requests).
+# Environment: DURATION (10s), CONNS (16), WRK_THREADS (2), WORKERS (2: nginx workers and
+# switchboard threads), ROUNDS (3), SWITCHBOARD (binary, default build/switchboard),
+# RSS_REQUESTS (0: skip the long flat-memory run; e.g. 1000000), SYSCALLS (1: count them).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 bin=${SWITCHBOARD:-$root/build/switchboard}
 DURATION=${DURATION:-10s}
-CONNS=${CONNS:-64}
+CONNS=${CONNS:-16}
 WRK_THREADS=${WRK_THREADS:-2}
 WORKERS=${WORKERS:-2}
 RSS_REQUESTS=${RSS_REQUESTS:-0}
 ROUNDS=${ROUNDS:-3}
+SYSCALLS=${SYSCALLS:-1}
 P_STATIC=18501
 P_NGINX=18502
 P_SB=18503
 
-if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v strace >/dev/null; then
   bash "$root/scripts/install-deps.sh" --bench
 fi
 [ -x "$bin" ] || { echo "load.sh: $bin not built (run make build)" >&2; exit 2; }
@@ -39,7 +45,16 @@ cleanup() {
 trap cleanup EXIT
 
 completion='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help you today?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":9,"total_tokens":21}}'
-escaped=${completion//\"/\\\"}
+chunk() {  # delta JSON, finish reason JSON → one SSE event
+  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","choices":[{"index":0,"delta":%s,"finish_reason":%s}]}\n\n' "$1" "$2"
+}
+stream=$(
+  chunk '{"role":"assistant","content":""}' null
+  for w in 'Hello!' ' How' ' can' ' I' ' help?'; do chunk "{\"content\":\"$w\"}" null; done
+  printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}\n\n'
+  printf 'data: [DONE]\n\n'
+)
+nginx_quote() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
 mkdir -p "$work/logs"
 cat > "$work/nginx.conf" <<CONF
 worker_processes $WORKERS;
@@ -52,7 +67,8 @@ http {
   upstream static_upstream { server 127.0.0.1:$P_STATIC; keepalive 256; }
   server {
     listen 127.0.0.1:$P_STATIC reuseport;
-    location / { default_type application/json; return 200 "$escaped"; }
+    location / { default_type application/json; return 200 $(nginx_quote "$completion"); }
+    location /stream/ { default_type text/event-stream; return 200 $(nginx_quote "$stream"); }
   }
   server {
     listen 127.0.0.1:$P_NGINX reuseport;
@@ -60,30 +76,38 @@ http {
       proxy_pass http://static_upstream;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+      proxy_buffering off;
     }
   }
 }
 CONF
 nginx -c "$work/nginx.conf" -p "$work"
 
+# The example's defaults (state and log sections as examples/switchboard.yaml ships them).
 cat > "$work/switchboard.yaml" <<CONF
 listen: 127.0.0.1:$P_SB
 server: { threads: $WORKERS }
 state: { path: $work/bench.db }
-log: { level: warn, access_log: false }
+log: { level: info, format: text, access_log: true }
 providers:
   up: { kind: openai, base_url: "http://127.0.0.1:$P_STATIC/v1", keys: [bench-key] }
+  up-stream: { kind: openai, base_url: "http://127.0.0.1:$P_STATIC/stream/v1", keys: [bench-key] }
 models:
   bench-model: { provider: up }
+  bench-stream: { provider: up-stream, upstream: bench-model }
 CONF
 "$bin" serve --config "$work/switchboard.yaml" > "$work/switchboard.log" 2>&1 &
 sb_pid=$!
 
-cat > "$work/post.lua" <<'LUA'
+lua() {  # file model stream
+  cat > "$work/$1" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"bench-model","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"max_tokens":32}'
+wrk.body = '{"model":"$2","stream":$3,"messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Say hello."}],"max_tokens":32}'
 LUA
+}
+lua post.lua bench-model false
+lua stream.lua bench-stream true
 
 for p in $P_STATIC $P_NGINX $P_SB; do
   for _ in $(seq 1 100); do
@@ -92,71 +116,122 @@ for p in $P_STATIC $P_NGINX $P_SB; do
   done
 done
 
-run() {  # name port → "rps p50 p99"
+wrk_run() {  # name url lua conns threads [duration] → "rps p50 p99 non2xx requests"
   local out
-  out=$(wrk -t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$work/post.lua" "http://127.0.0.1:$2/v1/chat/completions")
+  out=$(wrk -t"$5" -c"$4" -d"${6:-$DURATION}" --latency -s "$work/$3" "$2")
   echo "$out" > "$work/wrk-$1.txt"
-  local rps p50 p99 non2xx
+  local rps p50 p99 non2xx reqs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
-  echo "$rps $p50 $p99 ${non2xx:-0}"
+  reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rps $p50 $p99 ${non2xx:-0} ${reqs:-0}"
 }
 
 to_us() {  # wrk latency (e.g. 1.23ms, 850.00us, 1.2s) → microseconds
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'
 }
-
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", (b > 0 ? a / b : 0) }'; }
 
-# Warm-up, then the measured runs: the static upstream once, then nginx and switchboard in
-# ROUNDS rounds, alternating which goes first. The verdict uses medians (this machine is shared
-# and noisy; one run can be off by 20% either way).
-DURATION=2s run warm $P_SB >/dev/null
-read -r s_rps s_p50 s_p99 s_err < <(run static $P_STATIC)
-printf '\n%-28s %12s %10s %10s %8s\n' "target" "req/s" "p50" "p99" "non-2xx"
-printf '%-28s %12s %10s %10s %8s\n' "static upstream (nginx)" "$s_rps" "$s_p50" "$s_p99" "$s_err"
-n_all="" w_all="" np_all="" wp_all="" ratio_all="" p99ratio_all=""
+url_sb="http://127.0.0.1:$P_SB/v1/chat/completions"
+url_ng="http://127.0.0.1:$P_NGINX/v1/chat/completions"
+url_ng_stream="http://127.0.0.1:$P_NGINX/stream/v1/chat/completions"
+url_static="http://127.0.0.1:$P_STATIC/v1/chat/completions"
+
+# One scenario: ROUNDS interleaved nginx/switchboard pairs; prints each round and the medians,
+# and sets REPLY_RATIO (throughput), REPLY_P50 (nginx, switchboard p50 medians in µs).
+scenario() {  # title nginx_url lua conns threads
+  local title=$1 n_url=$2 script=$3 conns=$4 threads=$5
+  local ratios="" n_p50s="" w_p50s="" n_rpss="" w_rpss=""
+  printf '\n%s (%s connections, %s wrk threads, %s each)\n' "$title" "$conns" "$threads" "$DURATION"
+  printf '%-26s %12s %10s %10s %8s\n' "target" "req/s" "p50" "p99" "non-2xx"
+  for r in $(seq 1 "$ROUNDS"); do
+    local n w
+    if (( r % 2 )); then
+      n=$(wrk_run nginx "$n_url" "$script" "$conns" "$threads")
+      w=$(wrk_run switchboard "$url_sb" "$script" "$conns" "$threads")
+    else
+      w=$(wrk_run switchboard "$url_sb" "$script" "$conns" "$threads")
+      n=$(wrk_run nginx "$n_url" "$script" "$conns" "$threads")
+    fi
+    read -r n_rps n_p50 n_p99 n_err _ <<<"$n"
+    read -r w_rps w_p50 w_p99 w_err _ <<<"$w"
+    printf '%-26s %12s %10s %10s %8s\n' "nginx reverse proxy #$r" "$n_rps" "$n_p50" "$n_p99" "$n_err"
+    printf '%-26s %12s %10s %10s %8s\n' "switchboard #$r" "$w_rps" "$w_p50" "$w_p99" "$w_err"
+    ratios+=" $(ratio "$w_rps" "$n_rps")"
+    n_rpss+=" $n_rps" w_rpss+=" $w_rps"
+    n_p50s+=" $(to_us "$n_p50")" w_p50s+=" $(to_us "$w_p50")"
+  done
+  REPLY_RATIO=$(median <<<"$ratios")
+  REPLY_P50="$(median <<<"$n_p50s") $(median <<<"$w_p50s")"
+  printf 'medians: nginx %.0f req/s, switchboard %.0f req/s; switchboard/nginx throughput %.2f (rounds:%s)\n' \
+    "$(median <<<"$n_rpss")" "$(median <<<"$w_rpss")" "$REPLY_RATIO" "$ratios"
+}
+
+wrk_run warm "$url_sb" post.lua "$CONNS" "$WRK_THREADS" 2s >/dev/null
+wrk_run warm "$url_sb" stream.lua "$CONNS" "$WRK_THREADS" 2s >/dev/null
+read -r s_rps s_p50 _ <<<"$(wrk_run static "$url_static" post.lua "$CONNS" "$WRK_THREADS")"
+printf '\nstatic upstream alone (nginx return 200): %s req/s, p50 %s\n' "$s_rps" "$s_p50"
+
+scenario "non-stream" "$url_ng" post.lua "$CONNS" "$WRK_THREADS"
+ns_ratio=$REPLY_RATIO
+scenario "stream (7 SSE events)" "$url_ng_stream" stream.lua "$CONNS" "$WRK_THREADS"
+st_ratio=$REPLY_RATIO
+
+# Unloaded: one connection; the upstream alone gives the base to subtract.
+statics=""
 for r in $(seq 1 "$ROUNDS"); do
-  if (( r % 2 )); then
-    read -r n_rps n_p50 n_p99 n_err < <(run nginx $P_NGINX)
-    read -r w_rps w_p50 w_p99 w_err < <(run switchboard $P_SB)
-  else
-    read -r w_rps w_p50 w_p99 w_err < <(run switchboard $P_SB)
-    read -r n_rps n_p50 n_p99 n_err < <(run nginx $P_NGINX)
-  fi
-  printf '%-28s %12s %10s %10s %8s\n' "nginx reverse proxy #$r" "$n_rps" "$n_p50" "$n_p99" "$n_err"
-  printf '%-28s %12s %10s %10s %8s\n' "switchboard #$r" "$w_rps" "$w_p50" "$w_p99" "$w_err"
-  n_all+=" $n_rps" w_all+=" $w_rps"
-  np_all+=" $(to_us "$n_p99")" wp_all+=" $(to_us "$w_p99")"
-  ratio_all+=" $(awk -v a="$w_rps" -v b="$n_rps" 'BEGIN { printf "%.3f", a / b }')"
-  p99ratio_all+=" $(awk -v a="$(to_us "$w_p99")" -v b="$(to_us "$n_p99")" 'BEGIN { printf "%.3f", a / b }')"
+  read -r _ p50 _ <<<"$(wrk_run static1 "$url_static" post.lua 1 1)"
+  statics+=" $(to_us "$p50")"
 done
-printf '\nmedians over %d rounds: nginx proxy %.0f req/s p99 %.2f ms, switchboard %.0f req/s p99 %.2f ms\n' \
-  "$ROUNDS" "$(median <<<"$n_all")" "$(awk -v v="$(median <<<"$np_all")" 'BEGIN { print v / 1000 }')" \
-  "$(median <<<"$w_all")" "$(awk -v v="$(median <<<"$wp_all")" 'BEGIN { print v / 1000 }')"
-printf 'switchboard / nginx proxy: throughput %.2f, p99 latency %.2f (medians of the per-round ratios:%s |%s)\n' \
-  "$(median <<<"$ratio_all")" "$(median <<<"$p99ratio_all")" "$ratio_all" "$p99ratio_all"
-w_rps=$(median <<<"$w_all")
+base=$(median <<<"$statics")
+scenario "one connection" "$url_ng" post.lua 1 1
+read -r n1 w1 <<<"$REPLY_P50"
+added_n=$(awk -v a="$n1" -v b="$base" 'BEGIN { printf "%.1f", a - b }')
+added_w=$(awk -v a="$w1" -v b="$base" 'BEGIN { printf "%.1f", a - b }')
+printf 'added p50 over the upstream alone (%.1f us): nginx %s us, switchboard %s us (%.2fx)\n' \
+  "$base" "$added_n" "$added_w" "$(ratio "$added_w" "$added_n")"
+
+printf '\nsummary: non-stream %.2fx nginx, stream %.2fx nginx, c1 added p50 %.2fx nginx'"'"'s\n' \
+  "$ns_ratio" "$st_ratio" "$(ratio "$added_w" "$added_n")"
+
+if [ "$SYSCALLS" = 1 ] && command -v strace >/dev/null; then
+  # strace slows the process down; the counts per request are what it is for.
+  for kind in post stream; do
+    strace -c -f -q -p "$sb_pid" -o "$work/strace-$kind.txt" &
+    st_pid=$!
+    sleep 0.5
+    read -r _ _ _ _ reqs <<<"$(wrk_run "strace-$kind" "$url_sb" "$kind.lua" "$CONNS" "$WRK_THREADS" 3s)"
+    kill -INT "$st_pid" 2>/dev/null || true
+    wait "$st_pid" 2>/dev/null || true
+    awk -v n="$reqs" -v kind="$kind" '
+      $NF ~ /^(sendmsg|recvmsg|sendto|recvfrom|write|writev|read|futex|epoll_wait|epoll_ctl|pwrite64|fdatasync|fsync)$/ {
+        calls[$NF] = $4 }
+      END {
+        printf "syscalls per %s request (%d requests):", kind, n
+        for (c in calls) if (n > 0) printf " %s %.2f", c, calls[c] / n
+        printf "\n" }' "$work/strace-$kind.txt"
+  done
+fi
 
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$sb_pid/status"; }
 
 if [ "$RSS_REQUESTS" -gt 0 ]; then
-  # Flat memory: RSS after the first 10% of the requests vs after all of them, at the same
-  # connection count (before the 1000-connection phase, whose buffers the allocator returns only
-  # gradually).
+  # Flat memory: RSS after the first 10% of the requests vs after all of them.
+  read -r w_rps _ <<<"$(wrk_run rate "$url_sb" post.lua "$CONNS" "$WRK_THREADS" 3s)"
   rate=${w_rps%.*}
   secs=$(( RSS_REQUESTS / (rate > 0 ? rate : 1) + 1 ))
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d"$(( secs / 10 + 1 ))s" -s "$work/post.lua" "http://127.0.0.1:$P_SB/v1/chat/completions" >/dev/null
+  wrk -t"$WRK_THREADS" -c"$CONNS" -d"$(( secs / 10 + 1 ))s" -s "$work/post.lua" "$url_sb" >/dev/null
   early=$(rss_kb)
-  wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" -s "$work/post.lua" "http://127.0.0.1:$P_SB/v1/chat/completions" >/dev/null
+  wrk -t"$WRK_THREADS" -c"$CONNS" -d"${secs}s" -s "$work/post.lua" "$url_sb" >/dev/null
   late=$(rss_kb)
   awk -v a="$early" -v b="$late" -v n="$RSS_REQUESTS" 'BEGIN { printf "RSS over ~%d requests: %d MB -> %d MB (%+.1f%%)\n", n, a/1024, b/1024, (b-a)*100/a }'
 fi
 
 before=$(rss_kb)
-wrk -t"$WRK_THREADS" -c1000 -d5s -s "$work/post.lua" "http://127.0.0.1:$P_SB/v1/chat/completions" > "$work/wrk-1000.txt" &
+wrk -t"$WRK_THREADS" -c1000 -d5s -s "$work/post.lua" "$url_sb" > "$work/wrk-1000.txt" &
 wrk_pid=$!
 sleep 4
 during=$(rss_kb)

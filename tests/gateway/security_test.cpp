@@ -457,6 +457,12 @@ TEST_F(SecurityTest, AStreamWithoutContentIsNotHeldWithoutBound) {
 // Finding 14: out of file descriptors, the accept loop backs off instead of spinning, keeps
 // serving, and accepts again once descriptors are free.
 TEST_F(SecurityTest, AcceptBacksOffWhenOutOfDescriptors) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan (built with ASan here) checks a vptr's memory by writing it to a pipe: with no
+  // descriptor left that check fails and reports every virtual call as a bad one. The release and
+  // TSan runs cover this test.
+  GTEST_SKIP() << "needs descriptors the ASan+UBSan runtime uses itself";
+#endif
   auto& m = add_mock();
   start_gateway("providers:\n" + provider("up", m) + models_yaml());
   ASSERT_EQ(chat(chat_body("cheap")).status, 200);
