@@ -56,6 +56,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
     translator.emplace(c.req.model, c.request_id, std::time(nullptr), c.req.client_wants_usage);
   std::string pending;  // events not yet sent to the client
   bool started = false, saw_done = false;
+  bool terminated = false;  // the last chunk was written
   std::string raw;
   std::vector<upstream::SseEvent> events;
   std::vector<std::string> chunks;
@@ -126,39 +127,38 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
       if (info.has_content) content_now = true;
       upstream::append_sse_event(out, ev.data, ev.event);
     }
+    // Everything this read delivered leaves in one write; the stream's end (the upstream closed
+    // after [DONE]) rides along with the last events, and the head with the first.
+    const bool last = done && saw_done;
     if (!started) {
       pending += out;
-      if (content_now || pending.size() > kMaxHeldStreamBytes) {
-        if (!co_await write_stream_head(c.ex, http::status::ok, c.stream_headers(a, lease)) ||
-            !co_await write_chunk(c.ex, pending)) {
+      if (content_now || pending.size() > kMaxHeldStreamBytes || last) {
+        if (!co_await write_stream_head(c.ex, http::status::ok, c.stream_headers(a, lease), pending,
+                                        last)) {
           stream.cancel();
           r.cls = OutcomeClass::kCancelled;
           r.wrote_response = true;
           co_return r;
         }
         started = true;
+        terminated = last;
         r.wrote_response = true;
         pending.clear();
       }
-    } else if (!out.empty()) {
-      if (!co_await write_chunk(c.ex, out)) {
+    } else if (!out.empty() || last) {
+      if (!co_await write_chunk(c.ex, out, last)) {
         stream.cancel();
         r.cls = OutcomeClass::kCancelled;
         co_return r;
       }
+      terminated = last;
     }
   }
   if (!saw_done) {
     co_return co_await fail_stream(OutcomeClass::kServerError,
                                    "upstream stream ended without [DONE]");
   }
-  if (!started) {
-    // A stream that finished without any content (e.g. an empty answer): send what we have.
-    co_await write_stream_head(c.ex, http::status::ok, c.stream_headers(a, lease));
-    co_await write_chunk(c.ex, pending);
-    r.wrote_response = true;
-  }
-  co_await finish_chunks(c.ex);
+  if (!terminated) co_await finish_chunks(c.ex);
   r.cls = OutcomeClass::kSuccess;
   co_return r;
 }

@@ -111,9 +111,31 @@ void append_header(std::string& out, std::string_view name, std::string_view val
   out.append("\r\n", 2);
 }
 
+namespace {
+constexpr std::string_view kLastChunk = "0\r\n\r\n";
+
+// Up to a head, one chunk ("<size>\r\n", data, "\r\n") and the last chunk, for one write;
+// unused slots stay empty buffers (no allocation per write).
+struct ChunkWrite {
+  std::array<asio::const_buffer, 5> bufs{};
+  size_t used = 0;
+  char size_line[24];
+
+  void add(asio::const_buffer b) { bufs[used++] = b; }
+  void add_chunk(std::string_view data) {
+    if (data.empty()) return;
+    int len = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", data.size());
+    add(asio::buffer(size_line, size_t(len)));
+    add(asio::buffer(data));
+    add(asio::buffer("\r\n", 2));
+  }
+};
+}  // namespace
+
 asio::awaitable<bool> write_stream_head(
     Exchange& ex, http::status status,
-    const std::vector<std::pair<std::string, std::string>>& headers) {
+    const std::vector<std::pair<std::string, std::string>>& headers, std::string_view first_chunk,
+    bool last) {
   std::string head = "HTTP/1.1 " + std::to_string(static_cast<int>(status)) + " " +
                      std::string(http::obsolete_reason(status)) +
                      "\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -123,24 +145,27 @@ asio::awaitable<bool> write_stream_head(
   head += "\r\n";
   ex.stream.expires_after(kStreamWriteTimeout);
   ex.written = true;
-  auto [ec, n] = co_await asio::async_write(ex.stream, asio::buffer(head), kNothrow);
+  ChunkWrite w;
+  w.add(asio::buffer(head));
+  w.add_chunk(first_chunk);
+  if (last) w.add(asio::buffer(kLastChunk));
+  auto [ec, n] = co_await asio::async_write(ex.stream, w.bufs, kNothrow);
   co_return !ec;
 }
 
-asio::awaitable<bool> write_chunk(Exchange& ex, std::string_view data) {
-  if (data.empty()) co_return true;
-  char size_line[24];
-  int len = std::snprintf(size_line, sizeof(size_line), "%zx\r\n", data.size());
-  std::array<asio::const_buffer, 3> bufs = {asio::buffer(size_line, size_t(len)),
-                                            asio::buffer(data), asio::buffer("\r\n", 2)};
+asio::awaitable<bool> write_chunk(Exchange& ex, std::string_view data, bool last) {
+  if (data.empty() && !last) co_return true;
+  ChunkWrite w;
+  w.add_chunk(data);
+  if (last) w.add(asio::buffer(kLastChunk));
   ex.stream.expires_after(kStreamWriteTimeout);
-  auto [ec, n] = co_await asio::async_write(ex.stream, bufs, kNothrow);
+  auto [ec, n] = co_await asio::async_write(ex.stream, w.bufs, kNothrow);
   co_return !ec;
 }
 
 asio::awaitable<bool> finish_chunks(Exchange& ex) {
   ex.stream.expires_after(kStreamWriteTimeout);
-  auto [ec, n] = co_await asio::async_write(ex.stream, asio::buffer("0\r\n\r\n", 5), kNothrow);
+  auto [ec, n] = co_await asio::async_write(ex.stream, asio::buffer(kLastChunk), kNothrow);
   co_return !ec;
 }
 
