@@ -40,7 +40,7 @@ sb_pid=""
 cleanup() {
   [ -n "$sb_pid" ] && kill "$sb_pid" 2>/dev/null && wait "$sb_pid" 2>/dev/null || true
   nginx -c "$work/nginx.conf" -p "$work" -s stop 2>/dev/null || true
-  rm -rf "$work"
+  [ -n "${KEEP_WORK:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
 
@@ -54,6 +54,7 @@ stream=$(
   printf 'data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":1700000000,"model":"bench-model","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17}}\n\n'
   printf 'data: [DONE]\n\n'
 )
+stream+=$'\n\n'  # $(...) dropped the last event's blank line, which ends it
 nginx_quote() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
 mkdir -p "$work/logs"
 cat > "$work/nginx.conf" <<CONF
@@ -124,7 +125,7 @@ wrk_run() {  # name url lua conns threads [duration] → "rps p50 p99 non2xx req
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  non2xx=$(awk '/Non-2xx/ {print $4}' <<<"$out")
+  non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
   echo "$rps $p50 $p99 ${non2xx:-0} ${reqs:-0}"
 }
