@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
-  libssl-dev libsqlite3-dev sqlite3 libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
+  libssl-dev libsqlite3-dev sqlite3 libhiredis-dev redis-server libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   # The fuzz targets: clang with libFuzzer and the sanitizer runtimes (only recommended by clang).
   clang libclang-rt-14-dev

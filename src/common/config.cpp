@@ -48,6 +48,7 @@ std::vector<std::pair<std::string, std::string>> Config::secrets() const {
                                                ? auth.gateway_policies[i].name
                                                : "gateway#" + std::to_string(i + 1));
   if (!auth.admin_key.empty()) out.emplace_back(auth.admin_key, "admin");
+  if (!cluster.redis_password.empty()) out.emplace_back(cluster.redis_password, "redis");
   return out;
 }
 

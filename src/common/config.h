@@ -217,6 +217,28 @@ struct WorkflowsConfig {
   int64_t max_parallel = 64;         // upper bound for any parallel step's max_concurrency
 };
 
+// Limits shared by several gateways through one Redis (DESIGN.md invariant 13). Off when `redis`
+// is empty: every gateway then counts alone.
+enum class RedisDownPolicy { kLocal, kRefuse };
+struct ClusterConfig {
+  std::string redis;             // redis://[:password@]host:port[/db]; "" = single gateway
+  std::string redis_host;        // parsed from `redis`
+  int redis_port = 6379;         //
+  int redis_db = 0;              //
+  std::string redis_password;    // secret (from the URL or env:NAME)
+  int64_t lease_ttl_ms = 15000;  // a dead gateway's in-flight slots return after this
+  // While Redis is unreachable each gateway serves on its keys' limits divided by this (local),
+  // or answers 503 (refuse).
+  int64_t expected_gateways = 1;
+  RedisDownPolicy on_redis_down = RedisDownPolicy::kLocal;
+  int64_t connect_timeout_ms = 1000;
+  // Leases of this gateway are renewed every lease_ttl_ms / 3; a Redis reply slower than this
+  // counts as Redis down for the request (it falls back to the local limits).
+  int64_t command_timeout_ms = 1000;
+  std::string prefix = "sb";  // key namespace, for several deployments on one Redis
+  bool enabled() const { return !redis.empty(); }
+};
+
 struct LogConfig {
   std::string level = "info";
   bool json = false;
@@ -238,6 +260,7 @@ struct Config {
   LearningConfig learning;
   RoutingConfig routing;
   WorkflowsConfig workflows;
+  ClusterConfig cluster;
 
   const ProviderConfig* find_provider(const std::string& name) const;
   const ModelConfig* find_model(std::string_view name) const;

@@ -180,6 +180,22 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "max_concurrent_runs" << YAML::Value << w.max_concurrent_runs;
   out << YAML::Key << "max_parallel" << YAML::Value << w.max_parallel;
   out << YAML::EndMap;
+  if (c.cluster.enabled()) {
+    const auto& cl = c.cluster;
+    out << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap;
+    // The URL rebuilt without its password (a secret).
+    out << YAML::Key << "redis" << YAML::Value
+        << "redis://" + cl.redis_host + ":" + std::to_string(cl.redis_port) + "/" +
+               std::to_string(cl.redis_db);
+    out << YAML::Key << "lease_ttl_ms" << YAML::Value << cl.lease_ttl_ms;
+    out << YAML::Key << "expected_gateways" << YAML::Value << cl.expected_gateways;
+    out << YAML::Key << "on_redis_down" << YAML::Value
+        << (cl.on_redis_down == RedisDownPolicy::kRefuse ? "refuse" : "local");
+    out << YAML::Key << "connect_timeout_ms" << YAML::Value << cl.connect_timeout_ms;
+    out << YAML::Key << "command_timeout_ms" << YAML::Value << cl.command_timeout_ms;
+    out << YAML::Key << "prefix" << YAML::Value << cl.prefix;
+    out << YAML::EndMap;
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

@@ -12,7 +12,7 @@ namespace switchboard::config_detail {
 void ConfigReader::read_root(const YAML::Node& root) {
   check_map(root, "",
             {"listen", "server", "state", "auth", "log", "providers", "models", "routes",
-             "cooldown", "breaker", "retry", "learning", "routing", "workflows"});
+             "cooldown", "breaker", "retry", "learning", "routing", "workflows", "cluster"});
   if (read_string(root, "listen", "", cfg_.listen)) check_listen(root["listen"], cfg_.listen);
   read_server(root["server"]);
   read_state(root["state"]);
@@ -24,6 +24,7 @@ void ConfigReader::read_root(const YAML::Node& root) {
   read_learning(root["learning"]);
   read_routing(root["routing"]);
   read_workflows(root["workflows"]);
+  read_cluster(root["cluster"]);
   read_providers(root["providers"]);
   read_models(root["models"]);
   read_routes(root["routes"]);
@@ -349,6 +350,85 @@ void ConfigReader::read_routing(const YAML::Node& n) {
         tiers.push_back(*tier);
     }
     r.complexity_tiers[*c] = tiers;
+  }
+}
+
+}  // namespace switchboard::config_detail
+
+namespace switchboard::config_detail {
+
+// redis://[:password@]host[:port][/db]. The password may also come as `password: env:NAME`.
+void ConfigReader::read_cluster(const YAML::Node& n) {
+  if (!n.IsDefined() || n.IsNull()) return;
+  const std::string p = "cluster";
+  if (!check_map(n, p,
+                 {"redis", "password", "lease_ttl_ms", "expected_gateways", "on_redis_down",
+                  "connect_timeout_ms", "command_timeout_ms", "prefix"}))
+    return;
+  auto& c = cfg_.cluster;
+  std::string url;
+  if (read_string(n, "redis", p, url) && !url.empty()) {
+    std::string var;
+    url = resolve(url, &var).value_or("");
+    std::string rest = url;
+    bool ok = rest.rfind("redis://", 0) == 0;
+    if (ok) rest = rest.substr(8);
+    if (ok) {
+      if (auto at = rest.rfind('@'); at != std::string::npos) {
+        std::string user_pass = rest.substr(0, at);
+        rest = rest.substr(at + 1);
+        auto colon = user_pass.find(':');
+        c.redis_password = colon == std::string::npos ? user_pass : user_pass.substr(colon + 1);
+      }
+      if (auto slash = rest.find('/'); slash != std::string::npos) {
+        std::string db = rest.substr(slash + 1);
+        rest = rest.substr(0, slash);
+        if (!db.empty()) {
+          ok = db.size() <= 2 && std::all_of(db.begin(), db.end(), [](char ch) {
+            return std::isdigit(static_cast<unsigned char>(ch));
+          });
+          if (ok) c.redis_db = std::stoi(db);
+        }
+      }
+      if (auto colon = rest.rfind(':'); ok && colon != std::string::npos) {
+        std::string port = rest.substr(colon + 1);
+        rest = rest.substr(0, colon);
+        ok = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char ch) {
+          return std::isdigit(static_cast<unsigned char>(ch));
+        });
+        if (ok) c.redis_port = std::stoi(port);
+        ok = ok && c.redis_port > 0 && c.redis_port <= 65535;
+      }
+      c.redis_host = rest;
+      ok = ok && !rest.empty() && std::none_of(rest.begin(), rest.end(), [](char ch) {
+        return std::iscntrl(static_cast<unsigned char>(ch)) || ch == ' ';
+      });
+    }
+    if (!ok) {
+      // The URL may carry a password: never echo it.
+      error(n["redis"], "cluster.redis", "expected redis://[:password@]host[:port][/db]");
+    } else {
+      c.redis = url;
+    }
+  }
+  std::string password;
+  if (read_string(n, "password", p, password)) {
+    std::string var;
+    c.redis_password = resolve(password, &var).value_or("");
+  }
+  read_int(n, "lease_ttl_ms", p, c.lease_ttl_ms, 100, 3600000);
+  read_int(n, "expected_gateways", p, c.expected_gateways, 1, 1000);
+  read_enum(n, "on_redis_down", p, c.on_redis_down,
+            {{"local", RedisDownPolicy::kLocal}, {"refuse", RedisDownPolicy::kRefuse}});
+  read_int(n, "connect_timeout_ms", p, c.connect_timeout_ms, 1, 60000);
+  read_int(n, "command_timeout_ms", p, c.command_timeout_ms, 1, 60000);
+  if (read_string(n, "prefix", p, c.prefix)) {
+    const bool ok = !c.prefix.empty() && c.prefix.size() <= 64 &&
+                    std::all_of(c.prefix.begin(), c.prefix.end(), [](char ch) {
+                      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' ||
+                             ch == '-' || ch == ':' || ch == '.';
+                    });
+    if (!ok) error(n["prefix"], "cluster.prefix", "expected 1-64 of [A-Za-z0-9_.:-]");
   }
 }
 

@@ -155,6 +155,8 @@ bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_v
         if (st.ok()) {
           log::info("admin: key {} {}d", id, action);
           persist_key_state(rt, *pr->pool, id);
+          // Every gateway on the cluster's Redis stops (or resumes) using the key.
+          if (rt.cluster) rt.cluster->set_disabled(provider, id, action == "disable");
           ex.response =
               json_response(http::status::ok, "{\"id\":" + json::quote(id) +
                                                   ",\"action\":" + json::quote(action) + "}");

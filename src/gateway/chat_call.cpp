@@ -302,11 +302,41 @@ class ChatCall {
         continue;
       }
       keys::AcquireRequest kr{std::string(a.upstream), estimate, deadline, session_};
-      keys::AcquireResult got = pr->pool->acquire(kr);
-      bool waited = false;
+      const MonoTime wait_until = std::min(deadline, now + Millis(cfg.retry.wait_for_key_ms));
+      cluster::Reservation shared;  // the lease's slot in the cluster's Redis, when shared
+      std::optional<keys::AcquireResult> shared_got;
+      if (rt_.cluster) {
+        SharedAcquire sa = co_await acquire_shared(rt_, *pr, kr, wait_until);
+        switch (sa.kind) {
+          case SharedAcquire::Kind::kCancelled:
+            co_return;
+          case SharedAcquire::Kind::kLease:
+          case SharedAcquire::Kind::kNoKey:
+            shared_got.emplace(std::move(sa.result));
+            shared = std::move(sa.reservation);
+            break;
+          case SharedAcquire::Kind::kUnavailable:
+            if (rt_.cluster->config().on_redis_down == RedisDownPolicy::kRefuse) {
+              fail(http::status::service_unavailable,
+                   "the gateways' shared key limits are unavailable (Redis unreachable)",
+                   "api_error", "cluster_unavailable");
+              co_return;
+            }
+            break;  // this gateway's share of each key's limits, counted locally
+        }
+      }
+      if (shared_got && !shared_got->ok()) {
+        const keys::NoKey nk = shared_got->no_key();
+        if (nk.reason != keys::NoKeyReason::kNoUsableKey &&
+            nk.reason != keys::NoKeyReason::kTooLarge)
+          earliest_key = std::min(earliest_key, nk.earliest);
+        idx++;
+        continue;
+      }
+      keys::AcquireResult got = shared_got ? std::move(*shared_got) : pr->pool->acquire(kr);
+      bool waited = shared.active();  // a Redis round trip: the attempt starts after it
       if (!got.ok()) {
         const keys::NoKey nk = got.no_key();
-        const MonoTime wait_until = std::min(deadline, now + Millis(cfg.retry.wait_for_key_ms));
         bool waitable = nk.reason == keys::NoKeyReason::kConcurrency ||
                         nk.reason == keys::NoKeyReason::kCooling ||
                         nk.reason == keys::NoKeyReason::kMinuteWindow ||
@@ -354,7 +384,13 @@ class ChatCall {
       ko.tokens_used = r.usage.total() > 0 ? r.usage.total() : -1;
       ko.headers = std::move(response_headers_);
       const std::string key_id = lease.key_id();
-      lease.complete(ko);
+      if (shared.active()) {
+        keys::EndReport report;
+        lease.complete(ko, &report);
+        shared.settle(report);
+      } else {
+        lease.complete(ko);
+      }
       pp.record(r.cls, latency);
       mp.record(r.cls, latency);
       record_learning(a, r, latency);

@@ -48,6 +48,21 @@ std::string openai_body(std::string_view original, ChatRequest& req,
 asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
                                                   keys::AcquireRequest request);
 
+// A key for one attempt through the limits shared with other gateways (cluster.h): the local
+// pool offers the keys it could use, Redis reserves on the first with room in one step, and the
+// pool counts the lease in its own view. No room: waits until the first key may have room or a
+// gateway releases one of the provider's leases, within `wait_until` (shared_keys.cpp).
+struct SharedAcquire {
+  enum class Kind { kLease, kNoKey, kUnavailable, kCancelled };
+  Kind kind = Kind::kUnavailable;
+  keys::AcquireResult result{keys::NoKey{}};  // kLease: the lease; kNoKey: why and until when
+  cluster::Reservation reservation;           // kLease: settled with the lease's report
+  bool waited = false;
+};
+asio::awaitable<SharedAcquire> acquire_shared(Runtime& rt, ProviderRuntime& pr,
+                                              const keys::AcquireRequest& request,
+                                              MonoTime wait_until);
+
 class WatchList;
 
 // Notices a client that closes its connection while its request runs, and then cancels the
@@ -64,7 +79,22 @@ class ClientWatch {
   MonoTime since() const { return since_; }
 
  private:
-  friend class WatchList;
+  friend // A key for one attempt through the limits shared with other gateways (cluster.h): the local
+// pool offers the keys it could use, Redis reserves on the first with room in one step, and the
+// pool counts the lease in its own view. No room: waits until the first key may have room or a
+// gateway releases one of the provider's leases, within `wait_until` (shared_keys.cpp).
+struct SharedAcquire {
+  enum class Kind { kLease, kNoKey, kUnavailable, kCancelled };
+  Kind kind = Kind::kUnavailable;
+  keys::AcquireResult result{keys::NoKey{}};  // kLease: the lease; kNoKey: why and until when
+  cluster::Reservation reservation;           // kLease: settled with the lease's report
+  bool waited = false;
+};
+asio::awaitable<SharedAcquire> acquire_shared(Runtime& rt, ProviderRuntime& pr,
+                                              const keys::AcquireRequest& request,
+                                              MonoTime wait_until);
+
+class WatchList;
   struct State;  // shared with the pending wait's callback, which may outlive the request
   void start_watching();
 

@@ -103,9 +103,19 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   }
   if (target == "/readyz") {
     bool ready = !rt.store || rt.store_ok.load();
+    std::string body = ready ? "{\"status\":\"ready\"" : "{\"status\":\"store unavailable\"";
+    if (rt.cluster) {
+      // Redis down: ready on the local share of the limits, unless configured to refuse.
+      const bool redis_up = rt.cluster->all_up();
+      if (!redis_up && rt.cluster->config().on_redis_down == RedisDownPolicy::kRefuse) {
+        ready = false;
+        body = "{\"status\":\"redis unavailable\"";
+      }
+      body += redis_up ? ",\"redis\":\"up\"" : ",\"redis\":\"down\"";
+    }
+    body += "}";
     ex.response =
-        json_response(ready ? http::status::ok : http::status::service_unavailable,
-                      ready ? "{\"status\":\"ready\"}" : "{\"status\":\"store unavailable\"}");
+        json_response(ready ? http::status::ok : http::status::service_unavailable, body);
     co_return;
   }
   if (target == "/metrics") {
@@ -300,10 +310,30 @@ Status Gateway::start() {
       return service.status();
     }
   }
+  if (cfg.cluster.enabled()) {
+    rt.cluster = std::make_unique<cluster::Cluster>(cfg.cluster);
+    // Requests still in flight settle their shared leases before the connections close.
+    impl_->server->set_drained_hook([&rt] { rt.cluster->stop(); });
+  }
   auto st = impl_->server->start(impl_->listen, threads);
   if (!st.ok()) {
     rt.workflows.reset();
+    rt.cluster.reset();
     return st;
+  }
+  if (rt.cluster) {
+    std::vector<asio::io_context*> contexts;
+    for (int i = 0; i < impl_->server->threads(); ++i)
+      contexts.push_back(&impl_->server->context(i));
+    rt.cluster->start(contexts);
+    // Serve with shared limits from the first request when Redis is there; without it, start
+    // anyway (local share) and join when it comes.
+    const auto until = MonoClock::now() + Millis(cfg.cluster.connect_timeout_ms);
+    while (!rt.cluster->all_up() && MonoClock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    if (rt.cluster->all_up())
+      log::info("cluster: key limits shared through redis {}:{}", cfg.cluster.redis_host,
+                cfg.cluster.redis_port);
   }
   if (rt.workflows) rt.workflows->start();
   if (rt.learning) rt.learning->start();

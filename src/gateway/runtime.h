@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "breaker/breaker.h"
+#include "cluster/cluster.h"
 #include "common/config.h"
 #include "common/metrics.h"
 #include "gateway/http.h"
@@ -152,6 +153,9 @@ struct Runtime {
   uint64_t instance_tag = 0;
   std::atomic<bool> store_ok{false};
   std::unique_ptr<routing::FeedbackLedger> ledger;
+  // Limits shared with the other gateways on one Redis (cluster.redis); null when alone. Started
+  // with the server's io_contexts, stopped once they drained, destroyed after them.
+  std::unique_ptr<cluster::Cluster> cluster;
   // Durable workflows (workflow_api.h); null when disabled (GatewayOptions::workflows) or the
   // state backend cannot hold them. Set before the server starts, reset after it stopped.
   std::shared_ptr<WorkflowService> workflows;

@@ -7,6 +7,22 @@ namespace switchboard::gateway {
 
 namespace {
 
+// This gateway's share of each key's limits: 1/expected_gateways of each (at least 1), when a
+// cluster shares them; the limits themselves otherwise.
+ProviderConfig local_share(const ProviderConfig& pc, const ClusterConfig& cluster) {
+  ProviderConfig out = pc;
+  if (!cluster.enabled() || cluster.expected_gateways <= 1) return out;
+  auto share = [n = cluster.expected_gateways](int64_t& limit) {
+    if (limit > 0) limit = std::max<int64_t>(1, limit / n);
+  };
+  share(out.limits.rpm);
+  share(out.limits.tpm);
+  share(out.limits.rpd);
+  share(out.limits.tpd);
+  share(out.limits.max_concurrent);
+  return out;
+}
+
 // A pool can be kept as it is across a reload only when nothing it was built from changed.
 bool same_pool(const ProviderConfig& a, const ProviderConfig& b) {
   if (a.kind != b.kind || a.base_url != b.base_url || a.keys.size() != b.keys.size() ||
@@ -114,9 +130,12 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
     ProviderRuntime* old = previous ? previous->provider(pc.name) : nullptr;
     keys::KeyPoolOptions ko;
     ko.scheduler = &rt.scheduler;
+    // With a cluster, the pool's own limits are what this gateway may use alone while Redis is
+    // unreachable: its share of each key's (the shared limits are checked in Redis).
+    const ProviderConfig local = local_share(pc, config->cluster);
     // Keys that stay keep their state and in-flight leases (the old pool hands them over).
-    pr.pool = old ? old->pool->reconfigured(pc, rt.clock, ko)
-                  : std::make_unique<keys::KeyPool>(pc, rt.clock, ko);
+    pr.pool = old ? old->pool->reconfigured(local, rt.clock, ko)
+                  : std::make_unique<keys::KeyPool>(local, rt.clock, ko);
   }
   for (size_t i = 0; i < config->auth.gateway_keys.size(); ++i) {
     // A gateway key that stays (same secret) keeps its rpm window and spend.

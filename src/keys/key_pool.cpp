@@ -84,6 +84,14 @@ std::optional<KeySnapshot> KeyPool::inspect(std::string_view key_id) const {
   return std::move(v.front());
 }
 
+std::vector<std::string_view> KeyPool::shared_candidates(const AcquireRequest& request,
+                                                         NoKey* none) {
+  return core_->shared_candidates(request, none);
+}
+AcquireResult KeyPool::acquire_on(std::string_view key_id, const AcquireRequest& request) {
+  return core_->acquire_on(key_id, request);
+}
+
 std::vector<KeyUsage> KeyPool::export_usage() const {
   return core_->export_usage();
 }

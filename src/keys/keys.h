@@ -155,6 +155,17 @@ namespace detail {
 class Core;
 }
 
+// What ending a lease did, for a limiter that shares the key's state with other gateways.
+struct EndReport {
+  bool request_counted = false;  // the request stays in the windows (see Accounting above)
+  int64_t tokens_counted = 0;    // what stays in the token windows for this lease
+  // A cooldown this outcome started or extended: how long from now, and its scope ("" = the
+  // whole key, else the model).
+  std::optional<Nanos> cooldown;
+  std::string cooldown_model;
+  CooldownReason cooldown_reason = CooldownReason::kNone;
+};
+
 class Lease {
  public:
   Lease() = default;
@@ -170,6 +181,8 @@ class Lease {
   // Ends the lease (once): releases the concurrency slot, settles the windows, applies
   // cooldowns. Returns false (and does nothing) when the lease is not active.
   bool complete(const Outcome& outcome);
+  // The same, telling `report` (when not null and the lease was active) what it did.
+  bool complete(const Outcome& outcome, EndReport* report);
 
   // Valid while active.
   const std::string& key_id() const;       // "openai#2"
@@ -383,6 +396,23 @@ class KeyPool {
 
   std::vector<KeySnapshot> snapshot() const;
   std::optional<KeySnapshot> inspect(std::string_view key_id) const;
+
+  // ------------------------------------------------------------- shared limits (cluster/)
+  // When several gateways share the keys' limits, a limiter elsewhere checks and reserves them
+  // in one atomic step over every gateway (DESIGN.md invariant 13); the pool keeps its own view.
+  //
+  // The keys that this pool could use for `request` ignoring their limits (not dead, disabled or
+  // cooling, key-wide or for the model), in the order to try them: the session's key first,
+  // then a rotation that starts one key later on every call. Empty when none; `none` (if given)
+  // then says why and when the first may be usable.
+  // The views name keys of this pool (or of the pool it handed its keys over to) and stay valid
+  // as long as this pool.
+  std::vector<std::string_view> shared_candidates(const AcquireRequest& request,
+                                                  NoKey* none = nullptr);
+  // A lease on key `key_id` counted in this pool's view (in flight, windows, snapshot) without
+  // checking the local limits, which the caller reserved elsewhere. NoKey when the key is unknown
+  // or became dead, disabled or cooling meanwhile.
+  AcquireResult acquire_on(std::string_view key_id, const AcquireRequest& request);
 
   std::vector<KeyUsage> export_usage() const;
   // Adds stored daily usage (still inside the current day or rolling 24 h) to the windows.

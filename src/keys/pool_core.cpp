@@ -381,7 +381,7 @@ NoKey Core::earliest(int32_t model, int64_t est, const Now& now) {
 }
 
 void Core::complete_at(uint32_t key, int32_t model, const std::string* model_name,
-                       const Lease& lease, const Outcome& outcome) {
+                       const Lease& lease, const Outcome& outcome, EndReport* report) {
   RateLimitInfo info;
   if (!outcome.headers.empty()) info = parse_rate_limit_headers(outcome.headers, clock_.wall_now());
   bool cooled = false;
@@ -394,7 +394,7 @@ void Core::complete_at(uint32_t key, int32_t model, const std::string* model_nam
       const uint32_t next_key = static_cast<uint32_t>(forward_[key]);
       std::string name = model_name ? *model_name : model_name_of(model);
       kl.unlock();
-      next->complete_at(next_key, -1, &name, lease, outcome);
+      next->complete_at(next_key, -1, &name, lease, outcome, report);
       return;
     }
     if (model_name) model = intern(*model_name);
@@ -414,6 +414,18 @@ void Core::complete_at(uint32_t key, int32_t model, const std::string* model_nam
       k.day.adjust(lease.daily_ref_, keep_request ? 0 : -1, tokens - lease.estimated_);
     }
     cooled = apply_outcome(k, model, outcome, info, t.mono);
+    if (report != nullptr) {
+      report->request_counted = keep_request;
+      report->tokens_counted = tokens;
+      if (cooled) {
+        const bool model_scope = model >= 0 && !outcome.key_wide &&
+                                 static_cast<size_t>(model) < k.model_cd.size();
+        const ScopeCooldown& scope = model_scope ? k.model_cd[static_cast<size_t>(model)] : k.cd;
+        report->cooldown = Nanos(std::max<int64_t>(0, scope.until - t.mono));
+        report->cooldown_reason = scope.reason;
+        if (model_scope) report->cooldown_model = model_name_of(model);
+      }
+    }
     if (observer_ != nullptr) {
       observer_->on_end(EndEvent{lease.id_, key, model, outcome.status, mono(t.mono),
                                  keep_request ? 1 : 0, tokens, mono(k.cd.until),
@@ -541,9 +553,13 @@ Lease::~Lease() {
 }
 
 bool Lease::complete(const Outcome& outcome) {
+  return complete(outcome, nullptr);
+}
+
+bool Lease::complete(const Outcome& outcome, EndReport* report) {
   if (core_ == nullptr) return false;
   detail::Core* core = std::exchange(core_, nullptr);
-  core->complete(*this, outcome);
+  core->complete(*this, outcome, report);
   return true;
 }
 

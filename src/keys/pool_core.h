@@ -190,8 +190,8 @@ class Core : public std::enable_shared_from_this<Core> {
 
   // ------------------------------------------------------------------ complete (pool_core.cpp)
 
-  void complete(Lease& lease, const Outcome& outcome) {
-    complete_at(lease.key_, lease.model_, nullptr, lease, outcome);
+  void complete(Lease& lease, const Outcome& outcome, EndReport* report) {
+    complete_at(lease.key_, lease.model_, nullptr, lease, outcome, report);
   }
 
   // Ends a lease on key slot `key`. `model` is this core's interned id, unless `model_name` is
@@ -199,7 +199,12 @@ class Core : public std::enable_shared_from_this<Core> {
   // successor (hot reload) is ended there instead, decided under the key's lock that adopt()
   // holds, so a completion can never land on a copy that has already been handed on.
   void complete_at(uint32_t key, int32_t model, const std::string* model_name, const Lease& lease,
-                   const Outcome& outcome);
+                   const Outcome& outcome, EndReport* report = nullptr);
+
+  // ------------------------------------------------------------------ shared limits (pool_shared.cpp)
+
+  std::vector<std::string_view> shared_candidates(const AcquireRequest& request, NoKey* none);
+  AcquireResult acquire_on(std::string_view key_id, const AcquireRequest& request);
 
   // ------------------------------------------------------------------ waiters (pool_waiters.cpp)
 
@@ -391,6 +396,7 @@ class Core : public std::enable_shared_from_this<Core> {
   // Set once this pool has handed its keys over (hot reload), with every key lock held; see
   // adopt(). successor_ and forward_ are written before handed_over_ and never again.
   std::atomic<bool> handed_over_{false};
+  std::atomic<uint32_t> shared_rotation_{0};  // shared_candidates' starting key
   std::shared_ptr<Core> successor_;
   std::vector<int32_t> forward_;  // old key index → successor's index, or -1 (key removed)
 };

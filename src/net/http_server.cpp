@@ -258,6 +258,7 @@ void HttpServer::stop(Millis grace) {
   while (active_requests_.load() > 0 && MonoClock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
+  if (drained_) drained_();
   for (auto& ctx : contexts_) ctx->stop();
   for (auto& t : threads_) t.join();
   threads_.clear();

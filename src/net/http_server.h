@@ -103,6 +103,9 @@ class HttpServer {
   using HeadCheck =
       std::function<std::optional<Response>(const Request&, const asio::ip::tcp::socket&)>;
   void set_head_check(HeadCheck check) { head_check_ = std::move(check); }
+  // Called by stop() once the open requests finished (or the grace ran out), while the threads
+  // still run: what must still use their io_contexts shuts down here. Set before start.
+  void set_drained_hook(std::function<void()> hook) { drained_ = std::move(hook); }
   // Binds `threads` acceptors on host:port (port 0 picks one) and starts the threads.
   Status start(const std::string& listen, int threads);
   // Stops accepting; open connections finish their current request (up to `grace`), then the
@@ -124,6 +127,7 @@ class HttpServer {
   std::function<void(int, asio::io_context&)> thread_init_;
   std::function<void(int)> thread_exit_;
   std::function<void(Response&)> decorate_error_;
+  std::function<void()> drained_;
   HeadCheck head_check_;
   uint16_t port_ = 0;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;

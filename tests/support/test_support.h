@@ -47,4 +47,32 @@ int64_t query_int(const std::string& path, const std::string& sql);
 bool wait_until(const std::function<bool()>& done,
                 std::chrono::milliseconds timeout = std::chrono::seconds(10));
 
+// A private redis-server (the Debian package's binary) on a free loopback port, with no
+// persistence, in its own temporary directory; stopped (SIGTERM, then SIGKILL) with the object.
+// `kill()` and `start()` again (same port) simulate an outage. Aborts the test binary when
+// redis-server is missing or does not come up.
+class RedisServer {
+ public:
+  RedisServer();
+  ~RedisServer();
+  RedisServer(const RedisServer&) = delete;
+  RedisServer& operator=(const RedisServer&) = delete;
+
+  int port() const { return port_; }
+  std::string url() const { return "redis://127.0.0.1:" + std::to_string(port_) + "/0"; }
+  void start();
+  void kill();  // SIGKILL: connections drop, nothing is flushed
+  bool running() const { return pid_ > 0; }
+  // redis-cli's answer to `args` (its stdout, trailing newline removed).
+  std::string cli(const std::string& args) const;
+
+ private:
+  TempDir dir_{"redis"};
+  int port_ = 0;
+  int pid_ = -1;
+};
+
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+int free_port();
+
 }  // namespace switchboard::testsupport

@@ -1,0 +1,406 @@
+// Cluster (cluster.h): admission, settling and renewal of shared key leases over Redis, and the
+// release notifications that wake waiting requests.
+#include "cluster/cluster.h"
+
+#include <fmt/format.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <future>
+#include <list>
+#include <random>
+#include <unordered_map>
+
+#include "cluster/redis.h"
+#include "cluster/scripts.h"
+#include "common/log.h"
+#include "common/metrics.h"
+
+namespace switchboard::cluster {
+
+namespace {
+constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
+
+enum Script : size_t { kAdmitScript = 0, kSettleScript = 1, kRenewScript = 2, kScripts = 3 };
+const std::string& script_text(size_t i) {
+  switch (i) {
+    case kAdmitScript:
+      return scripts::admit();
+    case kSettleScript:
+      return scripts::settle();
+    default:
+      return scripts::renew();
+  }
+}
+
+keys::NoKeyReason reason_of(int64_t code) {
+  switch (code) {
+    case 1:
+      return keys::NoKeyReason::kConcurrency;
+    case 2:
+      return keys::NoKeyReason::kCooling;
+    case 3:
+      return keys::NoKeyReason::kMinuteWindow;
+    case 4:
+      return keys::NoKeyReason::kDailyWindow;
+    case 5:
+      return keys::NoKeyReason::kTooLarge;
+    default:
+      return keys::NoKeyReason::kNoUsableKey;
+  }
+}
+}  // namespace
+
+// The state of one io_context's thread. Everything but `stopped` is touched only there. A Node
+// holds no Asio object of its own once stopped (its connections are released on its thread), so
+// the Cluster may outlive the io_contexts.
+struct Node {
+  Node(Cluster& c, asio::io_context& x) : owner(c), ctx(x) {}
+  Cluster& owner;
+  asio::io_context& ctx;
+  std::shared_ptr<RedisConnection> conn;
+  std::shared_ptr<RedisConnection> subscriber;  // the first node only
+  std::string sha[kScripts];
+  // Leases this thread's requests hold: token → the lease set's key (for renewal).
+  std::unordered_map<std::string, std::string> held;
+  asio::steady_timer* renew_timer = nullptr;  // the renewal loop's, while it runs
+  struct Waiter {
+    std::string provider;
+    asio::steady_timer* timer;
+  };
+  std::list<Waiter> waiters;
+  std::atomic<bool> stopped{false};
+
+  // EVALSHA, or EVAL when Redis lost the script (SCRIPT FLUSH, a restart between handshakes).
+  void eval(size_t script, Command args, std::function<void(Reply)> done) {
+    Command c;
+    c.reserve(args.size() + 2);
+    c.emplace_back("EVALSHA");
+    c.emplace_back(sha[script]);
+    for (auto& a : args) c.push_back(std::move(a));
+    if (!conn) {
+      asio::post(ctx, [done = std::move(done)] { done(Reply::failed("stopped")); });
+      return;
+    }
+    auto retry = std::make_shared<Command>(c);
+    conn->send(std::move(c), [this, script, retry, done = std::move(done)](Reply r) {
+      if (r.type == Reply::Type::kError && r.str.rfind("NOSCRIPT", 0) == 0 && conn) {
+        (*retry)[0] = "EVAL";
+        (*retry)[1] = script_text(script);
+        conn->send(std::move(*retry), done);
+        return;
+      }
+      done(std::move(r));
+    });
+  }
+
+  asio::awaitable<Reply> eval_await(size_t script, Command args) {
+    struct State {
+      explicit State(asio::io_context& c) : timer(c) {}
+      asio::steady_timer timer;
+      std::optional<Reply> reply;
+    };
+    auto state = std::make_shared<State>(ctx);
+    state->timer.expires_at(asio::steady_timer::time_point::max());
+    eval(script, std::move(args), [state](Reply r) {
+      state->reply.emplace(std::move(r));
+      state->timer.cancel();
+    });
+    (void)co_await state->timer.async_wait(kNothrow);
+    if (!state->reply) co_return Reply::failed("cancelled");
+    co_return std::move(*state->reply);
+  }
+
+  asio::awaitable<void> renew_loop(std::chrono::milliseconds ttl) {
+    const auto period = std::max(ttl / 3, std::chrono::milliseconds(10));
+    asio::steady_timer timer(ctx);
+    renew_timer = &timer;
+    while (!stopped) {
+      timer.expires_after(period);
+      (void)co_await timer.async_wait(kNothrow);
+      if (stopped) break;
+      if (held.empty() || !conn->up()) continue;
+      Command args{"0", std::to_string(ttl.count())};
+      args.reserve(2 + held.size() * 2);
+      for (const auto& [token, set] : held) {
+        args.push_back(set);
+        args.push_back(token);
+      }
+      eval(kRenewScript, std::move(args), [](Reply r) {
+        if (!r.ok()) log::warn("cluster: lease renewal failed: {}", r.str);
+      });
+    }
+    renew_timer = nullptr;
+  }
+
+  void wake(const std::string& provider) {
+    for (auto& w : waiters) {
+      if (w.provider == provider) w.timer->cancel();
+    }
+  }
+};
+
+// ------------------------------------------------------------------------------- Reservation
+
+Reservation& Reservation::operator=(Reservation&& o) noexcept {
+  if (this != &o) {
+    if (active()) settle(keys::EndReport{});
+    node_ = std::exchange(o.node_, nullptr);
+    prefix_ = std::move(o.prefix_);
+    provider_ = std::move(o.provider_);
+    key_id_ = std::move(o.key_id_);
+    token_ = std::move(o.token_);
+    minute_ref_ = o.minute_ref_;
+    day_ref_ = o.day_ref_;
+    estimated_ = o.estimated_;
+    limits_ = o.limits_;
+  }
+  return *this;
+}
+
+Reservation::~Reservation() {
+  if (active()) settle(keys::EndReport{});
+}
+
+void Reservation::settle(const keys::EndReport& report) {
+  if (node_ == nullptr) return;
+  Node* node = std::exchange(node_, nullptr);
+  // After stop() the io_context may be going away: the lease expires after its TTL instead.
+  if (node->stopped.load(std::memory_order_acquire)) return;
+  const bool minute = limits_.rpm > 0 || limits_.tpm > 0;
+  const bool day = limits_.rpd > 0 || limits_.tpd > 0;
+  const int64_t cooldown_ms =
+      report.cooldown
+          ? std::chrono::duration_cast<std::chrono::milliseconds>(*report.cooldown).count()
+          : -1;
+  Command args{"1",
+               prefix_,
+               key_id_,
+               token_,
+               report.request_counted ? "1" : "0",
+               std::to_string(report.tokens_counted - estimated_),
+               std::to_string(minute_ref_),
+               std::to_string(day_ref_),
+               std::to_string(limits_.max_concurrent),
+               std::to_string(cooldown_ms),
+               report.cooldown_model,
+               std::to_string(limits_.daily_reset_hour_utc),
+               node->owner.channel_,
+               provider_,
+               minute ? "1" : "0",
+               day ? "1" : "0"};
+  // On the node's thread: its lease registry and connection are that thread's.
+  asio::dispatch(node->ctx, [node, token = token_, args = std::move(args)]() mutable {
+    node->held.erase(token);
+    if (node->stopped) return;
+    node->eval(kSettleScript, std::move(args), [](Reply r) {
+      // Not settled (Redis went away): the lease expires after the TTL.
+      if (!r.ok()) log::debug("cluster: settling a lease failed: {}", r.str);
+    });
+  });
+}
+
+// ------------------------------------------------------------------------------- Cluster
+
+Cluster::Cluster(const ClusterConfig& config) : config_(config) {
+  channel_ = config_.prefix + ":release";
+  std::random_device rd;
+  instance_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+}
+
+Cluster::~Cluster() = default;
+
+void Cluster::start(const std::vector<asio::io_context*>& contexts) {
+  static auto& up_gauge = metrics::gauge_family(
+      "switchboard_cluster_redis_up", "1 while every connection to the cluster's Redis is up");
+  up_gauge.Add({}).Set(0);
+  RedisConnection::Options base;
+  base.host = config_.redis_host;
+  base.port = config_.redis_port;
+  base.db = config_.redis_db;
+  base.password = config_.redis_password;
+  base.connect_timeout = std::chrono::milliseconds(config_.connect_timeout_ms);
+  base.command_timeout = std::chrono::milliseconds(config_.command_timeout_ms);
+  for (auto* ctx : contexts) {
+    auto node = std::make_unique<Node>(*this, *ctx);
+    Node* n = node.get();
+    RedisConnection::Options o = base;
+    for (size_t i = 0; i < kScripts; ++i) o.on_connect.push_back({"SCRIPT", "LOAD", script_text(i)});
+    o.on_handshake_reply = [n](size_t i, const Reply& r) {
+      if (i < kScripts && r.type == Reply::Type::kString) n->sha[i] = r.str;
+    };
+    o.on_state = [this](bool up) { on_state(up); };
+    n->conn = std::make_shared<RedisConnection>(*ctx, std::move(o));
+    nodes_.push_back(std::move(node));
+  }
+  if (!nodes_.empty()) {
+    Node* first = nodes_.front().get();
+    RedisConnection::Options o = base;
+    o.on_connect.push_back({"SUBSCRIBE", channel_});
+    o.on_message = [this](const Reply& r) { on_release(r.elements[2].str); };
+    first->subscriber = std::make_shared<RedisConnection>(first->ctx, std::move(o));
+  }
+  const auto ttl = std::chrono::milliseconds(config_.lease_ttl_ms);
+  for (auto& node : nodes_) {
+    Node* n = node.get();
+    asio::post(n->ctx, [n, ttl] {
+      n->conn->start();
+      if (n->subscriber) n->subscriber->start();
+      asio::co_spawn(n->ctx, n->renew_loop(ttl), asio::detached);
+    });
+  }
+}
+
+void Cluster::stop() {
+  std::vector<std::future<void>> done;
+  for (auto& node : nodes_) {
+    Node* n = node.get();
+    if (n->stopped.exchange(true)) continue;
+    auto finished = std::make_shared<std::promise<void>>();
+    done.push_back(finished->get_future());
+    asio::dispatch(n->ctx, [n, finished] {
+      if (n->renew_timer) n->renew_timer->cancel();
+      for (auto& w : n->waiters) w.timer->cancel();
+      n->held.clear();
+      n->conn->stop();
+      if (n->subscriber) n->subscriber->stop();
+      // Their coroutines keep them until they end, inside the io_context.
+      n->conn.reset();
+      n->subscriber.reset();
+      finished->set_value();
+    });
+  }
+  // The io_contexts run (stop() is called before they stop); a context that no longer runs
+  // leaves its node's connections to its own destruction.
+  for (auto& f : done) f.wait_for(std::chrono::seconds(2));
+}
+
+void Cluster::on_state(bool up) {
+  static auto& up_gauge = metrics::gauge_family(
+      "switchboard_cluster_redis_up", "1 while every connection to the cluster's Redis is up");
+  const int count = up_count_.fetch_add(up ? 1 : -1) + (up ? 1 : -1);
+  const bool all = count == static_cast<int>(nodes_.size());
+  up_gauge.Add({}).Set(all ? 1 : 0);
+  if (!up && !logged_down_.exchange(true)) {
+    log::warn("cluster: redis {}:{} unreachable; {} until it returns", config_.redis_host,
+              config_.redis_port,
+              config_.on_redis_down == RedisDownPolicy::kRefuse
+                  ? "refusing requests"
+                  : fmt::format("serving on local limits (1/{} of each key's)",
+                                config_.expected_gateways));
+  }
+  if (all && logged_down_.exchange(false)) {
+    log::info("cluster: redis {}:{} reachable; key limits are shared", config_.redis_host,
+              config_.redis_port);
+  }
+}
+
+void Cluster::on_release(const std::string& provider) {
+  for (auto& node : nodes_) {
+    Node* n = node.get();
+    asio::post(n->ctx, [n, provider] { n->wake(provider); });
+  }
+}
+
+Node* Cluster::this_node() const {
+  for (const auto& n : nodes_) {
+    if (n->ctx.get_executor().running_in_this_thread()) return n.get();
+  }
+  return nullptr;
+}
+
+bool Cluster::up() const {
+  Node* n = this_node();
+  return n != nullptr && !n->stopped && n->conn->up();
+}
+
+bool Cluster::all_up() const {
+  return !nodes_.empty() && up_count_.load() == static_cast<int>(nodes_.size());
+}
+
+asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
+  ReserveResult out;
+  Node* n = this_node();
+  if (n == nullptr || n->stopped || !n->conn->up() || request.limits == nullptr) co_return out;
+  const RateLimits& l = *request.limits;
+  std::string prefix = config_.prefix + ":{" + std::string(request.provider) + "}";
+  std::string token =
+      fmt::format("{:x}-{:x}", instance_, seq_.fetch_add(1, std::memory_order_relaxed));
+  Command args{"1",
+               prefix,
+               token,
+               std::to_string(config_.lease_ttl_ms),
+               std::to_string(l.max_concurrent),
+               std::to_string(l.rpm),
+               std::to_string(l.tpm),
+               std::to_string(l.rpd),
+               std::to_string(l.tpd),
+               std::to_string(l.daily_reset_hour_utc),
+               std::to_string(std::max<int64_t>(0, request.estimated_tokens)),
+               std::string(request.model)};
+  for (auto id : request.candidates) args.emplace_back(id);
+  Reply r = co_await n->eval_await(kAdmitScript, std::move(args));
+  if (!r.ok() || r.type != Reply::Type::kArray || r.elements.size() < 3) {
+    if (r.type == Reply::Type::kError) log::warn("cluster: admission script failed: {}", r.str);
+    co_return out;
+  }
+  if (r.elements[0].integer == 1 && r.elements.size() >= 4) {
+    Reservation& res = out.reservation;
+    res.node_ = n;
+    res.key_id_ = r.elements[1].str;
+    res.provider_ = std::string(request.provider);
+    res.token_ = token;
+    res.minute_ref_ = r.elements[2].integer;
+    res.day_ref_ = r.elements[3].integer;
+    res.estimated_ = std::max<int64_t>(0, request.estimated_tokens);
+    res.limits_ = l;
+    if (l.max_concurrent > 0) n->held.emplace(token, prefix + ":" + res.key_id_ + ":l");
+    res.prefix_ = std::move(prefix);
+    out.status = ReserveResult::Status::kGranted;
+    co_return out;
+  }
+  out.status = ReserveResult::Status::kFull;
+  out.reason = reason_of(r.elements[1].integer);
+  if (r.elements[2].integer >= 0)
+    out.retry_in = std::chrono::milliseconds(r.elements[2].integer);
+  co_return out;
+}
+
+asio::awaitable<void> Cluster::wait_release(std::string provider, MonoTime until) {
+  Node* n = this_node();
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer timer(ex);
+  timer.expires_at(until);
+  if (n == nullptr || n->stopped) {
+    (void)co_await timer.async_wait(kNothrow);
+    co_return;
+  }
+  auto it = n->waiters.insert(n->waiters.end(), Node::Waiter{std::move(provider), &timer});
+  struct Unlist {
+    Node* n;
+    std::list<Node::Waiter>::iterator it;
+    ~Unlist() { n->waiters.erase(it); }
+  } unlist{n, it};
+  (void)co_await timer.async_wait(kNothrow);
+}
+
+void Cluster::set_disabled(std::string_view provider, std::string_view key_id, bool disabled) {
+  if (nodes_.empty()) return;
+  Node* n = nodes_.front().get();
+  std::string key = config_.prefix + ":{" + std::string(provider) + "}:" + std::string(key_id) +
+                    ":off";
+  if (n->stopped) return;
+  asio::dispatch(n->ctx, [n, key = std::move(key), disabled] {
+    if (n->stopped) return;
+    Command c = disabled ? Command{"SET", key, "1"} : Command{"DEL", key};
+    n->conn->send(std::move(c), [](Reply r) {
+      if (!r.ok()) log::warn("cluster: sharing a key's disabled mark failed: {}", r.str);
+    });
+  });
+}
+
+}  // namespace switchboard::cluster

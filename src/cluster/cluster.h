@@ -1,0 +1,132 @@
+// Cluster: the keys' limits shared by every gateway on one Redis (DESIGN.md invariant 13).
+//
+// Admission is one round trip: a server-side script walks the candidate keys that the local pool
+// offers (keys::KeyPool::shared_candidates) and reserves, atomically across every gateway, the
+// concurrency slot and the rpm/tpm/rpd/tpd windows on the first that has room, or says when the
+// first could. A reservation is a lease with an expiry (`lease_ttl_ms`), renewed in one batch per
+// connection while its request runs, so a crashed gateway's slots come back after the TTL.
+// Settling replaces the estimate with the real usage and shares the cooldown the outcome started.
+// A gateway told "no room until T" waits on its own until T or until another gateway publishes
+// a release of that provider: it never polls Redis in a loop.
+//
+// Redis down: `up()` is false and callers use their local limits (or refuse, by configuration);
+// the connections reconnect by themselves, and the first full reconnection is logged.
+//
+// Thread-safety: one connection per io_context given to start(); reserve(), wait_release() and
+// the settling run on the calling coroutine's io_context, which must be one of them. A
+// Reservation may be settled or dropped on any thread (it is posted to its connection).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/config.h"
+#include "keys/keys.h"
+
+namespace switchboard::cluster {
+
+namespace asio = boost::asio;
+
+class Cluster;
+struct Node;
+
+// A lease held in Redis. Move-only; ends exactly once: settle(), or the destructor (which
+// releases it as cancelled: the request slot and its tokens are given back).
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(Reservation&& o) noexcept { *this = std::move(o); }
+  Reservation& operator=(Reservation&& o) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+
+  bool active() const { return node_ != nullptr; }
+  const std::string& key_id() const { return key_id_; }
+  // Ends the lease in Redis with what the local pool decided (keys::Lease::complete's report).
+  void settle(const keys::EndReport& report);
+
+ private:
+  friend class Cluster;
+  Node* node_ = nullptr;
+  std::string prefix_;  // "<prefix>:{<provider>}"
+  std::string provider_;
+  std::string key_id_;
+  std::string token_;
+  int64_t minute_ref_ = 0;
+  int64_t day_ref_ = 0;
+  int64_t estimated_ = 0;
+  RateLimits limits_;
+};
+
+struct ReserveRequest {
+  std::string_view provider;
+  const RateLimits* limits = nullptr;        // per key, as configured (not divided)
+  std::vector<std::string_view> candidates;  // key ids, in the order to try
+  std::string_view model;                    // upstream model name ("" = not model-specific)
+  int64_t estimated_tokens = 0;
+};
+
+struct ReserveResult {
+  enum class Status { kGranted, kFull, kUnavailable };
+  Status status = Status::kUnavailable;
+  Reservation reservation;  // kGranted
+  // kFull: why the keys are full (keys::NoKeyReason's terms) and how long until the first may
+  // have room (for kConcurrency: until a lease expires, unless a release comes first). Never for
+  // kTooLarge and kNoUsableKey.
+  keys::NoKeyReason reason = keys::NoKeyReason::kNoUsableKey;
+  std::optional<Nanos> retry_in;
+};
+
+class Cluster {
+ public:
+  explicit Cluster(const ClusterConfig& config);
+  ~Cluster();
+  Cluster(const Cluster&) = delete;
+  Cluster& operator=(const Cluster&) = delete;
+
+  // One connection per io_context (plus the subscriber on the first). Before any traffic.
+  void start(const std::vector<asio::io_context*>& contexts);
+  // Closes every connection, on their own threads; call while the io_contexts still run, then
+  // let them drain. Reservations still held expire after the TTL.
+  void stop();
+
+  // Redis answers on the calling thread's connection (false on a thread without one).
+  bool up() const;
+  // Every connection is up.
+  bool all_up() const;
+  const ClusterConfig& config() const { return config_; }
+
+  // By value: the coroutine keeps its own copy (the views must outlive the call).
+  asio::awaitable<ReserveResult> reserve(ReserveRequest request);
+  // Returns at `until`, or earlier when a gateway releases a lease of `provider` (or the wait is
+  // cancelled).
+  asio::awaitable<void> wait_release(std::string provider, MonoTime until);
+
+  // An operator's disable/enable, shared with every gateway (fire and forget).
+  void set_disabled(std::string_view provider, std::string_view key_id, bool disabled);
+
+ private:
+  friend class Reservation;
+  Node* this_node() const;
+  void on_state(bool up);
+  void on_release(const std::string& provider);
+
+  const ClusterConfig config_;
+  std::string channel_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::atomic<int> up_count_{0};
+  std::atomic<bool> logged_down_{false};
+  std::atomic<uint64_t> seq_{0};
+  uint64_t instance_ = 0;
+};
+
+}  // namespace switchboard::cluster

@@ -1,0 +1,42 @@
+// Internal to src/cluster: the server-side Lua scripts that make the shared key limits exact.
+//
+// Every script reads the time from Redis (TIME), so all gateways count on one clock. A key's
+// state lives under "<prefix>:{<provider>}:<key id>" (the braces keep a provider's keys in one
+// hash slot):
+//   :l   sorted set of leases in flight (member: lease token, score: expiry in ms)
+//   :m   the rpm/tpm window: 600 buckets of 100 ms ("r<b>", "t<b>"), totals "r", "t", head "h"
+//   :d   the rpd/tpd window: a fixed day ("d", "r", "t") or 1440 buckets of a minute (rolling)
+//   :cd  cooldown deadlines in ms: "*" for the whole key, "m:<model>" per model
+//   :off present while an operator disabled the key
+// The windows count like the local ones (keys/rate_window.h): an entry stays counted for at
+// least the window and less than one bucket more, so the shared count is never more permissive.
+#pragma once
+
+#include <string>
+
+namespace switchboard::cluster::scripts {
+
+// KEYS[1] = "<prefix>:{<provider>}"
+// ARGV: token, ttl_ms, max_concurrent, rpm, tpm, rpd, tpd, daily_reset_hour (< 0: rolling 24 h),
+//       estimated_tokens, model, then the candidate key ids in the order to try them.
+// Reserves on the first candidate that is enabled, not cooling and under every limit:
+//   {1, key_id, minute_ref, day_ref}
+// or reports why none could and when the first may:
+//   {0, reason, retry_in_ms}  reason: 1 concurrency (retry_in: the oldest lease's expiry),
+//   2 cooling, 3 minute window, 4 day window, 5 too large for a window (never), 6 none enabled.
+const std::string& admit();
+
+// KEYS[1] = "<prefix>:{<provider>}"
+// ARGV: key_id, token, keep_request (0/1), token_delta, minute_ref, day_ref, max_concurrent,
+//       cooldown_ms (< 0: none), cooldown_model ("" = the whole key), daily_reset_hour, channel,
+//       provider, minute_limited (0/1), day_limited (0/1)
+// Ends a lease: frees its slot (publishing the provider on `channel` when the key was full),
+// replaces the estimate with the real usage in the windows that still hold the reservation,
+// and extends the cooldown (never shortens it). Returns 1 when the lease was still held.
+const std::string& settle();
+
+// ARGV: ttl_ms, then pairs (lease set key, token). Pushes each still-held lease's expiry to
+// now + ttl. Returns how many were still held.
+const std::string& renew();
+
+}  // namespace switchboard::cluster::scripts
