@@ -14,7 +14,9 @@
 #
 # Environment: DURATION (10s), CONNS (16), WRK_THREADS (2), WORKERS (2: nginx workers and
 # switchboard threads), ROUNDS (3), SWITCHBOARD (binary, default build/switchboard),
-# RSS_REQUESTS (0: skip the long flat-memory run; e.g. 1000000), SYSCALLS (1: count them).
+# RSS_REQUESTS (0: skip the long flat-memory run; e.g. 1000000), SYSCALLS (1: count them),
+# CLUSTER (1: also a gateway whose key limits are shared through a private redis-server on
+# loopback, beside the same gateway alone, both with limits set: the cost of shared limits).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,6 +31,10 @@ SYSCALLS=${SYSCALLS:-1}
 P_STATIC=18501
 P_NGINX=18502
 P_SB=18503
+P_REDIS=18504
+P_SB_ALONE=18505
+P_SB_CLUSTER=18506
+CLUSTER=${CLUSTER:-0}
 
 if ! command -v wrk >/dev/null || ! command -v nginx >/dev/null || ! command -v strace >/dev/null; then
   bash "$root/scripts/install-deps.sh" --bench
@@ -37,8 +43,10 @@ fi
 
 work=$(mktemp -d)
 sb_pid=""
+extra_pids=()
 cleanup() {
   [ -n "$sb_pid" ] && kill "$sb_pid" 2>/dev/null && wait "$sb_pid" 2>/dev/null || true
+  for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   nginx -c "$work/nginx.conf" -p "$work" -s stop 2>/dev/null || true
   [ -n "${KEEP_WORK:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
 }
@@ -238,3 +246,62 @@ sleep 4
 during=$(rss_kb)
 wait $wrk_pid
 printf 'switchboard RSS: %d MB idle, %d MB with 1000 connections\n' $((before / 1024)) $((during / 1024))
+
+if [ "$CLUSTER" = 1 ]; then
+  # The same gateway twice, with key limits (one key, max_concurrent and rpm far above the load):
+  # alone, and with the limits shared through Redis (one admission script per request).
+  redis-server --port $P_REDIS --bind 127.0.0.1 --save "" --appendonly no --dir "$work" \
+    --logfile "$work/redis.log" &
+  extra_pids+=($!)
+  for kind in alone cluster; do
+    port=$P_SB_ALONE
+    [ "$kind" = cluster ] && port=$P_SB_CLUSTER
+    {
+      echo "listen: 127.0.0.1:$port"
+      echo "server: { threads: $WORKERS }"
+      echo "state: { path: $work/bench-$kind.db }"
+      echo "log: { level: info, format: text, access_log: true }"
+      [ "$kind" = cluster ] && echo "cluster: { redis: \"redis://127.0.0.1:$P_REDIS/0\" }"
+      echo "providers:"
+      echo "  up: { kind: openai, base_url: \"http://127.0.0.1:$P_STATIC/v1\", keys: [bench-key], limits: { max_concurrent: 100000, rpm: 1000000000 } }"
+      echo "models:"
+      echo "  bench-model: { provider: up }"
+    } > "$work/switchboard-$kind.yaml"
+    "$bin" serve --config "$work/switchboard-$kind.yaml" > "$work/switchboard-$kind.log" 2>&1 &
+    extra_pids+=($!)
+  done
+  for p in $P_SB_ALONE $P_SB_CLUSTER; do
+    for _ in $(seq 1 100); do
+      curl -s -o /dev/null "http://127.0.0.1:$p/" && break
+      sleep 0.05
+    done
+  done
+  url_alone="http://127.0.0.1:$P_SB_ALONE/v1/chat/completions"
+  url_cluster="http://127.0.0.1:$P_SB_CLUSTER/v1/chat/completions"
+  wrk_run warm "$url_cluster" post.lua "$CONNS" "$WRK_THREADS" 2s >/dev/null
+  printf '
+shared limits through Redis (non-stream, %s connections, %s each)
+' "$CONNS" "$DURATION"
+  printf '%-26s %12s %10s %10s %8s
+' "target" "req/s" "p50" "p99" "non-2xx"
+  ratios="" added=""
+  for r in $(seq 1 "$ROUNDS"); do
+    if (( r % 2 )); then
+      a=$(wrk_run alone "$url_alone" post.lua "$CONNS" "$WRK_THREADS")
+      c=$(wrk_run cluster "$url_cluster" post.lua "$CONNS" "$WRK_THREADS")
+    else
+      c=$(wrk_run cluster "$url_cluster" post.lua "$CONNS" "$WRK_THREADS")
+      a=$(wrk_run alone "$url_alone" post.lua "$CONNS" "$WRK_THREADS")
+    fi
+    read -r a_rps a_p50 a_p99 a_err _ <<<"$a"
+    read -r c_rps c_p50 c_p99 c_err _ <<<"$c"
+    printf '%-26s %12s %10s %10s %8s
+' "switchboard alone #$r" "$a_rps" "$a_p50" "$a_p99" "$a_err"
+    printf '%-26s %12s %10s %10s %8s
+' "switchboard + redis #$r" "$c_rps" "$c_p50" "$c_p99" "$c_err"
+    ratios+=" $(ratio "$c_rps" "$a_rps")"
+    added+=" $(awk -v a="$(to_us "$a_p50")" -v c="$(to_us "$c_p50")" 'BEGIN { printf "%.1f", c - a }')"
+  done
+  printf 'medians: with redis / alone throughput %.2f (rounds:%s); added p50 %s us (rounds:%s)\n' \
+    "$(median <<<"$ratios")" "$ratios" "$(median <<<"$added")" "$added"
+fi

@@ -79,22 +79,7 @@ class ClientWatch {
   MonoTime since() const { return since_; }
 
  private:
-  friend // A key for one attempt through the limits shared with other gateways (cluster.h): the local
-// pool offers the keys it could use, Redis reserves on the first with room in one step, and the
-// pool counts the lease in its own view. No room: waits until the first key may have room or a
-// gateway releases one of the provider's leases, within `wait_until` (shared_keys.cpp).
-struct SharedAcquire {
-  enum class Kind { kLease, kNoKey, kUnavailable, kCancelled };
-  Kind kind = Kind::kUnavailable;
-  keys::AcquireResult result{keys::NoKey{}};  // kLease: the lease; kNoKey: why and until when
-  cluster::Reservation reservation;           // kLease: settled with the lease's report
-  bool waited = false;
-};
-asio::awaitable<SharedAcquire> acquire_shared(Runtime& rt, ProviderRuntime& pr,
-                                              const keys::AcquireRequest& request,
-                                              MonoTime wait_until);
-
-class WatchList;
+  friend class WatchList;
   struct State;  // shared with the pending wait's callback, which may outlive the request
   void start_watching();
 

@@ -397,6 +397,11 @@ void MockProvider::set_scenario(MockScenario scenario) {
   impl_->rng.seed(impl_->scenario.seed);
 }
 
+void MockProvider::reset_stats() {
+  std::lock_guard lock(impl_->mu);
+  impl_->stats = MockStats{};
+}
+
 MockStats MockProvider::stats() const {
   std::lock_guard lock(impl_->mu);
   return impl_->stats;

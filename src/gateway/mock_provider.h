@@ -36,6 +36,7 @@ class MockProvider {
   uint16_t port() const;
   void set_scenario(MockScenario scenario);
   MockStats stats() const;
+  void reset_stats();
 
  private:
   struct Impl;

@@ -88,6 +88,50 @@ providers:
   EXPECT_EQ(load.config->providers[0].base_url, "http://127.0.0.1:9000/v1");
 }
 
+TEST(ConfigTest, ClusterSectionParsesTheRedisUrlAndKeepsItsPasswordSecret) {
+  auto load = load_config_string(
+      "cluster: { redis: \"redis://:hunter2-pass@10.0.0.5:6380/3\", lease_ttl_ms: 5000,\n"
+      "           expected_gateways: 3, on_redis_down: refuse }\n",
+      "t.yaml", no_env());
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const ClusterConfig& c = load.config->cluster;
+  EXPECT_TRUE(c.enabled());
+  EXPECT_EQ(c.redis_host, "10.0.0.5");
+  EXPECT_EQ(c.redis_port, 6380);
+  EXPECT_EQ(c.redis_db, 3);
+  EXPECT_EQ(c.redis_password, "hunter2-pass");
+  EXPECT_EQ(c.lease_ttl_ms, 5000);
+  EXPECT_EQ(c.expected_gateways, 3);
+  EXPECT_EQ(c.on_redis_down, RedisDownPolicy::kRefuse);
+  bool listed = false;
+  for (const auto& [secret, id] : load.config->secrets()) listed |= secret == "hunter2-pass";
+  EXPECT_TRUE(listed) << "the password is redacted like every secret";
+  const std::string dump = dump_config(*load.config);
+  EXPECT_EQ(dump.find("hunter2"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("redis://10.0.0.5:6380/3"), std::string::npos) << dump;
+
+  auto none = load_config_string("", "t.yaml", no_env());
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none.config->cluster.enabled()) << "a single gateway by default";
+}
+
+TEST(ConfigTest, ABadRedisUrlIsAnErrorAtItsLineThatDoesNotEchoIt) {
+  for (const char* url : {"http://host:6379", "redis://:secret-pw@host:99999/0", "redis://",
+                          "redis://host:63a9", "redis://host/db"}) {
+    auto load = load_config_string(std::string("listen: 127.0.0.1:1\ncluster:\n  redis: \"") +
+                                       url + "\"\n",
+                                   "t.yaml", no_env());
+    ASSERT_FALSE(load.ok()) << url;
+    EXPECT_EQ(load.errors[0].path, "cluster.redis") << url;
+    EXPECT_EQ(load.errors[0].line, 3) << url;
+    EXPECT_EQ(load.errors[0].to_string().find("secret-pw"), std::string::npos);
+  }
+  auto ttl = load_config_string("cluster: { redis: \"redis://h\", lease_ttl_ms: 5 }\n", "t.yaml",
+                                no_env());
+  ASSERT_FALSE(ttl.ok());
+  EXPECT_EQ(ttl.errors[0].path, "cluster.lease_ttl_ms");
+}
+
 TEST(ConfigTest, EnvOverrideTakesPrecedenceOverFile) {
   const char* yaml = "breaker: { open_ms: 1000 }\n";
   auto load = load_config_string(

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gateway_fixture.h"
+#include "serve_process.h"
 #include "test_support.h"
 
 namespace switchboard::gwtest {
@@ -20,58 +21,6 @@ namespace {
 
 using testsupport::query_int;
 using testsupport::wait_until;
-
-// A free loopback port: `serve` reports no port when given 0, so the test picks one first.
-uint16_t free_port() {
-  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (::bind(probe, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return 0;
-  socklen_t len = sizeof(addr);
-  ::getsockname(probe, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(probe);
-  return ntohs(addr.sin_port);
-}
-
-// One `switchboard serve` child process; killed with SIGKILL when the object goes.
-class ServeProcess {
- public:
-  ServeProcess(const std::string& config, const std::string& log_path) {
-    port_ = free_port();
-    const std::string listen = "127.0.0.1:" + std::to_string(port_);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execl(SWITCHBOARD_BINARY, SWITCHBOARD_BINARY, "serve", "--config", config.c_str(),
-              "--listen", listen.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
-  }
-  ~ServeProcess() { kill9(); }
-  ServeProcess(const ServeProcess&) = delete;
-  ServeProcess& operator=(const ServeProcess&) = delete;
-
-  bool ready() const {
-    return pid_ > 0 && wait_until([&] { return get(port_, "/healthz").status == 200; },
-                                  std::chrono::seconds(15));
-  }
-  // SIGKILL and reap: nothing runs after this, no destructor, no final flush.
-  void kill9() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGKILL);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-  }
-  uint16_t port() const { return port_; }
-
- private:
-  pid_t pid_ = -1;
-  uint16_t port_ = 0;
-};
 
 struct Posterior {
   double alpha = 0, beta = 0;

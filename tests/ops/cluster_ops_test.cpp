@@ -1,0 +1,225 @@
+// Several `switchboard serve` processes on one private Redis (issue 21): they share every key's
+// limits as one gateway would, a killed gateway's slots come back after the lease TTL, and Redis
+// dying mid-load crashes nothing and leaves no key stuck.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <fstream>
+#include <thread>
+
+#include "gateway_fixture.h"
+#include "serve_process.h"
+#include "test_support.h"
+
+namespace switchboard::gwtest {
+namespace {
+
+using testsupport::RedisServer;
+using testsupport::wait_until;
+
+class ClusterOpsTest : public GatewayTest {
+ protected:
+  // One provider `up` on `mock` with three keys, model `m`, and the cluster section.
+  std::string write_config(const gateway::MockProvider& mock, const RedisServer& redis,
+                           const std::string& limits, const std::string& cluster_extra = {},
+                           const std::string& retry = "{ wait_for_key_ms: 20000, budget_ms: 60000 }",
+                           const std::string& keys = "[sk-a-secret-1, sk-b-secret-2, sk-c-secret-3]") {
+    const std::string cfg = (dir_ / ("serve-" + std::to_string(configs_++) + ".yaml")).string();
+    std::ofstream f(cfg);
+    f << "state: { path: " << (dir_ / ("state-" + std::to_string(configs_) + ".db")).string()
+      << " }\n"
+      << "log: { level: warn, access_log: false }\n"
+      << "server: { threads: 2 }\n"
+      << "retry: " << retry << "\n"
+      << "cluster: { redis: \"" << redis.url() << "\"" << cluster_extra << " }\n"
+      << "providers:\n"
+      << provider("up", mock, keys, "limits: " + limits) << "models:\n  m: { provider: up }\n";
+    return cfg;
+  }
+  std::string log_path(int i) const { return (dir_ / ("serve-" + std::to_string(i) + ".log")).string(); }
+  int configs_ = 0;
+};
+
+TEST_F(ClusterOpsTest, FourGatewaysKeepEveryKeyUnderItsConcurrencyWithoutA429) {
+  RedisServer redis;
+  MockScenario sc;
+  sc.latency_ms = 30;
+  sc.chunks = 4;
+  sc.chunk_delay_ms = 5;
+  sc.max_concurrent = 2;  // the upstream refuses a third request on a key with a 429
+  auto& mock = add_mock(sc);
+  const std::string cfg =
+      write_config(mock, redis, "{ max_concurrent: 2 }", ", expected_gateways: 4");
+  std::vector<std::unique_ptr<ServeProcess>> gws;
+  for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<ServeProcess>(cfg, log_path(i)));
+  for (auto& g : gws) ASSERT_TRUE(g->ready());
+  for (auto& g : gws)
+    ASSERT_TRUE(wait_until([&] { return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") !=
+                                        std::string::npos; }));
+
+  constexpr int kClients = 48;  // 8x the 6 slots
+  constexpr int kEach = 4;
+  std::atomic<int> ok{0};
+  std::vector<std::string> failures(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      for (int n = 0; n < kEach; ++n) {
+        const bool stream = (c + n) % 2 == 0;
+        auto r = post(gws[size_t(c % 4)]->port(), "/v1/chat/completions", chat_body("m", stream));
+        if (r.status == 200 && (!stream || stream_text(r).size() > 0)) {
+          ok++;
+        } else {
+          failures[size_t(c)] = std::to_string(r.status) + " " + r.body;
+        }
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (const auto& f : failures) EXPECT_TRUE(f.empty()) << f;
+  EXPECT_EQ(ok.load(), kClients * kEach);
+  const auto stats = mock.stats();
+  EXPECT_LE(stats.max_in_flight_per_key, 2) << "a key had more requests in flight than allowed";
+  EXPECT_EQ(stats.max_in_flight_per_key, 2) << "the slots were used";
+  EXPECT_EQ(stats.by_status.count(429), 0u) << "the upstream never had to refuse";
+  EXPECT_EQ(stats.requests, uint64_t(kClients * kEach));
+  for (const char* key : {"up#1", "up#2", "up#3"})
+    EXPECT_EQ(redis.cli(std::string("ZCARD 'sb:{up}:") + key + ":l'"), "0") << key;
+}
+
+TEST_F(ClusterOpsTest, AKeysRpmHoldsAcrossGatewaysAndRefusalsCarryRetryAfter) {
+  RedisServer redis;
+  auto& mock = add_mock();
+  const std::string cfg =
+      write_config(mock, redis, "{ rpm: 5 }", ", expected_gateways: 4",
+                   "{ wait_for_key_ms: 0, budget_ms: 60000 }", "[sk-a-secret-1, sk-b-secret-2]");
+  std::vector<std::unique_ptr<ServeProcess>> gws;
+  for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<ServeProcess>(cfg, log_path(i)));
+  for (auto& g : gws) ASSERT_TRUE(g->ready());
+  std::atomic<int> ok{0}, limited{0}, other{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 40; ++c) {  // 4x the 10 requests the two keys allow this minute
+    clients.emplace_back([&, c] {
+      auto r = post(gws[size_t(c % 4)]->port(), "/v1/chat/completions", chat_body("m"));
+      if (r.status == 200) {
+        ok++;
+      } else if (r.status == 429 && !r.header("retry-after").empty() &&
+                 std::stoi(r.header("retry-after")) >= 1 &&
+                 std::stoi(r.header("retry-after")) <= 61) {
+        limited++;
+      } else {
+        other++;
+      }
+    });
+  }
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(ok.load(), 10) << "every request the keys allow, and no more";
+  EXPECT_EQ(limited.load(), 30);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_EQ(mock.stats().requests, 10u);
+}
+
+TEST_F(ClusterOpsTest, AKilledGatewaysSlotsReturnWithinTheLeaseTtl) {
+  RedisServer redis;
+  MockScenario slow;
+  slow.latency_ms = 60000;
+  auto& mock = add_mock(slow);
+  constexpr int kTtl = 1500;
+  const std::string cfg = write_config(mock, redis, "{ max_concurrent: 2 }",
+                                       ", lease_ttl_ms: " + std::to_string(kTtl),
+                                       "{ wait_for_key_ms: 20000, budget_ms: 60000 }",
+                                       "[sk-a-secret-1]");
+  ServeProcess doomed(cfg, log_path(0));
+  ServeProcess other(cfg, log_path(1));
+  ASSERT_TRUE(doomed.ready());
+  ASSERT_TRUE(other.ready());
+  // The doomed gateway holds both slots of the only key (its upstream calls hang).
+  std::vector<std::thread> hung;
+  for (int i = 0; i < 2; ++i)
+    hung.emplace_back([&] { (void)post(doomed.port(), "/v1/chat/completions", chat_body("m")); });
+  ASSERT_TRUE(wait_until([&] { return redis.cli("ZCARD 'sb:{up}:up#1:l'") == "2"; }));
+  // Renewal keeps them while it lives.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2 * kTtl));
+  EXPECT_EQ(redis.cli("ZCARD 'sb:{up}:up#1:l'"), "2");
+  mock.set_scenario(MockScenario{});  // from now on the upstream answers at once
+  doomed.kill9();
+  const auto died = std::chrono::steady_clock::now();
+  auto r = post(other.port(), "/v1/chat/completions", chat_body("m"));
+  const auto waited = std::chrono::steady_clock::now() - died;
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_LE(waited, std::chrono::milliseconds(kTtl + 1000)) << "the slots came back within the TTL";
+  for (auto& t : hung) t.join();
+}
+
+TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
+  RedisServer redis;
+  MockScenario sc;
+  sc.latency_ms = 5;
+  sc.max_concurrent = 2;
+  auto& mock = add_mock(sc);
+  const std::string cfg = write_config(mock, redis, "{ max_concurrent: 2 }",
+                                       ", expected_gateways: 2, lease_ttl_ms: 2000");
+  ServeProcess a(cfg, log_path(0));
+  ServeProcess b(cfg, log_path(1));
+  ASSERT_TRUE(a.ready());
+  ASSERT_TRUE(b.ready());
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::string last_failure;
+  std::mutex mu;
+  std::vector<std::thread> load;
+  for (int c = 0; c < 12; ++c) {
+    load.emplace_back([&, c] {
+      while (!stop) {
+        auto r = post((c % 2 ? a : b).port(), "/v1/chat/completions", chat_body("m", c % 3 == 0));
+        if (r.status == 200) {
+          ok++;
+        } else {
+          failed++;
+          std::lock_guard g(mu);
+          last_failure = std::to_string(r.status) + " " + r.body;
+        }
+      }
+    });
+  }
+  ASSERT_TRUE(wait_until([&] { return ok.load() > 100; }));
+  redis.kill();
+  ASSERT_TRUE(wait_until(
+      [&] { return get(a.port(), "/readyz").body.find("\"redis\":\"down\"") != std::string::npos; }));
+  const int before = ok.load();
+  ASSERT_TRUE(wait_until([&] { return ok.load() > before + 100; })) << "serving on local limits";
+  redis.start();
+  for (ServeProcess* g : {&a, &b})
+    ASSERT_TRUE(wait_until(
+        [&] { return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos; },
+        std::chrono::seconds(15)));
+  ASSERT_TRUE(wait_until([&] { return redis.cli("ZCARD 'sb:{up}:up#1:l'") != "0"; }))
+      << "leases are taken in Redis again";
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(failed.load(), 0) << last_failure;
+  // Exact again once rejoined (the outage's local leases have ended): a burst at 8x the slots.
+  mock.reset_stats();
+  std::vector<std::thread> burst;
+  std::atomic<int> burst_ok{0};
+  for (int c = 0; c < 48; ++c) {
+    burst.emplace_back([&, c] {
+      for (int n = 0; n < 3; ++n)
+        burst_ok += post((c % 2 ? a : b).port(), "/v1/chat/completions", chat_body("m")).status == 200;
+    });
+  }
+  for (auto& t : burst) t.join();
+  EXPECT_EQ(burst_ok.load(), 48 * 3);
+  EXPECT_LE(mock.stats().max_in_flight_per_key, 2);
+  EXPECT_EQ(mock.stats().by_status.count(429), 0u);
+  // Nothing stuck: every lease ended, and both gateways serve at once.
+  for (const char* key : {"up#1", "up#2", "up#3"})
+    EXPECT_TRUE(wait_until(
+        [&] { return redis.cli(std::string("ZCARD 'sb:{up}:") + key + ":l'") == "0"; }))
+        << key;
+  EXPECT_EQ(post(a.port(), "/v1/chat/completions", chat_body("m")).status, 200);
+  EXPECT_EQ(post(b.port(), "/v1/chat/completions", chat_body("m")).status, 200);
+}
+
+}  // namespace
+}  // namespace switchboard::gwtest
