@@ -306,6 +306,22 @@ void CircuitBreaker::reset() {
   emit(log);
 }
 
+bool CircuitBreaker::open_from_peer() {
+  TransitionLog log;
+  bool opened = false;
+  {
+    auto lock = lock_counted(mu_);
+    const MonoTime now = clock_.now();
+    advance_locked(now, log);
+    if (state_of(head_.load(std::memory_order_relaxed)) != BreakerState::kOpen) {
+      transition_locked(BreakerState::kOpen, now, log);
+      opened = true;
+    }
+  }
+  emit(log);
+  return opened;
+}
+
 void CircuitBreaker::on_result(uint32_t generation, bool probe, OutcomeClass outcome,
                                Nanos latency) {
   const Verdict verdict = classify(outcome, kind_, config_);

@@ -182,6 +182,12 @@ class CircuitBreaker {
   // Forces the breaker closed with a fresh window and a reset open time (admin action).
   void reset();
 
+  // Opens the breaker because the same target's breaker opened elsewhere (another gateway of a
+  // cluster): closed or half-open becomes open for this breaker's own next open time, as if its
+  // window had tripped; an open breaker stays as it is. True when it opened. The observer hears
+  // of the transition like any other.
+  bool open_from_peer();
+
   const std::string& target() const { return target_; }
   TargetKind kind() const { return kind_; }
   const BreakerConfig& config() const { return config_; }

@@ -74,6 +74,7 @@ struct Node {
   };
   std::list<Waiter> waiters;
   std::atomic<bool> stopped{false};
+  bool ever_up = false;  // a reservation found the connection up once
 
   // EVALSHA, or EVAL when Redis lost the script (SCRIPT FLUSH, a restart between handshakes).
   void eval(size_t script, Command args, std::function<void(Reply)> done) {
@@ -208,6 +209,7 @@ void Reservation::settle(const keys::EndReport& report) {
 
 Cluster::Cluster(const ClusterConfig& config) : config_(config) {
   channel_ = config_.prefix + ":release";
+  breaker_channel_ = config_.prefix + ":breaker";
   std::random_device rd;
   instance_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
@@ -240,10 +242,19 @@ void Cluster::start(const std::vector<asio::io_context*>& contexts) {
   if (!nodes_.empty()) {
     Node* first = nodes_.front().get();
     RedisConnection::Options o = base;
+    // One channel per command: SUBSCRIBE answers once per channel.
     o.on_connect.push_back({"SUBSCRIBE", channel_});
-    o.on_message = [this](const Reply& r) { on_release(r.elements[2].str); };
+    o.on_connect.push_back({"SUBSCRIBE", breaker_channel_});
+    o.on_message = [this](const Reply& r) {
+      if (r.elements[1].str == breaker_channel_) {
+        if (breaker_listener_) breaker_listener_(r.elements[2].str);
+      } else {
+        on_release(r.elements[2].str);
+      }
+    };
     first->subscriber = std::make_shared<RedisConnection>(first->ctx, std::move(o));
   }
+  startup_deadline_ = MonoClock::now() + std::chrono::milliseconds(config_.connect_timeout_ms);
   const auto ttl = std::chrono::milliseconds(config_.lease_ttl_ms);
   for (auto& node : nodes_) {
     Node* n = node.get();
@@ -325,7 +336,19 @@ bool Cluster::all_up() const {
 asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
   ReserveResult out;
   Node* n = this_node();
-  if (n == nullptr || n->stopped || !n->conn->up() || request.limits == nullptr) co_return out;
+  if (n == nullptr || n->stopped || request.limits == nullptr) co_return out;
+  if (!n->conn->up() && !n->ever_up) {
+    // Starting: the first requests wait for the first connection (up to the connect timeout)
+    // rather than slip past the shared limits on the local share.
+    asio::steady_timer pause(n->ctx);
+    while (!n->conn->up() && !n->stopped && MonoClock::now() < startup_deadline_) {
+      pause.expires_after(std::chrono::milliseconds(5));
+      (void)co_await pause.async_wait(kNothrow);
+    }
+    if (n->stopped) co_return out;
+  }
+  if (!n->conn->up()) co_return out;
+  n->ever_up = true;
   const RateLimits& l = *request.limits;
   std::string prefix = config_.prefix + ":{" + std::string(request.provider) + "}";
   std::string token =
@@ -386,6 +409,19 @@ asio::awaitable<void> Cluster::wait_release(std::string provider, MonoTime until
     ~Unlist() { n->waiters.erase(it); }
   } unlist{n, it};
   (void)co_await timer.async_wait(kNothrow);
+}
+
+void Cluster::publish_breaker_open(std::string_view target) {
+  if (nodes_.empty()) return;
+  Node* n = this_node();
+  if (n == nullptr) n = nodes_.front().get();
+  if (n->stopped) return;
+  asio::dispatch(n->ctx, [n, c = Command{"PUBLISH", breaker_channel_, std::string(target)}] {
+    if (n->stopped) return;
+    n->conn->send(c, [](Reply r) {
+      if (!r.ok()) log::debug("cluster: announcing a breaker failed: {}", r.str);
+    });
+  });
 }
 
 void Cluster::set_disabled(std::string_view provider, std::string_view key_id, bool disabled) {

@@ -22,6 +22,7 @@
 #include <boost/asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -114,6 +115,14 @@ class Cluster {
   // An operator's disable/enable, shared with every gateway (fire and forget).
   void set_disabled(std::string_view provider, std::string_view key_id, bool disabled);
 
+  // Breakers: a breaker that opens here is announced to every gateway (fire and forget, from any
+  // thread), and `listener` hears every announcement, this gateway's own included (on the
+  // subscriber's thread). Set the listener before start().
+  void publish_breaker_open(std::string_view target);
+  void set_breaker_listener(std::function<void(const std::string& target)> listener) {
+    breaker_listener_ = std::move(listener);
+  }
+
  private:
   friend class Reservation;
   Node* this_node() const;
@@ -121,11 +130,14 @@ class Cluster {
   void on_release(const std::string& provider);
 
   const ClusterConfig config_;
-  std::string channel_;
+  std::string channel_;          // releases: the provider's name
+  std::string breaker_channel_;  // breaker openings: the breaker's target name
+  std::function<void(const std::string&)> breaker_listener_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::atomic<int> up_count_{0};
   std::atomic<bool> logged_down_{false};
   std::atomic<uint64_t> seq_{0};
+  MonoTime startup_deadline_{};  // set by start(): until then a connecting Redis is waited for
   uint64_t instance_ = 0;
 };
 

@@ -312,7 +312,12 @@ Status Gateway::start() {
   }
   if (cfg.cluster.enabled()) {
     rt.cluster = std::make_unique<cluster::Cluster>(cfg.cluster);
-    // Requests still in flight settle their shared leases before the connections close.
+    rt.cluster->set_breaker_listener(
+        [&rt](const std::string& target) { open_breaker_from_peer(rt, target); });
+    // Every thread has its connection before it serves its first request; requests still in
+    // flight settle their shared leases before the connections close.
+    impl_->server->set_contexts_hook(
+        [&rt](const std::vector<asio::io_context*>& contexts) { rt.cluster->start(contexts); });
     impl_->server->set_drained_hook([&rt] { rt.cluster->stop(); });
   }
   auto st = impl_->server->start(impl_->listen, threads);
@@ -322,12 +327,8 @@ Status Gateway::start() {
     return st;
   }
   if (rt.cluster) {
-    std::vector<asio::io_context*> contexts;
-    for (int i = 0; i < impl_->server->threads(); ++i)
-      contexts.push_back(&impl_->server->context(i));
-    rt.cluster->start(contexts);
-    // Serve with shared limits from the first request when Redis is there; without it, start
-    // anyway (local share) and join when it comes.
+    // start() returns once Redis answers, or after the connect timeout without it (then the
+    // gateway serves on its local share and joins when Redis comes).
     const auto until = MonoClock::now() + Millis(cfg.cluster.connect_timeout_ms);
     while (!rt.cluster->all_up() && MonoClock::now() < until)
       std::this_thread::sleep_for(std::chrono::milliseconds(2));

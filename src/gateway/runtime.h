@@ -200,6 +200,9 @@ void persist_key_state(Runtime& rt, keys::KeyPool& pool, std::string_view key_id
 // usage journal, into the snapshot's pools.
 void restore_key_state(Runtime& rt, const Snapshot& snap, const store::LoadedState& loaded);
 uint64_t owner_tag(std::string_view gateway_key_name);
+// A breaker of another gateway of the cluster opened: this gateway's breaker for that target
+// opens too (snapshot.cpp), without announcing it again.
+void open_breaker_from_peer(Runtime& rt, const std::string& target);
 
 // What the x-switchboard-* headers of an answer say (DESIGN.md: every response carries them).
 // Model, provider and key are empty, and the counts 0, when no attempt was made.

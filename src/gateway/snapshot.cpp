@@ -64,10 +64,16 @@ const char* transition_reason(breaker::BreakerState from, breaker::BreakerState 
 
 // Records every transition of the registry's breakers in the store (an audit trail the breaker
 // log lines leave to whoever keeps the logs).
+// Set while a breaker opens because another gateway's did: that opening is not announced again.
+thread_local bool tls_peer_opening = false;
+
 std::shared_ptr<const breaker::TransitionObserver> store_transitions(Runtime& rt) {
   // rt.store is set after the first snapshot is built, before anything is served.
   return std::make_shared<const breaker::TransitionObserver>(
       [&rt](std::string_view target, breaker::BreakerState from, breaker::BreakerState to) {
+        // Every gateway of a cluster opens it too (they share the provider and its failures).
+        if (to == breaker::BreakerState::kOpen && rt.cluster && !tls_peer_opening)
+          rt.cluster->publish_breaker_open(target);
         if (!rt.store) return;
         store::BreakerTransitionEvent e;
         e.time = rt.clock.wall_now();
@@ -192,6 +198,16 @@ ReloadResult reload_from_file(Runtime& rt) {
     return r;
   }
   return reload_runtime(rt, std::make_shared<const Config>(std::move(*load.config)));
+}
+
+void open_breaker_from_peer(Runtime& rt, const std::string& target) {
+  auto snap = rt.snapshot();
+  if (!snap || !snap->breakers) return;
+  auto b = snap->breakers->find(target);
+  if (!b) return;  // a breaker this gateway never needed (a direct provider/model spelling)
+  tls_peer_opening = true;
+  if (b->open_from_peer()) log::warn("breaker {}: opened by another gateway of the cluster", target);
+  tls_peer_opening = false;
 }
 
 }  // namespace switchboard::gateway

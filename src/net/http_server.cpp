@@ -226,6 +226,11 @@ Status HttpServer::start(const std::string& listen, int threads) {
     acceptors_.push_back(std::move(acc));
   }
   port_ = port;
+  if (contexts_hook_) {
+    std::vector<asio::io_context*> all;
+    for (auto& c : contexts_) all.push_back(c.get());
+    contexts_hook_(all);
+  }
   for (int i = 0; i < threads; ++i) {
     asio::co_spawn(*contexts_[i], accept_loop(i), asio::detached);
     threads_.emplace_back([this, i] {

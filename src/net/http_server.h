@@ -103,6 +103,11 @@ class HttpServer {
   using HeadCheck =
       std::function<std::optional<Response>(const Request&, const asio::ip::tcp::socket&)>;
   void set_head_check(HeadCheck check) { head_check_ = std::move(check); }
+  // Called by start() with every io_context once they exist, before any thread runs them (so
+  // before the first connection is accepted). Set before start.
+  void set_contexts_hook(std::function<void(const std::vector<asio::io_context*>&)> hook) {
+    contexts_hook_ = std::move(hook);
+  }
   // Called by stop() once the open requests finished (or the grace ran out), while the threads
   // still run: what must still use their io_contexts shuts down here. Set before start.
   void set_drained_hook(std::function<void()> hook) { drained_ = std::move(hook); }
@@ -128,6 +133,7 @@ class HttpServer {
   std::function<void(int)> thread_exit_;
   std::function<void(Response&)> decorate_error_;
   std::function<void()> drained_;
+  std::function<void(const std::vector<asio::io_context*>&)> contexts_hook_;
   HeadCheck head_check_;
   uint16_t port_ = 0;
   std::vector<std::unique_ptr<asio::io_context>> contexts_;

@@ -345,6 +345,34 @@ TEST_F(BreakerTest, ResetClosesWithFreshWindow) {
   EXPECT_EQ(b.state(), BreakerState::kClosed);
 }
 
+// Another gateway's breaker for the same target opened: this one opens too, for its own open time,
+// and recovers through half-open as usual; an open one is left alone.
+TEST_F(BreakerTest, OpenFromPeerOpensOnceAndRecoversAsUsual) {
+  std::vector<std::string> heard;
+  auto observer = std::make_shared<const TransitionObserver>(
+      [&heard](std::string_view, BreakerState from, BreakerState to) {
+        heard.push_back(std::string(to_string(from)) + ">" + std::string(to_string(to)));
+      });
+  BreakerRegistry reg(clock_, test_config(), {}, observer);
+  auto b = reg.provider("peer");
+  EXPECT_TRUE(b->open_from_peer());
+  EXPECT_EQ(b->state(), BreakerState::kOpen);
+  EXPECT_FALSE(b->try_acquire());
+  EXPECT_FALSE(b->open_from_peer()) << "already open: nothing changes";
+  clock_.advance(999ms);
+  EXPECT_EQ(b->state(), BreakerState::kOpen) << "open for its own open_ms";
+  clock_.advance(1ms);
+  Permit probe = b->try_acquire();
+  ASSERT_TRUE(probe);
+  EXPECT_TRUE(probe.is_probe());
+  // A peer's opening while this one probes: open again, now for the grown open time.
+  EXPECT_TRUE(b->open_from_peer());
+  EXPECT_EQ(b->snapshot().consecutive_openings, 2);
+  clock_.advance(1999ms);
+  EXPECT_EQ(b->state(), BreakerState::kOpen);
+  EXPECT_EQ(heard, (std::vector<std::string>{"closed>open", "open>half_open", "half_open>open"}));
+}
+
 // The registry's observer hears every transition of every breaker it made, in order, once.
 TEST_F(BreakerTest, ObserverHearsEveryTransitionInOrder) {
   std::vector<std::string> heard;

@@ -38,7 +38,10 @@ ClusterConfig cluster_config(const ts::RedisServer& redis, int64_t ttl_ms = 1500
 // One "gateway": `threads` io_contexts, each run by its own thread, and a Cluster on them.
 class FakeGateway {
  public:
-  FakeGateway(const ClusterConfig& config, int threads = 2) : cluster_(config) {
+  FakeGateway(const ClusterConfig& config, int threads = 2,
+              std::function<void(const std::string&)> breaker_listener = nullptr)
+      : cluster_(config) {
+    if (breaker_listener) cluster_.set_breaker_listener(std::move(breaker_listener));
     std::vector<asio::io_context*> raw;
     for (int i = 0; i < threads; ++i) {
       ctxs_.push_back(std::make_unique<asio::io_context>(1));
@@ -375,6 +378,28 @@ TEST(ClusterTest, RedisKilledAndRestartedIsUnavailableThenExactAgain) {
   Seen b = attempt();
   EXPECT_EQ(b.status, ReserveResult::Status::kFull);
   EXPECT_EQ(b.reason, keys::NoKeyReason::kConcurrency);
+}
+
+TEST(ClusterTest, ABreakerOpeningReachesEveryGateway) {
+  ts::RedisServer redis;
+  std::mutex mu;
+  std::vector<std::string> heard_a, heard_b;
+  FakeGateway a(cluster_config(redis), 2, [&](const std::string& t) {
+    std::lock_guard g(mu);
+    heard_a.push_back(t);
+  });
+  FakeGateway b(cluster_config(redis), 2, [&](const std::string& t) {
+    std::lock_guard g(mu);
+    heard_b.push_back(t);
+  });
+  a.cluster().publish_breaker_open("model:p/m");
+  ASSERT_TRUE(ts::wait_until([&] {
+    std::lock_guard g(mu);
+    return heard_a.size() == 1 && heard_b.size() == 1;
+  }));
+  std::lock_guard g(mu);
+  EXPECT_EQ(heard_b.front(), "model:p/m");
+  EXPECT_EQ(heard_a.front(), "model:p/m") << "its own announcement too (a no-op for an open breaker)";
 }
 
 TEST(ClusterTest, AFlushedScriptCacheIsReloaded) {

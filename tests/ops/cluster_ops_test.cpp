@@ -61,7 +61,7 @@ TEST_F(ClusterOpsTest, FourGatewaysKeepEveryKeyUnderItsConcurrencyWithoutA429) {
   constexpr int kEach = 4;
   std::atomic<int> ok{0};
   std::vector<std::string> failures(kClients);
-  std::vector<std::thread> clients;
+  std::vector<std::jthread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&, c] {
       for (int n = 0; n < kEach; ++n) {
@@ -97,7 +97,7 @@ TEST_F(ClusterOpsTest, AKeysRpmHoldsAcrossGatewaysAndRefusalsCarryRetryAfter) {
   for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<ServeProcess>(cfg, log_path(i)));
   for (auto& g : gws) ASSERT_TRUE(g->ready());
   std::atomic<int> ok{0}, limited{0}, other{0};
-  std::vector<std::thread> clients;
+  std::vector<std::jthread> clients;
   for (int c = 0; c < 40; ++c) {  // 4x the 10 requests the two keys allow this minute
     clients.emplace_back([&, c] {
       auto r = post(gws[size_t(c % 4)]->port(), "/v1/chat/completions", chat_body("m"));
@@ -134,7 +134,7 @@ TEST_F(ClusterOpsTest, AKilledGatewaysSlotsReturnWithinTheLeaseTtl) {
   ASSERT_TRUE(doomed.ready());
   ASSERT_TRUE(other.ready());
   // The doomed gateway holds both slots of the only key (its upstream calls hang).
-  std::vector<std::thread> hung;
+  std::vector<std::jthread> hung;
   for (int i = 0; i < 2; ++i)
     hung.emplace_back([&] { (void)post(doomed.port(), "/v1/chat/completions", chat_body("m")); });
   ASSERT_TRUE(wait_until([&] { return redis.cli("ZCARD 'sb:{up}:up#1:l'") == "2"; }));
@@ -167,7 +167,11 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
   std::atomic<int> ok{0}, failed{0};
   std::string last_failure;
   std::mutex mu;
-  std::vector<std::thread> load;
+  std::vector<std::jthread> load;
+  struct StopLoad {  // destroyed before `load` joins: an early ASSERT return ends the loops too
+    std::atomic<bool>& stop;
+    ~StopLoad() { stop = true; }
+  } stop_load{stop};
   for (int c = 0; c < 12; ++c) {
     load.emplace_back([&, c] {
       while (!stop) {
@@ -200,7 +204,7 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
   EXPECT_EQ(failed.load(), 0) << last_failure;
   // Exact again once rejoined (the outage's local leases have ended): a burst at 8x the slots.
   mock.reset_stats();
-  std::vector<std::thread> burst;
+  std::vector<std::jthread> burst;
   std::atomic<int> burst_ok{0};
   for (int c = 0; c < 48; ++c) {
     burst.emplace_back([&, c] {
@@ -219,6 +223,48 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
         << key;
   EXPECT_EQ(post(a.port(), "/v1/chat/completions", chat_body("m")).status, 200);
   EXPECT_EQ(post(b.port(), "/v1/chat/completions", chat_body("m")).status, 200);
+}
+
+// The state of breaker `target` in a gateway's /admin/breakers ("" when it has none).
+std::string breaker_state(uint16_t port, const std::string& target) {
+  auto v = parse_json(get(port, "/admin/breakers").body);
+  if (!v.is_object()) return "";
+  for (const auto& b : v.as_object().at("breakers").as_array())
+    if (b.as_object().at("target").as_string() == target)
+      return std::string(b.as_object().at("state").as_string());
+  return "";
+}
+
+TEST_F(ClusterOpsTest, ABreakerThatOpensInOneGatewayOpensInAll) {
+  RedisServer redis;
+  MockScenario failing;
+  failing.error_rate = 1.0;  // every answer a 500
+  auto& mock = add_mock(failing);
+  std::string cfg = write_config(mock, redis, "{ max_concurrent: 4 }", "",
+                                 "{ max_attempts: 1, wait_for_key_ms: 1000, budget_ms: 60000 }");
+  {
+    std::ofstream f(cfg, std::ios::app);
+    f << "breaker: { window: 4, min_calls: 2, failure_rate: 0.5, open_ms: 60000 }\n";
+  }
+  ServeProcess a(cfg, log_path(0));
+  ServeProcess b(cfg, log_path(1));
+  ASSERT_TRUE(a.ready());
+  ASSERT_TRUE(b.ready());
+  // B has seen the provider (its breakers exist) but nothing failed there.
+  mock.set_scenario(MockScenario{});
+  ASSERT_EQ(post(b.port(), "/v1/chat/completions", chat_body("m")).status, 200);
+  EXPECT_EQ(breaker_state(b.port(), "provider:up"), "closed");
+  mock.set_scenario(failing);
+  for (int i = 0; i < 4 && breaker_state(a.port(), "provider:up") != "open"; ++i)
+    (void)post(a.port(), "/v1/chat/completions", chat_body("m"));
+  ASSERT_EQ(breaker_state(a.port(), "provider:up"), "open");
+  ASSERT_TRUE(wait_until([&] { return breaker_state(b.port(), "provider:up") == "open"; }))
+      << "B opened it without a single failure of its own";
+  // B no longer sends anything to the failing provider.
+  const uint64_t sent = mock.stats().requests;
+  auto r = post(b.port(), "/v1/chat/completions", chat_body("m"));
+  EXPECT_EQ(r.status, 503) << r.body;
+  EXPECT_EQ(mock.stats().requests, sent);
 }
 
 }  // namespace

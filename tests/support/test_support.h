@@ -72,7 +72,8 @@ class RedisServer {
   int pid_ = -1;
 };
 
-// A TCP port on 127.0.0.1 that nothing listened on a moment ago.
+// A TCP port on 127.0.0.1 that nothing listened on a moment ago, never the same one twice in a
+// process.
 int free_port();
 
 }  // namespace switchboard::testsupport
