@@ -37,6 +37,14 @@ const std::string& script_text(size_t i) {
   }
 }
 
+// switchboard_cluster_admissions_total{result}: granted, full (no key had room), unavailable
+// (Redis did not answer: the request used the local share).
+prometheus::Counter& admissions(const char* result) {
+  return metrics::counter_family("switchboard_cluster_admissions_total",
+                                 "Shared-limit admissions asked of Redis, by result")
+      .Add({{"result", result}});
+}
+
 keys::NoKeyReason reason_of(int64_t code) {
   switch (code) {
     case 1:
@@ -231,7 +239,8 @@ void Cluster::start(const std::vector<asio::io_context*>& contexts) {
     auto node = std::make_unique<Node>(*this, *ctx);
     Node* n = node.get();
     RedisConnection::Options o = base;
-    for (size_t i = 0; i < kScripts; ++i) o.on_connect.push_back({"SCRIPT", "LOAD", script_text(i)});
+    for (size_t i = 0; i < kScripts; ++i)
+      o.on_connect.push_back({"SCRIPT", "LOAD", script_text(i)});
     o.on_handshake_reply = [n](size_t i, const Reply& r) {
       if (i < kScripts && r.type == Reply::Type::kString) n->sha[i] = r.str;
     };
@@ -334,6 +343,9 @@ bool Cluster::all_up() const {
 }
 
 asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
+  static prometheus::Counter& granted = admissions("granted");
+  static prometheus::Counter& full = admissions("full");
+  static prometheus::Counter& unavailable = admissions("unavailable");
   ReserveResult out;
   Node* n = this_node();
   if (n == nullptr || n->stopped || request.limits == nullptr) co_return out;
@@ -347,7 +359,10 @@ asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
     }
     if (n->stopped) co_return out;
   }
-  if (!n->conn->up()) co_return out;
+  if (!n->conn->up()) {
+    unavailable.Increment();
+    co_return out;
+  }
   n->ever_up = true;
   const RateLimits& l = *request.limits;
   std::string prefix = config_.prefix + ":{" + std::string(request.provider) + "}";
@@ -369,6 +384,7 @@ asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
   Reply r = co_await n->eval_await(kAdmitScript, std::move(args));
   if (!r.ok() || r.type != Reply::Type::kArray || r.elements.size() < 3) {
     if (r.type == Reply::Type::kError) log::warn("cluster: admission script failed: {}", r.str);
+    unavailable.Increment();
     co_return out;
   }
   if (r.elements[0].integer == 1 && r.elements.size() >= 4) {
@@ -384,12 +400,13 @@ asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
     if (l.max_concurrent > 0) n->held.emplace(token, prefix + ":" + res.key_id_ + ":l");
     res.prefix_ = std::move(prefix);
     out.status = ReserveResult::Status::kGranted;
+    granted.Increment();
     co_return out;
   }
   out.status = ReserveResult::Status::kFull;
+  full.Increment();
   out.reason = reason_of(r.elements[1].integer);
-  if (r.elements[2].integer >= 0)
-    out.retry_in = std::chrono::milliseconds(r.elements[2].integer);
+  if (r.elements[2].integer >= 0) out.retry_in = std::chrono::milliseconds(r.elements[2].integer);
   co_return out;
 }
 
@@ -427,8 +444,8 @@ void Cluster::publish_breaker_open(std::string_view target) {
 void Cluster::set_disabled(std::string_view provider, std::string_view key_id, bool disabled) {
   if (nodes_.empty()) return;
   Node* n = nodes_.front().get();
-  std::string key = config_.prefix + ":{" + std::string(provider) + "}:" + std::string(key_id) +
-                    ":off";
+  std::string key =
+      config_.prefix + ":{" + std::string(provider) + "}:" + std::string(key_id) + ":off";
   if (n->stopped) return;
   asio::dispatch(n->ctx, [n, key = std::move(key), disabled] {
     if (n->stopped) return;

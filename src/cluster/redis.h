@@ -101,15 +101,15 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   asio::io_context& ctx_;
   Options opt_;
   asio::ip::tcp::socket socket_;
-  asio::steady_timer pause_;    // between reconnections
-  asio::steady_timer watch_;    // command timeouts
-  asio::steady_timer writer_;   // wakes the writer
-  std::string out_;             // formatted commands not yet written
+  asio::steady_timer pause_;     // between reconnections
+  asio::steady_timer watch_;     // command timeouts
+  asio::steady_timer writer_;    // wakes the writer
+  std::string out_;              // formatted commands not yet written
   std::deque<Pending> pending_;  // sent or queued, in order
   redisReader* reader_ = nullptr;
   bool stopped_ = false;
   bool started_ = false;
-  bool connected_ = false;  // the socket is open (the handshake may still run)
+  bool connected_ = false;   // the socket is open (the handshake may still run)
   uint64_t generation_ = 0;  // connections made; stale loops of an old one stop
   std::atomic<bool> up_{false};
 };

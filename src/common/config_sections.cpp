@@ -385,24 +385,24 @@ void ConfigReader::read_cluster(const YAML::Node& n) {
         rest = rest.substr(0, slash);
         if (!db.empty()) {
           ok = db.size() <= 2 && std::all_of(db.begin(), db.end(), [](char ch) {
-            return std::isdigit(static_cast<unsigned char>(ch));
-          });
+                 return std::isdigit(static_cast<unsigned char>(ch));
+               });
           if (ok) c.redis_db = std::stoi(db);
         }
       }
       if (auto colon = rest.rfind(':'); ok && colon != std::string::npos) {
         std::string port = rest.substr(colon + 1);
         rest = rest.substr(0, colon);
-        ok = !port.empty() && port.size() <= 5 && std::all_of(port.begin(), port.end(), [](char ch) {
-          return std::isdigit(static_cast<unsigned char>(ch));
-        });
+        ok = !port.empty() && port.size() <= 5 &&
+             std::all_of(port.begin(), port.end(),
+                         [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)); });
         if (ok) c.redis_port = std::stoi(port);
         ok = ok && c.redis_port > 0 && c.redis_port <= 65535;
       }
       c.redis_host = rest;
       ok = ok && !rest.empty() && std::none_of(rest.begin(), rest.end(), [](char ch) {
-        return std::iscntrl(static_cast<unsigned char>(ch)) || ch == ' ';
-      });
+             return std::iscntrl(static_cast<unsigned char>(ch)) || ch == ' ';
+           });
     }
     if (!ok) {
       // The URL may carry a password: never echo it.

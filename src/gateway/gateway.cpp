@@ -114,8 +114,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
       body += redis_up ? ",\"redis\":\"up\"" : ",\"redis\":\"down\"";
     }
     body += "}";
-    ex.response =
-        json_response(ready ? http::status::ok : http::status::service_unavailable, body);
+    ex.response = json_response(ready ? http::status::ok : http::status::service_unavailable, body);
     co_return;
   }
   if (target == "/metrics") {

@@ -206,7 +206,8 @@ void open_breaker_from_peer(Runtime& rt, const std::string& target) {
   auto b = snap->breakers->find(target);
   if (!b) return;  // a breaker this gateway never needed (a direct provider/model spelling)
   tls_peer_opening = true;
-  if (b->open_from_peer()) log::warn("breaker {}: opened by another gateway of the cluster", target);
+  if (b->open_from_peer())
+    log::warn("breaker {}: opened by another gateway of the cluster", target);
   tls_peer_opening = false;
 }
 

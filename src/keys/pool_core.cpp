@@ -418,8 +418,8 @@ void Core::complete_at(uint32_t key, int32_t model, const std::string* model_nam
       report->request_counted = keep_request;
       report->tokens_counted = tokens;
       if (cooled) {
-        const bool model_scope = model >= 0 && !outcome.key_wide &&
-                                 static_cast<size_t>(model) < k.model_cd.size();
+        const bool model_scope =
+            model >= 0 && !outcome.key_wide && static_cast<size_t>(model) < k.model_cd.size();
         const ScopeCooldown& scope = model_scope ? k.model_cd[static_cast<size_t>(model)] : k.cd;
         report->cooldown = Nanos(std::max<int64_t>(0, scope.until - t.mono));
         report->cooldown_reason = scope.reason;

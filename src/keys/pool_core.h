@@ -201,7 +201,8 @@ class Core : public std::enable_shared_from_this<Core> {
   void complete_at(uint32_t key, int32_t model, const std::string* model_name, const Lease& lease,
                    const Outcome& outcome, EndReport* report = nullptr);
 
-  // ------------------------------------------------------------------ shared limits (pool_shared.cpp)
+  // ------------------------------------------------------------------ shared limits
+  // (pool_shared.cpp)
 
   std::vector<std::string_view> shared_candidates(const AcquireRequest& request, NoKey* none);
   AcquireResult acquire_on(std::string_view key_id, const AcquireRequest& request);

@@ -5,8 +5,7 @@
 
 namespace switchboard::keys::detail {
 
-std::vector<std::string_view> Core::shared_candidates(const AcquireRequest& request,
-                                                      NoKey* none) {
+std::vector<std::string_view> Core::shared_candidates(const AcquireRequest& request, NoKey* none) {
   if (handed_over_.load(std::memory_order_acquire)) {
     return successor_->shared_candidates(request, none);
   }
@@ -81,8 +80,7 @@ AcquireResult Core::acquire_on(std::string_view key_id, const AcquireRequest& re
       out.emplace(grant(*k, model, std::max<int64_t>(0, request.estimated_tokens), kt));
     }
   }
-  if (out->ok() && !request.session_id.empty())
-    remember_session(request.session_id, k->index, t);
+  if (out->ok() && !request.session_id.empty()) remember_session(request.session_id, k->index, t);
   if (!out->ok()) rejected_.add();
   return std::move(*out);
 }

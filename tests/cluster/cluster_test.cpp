@@ -187,7 +187,8 @@ TEST(ClusterTest, FourGatewaysNeverExceedAKeysConcurrencyAndUseEverySlot) {
         },
         [p](std::exception_ptr) { p->set_value(); });
   }
-  for (auto& f : finished) ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  for (auto& f : finished)
+    ASSERT_EQ(f.wait_for(std::chrono::seconds(60)), std::future_status::ready);
   EXPECT_EQ(done.load(), kWorkers * kEach);
   EXPECT_GT(refused.load(), 0) << "8x the slots must have made some wait";
   for (const auto& [key, n] : peak) EXPECT_LE(n, 2) << key;
@@ -399,7 +400,8 @@ TEST(ClusterTest, ABreakerOpeningReachesEveryGateway) {
   }));
   std::lock_guard g(mu);
   EXPECT_EQ(heard_b.front(), "model:p/m");
-  EXPECT_EQ(heard_a.front(), "model:p/m") << "its own announcement too (a no-op for an open breaker)";
+  EXPECT_EQ(heard_a.front(), "model:p/m")
+      << "its own announcement too (a no-op for an open breaker)";
 }
 
 TEST(ClusterTest, AFlushedScriptCacheIsReloaded) {

@@ -118,9 +118,9 @@ TEST(ConfigTest, ClusterSectionParsesTheRedisUrlAndKeepsItsPasswordSecret) {
 TEST(ConfigTest, ABadRedisUrlIsAnErrorAtItsLineThatDoesNotEchoIt) {
   for (const char* url : {"http://host:6379", "redis://:secret-pw@host:99999/0", "redis://",
                           "redis://host:63a9", "redis://host/db"}) {
-    auto load = load_config_string(std::string("listen: 127.0.0.1:1\ncluster:\n  redis: \"") +
-                                       url + "\"\n",
-                                   "t.yaml", no_env());
+    auto load =
+        load_config_string(std::string("listen: 127.0.0.1:1\ncluster:\n  redis: \"") + url + "\"\n",
+                           "t.yaml", no_env());
     ASSERT_FALSE(load.ok()) << url;
     EXPECT_EQ(load.errors[0].path, "cluster.redis") << url;
     EXPECT_EQ(load.errors[0].line, 3) << url;

@@ -67,7 +67,8 @@ TEST(SharedPool, TheSessionsKeyComesFirst) {
   KeyPool pool(make_provider("ss", 4), clock);
   Lease l = pool.acquire_on("ss#3", req("m", 10, "conv-1")).take_lease();
   l.complete(status(OutcomeClass::kSuccess));
-  for (int i = 0; i < 4; ++i) EXPECT_EQ(pool.shared_candidates(req("m", 10, "conv-1")).front(), "ss#3");
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(pool.shared_candidates(req("m", 10, "conv-1")).front(), "ss#3");
 }
 
 TEST(SharedPool, AGrantIgnoresLocalLimitsButCountsAndEndsExactlyOnce) {

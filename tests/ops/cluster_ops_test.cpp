@@ -20,10 +20,11 @@ using testsupport::wait_until;
 class ClusterOpsTest : public GatewayTest {
  protected:
   // One provider `up` on `mock` with three keys, model `m`, and the cluster section.
-  std::string write_config(const gateway::MockProvider& mock, const RedisServer& redis,
-                           const std::string& limits, const std::string& cluster_extra = {},
-                           const std::string& retry = "{ wait_for_key_ms: 20000, budget_ms: 60000 }",
-                           const std::string& keys = "[sk-a-secret-1, sk-b-secret-2, sk-c-secret-3]") {
+  std::string write_config(
+      const gateway::MockProvider& mock, const RedisServer& redis, const std::string& limits,
+      const std::string& cluster_extra = {},
+      const std::string& retry = "{ wait_for_key_ms: 20000, budget_ms: 60000 }",
+      const std::string& keys = "[sk-a-secret-1, sk-b-secret-2, sk-c-secret-3]") {
     const std::string cfg = (dir_ / ("serve-" + std::to_string(configs_++) + ".yaml")).string();
     std::ofstream f(cfg);
     f << "state: { path: " << (dir_ / ("state-" + std::to_string(configs_) + ".db")).string()
@@ -36,7 +37,9 @@ class ClusterOpsTest : public GatewayTest {
       << provider("up", mock, keys, "limits: " + limits) << "models:\n  m: { provider: up }\n";
     return cfg;
   }
-  std::string log_path(int i) const { return (dir_ / ("serve-" + std::to_string(i) + ".log")).string(); }
+  std::string log_path(int i) const {
+    return (dir_ / ("serve-" + std::to_string(i) + ".log")).string();
+  }
   int configs_ = 0;
 };
 
@@ -54,8 +57,9 @@ TEST_F(ClusterOpsTest, FourGatewaysKeepEveryKeyUnderItsConcurrencyWithoutA429) {
   for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<ServeProcess>(cfg, log_path(i)));
   for (auto& g : gws) ASSERT_TRUE(g->ready());
   for (auto& g : gws)
-    ASSERT_TRUE(wait_until([&] { return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") !=
-                                        std::string::npos; }));
+    ASSERT_TRUE(wait_until([&] {
+      return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos;
+    }));
 
   constexpr int kClients = 48;  // 8x the 6 slots
   constexpr int kEach = 4;
@@ -125,10 +129,9 @@ TEST_F(ClusterOpsTest, AKilledGatewaysSlotsReturnWithinTheLeaseTtl) {
   slow.latency_ms = 60000;
   auto& mock = add_mock(slow);
   constexpr int kTtl = 1500;
-  const std::string cfg = write_config(mock, redis, "{ max_concurrent: 2 }",
-                                       ", lease_ttl_ms: " + std::to_string(kTtl),
-                                       "{ wait_for_key_ms: 20000, budget_ms: 60000 }",
-                                       "[sk-a-secret-1]");
+  const std::string cfg =
+      write_config(mock, redis, "{ max_concurrent: 2 }", ", lease_ttl_ms: " + std::to_string(kTtl),
+                   "{ wait_for_key_ms: 20000, budget_ms: 60000 }", "[sk-a-secret-1]");
   ServeProcess doomed(cfg, log_path(0));
   ServeProcess other(cfg, log_path(1));
   ASSERT_TRUE(doomed.ready());
@@ -188,14 +191,17 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
   }
   ASSERT_TRUE(wait_until([&] { return ok.load() > 100; }));
   redis.kill();
-  ASSERT_TRUE(wait_until(
-      [&] { return get(a.port(), "/readyz").body.find("\"redis\":\"down\"") != std::string::npos; }));
+  ASSERT_TRUE(wait_until([&] {
+    return get(a.port(), "/readyz").body.find("\"redis\":\"down\"") != std::string::npos;
+  }));
   const int before = ok.load();
   ASSERT_TRUE(wait_until([&] { return ok.load() > before + 100; })) << "serving on local limits";
   redis.start();
   for (ServeProcess* g : {&a, &b})
     ASSERT_TRUE(wait_until(
-        [&] { return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos; },
+        [&] {
+          return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos;
+        },
         std::chrono::seconds(15)));
   ASSERT_TRUE(wait_until([&] { return redis.cli("ZCARD 'sb:{up}:up#1:l'") != "0"; }))
       << "leases are taken in Redis again";
@@ -209,7 +215,8 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
   for (int c = 0; c < 48; ++c) {
     burst.emplace_back([&, c] {
       for (int n = 0; n < 3; ++n)
-        burst_ok += post((c % 2 ? a : b).port(), "/v1/chat/completions", chat_body("m")).status == 200;
+        burst_ok +=
+            post((c % 2 ? a : b).port(), "/v1/chat/completions", chat_body("m")).status == 200;
     });
   }
   for (auto& t : burst) t.join();
@@ -218,9 +225,9 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
   EXPECT_EQ(mock.stats().by_status.count(429), 0u);
   // Nothing stuck: every lease ended, and both gateways serve at once.
   for (const char* key : {"up#1", "up#2", "up#3"})
-    EXPECT_TRUE(wait_until(
-        [&] { return redis.cli(std::string("ZCARD 'sb:{up}:") + key + ":l'") == "0"; }))
-        << key;
+    EXPECT_TRUE(wait_until([&] {
+      return redis.cli(std::string("ZCARD 'sb:{up}:") + key + ":l'") == "0";
+    })) << key;
   EXPECT_EQ(post(a.port(), "/v1/chat/completions", chat_body("m")).status, 200);
   EXPECT_EQ(post(b.port(), "/v1/chat/completions", chat_body("m")).status, 200);
 }

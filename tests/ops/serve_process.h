@@ -50,7 +50,7 @@ class ServeProcess {
 
   bool ready() const {
     return pid_ > 0 && testsupport::wait_until([&] { return get(port_, "/healthz").status == 200; },
-                                  std::chrono::seconds(15));
+                                               std::chrono::seconds(15));
   }
   // SIGKILL and reap: nothing runs after this, no destructor, no final flush.
   void kill9() {
