@@ -108,20 +108,10 @@ struct Node {
   }
 
   asio::awaitable<Reply> eval_await(size_t script, Command args) {
-    struct State {
-      explicit State(asio::io_context& c) : timer(c) {}
-      asio::steady_timer timer;
-      std::optional<Reply> reply;
-    };
-    auto state = std::make_shared<State>(ctx);
-    state->timer.expires_at(asio::steady_timer::time_point::max());
-    eval(script, std::move(args), [state](Reply r) {
-      state->reply.emplace(std::move(r));
-      state->timer.cancel();
-    });
-    (void)co_await state->timer.async_wait(kNothrow);
-    if (!state->reply) co_return Reply::failed("cancelled");
-    co_return std::move(*state->reply);
+    return await_reply(
+        ctx, [this, script, a = std::move(args)](std::function<void(Reply)> done) mutable {
+          eval(script, std::move(a), std::move(done));
+        });
   }
 
   asio::awaitable<void> renew_loop(std::chrono::milliseconds ttl) {

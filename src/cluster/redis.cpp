@@ -135,20 +135,21 @@ void RedisConnection::enqueue(const Command& command, std::function<void(Reply)>
   writer_.cancel();  // wakes the writer if it sleeps; it checks out_ after every write anyway
 }
 
-asio::awaitable<Reply> RedisConnection::call(Command command) {
+asio::awaitable<Reply> await_reply(asio::io_context& ctx,
+                                   std::function<void(std::function<void(Reply)>)> start) {
   struct State {
     explicit State(asio::io_context& c) : timer(c) {}
     asio::steady_timer timer;
     std::optional<Reply> reply;
   };
-  auto state = std::make_shared<State>(ctx_);
+  auto state = std::make_shared<State>(ctx);
   state->timer.expires_at(asio::steady_timer::time_point::max());
-  send(std::move(command), [state](Reply r) {
+  start([state](Reply r) {
     state->reply.emplace(std::move(r));
     state->timer.cancel();
   });
-  // The reply always comes (the watchdog fails a command past its timeout); the wait ends early
-  // only when the awaiting operation is cancelled from outside.
+  // The reply always comes (a connection fails a command past its timeout); the wait ends
+  // early only when the awaiting operation is cancelled from outside.
   (void)co_await state->timer.async_wait(kNothrow);
   if (!state->reply) co_return Reply::failed("cancelled");
   co_return std::move(*state->reply);

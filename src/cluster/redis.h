@@ -79,8 +79,6 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   // `done` runs exactly once on this thread, never inside send(): with the reply, or with
   // kFailed when the connection is down, drops, or the reply does not come within the timeout.
   void send(Command command, std::function<void(Reply)> done);
-  // send() as an awaitable.
-  asio::awaitable<Reply> call(Command command);
 
  private:
   struct Pending {
@@ -113,6 +111,11 @@ class RedisConnection : public std::enable_shared_from_this<RedisConnection> {
   uint64_t generation_ = 0;  // connections made; stale loops of an old one stop
   std::atomic<bool> up_{false};
 };
+
+// Runs `start` with a completion that must be called exactly once on `ctx`'s thread, and awaits
+// its reply; a Reply::failed("cancelled") when the awaiting operation is cancelled from outside.
+asio::awaitable<Reply> await_reply(asio::io_context& ctx,
+                                   std::function<void(std::function<void(Reply)>)> start);
 
 // RESP encoding of one command (appended to `out`).
 void append_command(std::string& out, const Command& command);

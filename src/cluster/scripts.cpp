@@ -94,6 +94,33 @@ local function earliest(h, width, span, lr, lt)
   return (math.floor(now / width) + span + 1) * width - now
 end
 
+-- One more request of `est` tokens would not fit the window's counts.
+local function over(h, lr, lt)
+  local v = redis.call('HMGET', h, 'r', 't')
+  return (lr > 0 and tonumber(v[1]) + 1 > lr) or (lt > 0 and tonumber(v[2]) + est > lt)
+end
+
+-- Advances a bucketed window and checks it: its head, and when it is full the time it has room
+-- again (ms since the epoch; -1 when never).
+local function check_buckets(h, width, span, lr, lt)
+  local ref = advance(h, width, span)
+  if not over(h, lr, lt) then return ref, nil end
+  local e = earliest(h, width, span, lr, lt)
+  if e < 0 then return ref, -1 end
+  return ref, now + e
+end
+
+-- Counts the reservation: in bucket `ref` too for a bucketed window.
+local function add(h, ref, buckets)
+  if buckets then
+    redis.call('HINCRBY', h, 'r' .. ref, 1)
+    redis.call('HINCRBY', h, 't' .. ref, est)
+  end
+  redis.call('HINCRBY', h, 'r', 1)
+  redis.call('HINCRBY', h, 't', est)
+  redis.call('PEXPIRE', h, KEEP)
+end
+
 local best_at, best_why, too_large = nil, 6, false
 for i = 11, #ARGV do
   local key = ARGV[i]
@@ -120,58 +147,32 @@ for i = 11, #ARGV do
       end
     end
     local mref, dref = 0, 0
+    local blocked
     if why == 0 and (rpm > 0 or tpm > 0) then
-      local h = base .. ':m'
-      mref = advance(h, MW, MS)
-      local v = redis.call('HMGET', h, 'r', 't')
-      if (rpm > 0 and tonumber(v[1]) + 1 > rpm) or (tpm > 0 and tonumber(v[2]) + est > tpm) then
-        why = 3
-        local e = earliest(h, MW, MS, rpm, tpm)
-        if e < 0 then never = true else at = now + e end
-      end
+      mref, blocked = check_buckets(base .. ':m', MW, MS, rpm, tpm)
+      if blocked then why = 3 end
     end
     if why == 0 and (rpd > 0 or tpd > 0) then
       local h = base .. ':d'
-      if hour >= 0 then
-        dref = today(h, hour)
-        local v = redis.call('HMGET', h, 'r', 't')
-        if (tpd > 0 and est > tpd) then
-          never = true
-          why = 4
-        elseif (rpd > 0 and tonumber(v[1]) + 1 > rpd) or (tpd > 0 and tonumber(v[2]) + est > tpd) then
-          why = 4
-          at = (dref + 1) * 86400000 + hour * 3600000
-        end
+      if hour < 0 then
+        dref, blocked = check_buckets(h, DW, DS, rpd, tpd)
       else
-        dref = advance(h, DW, DS)
-        local v = redis.call('HMGET', h, 'r', 't')
-        if (rpd > 0 and tonumber(v[1]) + 1 > rpd) or (tpd > 0 and tonumber(v[2]) + est > tpd) then
-          why = 4
-          local e = earliest(h, DW, DS, rpd, tpd)
-          if e < 0 then never = true else at = now + e end
+        dref = today(h, hour)
+        if tpd > 0 and est > tpd then
+          blocked = -1
+        elseif over(h, rpd, tpd) then
+          blocked = (dref + 1) * 86400000 + hour * 3600000
         end
       end
+      if blocked then why = 4 end
+    end
+    if blocked then
+      if blocked < 0 then never = true else at = blocked end
     end
     if why == 0 then
       if maxc > 0 then redis.call('ZADD', leases, now + ttl, token) end
-      if rpm > 0 or tpm > 0 then
-        local h = base .. ':m'
-        redis.call('HINCRBY', h, 'r' .. mref, 1)
-        redis.call('HINCRBY', h, 't' .. mref, est)
-        redis.call('HINCRBY', h, 'r', 1)
-        redis.call('HINCRBY', h, 't', est)
-        redis.call('PEXPIRE', h, KEEP)
-      end
-      if rpd > 0 or tpd > 0 then
-        local h = base .. ':d'
-        if hour < 0 then
-          redis.call('HINCRBY', h, 'r' .. dref, 1)
-          redis.call('HINCRBY', h, 't' .. dref, est)
-        end
-        redis.call('HINCRBY', h, 'r', 1)
-        redis.call('HINCRBY', h, 't', est)
-        redis.call('PEXPIRE', h, KEEP)
-      end
+      if rpm > 0 or tpm > 0 then add(base .. ':m', mref, true) end
+      if rpd > 0 or tpd > 0 then add(base .. ':d', dref, hour < 0) end
       return {1, key, mref, dref}
     end
     if never then
