@@ -166,6 +166,18 @@ Reservation::~Reservation() {
   if (active()) settle(keys::EndReport{});
 }
 
+void Reservation::commit() {
+  if (node_ == nullptr) return;
+  if (limits_.max_concurrent > 0) {
+    keys::EndReport report;
+    report.request_counted = true;
+    report.tokens_counted = estimated_;
+    settle(report);
+    return;
+  }
+  node_ = nullptr;  // nothing in Redis to end: the windows already count it
+}
+
 void Reservation::settle(const keys::EndReport& report) {
   if (node_ == nullptr) return;
   Node* node = std::exchange(node_, nullptr);

@@ -54,6 +54,10 @@ class Reservation {
   const std::string& key_id() const { return key_id_; }
   // Ends the lease in Redis with what the local pool decided (keys::Lease::complete's report).
   void settle(const keys::EndReport& report);
+  // Ends it as reserved (the request and its estimate stay counted) without a round trip, when
+  // it holds no concurrency slot (max_concurrent 0, e.g. a client key's rpm); else as settle()
+  // with the request counted.
+  void commit();
 
  private:
   friend class Cluster;

@@ -63,6 +63,7 @@ class ChatCall {
       co_return;
     }
     if (!admit_gateway_key()) co_return;
+    if (!co_await admit_gateway_key_shared()) co_return;
     routing::RequestInfo info;
     info.model = req_.model;
     info.prompt_tokens = req_.prompt_tokens;
@@ -151,24 +152,65 @@ class ChatCall {
              "permission_error", "model_not_allowed");
       return false;
     }
+    // With a cluster the rpm is counted across every gateway (admit_gateway_key_shared).
+    if (policy.rpm > 0 && !rt_.cluster) return local_gateway_rpm(policy, policy.rpm);
+    return true;
+  }
+
+  // The client key's rpm in this gateway's own window (alone, or its share while Redis is down).
+  bool local_gateway_rpm(const GatewayKeyPolicy& policy, int64_t rpm) {
     auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
     std::lock_guard lock(st.mu);
-    if (policy.rpm > 0) {
-      const auto now = rt_.clock.now();
-      while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
-        st.window.pop_front();
-      if (int64_t(st.window.size()) >= policy.rpm) {
-        reject(http::status::too_many_requests,
-               "gateway key '" + policy.name + "' is limited to " + std::to_string(policy.rpm) +
-                   " requests per minute",
-               "rate_limit_error", "rate_limit_exceeded");
-        ex_.response.set(http::field::retry_after,
-                         retry_after_seconds(st.window.front() + std::chrono::minutes(1) - now));
-        return false;
-      }
-      st.window.push_back(now);
+    const auto now = rt_.clock.now();
+    while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
+      st.window.pop_front();
+    if (int64_t(st.window.size()) >= rpm) {
+      reject_rpm(policy, st.window.front() + std::chrono::minutes(1) - now);
+      return false;
     }
+    st.window.push_back(now);
     return true;
+  }
+
+  void reject_rpm(const GatewayKeyPolicy& policy, Nanos retry_after) {
+    reject(http::status::too_many_requests,
+           "gateway key '" + policy.name + "' is limited to " + std::to_string(policy.rpm) +
+               " requests per minute",
+           "rate_limit_error", "rate_limit_exceeded");
+    ex_.response.set(http::field::retry_after, retry_after_seconds(retry_after));
+  }
+
+  // The client key's rpm counted exactly across the cluster's gateways, in Redis (its name in the
+  // "#clients" namespace, which no provider can have: provider names contain no '#').
+  asio::awaitable<bool> admit_gateway_key_shared() {
+    if (gateway_key_ < 0 || !rt_.cluster) co_return true;
+    const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
+    if (policy.rpm <= 0) co_return true;
+    RateLimits limits;
+    limits.rpm = policy.rpm;
+    cluster::ReserveRequest rq;
+    rq.provider = "#clients";
+    rq.limits = &limits;
+    rq.candidates.push_back(policy.name);
+    cluster::ReserveResult res = co_await rt_.cluster->reserve(std::move(rq));
+    switch (res.status) {
+      case cluster::ReserveResult::Status::kGranted:
+        res.reservation.commit();
+        co_return true;
+      case cluster::ReserveResult::Status::kUnavailable:
+        if (rt_.cluster->config().on_redis_down == RedisDownPolicy::kRefuse) {
+          reject(http::status::service_unavailable,
+                 "the gateways' shared limits are unavailable (Redis unreachable)", "api_error",
+                 "cluster_unavailable");
+          co_return false;
+        }
+        co_return local_gateway_rpm(
+            policy, std::max<int64_t>(1, policy.rpm / rt_.cluster->config().expected_gateways));
+      case cluster::ReserveResult::Status::kFull:
+        break;
+    }
+    reject_rpm(policy, res.retry_in.value_or(std::chrono::seconds(60)));
+    co_return false;
   }
 
   // The monthly budget, reserved at admission like a key's token window (DESIGN.md invariant

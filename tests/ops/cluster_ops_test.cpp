@@ -274,5 +274,37 @@ TEST_F(ClusterOpsTest, ABreakerThatOpensInOneGatewayOpensInAll) {
   EXPECT_EQ(mock.stats().requests, sent);
 }
 
+TEST_F(ClusterOpsTest, AClientKeysRpmHoldsAcrossGateways) {
+  RedisServer redis;
+  auto& mock = add_mock();
+  std::string cfg = write_config(mock, redis, "{ max_concurrent: 8 }", ", expected_gateways: 2");
+  {
+    std::ofstream f(cfg, std::ios::app);
+    f << "auth: { gateway_keys: [{ key: sk-client-team-0001, name: team, rpm: 3 }] }\n";
+  }
+  ServeProcess a(cfg, log_path(0));
+  ServeProcess b(cfg, log_path(1));
+  ASSERT_TRUE(a.ready());
+  ASSERT_TRUE(b.ready());
+  const Headers auth = {{"Authorization", "Bearer sk-client-team-0001"}};
+  int ok = 0, limited = 0;
+  for (int i = 0; i < 8; ++i) {
+    auto r = post((i % 2 ? a : b).port(), "/v1/chat/completions", chat_body("m"), auth);
+    if (r.status == 200) {
+      ok++;
+    } else {
+      EXPECT_EQ(r.status, 429) << r.body;
+      EXPECT_NE(r.body.find("limited to 3 requests per minute"), std::string::npos) << r.body;
+      const int wait = std::stoi(r.header("retry-after"));
+      EXPECT_GE(wait, 50);
+      EXPECT_LE(wait, 61);
+      limited++;
+    }
+  }
+  EXPECT_EQ(ok, 3) << "3 per minute for the key, whichever gateway it calls";
+  EXPECT_EQ(limited, 5);
+  EXPECT_EQ(mock.stats().requests, 3u);
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
