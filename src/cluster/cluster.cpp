@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -11,6 +12,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cmath>
 #include <future>
 #include <list>
 #include <random>
@@ -26,16 +28,35 @@ namespace switchboard::cluster {
 namespace {
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 
-enum Script : size_t { kAdmitScript = 0, kSettleScript = 1, kRenewScript = 2, kScripts = 3 };
+enum Script : size_t {
+  kAdmitScript,
+  kSettleScript,
+  kRenewScript,
+  kBudgetAdmitScript,
+  kBudgetSettleScript,
+  kScripts
+};
 const std::string& script_text(size_t i) {
   switch (i) {
     case kAdmitScript:
       return scripts::admit();
     case kSettleScript:
       return scripts::settle();
+    case kBudgetAdmitScript:
+      return scripts::budget_admit();
+    case kBudgetSettleScript:
+      return scripts::budget_settle();
     default:
       return scripts::renew();
   }
+}
+
+// Budgets count in integer nano-USD in Redis (HINCRBY), exact well past any monthly budget.
+int64_t nano_usd(double usd) {
+  return static_cast<int64_t>(std::llround(std::clamp(usd, 0.0, 1e6) * 1e9));
+}
+double usd_of(int64_t nano) {
+  return double(nano) / 1e9;
 }
 
 // switchboard_cluster_admissions_total{result}: granted, full (no key had room), unavailable
@@ -137,6 +158,21 @@ struct Node {
     renew_timer = nullptr;
   }
 
+  // Ends a hold on this node's thread (from any thread): forgets its renewal and runs `script`.
+  // After stop() the io_context may be going away: the hold expires after its TTL instead.
+  void end_hold(std::string token, size_t script, Command args, const char* what) {
+    if (stopped.load(std::memory_order_acquire)) return;
+    asio::dispatch(
+        ctx, [this, token = std::move(token), script, args = std::move(args), what]() mutable {
+          held.erase(token);
+          if (stopped) return;
+          eval(script, std::move(args), [what](Reply r) {
+            // Not ended (Redis went away): the hold expires after the TTL.
+            if (!r.ok()) log::debug("cluster: ending {} failed: {}", what, r.str);
+          });
+        });
+  }
+
   void wake(const std::string& provider) {
     for (auto& w : waiters) {
       if (w.provider == provider) w.timer->cancel();
@@ -181,8 +217,6 @@ void Reservation::commit() {
 void Reservation::settle(const keys::EndReport& report) {
   if (node_ == nullptr) return;
   Node* node = std::exchange(node_, nullptr);
-  // After stop() the io_context may be going away: the lease expires after its TTL instead.
-  if (node->stopped.load(std::memory_order_acquire)) return;
   const bool minute = limits_.rpm > 0 || limits_.tpm > 0;
   const bool day = limits_.rpd > 0 || limits_.tpd > 0;
   const int64_t cooldown_ms =
@@ -205,15 +239,30 @@ void Reservation::settle(const keys::EndReport& report) {
                provider_,
                minute ? "1" : "0",
                day ? "1" : "0"};
-  // On the node's thread: its lease registry and connection are that thread's.
-  asio::dispatch(node->ctx, [node, token = token_, args = std::move(args)]() mutable {
-    node->held.erase(token);
-    if (node->stopped) return;
-    node->eval(kSettleScript, std::move(args), [](Reply r) {
-      // Not settled (Redis went away): the lease expires after the TTL.
-      if (!r.ok()) log::debug("cluster: settling a lease failed: {}", r.str);
-    });
-  });
+  node->end_hold(token_, kSettleScript, std::move(args), "a lease");
+}
+
+// ------------------------------------------------------------------------------- BudgetHold
+
+BudgetHold& BudgetHold::operator=(BudgetHold&& o) noexcept {
+  if (this != &o) {
+    if (active()) settle(0);
+    node_ = std::exchange(o.node_, nullptr);
+    base_ = std::move(o.base_);
+    token_ = std::move(o.token_);
+  }
+  return *this;
+}
+
+BudgetHold::~BudgetHold() {
+  if (active()) settle(0);
+}
+
+void BudgetHold::settle(double cost_usd) {
+  if (node_ == nullptr) return;
+  Node* node = std::exchange(node_, nullptr);
+  node->end_hold(token_, kBudgetSettleScript,
+                 Command{"1", base_, token_, std::to_string(nano_usd(cost_usd))}, "a budget hold");
 }
 
 // ------------------------------------------------------------------------------- Cluster
@@ -279,6 +328,7 @@ void Cluster::start(const std::vector<asio::io_context*>& contexts) {
 }
 
 void Cluster::stop() {
+  stopping_ = true;
   std::vector<std::future<void>> done;
   for (auto& node : nodes_) {
     Node* n = node.get();
@@ -308,6 +358,7 @@ void Cluster::on_state(bool up) {
   const int count = up_count_.fetch_add(up ? 1 : -1) + (up ? 1 : -1);
   const bool all = count == static_cast<int>(nodes_.size());
   up_gauge.Add({}).Set(all ? 1 : 0);
+  if (stopping_) return;  // our own closing, not an outage
   if (!up && !logged_down_.exchange(true)) {
     log::warn("cluster: redis {}:{} unreachable; {} until it returns", config_.redis_host,
               config_.redis_port,
@@ -345,13 +396,9 @@ bool Cluster::all_up() const {
   return !nodes_.empty() && up_count_.load() == static_cast<int>(nodes_.size());
 }
 
-asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
-  static prometheus::Counter& granted = admissions("granted");
-  static prometheus::Counter& full = admissions("full");
-  static prometheus::Counter& unavailable = admissions("unavailable");
-  ReserveResult out;
+asio::awaitable<Node*> Cluster::ready_node() {
   Node* n = this_node();
-  if (n == nullptr || n->stopped || request.limits == nullptr) co_return out;
+  if (n == nullptr || n->stopped) co_return nullptr;
   if (!n->conn->up() && !n->ever_up) {
     // Starting: the first requests wait for the first connection (up to the connect timeout)
     // rather than slip past the shared limits on the local share.
@@ -360,17 +407,67 @@ asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
       pause.expires_after(std::chrono::milliseconds(5));
       (void)co_await pause.async_wait(kNothrow);
     }
-    if (n->stopped) co_return out;
   }
-  if (!n->conn->up()) {
+  if (n->stopped || !n->conn->up()) co_return nullptr;
+  n->ever_up = true;
+  co_return n;
+}
+
+std::string Cluster::next_token() {
+  return fmt::format("{:x}-{:x}", instance_, seq_.fetch_add(1, std::memory_order_relaxed));
+}
+
+asio::awaitable<BudgetResult> Cluster::reserve_budget(BudgetRequest request) {
+  BudgetResult out;
+  Node* n = co_await ready_node();
+  if (n == nullptr) co_return out;
+  std::string base = config_.prefix + ":{#budget}:" + std::string(request.name);
+  std::string token = next_token();
+  Command args{"1",
+               base,
+               token,
+               std::to_string(config_.lease_ttl_ms),
+               std::to_string(nano_usd(request.estimate_usd)),
+               std::to_string(nano_usd(request.budget_usd)),
+               std::to_string(nano_usd(request.seed_spend_usd))};
+  Reply r = co_await n->eval_await(kBudgetAdmitScript, std::move(args));
+  if (!r.ok() || r.type != Reply::Type::kArray || r.elements.size() < 3) {
+    if (r.type == Reply::Type::kError) log::warn("cluster: budget script failed: {}", r.str);
+    co_return out;
+  }
+  out.spend_usd = usd_of(r.elements[1].integer);
+  out.held_usd = usd_of(r.elements[2].integer);
+  switch (r.elements[0].integer) {
+    case 1:
+      out.status = BudgetResult::Status::kGranted;
+      out.hold.node_ = n;
+      n->held.emplace(token, base + ":l");
+      out.hold.base_ = std::move(base);
+      out.hold.token_ = std::move(token);
+      break;
+    case 0:
+      out.status = BudgetResult::Status::kSpent;
+      break;
+    default:
+      out.status = BudgetResult::Status::kNoRoom;
+  }
+  co_return out;
+}
+
+asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {
+  static prometheus::Counter& granted = admissions("granted");
+  static prometheus::Counter& full = admissions("full");
+  static prometheus::Counter& unavailable = admissions("unavailable");
+  ReserveResult out;
+  if (request.limits == nullptr) co_return out;
+  Node* n = co_await ready_node();
+  if (n == nullptr) {
     unavailable.Increment();
     co_return out;
   }
-  n->ever_up = true;
   const RateLimits& l = *request.limits;
   std::string prefix = config_.prefix + ":{" + std::string(request.provider) + "}";
-  std::string token =
-      fmt::format("{:x}-{:x}", instance_, seq_.fetch_add(1, std::memory_order_relaxed));
+  std::string token = next_token();
   Command args{"1",
                prefix,
                token,

@@ -9,6 +9,9 @@
 // A gateway told "no room until T" waits on its own until T or until another gateway publishes
 // a release of that provider: it never polls Redis in a loop.
 //
+// A client key's monthly budget is shared the same way (reserve_budget): the request's worst-case
+// cost is held while it runs, beside every other gateway's holds, and settled to its real cost.
+//
 // Redis down: `up()` is false and callers use their local limits (or refuse, by configuration);
 // the connections reconnect by themselves, and the first full reconnection is logged.
 //
@@ -72,6 +75,47 @@ class Reservation {
   RateLimits limits_;
 };
 
+// A client key's monthly budget held in Redis for one request (Cluster::reserve_budget).
+// Move-only; ends exactly once: settle() with the request's real cost, or the destructor (which
+// releases the hold, charging nothing). Like a Reservation it is renewed while held and expires
+// after the lease TTL when its gateway dies.
+class BudgetHold {
+ public:
+  BudgetHold() = default;
+  BudgetHold(BudgetHold&& o) noexcept { *this = std::move(o); }
+  BudgetHold& operator=(BudgetHold&& o) noexcept;
+  BudgetHold(const BudgetHold&) = delete;
+  BudgetHold& operator=(const BudgetHold&) = delete;
+  ~BudgetHold();
+
+  bool active() const { return node_ != nullptr; }
+  void settle(double cost_usd);
+
+ private:
+  friend class Cluster;
+  Node* node_ = nullptr;
+  std::string base_;  // "<prefix>:{#budget}:<name>"
+  std::string token_;
+};
+
+struct BudgetRequest {
+  std::string_view name;      // the client key's configured name
+  double estimate_usd = 0;    // the request's worst-case cost
+  double budget_usd = 0;      // per UTC month
+  double seed_spend_usd = 0;  // this month's spend as this gateway knows it (its store)
+};
+
+struct BudgetResult {
+  // kSpent: nothing is left; kNoRoom: this estimate does not fit beside the spend and the holds
+  // of the requests in flight in every gateway.
+  enum class Status { kGranted, kSpent, kNoRoom, kUnavailable };
+  Status status = Status::kUnavailable;
+  BudgetHold hold;  // kGranted
+  // The month's spend and the holds in flight (all gateways) before this request's, when known.
+  double spend_usd = 0;
+  double held_usd = 0;
+};
+
 struct ReserveRequest {
   std::string_view provider;
   const RateLimits* limits = nullptr;        // per key, as configured (not divided)
@@ -112,6 +156,8 @@ class Cluster {
 
   // By value: the coroutine keeps its own copy (the views must outlive the call).
   asio::awaitable<ReserveResult> reserve(ReserveRequest request);
+  // A client key's monthly budget, exact across the gateways: holds the estimate when it fits.
+  asio::awaitable<BudgetResult> reserve_budget(BudgetRequest request);
   // Returns at `until`, or earlier when a gateway releases a lease of `provider` (or the wait is
   // cancelled).
   asio::awaitable<void> wait_release(std::string provider, MonoTime until);
@@ -130,6 +176,10 @@ class Cluster {
  private:
   friend class Reservation;
   Node* this_node() const;
+  // This thread's node once its connection is up (the first requests wait for the first
+  // connection, up to the connect timeout); nullptr when Redis cannot be asked.
+  asio::awaitable<Node*> ready_node();
+  std::string next_token();  // unique across gateways and their restarts
   void on_state(bool up);
   void on_release(const std::string& provider);
 
@@ -140,6 +190,7 @@ class Cluster {
   std::vector<std::unique_ptr<Node>> nodes_;
   std::atomic<int> up_count_{0};
   std::atomic<bool> logged_down_{false};
+  std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> seq_{0};
   MonoTime startup_deadline_{};  // set by start(): until then a connecting Redis is waited for
   uint64_t instance_ = 0;

@@ -245,6 +245,53 @@ end
 return held
 )lua";
 
+constexpr const char* kBudgetAdmitBody = R"lua(
+local base, token, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local est, budget, seed = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- This UTC month (year * 12 + month - 1) from Redis' clock: days to a civil date, the
+-- proleptic Gregorian calendar in eras of 400 years.
+local z = math.floor(now / 86400000) + 719468
+local era = math.floor(z / 146097)
+local doe = z - era * 146097
+local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+  - math.floor(doe / 146096)) / 365)
+local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+local mp = math.floor((5 * doy + 2) / 153)
+local y, m = yoe + era * 400, mp + 3
+if mp >= 10 then m = mp - 9 end
+if m <= 2 then y = y + 1 end
+local month = y * 12 + m - 1
+
+local l, a = base .. ':l', base .. ':a'
+local mo = tonumber(redis.call('HGET', base, 'mo'))
+if mo == nil then
+  -- First use, or Redis lost it: start from what the asking gateway knows was spent.
+  redis.call('HSET', base, 'mo', month, 's', seed)
+elseif mo < month then
+  redis.call('HSET', base, 'mo', month, 's', 0)
+end
+local gone = redis.call('ZRANGEBYSCORE', l, '-inf', now)
+for _, t in ipairs(gone) do redis.call('HDEL', a, t) end
+redis.call('ZREMRANGEBYSCORE', l, '-inf', now)
+local spend = tonumber(redis.call('HGET', base, 's'))
+local held = 0
+for _, v in ipairs(redis.call('HVALS', a)) do held = held + tonumber(v) end
+if spend >= budget then return {0, spend, held} end
+if spend + held + est > budget then return {2, spend, held} end
+redis.call('ZADD', l, now + ttl, token)
+redis.call('HSET', a, token, est)
+for _, k in ipairs({base, l, a}) do redis.call('PEXPIRE', k, 3456000000) end
+return {1, spend, held}
+)lua";
+
+constexpr const char* kBudgetSettleBody = R"lua(
+local base, token, cost = KEYS[1], ARGV[1], tonumber(ARGV[2])
+local removed = redis.call('ZREM', base .. ':l', token)
+redis.call('HDEL', base .. ':a', token)
+if cost > 0 and redis.call('EXISTS', base) == 1 then redis.call('HINCRBY', base, 's', cost) end
+return removed
+)lua";
+
 // Out of line: GCC 12 inlines operator+ into a spurious -Warray-bounds over the literals.
 [[gnu::noinline]] std::string with_prelude(std::string_view body) {
   std::string text(kPrelude);
@@ -264,6 +311,15 @@ const std::string& settle() {
 }
 const std::string& renew() {
   static const std::string text = with_prelude(kRenewBody);
+  return text;
+}
+
+const std::string& budget_admit() {
+  static const std::string text = with_prelude(kBudgetAdmitBody);
+  return text;
+}
+const std::string& budget_settle() {
+  static const std::string text = with_prelude(kBudgetSettleBody);
   return text;
 }
 

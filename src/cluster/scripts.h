@@ -8,6 +8,9 @@
 //   :d   the rpd/tpd window: a fixed day ("d", "r", "t") or 1440 buckets of a minute (rolling)
 //   :cd  cooldown deadlines in ms: "*" for the whole key, "m:<model>" per model
 //   :off present while an operator disabled the key
+// A client (gateway) key's monthly budget lives under "<prefix>:{#budget}:<name>" (no provider is
+// named "#budget"): the hash holds the UTC month "mo" and its spend "s", ":l" the holds in flight
+// (a lease set like a key's) and ":a" what each holds. Amounts are integer nano-USD.
 // The windows count like the local ones (keys/rate_window.h): an entry stays counted for at
 // least the window and less than one bucket more, so the shared count is never more permissive.
 #pragma once
@@ -38,5 +41,16 @@ const std::string& settle();
 // ARGV: ttl_ms, then pairs (lease set key, token). Pushes each still-held lease's expiry to
 // now + ttl. Returns how many were still held.
 const std::string& renew();
+
+// KEYS[1] = "<prefix>:{#budget}:<name>"
+// ARGV: token, ttl_ms, estimate, budget, seed_spend (the spend to start from when Redis has none)
+// Starts the month over when Redis' clock entered a new one. Holds `estimate` under `token`
+// when the spend and every live hold leave room for it: {1, spend, held}; else {0, spend, held}
+// when the budget is spent, {2, spend, held} when this estimate does not fit.
+const std::string& budget_admit();
+
+// KEYS[1] = "<prefix>:{#budget}:<name>"; ARGV: token, cost. Ends the hold and adds the real cost
+// to the month's spend. Returns 1 when the hold was still live.
+const std::string& budget_settle();
 
 }  // namespace switchboard::cluster::scripts

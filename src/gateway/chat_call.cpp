@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "gateway/auth.h"
+#include "gateway/client_limits.h"
 
 namespace switchboard::gateway {
 
@@ -43,16 +44,18 @@ class ChatCall {
  public:
   ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
            MonoTime t0)
-      : rt_(rt), snap_(std::move(snap)), ex_(ex), t0_(t0), gateway_key_(gateway_key) {
+      : rt_(rt),
+        snap_(std::move(snap)),
+        ex_(ex),
+        t0_(t0),
+        gateway_key_(gateway_key),
+        limits_(rt, *snap_, gateway_key) {
     pending_events_.reserve(2);  // a usage and an outcome, enqueued together
   }
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
   // Usage is essential (spend, budgets): whatever is still pending is stored.
-  ~ChatCall() {
-    release_budget();
-    flush_events();
-  }
+  ~ChatCall() { flush_events(); }
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
@@ -63,7 +66,10 @@ class ChatCall {
       co_return;
     }
     if (!admit_gateway_key()) co_return;
-    if (!co_await admit_gateway_key_shared()) co_return;
+    if (auto refusal = co_await limits_.admit_rpm()) {
+      refuse(*refusal);
+      co_return;
+    }
     routing::RequestInfo info;
     info.model = req_.model;
     info.prompt_tokens = req_.prompt_tokens;
@@ -119,7 +125,7 @@ class ChatCall {
       co_return;
     }
     plan_ = std::move(plan.value());
-    if (!reserve_budget()) co_return;
+    if (!co_await reserve_budget()) co_return;
     co_await attempts();
   }
 
@@ -141,8 +147,8 @@ class ChatCall {
     set_headers(failed_model_, failed_provider_, failed_key_);
   }
 
-  // The client key's policy: allowed routes (403, whatever the model's spelling) and rpm (429 +
-  // Retry-After). The budget is reserved once the plan is known (reserve_budget).
+  // The client key's allowed routes (403, whatever the model's spelling). Its rpm and budget are
+  // ClientLimits'.
   bool admit_gateway_key() {
     if (gateway_key_ < 0) return true;
     const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
@@ -152,76 +158,21 @@ class ChatCall {
              "permission_error", "model_not_allowed");
       return false;
     }
-    // With a cluster the rpm is counted across every gateway (admit_gateway_key_shared).
-    if (policy.rpm > 0 && !rt_.cluster) return local_gateway_rpm(policy, policy.rpm);
     return true;
   }
 
-  // The client key's rpm in this gateway's own window (alone, or its share while Redis is down).
-  bool local_gateway_rpm(const GatewayKeyPolicy& policy, int64_t rpm) {
-    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
-    std::lock_guard lock(st.mu);
-    const auto now = rt_.clock.now();
-    while (!st.window.empty() && now - st.window.front() >= std::chrono::minutes(1))
-      st.window.pop_front();
-    if (int64_t(st.window.size()) >= rpm) {
-      reject_rpm(policy, st.window.front() + std::chrono::minutes(1) - now);
-      return false;
-    }
-    st.window.push_back(now);
-    return true;
+  void refuse(const ClientRefusal& r) {
+    reject(r.status, r.message, r.type, r.code);
+    if (r.retry_after)
+      ex_.response.set(http::field::retry_after, retry_after_seconds(*r.retry_after));
   }
 
-  void reject_rpm(const GatewayKeyPolicy& policy, Nanos retry_after) {
-    reject(http::status::too_many_requests,
-           "gateway key '" + policy.name + "' is limited to " + std::to_string(policy.rpm) +
-               " requests per minute",
-           "rate_limit_error", "rate_limit_exceeded");
-    ex_.response.set(http::field::retry_after, retry_after_seconds(retry_after));
-  }
-
-  // The client key's rpm counted exactly across the cluster's gateways, in Redis (its name in the
-  // "#clients" namespace, which no provider can have: provider names contain no '#').
-  asio::awaitable<bool> admit_gateway_key_shared() {
-    if (gateway_key_ < 0 || !rt_.cluster) co_return true;
-    const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
-    if (policy.rpm <= 0) co_return true;
-    RateLimits limits;
-    limits.rpm = policy.rpm;
-    cluster::ReserveRequest rq;
-    rq.provider = "#clients";
-    rq.limits = &limits;
-    rq.candidates.push_back(policy.name);
-    cluster::ReserveResult res = co_await rt_.cluster->reserve(std::move(rq));
-    switch (res.status) {
-      case cluster::ReserveResult::Status::kGranted:
-        res.reservation.commit();
-        co_return true;
-      case cluster::ReserveResult::Status::kUnavailable:
-        if (rt_.cluster->config().on_redis_down == RedisDownPolicy::kRefuse) {
-          reject(http::status::service_unavailable,
-                 "the gateways' shared limits are unavailable (Redis unreachable)", "api_error",
-                 "cluster_unavailable");
-          co_return false;
-        }
-        co_return local_gateway_rpm(
-            policy, std::max<int64_t>(1, policy.rpm / rt_.cluster->config().expected_gateways));
-      case cluster::ReserveResult::Status::kFull:
-        break;
-    }
-    reject_rpm(policy, res.retry_in.value_or(std::chrono::seconds(60)));
-    co_return false;
-  }
-
-  // The monthly budget, reserved at admission like a key's token window (DESIGN.md invariant
-  // 11): the request's worst-case cost over its plan (prompt estimate plus max_tokens, or a
-  // default output) is held until the request ends, so requests in flight together cannot spend
-  // past the budget that each of them saw unspent. Settled by charge_gateway_key and released
-  // by release_budget.
-  bool reserve_budget() {
-    if (gateway_key_ < 0) return true;
-    const auto& policy = snap_->config->auth.gateway_policies[size_t(gateway_key_)];
-    if (policy.monthly_budget_usd <= 0) return true;
+  // The monthly budget, held once the plan is known: the request's worst-case cost over its plan
+  // (prompt estimate plus max_tokens, or a default output) (ClientLimits::reserve_budget).
+  asio::awaitable<bool> reserve_budget() {
+    if (gateway_key_ < 0) co_return true;
+    if (snap_->config->auth.gateway_policies[size_t(gateway_key_)].monthly_budget_usd <= 0)
+      co_return true;
     double estimate = 0;
     const int64_t output = req_.max_tokens > 0 ? req_.max_tokens : kDefaultOutputEstimate;
     for (size_t i = 0; i < plan_.size(); ++i) {
@@ -231,47 +182,11 @@ class ChatCall {
                                      double(output) * m->cost.output_per_mtok) /
                                         1e6);
     }
-    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
-    std::lock_guard lock(st.mu);
-    const int month = utc_month(rt_.clock.wall_now());
-    if (st.month != month) {
-      st.month = month;
-      st.spend_usd = 0;
+    if (auto refusal = co_await limits_.reserve_budget(estimate)) {
+      refuse(*refusal);
+      co_return false;
     }
-    if (st.spend_usd + st.reserved_usd + estimate > policy.monthly_budget_usd ||
-        st.spend_usd >= policy.monthly_budget_usd) {
-      char msg[200];
-      if (st.spend_usd >= policy.monthly_budget_usd) {
-        std::snprintf(msg, sizeof(msg), "gateway key '%s' has spent its monthly budget of $%.2f",
-                      policy.name.c_str(), policy.monthly_budget_usd);
-      } else {
-        std::snprintf(msg, sizeof(msg),
-                      "gateway key '%s': this request (up to $%.4f) does not fit in what is left "
-                      "of its monthly budget of $%.2f",
-                      policy.name.c_str(), estimate, policy.monthly_budget_usd);
-      }
-      reject(http::status::too_many_requests, msg, "insufficient_quota", "budget_exceeded");
-      ex_.response.set(http::field::retry_after, "3600");
-      return false;
-    }
-    st.reserved_usd += estimate;
-    reserved_usd_ = estimate;
-    return true;
-  }
-
-  void release_budget() {
-    if (gateway_key_ < 0 || reserved_usd_ <= 0) return;
-    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
-    std::lock_guard lock(st.mu);
-    st.reserved_usd = std::max(0.0, st.reserved_usd - reserved_usd_);
-    reserved_usd_ = 0;
-  }
-
-  void charge_gateway_key(double cost) {
-    if (gateway_key_ < 0 || cost <= 0) return;
-    auto& st = *snap_->gateway_keys[size_t(gateway_key_)];
-    std::lock_guard lock(st.mu);
-    st.spend_usd += cost;
+    co_return true;
   }
 
   // The x-switchboard-* headers of a whole (non-stream) answer.
@@ -571,7 +486,7 @@ class ChatCall {
 
   void record_usage(const routing::Attempt& a, const std::string& key_id,
                     const upstream::TokenUsage& u) {
-    charge_gateway_key(cost_of(a, u));
+    limits_.charge(cost_of(a, u));
     if (!rt_.store) return;
     store::UsageEvent e;
     e.time = rt_.clock.wall_now();
@@ -649,9 +564,9 @@ class ChatCall {
   Exchange& ex_;
   const MonoTime t0_;
   const int gateway_key_;
+  ClientLimits limits_;  // after snap_ and gateway_key_: built from them
   uint64_t seq_ = 0;
   uint64_t nonce_ = 0;
-  double reserved_usd_ = 0;  // this request's share of its key's reserved budget
   std::string request_id_;
   std::string bucket_;  // see bucket()
   std::string session_;

@@ -72,6 +72,11 @@ struct GatewayKeyState {
   // Estimated cost of the requests in flight, reserved at admission and released at their end:
   // concurrent requests cannot together spend past the budget that each saw unspent.
   double reserved_usd = 0;
+  // With a cluster: the month's spend and holds across the gateways when Redis last answered
+  // (-1: not yet this month), and this gateway's spend + reserved then. While Redis is away this
+  // gateway adds at most its share of what was left (client_limits.cpp).
+  double shared_seen_usd = -1;
+  double local_at_seen_usd = 0;
 };
 
 // The breakers of every configured (provider, model), resolved once per snapshot: the request

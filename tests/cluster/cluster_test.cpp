@@ -415,5 +415,107 @@ TEST(ClusterTest, AFlushedScriptCacheIsReloaded) {
   EXPECT_EQ(s.status, ReserveResult::Status::kGranted);
 }
 
+// ---- client-key budgets
+
+BudgetRequest budget_request(double estimate, double budget = 1.0, double seed = 0) {
+  BudgetRequest r;
+  r.name = "team";
+  r.estimate_usd = estimate;
+  r.budget_usd = budget;
+  r.seed_spend_usd = seed;
+  return r;
+}
+
+// Holds are kept by the test (a vector per gateway) until it settles them.
+using Holds = std::vector<BudgetHold>;
+BudgetResult::Status hold_budget(FakeGateway& gw, Holds& holds, BudgetRequest rq) {
+  return gw.run<BudgetResult::Status>(0,
+                                      [&gw, &holds, rq]() -> asio::awaitable<BudgetResult::Status> {
+                                        BudgetResult r = co_await gw.cluster().reserve_budget(rq);
+                                        if (r.status == BudgetResult::Status::kGranted)
+                                          holds.push_back(std::move(r.hold));
+                                        co_return r.status;
+                                      });
+}
+
+TEST(ClusterTest, ABudgetCountsEveryGatewaysHoldsAndSpend) {
+  ts::RedisServer redis;
+  FakeGateway a(cluster_config(redis));
+  FakeGateway b(cluster_config(redis));
+  Holds ha, hb;
+  using S = BudgetResult::Status;
+  EXPECT_EQ(hold_budget(a, ha, budget_request(0.4)), S::kGranted);
+  EXPECT_EQ(hold_budget(b, hb, budget_request(0.4)), S::kGranted);
+  EXPECT_EQ(hold_budget(a, ha, budget_request(0.4)), S::kNoRoom) << "0.8 held of 1.0";
+  EXPECT_EQ(hold_budget(b, hb, budget_request(0.2)), S::kGranted) << "exactly what is left";
+  hb.back().settle(0);     // an attempt that failed costs nothing
+  ha.front().settle(0.5);  // more than its estimate: the real cost counts
+  ASSERT_TRUE(
+      ts::wait_until([&] { return redis.cli("HGET 'sb:{#budget}:team' s") == "500000000"; }));
+  EXPECT_EQ(hold_budget(a, ha, budget_request(0.2)), S::kNoRoom) << "0.5 spent, 0.4 held";
+  hb.front().settle(0.5);
+  ASSERT_TRUE(
+      ts::wait_until([&] { return redis.cli("HGET 'sb:{#budget}:team' s") == "1000000000"; }));
+  EXPECT_EQ(hold_budget(b, hb, budget_request(0.01)), S::kSpent);
+  EXPECT_EQ(redis.cli("ZCARD 'sb:{#budget}:team:l'"), "0") << "every hold ended";
+}
+
+TEST(ClusterTest, ConcurrentHoldsFromFourGatewaysNeverOverspend) {
+  ts::RedisServer redis;
+  std::vector<std::unique_ptr<FakeGateway>> gws;
+  for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<FakeGateway>(cluster_config(redis)));
+  std::atomic<int> granted{0};
+  std::atomic<int> refused{0};
+  std::vector<std::future<void>> finished;
+  for (int w = 0; w < 32; ++w) {
+    FakeGateway& gw = *gws[w % 4];
+    auto p = std::make_shared<std::promise<void>>();
+    finished.push_back(p->get_future());
+    asio::co_spawn(
+        gw.ctx(w),
+        [&, w]() -> asio::awaitable<void> {
+          for (int n = 0; n < 5; ++n) {
+            BudgetResult r = co_await gw.cluster().reserve_budget(budget_request(0.1, 2.0));
+            if (r.status == BudgetResult::Status::kUnavailable) ADD_FAILURE() << "no answer";
+            if (r.status != BudgetResult::Status::kGranted) {
+              refused++;
+              continue;
+            }
+            granted++;
+            co_await pause(std::chrono::milliseconds(1 + w % 3));
+            r.hold.settle(0.1);
+          }
+        },
+        [p](std::exception_ptr) { p->set_value(); });
+  }
+  for (auto& f : finished) f.wait();
+  // 160 attempts of $0.10 on $2.00: exactly 20 fit, whichever gateway and whenever.
+  EXPECT_EQ(granted.load(), 20);
+  EXPECT_EQ(refused.load(), 140);
+  ASSERT_TRUE(
+      ts::wait_until([&] { return redis.cli("HGET 'sb:{#budget}:team' s") == "2000000000"; }));
+}
+
+TEST(ClusterTest, ADeadGatewaysBudgetHoldsExpireAndAnEmptyRedisStartsFromTheSeed) {
+  ts::RedisServer redis;
+  constexpr int64_t kTtl = 400;
+  auto dead = std::make_unique<FakeGateway>(cluster_config(redis, kTtl));
+  FakeGateway alive(cluster_config(redis, kTtl));
+  Holds hd, ha;
+  using S = BudgetResult::Status;
+  // The first use starts from the spend the asking gateway knows of (its store): 0.3.
+  ASSERT_EQ(hold_budget(*dead, hd, budget_request(0.6, 1.0, 0.3)), S::kGranted);
+  EXPECT_EQ(redis.cli("HGET 'sb:{#budget}:team' s"), "300000000");
+  EXPECT_EQ(hold_budget(alive, ha, budget_request(0.2, 1.0, 0.9)), S::kNoRoom)
+      << "the seed counts only when Redis has no spend";
+  dead->shutdown();  // dies holding 0.6
+  const auto died = std::chrono::steady_clock::now();
+  hd.clear();
+  ASSERT_TRUE(
+      ts::wait_until([&] { return hold_budget(alive, ha, budget_request(0.2)) == S::kGranted; },
+                     std::chrono::milliseconds(kTtl * 5)));
+  EXPECT_LE(std::chrono::steady_clock::now() - died, std::chrono::milliseconds(kTtl + 300));
+}
+
 }  // namespace
 }  // namespace switchboard::cluster

@@ -306,5 +306,56 @@ TEST_F(ClusterOpsTest, AClientKeysRpmHoldsAcrossGateways) {
   EXPECT_EQ(mock.stats().requests, 3u);
 }
 
+TEST_F(ClusterOpsTest, AClientKeysMonthlyBudgetHoldsAcrossGateways) {
+  RedisServer redis;
+  MockScenario wordy;
+  wordy.completion_tokens = 250;
+  auto& mock = add_mock(wordy);
+  std::string cfg = write_config(mock, redis, "{ max_concurrent: 8 }", ", expected_gateways: 2");
+  {
+    // One request holds up to ~$0.027 (prompt + max_tokens 260 at $100/Mtok) and spends ~$0.026:
+    // $0.06 pays for two, whichever gateway serves them (each alone would admit two).
+    std::ofstream f(cfg, std::ios::app);
+    f << "  dear: { provider: up, cost: { input_per_mtok: 100, output_per_mtok: 100 } }\n"
+      << "auth: { gateway_keys: [{ key: sk-client-team-0001, name: team, "
+         "monthly_budget_usd: 0.06 }] }\n";
+  }
+  ServeProcess a(cfg, log_path(0));
+  ServeProcess b(cfg, log_path(1));
+  ASSERT_TRUE(a.ready());
+  ASSERT_TRUE(b.ready());
+  const Headers auth = {{"Authorization", "Bearer sk-client-team-0001"}};
+  const std::string body = chat_body("dear", false, "\"max_tokens\":260");
+  int ok = 0;
+  for (int i = 0; i < 6; ++i) {
+    auto r = post((i % 2 ? b : a).port(), "/v1/chat/completions", body, auth);
+    if (r.status == 200) {
+      ok++;
+    } else {
+      EXPECT_EQ(r.status, 429) << r.body;
+      EXPECT_NE(r.body.find("monthly budget of $0.06"), std::string::npos) << r.body;
+      EXPECT_FALSE(r.header("retry-after").empty());
+    }
+  }
+  EXPECT_EQ(ok, 2) << "the month's spend is the gateways' together";
+  EXPECT_EQ(mock.stats().requests, 2u);
+  // The shared month counts both requests' real cost (nano-USD), and no hold is left.
+  ASSERT_TRUE(wait_until([&] { return redis.cli("ZCARD 'sb:{#budget}:team:l'") == "0"; }));
+  const double spent = std::stod(redis.cli("HGET 'sb:{#budget}:team' s")) / 1e9;
+  EXPECT_GT(spent, 0.05);
+  EXPECT_LT(spent, 0.06);
+  // Redis gone: each gateway keeps to its share of what was left when Redis last answered
+  // (nothing here), not to its own spend alone.
+  redis.kill();
+  for (auto* g : {&a, &b}) {
+    ASSERT_TRUE(wait_until([&] {
+      return get(g->port(), "/readyz").body.find("\"redis\":\"down\"") != std::string::npos;
+    }));
+    auto r = post(g->port(), "/v1/chat/completions", body, auth);
+    EXPECT_EQ(r.status, 429) << r.body;
+  }
+  EXPECT_EQ(mock.stats().requests, 2u);
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest
