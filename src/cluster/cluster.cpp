@@ -270,6 +270,7 @@ void BudgetHold::settle(double cost_usd) {
 Cluster::Cluster(const ClusterConfig& config) : config_(config) {
   channel_ = config_.prefix + ":release";
   breaker_channel_ = config_.prefix + ":breaker";
+  learning_channel_ = config_.prefix + ":learning";
   std::random_device rd;
   instance_ = (static_cast<uint64_t>(rd()) << 32) ^ rd();
 }
@@ -306,9 +307,16 @@ void Cluster::start(const std::vector<asio::io_context*>& contexts) {
     // One channel per command: SUBSCRIBE answers once per channel.
     o.on_connect.push_back({"SUBSCRIBE", channel_});
     o.on_connect.push_back({"SUBSCRIBE", breaker_channel_});
-    o.on_message = [this](const Reply& r) {
-      if (r.elements[1].str == breaker_channel_) {
-        if (breaker_listener_) breaker_listener_(r.elements[2].str);
+    o.on_connect.push_back({"SUBSCRIBE", learning_channel_});
+    o.on_message = [this, own = fmt::format("{:x}\n", instance_)](const Reply& r) {
+      const std::string& channel = r.elements[1].str;
+      const std::string& message = r.elements[2].str;
+      if (channel == breaker_channel_) {
+        if (breaker_listener_) breaker_listener_(message);
+      } else if (channel == learning_channel_) {
+        const size_t eol = message.find('\n');
+        if (learning_listener_ && eol != std::string::npos && message.compare(0, eol + 1, own) != 0)
+          learning_listener_(std::string_view(message).substr(eol + 1));
       } else {
         on_release(r.elements[2].str);
       }
@@ -528,17 +536,25 @@ asio::awaitable<void> Cluster::wait_release(std::string provider, MonoTime until
   (void)co_await timer.async_wait(kNothrow);
 }
 
-void Cluster::publish_breaker_open(std::string_view target) {
+void Cluster::publish(std::string channel, std::string message, const char* what) {
   if (nodes_.empty()) return;
   Node* n = this_node();
   if (n == nullptr) n = nodes_.front().get();
   if (n->stopped) return;
-  asio::dispatch(n->ctx, [n, c = Command{"PUBLISH", breaker_channel_, std::string(target)}] {
+  asio::dispatch(n->ctx, [n, what, c = Command{"PUBLISH", std::move(channel), std::move(message)}] {
     if (n->stopped) return;
-    n->conn->send(c, [](Reply r) {
-      if (!r.ok()) log::debug("cluster: announcing a breaker failed: {}", r.str);
+    n->conn->send(c, [what](Reply r) {
+      if (!r.ok()) log::debug("cluster: publishing {} failed: {}", what, r.str);
     });
   });
+}
+
+void Cluster::publish_breaker_open(std::string_view target) {
+  publish(breaker_channel_, std::string(target), "a breaker opening");
+}
+
+void Cluster::publish_learning(std::string batch) {
+  publish(learning_channel_, fmt::format("{:x}\n", instance_) + batch, "learning");
 }
 
 void Cluster::set_disabled(std::string_view provider, std::string_view key_id, bool disabled) {

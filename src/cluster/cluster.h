@@ -169,8 +169,18 @@ class Cluster {
   // thread), and `listener` hears every announcement, this gateway's own included (on the
   // subscriber's thread). Set the listener before start().
   void publish_breaker_open(std::string_view target);
+  void publish(std::string channel, std::string message, const char* what);
   void set_breaker_listener(std::function<void(const std::string& target)> listener) {
     breaker_listener_ = std::move(listener);
+  }
+
+  // Learned routing: `batch` (the gateway's own encoding of what it learned) goes to every other
+  // gateway (fire and forget, from any thread; lost while Redis is away: the posteriors are
+  // allowed to lag). `listener` hears the other gateways' batches, never this one's own, on the
+  // subscriber's thread. Set the listener before start().
+  void publish_learning(std::string batch);
+  void set_learning_listener(std::function<void(std::string_view batch)> listener) {
+    learning_listener_ = std::move(listener);
   }
 
  private:
@@ -184,9 +194,11 @@ class Cluster {
   void on_release(const std::string& provider);
 
   const ClusterConfig config_;
-  std::string channel_;          // releases: the provider's name
-  std::string breaker_channel_;  // breaker openings: the breaker's target name
+  std::string channel_;           // releases: the provider's name
+  std::string breaker_channel_;   // breaker openings: the breaker's target name
+  std::string learning_channel_;  // "<instance>\n<batch>"
   std::function<void(const std::string&)> breaker_listener_;
+  std::function<void(std::string_view)> learning_listener_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::atomic<int> up_count_{0};
   std::atomic<bool> logged_down_{false};

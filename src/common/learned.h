@@ -42,7 +42,10 @@ struct ModelStats {
 
 // One thing the router learned from, as its journal records it.
 struct LearnRecord {
-  enum class Kind : uint8_t { kOutcome = 0, kFeedback = 1 };
+  // The peer kinds are another gateway's records, shared through the cluster: they teach the
+  // posteriors like their own kind but not this gateway's statistics (latency, spend and request
+  // counts stay each gateway's own), and are never shared again.
+  enum class Kind : uint8_t { kOutcome = 0, kFeedback = 1, kPeerOutcome = 2, kPeerFeedback = 3 };
   Kind kind = Kind::kOutcome;
   std::string category;  // "" = default
   std::string model;

@@ -29,7 +29,7 @@ namespace {
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int64_t kDefaultOutputEstimate = 256;
 // Routing hints are map keys, stored rows and log fields: bounded.
-constexpr size_t kMaxCategoryBytes = 64;
+constexpr size_t kMaxCategoryBytes = routing::Router::kMaxCategoryBytes;
 constexpr size_t kMaxSessionBytes = 128;
 
 std::string retry_after_seconds(Nanos wait) {

@@ -19,12 +19,15 @@
 #include "gateway/auth.h"
 #include "gateway/learning_journal.h"
 #include "gateway/runtime.h"
+#include "gateway/shared_learning.h"
 #include "gateway/workflow_api.h"
 
 namespace switchboard::gateway {
 
 namespace {
 
+// How often this gateway's learning goes to the cluster's other gateways (shared_learning.h).
+constexpr Millis kSharedLearningInterval{500};
 // How often the learned rows that changed are written and the journal compacted: a restart
 // replays at most this much of the journal.
 constexpr Millis kLearningSnapshotInterval{2000};
@@ -313,15 +316,22 @@ Status Gateway::start() {
     rt.cluster = std::make_unique<cluster::Cluster>(cfg.cluster);
     rt.cluster->set_breaker_listener(
         [&rt](const std::string& target) { open_breaker_from_peer(rt, target); });
+    rt.shared_learning = std::make_unique<SharedLearning>(rt, kSharedLearningInterval);
+    rt.cluster->set_learning_listener(
+        [&rt](std::string_view batch) { rt.shared_learning->receive(batch); });
     // Every thread has its connection before it serves its first request; requests still in
     // flight settle their shared leases before the connections close.
     impl_->server->set_contexts_hook(
         [&rt](const std::vector<asio::io_context*>& contexts) { rt.cluster->start(contexts); });
-    impl_->server->set_drained_hook([&rt] { rt.cluster->stop(); });
+    impl_->server->set_drained_hook([&rt] {
+      rt.shared_learning->stop();  // its last batch, while the connections are up
+      rt.cluster->stop();
+    });
   }
   auto st = impl_->server->start(impl_->listen, threads);
   if (!st.ok()) {
     rt.workflows.reset();
+    rt.shared_learning.reset();
     rt.cluster.reset();
     return st;
   }
@@ -337,6 +347,7 @@ Status Gateway::start() {
   }
   if (rt.workflows) rt.workflows->start();
   if (rt.learning) rt.learning->start();
+  if (rt.shared_learning) rt.shared_learning->start();
   return Status();
 }
 

@@ -2,6 +2,7 @@
 
 #include "common/log.h"
 #include "gateway/runtime.h"
+#include "gateway/shared_learning.h"
 
 namespace switchboard::gateway {
 
@@ -13,6 +14,7 @@ constexpr uint64_t kNeverWritten = ~uint64_t(0);
 void LearningJournal::attach(routing::Router& router) {
   Runtime* rt = &rt_;
   router.set_journal([rt](const LearnRecord& record) -> uint64_t {
+    if (rt->shared_learning) rt->shared_learning->offer(record);
     if (!rt->store) return 0;
     store::LearnEvent e;
     static_cast<LearnRecord&>(e) = record;

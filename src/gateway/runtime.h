@@ -36,6 +36,7 @@ class Gauge;
 namespace switchboard::gateway {
 
 class WorkflowService;  // workflow_api.h
+class SharedLearning;   // shared_learning.h
 
 // keys::Scheduler on a dedicated timer thread with Asio steady timers.
 class AsioScheduler final : public keys::Scheduler {
@@ -161,6 +162,9 @@ struct Runtime {
   // Limits shared with the other gateways on one Redis (cluster.redis); null when alone. Started
   // with the server's io_contexts, stopped once they drained, destroyed after them.
   std::unique_ptr<cluster::Cluster> cluster;
+  // With a cluster: this router's learning to the other gateways and theirs to it. Set before
+  // the server starts, stopped before the cluster.
+  std::unique_ptr<SharedLearning> shared_learning;
   // Durable workflows (workflow_api.h); null when disabled (GatewayOptions::workflows) or the
   // state backend cannot hold them. Set before the server starts, reset after it stopped.
   std::shared_ptr<WorkflowService> workflows;

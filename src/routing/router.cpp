@@ -112,7 +112,7 @@ struct Router::Impl {
     if (id > learned_through) learned_through = id;
     Post& p = category_locked(rec.category.empty() ? "default" : rec.category)[size_t(idx)];
     const bool fresh = id == 0 || id > p.last_id;
-    if (rec.kind == LearnRecord::Kind::kFeedback) {
+    if (rec.kind == LearnRecord::Kind::kFeedback || rec.kind == LearnRecord::Kind::kPeerFeedback) {
       if (!fresh) return;
       const double t = std::clamp(rec.transport_reward, 0.0, 1.0);
       const double f = std::clamp(rec.reward, 0.0, 1.0);
@@ -132,6 +132,7 @@ struct Router::Impl {
       p.outcomes++;
       if (id) p.last_id = id;
     }
+    if (rec.kind == LearnRecord::Kind::kPeerOutcome) return;  // the posterior only
     std::lock_guard lock(stat_mu);
     Stat& s = stats[size_t(idx)];
     if (id != 0 && id <= s.last_id) return;
@@ -478,6 +479,18 @@ void Router::record_feedback(std::string_view category, std::string_view model,
   rec.model = std::string(model);
   rec.reward = feedback_reward;
   rec.transport_reward = transport_reward;
+  std::lock_guard lock(impl_->post_mu);
+  const uint64_t id = impl_->journal ? impl_->journal(rec) : 0;
+  impl_->apply_locked(rec, it->second, id);
+}
+
+void Router::learn_from_peer(LearnRecord rec) {
+  if (rec.kind == LearnRecord::Kind::kOutcome) rec.kind = LearnRecord::Kind::kPeerOutcome;
+  if (rec.kind == LearnRecord::Kind::kFeedback) rec.kind = LearnRecord::Kind::kPeerFeedback;
+  if (rec.kind == LearnRecord::Kind::kPeerOutcome && !rec.counts_for_learning) return;
+  auto it = impl_->model_index.find(rec.model);
+  if (it == impl_->model_index.end()) return;  // not in this gateway's catalog
+  if (rec.category.size() > kMaxCategoryBytes) return;
   std::lock_guard lock(impl_->post_mu);
   const uint64_t id = impl_->journal ? impl_->journal(rec) : 0;
   impl_->apply_locked(rec, it->second, id);

@@ -190,6 +190,8 @@ class Router {
  public:
   // Distinct categories are bounded; beyond this, new ones share the posterior "other".
   static constexpr size_t kMaxCategories = 1024;
+  // A category is a client's hint, bounded by the gateway (x-switchboard-category).
+  static constexpr size_t kMaxCategoryBytes = 64;
 
   Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open = nullptr);
   ~Router();
@@ -217,6 +219,11 @@ class Router {
   // Journaled.
   void record_feedback(std::string_view category, std::string_view model, double transport_reward,
                        double feedback_reward);
+
+  // Learns from another gateway's record (its outcome or verdict, shared through the cluster):
+  // the posterior only, journaled as a peer kind. Ignored for a model outside this catalog or a
+  // category longer than kMaxCategoryBytes.
+  void learn_from_peer(LearnRecord record);
 
   // Applies a journaled record again after a restart (not journaled): only to the rows whose
   // newest included id is older than `id`, so replaying a record a snapshot holds changes nothing.

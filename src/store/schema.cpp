@@ -158,7 +158,7 @@ ALTER TABLE outcomes ADD COLUMN gateway_key TEXT NOT NULL DEFAULT '';
 CREATE TABLE learning_log (
   id INTEGER PRIMARY KEY,
   ts_ms INTEGER NOT NULL,
-  kind INTEGER NOT NULL,            -- 0 outcome, 1 caller verdict
+  kind INTEGER NOT NULL,            -- 0 outcome, 1 caller verdict, 2/3 another gateway's
   category TEXT NOT NULL,
   model TEXT NOT NULL,
   reward REAL NOT NULL,

@@ -93,7 +93,9 @@ Result<LoadedState> detail::read_state(Db& db, WallTime now) {
   }
   while ((rc = s.step()) == SQLITE_ROW) {
     LearnRecord r;
-    r.kind = s.col_int(1) == 1 ? LearnRecord::Kind::kFeedback : LearnRecord::Kind::kOutcome;
+    const int64_t kind = s.col_int(1);
+    r.kind =
+        kind >= 0 && kind <= 3 ? static_cast<LearnRecord::Kind>(kind) : LearnRecord::Kind::kOutcome;
     r.category = s.col_text(2);
     r.model = s.col_text(3);
     r.reward = s.col_double(4);

@@ -357,5 +357,43 @@ TEST_F(ClusterOpsTest, AClientKeysMonthlyBudgetHoldsAcrossGateways) {
   EXPECT_EQ(mock.stats().requests, 2u);
 }
 
+// The posteriors learned in one gateway reach the others within seconds (they route on the same
+// evidence), while each keeps its own statistics (latency, spend, request counts).
+TEST_F(ClusterOpsTest, WhatOneGatewayLearnsTheOthersLearnToo) {
+  RedisServer redis;
+  auto& mock = add_mock();
+  const std::string cfg = write_config(mock, redis, "{ max_concurrent: 8 }");
+  ServeProcess a(cfg, log_path(0));
+  ServeProcess b(cfg, log_path(1));
+  ASSERT_TRUE(a.ready());
+  ASSERT_TRUE(b.ready());
+  const Headers coding = {{"x-switchboard-category", "coding"}};
+  for (int i = 0; i < 12; ++i)
+    ASSERT_EQ(post(a.port(), "/v1/chat/completions", chat_body("m"), coding).status, 200);
+  const std::string want = "\"category\":\"coding\",\"model\":\"m\"";
+  std::string models;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        models = get(b.port(), "/admin/models").body;
+        const size_t at = models.find(want);
+        return at != std::string::npos && models.find("\"outcomes\":12", at) < models.find('}', at);
+      },
+      std::chrono::seconds(10)))
+      << models;
+  EXPECT_NE(models.find("\"requests\":0"), std::string::npos) << "B served none: " << models;
+  // And back: B's evidence reaches A, which does not count its own twice.
+  for (int i = 0; i < 3; ++i)
+    ASSERT_EQ(post(b.port(), "/v1/chat/completions", chat_body("m"), coding).status, 200);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        models = get(a.port(), "/admin/models").body;
+        const size_t at = models.find(want);
+        return at != std::string::npos && models.find("\"outcomes\":15", at) < models.find('}', at);
+      },
+      std::chrono::seconds(10)))
+      << models;
+  EXPECT_NE(models.find("\"requests\":12"), std::string::npos) << models;
+}
+
 }  // namespace
 }  // namespace switchboard::gwtest

@@ -184,5 +184,68 @@ TEST(RestoreTest, ConcurrentLearnersJournalInTheOrderTheyApply) {
   expect_same(live.export_state(), restarted.export_state());
 }
 
+// Issue 21: another gateway's records (shared through the cluster) teach the posteriors exactly
+// as its own did there, leave this gateway's statistics alone, and survive its restart.
+TEST(RestoreTest, PeerRecordsTeachThePosteriorsButNotTheStatisticsAndReplay) {
+  auto config = make_config();
+  std::mt19937_64 rng(17);
+  Journal journal_a;
+  Router a(config);
+  a.set_journal(journal_a.callback());
+  teach_randomly(a, rng, 500);
+
+  Journal journal_b;
+  Router b(config);
+  b.set_journal(journal_b.callback());
+  for (const auto& [id, rec] : journal_a.after(0)) b.learn_from_peer(rec);
+
+  const RouterState sa = a.export_state();
+  const RouterState sb = b.export_state();
+  ASSERT_EQ(sa.posteriors.size(), sb.posteriors.size());
+  for (const auto& pa : sa.posteriors) {
+    SCOPED_TRACE(pa.category + "/" + pa.model);
+    const Posterior* pb = nullptr;
+    for (const auto& p : sb.posteriors)
+      if (p.category == pa.category && p.model == pa.model) pb = &p;
+    ASSERT_NE(pb, nullptr);
+    EXPECT_EQ(pb->alpha, pa.alpha);  // the same operations in the same order
+    EXPECT_EQ(pb->beta, pa.beta);
+    EXPECT_EQ(pb->outcomes, pa.outcomes);
+    EXPECT_EQ(pb->feedback, pa.feedback);
+  }
+  for (const auto& s : sb.stats) EXPECT_EQ(s.requests, 0u) << s.model;
+  // Journaled as peer records (never shared again), which a restart replays.
+  size_t peer = 0;
+  for (const auto& [id, rec] : journal_b.after(0))
+    peer +=
+        rec.kind == LearnRecord::Kind::kPeerOutcome || rec.kind == LearnRecord::Kind::kPeerFeedback;
+  EXPECT_EQ(peer, journal_b.after(0).size());
+  Router restarted(config);
+  restarted.restore(RouterState{}, journal_b.after(0));
+  expect_same(sb, restarted.export_state());
+}
+
+TEST(RestoreTest, PeerRecordsForUnknownModelsOrOversizedCategoriesAreIgnored) {
+  auto config = make_config();
+  Journal journal;
+  Router r(config);
+  r.set_journal(journal.callback());
+  LearnRecord rec;
+  rec.model = "not-in-this-catalog";
+  rec.reward = 1;
+  r.learn_from_peer(rec);
+  rec.model = "a";
+  rec.category = std::string(Router::kMaxCategoryBytes + 1, 'x');
+  r.learn_from_peer(rec);
+  rec.category = "coding";
+  rec.counts_for_learning = false;  // a client error there teaches nothing here either
+  r.learn_from_peer(rec);
+  EXPECT_TRUE(journal.after(0).empty());
+  rec.counts_for_learning = true;
+  r.learn_from_peer(rec);
+  ASSERT_EQ(journal.after(0).size(), 1u);
+  EXPECT_EQ(r.posterior("coding", "a")->outcomes, 1u);
+}
+
 }  // namespace
 }  // namespace switchboard::routing
