@@ -14,6 +14,7 @@ local now = tonumber(tm[1]) * 1000 + math.floor(tonumber(tm[2]) / 1000)
 local MW, MS = 100, 600
 local DW, DS = 60000, 1440
 local KEEP = 172800000
+local MAXCD = 4096
 -- Moves a bucketed window's head to now, expiring the buckets that left it. Returns the head.
 local function advance(h, width, span)
   local cur = math.floor(now / width)
@@ -223,9 +224,19 @@ if cd_ms >= 0 then
   local h = base .. ':cd'
   local field = '*'
   if cd_model ~= '' then field = 'm:' .. cd_model end
+  -- Model names may come from clients (provider/anything): the hash is bounded. At the bound the
+  -- cooldowns that ended go; if none did, this one stays the gateway's own (never key-wide).
+  if field ~= '*' and redis.call('HEXISTS', h, field) == 0 and redis.call('HLEN', h) >= MAXCD then
+    local all = redis.call('HGETALL', h)
+    for i = 1, #all, 2 do
+      if tonumber(all[i + 1]) <= now then redis.call('HDEL', h, all[i]) end
+    end
+    if redis.call('HLEN', h) >= MAXCD then field = nil end
+  end
   local untill = now + cd_ms
-  local old = tonumber(redis.call('HGET', h, field))
-  if old == nil or old < untill then redis.call('HSET', h, field, untill) end
+  local old = nil
+  if field then old = tonumber(redis.call('HGET', h, field)) end
+  if field and (old == nil or old < untill) then redis.call('HSET', h, field, untill) end
   local keep = KEEP
   if cd_ms + 60000 > keep then keep = cd_ms + 60000 end
   if redis.call('PTTL', h) < keep then redis.call('PEXPIRE', h, keep) end

@@ -6,7 +6,8 @@
 //   :l   sorted set of leases in flight (member: lease token, score: expiry in ms)
 //   :m   the rpm/tpm window: 600 buckets of 100 ms ("r<b>", "t<b>"), totals "r", "t", head "h"
 //   :d   the rpd/tpd window: a fixed day ("d", "r", "t") or 1440 buckets of a minute (rolling)
-//   :cd  cooldown deadlines in ms: "*" for the whole key, "m:<model>" per model
+//   :cd  cooldown deadlines in ms: "*" for the whole key, "m:<model>" per model (at most 4096
+//        fields: past that, ended ones are dropped, else a new model's cooldown is not shared)
 //   :off present while an operator disabled the key
 // A client (gateway) key's monthly budget lives under "<prefix>:{#budget}:<name>" (no provider is
 // named "#budget"): the hash holds the UTC month "mo" and its spend "s", ":l" the holds in flight

@@ -415,6 +415,48 @@ TEST(ClusterTest, AFlushedScriptCacheIsReloaded) {
   EXPECT_EQ(s.status, ReserveResult::Status::kGranted);
 }
 
+// Model names can come from clients (provider/anything): a key's shared per-model cooldowns are
+// bounded, ended ones make room, and past the bound a new model's cooldown stays local rather
+// than cooling the whole key.
+TEST(ClusterTest, PerModelCooldownsInRedisAreBounded) {
+  ts::RedisServer redis;
+  FakeGateway gw(cluster_config(redis));
+  const RateLimits l = limits(0);
+  auto cool = [&](int from, int to, std::chrono::milliseconds wait) {
+    return gw.run<int>(0, [&gw, &l, from, to, wait]() -> asio::awaitable<int> {
+      int granted = 0;
+      for (int i = from; i < to; ++i) {
+        const std::string model = "client-model-" + std::to_string(i);
+        ReserveResult r = co_await gw.cluster().reserve(request(l, kKey1, model));
+        if (r.status != ReserveResult::Status::kGranted) continue;
+        granted++;
+        keys::EndReport report;
+        report.request_counted = true;
+        report.cooldown = wait;
+        report.cooldown_model = model;
+        r.reservation.settle(report);
+      }
+      co_return granted;
+    });
+  };
+  const std::string hash = "'sb:{p}:p#1:cd'";
+  ASSERT_EQ(cool(0, 4100, std::chrono::seconds(60)), 4100);
+  ASSERT_TRUE(
+      ts::wait_until([&] { return redis.cli("HEXISTS " + hash + " m:client-model-4095") == "1"; }));
+  EXPECT_EQ(redis.cli("HLEN " + hash), "4096");
+  EXPECT_EQ(redis.cli("HEXISTS " + hash + " m:client-model-4099"), "0");
+  EXPECT_EQ(redis.cli("HEXISTS " + hash + " '*'"), "0") << "never escalated to the whole key";
+  // Cooldowns that ended make room for new ones.
+  redis.cli("DEL " + hash);
+  ASSERT_EQ(cool(0, 4096, std::chrono::milliseconds(1)), 4096);
+  ASSERT_TRUE(ts::wait_until([&] { return redis.cli("HLEN " + hash) == "4096"; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(5));  // Redis' clock passes them
+  ASSERT_EQ(cool(5000, 5001, std::chrono::seconds(60)), 1);
+  ASSERT_TRUE(
+      ts::wait_until([&] { return redis.cli("HEXISTS " + hash + " m:client-model-5000") == "1"; }));
+  EXPECT_EQ(redis.cli("HLEN " + hash), "1");
+}
+
 // ---- client-key budgets
 
 BudgetRequest budget_request(double estimate, double budget = 1.0, double seed = 0) {
