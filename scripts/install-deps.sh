@@ -7,6 +7,8 @@ PACKAGES=(
   build-essential cmake ninja-build ccache pkg-config git
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev
   libssl-dev libsqlite3-dev sqlite3 libhiredis-dev redis-server libyaml-cpp-dev libcli11-dev libspdlog-dev libfmt-dev
+  # The postgres state backend (libpq) and the private servers its tests start (initdb).
+  libpq-dev postgresql-15 postgresql-client-15
   prometheus-cpp-dev libgtest-dev libgmock-dev libbenchmark-dev libjemalloc-dev
   # The fuzz targets: clang with libFuzzer and the sanitizer runtimes (only recommended by clang).
   clang libclang-rt-14-dev
@@ -42,6 +44,11 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 export DEBIAN_FRONTEND=noninteractive
+# Tests start private PostgreSQL servers; the package's own cluster would only sit there.
+if [[ " ${missing[*]} " == *" postgresql-15 "* ]] && [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+  $SUDO mkdir -p /etc/postgresql-common
+  echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.conf >/dev/null
+fi
 $SUDO apt-get update -qq
 # --no-install-recommends keeps Boost 1.74's libboost-dev from being pulled in beside 1.81.
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

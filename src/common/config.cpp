@@ -49,6 +49,7 @@ std::vector<std::pair<std::string, std::string>> Config::secrets() const {
                                                : "gateway#" + std::to_string(i + 1));
   if (!auth.admin_key.empty()) out.emplace_back(auth.admin_key, "admin");
   if (!cluster.redis_password.empty()) out.emplace_back(cluster.redis_password, "redis");
+  if (!state.url_password.empty()) out.emplace_back(state.url_password, "postgres");
   return out;
 }
 

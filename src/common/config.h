@@ -168,8 +168,14 @@ struct RouteConfig {
 enum class SyncMode { kNormal, kFull };
 
 struct StateConfig {
-  std::string backend = "sqlite";
+  std::string backend = "sqlite";  // or "postgres"
   std::string path = "./switchboard.db";
+  // postgres: a libpq URI, postgresql://[user[:password]@]host[:port]/database[?...] (secret:
+  // it may hold a password), and this gateway's name among those sharing the database (its
+  // learned state and sequence numbers are its own). "" = "<hostname>:<listen port>".
+  std::string url;
+  std::string url_password;  // parsed from `url`, for secrets()
+  std::string node;
   SyncMode synchronous = SyncMode::kNormal;
   int64_t busy_timeout_ms = 5000;
   int64_t batch_ms = 20;           // group commit interval

@@ -55,6 +55,14 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "state" << YAML::Value << YAML::Flow << YAML::BeginMap;
   out << YAML::Key << "backend" << YAML::Value << c.state.backend;
   out << YAML::Key << "path" << YAML::Value << c.state.path;
+  if (c.state.backend == "postgres") {
+    std::string url = c.state.url;
+    if (!c.state.url_password.empty())
+      if (auto at = url.find(":" + c.state.url_password + "@"); at != std::string::npos)
+        url.replace(at + 1, c.state.url_password.size(), "***");
+    out << YAML::Key << "url" << YAML::Value << url;
+    out << YAML::Key << "node" << YAML::Value << c.state.node;
+  }
   out << YAML::Key << "synchronous" << YAML::Value << sync_name(c.state.synchronous);
   out << YAML::Key << "busy_timeout_ms" << YAML::Value << c.state.busy_timeout_ms;
   out << YAML::Key << "batch_ms" << YAML::Value << c.state.batch_ms;

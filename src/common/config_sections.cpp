@@ -70,14 +70,46 @@ void ConfigReader::read_state(const YAML::Node& n) {
   if (!n.IsDefined() || n.IsNull()) return;
   const std::string p = "state";
   if (!check_map(n, p,
-                 {"backend", "path", "synchronous", "busy_timeout_ms", "batch_ms", "batch_max",
-                  "queue_capacity", "retention_days"}))
+                 {"backend", "path", "url", "node", "synchronous", "busy_timeout_ms", "batch_ms",
+                  "batch_max", "queue_capacity", "retention_days"}))
     return;
   auto& s = cfg_.state;
-  if (read_string(n, "backend", p, s.backend) && s.backend != "sqlite") {
+  if (read_string(n, "backend", p, s.backend) && s.backend != "sqlite" && s.backend != "postgres") {
     error(n["backend"], "state.backend",
-          "unsupported backend '" + s.backend + "' (this build supports: sqlite)");
+          "unsupported backend '" + s.backend + "' (this build supports: sqlite, postgres)");
   }
+  std::string url;
+  if (read_string(n, "url", p, url)) {
+    std::string var;
+    url = resolve(url, &var).value_or("");
+    std::string rest;
+    for (const char* scheme : {"postgresql://", "postgres://"})
+      if (url.rfind(scheme, 0) == 0) rest = url.substr(std::string_view(scheme).size());
+    const std::string authority = rest.substr(0, rest.find_first_of("/?"));
+    const bool ok = !rest.empty() && std::none_of(url.begin(), url.end(), [](char ch) {
+      return std::iscntrl(static_cast<unsigned char>(ch)) || ch == ' ';
+    });
+    if (!ok) {
+      // The URL may carry a password: never echo it.
+      error(n["url"], "state.url", "expected postgresql://[user[:password]@]host[:port]/database");
+    } else {
+      s.url = url;
+      if (auto at = authority.rfind('@'); at != std::string::npos) {
+        const std::string user_pass = authority.substr(0, at);
+        if (auto colon = user_pass.find(':'); colon != std::string::npos)
+          s.url_password = user_pass.substr(colon + 1);
+      }
+    }
+  }
+  if (read_string(n, "node", p, s.node) && (s.node.empty() || s.node.size() > 128 ||
+                                            std::any_of(s.node.begin(), s.node.end(), [](char ch) {
+                                              return static_cast<unsigned char>(ch) < 0x21 ||
+                                                     static_cast<unsigned char>(ch) > 0x7e;
+                                            }))) {
+    error(n["node"], "state.node", "must be 1 to 128 printable characters without spaces");
+  }
+  if (s.backend == "postgres" && s.url.empty() && !present(n, "url"))
+    error(n["backend"], "state.url", "backend postgres needs url: postgresql://...");
   if (read_string(n, "path", p, s.path) && s.path.empty())
     error(n["path"], "state.path", "must not be empty");
   read_enum(n, "synchronous", p, s.synchronous,

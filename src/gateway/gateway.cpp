@@ -9,6 +9,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/json.hpp>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <random>
@@ -150,6 +151,24 @@ Gateway::~Gateway() {
   stop(Millis(0));
 }
 
+// A postgres store's node name when the configuration gives none: this host and the port the
+// gateway listens on, which stay the same across its restarts (it then restores its own learned
+// state). An ephemeral port (0) makes a name of its own for this run.
+namespace {
+std::string default_node(const std::string& listen) {
+  char host[256] = {};
+  if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::strcpy(host, "gateway");
+  std::string port = listen.substr(listen.rfind(':') + 1);
+  if (port.empty() || port == "0" || listen.find(':') == std::string::npos) {
+    log::warn(
+        "store: state.node is not set and the listen port is ephemeral: this run's learned "
+        "state will not be restored by the next one (set state.node)");
+    port = "run-" + std::to_string(std::random_device{}());
+  }
+  return std::string(host) + ":" + port;
+}
+}  // namespace
+
 Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> config,
                                                  GatewayOptions options) {
   auto impl = std::make_unique<Impl>();
@@ -166,10 +185,17 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
       std::make_unique<routing::FeedbackLedger>(size_t(config->learning.feedback_max_requests),
                                                 Millis(config->learning.feedback_ttl_ms), rt.clock);
 
-  auto store = store::open_store(config->state, rt.clock);
+  StateConfig state = config->state;
+  if (state.backend == "postgres" && state.node.empty()) state.node = default_node(impl->listen);
+  auto store = store::open_store(state, rt.clock);
   if (!store.ok())
-    return Status::io_error("cannot open the store at " + config->state.path + ": " +
-                            store.status().message());
+    return Status::io_error(
+        "cannot open the store at " +
+        (state.backend == "postgres" ? "postgres (node " + state.node + ")" : config->state.path) +
+        ": " + store.status().message());
+  if (state.backend == "postgres")
+    log::info("store: postgres, as node {} (workflow runs stay in {} for now)", state.node,
+              config->state.path);
   rt.store = std::move(store.value());
   rt.learning = std::make_unique<LearningJournal>(rt, kLearningSnapshotInterval);
   if (auto loaded = rt.store->load(); loaded.ok()) {
@@ -184,9 +210,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   // Verdicts may come for requests served before a restart, within the feedback window.
   {
     const WallTime now = rt.clock.wall_now();
-    auto served = store::query_recent_served(config->state.path,
-                                             now - Millis(config->learning.feedback_ttl_ms),
-                                             size_t(config->learning.feedback_max_requests));
+    auto served = rt.store->recent_served(now - Millis(config->learning.feedback_ttl_ms),
+                                          size_t(config->learning.feedback_max_requests));
     if (served.ok()) {
       for (auto& r : *served) {
         routing::FeedbackLedger::Served s;
@@ -204,7 +229,7 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
   // Monthly budgets count what each gateway key spent this month before a restart too.
   if (!config->auth.gateway_keys.empty()) {
     const WallTime now = rt.clock.wall_now();
-    auto spend = store::query_gateway_spend(config->state.path, utc_month_start(now));
+    auto spend = rt.store->gateway_spend(utc_month_start(now));
     if (spend.ok()) {
       for (size_t i = 0; i < config->auth.gateway_policies.size(); ++i) {
         auto it = spend->find(config->auth.gateway_policies[i].name);

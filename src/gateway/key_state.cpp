@@ -49,8 +49,8 @@ void restore_key_state(Runtime& rt, const Snapshot& snap, const store::LoadedSta
     }
   }
   // Day windows: what each key answered in the last 24 h (a fixed day takes what falls in it).
-  auto usage = store::query_key_day_usage(snap.config->state.path,
-                                          rt.clock.wall_now() - std::chrono::hours(24));
+  if (!rt.store) return;
+  auto usage = rt.store->key_day_usage(rt.clock.wall_now() - std::chrono::hours(24));
   if (!usage.ok()) {
     if (usage.status().code() != StatusCode::kNotFound)
       log::warn("key day usage could not be loaded: {}", usage.status().message());

@@ -122,6 +122,16 @@ class SqliteStore final : public Store, private detail::BatchSink {
   Status prune() override { return writer_.prune(); }
   StoreCounters counters() const override { return writer_.counters(); }
 
+  Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) override {
+    return query_recent_served(options_.state.path, since, limit);
+  }
+  Result<std::map<std::string, double>> gateway_spend(WallTime since) override {
+    return query_gateway_spend(options_.state.path, since);
+  }
+  Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) override {
+    return query_key_day_usage(options_.state.path, since);
+  }
+
   void close() override {
     std::lock_guard close_lock(close_mu_);
     if (closed_) return;
@@ -398,6 +408,12 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteStoreOptions& optio
 }
 
 Result<std::unique_ptr<Store>> open_store(const StateConfig& state, const Clock& clock) {
+  if (state.backend == "postgres") {
+    PostgresStoreOptions options;
+    options.state = state;
+    options.clock = &clock;
+    return open_postgres_store(options);
+  }
   if (state.backend != "sqlite") {
     return Status::invalid_argument("unsupported state backend '" + state.backend + "'");
   }

@@ -159,6 +159,26 @@ struct StoreCounters {
   uint64_t overflowed = 0;  // essential events queued over the capacity
 };
 
+// A request that may get the caller's verdict (POST /v1/feedback): answered ok within the
+// feedback window (`judged` when a verdict is stored already). Read at start so that verdicts
+// survive a restart.
+struct ServedRequest {
+  std::string request_id;
+  std::string model;
+  std::string category;
+  int layer = 0;
+  std::string gateway_key;
+  WallTime time;
+  bool judged = false;
+};
+// Requests and tokens per key and wall-clock minute (query_key_day_usage, Store::key_day_usage).
+struct KeyMinuteUsage {
+  std::string key_id;
+  WallTime minute;
+  int64_t requests = 0;
+  int64_t tokens = 0;
+};
+
 // ---- The interface --------------------------------------------------------------------------
 
 class Store {
@@ -192,6 +212,12 @@ class Store {
 
   virtual StoreCounters counters() const = 0;
 
+  // What a starting gateway reads back, on a connection of their own (safe while the writer
+  // runs); see the free functions of the same names below for each one's meaning.
+  virtual Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) = 0;
+  virtual Result<std::map<std::string, double>> gateway_spend(WallTime since) = 0;
+  virtual Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) = 0;
+
   virtual void close() = 0;
 };
 
@@ -208,7 +234,22 @@ struct SqliteStoreOptions {
 
 // Opens (creating when missing) and migrates the database, then starts the writer thread.
 Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteStoreOptions& options);
-// `state.backend` must be "sqlite" (the only backend so far).
+
+// PostgreSQL (postgres_store.cpp): one database shared by several gateways. Outcomes, usage,
+// feedback, breaker transitions and key state are common to all; the learned rows, the learning
+// journal and the sequence numbers are `state.node`'s own (each gateway restores what its own
+// journal acknowledged). Migrations run once, under an advisory lock.
+struct PostgresStoreOptions {
+  StateConfig state;             // url, node
+  const Clock* clock = nullptr;  // nullptr = SystemClock
+  Millis prune_interval{60'000};
+  int prune_batch_rows = 2000;
+  int64_t connect_timeout_s = 5;
+};
+Result<std::unique_ptr<Store>> open_postgres_store(const PostgresStoreOptions& options);
+int postgres_schema_version();
+
+// By `state.backend`: "sqlite" or "postgres".
 Result<std::unique_ptr<Store>> open_store(const StateConfig& state, const Clock& clock);
 
 // ---- Schema ---------------------------------------------------------------------------------
@@ -245,18 +286,6 @@ Result<std::string> format_model_stats(const std::string& db_path, bool json);
 
 // Spend (USD) per gateway key name recorded since `since`, for monthly budgets across restarts.
 // Reads on its own connection (safe while a store writes). NotFound when there is no database.
-// A request that may get the caller's verdict (POST /v1/feedback): answered ok within the
-// feedback window (`judged` when a verdict is stored already). Read at start so that verdicts
-// survive a restart.
-struct ServedRequest {
-  std::string request_id;
-  std::string model;
-  std::string category;
-  int layer = 0;
-  std::string gateway_key;
-  WallTime time;
-  bool judged = false;
-};
 // The newest `limit` such requests since `since`, newest first. NotFound when there is no
 // database yet.
 Result<std::vector<ServedRequest>> query_recent_served(const std::string& db_path, WallTime since,
@@ -269,12 +298,6 @@ Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_
 // per request that counted against a key): the keys' day windows after a restart. Finds the
 // first row by a binary search on the row id (rows are appended in time order), so it reads only
 // the last day's rows however long the journal. NotFound when there is no database.
-struct KeyMinuteUsage {
-  std::string key_id;
-  WallTime minute;
-  int64_t requests = 0;
-  int64_t tokens = 0;
-};
 Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_path, WallTime since);
 
 // What a gateway would restore from `db_path` (`switchboard route --db`), read-only: NotFound

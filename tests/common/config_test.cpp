@@ -132,6 +132,38 @@ TEST(ConfigTest, ABadRedisUrlIsAnErrorAtItsLineThatDoesNotEchoIt) {
   EXPECT_EQ(ttl.errors[0].path, "cluster.lease_ttl_ms");
 }
 
+TEST(ConfigTest, APostgresStateKeepsItsUrlPasswordSecretAndNeedsAUrl) {
+  auto load = load_config_string(
+      "state: { backend: postgres, url: "
+      "\"postgresql://sb:pg-hunter3@db.internal:5433/switchboard\","
+      " node: gw-1 }\n",
+      "t.yaml", no_env());
+  ASSERT_TRUE(load.ok()) << load.errors.front().to_string();
+  const StateConfig& s = load.config->state;
+  EXPECT_EQ(s.backend, "postgres");
+  EXPECT_EQ(s.node, "gw-1");
+  EXPECT_EQ(s.url_password, "pg-hunter3");
+  bool listed = false;
+  for (const auto& [secret, id] : load.config->secrets()) listed |= secret == "pg-hunter3";
+  EXPECT_TRUE(listed);
+  const std::string dump = dump_config(*load.config);
+  EXPECT_EQ(dump.find("pg-hunter3"), std::string::npos) << dump;
+  EXPECT_NE(dump.find("postgresql://sb:***@db.internal:5433/switchboard"), std::string::npos)
+      << dump;
+
+  auto missing = load_config_string("state:\n  backend: postgres\n", "t.yaml", no_env());
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.errors[0].path, "state.url");
+  auto bad = load_config_string("state: { backend: postgres, url: \"mysql://u:pw-x@h/db\" }\n",
+                                "t.yaml", no_env());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.errors[0].path, "state.url");
+  EXPECT_EQ(bad.errors[0].to_string().find("pw-x"), std::string::npos);
+  auto node = load_config_string("state: { node: \"two words\" }\n", "t.yaml", no_env());
+  ASSERT_FALSE(node.ok());
+  EXPECT_EQ(node.errors[0].path, "state.node");
+}
+
 TEST(ConfigTest, EnvOverrideTakesPrecedenceOverFile) {
   const char* yaml = "breaker: { open_ms: 1000 }\n";
   auto load = load_config_string(

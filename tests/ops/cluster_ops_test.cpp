@@ -17,6 +17,17 @@ namespace {
 using testsupport::RedisServer;
 using testsupport::wait_until;
 
+// Serving, and joined to the cluster: requests before Redis answers would use the local share
+// (exact counts need every gateway on the shared one; a loaded machine may take a while).
+bool joined(ServeProcess& g) {
+  return g.ready() &&
+         wait_until(
+             [&] {
+               return get(g.port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos;
+             },
+             std::chrono::seconds(20));
+}
+
 class ClusterOpsTest : public GatewayTest {
  protected:
   // One provider `up` on `mock` with three keys, model `m`, and the cluster section.
@@ -32,7 +43,8 @@ class ClusterOpsTest : public GatewayTest {
       << "log: { level: warn, access_log: false }\n"
       << "server: { threads: 2 }\n"
       << "retry: " << retry << "\n"
-      << "cluster: { redis: \"" << redis.url() << "\"" << cluster_extra << " }\n"
+      << "cluster: { redis: \"" << redis.url()
+      << "\", connect_timeout_ms: 5000, command_timeout_ms: 5000" << cluster_extra << " }\n"
       << "providers:\n"
       << provider("up", mock, keys, "limits: " + limits) << "models:\n  m: { provider: up }\n";
     return cfg;
@@ -55,7 +67,7 @@ TEST_F(ClusterOpsTest, FourGatewaysKeepEveryKeyUnderItsConcurrencyWithoutA429) {
       write_config(mock, redis, "{ max_concurrent: 2 }", ", expected_gateways: 4");
   std::vector<std::unique_ptr<ServeProcess>> gws;
   for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<ServeProcess>(cfg, log_path(i)));
-  for (auto& g : gws) ASSERT_TRUE(g->ready());
+  for (auto& g : gws) ASSERT_TRUE(joined(*g));
   for (auto& g : gws)
     ASSERT_TRUE(wait_until([&] {
       return get(g->port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos;
@@ -99,7 +111,7 @@ TEST_F(ClusterOpsTest, AKeysRpmHoldsAcrossGatewaysAndRefusalsCarryRetryAfter) {
                    "{ wait_for_key_ms: 0, budget_ms: 60000 }", "[sk-a-secret-1, sk-b-secret-2]");
   std::vector<std::unique_ptr<ServeProcess>> gws;
   for (int i = 0; i < 4; ++i) gws.push_back(std::make_unique<ServeProcess>(cfg, log_path(i)));
-  for (auto& g : gws) ASSERT_TRUE(g->ready());
+  for (auto& g : gws) ASSERT_TRUE(joined(*g));
   std::atomic<int> ok{0}, limited{0}, other{0};
   std::vector<std::jthread> clients;
   for (int c = 0; c < 40; ++c) {  // 4x the 10 requests the two keys allow this minute
@@ -134,8 +146,8 @@ TEST_F(ClusterOpsTest, AKilledGatewaysSlotsReturnWithinTheLeaseTtl) {
                    "{ wait_for_key_ms: 20000, budget_ms: 60000 }", "[sk-a-secret-1]");
   ServeProcess doomed(cfg, log_path(0));
   ServeProcess other(cfg, log_path(1));
-  ASSERT_TRUE(doomed.ready());
-  ASSERT_TRUE(other.ready());
+  ASSERT_TRUE(joined(doomed));
+  ASSERT_TRUE(joined(other));
   // The doomed gateway holds both slots of the only key (its upstream calls hang).
   std::vector<std::jthread> hung;
   for (int i = 0; i < 2; ++i)
@@ -164,8 +176,8 @@ TEST_F(ClusterOpsTest, RedisKilledMidLoadCrashesNothingAndSharingResumes) {
                                        ", expected_gateways: 2, lease_ttl_ms: 2000");
   ServeProcess a(cfg, log_path(0));
   ServeProcess b(cfg, log_path(1));
-  ASSERT_TRUE(a.ready());
-  ASSERT_TRUE(b.ready());
+  ASSERT_TRUE(joined(a));
+  ASSERT_TRUE(joined(b));
   std::atomic<bool> stop{false};
   std::atomic<int> ok{0}, failed{0};
   std::string last_failure;
@@ -255,8 +267,8 @@ TEST_F(ClusterOpsTest, ABreakerThatOpensInOneGatewayOpensInAll) {
   }
   ServeProcess a(cfg, log_path(0));
   ServeProcess b(cfg, log_path(1));
-  ASSERT_TRUE(a.ready());
-  ASSERT_TRUE(b.ready());
+  ASSERT_TRUE(joined(a));
+  ASSERT_TRUE(joined(b));
   // B has seen the provider (its breakers exist) but nothing failed there.
   mock.set_scenario(MockScenario{});
   ASSERT_EQ(post(b.port(), "/v1/chat/completions", chat_body("m")).status, 200);
@@ -284,8 +296,8 @@ TEST_F(ClusterOpsTest, AClientKeysRpmHoldsAcrossGateways) {
   }
   ServeProcess a(cfg, log_path(0));
   ServeProcess b(cfg, log_path(1));
-  ASSERT_TRUE(a.ready());
-  ASSERT_TRUE(b.ready());
+  ASSERT_TRUE(joined(a));
+  ASSERT_TRUE(joined(b));
   const Headers auth = {{"Authorization", "Bearer sk-client-team-0001"}};
   int ok = 0, limited = 0;
   for (int i = 0; i < 8; ++i) {
@@ -322,8 +334,8 @@ TEST_F(ClusterOpsTest, AClientKeysMonthlyBudgetHoldsAcrossGateways) {
   }
   ServeProcess a(cfg, log_path(0));
   ServeProcess b(cfg, log_path(1));
-  ASSERT_TRUE(a.ready());
-  ASSERT_TRUE(b.ready());
+  ASSERT_TRUE(joined(a));
+  ASSERT_TRUE(joined(b));
   const Headers auth = {{"Authorization", "Bearer sk-client-team-0001"}};
   const std::string body = chat_body("dear", false, "\"max_tokens\":260");
   int ok = 0;
@@ -365,8 +377,8 @@ TEST_F(ClusterOpsTest, WhatOneGatewayLearnsTheOthersLearnToo) {
   const std::string cfg = write_config(mock, redis, "{ max_concurrent: 8 }");
   ServeProcess a(cfg, log_path(0));
   ServeProcess b(cfg, log_path(1));
-  ASSERT_TRUE(a.ready());
-  ASSERT_TRUE(b.ready());
+  ASSERT_TRUE(joined(a));
+  ASSERT_TRUE(joined(b));
   const Headers coding = {{"x-switchboard-category", "coding"}};
   for (int i = 0; i < 12; ++i)
     ASSERT_EQ(post(a.port(), "/v1/chat/completions", chat_body("m"), coding).status, 200);
@@ -393,6 +405,48 @@ TEST_F(ClusterOpsTest, WhatOneGatewayLearnsTheOthersLearnToo) {
       std::chrono::seconds(10)))
       << models;
   EXPECT_NE(models.find("\"requests\":12"), std::string::npos) << models;
+}
+
+// Issue 22 (first part): gateways on one PostgreSQL database keep one record. A client key's
+// monthly spend recorded by one gateway binds another that starts later (no Redis here), and each
+// gateway's rows carry its node name.
+TEST_F(ClusterOpsTest, GatewaysOnOnePostgresDatabaseShareTheRecordAndTheSpend) {
+  testsupport::PostgresServer pg;
+  MockScenario wordy;
+  wordy.completion_tokens = 250;
+  auto& mock = add_mock(wordy);
+  auto config = [&](const std::string& node) {
+    const std::string cfg = (dir_ / ("pg-" + node + ".yaml")).string();
+    std::ofstream f(cfg);
+    f << "state: { backend: postgres, url: \"" << pg.url() << "\", node: " << node
+      << ", path: " << (dir_ / ("wf-" + node + ".db")).string() << " }\n"
+      << "log: { level: warn, access_log: false }\n"
+      << "server: { threads: 2 }\n"
+      << "providers:\n"
+      << provider("up", mock)
+      << "models:\n  dear: { provider: up, cost: { input_per_mtok: 100, output_per_mtok: 100 } "
+         "}\n"
+      << "auth: { gateway_keys: [{ key: sk-client-team-0001, name: team, monthly_budget_usd: "
+         "0.04 }] }\n";
+    return cfg;
+  };
+  const Headers auth = {{"Authorization", "Bearer sk-client-team-0001"}};
+  const std::string body = chat_body("dear", false, "\"max_tokens\":260");
+  {
+    ServeProcess a(config("gw-a"), log_path(0));
+    ASSERT_TRUE(a.ready());
+    auto r = post(a.port(), "/v1/chat/completions", body, auth);
+    ASSERT_EQ(r.status, 200) << r.body;
+    ASSERT_TRUE(a.terminate());  // drains its store
+  }
+  EXPECT_EQ(pg.psql("SELECT count(*) FROM outcomes WHERE node = 'gw-a'"), "1");
+  EXPECT_EQ(pg.psql("SELECT count(*) FROM usage WHERE gateway_key = 'team'"), "1");
+  ServeProcess b(config("gw-b"), log_path(1));
+  ASSERT_TRUE(b.ready());
+  auto broke = post(b.port(), "/v1/chat/completions", body, auth);
+  EXPECT_EQ(broke.status, 429) << "gw-a's spend counts in gw-b: " << broke.body;
+  EXPECT_NE(broke.body.find("budget"), std::string::npos) << broke.body;
+  EXPECT_EQ(mock.stats().requests, 1u);
 }
 
 }  // namespace

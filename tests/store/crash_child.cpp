@@ -1,4 +1,5 @@
-// Crash-test helper: writes outcomes as fast as it can into the store at argv[1] and, after each
+// Crash-test helper: writes outcomes as fast as it can into the store at argv[1] (a SQLite path,
+// or a postgresql:// URL for the postgres backend, as node "crash") and, after each
 // successful flush, prints on stdout how many outcomes it has seen acknowledged as durable.
 // The parent kill -9s it at random moments.
 #include <unistd.h>
@@ -15,11 +16,22 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: store_crash_child DB\n");
     return 2;
   }
-  store::SqliteStoreOptions options;
-  options.state.path = argv[1];
-  options.state.batch_ms = 2;
-  options.state.retention_days = 0;
-  auto opened = store::open_sqlite_store(options);
+  const std::string target = argv[1];
+  Result<std::unique_ptr<store::Store>> opened = Status::internal("not opened");
+  if (target.rfind("postgresql://", 0) == 0) {
+    store::PostgresStoreOptions options;
+    options.state.url = target;
+    options.state.node = "crash";
+    options.state.batch_ms = 2;
+    options.state.retention_days = 0;
+    opened = store::open_postgres_store(options);
+  } else {
+    store::SqliteStoreOptions options;
+    options.state.path = target;
+    options.state.batch_ms = 2;
+    options.state.retention_days = 0;
+    opened = store::open_sqlite_store(options);
+  }
   if (!opened.ok()) {
     std::fprintf(stderr, "open: %s\n", opened.status().to_string().c_str());
     return 1;

@@ -17,6 +17,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <vector>
 
 namespace switchboard::testsupport {
 
@@ -171,6 +172,125 @@ std::string RedisServer::cli(const std::string& args) const {
   while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
   ::pclose(p);
   while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  return out;
+}
+
+// ---- PostgresServer
+
+namespace {
+constexpr uid_t kNobody = 65534;  // Debian's nobody / nogroup
+
+std::string pg_bindir() {
+  std::string out = "/usr/lib/postgresql/15/bin";
+  if (FILE* p = ::popen("pg_config --bindir 2>/dev/null", "r")) {
+    char buf[512];
+    if (std::fgets(buf, sizeof(buf), p) != nullptr) {
+      std::string got(buf);
+      while (!got.empty() && (got.back() == '\n' || got.back() == '\r')) got.pop_back();
+      if (std::filesystem::exists(got + "/initdb")) out = got;
+    }
+    ::pclose(p);
+  }
+  return out;
+}
+
+// Forks `argv` as an unprivileged child that dies with the test; output to `log`.
+pid_t spawn_unprivileged(const std::vector<std::string>& argv, const std::string& log) {
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    std::perror("fork");
+    std::abort();
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int null_fd = ::open("/dev/null", O_RDONLY);
+    int log_fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (null_fd >= 0) ::dup2(null_fd, 0);
+    if (log_fd >= 0) {
+      ::dup2(log_fd, 1);
+      ::dup2(log_fd, 2);
+    }
+    if (::geteuid() == 0 && (::setgid(kNobody) != 0 || ::setuid(kNobody) != 0)) _exit(126);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  return pid;
+}
+}  // namespace
+
+PostgresServer::PostgresServer() : port_(free_port()) {
+  const std::string bin = pg_bindir();
+  const std::string data = dir_.path() + "/data";
+  const std::string log = dir_.path() + "/postgres.log";
+  if (::geteuid() == 0) {
+    // The server runs as nobody: its directory (and the way to it, /tmp) must be its own.
+    if (::chown(dir_.path().c_str(), kNobody, kNobody) != 0) std::perror("chown");
+  }
+  pid_t init = spawn_unprivileged({bin + "/initdb", "-D", data, "-U", "postgres", "-A", "trust",
+                                   "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"},
+                                  log);
+  int status = 0;
+  ::waitpid(init, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "initdb failed (status %d); see %s\n", status, log.c_str());
+    std::abort();
+  }
+  pid_ = spawn_unprivileged(
+      {bin + "/postgres", "-D", data, "-p", std::to_string(port_), "-c",
+       "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir_.path(), "-c",
+       "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=50", "-c",
+       "shared_buffers=16MB", "-c", "logging_collector=off"},
+      log);
+  const bool up = wait_until([this] { return psql("SELECT 1") == "1"; }, std::chrono::seconds(30));
+  if (!up) {
+    std::fprintf(stderr, "postgres did not come up on port %d; see %s\n", port_, log.c_str());
+    std::abort();
+  }
+}
+
+PostgresServer::~PostgresServer() {
+  if (pid_ <= 0) return;
+  ::kill(pid_, SIGQUIT);  // immediate shutdown: the data is thrown away anyway
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int status = 0;
+  while (::waitpid(pid_, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+std::string PostgresServer::url() const {
+  return "postgresql://postgres@127.0.0.1:" + std::to_string(port_) + "/postgres";
+}
+
+std::string PostgresServer::psql(const std::string& sql) const {
+  // The statement goes through a file: no shell quoting of test SQL.
+  const std::string file = dir_.path() + "/query-" + std::to_string(::getpid()) + ".sql";
+  {
+    FILE* f = std::fopen(file.c_str(), "w");
+    if (f == nullptr) return "ERROR: cannot write " + file;
+    std::fputs(sql.c_str(), f);
+    std::fclose(f);
+  }
+  const std::string cmd = "psql -X -q -At -v ON_ERROR_STOP=1 -h 127.0.0.1 -p " +
+                          std::to_string(port_) + " -U postgres -d postgres -f " + file + " 2>&1";
+  std::string out;
+  if (FILE* p = ::popen(cmd.c_str(), "r")) {
+    char buf[4096];
+    size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    ::pclose(p);
+  }
+  std::remove(file.c_str());
+  while (!out.empty() && (out.back() == '\n' || out.back() == '\r')) out.pop_back();
+  if (out.rfind("psql:", 0) == 0) out = "ERROR: " + out;
   return out;
 }
 

@@ -72,6 +72,29 @@ class RedisServer {
   int pid_ = -1;
 };
 
+// A private PostgreSQL 15 server for one test: initdb in its own temporary directory (as the
+// unprivileged user `nobody` when the test runs as root, which PostgreSQL refuses), listening on
+// a free loopback port, fsync off (a test loses nothing to a process kill without it). Stopped
+// and removed with the object. Aborts the test binary when it does not come up.
+class PostgresServer {
+ public:
+  PostgresServer();
+  ~PostgresServer();
+  PostgresServer(const PostgresServer&) = delete;
+  PostgresServer& operator=(const PostgresServer&) = delete;
+
+  int port() const { return port_; }
+  // postgresql://postgres@127.0.0.1:<port>/postgres (trust authentication on loopback).
+  std::string url() const;
+  // psql's unaligned answer to `sql` (stdout, trailing newline removed; "ERROR..." on failure).
+  std::string psql(const std::string& sql) const;
+
+ private:
+  TempDir dir_{"postgres"};
+  int port_ = 0;
+  int pid_ = -1;
+};
+
 // A TCP port on 127.0.0.1 that nothing listened on a moment ago, never the same one twice in a
 // process.
 int free_port();

@@ -1,0 +1,107 @@
+// The libpq layer of pg_util.h.
+#include "store/pg_util.h"
+
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+
+namespace switchboard::store::detail {
+
+namespace {
+std::string pg_error(const PGconn* c, std::string_view what) {
+  std::string msg(PQerrorMessage(c));
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return std::string(what) + ": " + msg;
+}
+}  // namespace
+
+void PgParams::add(double v) {
+  char buf[40];
+  std::snprintf(buf, sizeof(buf), "%.17g", v);
+  values_.emplace_back(buf);
+}
+
+std::vector<const char*> PgParams::pointers() const {
+  std::vector<const char*> out;
+  out.reserve(values_.size());
+  for (const auto& v : values_) out.push_back(v.c_str());
+  return out;
+}
+
+std::string PgResult::text(int row, int col) const {
+  if (!r_ || PQgetisnull(r_.get(), row, col)) return {};
+  return std::string(PQgetvalue(r_.get(), row, col), size_t(PQgetlength(r_.get(), row, col)));
+}
+
+int64_t PgResult::integer(int row, int col) const {
+  const std::string t = text(row, col);
+  int64_t v = 0;
+  std::from_chars(t.data(), t.data() + t.size(), v);
+  return v;
+}
+
+double PgResult::number(int row, int col) const {
+  const std::string t = text(row, col);
+  return t.empty() ? 0.0 : std::strtod(t.c_str(), nullptr);
+}
+
+Result<PgConn> PgConn::connect(const std::string& url, int connect_timeout_s) {
+  const std::string timeout = std::to_string(std::max(1, connect_timeout_s));
+  const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
+  const char* values[] = {url.c_str(), timeout.c_str(), "switchboard", nullptr};
+  PgConn out;
+  // expand_dbname: the URI's own parameters, then ours where it has none.
+  out.c_.reset(PQconnectdbParams(keys, values, 1));
+  if (!out.c_) return Status::io_error("postgres: out of memory");
+  if (PQstatus(out.c_.get()) != CONNECTION_OK)
+    return Status::io_error(pg_error(out.c_.get(), "cannot connect to postgres"));
+  // Notices (e.g. "relation already exists, skipping") are not ours to print.
+  PQsetNoticeProcessor(
+      out.c_.get(), [](void*, const char*) {}, nullptr);
+  return out;
+}
+
+Status PgConn::exec(const std::string& sql, const PgParams& params) {
+  auto r = query(sql, params);
+  return r.ok() ? Status() : r.status();
+}
+
+Result<PgResult> PgConn::query(const std::string& sql, const PgParams& params) {
+  if (!c_) return Status::io_error("postgres: not connected");
+  const auto ptrs = params.pointers();
+  PGresult* raw = PQexecParams(c_.get(), sql.c_str(), int(ptrs.size()), nullptr,
+                               ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0);
+  const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(raw);
+  std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
+  if (raw) PQclear(raw);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return Status::io_error("postgres: " + msg);
+}
+
+Status PgConn::exec_script(const std::string& sql) {
+  if (!c_) return Status::io_error("postgres: not connected");
+  PGresult* raw = PQexec(c_.get(), sql.c_str());
+  const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+    PQclear(raw);
+    return Status();
+  }
+  std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
+  if (raw) PQclear(raw);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return Status::io_error("postgres: " + msg);
+}
+
+bool PgConn::ensure() {
+  if (!c_) return false;
+  if (PQstatus(c_.get()) == CONNECTION_OK) return true;
+  PQreset(c_.get());
+  return PQstatus(c_.get()) == CONNECTION_OK;
+}
+
+bool PgConn::in_transaction() const {
+  return c_ && PQtransactionStatus(c_.get()) != PQTRANS_IDLE;
+}
+
+}  // namespace switchboard::store::detail

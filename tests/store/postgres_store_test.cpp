@@ -1,0 +1,276 @@
+// The postgres backend (issue 22) against a private PostgreSQL 15 server: the Store contract as
+// the SQLite store keeps it, several gateways on one database, migrations run once, and kill -9
+// of a writing process never loses an acknowledged outcome.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <random>
+#include <thread>
+
+#include "store/store.h"
+#include "test_util.h"
+
+namespace switchboard::store {
+namespace {
+
+using storetest::make_outcome;
+using testsupport::PostgresServer;
+
+PostgresStoreOptions options_for(const PostgresServer& pg, const std::string& node) {
+  PostgresStoreOptions o;
+  o.state.backend = "postgres";
+  o.state.url = pg.url();
+  o.state.node = node;
+  o.state.batch_ms = 2;
+  return o;
+}
+
+std::unique_ptr<Store> open(const PostgresServer& pg, const std::string& node) {
+  auto s = open_postgres_store(options_for(pg, node));
+  EXPECT_TRUE(s.ok()) << s.status().to_string();
+  return s.ok() ? std::move(*s) : nullptr;
+}
+
+int64_t count(const PostgresServer& pg, const std::string& sql) {
+  const std::string out = pg.psql(sql);
+  try {
+    return std::stoll(out);
+  } catch (...) {
+    ADD_FAILURE() << sql << ": " << out;
+    return -1;
+  }
+}
+
+TEST(PostgresStoreTest, EveryEventRoundTripsAndTheSequenceContinues) {
+  PostgresServer pg;
+  const WallTime now = std::chrono::system_clock::now();
+  uint64_t last = 0;
+  {
+    auto s = open(pg, "gw-a");
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->enqueue(make_outcome("gpt", now)), 1u);
+    UsageEvent u;
+    u.time = now;
+    u.request_id = "r1";
+    u.provider = "openai";
+    u.key_id = "openai#1";
+    u.model = "gpt";
+    u.tokens_in = 10;
+    u.cost_usd = 0.25;
+    u.gateway_key = "team";
+    s->enqueue(u);
+    KeyStateEvent k;
+    k.key_id = "openai#1";
+    k.model = "gpt";
+    k.state = "cooling";
+    k.cooldown_until = now + std::chrono::hours(1);
+    k.reason = "retry_after";
+    k.updated = now;
+    s->enqueue(k);
+    k.reason = "backoff";  // upserted: the latest wins
+    s->enqueue(k);
+    BanditPosteriorEvent post;
+    post.category = "coding";
+    post.model = "gpt";
+    post.alpha = 3.5;
+    post.beta = 1.25;
+    post.outcomes = 4;
+    post.last_outcome_id = 2;
+    s->enqueue(post);
+    ModelStatsEvent st;
+    st.model = "gpt";
+    st.requests = 4;
+    st.successes = 3;
+    st.latency_ewma_us = 1234.5;
+    st.last_outcome_id = 2;
+    s->enqueue(st);
+    LearnEvent l1;
+    l1.model = "gpt";
+    l1.reward = 1;
+    const uint64_t id1 = s->enqueue(l1);
+    LearnEvent l2;
+    l2.kind = LearnRecord::Kind::kPeerOutcome;
+    l2.model = "gpt";
+    l2.category = "coding";
+    l2.reward = 0.5;
+    last = s->enqueue(l2);
+    // Compaction is essential and goes ahead of a batch's journal records (as with SQLite): it
+    // forgets what earlier batches committed.
+    ASSERT_TRUE(s->flush().ok());
+    LearnCompactEvent compact;
+    compact.up_to = id1;  // the snapshot holds the first record
+    s->enqueue(compact);
+    FeedbackEvent f;
+    f.request_id = "r1";
+    f.success = true;
+    f.score = 1;
+    s->enqueue(f);
+    BreakerTransitionEvent b;
+    b.breaker = "openai";
+    b.from_state = "closed";
+    b.to_state = "open";
+    s->enqueue(b);
+    ASSERT_TRUE(s->flush().ok());
+    EXPECT_EQ(s->committed_seq(), s->counters().enqueued);
+  }
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM usage WHERE gateway_key = 'team'"), 1);
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM feedback"), 1);
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM breaker_transitions"), 1);
+  EXPECT_EQ(pg.psql("SELECT reason FROM key_state"), "backoff");
+
+  auto s = open(pg, "gw-a");
+  ASSERT_NE(s, nullptr);
+  auto loaded = s->load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  ASSERT_EQ(loaded->keys.size(), 1u);
+  EXPECT_EQ(loaded->keys[0].reason, "backoff");
+  EXPECT_GT(loaded->keys[0].cooldown_until, now);
+  ASSERT_EQ(loaded->posteriors.size(), 1u);
+  EXPECT_EQ(loaded->posteriors[0].alpha, 3.5);  // doubles exactly
+  EXPECT_EQ(loaded->posteriors[0].beta, 1.25);
+  EXPECT_EQ(loaded->posteriors[0].outcomes, 4u);
+  ASSERT_EQ(loaded->model_stats.size(), 1u);
+  EXPECT_EQ(loaded->model_stats[0].latency_ewma_us, 1234.5);
+  ASSERT_EQ(loaded->learning.size(), 1u) << "the compacted record is gone";
+  EXPECT_EQ(loaded->learning[0].first, last);
+  EXPECT_EQ(loaded->learning[0].second.kind, LearnRecord::Kind::kPeerOutcome);
+  EXPECT_EQ(loaded->learning[0].second.category, "coding");
+  EXPECT_EQ(loaded->last_outcome_id, 1);
+  // Sequence numbers go on after everything this node referenced.
+  EXPECT_GT(s->enqueue(make_outcome("gpt", now)), last);
+}
+
+TEST(PostgresStoreTest, GatewaysShareTheRecordButEachKeepsItsLearnedState) {
+  PostgresServer pg;
+  const WallTime now = std::chrono::system_clock::now();
+  std::unique_ptr<Store> a, b;
+  // Both start at once: the schema is created once, under the advisory lock.
+  std::thread ta([&] { a = open(pg, "gw-a"); });
+  std::thread tb([&] { b = open(pg, "gw-b"); });
+  ta.join();
+  tb.join();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(pg.psql("SELECT version FROM switchboard_schema"),
+            std::to_string(postgres_schema_version()));
+  for (int i = 0; i < 30; ++i) {
+    a->enqueue(make_outcome("gpt", now));
+    b->enqueue(make_outcome("claude", now));
+  }
+  LearnEvent l;
+  l.model = "gpt";
+  l.reward = 1;
+  const uint64_t ida = a->enqueue(l);
+  const uint64_t idb = b->enqueue(l);
+  EXPECT_EQ(ida, idb) << "each gateway numbers its own events";
+  ASSERT_TRUE(a->flush().ok());
+  ASSERT_TRUE(b->flush().ok());
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM outcomes"), 60) << "one record for all";
+  auto la = a->load();
+  auto lb = b->load();
+  ASSERT_TRUE(la.ok() && lb.ok());
+  EXPECT_EQ(la->learning.size(), 1u) << "its own journal only";
+  EXPECT_EQ(lb->learning.size(), 1u);
+  EXPECT_EQ(la->last_outcome_id, 30);
+}
+
+TEST(PostgresStoreTest, RetentionPrunesOldOutcomesOfEveryGateway) {
+  PostgresServer pg;
+  ManualClock clock;
+  auto o = options_for(pg, "gw-a");
+  o.clock = &clock;
+  o.state.retention_days = 1;
+  o.prune_batch_rows = 7;
+  auto s = open_postgres_store(o);
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  const WallTime now = clock.wall_now();
+  for (int i = 0; i < 25; ++i) (*s)->enqueue(make_outcome("old", now - std::chrono::hours(48)));
+  for (int i = 0; i < 5; ++i) (*s)->enqueue(make_outcome("recent", now));
+  ASSERT_TRUE((*s)->flush().ok());
+  ASSERT_TRUE((*s)->prune().ok());
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM outcomes WHERE model = 'old'"), 0);
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM outcomes WHERE model = 'recent'"), 5);
+}
+
+TEST(PostgresStoreTest, ANewerSchemaIsRefusedAndABadUrlIsAClearError) {
+  PostgresServer pg;
+  ASSERT_NE(open(pg, "gw-a"), nullptr);
+  ASSERT_EQ(pg.psql("UPDATE switchboard_schema SET version = 999"), "");
+  auto s = open_postgres_store(options_for(pg, "gw-a"));
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.status().message().find("newer"), std::string::npos) << s.status().to_string();
+
+  auto o = options_for(pg, "gw-a");
+  o.state.url = "postgresql://postgres:hunter2@127.0.0.1:1/postgres";
+  o.connect_timeout_s = 1;
+  auto bad = open_postgres_store(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message().find("hunter2"), std::string::npos) << "no password in errors";
+}
+
+// The SQLite crash test's twin: kill -9 a process writing outcomes at random moments; every
+// outcome it saw acknowledged is in the database afterwards.
+uint64_t read_last_ack(int fd) {
+  std::string data;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
+  size_t end = data.rfind('\n');
+  if (end == std::string::npos) return 0;
+  size_t begin = data.rfind('\n', end - 1);
+  begin = begin == std::string::npos ? 0 : begin + 1;
+  return std::stoull(data.substr(begin, end - begin));
+}
+
+TEST(PostgresStoreTest, KillNineNeverLosesAcknowledgedOutcomes) {
+  PostgresServer pg;
+  ASSERT_NE(open(pg, "setup"), nullptr);  // the schema, so that counting works from round 0
+  std::mt19937 rng(54321);
+  std::uniform_int_distribution<int> kill_after_ms(5, 200);
+  constexpr int kRounds = 16;
+  int rounds_with_ack = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    const int64_t base = count(pg, "SELECT count(*) FROM outcomes");
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      execl(STORE_CRASH_CHILD, STORE_CRASH_CHILD, pg.url().c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    if (round % 2 == 0) {
+      pollfd p{fds[0], POLLIN, 0};
+      (void)::poll(&p, 1, 10000);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms(rng)));
+    ASSERT_EQ(kill(pid, SIGKILL), 0);
+    int wstatus = 0;
+    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
+    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited with " << WEXITSTATUS(wstatus);
+    const uint64_t acked = read_last_ack(fds[0]);
+    close(fds[0]);
+    rounds_with_ack += acked > 0;
+    EXPECT_GE(count(pg, "SELECT count(*) FROM outcomes"), base + int64_t(acked))
+        << "round " << round;
+    // The next run of the same node continues its numbering past what was committed.
+    auto reopened = open(pg, "crash");
+    ASSERT_NE(reopened, nullptr);
+    auto loaded = reopened->load();
+    ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+    EXPECT_EQ(loaded->last_outcome_id,
+              count(pg, "SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE node = 'crash'"));
+  }
+  EXPECT_GE(rounds_with_ack, kRounds / 2);
+}
+
+}  // namespace
+}  // namespace switchboard::store
