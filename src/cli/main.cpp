@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
 
   auto* stats = app.add_subcommand("stats", "per-model statistics from a store");
   std::string stats_db = "./switchboard.db";
-  stats->add_option("--db", stats_db, "database path");
+  stats->add_option("--db", stats_db, "database path, or postgresql:// URL of a shared database");
   bool stats_json = false;
   stats->add_flag("--json", stats_json, "print JSON instead of a table");
 

@@ -679,6 +679,37 @@ Status migrate(PgConn& conn) {
 
 }  // namespace
 
+Result<std::vector<ModelStatsRow>> query_postgres_model_stats(const std::string& url) {
+  auto conn = detail::PgConn::connect(url, 5);
+  if (!conn.ok()) return conn.status();
+  // p95 by nearest rank, as for SQLite: percentile_disc picks the ceil(0.95 n)-th smallest.
+  auto r = conn->query(
+      "SELECT model, COUNT(*), SUM(CASE WHEN status_class = 'ok' THEN 1 ELSE 0 END), "
+      "AVG(latency_us), SUM(tokens_in), SUM(tokens_out), SUM(cost_usd), "
+      "PERCENTILE_DISC(0.95) WITHIN GROUP (ORDER BY latency_us) FROM outcomes GROUP BY model "
+      "ORDER BY model");
+  if (!r.ok()) {
+    if (r.status().message().find("does not exist") != std::string::npos)
+      return Status::failed_precondition("that database holds no switchboard store");
+    return r.status();
+  }
+  std::vector<ModelStatsRow> rows;
+  for (int i = 0; i < r->rows(); ++i) {
+    ModelStatsRow m;
+    m.model = r->text(i, 0);
+    m.requests = r->integer(i, 1);
+    m.successes = r->integer(i, 2);
+    m.success_rate = m.requests ? double(m.successes) / double(m.requests) : 0;
+    m.avg_latency_ms = r->number(i, 3) / 1000.0;
+    m.tokens_in = r->integer(i, 4);
+    m.tokens_out = r->integer(i, 5);
+    m.spend_usd = r->number(i, 6);
+    m.p95_latency_ms = r->number(i, 7) / 1000.0;
+    rows.push_back(std::move(m));
+  }
+  return rows;
+}
+
 int postgres_schema_version() {
   return pg_migrations().empty() ? 0 : pg_migrations().back().version;
 }

@@ -29,6 +29,8 @@ void append_json_string_body(std::string& out, std::string_view s) {
 Result<std::vector<ModelStatsRow>> query_model_stats(const std::string& db_path) {
   using detail::Db;
   using detail::Stmt;
+  if (db_path.rfind("postgresql://", 0) == 0 || db_path.rfind("postgres://", 0) == 0)
+    return query_postgres_model_stats(db_path);
   std::error_code ec;
   if (!std::filesystem::exists(db_path, ec)) {
     return Status::not_found("no database at " + db_path);

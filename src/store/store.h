@@ -280,7 +280,9 @@ struct ModelStatsRow {
 };
 
 // Aggregates the outcomes table per model, opening the database read-only (no gateway needed).
+// `db_path` may also be a postgresql:// URL: every gateway's outcomes in that database.
 Result<std::vector<ModelStatsRow>> query_model_stats(const std::string& db_path);
+Result<std::vector<ModelStatsRow>> query_postgres_model_stats(const std::string& url);
 // The same as an aligned text table, or as a JSON array of objects when `json`.
 Result<std::string> format_model_stats(const std::string& db_path, bool json);
 

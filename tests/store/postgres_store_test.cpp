@@ -196,6 +196,31 @@ TEST(PostgresStoreTest, RetentionPrunesOldOutcomesOfEveryGateway) {
   EXPECT_EQ(count(pg, "SELECT count(*) FROM outcomes WHERE model = 'recent'"), 5);
 }
 
+TEST(PostgresStoreTest, StatsAggregateEveryGatewaysOutcomes) {
+  PostgresServer pg;
+  const WallTime now = std::chrono::system_clock::now();
+  auto a = open(pg, "gw-a");
+  auto b = open(pg, "gw-b");
+  ASSERT_TRUE(a && b);
+  for (int i = 1; i <= 20; ++i) {
+    // Latencies 1..20 ms; the 20th, from gateway b, failed.
+    (i % 2 ? a : b)->enqueue(make_outcome("gpt", now, i * 1000, i == 20 ? "server_error" : "ok"));
+  }
+  ASSERT_TRUE(a->flush().ok() && b->flush().ok());
+  auto rows = query_model_stats(pg.url());
+  ASSERT_TRUE(rows.ok()) << rows.status().to_string();
+  ASSERT_EQ(rows->size(), 1u);
+  const ModelStatsRow& r = rows->front();
+  EXPECT_EQ(r.requests, 20);
+  EXPECT_EQ(r.successes, 19);
+  EXPECT_DOUBLE_EQ(r.avg_latency_ms, 10.5);
+  EXPECT_DOUBLE_EQ(r.p95_latency_ms, 19.0);  // nearest rank: the 19th of 20
+  EXPECT_EQ(r.tokens_in, 20 * 100);
+  auto text = format_model_stats(pg.url(), true);
+  ASSERT_TRUE(text.ok());
+  EXPECT_NE(text->find("\"requests\":20"), std::string::npos) << *text;
+}
+
 TEST(PostgresStoreTest, ANewerSchemaIsRefusedAndABadUrlIsAClearError) {
   PostgresServer pg;
   ASSERT_NE(open(pg, "gw-a"), nullptr);
