@@ -162,4 +162,45 @@ class BatchWriter {
   std::thread writer_;
 };
 
+// A Store whose writes go through a BatchWriter (every backend): the Store methods they forward
+// alike, and close(), which stops the writer after it wrote what is queued and then lets the
+// backend release its connection. A backend's destructor must call close() itself (its
+// connection is gone by the time this base is destroyed).
+class BatchedStore : public Store, protected BatchSink {
+ public:
+  BatchedStore(const StateConfig& state, const Clock& clock, Millis prune_interval)
+      : writer_(state, clock, prune_interval, *this) {}
+
+  uint64_t enqueue(Event event) override { return writer_.enqueue(std::move(event)); }
+  void enqueue_batch(std::span<Event> events) override { writer_.enqueue_batch(events); }
+  Status flush() override { return writer_.flush(); }
+  uint64_t committed_seq() const override { return writer_.committed_seq(); }
+  Status prune() override { return writer_.prune(); }
+  StoreCounters counters() const override { return writer_.counters(); }
+  void close() override {
+    std::lock_guard close_lock(close_mu_);
+    if (closed_) return;
+    closed_ = true;
+    writer_.stop();
+    release_connection();
+  }
+
+ protected:
+  // After the writer stopped (it finished its statements in BatchSink::finish).
+  virtual void release_connection() = 0;
+  BatchWriter writer_;
+
+ private:
+  std::mutex close_mu_;
+  bool closed_ = false;
+};
+
+// std::visit over an event with one lambda per kind.
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
 }  // namespace switchboard::store::detail

@@ -63,10 +63,11 @@ CREATE TABLE outcomes (
   gateway_key TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX outcomes_ts ON outcomes (ts_ms);
-CREATE INDEX outcomes_node_seq ON outcomes (node, seq);
+CREATE UNIQUE INDEX outcomes_node_seq ON outcomes (node, seq);
 CREATE TABLE usage (
   id BIGSERIAL PRIMARY KEY,
   node TEXT NOT NULL,
+  seq BIGINT NOT NULL,
   ts_ms BIGINT NOT NULL,
   request_id TEXT NOT NULL,
   provider TEXT NOT NULL,
@@ -77,6 +78,7 @@ CREATE TABLE usage (
   cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0,
   gateway_key TEXT NOT NULL DEFAULT ''
 );
+CREATE UNIQUE INDEX usage_node_seq ON usage (node, seq);
 CREATE INDEX usage_key_ts ON usage (key_id, ts_ms);
 CREATE INDEX usage_gateway_key_ts ON usage (gateway_key, ts_ms) WHERE gateway_key <> '';
 CREATE TABLE key_state (
@@ -100,11 +102,13 @@ CREATE TABLE breaker_transitions (
 CREATE TABLE feedback (
   id BIGSERIAL PRIMARY KEY,
   node TEXT NOT NULL,
+  seq BIGINT NOT NULL,
   ts_ms BIGINT NOT NULL,
   request_id TEXT NOT NULL,
   success INTEGER NOT NULL,
   score DOUBLE PRECISION NOT NULL DEFAULT 0
 );
+CREATE UNIQUE INDEX feedback_node_seq ON feedback (node, seq);
 CREATE INDEX feedback_request ON feedback (request_id);
 CREATE TABLE bandit_posteriors (
   node TEXT NOT NULL,
@@ -156,40 +160,38 @@ CREATE TABLE learning_log (
   return kMigrations;
 }
 
-// The multi-row kinds: their INSERT's head and column count.
+// The multi-row kinds: their INSERT's head, column count and conflict clause. A batch whose
+// COMMIT went through but whose answer was lost is written again by the retry: the rows that
+// carry the gateway's sequence number are then skipped, so none counts twice.
 struct RowKind {
   const char* head;
   int columns;
+  const char* conflict;
 };
 constexpr RowKind kOutcomeRows = {
     "INSERT INTO outcomes (node, seq, ts_ms, request_id, route, model, provider, key_id, "
     "status_class, category, latency_us, tokens_in, tokens_out, cost_usd, attempts, layer, "
     "gateway_key) VALUES ",
-    17};
+    17, " ON CONFLICT (node, seq) DO NOTHING"};
 constexpr RowKind kUsageRows = {
-    "INSERT INTO usage (node, ts_ms, request_id, provider, key_id, model, tokens_in, tokens_out, "
-    "cost_usd, gateway_key) VALUES ",
-    10};
+    "INSERT INTO usage (node, seq, ts_ms, request_id, provider, key_id, model, tokens_in, "
+    "tokens_out, cost_usd, gateway_key) VALUES ",
+    11, " ON CONFLICT (node, seq) DO NOTHING"};
 constexpr RowKind kLearnRows = {
     "INSERT INTO learning_log (node, id, ts_ms, kind, category, model, reward, transport_reward, "
     "counts, success, latency_us, tokens_in, tokens_out, cost_usd) VALUES ",
-    14};
-constexpr const char* kLearnConflict = " ON CONFLICT (node, id) DO NOTHING";
+    14, " ON CONFLICT (node, id) DO NOTHING"};
 
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
+using detail::Overloaded;
 
-class PostgresStore final : public Store, private detail::BatchSink {
+class PostgresStore final : public detail::BatchedStore {
  public:
   PostgresStore(const PostgresStoreOptions& options, PgConn conn)
-      : options_(options),
+      : BatchedStore(options.state, *(options.clock ? options.clock : &SystemClock::instance()),
+                     options.prune_interval),
+        options_(options),
         clock_(options.clock ? options.clock : &SystemClock::instance()),
-        conn_(std::move(conn)),
-        writer_(options.state, *clock_, options.prune_interval, *this) {}
+        conn_(std::move(conn)) {}
 
   ~PostgresStore() override { close(); }
 
@@ -200,6 +202,8 @@ class PostgresStore final : public Store, private detail::BatchSink {
     auto last = conn_.query(
         "SELECT GREATEST("
         "(SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE node = $1), "
+        "(SELECT COALESCE(MAX(seq), 0) FROM usage WHERE node = $1), "
+        "(SELECT COALESCE(MAX(seq), 0) FROM feedback WHERE node = $1), "
         "(SELECT COALESCE(MAX(last_outcome_id), 0) FROM bandit_posteriors WHERE node = $1), "
         "(SELECT COALESCE(MAX(last_outcome_id), 0) FROM model_stats WHERE node = $1), "
         "(SELECT COALESCE(MAX(id), 0) FROM learning_log WHERE node = $1))",
@@ -211,24 +215,11 @@ class PostgresStore final : public Store, private detail::BatchSink {
 
   Result<LoadedState> load() override;
 
-  uint64_t enqueue(Event event) override { return writer_.enqueue(std::move(event)); }
-  void enqueue_batch(std::span<Event> events) override { writer_.enqueue_batch(events); }
-  Status flush() override { return writer_.flush(); }
-  uint64_t committed_seq() const override { return writer_.committed_seq(); }
-  Status prune() override { return writer_.prune(); }
-  StoreCounters counters() const override { return writer_.counters(); }
-
   Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) override;
   Result<std::map<std::string, double>> gateway_spend(WallTime since) override;
   Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) override;
 
-  void close() override {
-    std::lock_guard close_lock(close_mu_);
-    if (closed_) return;
-    closed_ = true;
-    writer_.stop();
-    conn_ = PgConn();
-  }
+  void release_connection() override { conn_ = PgConn(); }
 
  private:
   // ---- BatchSink: called on the writer thread ----
@@ -253,7 +244,7 @@ class PostgresStore final : public Store, private detail::BatchSink {
       }
       sql += ")";
     }
-    if (pending_.kind == &kLearnRows) sql += kLearnConflict;
+    sql += pending_.kind->conflict;
     Status st = conn_.exec(sql, pending_.params);
     pending_.rows = 0;
     pending_.params.clear();
@@ -299,6 +290,7 @@ class PostgresStore final : public Store, private detail::BatchSink {
             [&](const UsageEvent& u) {
               if (Status st = row(kUsageRows); !st.ok()) return st;
               p.add(node);
+              p.add(int64_t(e.seq));
               p.add(to_ms(u.time));
               p.add(u.request_id);
               p.add(u.provider);
@@ -406,13 +398,14 @@ class PostgresStore final : public Store, private detail::BatchSink {
             [&](const FeedbackEvent& f) {
               PgParams q;
               q.add(node);
+              q.add(int64_t(e.seq));
               q.add(to_ms(f.time));
               q.add(f.request_id);
               q.add(f.success ? 1 : 0);
               q.add(f.score);
               return single(
-                  "INSERT INTO feedback (node, ts_ms, request_id, success, score) VALUES ($1, "
-                  "$2, $3, $4, $5)",
+                  "INSERT INTO feedback (node, seq, ts_ms, request_id, success, score) VALUES "
+                  "($1, $2, $3, $4, $5, $6) ON CONFLICT (node, seq) DO NOTHING",
                   q);
             },
             [&](const LearnCompactEvent& c) {
@@ -476,10 +469,6 @@ class PostgresStore final : public Store, private detail::BatchSink {
   const Clock* clock_;
   PgConn conn_;  // the write connection: the writer thread's once it runs
   Pending pending_;
-  detail::BatchWriter writer_;
-
-  std::mutex close_mu_;
-  bool closed_ = false;
 };
 
 Result<LoadedState> PostgresStore::load() {

@@ -26,20 +26,16 @@ constexpr size_t kRowsPerInsert = 16;
 constexpr int kOutcomeColumns = 16;
 constexpr int kUsageColumns = 9;
 
-template <class... Ts>
-struct Overloaded : Ts... {
-  using Ts::operator()...;
-};
-template <class... Ts>
-Overloaded(Ts...) -> Overloaded<Ts...>;
+using detail::Overloaded;
 
-class SqliteStore final : public Store, private detail::BatchSink {
+class SqliteStore final : public detail::BatchedStore {
  public:
   SqliteStore(const SqliteStoreOptions& options, Db db)
-      : options_(options),
+      : BatchedStore(options.state, *(options.clock ? options.clock : &SystemClock::instance()),
+                     options.prune_interval),
+        options_(options),
         clock_(options.clock ? options.clock : &SystemClock::instance()),
-        db_(std::move(db)),
-        writer_(options.state, *clock_, options.prune_interval, *this) {}
+        db_(std::move(db)) {}
 
   ~SqliteStore() override { close(); }
 
@@ -115,13 +111,6 @@ class SqliteStore final : public Store, private detail::BatchSink {
 
   Result<LoadedState> load() override;
 
-  uint64_t enqueue(Event event) override { return writer_.enqueue(std::move(event)); }
-  void enqueue_batch(std::span<Event> events) override { writer_.enqueue_batch(events); }
-  Status flush() override { return writer_.flush(); }
-  uint64_t committed_seq() const override { return writer_.committed_seq(); }
-  Status prune() override { return writer_.prune(); }
-  StoreCounters counters() const override { return writer_.counters(); }
-
   Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) override {
     return query_recent_served(options_.state.path, since, limit);
   }
@@ -132,11 +121,7 @@ class SqliteStore final : public Store, private detail::BatchSink {
     return query_key_day_usage(options_.state.path, since);
   }
 
-  void close() override {
-    std::lock_guard close_lock(close_mu_);
-    if (closed_) return;
-    closed_ = true;
-    writer_.stop();
+  void release_connection() override {
     db_.reset();  // the writer already finalized its statements and checkpointed
   }
 
@@ -362,10 +347,6 @@ class SqliteStore final : public Store, private detail::BatchSink {
   std::array<Stmt, 2> insert_rows_;  // outcomes and usage, kRowsPerInsert rows per statement
   std::array<std::vector<const Entry*>, 2> gathered_;  // rows waiting for a multi-row insert
   Stmt begin_, commit_, prune_;
-  detail::BatchWriter writer_;
-
-  std::mutex close_mu_;
-  bool closed_ = false;
 };
 
 Result<LoadedState> SqliteStore::load() {

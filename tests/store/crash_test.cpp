@@ -20,20 +20,8 @@ namespace {
 
 using storetest::query_int;
 using storetest::query_text;
+using storetest::read_last_ack;
 using storetest::TempDir;
-
-// The last complete line the child printed, as a number (0 when none).
-uint64_t read_last_ack(int fd) {
-  std::string data;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
-  size_t end = data.rfind('\n');
-  if (end == std::string::npos) return 0;
-  size_t begin = data.rfind('\n', end - 1);
-  begin = begin == std::string::npos ? 0 : begin + 1;
-  return std::stoull(data.substr(begin, end - begin));
-}
 
 TEST(StoreCrashTest, KillNineNeverLosesAcknowledgedOutcomes) {
   TempDir dir;

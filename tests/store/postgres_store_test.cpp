@@ -18,6 +18,7 @@ namespace switchboard::store {
 namespace {
 
 using storetest::make_outcome;
+using storetest::read_last_ack;
 using testsupport::PostgresServer;
 
 PostgresStoreOptions options_for(const PostgresServer& pg, const std::string& node) {
@@ -196,6 +197,32 @@ TEST(PostgresStoreTest, RetentionPrunesOldOutcomesOfEveryGateway) {
   EXPECT_EQ(count(pg, "SELECT count(*) FROM outcomes WHERE model = 'recent'"), 5);
 }
 
+// A database that goes away and comes back: the writer reconnects, and essential events (usage,
+// what budgets count) are retried until they are committed, none lost and none twice.
+TEST(PostgresStoreTest, ADatabaseRestartLosesNoEssentialEvent) {
+  PostgresServer pg;
+  auto s = open(pg, "gw-a");
+  ASSERT_NE(s, nullptr);
+  UsageEvent u;
+  u.provider = "openai";
+  u.key_id = "openai#1";
+  u.model = "gpt";
+  u.cost_usd = 0.001;
+  constexpr int kBefore = 200, kDuring = 200, kAfter = 200;
+  for (int i = 0; i < kBefore; ++i) s->enqueue(u);
+  ASSERT_TRUE(s->flush().ok());
+  pg.kill();
+  for (int i = 0; i < kDuring; ++i) s->enqueue(u);  // the writer fails to commit these, for now
+  ASSERT_TRUE(testsupport::wait_until([&] { return s->counters().write_errors > 0; }));
+  pg.start();
+  for (int i = 0; i < kAfter; ++i) s->enqueue(u);
+  ASSERT_TRUE(testsupport::wait_until(
+      [&] { return s->committed_seq() >= uint64_t(kBefore + kDuring + kAfter); },
+      std::chrono::seconds(30)));
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM usage"), kBefore + kDuring + kAfter);
+  EXPECT_EQ(s->counters().dropped, 0u);
+}
+
 TEST(PostgresStoreTest, StatsAggregateEveryGatewaysOutcomes) {
   PostgresServer pg;
   const WallTime now = std::chrono::system_clock::now();
@@ -239,17 +266,6 @@ TEST(PostgresStoreTest, ANewerSchemaIsRefusedAndABadUrlIsAClearError) {
 
 // The SQLite crash test's twin: kill -9 a process writing outcomes at random moments; every
 // outcome it saw acknowledged is in the database afterwards.
-uint64_t read_last_ack(int fd) {
-  std::string data;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) data.append(buf, static_cast<size_t>(n));
-  size_t end = data.rfind('\n');
-  if (end == std::string::npos) return 0;
-  size_t begin = data.rfind('\n', end - 1);
-  begin = begin == std::string::npos ? 0 : begin + 1;
-  return std::stoull(data.substr(begin, end - begin));
-}
 
 TEST(PostgresStoreTest, KillNineNeverLosesAcknowledgedOutcomes) {
   PostgresServer pg;

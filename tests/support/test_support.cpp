@@ -102,24 +102,30 @@ int free_port() {
   }
 }
 
+namespace {
+// Sends `sig` to a server the test started and reaps it, with SIGKILL after 5 s.
+void stop_child(int pid, int sig) {
+  if (pid <= 0) return;
+  ::kill(pid, sig);
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > until) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+}  // namespace
+
 RedisServer::RedisServer() : port_(free_port()) {
   start();
 }
 
 RedisServer::~RedisServer() {
-  if (pid_ > 0) {
-    ::kill(pid_, SIGTERM);
-    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (std::chrono::steady_clock::now() > until) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-  }
+  stop_child(pid_, SIGTERM);
 }
 
 void RedisServer::start() {
@@ -238,6 +244,14 @@ PostgresServer::PostgresServer() : port_(free_port()) {
     std::fprintf(stderr, "initdb failed (status %d); see %s\n", status, log.c_str());
     std::abort();
   }
+  start();
+}
+
+void PostgresServer::start() {
+  if (pid_ > 0) return;
+  const std::string bin = pg_bindir();
+  const std::string data = dir_.path() + "/data";
+  const std::string log = dir_.path() + "/postgres.log";
   pid_ = spawn_unprivileged(
       {bin + "/postgres", "-D", data, "-p", std::to_string(port_), "-c",
        "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir_.path(), "-c",
@@ -252,18 +266,12 @@ PostgresServer::PostgresServer() : port_(free_port()) {
 }
 
 PostgresServer::~PostgresServer() {
-  if (pid_ <= 0) return;
-  ::kill(pid_, SIGQUIT);  // immediate shutdown: the data is thrown away anyway
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  int status = 0;
-  while (::waitpid(pid_, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > until) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, &status, 0);
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
+  stop_child(pid_, SIGQUIT);  // immediate shutdown: the data is thrown away anyway
+}
+
+void PostgresServer::kill() {
+  stop_child(pid_, SIGKILL);
+  pid_ = -1;
 }
 
 std::string PostgresServer::url() const {

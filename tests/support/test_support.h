@@ -86,6 +86,10 @@ class PostgresServer {
   int port() const { return port_; }
   // postgresql://postgres@127.0.0.1:<port>/postgres (trust authentication on loopback).
   std::string url() const;
+  // kill() (SIGKILL: connections drop; committed data survives, as after a crash) and start()
+  // again on the same port and data simulate an outage.
+  void kill();
+  void start();
   // psql's unaligned answer to `sql` (stdout, trailing newline removed; "ERROR..." on failure).
   std::string psql(const std::string& sql) const;
 
