@@ -1,6 +1,7 @@
 // Store benchmarks: the request-path cost of enqueue, and sustained committed outcome rows/s.
 #include <benchmark/benchmark.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <string>
@@ -97,6 +98,39 @@ void BM_StoreSustainedWrite(benchmark::State& state) {
   (*store)->close();
 }
 BENCHMARK(BM_StoreSustainedWrite)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same against PostgreSQL (the shared-state backend), when SWITCHBOARD_BENCH_PG_URL names a
+// database (bench/store_backends.sh starts a private server and runs both side by side).
+void BM_PostgresSustainedWrite(benchmark::State& state) {
+  const char* url = std::getenv("SWITCHBOARD_BENCH_PG_URL");
+  if (url == nullptr || *url == '\0') {
+    state.SkipWithError("SWITCHBOARD_BENCH_PG_URL is not set (see bench/store_backends.sh)");
+    return;
+  }
+  PostgresStoreOptions options;
+  options.state.url = url;
+  options.state.node = "bench-" + std::to_string(::getpid());
+  options.state.retention_days = 0;
+  auto store = open_postgres_store(options);
+  if (!store.ok()) {
+    state.SkipWithError(store.status().to_string().c_str());
+    return;
+  }
+  const int64_t per_iteration = state.range(0);
+  OutcomeEvent o = bench_outcome();
+  for (auto _ : state) {
+    for (int64_t i = 0; i < per_iteration; ++i) (*store)->enqueue(o);
+    if (!(*store)->flush().ok()) {
+      state.SkipWithError("flush failed");
+      break;
+    }
+  }
+  const auto c = (*store)->counters();
+  if (c.dropped != 0) state.SkipWithError("events were dropped");
+  state.SetItemsProcessed(static_cast<int64_t>(c.committed));
+  (*store)->close();
+}
+BENCHMARK(BM_PostgresSustainedWrite)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace
 }  // namespace switchboard::store
