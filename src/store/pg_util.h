@@ -67,4 +67,8 @@ class PgConn {
   std::unique_ptr<PGconn, decltype(&PQfinish)> c_;
 };
 
+// Brings the database's schema to this binary's (pg_schema.cpp): once, under an advisory lock;
+// FailedPrecondition for a database newer than this binary.
+Status pg_migrate(PgConn& conn);
+
 }  // namespace switchboard::store::detail
