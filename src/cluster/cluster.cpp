@@ -51,9 +51,10 @@ const std::string& script_text(size_t i) {
   }
 }
 
-// Budgets count in integer nano-USD in Redis (HINCRBY), exact well past any monthly budget.
+// Budgets count in integer nano-USD in Redis (HINCRBY), compared as Lua numbers (doubles):
+// exact up to 2^53 nano-USD, about $9M, which amounts are clamped to.
 int64_t nano_usd(double usd) {
-  return static_cast<int64_t>(std::llround(std::clamp(usd, 0.0, 1e6) * 1e9));
+  return static_cast<int64_t>(std::llround(std::clamp(usd, 0.0, 9e6) * 1e9));
 }
 double usd_of(int64_t nano) {
   return double(nano) / 1e9;
@@ -159,18 +160,27 @@ struct Node {
   }
 
   // Ends a hold on this node's thread (from any thread): forgets its renewal and runs `script`.
-  // After stop() the io_context may be going away: the hold expires after its TTL instead.
-  void end_hold(std::string token, size_t script, Command args, const char* what) {
-    if (stopped.load(std::memory_order_acquire)) return;
-    asio::dispatch(
-        ctx, [this, token = std::move(token), script, args = std::move(args), what]() mutable {
-          held.erase(token);
-          if (stopped) return;
-          eval(script, std::move(args), [what](Reply r) {
-            // Not ended (Redis went away): the hold expires after the TTL.
-            if (!r.ok()) log::debug("cluster: ending {} failed: {}", what, r.str);
-          });
-        });
+  // Not ended (stopped, Redis away): the hold expires after its TTL, and `failed` runs (on any
+  // thread) for what the TTL does not give back.
+  void end_hold(std::string token, size_t script, Command args, const char* what,
+                std::function<void()> failed = nullptr) {
+    if (stopped.load(std::memory_order_acquire)) {
+      if (failed) failed();
+      return;
+    }
+    asio::dispatch(ctx, [this, token = std::move(token), script, args = std::move(args), what,
+                         failed = std::move(failed)]() mutable {
+      held.erase(token);
+      if (stopped) {
+        if (failed) failed();
+        return;
+      }
+      eval(script, std::move(args), [what, failed = std::move(failed)](Reply r) {
+        if (r.ok()) return;
+        log::debug("cluster: ending {} failed: {}", what, r.str);
+        if (failed) failed();
+      });
+    });
   }
 
   void wake(const std::string& provider) {
@@ -248,6 +258,7 @@ BudgetHold& BudgetHold::operator=(BudgetHold&& o) noexcept {
   if (this != &o) {
     if (active()) settle(0);
     node_ = std::exchange(o.node_, nullptr);
+    owner_ = o.owner_;
     base_ = std::move(o.base_);
     token_ = std::move(o.token_);
   }
@@ -261,8 +272,13 @@ BudgetHold::~BudgetHold() {
 void BudgetHold::settle(double cost_usd) {
   if (node_ == nullptr) return;
   Node* node = std::exchange(node_, nullptr);
-  node->end_hold(token_, kBudgetSettleScript,
-                 Command{"1", base_, token_, std::to_string(nano_usd(cost_usd))}, "a budget hold");
+  const int64_t cost = nano_usd(cost_usd);
+  // A settle that does not reach Redis would lose the cost: the next admission adds it.
+  std::function<void()> failed;
+  if (cost > 0)
+    failed = [owner = owner_, base = base_, cost] { owner->add_unsynced_nano(base, cost); };
+  node->end_hold(token_, kBudgetSettleScript, Command{"1", base_, token_, std::to_string(cost)},
+                 "a budget hold", std::move(failed));
 }
 
 // ------------------------------------------------------------------------------- Cluster
@@ -431,16 +447,26 @@ asio::awaitable<BudgetResult> Cluster::reserve_budget(BudgetRequest request) {
   if (n == nullptr) co_return out;
   std::string base = config_.prefix + ":{#budget}:" + std::string(request.name);
   std::string token = next_token();
+  int64_t unsynced = 0;
+  {
+    std::lock_guard lock(unsynced_mu_);
+    if (auto it = unsynced_.find(base); it != unsynced_.end()) {
+      unsynced = it->second;
+      unsynced_.erase(it);
+    }
+  }
   Command args{"1",
                base,
                token,
                std::to_string(config_.lease_ttl_ms),
                std::to_string(nano_usd(request.estimate_usd)),
                std::to_string(nano_usd(request.budget_usd)),
-               std::to_string(nano_usd(request.seed_spend_usd))};
+               std::to_string(nano_usd(request.seed_spend_usd)),
+               std::to_string(unsynced)};
   Reply r = co_await n->eval_await(kBudgetAdmitScript, std::move(args));
   if (!r.ok() || r.type != Reply::Type::kArray || r.elements.size() < 3) {
     if (r.type == Reply::Type::kError) log::warn("cluster: budget script failed: {}", r.str);
+    if (unsynced > 0) add_unsynced_nano(base, unsynced);  // not applied: next time
     co_return out;
   }
   out.spend_usd = usd_of(r.elements[1].integer);
@@ -449,6 +475,7 @@ asio::awaitable<BudgetResult> Cluster::reserve_budget(BudgetRequest request) {
     case 1:
       out.status = BudgetResult::Status::kGranted;
       out.hold.node_ = n;
+      out.hold.owner_ = this;
       n->held.emplace(token, base + ":l");
       out.hold.base_ = std::move(base);
       out.hold.token_ = std::move(token);
@@ -460,6 +487,17 @@ asio::awaitable<BudgetResult> Cluster::reserve_budget(BudgetRequest request) {
       out.status = BudgetResult::Status::kNoRoom;
   }
   co_return out;
+}
+
+void Cluster::add_unsynced_nano(const std::string& base, int64_t nano) {
+  if (nano <= 0) return;
+  std::lock_guard lock(unsynced_mu_);
+  // Bounded: one entry per configured client key name.
+  unsynced_[base] += nano;
+}
+
+void Cluster::add_unsynced_spend(std::string_view name, double cost_usd) {
+  add_unsynced_nano(config_.prefix + ":{#budget}:" + std::string(name), nano_usd(cost_usd));
 }
 
 asio::awaitable<ReserveResult> Cluster::reserve(ReserveRequest request) {

@@ -27,8 +27,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
@@ -94,6 +96,7 @@ class BudgetHold {
  private:
   friend class Cluster;
   Node* node_ = nullptr;
+  Cluster* owner_ = nullptr;
   std::string base_;  // "<prefix>:{#budget}:<name>"
   std::string token_;
 };
@@ -158,6 +161,10 @@ class Cluster {
   asio::awaitable<ReserveResult> reserve(ReserveRequest request);
   // A client key's monthly budget, exact across the gateways: holds the estimate when it fits.
   asio::awaitable<BudgetResult> reserve_budget(BudgetRequest request);
+  // Spend of a client key that could not reach Redis (admitted on the local share while Redis was
+  // away): the key's next budget admission adds it to the month's spend. Any thread. A settle
+  // that fails is kept the same way.
+  void add_unsynced_spend(std::string_view name, double cost_usd);
   // Returns at `until`, or earlier when a gateway releases a lease of `provider` (or the wait is
   // cancelled).
   asio::awaitable<void> wait_release(std::string provider, MonoTime until);
@@ -185,6 +192,8 @@ class Cluster {
 
  private:
   friend class Reservation;
+  friend class BudgetHold;
+  void add_unsynced_nano(const std::string& base, int64_t nano);
   Node* this_node() const;
   // This thread's node once its connection is up (the first requests wait for the first
   // connection, up to the connect timeout); nullptr when Redis cannot be asked.
@@ -203,6 +212,8 @@ class Cluster {
   std::atomic<int> up_count_{0};
   std::atomic<bool> logged_down_{false};
   std::atomic<bool> stopping_{false};
+  std::mutex unsynced_mu_;
+  std::unordered_map<std::string, int64_t> unsynced_;  // budget key → nano-USD not yet in Redis
   std::atomic<uint64_t> seq_{0};
   MonoTime startup_deadline_{};  // set by start(): until then a connecting Redis is waited for
   uint64_t instance_ = 0;

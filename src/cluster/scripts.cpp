@@ -259,6 +259,7 @@ return held
 constexpr const char* kBudgetAdmitBody = R"lua(
 local base, token, ttl = KEYS[1], ARGV[1], tonumber(ARGV[2])
 local est, budget, seed = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local unsynced = tonumber(ARGV[6])
 -- This UTC month (year * 12 + month - 1) from Redis' clock: days to a civil date, the
 -- proleptic Gregorian calendar in eras of 400 years.
 local z = math.floor(now / 86400000) + 719468
@@ -276,10 +277,14 @@ local month = y * 12 + m - 1
 local l, a = base .. ':l', base .. ':a'
 local mo = tonumber(redis.call('HGET', base, 'mo'))
 if mo == nil then
-  -- First use, or Redis lost it: start from what the asking gateway knows was spent.
+  -- First use, or Redis lost it: start from what the asking gateway knows was spent (which
+  -- includes what it could not report).
   redis.call('HSET', base, 'mo', month, 's', seed)
 elseif mo < month then
   redis.call('HSET', base, 'mo', month, 's', 0)
+elseif unsynced > 0 then
+  -- Spent through this gateway while Redis could not be told (its local share, a lost settle).
+  redis.call('HINCRBY', base, 's', unsynced)
 end
 local gone = redis.call('ZRANGEBYSCORE', l, '-inf', now)
 for _, t in ipairs(gone) do redis.call('HDEL', a, t) end

@@ -44,7 +44,8 @@ const std::string& settle();
 const std::string& renew();
 
 // KEYS[1] = "<prefix>:{#budget}:<name>"
-// ARGV: token, ttl_ms, estimate, budget, seed_spend (the spend to start from when Redis has none)
+// ARGV: token, ttl_ms, estimate, budget, seed_spend (the spend to start from when Redis has none),
+//       unsynced (spend this gateway could not report before; added within the same month)
 // Starts the month over when Redis' clock entered a new one. Holds `estimate` under `token`
 // when the spend and every live hold leave room for it: {1, spend, held}; else {0, spend, held}
 // when the budget is spent, {2, spend, held} when this estimate does not fit.

@@ -159,7 +159,8 @@ void ConfigReader::read_gateway_keys(const YAML::Node& n, AuthConfig& a) {
         }
         read_string(item, "name", ip, policy.name);
         read_int(item, "rpm", ip, policy.rpm, 0);
-        read_double(item, "monthly_budget_usd", ip, policy.monthly_budget_usd, 0.0);
+        // Shared budgets count in nano-USD exactly up to about $9M (cluster.h).
+        read_double(item, "monthly_budget_usd", ip, policy.monthly_budget_usd, 0.0, 9e6);
         if (present(item, "routes")) {
           YAML::Node r = item["routes"];
           if (!r.IsSequence())

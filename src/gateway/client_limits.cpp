@@ -11,10 +11,13 @@ ClientLimits::ClientLimits(Runtime& rt, const Snapshot& snap, int gateway_key)
 
 ClientLimits::~ClientLimits() {
   if (hold_.active()) hold_.settle(charged_usd_);
-  if (reserved_usd_ > 0) {
+  // Admitted on the local share while Redis was away: the next admission tells Redis.
+  if (unsynced_ && charged_usd_ > 0) rt_.cluster->add_unsynced_spend(policy()->name, charged_usd_);
+  if (reserved_usd_ > 0 || held_charge_usd_ > 0) {
     auto& st = state();
     std::lock_guard lock(st.mu);
     st.reserved_usd = std::max(0.0, st.reserved_usd - reserved_usd_);
+    st.in_hold_usd = std::max(0.0, st.in_hold_usd - held_charge_usd_);
   }
 }
 
@@ -107,6 +110,7 @@ void roll_month(GatewayKeyState& st, int month) {
   st.month = month;
   st.spend_usd = 0;
   st.shared_seen_usd = -1;
+  st.in_hold_usd = 0;
 }
 }  // namespace
 
@@ -147,12 +151,14 @@ asio::awaitable<std::optional<ClientRefusal>> ClientLimits::reserve_budget(doubl
   {
     std::lock_guard lock(st.mu);
     roll_month(st, utc_month(rt_.clock.wall_now()));
-    rq.seed_spend_usd = st.spend_usd;
+    rq.seed_spend_usd = std::max(0.0, st.spend_usd - st.in_hold_usd);
   }
   cluster::BudgetResult res = co_await rt_.cluster->reserve_budget(rq);
   if (res.status == cluster::BudgetResult::Status::kUnavailable) {
     if (auto refusal = redis_down_refusal()) co_return refusal;
-    co_return local_budget(estimate_usd, 1.0 / rt_.cluster->config().expected_gateways);
+    auto refusal = local_budget(estimate_usd, 1.0 / rt_.cluster->config().expected_gateways);
+    unsynced_ = !refusal.has_value();
+    co_return refusal;
   }
   std::lock_guard lock(st.mu);
   const bool granted = res.status == cluster::BudgetResult::Status::kGranted;
@@ -173,6 +179,10 @@ void ClientLimits::charge(double cost_usd) {
   auto& st = state();
   std::lock_guard lock(st.mu);
   st.spend_usd += cost_usd;
+  if (hold_.active()) {
+    st.in_hold_usd += cost_usd;
+    held_charge_usd_ += cost_usd;
+  }
 }
 
 }  // namespace switchboard::gateway

@@ -60,6 +60,8 @@ class ClientLimits {
   const int gateway_key_;
   double reserved_usd_ = 0;  // this request's share of the key's reserved budget (local count)
   double charged_usd_ = 0;
+  double held_charge_usd_ = 0;  // charged while the shared hold was active (in_hold_usd's share)
+  bool unsynced_ = false;       // admitted on the local share: Redis has not heard of it
   cluster::BudgetHold hold_;
 };
 

@@ -78,6 +78,9 @@ struct GatewayKeyState {
   // gateway adds at most its share of what was left (client_limits.cpp).
   double shared_seen_usd = -1;
   double local_at_seen_usd = 0;
+  // What requests still holding a shared budget charged already (in spend_usd, not yet settled in
+  // Redis): an emptied Redis starts from spend_usd less this, so their settles count them once.
+  double in_hold_usd = 0;
 };
 
 // The breakers of every configured (provider, model), resolved once per snapshot: the request

@@ -502,6 +502,22 @@ TEST(ClusterTest, ABudgetCountsEveryGatewaysHoldsAndSpend) {
   EXPECT_EQ(redis.cli("ZCARD 'sb:{#budget}:team:l'"), "0") << "every hold ended";
 }
 
+// Spend Redis could not be told of (a request admitted on the local share while it was away, a
+// settle that failed) reaches the month's spend with the key's next admission, once.
+TEST(ClusterTest, UnsyncedSpendReachesRedisWithTheNextAdmission) {
+  ts::RedisServer redis;
+  FakeGateway a(cluster_config(redis));
+  Holds holds;
+  using S = BudgetResult::Status;
+  ASSERT_EQ(hold_budget(a, holds, budget_request(0.1)), S::kGranted);
+  holds.back().settle(0);
+  a.cluster().add_unsynced_spend("team", 0.3);
+  ASSERT_EQ(hold_budget(a, holds, budget_request(0.1)), S::kGranted);
+  EXPECT_EQ(redis.cli("HGET 'sb:{#budget}:team' s"), "300000000");
+  EXPECT_EQ(hold_budget(a, holds, budget_request(0.65)), S::kNoRoom) << "0.3 spent + 0.1 held";
+  EXPECT_EQ(redis.cli("HGET 'sb:{#budget}:team' s"), "300000000") << "counted once";
+}
+
 TEST(ClusterTest, ConcurrentHoldsFromFourGatewaysNeverOverspend) {
   ts::RedisServer redis;
   std::vector<std::unique_ptr<FakeGateway>> gws;
