@@ -225,11 +225,14 @@ if cd_ms >= 0 then
   local field = '*'
   if cd_model ~= '' then field = 'm:' .. cd_model end
   -- Model names may come from clients (provider/anything): the hash is bounded. At the bound the
-  -- cooldowns that ended go; if none did, this one stays the gateway's own (never key-wide).
+  -- cooldowns that ended go (a scan at most once a second: a flood of new names costs no more);
+  -- if none did, this one stays the gateway's own (never key-wide).
   if field ~= '*' and redis.call('HEXISTS', h, field) == 0 and redis.call('HLEN', h) >= MAXCD then
-    local all = redis.call('HGETALL', h)
-    for i = 1, #all, 2 do
-      if tonumber(all[i + 1]) <= now then redis.call('HDEL', h, all[i]) end
+    if redis.call('SET', base .. ':cdp', '1', 'NX', 'PX', 1000) then
+      local all = redis.call('HGETALL', h)
+      for i = 1, #all, 2 do
+        if tonumber(all[i + 1]) <= now then redis.call('HDEL', h, all[i]) end
+      end
     end
     if redis.call('HLEN', h) >= MAXCD then field = nil end
   end

@@ -57,9 +57,8 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "path" << YAML::Value << c.state.path;
   if (c.state.backend == "postgres") {
     std::string url = c.state.url;
-    if (!c.state.url_password.empty())
-      if (auto at = url.find(":" + c.state.url_password + "@"); at != std::string::npos)
-        url.replace(at + 1, c.state.url_password.size(), "***");
+    if (const std::string& pw = c.state.url_password; !pw.empty())
+      for (size_t at; (at = url.find(pw)) != std::string::npos;) url.replace(at, pw.size(), "***");
     out << YAML::Key << "url" << YAML::Value << url;
     out << YAML::Key << "node" << YAML::Value << c.state.node;
   }

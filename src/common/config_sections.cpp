@@ -99,6 +99,14 @@ void ConfigReader::read_state(const YAML::Node& n) {
         if (auto colon = user_pass.find(':'); colon != std::string::npos)
           s.url_password = user_pass.substr(colon + 1);
       }
+      // libpq also takes ?password=...: a secret all the same.
+      if (auto q = rest.find('?'); q != std::string::npos) {
+        const std::string query = "&" + rest.substr(q + 1);
+        if (auto at = query.find("&password="); at != std::string::npos) {
+          const size_t from = at + 10;
+          s.url_password = query.substr(from, query.find('&', from) - from);
+        }
+      }
     }
   }
   if (read_string(n, "node", p, s.node) && (s.node.empty() || s.node.size() > 128 ||

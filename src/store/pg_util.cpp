@@ -8,6 +8,7 @@
 namespace switchboard::store::detail {
 
 namespace {
+std::string redact_url(std::string msg, const std::string& url);
 std::string pg_error(const PGconn* c, std::string_view what) {
   std::string msg(PQerrorMessage(c));
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
@@ -45,16 +46,49 @@ double PgResult::number(int row, int col) const {
   return t.empty() ? 0.0 : std::strtod(t.c_str(), nullptr);
 }
 
+namespace {
+std::string redact_url(std::string msg, const std::string& url) {
+  // libpq quotes the URI in some of its parse errors; the password may also stand alone.
+  for (size_t at; !url.empty() && (at = msg.find(url)) != std::string::npos;)
+    msg.replace(at, url.size(), "(the configured URL)");
+  if (PQconninfoOption* opts = PQconninfoParse(url.c_str(), nullptr)) {
+    for (PQconninfoOption* o = opts; o->keyword != nullptr; ++o) {
+      if (std::string_view(o->keyword) != "password" || o->val == nullptr || !*o->val) continue;
+      const std::string pw = o->val;
+      for (size_t at; (at = msg.find(pw)) != std::string::npos;) msg.replace(at, pw.size(), "***");
+    }
+    PQconninfoFree(opts);
+  }
+  return msg;
+}
+}  // namespace
+
 Result<PgConn> PgConn::connect(const std::string& url, int connect_timeout_s) {
   const std::string timeout = std::to_string(std::max(1, connect_timeout_s));
-  const char* keys[] = {"dbname", "connect_timeout", "application_name", nullptr};
-  const char* values[] = {url.c_str(), timeout.c_str(), "switchboard", nullptr};
+  // A database host that vanishes without a reset must not hold the writer in a statement for
+  // hours: keepalives and a TCP user timeout end such a connection within about 30 s, and no
+  // statement runs longer than a minute.
+  const char* keys[] = {"dbname",           "connect_timeout",
+                        "application_name", "keepalives",
+                        "keepalives_idle",  "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout",
+                        "options",          nullptr};
+  const char* values[] = {url.c_str(),
+                          timeout.c_str(),
+                          "switchboard",
+                          "1",
+                          "10",
+                          "5",
+                          "3",
+                          "30000",
+                          "-c statement_timeout=60000",
+                          nullptr};
   PgConn out;
-  // expand_dbname: the URI's own parameters, then ours where it has none.
+  // expand_dbname: the URI's parameters, then ours.
   out.c_.reset(PQconnectdbParams(keys, values, 1));
   if (!out.c_) return Status::io_error("postgres: out of memory");
   if (PQstatus(out.c_.get()) != CONNECTION_OK)
-    return Status::io_error(pg_error(out.c_.get(), "cannot connect to postgres"));
+    return Status::io_error(redact_url(pg_error(out.c_.get(), "cannot connect to postgres"), url));
   // Notices (e.g. "relation already exists, skipping") are not ours to print.
   PQsetNoticeProcessor(
       out.c_.get(), [](void*, const char*) {}, nullptr);
@@ -97,6 +131,7 @@ bool PgConn::ensure() {
   if (!c_) return false;
   if (PQstatus(c_.get()) == CONNECTION_OK) return true;
   PQreset(c_.get());
+  ++resets_;
   return PQstatus(c_.get()) == CONNECTION_OK;
 }
 

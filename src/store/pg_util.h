@@ -62,9 +62,12 @@ class PgConn {
   // Reconnects when the connection broke (a restarted server); true when it is usable.
   bool ensure();
   bool in_transaction() const;
+  // How many times ensure() reconnected: session state (advisory locks) is gone after each.
+  uint64_t resets() const { return resets_; }
 
  private:
   std::unique_ptr<PGconn, decltype(&PQfinish)> c_;
+  uint64_t resets_ = 0;
 };
 
 // Brings the database's schema to this binary's (pg_schema.cpp): once, under an advisory lock;

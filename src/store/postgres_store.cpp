@@ -66,7 +66,24 @@ class PostgresStore final : public detail::BatchedStore {
 
   ~PostgresStore() override { close(); }
 
+  // Two live gateways under one node name would hand out the same sequence numbers (and one's
+  // rows would be skipped as retries of the other's): the write connection holds a session lock
+  // on the name, taken again after a reconnection.
+  Status lock_node() {
+    PgParams p;
+    p.add(options_.state.node);
+    auto r = conn_.query("SELECT pg_try_advisory_lock(1937207909, hashtext($1))", p);
+    if (!r.ok()) return r.status();
+    if (r->text(0, 0) != "t")
+      return Status::failed_precondition("another gateway is running as node '" +
+                                         options_.state.node +
+                                         "' on this database: give each its own state.node");
+    locked_resets_ = conn_.resets();
+    return Status();
+  }
+
   Status init() {
+    if (Status st = lock_node(); !st.ok()) return st;
     PgParams p;
     p.add(options_.state.node);
     // Sequence numbers continue after everything of this node already referenced.
@@ -204,7 +221,7 @@ class PostgresStore final : public detail::BatchedStore {
                   "updated_ms) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key_id, model) DO "
                   "UPDATE SET state = excluded.state, cooldown_until_ms = "
                   "excluded.cooldown_until_ms, reason = excluded.reason, updated_ms = "
-                  "excluded.updated_ms",
+                  "excluded.updated_ms WHERE key_state.updated_ms <= excluded.updated_ms",
                   q);
             },
             [&](const BreakerTransitionEvent& b) {
@@ -300,6 +317,9 @@ class PostgresStore final : public detail::BatchedStore {
     pending_.rows = 0;
     pending_.params.clear();
     if (!conn_.ensure()) return Status::io_error("postgres: connection lost, reconnecting");
+    if (conn_.resets() != locked_resets_) {
+      if (Status st = lock_node(); !st.ok()) return st;
+    }
     Status st = conn_.exec("BEGIN");
     for (size_t i = 0; st.ok() && i < retry.size(); ++i) st = write(retry[i]);
     for (size_t i = 0; st.ok() && i < ess.size(); ++i) st = write(ess.at(i));
@@ -338,7 +358,8 @@ class PostgresStore final : public detail::BatchedStore {
 
   const PostgresStoreOptions options_;
   const Clock* clock_;
-  PgConn conn_;  // the write connection: the writer thread's once it runs
+  PgConn conn_;                 // the write connection: the writer thread's once it runs
+  uint64_t locked_resets_ = 0;  // conn_.resets() when the node lock was taken
   Pending pending_;
 };
 

@@ -151,6 +151,13 @@ TEST(ConfigTest, APostgresStateKeepsItsUrlPasswordSecretAndNeedsAUrl) {
   EXPECT_NE(dump.find("postgresql://sb:***@db.internal:5433/switchboard"), std::string::npos)
       << dump;
 
+  auto query = load_config_string(
+      "state: { backend: postgres, url: \"postgresql://db/sb?sslmode=require&password=pg-q-4\" }\n",
+      "t.yaml", no_env());
+  ASSERT_TRUE(query.ok());
+  EXPECT_EQ(query.config->state.url_password, "pg-q-4");
+  EXPECT_EQ(dump_config(*query.config).find("pg-q-4"), std::string::npos);
+
   auto missing = load_config_string("state:\n  backend: postgres\n", "t.yaml", no_env());
   ASSERT_FALSE(missing.ok());
   EXPECT_EQ(missing.errors[0].path, "state.url");

@@ -168,6 +168,11 @@ TEST(PostgresStoreTest, GatewaysShareTheRecordButEachKeepsItsLearnedState) {
   const uint64_t ida = a->enqueue(l);
   const uint64_t idb = b->enqueue(l);
   EXPECT_EQ(ida, idb) << "each gateway numbers its own events";
+  // A second live gateway under a name in use is refused, not left to collide.
+  auto twin = open_postgres_store(options_for(pg, "gw-a"));
+  ASSERT_FALSE(twin.ok());
+  EXPECT_NE(twin.status().message().find("node 'gw-a'"), std::string::npos)
+      << twin.status().to_string();
   ASSERT_TRUE(a->flush().ok());
   ASSERT_TRUE(b->flush().ok());
   EXPECT_EQ(count(pg, "SELECT count(*) FROM outcomes"), 60) << "one record for all";
@@ -262,6 +267,12 @@ TEST(PostgresStoreTest, ANewerSchemaIsRefusedAndABadUrlIsAClearError) {
   auto bad = open_postgres_store(o);
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().message().find("hunter2"), std::string::npos) << "no password in errors";
+  // libpq quotes a URI it cannot parse: the error names it without it.
+  o.state.url = "postgresql://postgres:hunter4@[127.0.0.1:1/postgres";
+  auto unparsable = open_postgres_store(o);
+  ASSERT_FALSE(unparsable.ok());
+  EXPECT_EQ(unparsable.status().message().find("hunter4"), std::string::npos)
+      << unparsable.status().to_string();
 }
 
 // The SQLite crash test's twin: kill -9 a process writing outcomes at random moments; every
