@@ -30,10 +30,17 @@ void SharedLearning::start() {
   if (thread_.joinable()) return;
   thread_ = std::thread([this] {
     std::unique_lock lock(mu_);
+    auto next_publish = MonoClock::now() + interval_;
     while (!stopping_) {
-      cv_.wait_for(lock, interval_, [this] { return stopping_; });
+      cv_.wait_until(lock, next_publish, [this] { return stopping_ || !inbox_.empty(); });
+      std::vector<std::string> batches;
+      batches.swap(inbox_);
       lock.unlock();
-      publish_pending();
+      for (const auto& b : batches) apply(b);
+      if (MonoClock::now() >= next_publish) {
+        publish_pending();
+        next_publish = MonoClock::now() + interval_;
+      }
       lock.lock();
     }
   });
@@ -76,6 +83,21 @@ void SharedLearning::publish_pending() {
 }
 
 void SharedLearning::receive(std::string_view batch) {
+  static prometheus::Counter& dropped = records_counter("dropped");
+  {
+    // Applied on this object's thread, not the subscriber's (a request thread): a large batch
+    // never stalls requests. Bounded: past kMaxInbox waiting batches, new ones are dropped.
+    std::lock_guard lock(mu_);
+    if (!stopping_ && inbox_.size() < kMaxInbox) {
+      inbox_.emplace_back(batch);
+      cv_.notify_one();
+      return;
+    }
+  }
+  dropped.Increment();
+}
+
+void SharedLearning::apply(std::string_view batch) {
   static prometheus::Counter& received = records_counter("received");
   auto records = decode(batch);
   if (records.empty()) return;

@@ -6,9 +6,9 @@
 // all gateways so follow the same evidence within about an interval plus a Redis round trip;
 // what is published while a gateway cannot hear it is not replayed to it (bounded staleness).
 //
-// Thread-safety: offer() from any thread (it only appends under a short lock; the router calls
-// it with its own lock held), receive() on the cluster's subscriber thread, start/stop from one
-// controlling thread.
+// Thread-safety: offer() and receive() from any thread (each only appends under a short lock; the
+// router calls offer() with its own lock held); this object's thread applies and publishes;
+// start/stop from one controlling thread.
 #pragma once
 
 #include <condition_variable>
@@ -31,6 +31,8 @@ class SharedLearning {
   static constexpr size_t kMaxPending = 65536;
   // A batch from a peer holds at most this many records; the rest is ignored.
   static constexpr size_t kMaxBatchRecords = 65536;
+  // Peer batches waiting to be applied; more are dropped (counted).
+  static constexpr size_t kMaxInbox = 64;
 
   SharedLearning(Runtime& rt, Millis interval) : rt_(rt), interval_(interval) {}
   ~SharedLearning() { stop(); }
@@ -43,7 +45,7 @@ class SharedLearning {
 
   // A record this gateway's router applied (peer records are ignored: never shared again).
   void offer(const LearnRecord& record);
-  // Another gateway's batch, into the current router.
+  // Another gateway's batch: queued, and applied to the current router on this object's thread.
   void receive(std::string_view batch);
 
   // The batch encoding: a line per record, tab-separated: kind (0 outcome, 1 verdict), reward,
@@ -54,12 +56,14 @@ class SharedLearning {
 
  private:
   void publish_pending();
+  void apply(std::string_view batch);
 
   Runtime& rt_;
   const Millis interval_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<LearnRecord> pending_;
+  std::vector<std::string> inbox_;  // peers' batches to apply
   bool stopping_ = false;
   std::thread thread_;
 };
