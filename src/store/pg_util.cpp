@@ -1,6 +1,7 @@
 // The libpq layer of pg_util.h.
 #include "store/pg_util.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
@@ -107,6 +108,35 @@ Result<PgResult> PgConn::query(const std::string& sql, const PgParams& params) {
                                ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0);
   const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(raw);
+  std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
+  if (raw) PQclear(raw);
+  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
+  return Status::io_error("postgres: " + msg);
+}
+
+Status PgConn::exec_prepared(const std::string& name, const std::string& sql,
+                             const PgParams& params) {
+  if (!c_) return Status::io_error("postgres: not connected");
+  if (prepared_resets_ != resets_) {
+    prepared_.clear();
+    prepared_resets_ = resets_;
+  }
+  if (std::find(prepared_.begin(), prepared_.end(), name) == prepared_.end()) {
+    PGresult* p = PQprepare(c_.get(), name.c_str(), sql.c_str(), 0, nullptr);
+    const bool ok = p && PQresultStatus(p) == PGRES_COMMAND_OK;
+    std::string msg = ok ? "" : (p ? PQresultErrorMessage(p) : PQerrorMessage(c_.get()));
+    if (p) PQclear(p);
+    if (!ok) return Status::io_error("postgres: prepare: " + msg);
+    prepared_.push_back(name);
+  }
+  const auto ptrs = params.pointers();
+  PGresult* raw = PQexecPrepared(c_.get(), name.c_str(), int(ptrs.size()),
+                                 ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0);
+  const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+    PQclear(raw);
+    return Status();
+  }
   std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
   if (raw) PQclear(raw);
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();

@@ -57,6 +57,9 @@ class PgConn {
   // A statement with no result rows wanted (DDL, BEGIN, COMMIT, writes).
   Status exec(const std::string& sql, const PgParams& params = PgParams());
   Result<PgResult> query(const std::string& sql, const PgParams& params = PgParams());
+  // A statement prepared once per connection under `name` (prepared again after a reconnection),
+  // then run with `params`: PostgreSQL parses and plans it once.
+  Status exec_prepared(const std::string& name, const std::string& sql, const PgParams& params);
   // Several statements without parameters (migrations' DDL), in the simple query protocol.
   Status exec_script(const std::string& sql);
   // Reconnects when the connection broke (a restarted server); true when it is usable.
@@ -68,6 +71,8 @@ class PgConn {
  private:
   std::unique_ptr<PGconn, decltype(&PQfinish)> c_;
   uint64_t resets_ = 0;
+  uint64_t prepared_resets_ = 0;
+  std::vector<std::string> prepared_;  // names prepared on this connection
 };
 
 // Brings the database's schema to this binary's (pg_schema.cpp): once, under an advisory lock;

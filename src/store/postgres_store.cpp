@@ -35,20 +35,24 @@ constexpr size_t kRowsPerInsert = 256;
 // COMMIT went through but whose answer was lost is written again by the retry: the rows that
 // carry the gateway's sequence number are then skipped, so none counts twice.
 struct RowKind {
+  const char* name;  // of its prepared full-size statement
   const char* head;
   int columns;
   const char* conflict;
 };
 constexpr RowKind kOutcomeRows = {
+    "outcome_rows",
     "INSERT INTO outcomes (node, seq, ts_ms, request_id, route, model, provider, key_id, "
     "status_class, category, latency_us, tokens_in, tokens_out, cost_usd, attempts, layer, "
     "gateway_key) VALUES ",
     17, " ON CONFLICT (node, seq) DO NOTHING"};
 constexpr RowKind kUsageRows = {
+    "usage_rows",
     "INSERT INTO usage (node, seq, ts_ms, request_id, provider, key_id, model, tokens_in, "
     "tokens_out, cost_usd, gateway_key) VALUES ",
     11, " ON CONFLICT (node, seq) DO NOTHING"};
 constexpr RowKind kLearnRows = {
+    "learn_rows",
     "INSERT INTO learning_log (node, id, ts_ms, kind, category, model, reward, transport_reward, "
     "counts, success, latency_us, tokens_in, tokens_out, cost_usd) VALUES ",
     14, " ON CONFLICT (node, id) DO NOTHING"};
@@ -133,7 +137,10 @@ class PostgresStore final : public detail::BatchedStore {
       sql += ")";
     }
     sql += pending_.kind->conflict;
-    Status st = conn_.exec(sql, pending_.params);
+    // Full statements (the common shape under load) are prepared once per kind and connection.
+    Status st = pending_.rows == kRowsPerInsert
+                    ? conn_.exec_prepared(pending_.kind->name, sql, pending_.params)
+                    : conn_.exec(sql, pending_.params);
     pending_.rows = 0;
     pending_.params.clear();
     return st;

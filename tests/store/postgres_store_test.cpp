@@ -213,7 +213,7 @@ TEST(PostgresStoreTest, ADatabaseRestartLosesNoEssentialEvent) {
   u.key_id = "openai#1";
   u.model = "gpt";
   u.cost_usd = 0.001;
-  constexpr int kBefore = 200, kDuring = 200, kAfter = 200;
+  constexpr int kBefore = 600, kDuring = 600, kAfter = 600;  // full prepared statements
   for (int i = 0; i < kBefore; ++i) s->enqueue(u);
   ASSERT_TRUE(s->flush().ok());
   pg.kill();
