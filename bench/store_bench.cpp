@@ -70,6 +70,24 @@ void BM_StoreEnqueue(benchmark::State& state) {
 }
 BENCHMARK(BM_StoreEnqueue);
 
+// Enqueues state.range(0) outcomes per iteration and waits until they are committed;
+// items_per_second = committed rows/s.
+void sustained_write(benchmark::State& state, Store& store) {
+  const int64_t per_iteration = state.range(0);
+  OutcomeEvent o = bench_outcome();
+  for (auto _ : state) {
+    for (int64_t i = 0; i < per_iteration; ++i) store.enqueue(o);
+    if (!store.flush().ok()) {
+      state.SkipWithError("flush failed");
+      break;
+    }
+  }
+  const auto c = store.counters();
+  if (c.dropped != 0) state.SkipWithError("events were dropped");
+  state.SetItemsProcessed(static_cast<int64_t>(c.committed));
+  store.close();
+}
+
 // Sustained write throughput: enqueue batches of outcomes and wait until they are committed
 // (synchronous=NORMAL, default group-commit settings). items_per_second = committed rows/s.
 void BM_StoreSustainedWrite(benchmark::State& state) {
@@ -83,19 +101,7 @@ void BM_StoreSustainedWrite(benchmark::State& state) {
     state.SkipWithError(store.status().to_string().c_str());
     return;
   }
-  const int64_t per_iteration = state.range(0);
-  OutcomeEvent o = bench_outcome();
-  for (auto _ : state) {
-    for (int64_t i = 0; i < per_iteration; ++i) (*store)->enqueue(o);
-    if (!(*store)->flush().ok()) {
-      state.SkipWithError("flush failed");
-      break;
-    }
-  }
-  const auto c = (*store)->counters();
-  if (c.dropped != 0) state.SkipWithError("events were dropped");
-  state.SetItemsProcessed(static_cast<int64_t>(c.committed));
-  (*store)->close();
+  sustained_write(state, **store);
 }
 BENCHMARK(BM_StoreSustainedWrite)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
 
@@ -116,19 +122,7 @@ void BM_PostgresSustainedWrite(benchmark::State& state) {
     state.SkipWithError(store.status().to_string().c_str());
     return;
   }
-  const int64_t per_iteration = state.range(0);
-  OutcomeEvent o = bench_outcome();
-  for (auto _ : state) {
-    for (int64_t i = 0; i < per_iteration; ++i) (*store)->enqueue(o);
-    if (!(*store)->flush().ok()) {
-      state.SkipWithError("flush failed");
-      break;
-    }
-  }
-  const auto c = (*store)->counters();
-  if (c.dropped != 0) state.SkipWithError("events were dropped");
-  state.SetItemsProcessed(static_cast<int64_t>(c.committed));
-  (*store)->close();
+  sustained_write(state, **store);
 }
 BENCHMARK(BM_PostgresSustainedWrite)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
 

@@ -101,17 +101,20 @@ Status PgConn::exec(const std::string& sql, const PgParams& params) {
   return r.ok() ? Status() : r.status();
 }
 
-Result<PgResult> PgConn::query(const std::string& sql, const PgParams& params) {
-  if (!c_) return Status::io_error("postgres: not connected");
-  const auto ptrs = params.pointers();
-  PGresult* raw = PQexecParams(c_.get(), sql.c_str(), int(ptrs.size()), nullptr,
-                               ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0);
+Result<PgResult> PgConn::result(PGresult* raw) const {
   const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return PgResult(raw);
   std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
   if (raw) PQclear(raw);
   while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
   return Status::io_error("postgres: " + msg);
+}
+
+Result<PgResult> PgConn::query(const std::string& sql, const PgParams& params) {
+  if (!c_) return Status::io_error("postgres: not connected");
+  const auto ptrs = params.pointers();
+  return result(PQexecParams(c_.get(), sql.c_str(), int(ptrs.size()), nullptr,
+                             ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0));
 }
 
 Status PgConn::exec_prepared(const std::string& name, const std::string& sql,
@@ -122,39 +125,20 @@ Status PgConn::exec_prepared(const std::string& name, const std::string& sql,
     prepared_resets_ = resets_;
   }
   if (std::find(prepared_.begin(), prepared_.end(), name) == prepared_.end()) {
-    PGresult* p = PQprepare(c_.get(), name.c_str(), sql.c_str(), 0, nullptr);
-    const bool ok = p && PQresultStatus(p) == PGRES_COMMAND_OK;
-    std::string msg = ok ? "" : (p ? PQresultErrorMessage(p) : PQerrorMessage(c_.get()));
-    if (p) PQclear(p);
-    if (!ok) return Status::io_error("postgres: prepare: " + msg);
+    auto prepared = result(PQprepare(c_.get(), name.c_str(), sql.c_str(), 0, nullptr));
+    if (!prepared.ok()) return prepared.status();
     prepared_.push_back(name);
   }
   const auto ptrs = params.pointers();
-  PGresult* raw = PQexecPrepared(c_.get(), name.c_str(), int(ptrs.size()),
-                                 ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0);
-  const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-    PQclear(raw);
-    return Status();
-  }
-  std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
-  if (raw) PQclear(raw);
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  return Status::io_error("postgres: " + msg);
+  auto r = result(PQexecPrepared(c_.get(), name.c_str(), int(ptrs.size()),
+                                 ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0));
+  return r.ok() ? Status() : r.status();
 }
 
 Status PgConn::exec_script(const std::string& sql) {
   if (!c_) return Status::io_error("postgres: not connected");
-  PGresult* raw = PQexec(c_.get(), sql.c_str());
-  const ExecStatusType st = raw ? PQresultStatus(raw) : PGRES_FATAL_ERROR;
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-    PQclear(raw);
-    return Status();
-  }
-  std::string msg = raw ? PQresultErrorMessage(raw) : PQerrorMessage(c_.get());
-  if (raw) PQclear(raw);
-  while (!msg.empty() && (msg.back() == '\n' || msg.back() == ' ')) msg.pop_back();
-  return Status::io_error("postgres: " + msg);
+  auto r = result(PQexec(c_.get(), sql.c_str()));
+  return r.ok() ? Status() : r.status();
 }
 
 bool PgConn::ensure() {

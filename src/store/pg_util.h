@@ -69,6 +69,9 @@ class PgConn {
   uint64_t resets() const { return resets_; }
 
  private:
+  // Takes `raw` (a statement's result): it, or the error it carries.
+  Result<PgResult> result(PGresult* raw) const;
+
   std::unique_ptr<PGconn, decltype(&PQfinish)> c_;
   uint64_t resets_ = 0;
   uint64_t prepared_resets_ = 0;
