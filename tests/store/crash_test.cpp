@@ -18,9 +18,9 @@
 namespace switchboard::store {
 namespace {
 
+using storetest::crash_round;
 using storetest::query_int;
 using storetest::query_text;
-using storetest::read_last_ack;
 using storetest::TempDir;
 
 TEST(StoreCrashTest, KillNineNeverLosesAcknowledgedOutcomes) {
@@ -36,33 +36,13 @@ TEST(StoreCrashTest, KillNineNeverLosesAcknowledgedOutcomes) {
     int64_t base = query_int(path, "SELECT count(*) FROM outcomes");
     if (base < 0) base = 0;  // no database or no table yet
 
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      close(fds[1]);
-      execl(STORE_CRASH_CHILD, STORE_CRASH_CHILD, path.c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(fds[1]);
     // Odd rounds kill at any time from the start (open and migrations included); even rounds
-    // only once writes are being acknowledged, so that steady writing is always covered however
-    // slowly the child starts (sanitizers, a loaded machine). The data stays in the pipe.
-    if (round % 2 == 0) {
-      pollfd p{fds[0], POLLIN, 0};
-      (void)::poll(&p, 1, 10000);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms(rng)));
-    ASSERT_EQ(kill(pid, SIGKILL), 0);
-    int wstatus = 0;
-    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
-    // Killed by us, not exited on its own (an exit would mean the child failed).
-    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited with " << WEXITSTATUS(wstatus);
-    const uint64_t acked = read_last_ack(fds[0]);
-    close(fds[0]);
+    // only once writes are being acknowledged.
+    std::string why;
+    const auto got = crash_round(STORE_CRASH_CHILD, path, round % 2 == 0,
+                                 std::chrono::milliseconds(kill_after_ms(rng)), &why);
+    ASSERT_TRUE(got.has_value()) << why;
+    const uint64_t acked = *got;
     total_acked += acked;
     rounds_with_ack += acked > 0;
 

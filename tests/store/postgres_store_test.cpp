@@ -17,8 +17,8 @@
 namespace switchboard::store {
 namespace {
 
+using storetest::crash_round;
 using storetest::make_outcome;
-using storetest::read_last_ack;
 using testsupport::PostgresServer;
 
 PostgresStoreOptions options_for(const PostgresServer& pg, const std::string& node) {
@@ -287,29 +287,11 @@ TEST(PostgresStoreTest, KillNineNeverLosesAcknowledgedOutcomes) {
   int rounds_with_ack = 0;
   for (int round = 0; round < kRounds; ++round) {
     const int64_t base = count(pg, "SELECT count(*) FROM outcomes");
-    int fds[2];
-    ASSERT_EQ(pipe(fds), 0);
-    pid_t pid = fork();
-    ASSERT_GE(pid, 0);
-    if (pid == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      close(fds[1]);
-      execl(STORE_CRASH_CHILD, STORE_CRASH_CHILD, pg.url().c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    close(fds[1]);
-    if (round % 2 == 0) {
-      pollfd p{fds[0], POLLIN, 0};
-      (void)::poll(&p, 1, 10000);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(kill_after_ms(rng)));
-    ASSERT_EQ(kill(pid, SIGKILL), 0);
-    int wstatus = 0;
-    ASSERT_EQ(waitpid(pid, &wstatus, 0), pid);
-    ASSERT_TRUE(WIFSIGNALED(wstatus)) << "child exited with " << WEXITSTATUS(wstatus);
-    const uint64_t acked = read_last_ack(fds[0]);
-    close(fds[0]);
+    std::string why;
+    const auto got = crash_round(STORE_CRASH_CHILD, pg.url(), round % 2 == 0,
+                                 std::chrono::milliseconds(kill_after_ms(rng)), &why);
+    ASSERT_TRUE(got.has_value()) << why;
+    const uint64_t acked = *got;
     rounds_with_ack += acked > 0;
     EXPECT_GE(count(pg, "SELECT count(*) FROM outcomes"), base + int64_t(acked))
         << "round " << round;
