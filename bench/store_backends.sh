@@ -3,7 +3,8 @@
 # default, synchronous=NORMAL) and PostgreSQL 15 (a private server started here on a free loopback
 # port, synchronous_commit=off: like SQLite's NORMAL, a commit survives a crash of either process,
 # not a power loss). Reports committed outcome rows per second from the Google Benchmark cases
-# BM_StoreSustainedWrite and BM_PostgresSustainedWrite, REPETITIONS times each, interleaved.
+# BM_StoreSustainedWrite and BM_PostgresSustainedWrite, and the latency of one durable workflow
+# step transition (BM_WorkflowStepTransition[Postgres]), REPETITIONS times each, interleaved.
 #
 #   bash bench/store_backends.sh            # after `make build`
 set -euo pipefail
@@ -35,6 +36,6 @@ for _ in $(seq 100); do
 done
 export SWITCHBOARD_BENCH_PG_URL="postgresql://postgres@127.0.0.1:$PORT/postgres"
 
-"$BENCH" --benchmark_filter='BM_StoreSustainedWrite|BM_PostgresSustainedWrite' \
+"$BENCH" --benchmark_filter='BM_StoreSustainedWrite|BM_PostgresSustainedWrite|BM_WorkflowStepTransition' \
   --benchmark_repetitions="$REPETITIONS" --benchmark_enable_random_interleaving=true \
-  --benchmark_report_aggregates_only=true 2>&1 | grep -E 'Sustained|Benchmark|^-'
+  --benchmark_report_aggregates_only=true 2>&1 | grep -E 'Sustained|Transition|Benchmark|^-'

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include <boost/json.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -58,9 +59,11 @@ std::unique_ptr<Engine> open_engine(const std::string& path) {
 }
 
 // Each step makes two transitions (started, completed), each its own committed transaction.
-void BM_WorkflowStepTransition(benchmark::State& state) {
-  BenchDir dir;
-  auto engine = open_engine(dir.file("wf.db"));
+void step_transitions(benchmark::State& state, Engine* engine) {
+  if (engine == nullptr) {
+    state.SkipWithError("cannot open the workflow engine");
+    return;
+  }
   const int steps = 100;
   Definition def = steps_definition(steps);
   int64_t transitions = 0;
@@ -77,7 +80,26 @@ void BM_WorkflowStepTransition(benchmark::State& state) {
       benchmark::Counter(static_cast<double>(transitions) / 1e6,
                          benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
-BENCHMARK(BM_WorkflowStepTransition)->Unit(benchmark::kMillisecond);
+
+void BM_WorkflowStepTransition(benchmark::State& state) {
+  BenchDir dir;
+  auto engine = open_engine(dir.file("wf.db"));
+  step_transitions(state, engine.get());
+}
+BENCHMARK(BM_WorkflowStepTransition)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// The same on PostgreSQL (runs shared by gateways), when SWITCHBOARD_BENCH_PG_URL names a
+// database: bench/store_backends.sh starts a private server and runs both side by side.
+void BM_WorkflowStepTransitionPostgres(benchmark::State& state) {
+  const char* url = std::getenv("SWITCHBOARD_BENCH_PG_URL");
+  if (url == nullptr || *url == '\0') {
+    state.SkipWithError("SWITCHBOARD_BENCH_PG_URL is not set (see bench/store_backends.sh)");
+    return;
+  }
+  auto engine = open_engine(url);
+  step_transitions(state, engine.get());
+}
+BENCHMARK(BM_WorkflowStepTransitionPostgres)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // A run with 1000 completed steps left "running" by a crashed executor: claim, load, replay.
 void BM_WorkflowResume1000Completed(benchmark::State& state) {

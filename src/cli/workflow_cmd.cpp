@@ -77,7 +77,8 @@ std::optional<ConfigLoad> load_config(const std::string& path) {
 
 void add_workflow_commands(CLI::App* workflow, WorkflowArgs& a) {
   auto common = [&a](CLI::App* sub) {
-    sub->add_option("--db", a.db, "database (default: the configuration's state.path)");
+    sub->add_option("--db", a.db,
+                    "SQLite file or postgresql:// URL (default: the configuration's state)");
     sub->add_option("--config", a.config, "configuration file (for llm steps and the database)");
   };
   a.run = workflow->add_subcommand("run", "start a workflow run and execute it");
@@ -112,10 +113,15 @@ int run_workflow_command(const WorkflowArgs& a) {
   for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
 
   wf::EngineOptions opts;
-  opts.db_path = a.db.empty() ? config->state.path : a.db;
+  // The runs of the configured state: its PostgreSQL database (shared with every gateway on
+  // it) or its SQLite file; --db names either.
+  const std::string configured =
+      config->state.backend == "postgres" ? config->state.url : config->state.path;
+  opts.db_path = a.db.empty() ? configured : a.db;
+  const bool shared = wf::is_shared_database(opts.db_path);
   // Only `run` creates the state file: reading or resuming runs of a file that is not there
   // (a mistyped --db) must not leave an empty database behind.
-  if (!*a.run && !std::filesystem::exists(opts.db_path)) {
+  if (!*a.run && !shared && !std::filesystem::exists(opts.db_path)) {
     if (*a.list) {
       std::cout << wf::format_runs({}, a.json);
       return kExitOk;
@@ -123,6 +129,8 @@ int run_workflow_command(const WorkflowArgs& a) {
     std::cerr << "switchboard workflow: no database at " << opts.db_path << "\n";
     return kExitUsage;
   }
+  opts.lease = Millis(config->workflows.lease_ms);
+  opts.heartbeat = std::min(opts.heartbeat, std::max(Millis(1), opts.lease / 3));
   opts.synchronous = config->state.synchronous;
   opts.busy_timeout_ms = config->state.busy_timeout_ms;
   // Declared before the engine so that it outlives it (the engine's steps use it).
@@ -176,7 +184,8 @@ int run_workflow_command(const WorkflowArgs& a) {
       std::cerr << "switchboard workflow run: --input is not valid JSON: " << ec.message() << "\n";
       return kExitUsage;
     }
-    auto id = e.create_run(*def, input);
+    // Born claimed: a gateway sharing the database does not take it before this process runs it.
+    auto id = e.create_run(*def, input, "", /*claim=*/true);
     if (!id.ok()) {
       std::cerr << "switchboard workflow run: " << id.status().message() << "\n";
       return id.status().code() == StatusCode::kInvalidArgument ? kExitUsage : kExitRuntime;

@@ -194,8 +194,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
         (state.backend == "postgres" ? "postgres (node " + state.node + ")" : config->state.path) +
         ": " + store.status().message());
   if (state.backend == "postgres")
-    log::info("store: postgres, as node {} (workflow runs stay in {} for now)", state.node,
-              config->state.path);
+    log::info("store: postgres, as node {} (outcomes, statistics and workflow runs shared)",
+              state.node);
   rt.store = std::move(store.value());
   rt.learning = std::make_unique<LearningJournal>(rt, kLearningSnapshotInterval);
   if (auto loaded = rt.store->load(); loaded.ok()) {

@@ -185,14 +185,15 @@ Status GatewayStepClient::send(const wf::FeedbackCall& fc, const wf::Interrupt& 
 Result<std::unique_ptr<WorkflowService>> WorkflowService::open(
     const Config& config, TargetResolver self,
     std::function<std::shared_ptr<const Config>()> current) {
-  if (config.state.backend != "sqlite")
-    return Status::failed_precondition("workflows need the sqlite state backend");
+  const bool shared = config.state.backend == "postgres";
   auto client = std::make_shared<GatewayStepClient>(std::move(self));
   wf::EngineOptions opts;
-  opts.db_path = config.state.path;
+  opts.db_path = shared ? config.state.url : config.state.path;
   opts.synchronous = config.state.synchronous;
   opts.busy_timeout_ms = config.state.busy_timeout_ms;
   opts.lease = Millis(config.workflows.lease_ms);
+  // Three renewals a lease: one that fails (a busy or restarting database) leaves time for more.
+  opts.heartbeat = std::min(opts.heartbeat, std::max(Millis(1), opts.lease / 3));
   opts.max_parallel = int(config.workflows.max_parallel);
   opts.executors.exec =
       make_gated_exec_executor([current] { return current()->workflows.allow_exec; });
@@ -207,17 +208,20 @@ Result<std::unique_ptr<WorkflowService>> WorkflowService::open(
   auto engine = wf::Engine::open(std::move(opts));
   if (!engine.ok())
     return Status(engine.status().code(),
-                  "workflow engine at " + config.state.path + ": " + engine.status().message());
+                  "workflow engine at " + (shared ? std::string("postgres") : config.state.path) +
+                      ": " + engine.status().message());
   auto service = std::unique_ptr<WorkflowService>(
-      new WorkflowService(std::move(*engine), lease, size_t(config.workflows.max_concurrent_runs)));
+      new WorkflowService(std::move(*engine), lease, size_t(config.workflows.max_concurrent_runs),
+                          shared ? kSharedPollPeriod : Millis(0)));
   service->current_config_ = std::move(current);
   return service;
 }
 
 WorkflowService::WorkflowService(std::unique_ptr<wf::Engine> engine, Millis scan_period,
-                                 size_t max_concurrent_runs)
+                                 size_t max_concurrent_runs, Millis poll_period)
     : engine_(std::move(engine)),
       scan_period_(scan_period),
+      poll_period_(poll_period),
       max_concurrent_runs_(std::max<size_t>(max_concurrent_runs, 1)) {}
 
 WorkflowService::~WorkflowService() {
@@ -229,16 +233,44 @@ WorkflowService::~WorkflowService() {
 void WorkflowService::start() {
   std::lock_guard lock(mu_);
   if (stopping_ || supervisor_.joinable()) return;
-  supervisor_ = std::thread([this] {
-    recover();
+  // On a shared database the runs table is every gateway's queue: the supervisor takes, every
+  // poll period, as many unowned or lease-lapsed runs as this gateway has places (never the
+  // whole queue, which the recovery scan would list). Alone on SQLite it scans once a lease.
+  const bool shared = poll_period_.count() > 0;
+  const Millis tick = shared ? poll_period_ : scan_period_;
+  supervisor_ = std::thread([this, shared, tick] {
+    shared ? take_runnable() : recover();
     std::unique_lock lk(mu_);
-    while (!cv_.wait_for(lk, scan_period_, [this] { return stopping_; })) {
+    while (!cv_.wait_for(lk, tick, [this] { return stopping_; })) {
       reap_finished();
       lk.unlock();
-      recover();
+      shared ? take_runnable() : recover();
       lk.lock();
     }
   });
+}
+
+void WorkflowService::take_runnable() {
+  size_t free = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    const size_t busy = executing_.size() + queue_.size();
+    free = busy < max_concurrent_runs_ ? max_concurrent_runs_ - busy : 0;
+  }
+  if (free == 0) return;
+  auto ids = engine_->claim_next(int(free));
+  if (!ids.ok()) {
+    log::warn("workflow poll: {}", ids.status().message());
+    return;
+  }
+  for (const auto& id : *ids) {
+    // Claimed for us: run it here, or hand it back at once for another gateway.
+    if (launch(id))
+      log::info("workflow {}: taken from the shared queue", id);
+    else
+      engine_->release(id, "not run here");
+  }
 }
 
 void WorkflowService::recover() {
@@ -476,7 +508,14 @@ asio::awaitable<void> WorkflowService::handle(Exchange& ex, std::string_view tar
           return;
         }
       }
-      auto id = engine_->create_run(*load.definition, input, caller.client);
+      // Born claimed when this gateway has a place for it, so that it starts here at once;
+      // otherwise it waits unowned, for this gateway's queue or any other gateway's poll.
+      bool has_place = false;
+      {
+        std::lock_guard lock(mu_);
+        has_place = !stopping_ && executing_.size() + queue_.size() < max_concurrent_runs_;
+      }
+      auto id = engine_->create_run(*load.definition, input, caller.client, has_place);
       if (!id.ok()) {
         res = id.status().code() == StatusCode::kInvalidArgument
                   ? invalid(id.status().message(), "invalid_input")

@@ -14,7 +14,7 @@
 //   GET  /v1/workflows/runs/{id}       the run with its steps (as `workflow show --json`); 404
 //   POST /v1/workflows/runs/{id}/cancel  202 {"id", "cancel_requested": true}; 404 unknown run;
 //       409 a run that already finished.
-// 503 when the service is stopping or unavailable (state backend other than SQLite).
+// 503 when the service is stopping or unavailable.
 //
 // Execution: each run executes on its own thread (runs are long and mostly wait on I/O), at most
 // `workflows.max_concurrent_runs` at once; more wait in a queue. A thread that cannot be created
@@ -34,6 +34,14 @@
 // (a crash less than a lease ago, or another gateway that died) are taken over once it lapses.
 // The engine's claim makes sure only one executor runs a workflow; within this process a run id
 // is never launched twice.
+//
+// Shared state (state.backend: postgres): every gateway on the database executes runs from one
+// queue, the runs table. A run submitted here is born claimed by this gateway when it has a
+// place (it starts at once), else it is left unowned; every kSharedPollPeriod each gateway
+// claims (SKIP LOCKED) as many unowned or lease-lapsed runs as it has free places, so a queued
+// run starts wherever a place frees up first, and a dead gateway's runs are finished by the
+// others within its lease plus a poll period. (The recovery scan, which would list the whole
+// queue, is the SQLite mode's.)
 //
 // Shutdown: `stop()` does not cancel runs (a cancellation is the user's decision and final).
 // It calls Engine::shutdown, which interrupts every executing run like a crash would but then
@@ -73,6 +81,9 @@ struct WorkflowCaller {
   bool admin = false;
 };
 
+// How often a gateway on a shared database looks for runs to take.
+inline constexpr Millis kSharedPollPeriod{500};
+
 class WorkflowService {
  public:
   // Opens the workflow engine on the configuration's SQLite state file. `self` tells llm steps
@@ -105,8 +116,10 @@ class WorkflowService {
 
  private:
   WorkflowService(std::unique_ptr<workflow::Engine> engine, Millis scan_period,
-                  size_t max_concurrent_runs);
+                  size_t max_concurrent_runs, Millis poll_period);
   void recover();
+  // Shared database: claims runnable runs (Engine::claim_next) for the free places.
+  void take_runnable();
   void reap_finished();        // mu_ held
   void start_queued_locked();  // mu_ held: starts queued runs while places are free
   template <typename F>
@@ -114,6 +127,7 @@ class WorkflowService {
 
   std::unique_ptr<workflow::Engine> engine_;
   Millis scan_period_;
+  Millis poll_period_;  // 0: no shared queue to poll (SQLite)
   const size_t max_concurrent_runs_;
   std::function<std::shared_ptr<const Config>()> current_config_;
   asio::thread_pool api_pool_{1};

@@ -132,6 +132,57 @@ CREATE TABLE learning_log (
   PRIMARY KEY (node, id)
 );
 )sql"},
+      // Workflow runs, steps and audit events, shared by every gateway on the database: any
+      // gateway claims a pending run (SELECT ... FOR UPDATE SKIP LOCKED) or one whose lease
+      // lapsed. Times are the executors' wall clocks in ms, as in SQLite.
+      {2, R"sql(
+CREATE TABLE workflow_runs (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  version BIGINT NOT NULL DEFAULT 0,
+  definition_hash TEXT NOT NULL,
+  definition TEXT NOT NULL,
+  input TEXT NOT NULL DEFAULT 'null',
+  status TEXT NOT NULL,              -- pending | running | completed | failed | cancelled
+  owner TEXT,                        -- executor holding the lease; NULL when none
+  lease_expires_ms BIGINT NOT NULL DEFAULT 0,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  created_ms BIGINT NOT NULL,
+  updated_ms BIGINT NOT NULL,
+  finished_ms BIGINT NOT NULL DEFAULT 0,
+  error TEXT NOT NULL DEFAULT '',
+  client TEXT NOT NULL DEFAULT ''
+);
+-- Only unfinished runs are scanned for claims: finished ones stay out of this index.
+CREATE INDEX workflow_runs_open ON workflow_runs (created_ms)
+  WHERE status IN ('pending', 'running');
+CREATE INDEX workflow_runs_created ON workflow_runs (created_ms);
+CREATE INDEX workflow_runs_client ON workflow_runs (client, created_ms);
+CREATE TABLE workflow_steps (
+  run_id TEXT NOT NULL,
+  step_id TEXT NOT NULL,
+  seq BIGINT NOT NULL,
+  attempt INTEGER NOT NULL DEFAULT 0,
+  failures INTEGER NOT NULL DEFAULT 0,
+  status TEXT NOT NULL,
+  output TEXT NOT NULL DEFAULT 'null',
+  error TEXT NOT NULL DEFAULT '',
+  started_ms BIGINT NOT NULL DEFAULT 0,
+  finished_ms BIGINT NOT NULL DEFAULT 0,
+  wake_ms BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (run_id, step_id)
+);
+CREATE TABLE workflow_events (
+  id BIGSERIAL PRIMARY KEY,
+  run_id TEXT NOT NULL,
+  ts_ms BIGINT NOT NULL,
+  step_id TEXT NOT NULL DEFAULT '',
+  attempt INTEGER NOT NULL DEFAULT 0,
+  type TEXT NOT NULL,
+  detail TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX workflow_events_run ON workflow_events (run_id, id);
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

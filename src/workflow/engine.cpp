@@ -1,7 +1,7 @@
 // The Engine (workflow.h): owner ids, opening, creating runs, claiming a run (waiting for another
 // owner's lease when asked) and the heartbeat that renews the claim's lease, shutdown and cancel.
 // A claimed run is executed by RunExecution (run_execution.cpp); every SQL statement is in the
-// run store (run_store.cpp).
+// run store (run_store_sqlite.cpp, run_store_postgres.cpp).
 #include <signal.h>
 #include <unistd.h>
 
@@ -197,11 +197,26 @@ Result<std::unique_ptr<Engine>> Engine::open(EngineOptions options) {
 }
 
 Result<std::string> Engine::create_run(const Definition& def, const json::value& input,
-                                       const std::string& client) {
+                                       const std::string& client, bool claim) {
   if (Status st = validate_input(def, input); !st.ok()) return st;
   std::string id = "wf_" + random_hex(8);
-  if (Status st = impl_->store->create_run(id, def, input, client); !st.ok()) return st;
+  if (Status st =
+          impl_->store->create_run(id, def, input, client, claim ? impl_->opt.lease : Millis(0));
+      !st.ok())
+    return st;
   return id;
+}
+
+Result<std::vector<std::string>> Engine::claim_next(int limit) {
+  {
+    std::lock_guard lock(impl_->active_mu);
+    if (impl_->shutting_down) return std::vector<std::string>{};
+  }
+  return impl_->store->claim_next(limit, impl_->opt.lease);
+}
+
+void Engine::release(const std::string& run_id, const std::string& why) {
+  impl_->store->release_claim(run_id, why);
 }
 
 Result<RunResult> Engine::run(const std::string& run_id, const Definition* given, bool force,
@@ -302,14 +317,28 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   // The lease was stamped at the claim: count from now, not from whenever the thread first runs
   // (a late start would push the first renewal back by that delay).
   MonoTime last_renew = im.clock->now();
+  // The database may not answer for a while (a restart, a partition). The run goes on meanwhile,
+  // but not past the lease: once half of it has passed without a renewal, another executor may
+  // soon take the run, so this one stops (as at a shutdown: the step is retried by whoever
+  // claims the run next) rather than risk a step running twice.
+  MonoTime last_renewed = last_renew;
   auto beat = [&] {
     std::unique_lock lk(hb_mu);
     while (!hb_cv.wait_for(lk, im.opt.poll, [&] { return hb_stop; })) {
       lk.unlock();
-      bool renew = im.clock->now() - last_renew >= im.opt.heartbeat;
-      if (Status st = im.store->heartbeat(run_id, renew, im.opt.lease); !st.ok())
+      const MonoTime now = im.clock->now();
+      const bool renew = now - last_renew >= im.opt.heartbeat;
+      Status st = im.store->heartbeat(run_id, renew, im.opt.lease);
+      if (st.code() == StatusCode::kUnavailable) {
+        if (now - last_renewed >= im.opt.lease / 2)
+          exec.run_interrupt().cancel(Status::unavailable(
+              "lease of run " + run_id + " could not be renewed: " + st.message()));
+      } else if (!st.ok()) {
         exec.run_interrupt().cancel(st);
-      if (renew) last_renew = im.clock->now();
+      } else if (renew) {
+        last_renewed = now;
+      }
+      if (renew) last_renew = now;
       lk.lock();
     }
   };

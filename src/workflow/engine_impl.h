@@ -5,7 +5,7 @@
 //                      owner's lease), the heartbeat that renews the lease, shutdown, cancel;
 //   run_execution.cpp  RunExecution: the step loop of one claimed run (replay, retries, goto,
 //                      parallel children, feedback);
-//   run_store.cpp      every SQL statement (run_store.h);
+//   run_store_*.cpp    every SQL statement, SQLite and PostgreSQL (run_store.h);
 //   run_format.cpp     status names, transition lines, `workflow list` / `show` output.
 //
 // Thread-safety: an Impl is shared by every thread of its Engine; each member says what guards

@@ -1,6 +1,6 @@
-// Internal to the workflow module: the engine's durable state, every SQL statement it runs, behind
-// the few operations the engine needs. The seam a PostgreSQL store will implement: the same
-// methods with the same guarantees.
+// Internal to the workflow module: the engine's durable state behind the few operations the
+// engine needs, in a SQLite file (one host) or a PostgreSQL database (runs shared by every
+// gateway on it): the same methods with the same guarantees.
 //
 // Contract: each method is one transaction. Every write for an executing run (`record_step`,
 // `record_event`, `finish_run`, the heartbeat's renewal) is fenced: it commits only while this
@@ -10,22 +10,19 @@
 // come from the clock given at open.
 //
 // Thread-safety: every method may be called from any thread (run threads, parallel children,
-// heartbeats, the Engine API); one connection behind one mutex serializes them.
+// heartbeats, the Engine API); each backend's one connection behind one mutex serializes them.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/status.h"
-#include "store/sqlite_util.h"
 #include "workflow/workflow.h"
 
 namespace switchboard::workflow::detail {
@@ -52,62 +49,63 @@ struct Claim {
 
 class RunStore {
  public:
-  // Opens (creating and migrating when needed) the database; `owner` is the executor it writes
-  // as.
+  virtual ~RunStore() = default;
+
+  // Opens (creating and migrating when needed) the database: a SQLite file, or a PostgreSQL
+  // database when `path` is a postgresql:// (or postgres://) URL. `owner` is the executor it
+  // writes as.
   static Result<std::unique_ptr<RunStore>> open(const std::string& path, SyncMode synchronous,
                                                 int64_t busy_timeout_ms, const Clock& clock,
                                                 std::string owner);
 
-  // Records a new pending run with its `run_created` event.
-  Status create_run(const std::string& id, const Definition& def, const json::value& input,
-                    const std::string& client);
+  // Records a new pending run with its `run_created` event. With `claim_lease` > 0 the run is
+  // born claimed by this store's owner (lease running), so that no other executor sharing the
+  // database takes it before its creator runs it.
+  virtual Status create_run(const std::string& id, const Definition& def, const json::value& input,
+                            const std::string& client, Millis claim_lease) = 0;
   // Takes the run when nobody live owns it: unowned, ours, lease lapsed, or its owner gone
   // (`owner_alive`, judged inside the transaction). `given` must have the stored definition's
   // hash unless `force` (then it replaces it).
-  Result<Claim> claim(const std::string& run_id, const Definition* given, bool force, Millis lease,
-                      const OwnerAlive& owner_alive);
+  virtual Result<Claim> claim(const std::string& run_id, const Definition* given, bool force,
+                              Millis lease, const OwnerAlive& owner_alive) = 0;
+  // Takes, oldest first, up to `limit` pending or running runs that nobody owns or whose lease
+  // lapsed, in one transaction (rows another executor is taking at the same moment are skipped,
+  // never waited for); returns their ids, now owned by this store's owner for `lease`. The
+  // caller runs them (claim() then finds them ours) or hands them back (release_claim).
+  virtual Result<std::vector<std::string>> claim_next(int limit, Millis lease) = 0;
   // A run found unusable after its claim: failed, unowned.
-  Status fail_claimed(const std::string& run_id, const std::string& why);
-  // Hands a claimed run back (owner cleared, lease expired, status left `running`) so that the
+  virtual Status fail_claimed(const std::string& run_id, const std::string& why) = 0;
+  // Hands a claimed run back (owner cleared, lease expired, status left as it was) so that the
   // next executor claims it at once; unfinished steps are retried there, as after a crash.
-  void release_claim(const std::string& run_id, const std::string& why);
+  virtual void release_claim(const std::string& run_id, const std::string& why) = 0;
   // One heartbeat: sees whether the run is still ours and whether a cancel was requested, and
-  // when `renew` extends the lease. Ok, or the first reason to stop (lease lost, cancelled).
-  Status heartbeat(const std::string& run_id, bool renew, Millis lease);
+  // when `renew` extends the lease. Ok; FailedPrecondition (lease lost) or Cancelled, the reasons
+  // to stop; or Unavailable when the database could not be asked (the caller decides how long
+  // it may go on without a renewal).
+  virtual Status heartbeat(const std::string& run_id, bool renew, Millis lease) = 0;
 
   // Fenced writes for an executing run.
-  Status record_step(const std::string& run_id, const StepRecord& r, const std::string& event,
-                     const std::string& detail);
-  Status record_event(const std::string& run_id, const std::string& step_id, int attempt,
-                      const std::string& event, const std::string& detail);
-  Status finish_run(const std::string& run_id, RunStatus status, const std::string& error);
+  virtual Status record_step(const std::string& run_id, const StepRecord& r,
+                             const std::string& event, const std::string& detail) = 0;
+  virtual Status record_event(const std::string& run_id, const std::string& step_id, int attempt,
+                              const std::string& event, const std::string& detail) = 0;
+  virtual Status finish_run(const std::string& run_id, RunStatus status,
+                            const std::string& error) = 0;
 
   // The Engine API's reads and the cancel request (workflow.h).
-  Status request_cancel(const std::string& run_id);
-  Result<std::vector<std::string>> interrupted_runs(const OwnerAlive& owner_alive);
-  Result<std::vector<RunSummary>> list_runs(int limit, const std::string* client);
-  Result<RunDetail> get_run(const std::string& run_id);
-
- private:
-  RunStore(const Clock& clock, std::string owner) : clock_(clock), owner_(std::move(owner)) {}
-
-  int64_t now_ms() const;
-  // A cached prepared statement (mu_ held).
-  Result<store::detail::Stmt*> stmt(const char* sql);
-  // An audit event (mu_ held, inside a transaction).
-  Status add_event(const std::string& run_id, const std::string& step_id, int attempt,
-                   const std::string& type, const std::string& detail);
-  // A step row (mu_ held, inside a transaction).
-  Status write_step(const std::string& run_id, const StepRecord& r);
-  // Runs `body` in one IMMEDIATE transaction after checking that we still own the run.
-  template <typename F>
-  Status owned_tx(const std::string& run_id, F&& body);
-
-  const Clock& clock_;
-  const std::string owner_;
-  std::mutex mu_;  // one connection, used by the run threads and the heartbeats
-  store::detail::Db db_;
-  std::unordered_map<const char*, store::detail::Stmt> stmts_;
+  virtual Status request_cancel(const std::string& run_id) = 0;
+  virtual Result<std::vector<std::string>> interrupted_runs(const OwnerAlive& owner_alive) = 0;
+  virtual Result<std::vector<RunSummary>> list_runs(int limit, const std::string* client) = 0;
+  virtual Result<RunDetail> get_run(const std::string& run_id) = 0;
 };
+
+// The two backends (run_store_sqlite.cpp, run_store_postgres.cpp).
+Result<std::unique_ptr<RunStore>> open_sqlite_run_store(const std::string& path,
+                                                        SyncMode synchronous,
+                                                        int64_t busy_timeout_ms, const Clock& clock,
+                                                        std::string owner);
+Result<std::unique_ptr<RunStore>> open_postgres_run_store(const std::string& url,
+                                                          const Clock& clock, std::string owner);
+bool is_postgres_url(const std::string& path);
 
 }  // namespace switchboard::workflow::detail

@@ -413,6 +413,8 @@ const std::string& local_owner_host();
 bool local_owner_alive(const std::string& owner);
 
 struct EngineOptions {
+  // A SQLite file, or a postgresql:// URL: runs in a PostgreSQL database that several gateways
+  // share (each claims runs with SKIP LOCKED and takes over those whose lease lapsed).
   std::string db_path;
   const Clock* clock = nullptr;      // nullptr = SystemClock
   std::shared_ptr<Sleeper> sleeper;  // nullptr = RealSleeper on clock
@@ -443,6 +445,9 @@ struct EngineOptions {
   std::function<std::thread(std::function<void()>)> start_thread;
 };
 
+// Whether `db_path` names a shared (PostgreSQL) database rather than a SQLite file.
+bool is_shared_database(const std::string& db_path);
+
 class Engine {
  public:
   // Opens (creating and migrating when needed) the database.
@@ -453,8 +458,19 @@ class Engine {
 
   // Validates the input and records a new pending run of `client` (see "Clients" above; "" =
   // the local user); returns its id. Executes nothing.
+  // With `claim` the run is born claimed by this engine (its lease running): no other executor
+  // sharing the database takes it before this one's `run()` does (it must follow at once, or
+  // the run waits for its lease to lapse).
   Result<std::string> create_run(const Definition& def, const json::value& input,
-                                 const std::string& client = "");
+                                 const std::string& client = "", bool claim = false);
+  // Takes up to `limit` runs that nobody executes (pending and unowned, or lease lapsed), oldest
+  // first, in one transaction that skips runs another executor is taking at that moment; they
+  // are this engine's now, for a lease: run each with `run()` at once, or hand it back with
+  // `release()`. How gateways sharing a PostgreSQL database spread runs among themselves.
+  // Empty after `shutdown()`.
+  Result<std::vector<std::string>> claim_next(int limit);
+  // Hands back a run this engine claimed and will not run (owner cleared, lease expired).
+  void release(const std::string& run_id, const std::string& why);
   // Claims the run and executes it to the end (completed, failed or cancelled). `def`, when
   // given, must have the stored definition's hash unless `force` (then it replaces it); when
   // null the stored definition is used. A run already finished is not executed (its final

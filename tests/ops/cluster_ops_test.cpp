@@ -4,7 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <boost/json.hpp>
 #include <fstream>
+#include <list>
+#include <map>
+#include <sstream>
 #include <thread>
 
 #include "gateway_fixture.h"
@@ -447,6 +451,210 @@ TEST_F(ClusterOpsTest, GatewaysOnOnePostgresDatabaseShareTheRecordAndTheSpend) {
   EXPECT_EQ(broke.status, 429) << "gw-a's spend counts in gw-b: " << broke.body;
   EXPECT_NE(broke.body.find("budget"), std::string::npos) << broke.body;
   EXPECT_EQ(mock.stats().requests, 1u);
+}
+
+// The target of the acceptance test's http steps: each connection on its own thread (steps of
+// several runs call at once), each call held `delay` before its 200 answer, and every call
+// recorded by path ("/<run>/<step>") with when it started.
+class StepServer {
+ public:
+  explicit StepServer(std::chrono::milliseconds delay) : delay_(delay) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::listen(fd_, 64);
+    socklen_t len = sizeof(addr);
+    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 20) <= 0) continue;
+        const int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0) continue;
+        std::lock_guard lock(mu_);
+        handlers_.emplace_back([this, c] { serve(c); });
+      }
+    });
+  }
+  ~StepServer() {
+    stop_ = true;
+    acceptor_.join();
+    for (auto& t : handlers_) t.join();
+    ::close(fd_);
+  }
+  uint16_t port() const { return port_; }
+
+  struct Call {
+    std::chrono::steady_clock::time_point started;
+  };
+  std::map<std::string, std::vector<Call>> calls() const {
+    std::lock_guard lock(mu_);
+    return calls_;
+  }
+  size_t total() const {
+    std::lock_guard lock(mu_);
+    size_t n = 0;
+    for (const auto& [path, c] : calls_) n += c.size();
+    return n;
+  }
+  // Paths that had two calls in flight at once.
+  std::vector<std::string> overlaps() const {
+    std::lock_guard lock(mu_);
+    return overlaps_;
+  }
+
+ private:
+  void serve(int c) {
+    timeval tv{5, 0};
+    ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    const std::string req = read_request(c);
+    const size_t sp = req.find(' ');
+    const std::string path =
+        sp == std::string::npos ? "" : req.substr(sp + 1, req.find(' ', sp + 1) - sp - 1);
+    {
+      std::lock_guard lock(mu_);
+      calls_[path].push_back({std::chrono::steady_clock::now()});
+      if (in_flight_[path]++ > 0) overlaps_.push_back(path);
+    }
+    std::this_thread::sleep_for(delay_);
+    const std::string body = "{\"ok\":true}";
+    const std::string res =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    (void)::send(c, res.data(), res.size(), MSG_NOSIGNAL);
+    ::close(c);
+    std::lock_guard lock(mu_);
+    --in_flight_[path];
+  }
+
+  std::chrono::milliseconds delay_;
+  int fd_ = -1;
+  uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::thread acceptor_;
+  mutable std::mutex mu_;
+  std::list<std::thread> handlers_;
+  std::map<std::string, std::vector<Call>> calls_;
+  std::map<std::string, int> in_flight_;
+  std::vector<std::string> overlaps_;
+};
+
+// Issue 22's acceptance: two gateways on one PostgreSQL database; ten runs of four http steps,
+// submitted to both (more than either runs at once, so runs wait in the shared queue and go to
+// whichever gateway has a place); one gateway is killed -9 mid-run. The other finishes every run
+// within the lease and a few seconds; no step ran twice while both were alive (the claim and the
+// fences); no step completed before the kill is called again; only a step the dead gateway was
+// executing may be called a second time, after the kill.
+TEST_F(ClusterOpsTest, TwoGatewaysOnPostgresFinishEveryRunWhenOneIsKilled) {
+  testsupport::PostgresServer pg;
+  StepServer steps(std::chrono::milliseconds(300));
+  auto& mock = add_mock();
+  constexpr int kLeaseMs = 3000;
+  auto config = [&](const std::string& node) {
+    const std::string cfg = (dir_ / ("wf-" + node + ".yaml")).string();
+    std::ofstream f(cfg);
+    f << "state: { backend: postgres, url: \"" << pg.url() << "\", node: " << node << " }\n"
+      << "log: { level: info, access_log: false }\n"
+      << "server: { threads: 2 }\n"
+      << "workflows: { lease_ms: " << kLeaseMs << ", max_concurrent_runs: 3, http_allow: "
+      << "['http://127.0.0.1:" << steps.port() << "/'] }\n"
+      << "providers:\n"
+      << provider("up", mock) << "models:\n  m: { provider: up }\n";
+    return cfg;
+  };
+  ServeProcess a(config("gw-a"), log_path(0));
+  ServeProcess b(config("gw-b"), log_path(1));
+  ASSERT_TRUE(a.ready() && b.ready());
+
+  std::string def = "name: four\nsteps:\n";
+  for (int i = 1; i <= 4; ++i) {
+    def += "  - { id: s" + std::to_string(i) + ", kind: http, input: { method: GET, url: " +
+           "'http://127.0.0.1:" + std::to_string(steps.port()) + "/${run.id}/s" +
+           std::to_string(i) + "' } }\n";
+  }
+  boost::json::object submit;
+  submit["definition"] = def;
+  const std::string body = boost::json::serialize(submit);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i) {
+    auto r = post(i % 2 ? b.port() : a.port(), "/v1/workflows/runs", body);
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(boost::json::parse(r.body).at("id").as_string().c_str());
+  }
+  // Both gateways are mid-run: A holds runs, and some of their steps completed.
+  const std::string owned_by_a = "owner LIKE '%:" + std::to_string(a.pid()) + ":%'";
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return steps.total() >= 8 &&
+               pg.psql("SELECT count(*) FROM workflow_runs WHERE status = 'running' AND " +
+                       owned_by_a) != "0";
+      },
+      std::chrono::seconds(30)))
+      << "the gateways never got going: " << steps.total() << " step calls";
+  const pid_t a_pid = a.pid();
+  a.kill9();
+  const auto killed = std::chrono::steady_clock::now();
+  const std::string orphans =
+      pg.psql("SELECT count(*) FROM workflow_runs WHERE status <> 'completed' AND " + owned_by_a);
+  EXPECT_NE(orphans, "0");
+  // What was recorded completed at the kill (A's last words included) is never called again.
+  std::vector<std::string> completed_at_kill;
+  {
+    std::istringstream rows(pg.psql(
+        "SELECT '/' || run_id || '/' || step_id FROM workflow_steps WHERE status = 'completed'"));
+    for (std::string line; std::getline(rows, line);)
+      if (!line.empty()) completed_at_kill.push_back(line);
+  }
+  EXPECT_FALSE(completed_at_kill.empty());
+
+  // B finishes everything: its own runs, the queue, and A's runs once their lease lapsed.
+  EXPECT_TRUE(wait_until(
+      [&] {
+        return pg.psql("SELECT count(*) FROM workflow_runs WHERE status = 'completed'") == "10";
+      },
+      std::chrono::milliseconds(kLeaseMs) + std::chrono::seconds(25)))
+      << pg.psql("SELECT id, status, owner, error FROM workflow_runs");
+  const auto finished_in = std::chrono::steady_clock::now() - killed;
+  std::cout << "after the kill, the other gateway finished every run in "
+            << std::chrono::duration_cast<std::chrono::milliseconds>(finished_in).count() << " ms ("
+            << orphans << " runs were the killed gateway's)\n";
+
+  EXPECT_TRUE(steps.overlaps().empty()) << "a step ran twice at once: " << steps.overlaps()[0];
+  const auto calls = steps.calls();
+  for (const std::string& id : ids) {
+    for (int i = 1; i <= 4; ++i) {
+      const std::string path = "/" + id + "/s" + std::to_string(i);
+      auto it = calls.find(path);
+      ASSERT_NE(it, calls.end()) << path << " was never called";
+      const auto& c = it->second;
+      ASSERT_LE(c.size(), 2u) << path << " was called " << c.size() << " times";
+      if (c.size() == 2) {
+        // Only a step the killed gateway was executing: its first call before the kill, the
+        // retry after it.
+        EXPECT_LT(c[0].started, killed) << path << " ran twice while both gateways were alive";
+        EXPECT_GT(c[1].started, killed) << path << " ran twice while both gateways were alive";
+      }
+    }
+    EXPECT_EQ(pg.psql("SELECT count(*) FROM workflow_steps WHERE status = 'completed' AND "
+                      "run_id = '" +
+                      id + "'"),
+              "4");
+  }
+  for (const std::string& path : completed_at_kill)
+    EXPECT_EQ(calls.at(path).size(), 1u) << path << " was completed at the kill and ran again";
+  size_t retried = 0;
+  for (const auto& [path, c] : calls) retried += c.size() == 2;
+  EXPECT_LE(retried, 3u) << "more steps ran again than the killed gateway was executing";
+  // B took A's runs over (the claim's audit event names the previous owner).
+  EXPECT_NE(pg.psql("SELECT count(*) FROM workflow_events WHERE type = 'run_claimed' AND "
+                    "detail LIKE '%previous owner %:" +
+                    std::to_string(a_pid) + ":%'"),
+            "0");
 }
 
 }  // namespace

@@ -61,6 +61,7 @@ class ServeProcess {
     pid_ = -1;
   }
   uint16_t port() const { return port_; }
+  pid_t pid() const { return pid_; }
 
  private:
   pid_t pid_ = -1;

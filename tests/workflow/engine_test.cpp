@@ -671,5 +671,38 @@ TEST(EngineTest, InterruptedRunsAreListedForRecovery) {
   EXPECT_EQ(r->status, RunStatus::kCompleted);
 }
 
+// The shared-queue operations on SQLite too (one file, several executors): claim_next takes
+// unowned runs once each, never a run born claimed or under a live lease, and a released run is
+// runnable at once.
+TEST(EngineTest, ClaimNextTakesOnlyRunnableRunsOnce) {
+  Harness h;
+  auto e1 = h.open(echo_executor(), "owner-1");
+  auto e2 = h.open(echo_executor(), "owner-2");
+  Definition def = must_parse("name: q\nsteps:\n  - { id: a, kind: exec, input: { argv: [x] } }\n");
+  auto free1 = e1->create_run(def, nullptr);
+  auto free2 = e1->create_run(def, nullptr);
+  auto mine = e1->create_run(def, nullptr, "", /*claim=*/true);
+  ASSERT_TRUE(free1.ok() && free2.ok() && mine.ok());
+  EXPECT_EQ(query_text(h.db(), "SELECT owner FROM workflow_runs WHERE id = '" + *mine + "'"),
+            "owner-1");
+  auto got = e2->claim_next(10);
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  EXPECT_EQ(*got, (std::vector<std::string>{*free1, *free2}));
+  EXPECT_TRUE(e1->claim_next(10)->empty());
+  // The born-claimed run is its creator's without a wait; another executor is refused.
+  auto refused = e2->run(*mine);
+  EXPECT_FALSE(refused.ok());
+  auto r = e1->run(*mine);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->status, RunStatus::kCompleted);
+  e2->release(*free2, "not run here");
+  auto back = e1->claim_next(10);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, std::vector<std::string>{*free2});
+  // Leases lapse: runnable again.
+  h.clock.advance(std::chrono::hours(1));
+  EXPECT_EQ(e2->claim_next(10)->size(), 2u);
+}
+
 }  // namespace
 }  // namespace switchboard::workflow

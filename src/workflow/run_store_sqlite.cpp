@@ -1,10 +1,12 @@
 // The engine's SQLite state (run_store.h): runs, step rows and audit events on the store's file,
 // on a connection of its own.
-#include "workflow/run_store.h"
-
 #include <boost/json.hpp>
+#include <mutex>
+#include <unordered_map>
 
+#include "store/sqlite_util.h"
 #include "store/store.h"
+#include "workflow/run_store.h"
 
 namespace switchboard::workflow::detail {
 
@@ -100,29 +102,99 @@ class Transaction {
   bool open_ = false;
 };
 
+class SqliteRunStore final : public RunStore {
+ public:
+  SqliteRunStore(const Clock& clock, std::string owner) : clock_(clock), owner_(std::move(owner)) {}
+  Status open(const std::string& path, SyncMode synchronous, int64_t busy_timeout_ms);
+
+  Status create_run(const std::string& id, const Definition& def, const json::value& input,
+                    const std::string& client, Millis claim_lease) override;
+  Result<Claim> claim(const std::string& run_id, const Definition* given, bool force, Millis lease,
+                      const OwnerAlive& owner_alive) override;
+  Result<std::vector<std::string>> claim_next(int limit, Millis lease) override;
+  Status fail_claimed(const std::string& run_id, const std::string& why) override;
+  void release_claim(const std::string& run_id, const std::string& why) override;
+  Status heartbeat(const std::string& run_id, bool renew, Millis lease) override;
+  Status record_step(const std::string& run_id, const StepRecord& r, const std::string& event,
+                     const std::string& detail) override;
+  Status record_event(const std::string& run_id, const std::string& step_id, int attempt,
+                      const std::string& event, const std::string& detail) override;
+  Status finish_run(const std::string& run_id, RunStatus status, const std::string& error) override;
+  Status request_cancel(const std::string& run_id) override;
+  Result<std::vector<std::string>> interrupted_runs(const OwnerAlive& owner_alive) override;
+  Result<std::vector<RunSummary>> list_runs(int limit, const std::string* client) override;
+  Result<RunDetail> get_run(const std::string& run_id) override;
+
+ private:
+  int64_t now_ms() const;
+  // A cached prepared statement (mu_ held).
+  Result<Stmt*> stmt(const char* sql);
+  // An audit event (mu_ held, inside a transaction).
+  Status add_event(const std::string& run_id, const std::string& step_id, int attempt,
+                   const std::string& type, const std::string& detail);
+  // A step row (mu_ held, inside a transaction).
+  Status write_step(const std::string& run_id, const StepRecord& r);
+  // Runs `body` in one IMMEDIATE transaction after checking that we still own the run.
+  template <typename F>
+  Status owned_tx(const std::string& run_id, F&& body);
+
+  const Clock& clock_;
+  const std::string owner_;
+  std::mutex mu_;  // one connection, used by the run threads and the heartbeats
+  Db db_;
+  std::unordered_map<const char*, Stmt> stmts_;
+};
+
 }  // namespace
+
+Status SqliteRunStore::open(const std::string& path, SyncMode synchronous,
+                            int64_t busy_timeout_ms) {
+  auto db = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+  if (!db.ok()) return db.status();
+  db_ = std::move(*db);
+  sqlite3_busy_timeout(db_.get(), static_cast<int>(busy_timeout_ms));
+  if (Status st = db_.exec("PRAGMA journal_mode=WAL"); !st.ok()) return st;
+  const char* sync =
+      synchronous == SyncMode::kFull ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
+  if (Status st = db_.exec(sync); !st.ok()) return st;
+  return store::detail::migrate(db_, store::schema_version());
+}
+
+Result<std::unique_ptr<RunStore>> open_sqlite_run_store(const std::string& path,
+                                                        SyncMode synchronous,
+                                                        int64_t busy_timeout_ms, const Clock& clock,
+                                                        std::string owner) {
+  auto rs = std::make_unique<SqliteRunStore>(clock, std::move(owner));
+  if (Status st = rs->open(path, synchronous, busy_timeout_ms); !st.ok()) return st;
+  return std::unique_ptr<RunStore>(std::move(rs));
+}
+
+bool is_postgres_url(const std::string& path) {
+  return path.rfind("postgresql://", 0) == 0 || path.rfind("postgres://", 0) == 0;
+}
+
+}  // namespace switchboard::workflow::detail
+
+namespace switchboard::workflow {
+bool is_shared_database(const std::string& db_path) {
+  return detail::is_postgres_url(db_path);
+}
+}  // namespace switchboard::workflow
+
+namespace switchboard::workflow::detail {
 
 Result<std::unique_ptr<RunStore>> RunStore::open(const std::string& path, SyncMode synchronous,
                                                  int64_t busy_timeout_ms, const Clock& clock,
                                                  std::string owner) {
-  std::unique_ptr<RunStore> rs(new RunStore(clock, std::move(owner)));
-  auto db = Db::open(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
-  if (!db.ok()) return db.status();
-  rs->db_ = std::move(*db);
-  sqlite3_busy_timeout(rs->db_.get(), static_cast<int>(busy_timeout_ms));
-  if (Status st = rs->db_.exec("PRAGMA journal_mode=WAL"); !st.ok()) return st;
-  const char* sync =
-      synchronous == SyncMode::kFull ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL";
-  if (Status st = rs->db_.exec(sync); !st.ok()) return st;
-  if (Status st = store::detail::migrate(rs->db_, store::schema_version()); !st.ok()) return st;
-  return rs;
+  if (is_postgres_url(path)) return open_postgres_run_store(path, clock, std::move(owner));
+  return open_sqlite_run_store(path, synchronous, busy_timeout_ms, clock, std::move(owner));
 }
 
-int64_t RunStore::now_ms() const {
+int64_t SqliteRunStore::now_ms() const {
   return to_ms(clock_.wall_now());
 }
 
-Result<Stmt*> RunStore::stmt(const char* sql) {
+Result<Stmt*> SqliteRunStore::stmt(const char* sql) {
   auto it = stmts_.find(sql);
   if (it != stmts_.end()) return &it->second;
   Stmt s;
@@ -130,8 +202,8 @@ Result<Stmt*> RunStore::stmt(const char* sql) {
   return &stmts_.emplace(sql, std::move(s)).first->second;
 }
 
-Status RunStore::add_event(const std::string& run_id, const std::string& step_id, int attempt,
-                           const std::string& type, const std::string& detail) {
+Status SqliteRunStore::add_event(const std::string& run_id, const std::string& step_id, int attempt,
+                                 const std::string& type, const std::string& detail) {
   auto s = stmt(
       "INSERT INTO workflow_events (run_id, ts_ms, step_id, attempt, type, detail) "
       "VALUES (?, ?, ?, ?, ?, ?)");
@@ -148,7 +220,7 @@ Status RunStore::add_event(const std::string& run_id, const std::string& step_id
 }
 
 template <typename F>
-Status RunStore::owned_tx(const std::string& run_id, F&& body) {
+Status SqliteRunStore::owned_tx(const std::string& run_id, F&& body) {
   std::lock_guard lock(mu_);
   Transaction tx(db_);
   if (Status st = tx.begin(); !st.ok()) return st;
@@ -165,7 +237,7 @@ Status RunStore::owned_tx(const std::string& run_id, F&& body) {
   return tx.commit();
 }
 
-Status RunStore::write_step(const std::string& run_id, const StepRecord& r) {
+Status SqliteRunStore::write_step(const std::string& run_id, const StepRecord& r) {
   auto s = stmt(
       "INSERT OR REPLACE INTO workflow_steps (run_id, step_id, seq, attempt, failures, status, "
       "output, error, started_ms, finished_ms, wake_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
@@ -188,20 +260,22 @@ Status RunStore::write_step(const std::string& run_id, const StepRecord& r) {
   return Status();
 }
 
-Status RunStore::record_step(const std::string& run_id, const StepRecord& r,
-                             const std::string& event, const std::string& detail) {
+Status SqliteRunStore::record_step(const std::string& run_id, const StepRecord& r,
+                                   const std::string& event, const std::string& detail) {
   return owned_tx(run_id, [&] {
     if (Status s = write_step(run_id, r); !s.ok()) return s;
     return add_event(run_id, r.step_id, r.attempt, event, detail);
   });
 }
 
-Status RunStore::record_event(const std::string& run_id, const std::string& step_id, int attempt,
-                              const std::string& event, const std::string& detail) {
+Status SqliteRunStore::record_event(const std::string& run_id, const std::string& step_id,
+                                    int attempt, const std::string& event,
+                                    const std::string& detail) {
   return owned_tx(run_id, [&] { return add_event(run_id, step_id, attempt, event, detail); });
 }
 
-Status RunStore::finish_run(const std::string& run_id, RunStatus status, const std::string& error) {
+Status SqliteRunStore::finish_run(const std::string& run_id, RunStatus status,
+                                  const std::string& error) {
   std::string name(to_string(status));
   return owned_tx(run_id, [&]() -> Status {
     auto s = stmt(
@@ -218,14 +292,16 @@ Status RunStore::finish_run(const std::string& run_id, RunStatus status, const s
   });
 }
 
-Status RunStore::create_run(const std::string& id, const Definition& def, const json::value& input,
-                            const std::string& client) {
+Status SqliteRunStore::create_run(const std::string& id, const Definition& def,
+                                  const json::value& input, const std::string& client,
+                                  Millis claim_lease) {
   std::lock_guard lock(mu_);
   Transaction tx(db_);
   if (Status st = tx.begin(); !st.ok()) return st;
   auto s = stmt(
       "INSERT INTO workflow_runs (id, name, version, definition_hash, definition, input, status, "
-      "created_ms, updated_ms, client) VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)");
+      "created_ms, updated_ms, client, owner, lease_expires_ms) VALUES (?, ?, ?, ?, ?, ?, "
+      "'pending', ?, ?, ?, nullif(?, ''), ?)");
   if (!s.ok()) return s.status();
   Stmt& q = **s;
   std::string in = json::serialize(input);
@@ -239,14 +315,17 @@ Status RunStore::create_run(const std::string& id, const Definition& def, const 
   q.bind(7, now);
   q.bind(8, now);
   q.bind(9, client);
+  const bool claimed = claim_lease.count() > 0;
+  q.bind(10, claimed ? std::string_view(owner_) : std::string_view());
+  q.bind(11, claimed ? now + claim_lease.count() : int64_t{0});
   if (int rc = q.run(); rc != SQLITE_OK) return sqlite_error(db_.get(), rc, "insert run");
   if (Status st = add_event(id, "", 0, "run_created", def.name + " " + def.hash); !st.ok())
     return st;
   return tx.commit();
 }
 
-Result<Claim> RunStore::claim(const std::string& run_id, const Definition* given, bool force,
-                              Millis lease_period, const OwnerAlive& owner_alive) {
+Result<Claim> SqliteRunStore::claim(const std::string& run_id, const Definition* given, bool force,
+                                    Millis lease_period, const OwnerAlive& owner_alive) {
   Claim c;
   std::lock_guard lock(mu_);
   Transaction tx(db_);
@@ -339,7 +418,41 @@ Result<Claim> RunStore::claim(const std::string& run_id, const Definition* given
   return c;
 }
 
-Status RunStore::fail_claimed(const std::string& run_id, const std::string& why) {
+Result<std::vector<std::string>> SqliteRunStore::claim_next(int limit, Millis lease) {
+  std::vector<std::string> ids;
+  if (limit <= 0) return ids;
+  std::lock_guard lock(mu_);
+  Transaction tx(db_);
+  if (Status st = tx.begin(); !st.ok()) return st;
+  const int64_t now = now_ms();
+  {
+    Stmt q;
+    if (Status st = q.prepare(db_.get(),
+                              "SELECT id FROM workflow_runs WHERE status IN ('pending', 'running') "
+                              "AND (owner IS NULL OR lease_expires_ms < ?) ORDER BY created_ms "
+                              "LIMIT ?");
+        !st.ok())
+      return st;
+    q.bind(1, now);
+    q.bind(2, limit);
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) ids.push_back(q.col_text(0));
+    if (rc != SQLITE_DONE) return sqlite_error(db_.get(), rc, "find runnable runs");
+  }
+  for (const std::string& id : ids) {
+    auto s = stmt("UPDATE workflow_runs SET owner = ?, lease_expires_ms = ? WHERE id = ?");
+    if (!s.ok()) return s.status();
+    Stmt& u = **s;
+    u.bind(1, owner_);
+    u.bind(2, now + lease.count());
+    u.bind(3, id);
+    if (int rc = u.run(); rc != SQLITE_OK) return sqlite_error(db_.get(), rc, "take run");
+  }
+  if (Status st = tx.commit(); !st.ok()) return st;
+  return ids;
+}
+
+Status SqliteRunStore::fail_claimed(const std::string& run_id, const std::string& why) {
   std::lock_guard lock(mu_);
   auto s = stmt(
       "UPDATE workflow_runs SET status = 'failed', error = ?, finished_ms = ?, owner = NULL "
@@ -355,12 +468,12 @@ Status RunStore::fail_claimed(const std::string& run_id, const std::string& why)
   return Status();
 }
 
-void RunStore::release_claim(const std::string& run_id, const std::string& why) {
+void SqliteRunStore::release_claim(const std::string& run_id, const std::string& why) {
   std::lock_guard lock(mu_);
   Stmt u;
   if (u.prepare(db_.get(),
                 "UPDATE workflow_runs SET owner = NULL, lease_expires_ms = 0, updated_ms = ? "
-                "WHERE id = ? AND owner = ? AND status = 'running'")
+                "WHERE id = ? AND owner = ? AND status IN ('pending', 'running')")
           .ok()) {
     u.bind(1, now_ms());
     u.bind(2, run_id);
@@ -370,7 +483,7 @@ void RunStore::release_claim(const std::string& run_id, const std::string& why) 
   }
 }
 
-Status RunStore::heartbeat(const std::string& run_id, bool renew, Millis lease) {
+Status SqliteRunStore::heartbeat(const std::string& run_id, bool renew, Millis lease) {
   // The first reason wins, as in Interrupt::cancel.
   Status why;
   auto stop = [&](Status st) {
@@ -378,31 +491,43 @@ Status RunStore::heartbeat(const std::string& run_id, bool renew, Millis lease) 
   };
   std::lock_guard lock(mu_);
   Stmt q;
-  if (q.prepare(db_.get(), "SELECT owner, cancel_requested FROM workflow_runs WHERE id = ?").ok()) {
+  Status st =
+      q.prepare(db_.get(), "SELECT owner, cancel_requested FROM workflow_runs WHERE id = ?");
+  if (st.ok()) {
     q.bind(1, run_id);
-    if (q.step() == SQLITE_ROW) {
+    const int rc = q.step();
+    if (rc == SQLITE_ROW) {
       if (q.col_text(0) != owner_)
         stop(Status::failed_precondition("lease of run lost"));
       else if (q.col_int(1) != 0)
         stop(Status::cancelled("run cancelled"));
+    } else if (rc != SQLITE_DONE) {
+      stop(Status::unavailable(sqlite_error(db_.get(), rc, "heartbeat").message()));
     }
+  } else {
+    stop(Status::unavailable(st.message()));
   }
   if (renew) {
     Stmt u;
-    if (u.prepare(db_.get(),
-                  "UPDATE workflow_runs SET lease_expires_ms = ? WHERE id = ? AND owner = ?")
-            .ok()) {
+    st = u.prepare(db_.get(),
+                   "UPDATE workflow_runs SET lease_expires_ms = ? WHERE id = ? AND owner = ?");
+    if (st.ok()) {
       u.bind(1, now_ms() + lease.count());
       u.bind(2, run_id);
       u.bind(3, owner_);
-      if (u.run() == SQLITE_OK && sqlite3_changes(db_.get()) == 0)
+      const int rc = u.run();
+      if (rc == SQLITE_OK && sqlite3_changes(db_.get()) == 0)
         stop(Status::failed_precondition("lease of run lost"));
+      else if (rc != SQLITE_OK)
+        stop(Status::unavailable(sqlite_error(db_.get(), rc, "renew lease").message()));
+    } else {
+      stop(Status::unavailable(st.message()));
     }
   }
   return why;
 }
 
-Status RunStore::request_cancel(const std::string& run_id) {
+Status SqliteRunStore::request_cancel(const std::string& run_id) {
   std::lock_guard lock(mu_);
   Transaction tx(db_);
   if (Status st = tx.begin(); !st.ok()) return st;
@@ -435,7 +560,7 @@ Status RunStore::request_cancel(const std::string& run_id) {
   return tx.commit();
 }
 
-Result<std::vector<std::string>> RunStore::interrupted_runs(const OwnerAlive& owner_alive) {
+Result<std::vector<std::string>> SqliteRunStore::interrupted_runs(const OwnerAlive& owner_alive) {
   std::lock_guard lock(mu_);
   Stmt q;
   if (Status st = q.prepare(db_.get(),
@@ -457,7 +582,7 @@ Result<std::vector<std::string>> RunStore::interrupted_runs(const OwnerAlive& ow
   return ids;
 }
 
-Result<std::vector<RunSummary>> RunStore::list_runs(int limit, const std::string* client) {
+Result<std::vector<RunSummary>> SqliteRunStore::list_runs(int limit, const std::string* client) {
   std::lock_guard lock(mu_);
   Stmt q;
   std::string sql = std::string("SELECT ") + kRunColumns + " FROM workflow_runs" +
@@ -473,7 +598,7 @@ Result<std::vector<RunSummary>> RunStore::list_runs(int limit, const std::string
   return out;
 }
 
-Result<RunDetail> RunStore::get_run(const std::string& run_id) {
+Result<RunDetail> SqliteRunStore::get_run(const std::string& run_id) {
   std::lock_guard lock(mu_);
   RunDetail d;
   {
