@@ -650,6 +650,18 @@ TEST_F(ClusterOpsTest, TwoGatewaysOnPostgresFinishEveryRunWhenOneIsKilled) {
   size_t retried = 0;
   for (const auto& [path, c] : calls) retried += c.size() == 2;
   EXPECT_LE(retried, 3u) << "more steps ran again than the killed gateway was executing";
+  // The CLI reads the same runs from the database.
+  std::string listed;
+  if (FILE* p = ::popen(
+          (std::string(SWITCHBOARD_BINARY) + " workflow list --json --db '" + pg.url() + "' 2>&1")
+              .c_str(),
+          "r")) {
+    char buf[4096];
+    for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) listed.append(buf, n);
+    ::pclose(p);
+  }
+  for (const std::string& id : ids)
+    EXPECT_NE(listed.find(id), std::string::npos) << "workflow list --db: " << listed;
   // B took A's runs over (the claim's audit event names the previous owner).
   EXPECT_NE(pg.psql("SELECT count(*) FROM workflow_events WHERE type = 'run_claimed' AND "
                     "detail LIKE '%previous owner %:" +
