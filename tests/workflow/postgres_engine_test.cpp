@@ -304,8 +304,9 @@ TEST_F(PostgresEngineTest, ARunStopsWhenItsLeaseCannotBeRenewed) {
   auto ex = std::make_shared<FakeExecutor>([&](const StepRequest& r, const Interrupt& i) {
     if (r.step_id == "b" && stuck) {
       gate.pass();
-      while (i.check().ok()) std::this_thread::sleep_for(Millis(5));
-      return Result<json::value>(i.check());
+      eventually([&] { return !i.check().ok(); }, Millis(60000));
+      return Result<json::value>(i.check().ok() ? Status::deadline_exceeded("never interrupted")
+                                                : i.check());
     }
     return Result<json::value>(json::value(r.step_id));
   });
