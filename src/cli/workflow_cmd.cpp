@@ -129,8 +129,7 @@ int run_workflow_command(const WorkflowArgs& a) {
     std::cerr << "switchboard workflow: no database at " << opts.db_path << "\n";
     return kExitUsage;
   }
-  opts.lease = Millis(config->workflows.lease_ms);
-  opts.heartbeat = std::min(opts.heartbeat, std::max(Millis(1), opts.lease / 3));
+  gateway::apply_workflow_bounds(config->workflows, opts);
   opts.synchronous = config->state.synchronous;
   opts.busy_timeout_ms = config->state.busy_timeout_ms;
   // Declared before the engine so that it outlives it (the engine's steps use it).
@@ -143,7 +142,6 @@ int run_workflow_command(const WorkflowArgs& a) {
       gateway::make_gated_exec_executor([config] { return config->workflows.allow_exec; });
   opts.executors.http = wf::make_http_executor(
       gateway::make_blocking_http_caller([config] { return config->workflows.http_allow; }));
-  opts.max_parallel = int(config->workflows.max_parallel);
   opts.executors.llm = wf::make_llm_executor(client);
   opts.executors.feedback = client;
   opts.on_transition = [](const wf::Transition& t) { std::cout << t.to_line() << std::endl; };

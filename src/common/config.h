@@ -221,6 +221,13 @@ struct WorkflowsConfig {
   int64_t lease_ms = 30000;          // a run whose owner stopped renewing is taken over after this
   int64_t max_concurrent_runs = 32;  // per gateway; more runs wait in the queue
   int64_t max_parallel = 64;         // upper bound for any parallel step's max_concurrency
+  // Every run's budget ceiling (a definition's `budget:` may be tighter); 0 = none.
+  struct Budget {
+    int64_t max_steps = 0;
+    int64_t max_tokens = 0;
+    double max_cost_usd = 0;
+    int64_t max_time_ms = 0;
+  } budget;
 };
 
 // Limits shared by several gateways through one Redis (DESIGN.md invariant 13). Off when `redis`

@@ -186,6 +186,12 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "lease_ms" << YAML::Value << w.lease_ms;
   out << YAML::Key << "max_concurrent_runs" << YAML::Value << w.max_concurrent_runs;
   out << YAML::Key << "max_parallel" << YAML::Value << w.max_parallel;
+  out << YAML::Key << "budget" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  out << YAML::Key << "max_steps" << YAML::Value << w.budget.max_steps;
+  out << YAML::Key << "max_tokens" << YAML::Value << w.budget.max_tokens;
+  out << YAML::Key << "max_cost_usd" << YAML::Value << w.budget.max_cost_usd;
+  out << YAML::Key << "max_time_ms" << YAML::Value << w.budget.max_time_ms;
+  out << YAML::EndMap;
   out << YAML::EndMap;
   if (c.cluster.enabled()) {
     const auto& cl = c.cluster;

@@ -321,7 +321,8 @@ void ConfigReader::read_workflows(const YAML::Node& n) {
   if (!n.IsDefined() || n.IsNull()) return;
   const std::string p = "workflows";
   if (!check_map(n, p,
-                 {"allow_exec", "http_allow", "lease_ms", "max_concurrent_runs", "max_parallel"}))
+                 {"allow_exec", "http_allow", "lease_ms", "max_concurrent_runs", "max_parallel",
+                  "budget"}))
     return;
   auto& w = cfg_.workflows;
   read_bool(n, "allow_exec", p, w.allow_exec);
@@ -351,6 +352,16 @@ void ConfigReader::read_workflows(const YAML::Node& n) {
   read_int(n, "lease_ms", p, w.lease_ms, 1000);
   read_int(n, "max_concurrent_runs", p, w.max_concurrent_runs, 1, 100000);
   read_int(n, "max_parallel", p, w.max_parallel, 1, 10000);
+  if (present(n, "budget")) {
+    const YAML::Node b = n["budget"];
+    const std::string bp = "workflows.budget";
+    if (check_map(b, bp, {"max_steps", "max_tokens", "max_cost_usd", "max_time_ms"})) {
+      read_int(b, "max_steps", bp, w.budget.max_steps, 0);
+      read_int(b, "max_tokens", bp, w.budget.max_tokens, 0);
+      read_double(b, "max_cost_usd", bp, w.budget.max_cost_usd, 0.0, 9e6);
+      read_int(b, "max_time_ms", bp, w.budget.max_time_ms, 0);
+    }
+  }
 }
 
 void ConfigReader::read_routing(const YAML::Node& n) {

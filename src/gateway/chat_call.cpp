@@ -13,6 +13,7 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <cmath>
+#include <cstdio>
 #include <ctime>
 #include <optional>
 
@@ -439,6 +440,12 @@ class ChatCall {
     if (!r.wrote_response) {
       ex_.response = json_response(http::status::ok, std::move(r.body), ex_.request.version());
       set_headers(a, key_id, now);
+      // What this answer cost at the model's configured prices (a workflow's llm step counts it
+      // against the run's max_cost_usd). Streams send their head before the usage is known.
+      char cost[32];
+      const int n = std::snprintf(cost, sizeof cost, "%.9f", cost_of(a, r.usage));
+      append_header(ex_.extra_headers, "x-switchboard-cost-usd",
+                    std::string_view(cost, size_t(std::max(n, 0))));
     }
     record_outcome(&a, key_id, "ok", r.usage, now);
   }

@@ -107,6 +107,17 @@ class GatedExecExecutor final : public wf::StepExecutor {
 
 }  // namespace
 
+void apply_workflow_bounds(const WorkflowsConfig& w, wf::EngineOptions& opts) {
+  opts.lease = Millis(w.lease_ms);
+  // Three renewals a lease: one that fails (a busy or restarting database) leaves time for more.
+  opts.heartbeat = std::min(opts.heartbeat, std::max(Millis(1), opts.lease / 3));
+  opts.max_parallel = int(w.max_parallel);
+  opts.budget.max_steps = w.budget.max_steps;
+  opts.budget.max_tokens = w.budget.max_tokens;
+  opts.budget.max_cost_usd = w.budget.max_cost_usd;
+  opts.budget.max_time_ms = w.budget.max_time_ms;
+}
+
 std::shared_ptr<wf::StepExecutor> make_gated_exec_executor(std::function<bool()> allow_exec) {
   return std::make_shared<GatedExecExecutor>(wf::make_exec_executor(), std::move(allow_exec));
 }
@@ -191,10 +202,7 @@ Result<std::unique_ptr<WorkflowService>> WorkflowService::open(
   opts.db_path = shared ? config.state.url : config.state.path;
   opts.synchronous = config.state.synchronous;
   opts.busy_timeout_ms = config.state.busy_timeout_ms;
-  opts.lease = Millis(config.workflows.lease_ms);
-  // Three renewals a lease: one that fails (a busy or restarting database) leaves time for more.
-  opts.heartbeat = std::min(opts.heartbeat, std::max(Millis(1), opts.lease / 3));
-  opts.max_parallel = int(config.workflows.max_parallel);
+  apply_workflow_bounds(config.workflows, opts);
   opts.executors.exec =
       make_gated_exec_executor([current] { return current()->workflows.allow_exec; });
   opts.executors.http = wf::make_http_executor(

@@ -31,6 +31,10 @@ std::shared_ptr<workflow::HttpCaller> make_blocking_http_caller(
 // follows the run, whoever executes it (`serve`, or `workflow resume` on the CLI).
 std::shared_ptr<workflow::StepExecutor> make_gated_exec_executor(std::function<bool()> allow_exec);
 
+// The `workflows:` bounds every executor applies, `serve` and the CLI alike: the lease (renewed
+// three times a lease), max_parallel and the run budget ceiling.
+void apply_workflow_bounds(const WorkflowsConfig& w, workflow::EngineOptions& opts);
+
 // Where a gateway answers: "http://host:port" (no trailing slash) and the gateway key to send
 // ("" = none, for gateways without auth.gateway_keys).
 struct GatewayTarget {

@@ -1,5 +1,6 @@
 // Workflow definitions (workflow.h): step kinds, retry backoff, the entry points that read a
 // definition (the parser itself is in definition_parser.h), and run inputs against the schema.
+#include <algorithm>
 #include <boost/json.hpp>
 #include <cmath>
 #include <fstream>
@@ -88,6 +89,16 @@ Status validate_input(const Definition& def, const json::value& input) {
   }
   if (!errs.empty()) return Status::invalid_argument(errs);
   return Status();
+}
+
+RunBudget RunBudget::tightest(const RunBudget& other) const {
+  auto pick = [](auto a, auto b) { return a <= 0 ? b : b <= 0 ? a : std::min(a, b); };
+  RunBudget out;
+  out.max_steps = pick(max_steps, other.max_steps);
+  out.max_tokens = pick(max_tokens, other.max_tokens);
+  out.max_cost_usd = pick(max_cost_usd, other.max_cost_usd);
+  out.max_time_ms = pick(max_time_ms, other.max_time_ms);
+  return out;
 }
 
 }  // namespace switchboard::workflow

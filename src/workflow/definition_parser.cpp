@@ -140,7 +140,7 @@ bool DefinitionParser::get_double(const YAML::Node& n, const std::string& path, 
 }
 
 void DefinitionParser::read_root(const YAML::Node& root) {
-  check_keys(root, "", {"name", "version", "description", "input", "steps"});
+  check_keys(root, "", {"name", "version", "description", "budget", "input", "steps"});
   if (auto n = root["name"]; !n) {
     error(root, "name", "is required");
   } else if (get_string(n, "name", def_.name) && def_.name.empty()) {
@@ -149,6 +149,7 @@ void DefinitionParser::read_root(const YAML::Node& root) {
   if (auto n = root["version"]) get_int(n, "version", def_.version, 0);
   if (auto n = root["description"]; n && !n.IsScalar()) error(n, "description", "must be a string");
   if (auto n = root["input"]) read_input_schema(n);
+  if (auto n = root["budget"]) read_budget(n);
   auto steps = root["steps"];
   if (!steps) {
     error(root, "steps", "is required");
@@ -423,6 +424,19 @@ void DefinitionParser::read_feedback(const YAML::Node& f, const std::string& pat
     }
   }
   s.feedback = std::move(fb);
+}
+
+void DefinitionParser::read_budget(const YAML::Node& b) {
+  if (!b.IsMap()) {
+    error(b, "budget", "must be a mapping {max_steps, max_tokens, max_cost_usd, max_time_ms}");
+    return;
+  }
+  check_keys(b, "budget", {"max_steps", "max_tokens", "max_cost_usd", "max_time_ms"});
+  RunBudget& out = def_.budget;
+  if (auto n = b["max_steps"]) get_int(n, "budget.max_steps", out.max_steps, 0);
+  if (auto n = b["max_tokens"]) get_int(n, "budget.max_tokens", out.max_tokens, 0);
+  if (auto n = b["max_cost_usd"]) get_double(n, "budget.max_cost_usd", out.max_cost_usd, 0.0);
+  if (auto n = b["max_time_ms"]) get_int(n, "budget.max_time_ms", out.max_time_ms, 0);
 }
 
 void DefinitionParser::read_retry(const YAML::Node& r, const std::string& path, StepDef& s) {

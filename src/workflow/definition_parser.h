@@ -50,6 +50,7 @@ class DefinitionParser {
   void read_on_failure(const YAML::Node& f, const std::string& path, StepDef& s, bool top);
   void read_feedback(const YAML::Node& f, const std::string& path, StepDef& s);
   void read_retry(const YAML::Node& r, const std::string& path, StepDef& s);
+  void read_budget(const YAML::Node& b);
 
   // Step inputs and template references (definition_checks.cpp).
   void read_input(const YAML::Node& in, const std::string& path, StepDef& s, bool in_for_each);

@@ -295,8 +295,10 @@ Result<RunResult> Engine::run(const std::string& run_id, const Definition* given
   json::value input = json::parse(claimed.input, ec);
   if (ec) return release_failed("stored input is not JSON");
 
+  const RunBudget budget = load.definition->budget.tightest(im.opt.budget);
   RunExecution exec(im, run_id, claimed.client, std::move(*load.definition), std::move(input));
   exec.load_records(std::move(claimed.steps));
+  exec.start_budget(budget, claimed.created_ms);
   if (claimed.cancel_requested) exec.run_interrupt().cancel(Status::cancelled("run cancelled"));
   // Registered before executing anything; a shutdown that came after the claim stops it here.
   {

@@ -8,6 +8,7 @@
 
 #include <boost/json.hpp>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -415,6 +416,13 @@ class LlmExecutor final : public StepExecutor {
     if (auto* u = r.if_contains("usage")) out["usage"] = *u;
     // What a later step's `feedback` names when it reports the verdict on this answer.
     if (auto id = reply->header("x-switchboard-request-id"); !id.empty()) out["request_id"] = id;
+    // What the answer cost (the gateway's prices), counted against the run's max_cost_usd.
+    if (auto c = reply->header("x-switchboard-cost-usd"); !c.empty()) {
+      const std::string text(c);
+      char* end = nullptr;
+      const double cost = std::strtod(text.c_str(), &end);
+      if (end != text.c_str() && cost >= 0 && std::isfinite(cost)) out["cost_usd"] = cost;
+    }
     return json::value(std::move(out));
   }
 

@@ -42,15 +42,95 @@ Outcome aborted(const Status& st) {
 
 }  // namespace
 
+void RunExecution::start_budget(const RunBudget& budget, int64_t created_ms) {
+  budget_ = budget;
+  if (budget_.max_time_ms <= 0) return;
+  const int64_t left = created_ms + budget_.max_time_ms - impl_.now_ms();
+  budget_interrupt_.emplace(*impl_.clock, &run_interrupt_, impl_.clock->now() + Millis(left),
+                            budget_.max_time_ms);
+}
+
+Status RunExecution::begin_attempt() {
+  std::lock_guard lock(mu_);
+  std::string why;
+  char spent[64];
+  if (budget_.max_steps > 0 && steps_started_ >= budget_.max_steps) {
+    why = "max_steps " + std::to_string(budget_.max_steps) + " reached";
+  } else if (budget_.max_tokens > 0 && tokens_used_ >= budget_.max_tokens) {
+    why = "max_tokens " + std::to_string(budget_.max_tokens) + " reached (" +
+          std::to_string(tokens_used_) + " used)";
+  } else if (budget_.max_cost_usd > 0 && cost_used_ >= budget_.max_cost_usd) {
+    std::snprintf(spent, sizeof spent, "max_cost_usd %g reached ($%.6f spent)",
+                  budget_.max_cost_usd, cost_used_);
+    why = spent;
+  }
+  if (!why.empty()) return Status::resource_exhausted("budget exhausted: " + why);
+  ++steps_started_;
+  return Status();
+}
+
+void RunExecution::count_usage(const StepRecord& r) {
+  // The llm executor's output: {content, model, finish_reason, usage, cost_usd, request_id}.
+  if (r.status != "completed" || !r.output.is_object()) return;
+  const auto& o = r.output.as_object();
+  const auto* usage = o.if_contains("usage");
+  if (!o.if_contains("content") || !usage || !usage->is_object()) return;
+  const auto& u = usage->as_object();
+  auto number = [&u](const char* key) -> int64_t {
+    const auto* v = u.if_contains(key);
+    return v && v->is_number() ? static_cast<int64_t>(v->to_number<double>()) : 0;
+  };
+  const int64_t total = number("total_tokens");
+  tokens_used_ += total > 0 ? total : number("prompt_tokens") + number("completion_tokens");
+  if (const auto* c = o.if_contains("cost_usd"); c && c->is_number())
+    cost_used_ += c->to_number<double>();
+}
+
+Outcome RunExecution::over_budget(const Status& why, const std::optional<StepRecord>& r) {
+  const std::string msg =
+      why.code() == StatusCode::kDeadlineExceeded
+          ? "budget exhausted: max_time_ms " + std::to_string(budget_.max_time_ms) + " reached"
+          : why.message();
+  bool first = false;
+  {
+    std::lock_guard lock(mu_);
+    first = !budget_noted_;
+    budget_noted_ = true;
+  }
+  const std::string step_id = r ? r->step_id : "";
+  const int attempt = r ? r->attempt : 0;
+  if (first) {
+    // Steps running beside this one (parallel children) stop too: nothing more starts.
+    if (budget_interrupt_)
+      budget_interrupt_->cancel(Status::resource_exhausted(msg));
+    else
+      run_interrupt_.cancel(Status::resource_exhausted(msg));
+    (void)impl_.store->record_event(run_id_, step_id, attempt, "budget_exhausted", msg);
+    impl_.emit(Transition{run_id_, step_id, "budget exhausted", attempt, 0, msg});
+  }
+  if (r && !is_final_step(r->status)) {
+    StepRecord failed = *r;
+    failed.status = "failed";
+    failed.error = msg;
+    failed.finished_ms = impl_.now_ms();
+    if (Status st = record(failed, "step_failed", msg, failed.finished_ms - failed.started_ms);
+        !st.ok())
+      return aborted(st);
+  }
+  return Outcome{Ending::kBudget, msg, {}};
+}
+
 Result<RunResult> RunExecution::execute() {
   const auto& steps = def_.steps;
   size_t i = 0;
   while (i < steps.size()) {
     const StepDef& s = steps[i];
-    Outcome o = run_step(s, s.id, nullptr, run_interrupt_);
+    Outcome o = run_step(s, s.id, nullptr, top());
     switch (o.ending) {
       case Ending::kAborted:
         return Status::failed_precondition(o.error.empty() ? "lease lost" : o.error);
+      case Ending::kBudget:
+        return finish(RunStatus::kFailed, o.error);
       case Ending::kCancelled:
         return finish(RunStatus::kCancelled, "cancelled");
       case Ending::kCompleted:
@@ -118,6 +198,7 @@ Status RunExecution::record(StepRecord r, const std::string& event, const std::s
   Transition t{run_id_, r.step_id, event.substr(5), r.attempt, duration_ms, detail};
   {
     std::lock_guard lock(mu_);
+    count_usage(r);
     records_[r.step_id] = std::move(r);
   }
   impl_.emit(t);
@@ -182,6 +263,7 @@ void RunExecution::send_feedback(const StepDef& def, const StepRecord& r) {
 }
 
 Outcome RunExecution::interrupted(const Status& why, StepRecord r) {
+  if (is_budget_stop(why)) return over_budget(why, r);
   if (why.code() != StatusCode::kCancelled) return aborted(why);
   r.status = "cancelled";
   r.error = why.message();
@@ -206,6 +288,7 @@ Outcome RunExecution::run_step(const StepDef& def, const std::string& id, const 
   if (rec && is_final_step(rec->status))
     return Outcome{ending_of(rec->status), rec->error, rec->output};
   if (Status st = parent.check(); !st.ok()) {
+    if (is_budget_stop(st)) return over_budget(st, rec);
     if (st.code() != StatusCode::kCancelled || !rec) {
       return st.code() == StatusCode::kCancelled ? Outcome{Ending::kCancelled, st.message(), {}}
                                                  : aborted(st);
@@ -236,6 +319,8 @@ Outcome RunExecution::run_step(const StepDef& def, const std::string& id, const 
       if (Status st = impl_.sleeper->sleep_until(from_ms(r.wake_ms), parent); !st.ok())
         return interrupted(st, r);
     }
+    if (Status st = begin_attempt(); !st.ok())
+      return over_budget(st, r.attempt > 0 ? std::optional<StepRecord>(r) : std::nullopt);
     r.attempt += 1;
     r.status = "running";
     r.started_ms = impl_.now_ms();
@@ -319,6 +404,7 @@ Outcome RunExecution::run_step(const StepDef& def, const std::string& id, const 
 
 Outcome RunExecution::run_parallel(const StepDef& def, const std::string& id,
                                    std::optional<StepRecord> rec, const Interrupt& parent) {
+  if (Status st = begin_attempt(); !st.ok()) return over_budget(st, rec);
   StepRecord r;
   if (rec) r = *rec;
   r.step_id = id;
@@ -389,6 +475,10 @@ Outcome RunExecution::run_parallel(const StepDef& def, const std::string& id,
   size_t not_started = 0;
   json::array out_list;
   json::object out_map;
+  for (size_t i = 0; i < children.size(); ++i) {
+    if (results[i].ending == Ending::kBudget)
+      return over_budget(Status::resource_exhausted(results[i].error), r);
+  }
   for (size_t i = 0; i < children.size(); ++i) {
     const Outcome& o = results[i];
     if (!started[i]) ++not_started;  // its output stays null, like a child that failed

@@ -22,7 +22,8 @@
 namespace switchboard::workflow::detail {
 
 // How one step ended, for the caller's control flow.
-enum class Ending { kCompleted, kFailed, kSkipped, kCancelled, kAborted };
+// kBudget: the run's budget is exhausted (the run fails, whatever the step's on_failure says).
+enum class Ending { kCompleted, kFailed, kSkipped, kCancelled, kAborted, kBudget };
 
 struct Outcome {
   Ending ending = Ending::kCompleted;
@@ -44,9 +45,14 @@ class RunExecution {
   void load_records(std::vector<StepRecord> recs) {
     for (auto& r : recs) {
       next_seq_ = std::max(next_seq_, r.seq + 1);
+      steps_started_ += r.attempt;
+      count_usage(r);
       records_[r.step_id] = std::move(r);
     }
   }
+  // The run's budget (after load_records: what the records used counts); its time limit runs
+  // from `created_ms` (wall time) and interrupts the step that is running when it passes.
+  void start_budget(const RunBudget& budget, int64_t created_ms);
   size_t recorded() const { return records_.size(); }
   Interrupt& run_interrupt() { return run_interrupt_; }
 
@@ -65,6 +71,19 @@ class RunExecution {
   // audit event (and a transition), never a change of the step's own result.
   void send_feedback(const StepDef& def, const StepRecord& r);
   Outcome interrupted(const Status& why, StepRecord r);
+  // The interrupt every top-level step runs under: the budget's (time limit) or the run's.
+  const Interrupt& top() const { return budget_interrupt_ ? *budget_interrupt_ : run_interrupt_; }
+  // Before an attempt starts: counts it, or says which limit is exhausted (ResourceExhausted).
+  Status begin_attempt();
+  // Tokens and spend of a completed llm step's output (mu_ held, or before any thread starts).
+  void count_usage(const StepRecord& r);
+  // The budget stopped the run: notes why once (audit event and transition), records the step
+  // that was running (if any) as failed, and ends it with kBudget.
+  Outcome over_budget(const Status& why, const std::optional<StepRecord>& r);
+  static bool is_budget_stop(const Status& st) {
+    return st.code() == StatusCode::kResourceExhausted ||
+           st.code() == StatusCode::kDeadlineExceeded;
+  }
   Outcome fail_now(StepRecord r, const std::string& error);
   Outcome run_step(const StepDef& def, const std::string& id, const json::value* item,
                    const Interrupt& parent);
@@ -81,6 +100,13 @@ class RunExecution {
   std::mutex mu_;
   std::map<std::string, StepRecord> records_;
   int64_t next_seq_ = 1;
+
+  RunBudget budget_;
+  int64_t steps_started_ = 0;                  // attempts, every step and child; guarded by mu_
+  int64_t tokens_used_ = 0;                    // guarded by mu_
+  double cost_used_ = 0;                       // guarded by mu_
+  bool budget_noted_ = false;                  // guarded by mu_
+  std::optional<Interrupt> budget_interrupt_;  // child of run_interrupt_, with the time limit
 };
 
 }  // namespace switchboard::workflow::detail

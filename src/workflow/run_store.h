@@ -42,6 +42,7 @@ struct Claim {
   std::string definition;
   std::string input;
   std::string client;
+  int64_t created_ms = 0;  // the run's time budget counts from here
   bool cancel_requested = false;
   std::vector<StepRecord> steps;  // in commit order
   std::string taken_over;         // why the previous owner's lease was not honoured, "" if it was

@@ -204,8 +204,8 @@ Result<Claim> PostgresRunStore::claim(const std::string& run_id, const Definitio
   Status st = in_tx([&]() -> Status {
     auto r = conn_.query(
         "SELECT status, coalesce(owner, ''), lease_expires_ms, cancel_requested, "
-        "definition_hash, definition, input, client, error FROM workflow_runs WHERE id = $1 "
-        "FOR UPDATE",
+        "definition_hash, definition, input, client, error, created_ms FROM workflow_runs "
+        "WHERE id = $1 FOR UPDATE",
         params(run_id));
     if (!r.ok()) return r.status();
     if (r->rows() == 0) return Status::not_found("no workflow run " + run_id);
@@ -217,6 +217,7 @@ Result<Claim> PostgresRunStore::claim(const std::string& run_id, const Definitio
     c.definition = r->text(0, 5);
     c.input = r->text(0, 6);
     c.client = r->text(0, 7);
+    c.created_ms = r->integer(0, 9);
     auto status = parse_run_status(c.status);
     if (status && (*status == RunStatus::kCompleted || *status == RunStatus::kFailed ||
                    *status == RunStatus::kCancelled)) {

@@ -333,8 +333,8 @@ Result<Claim> SqliteRunStore::claim(const std::string& run_id, const Definition*
   Stmt q;
   if (Status st = q.prepare(db_.get(),
                             "SELECT status, owner, lease_expires_ms, cancel_requested, "
-                            "definition_hash, definition, input, client FROM workflow_runs "
-                            "WHERE id = ?");
+                            "definition_hash, definition, input, client, created_ms FROM "
+                            "workflow_runs WHERE id = ?");
       !st.ok())
     return st;
   q.bind(1, run_id);
@@ -351,6 +351,7 @@ Result<Claim> SqliteRunStore::claim(const std::string& run_id, const Definition*
   c.definition = q.col_text(5);
   c.input = q.col_text(6);
   c.client = q.col_text(7);
+  c.created_ms = q.col_int(8);
   q.finalize();
   auto status = parse_run_status(c.status);
   if (status && (*status == RunStatus::kCompleted || *status == RunStatus::kFailed ||

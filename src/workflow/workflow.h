@@ -129,9 +129,25 @@ struct InputField {
   bool required = false;
 };
 
+// A run's budget (DESIGN.md `budget:`; 0 = no limit): step attempts started (each parallel
+// child's too), tokens and spend of its llm steps (usage.total_tokens and the gateway's
+// x-switchboard-cost-usd), and wall time since the run was created. Counted from the durable step
+// records, so a resume continues the count. Crossing a limit fails the run ("budget exhausted:
+// max_steps 2 reached", a `budget_exhausted` audit event) and no further step starts; the time
+// limit is a deadline that interrupts the step that is running.
+struct RunBudget {
+  int64_t max_steps = 0;
+  int64_t max_tokens = 0;
+  double max_cost_usd = 0;
+  int64_t max_time_ms = 0;
+  // Each limit the tighter of the two (a 0 is no limit, so the other one applies).
+  RunBudget tightest(const RunBudget& other) const;
+};
+
 struct Definition {
   std::string name;
   int64_t version = 1;
+  RunBudget budget;
   std::vector<InputField> input_schema;
   std::vector<StepDef> steps;
   std::string body;  // the source text, stored with each run
@@ -312,7 +328,8 @@ class LlmCaller {
       const Interrupt& interrupt) = 0;
 };
 // llm: input {route | model, messages, complexity, category, max_tokens, temperature}. Output
-// {content, model, finish_reason, usage, request_id} (request_id: the gateway's
+// {content, model, finish_reason, usage, cost_usd, request_id} (cost_usd: the gateway's
+// x-switchboard-cost-usd, when it sent one; request_id: the gateway's
 // x-switchboard-request-id, what a later step's `feedback` reports on; absent when the caller's
 // answer had none).
 std::shared_ptr<StepExecutor> make_llm_executor(std::shared_ptr<LlmCaller> caller);
@@ -438,6 +455,9 @@ struct EngineOptions {
   // (DESIGN.md workflows.max_parallel): a definition sent by a client must not make this process
   // start 100000 threads. The effective concurrency is max(1, min(max_concurrency, max_parallel)).
   int max_parallel = 64;
+  // Every run's ceiling (DESIGN.md workflows.budget): a definition's budget may be tighter, never
+  // looser.
+  RunBudget budget;
   // Starts the engine's threads (parallel workers, a run's heartbeat); empty = std::thread. A
   // seam for tests, which make it throw std::system_error as std::thread does when the process
   // is out of threads (EAGAIN). The engine turns that into a ResourceExhausted error (a failed

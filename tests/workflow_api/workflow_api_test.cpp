@@ -354,5 +354,35 @@ TEST_F(WorkflowApiTest, LlmStepThroughTheGatewayAndFeedbackFromALaterStep) {
   EXPECT_EQ(dup.status, 409) << dup.body;
 }
 
+// Issue 26: the gateway prices each answer (x-switchboard-cost-usd), llm steps record it, and the
+// configured ceiling (workflows.budget) stops a run whose spend reached it before another step.
+TEST_F(WorkflowApiTest, TheConfiguredSpendBudgetStopsARunOnTheGatewaysPrices) {
+  MockScenario wordy;
+  wordy.completion_tokens = 250;
+  auto& m = add_mock(wordy);
+  start_gateway("workflows: { budget: { max_cost_usd: 0.4 } }\nproviders:\n" + provider("pa", m) +
+                "models:\n  ma: { provider: pa, upstream: up-a, cost: { input_per_mtok: 0, "
+                "output_per_mtok: 1000 } }\n");
+  auto direct = post(port_, "/v1/chat/completions", chat_body("ma"));
+  ASSERT_EQ(direct.status, 200) << direct.body;
+  EXPECT_EQ(direct.header("x-switchboard-cost-usd"), "0.250000000");
+  std::string yaml = "name: spend\nsteps:\n";
+  for (const char* id : {"one", "two", "three"})
+    yaml += std::string("  - { id: ") + id +
+            ", kind: llm, input: { model: ma, messages: [{ role: user, content: hi }] } }\n";
+  std::string id = submit(yaml);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(reaches(id, "failed")) << show(id);
+  auto run = show(id);
+  EXPECT_EQ(run.at("error").as_string(),
+            "budget exhausted: max_cost_usd 0.4 reached ($0.500000 spent)")
+      << run;
+  const auto* one = step(run, "one");
+  ASSERT_NE(one, nullptr);
+  EXPECT_DOUBLE_EQ(one->at("output").at("cost_usd").as_double(), 0.25);
+  EXPECT_EQ(step(run, "three"), nullptr) << "a step started past the budget";
+  EXPECT_EQ(m.stats().requests, 3u) << "the direct request and two steps";
+}
+
 }  // namespace
 }  // namespace switchboard
