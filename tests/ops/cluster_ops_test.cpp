@@ -8,6 +8,7 @@
 #include <fstream>
 #include <list>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <thread>
 
@@ -459,35 +460,16 @@ TEST_F(ClusterOpsTest, GatewaysOnOnePostgresDatabaseShareTheRecordAndTheSpend) {
 class StepServer {
  public:
   explicit StepServer(std::chrono::milliseconds delay) : delay_(delay) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    ::setsockopt(fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-    ::listen(fd_, 64);
-    socklen_t len = sizeof(addr);
-    ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
-    acceptor_ = std::thread([this] {
-      while (!stop_) {
-        pollfd p{fd_, POLLIN, 0};
-        if (::poll(&p, 1, 20) <= 0) continue;
-        const int c = ::accept(fd_, nullptr, nullptr);
-        if (c < 0) continue;
-        std::lock_guard lock(mu_);
-        handlers_.emplace_back([this, c] { serve(c); });
-      }
+    server_.emplace([this](int c) {
+      std::lock_guard lock(mu_);
+      handlers_.emplace_back([this, c] { serve(c); });
     });
   }
   ~StepServer() {
-    stop_ = true;
-    acceptor_.join();
+    server_.reset();  // no more connections: then every handler can be joined
     for (auto& t : handlers_) t.join();
-    ::close(fd_);
   }
-  uint16_t port() const { return port_; }
+  uint16_t port() const { return server_->port(); }
 
   struct Call {
     std::chrono::steady_clock::time_point started;
@@ -533,15 +515,12 @@ class StepServer {
   }
 
   std::chrono::milliseconds delay_;
-  int fd_ = -1;
-  uint16_t port_ = 0;
-  std::atomic<bool> stop_{false};
-  std::thread acceptor_;
   mutable std::mutex mu_;
   std::list<std::thread> handlers_;
   std::map<std::string, std::vector<Call>> calls_;
   std::map<std::string, int> in_flight_;
   std::vector<std::string> overlaps_;
+  std::optional<LoopbackServer> server_;  // last: its thread uses the members above
 };
 
 // Issue 22's acceptance: two gateways on one PostgreSQL database; ten runs of four http steps,

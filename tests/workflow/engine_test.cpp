@@ -458,51 +458,10 @@ TEST(EngineTest, NoHeartbeatThreadHandsTheRunBack) {
 
 TEST(EngineTest, OnlyOneOfTwoExecutorsRunsARun) {
   Harness h;
-  Gate gate;
-  std::atomic<int> started{0};
-  auto blocking = [&](const StepRequest&, const Interrupt&) {
-    ++started;
-    if (!gate.pass()) return Result<json::value>(Status::deadline_exceeded("gate never opened"));
-    return Result<json::value>(json::value(1));
-  };
-  auto ex1 = std::make_shared<FakeExecutor>(blocking);
-  auto ex2 = std::make_shared<FakeExecutor>(blocking);
-  auto e1 = h.open(ex1, "owner-1");
-  auto e2 = h.open(ex2, "owner-2");
-  Definition def = must_parse("name: c\nsteps:\n  - { id: a, kind: exec, input: { argv: [x] } }\n");
-  auto id = e1->create_run(def, nullptr);
-  ASSERT_TRUE(id.ok());
-  std::promise<void> go;
-  std::shared_future<void> go_f = go.get_future().share();
-  auto t1 = std::async(std::launch::async, [&] {
-    go_f.wait();
-    return e1->run(*id);
-  });
-  auto t2 = std::async(std::launch::async, [&] {
-    go_f.wait();
-    return e2->run(*id);
-  });
-  go.set_value();
-  // The loser returns at once; the winner blocks in its step.
-  ASSERT_TRUE(gate.arrived()) << "neither executor started the step";
-  std::future<Result<RunResult>>* loser = nullptr;
-  auto returned = [&](std::future<Result<RunResult>>& t) {
-    if (t.wait_for(Millis(0)) == std::future_status::ready) loser = &t;
-    return loser != nullptr;
-  };
-  ASSERT_TRUE(eventually([&] { return returned(t1) || returned(t2); }))
-      << "neither run() returned while the other held the run";
-  auto lost = loser->get();
-  ASSERT_FALSE(lost.ok());
-  EXPECT_EQ(lost.status().code(), StatusCode::kFailedPrecondition);
-  EXPECT_NE(lost.status().message().find("is owned by"), std::string::npos);
-  gate.open();
-  auto& winner = loser == &t1 ? t2 : t1;
-  auto won = winner.get();
-  ASSERT_TRUE(won.ok()) << won.status().to_string();
-  EXPECT_EQ(won->status, RunStatus::kCompleted);
-  EXPECT_EQ(ex1->calls().size() + ex2->calls().size(), 1u);
-  EXPECT_EQ(started.load(), 1);
+  wftest::expect_one_of_two_executors_runs_it(
+      [&](std::shared_ptr<StepExecutor> ex, const std::string& owner) {
+        return h.open(std::move(ex), owner);
+      });
 }
 
 TEST(EngineTest, DurableSleepWaitsOnlyTheRemainderAfterARestart) {

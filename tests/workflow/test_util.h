@@ -1,14 +1,18 @@
 // Helpers shared by the workflow tests: temporary directories, fake executors, direct SQLite reads.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <functional>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -129,6 +133,63 @@ inline Definition must_parse(const std::string& yaml) {
     throw std::runtime_error("definition errors:\n" + all);
   }
   return *load.definition;
+}
+
+// Two executors on one database race for one run: exactly one executes its step (held at a gate
+// until the other was refused, FailedPrecondition "is owned by"), and the run completes once.
+// `open(executor, owner)` opens an executor on the shared database.
+inline void expect_one_of_two_executors_runs_it(
+    const std::function<std::unique_ptr<Engine>(std::shared_ptr<StepExecutor>, const std::string&)>&
+        open) {
+  Gate gate;
+  std::atomic<int> started{0};
+  auto blocking = [&](const StepRequest&, const Interrupt&) {
+    ++started;
+    if (!gate.pass()) return Result<json::value>(Status::deadline_exceeded("gate never opened"));
+    return Result<json::value>(json::value(1));
+  };
+  auto ex1 = std::make_shared<FakeExecutor>(blocking);
+  auto ex2 = std::make_shared<FakeExecutor>(blocking);
+  auto e1 = open(ex1, "owner-1");
+  auto e2 = open(ex2, "owner-2");
+  ASSERT_TRUE(e1 && e2);
+  Definition def = must_parse("name: c\nsteps:\n  - { id: a, kind: exec, input: { argv: [x] } }\n");
+  auto id = e1->create_run(def, nullptr);
+  ASSERT_TRUE(id.ok());
+  std::promise<void> go;
+  std::shared_future<void> go_f = go.get_future().share();
+  auto t1 = std::async(std::launch::async, [&] {
+    go_f.wait();
+    return e1->run(*id);
+  });
+  auto t2 = std::async(std::launch::async, [&] {
+    go_f.wait();
+    return e2->run(*id);
+  });
+  go.set_value();
+  // The loser returns at once; the winner blocks in its step.
+  if (!gate.arrived()) {
+    gate.open();
+    FAIL() << "neither executor started the step";
+  }
+  std::future<Result<RunResult>>* loser = nullptr;
+  auto returned = [&](std::future<Result<RunResult>>& t) {
+    if (t.wait_for(Millis(0)) == std::future_status::ready) loser = &t;
+    return loser != nullptr;
+  };
+  const bool one_returned = eventually([&] { return returned(t1) || returned(t2); });
+  if (!one_returned) gate.open();
+  ASSERT_TRUE(one_returned) << "neither run() returned while the other held the run";
+  auto lost = loser->get();
+  EXPECT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(lost.status().message().find("is owned by"), std::string::npos);
+  gate.open();
+  auto won = (loser == &t1 ? t2 : t1).get();
+  ASSERT_TRUE(won.ok()) << won.status().to_string();
+  EXPECT_EQ(won->status, RunStatus::kCompleted);
+  EXPECT_EQ(ex1->calls().size() + ex2->calls().size(), 1u);
+  EXPECT_EQ(started.load(), 1);
 }
 
 }  // namespace switchboard::workflow::wftest
