@@ -638,8 +638,11 @@ TEST(EngineTest, ClaimNextTakesOnlyRunnableRunsOnce) {
   auto e1 = h.open(echo_executor(), "owner-1");
   auto e2 = h.open(echo_executor(), "owner-2");
   Definition def = must_parse("name: q\nsteps:\n  - { id: a, kind: exec, input: { argv: [x] } }\n");
+  // Oldest first: one simulated millisecond apart, so the order is the creation order.
   auto free1 = e1->create_run(def, nullptr);
+  h.clock.advance(Millis(1));
   auto free2 = e1->create_run(def, nullptr);
+  h.clock.advance(Millis(1));
   auto mine = e1->create_run(def, nullptr, "", /*claim=*/true);
   ASSERT_TRUE(free1.ok() && free2.ok() && mine.ok());
   EXPECT_EQ(query_text(h.db(), "SELECT owner FROM workflow_runs WHERE id = '" + *mine + "'"),
