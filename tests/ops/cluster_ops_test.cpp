@@ -25,12 +25,15 @@ using testsupport::wait_until;
 // Serving, and joined to the cluster: requests before Redis answers would use the local share
 // (exact counts need every gateway on the shared one; a loaded machine may take a while).
 bool joined(ServeProcess& g) {
-  return g.ready() &&
-         wait_until(
-             [&] {
-               return get(g.port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos;
-             },
-             std::chrono::seconds(20));
+  if (!g.ready()) return false;
+  if (wait_until(
+          [&] {
+            return get(g.port(), "/readyz").body.find("\"redis\":\"up\"") != std::string::npos;
+          },
+          std::chrono::seconds(20)))
+    return true;
+  std::fprintf(stderr, "not joined: /readyz says %s\n", get(g.port(), "/readyz").body.c_str());
+  return false;
 }
 
 class ClusterOpsTest : public GatewayTest {

@@ -11,6 +11,9 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
 #include <string>
 
 #include "gateway_fixture.h"
@@ -21,19 +24,9 @@ namespace switchboard::gwtest {
 // One `switchboard serve` child process; killed with SIGKILL when the object goes.
 class ServeProcess {
  public:
-  ServeProcess(const std::string& config, const std::string& log_path) {
-    port_ = static_cast<uint16_t>(testsupport::free_port());
-    const std::string listen = "127.0.0.1:" + std::to_string(port_);
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test that dies leaves no gateway behind
-      int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      ::dup2(fd, 1);
-      ::dup2(fd, 2);
-      ::execl(SWITCHBOARD_BINARY, SWITCHBOARD_BINARY, "serve", "--config", config.c_str(),
-              "--listen", listen.c_str(), static_cast<char*>(nullptr));
-      ::_exit(127);
-    }
+  ServeProcess(const std::string& config, const std::string& log_path)
+      : config_(config), log_path_(log_path) {
+    spawn();
   }
   ~ServeProcess() { kill9(); }
   // SIGTERM: a drain and a clean stop; waits for the exit (true when it exited 0).
@@ -48,9 +41,29 @@ class ServeProcess {
   ServeProcess(const ServeProcess&) = delete;
   ServeProcess& operator=(const ServeProcess&) = delete;
 
-  bool ready() const {
-    return pid_ > 0 && testsupport::wait_until([&] { return get(port_, "/healthz").status == 200; },
-                                               std::chrono::seconds(15));
+  // Healthy within 15 s. A port handed out by free_port() can be taken by some other socket's
+  // ephemeral port before the child binds it; a child that could not listen is started again on
+  // a fresh port (port() changes), so read port() after ready().
+  bool ready() {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      bool exited = false;
+      const bool healthy = testsupport::wait_until(
+          [&] {
+            if (get(port_, "/healthz").status == 200) return true;
+            int status = 0;
+            exited = pid_ > 0 && ::waitpid(pid_, &status, WNOHANG) == pid_;
+            return exited;
+          },
+          std::chrono::seconds(15));
+      if (healthy && !exited) return true;
+      if (!exited || log_text().find("Address already in use", log_offset_) == std::string::npos)
+        break;
+      pid_ = -1;
+      spawn();
+    }
+    std::fprintf(stderr, "gateway on port %u not ready; its log:\n%s\n", unsigned(port_),
+                 log_text().substr(log_offset_).c_str());
+    return false;
   }
   // SIGKILL and reap: nothing runs after this, no destructor, no final flush.
   void kill9() {
@@ -64,6 +77,29 @@ class ServeProcess {
   pid_t pid() const { return pid_; }
 
  private:
+  void spawn() {
+    log_offset_ = log_text().size();
+    port_ = static_cast<uint16_t>(testsupport::free_port());
+    const std::string listen = "127.0.0.1:" + std::to_string(port_);
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // a test that dies leaves no gateway behind
+      int fd = ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      ::dup2(fd, 1);
+      ::dup2(fd, 2);
+      ::execl(SWITCHBOARD_BINARY, SWITCHBOARD_BINARY, "serve", "--config", config_.c_str(),
+              "--listen", listen.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+  }
+  std::string log_text() const {
+    std::ifstream f(log_path_);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+
+  std::string config_;
+  std::string log_path_;
+  size_t log_offset_ = 0;  // where this child's lines start in the log
   pid_t pid_ = -1;
   uint16_t port_ = 0;
 };
