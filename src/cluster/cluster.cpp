@@ -34,6 +34,7 @@ enum Script : size_t {
   kRenewScript,
   kBudgetAdmitScript,
   kBudgetSettleScript,
+  kQuotaShareScript,
   kScripts
 };
 const std::string& script_text(size_t i) {
@@ -46,6 +47,8 @@ const std::string& script_text(size_t i) {
       return scripts::budget_admit();
     case kBudgetSettleScript:
       return scripts::budget_settle();
+    case kQuotaShareScript:
+      return scripts::quota_share();
     default:
       return scripts::renew();
   }
@@ -593,6 +596,53 @@ void Cluster::publish_breaker_open(std::string_view target) {
 
 void Cluster::publish_learning(std::string batch) {
   publish(learning_channel_, fmt::format("{:x}\n", instance_) + batch, "learning");
+}
+
+void Cluster::share_quotas(std::vector<quota::QuotaBook::Share> shares, WallTime now,
+                           std::function<void(std::optional<std::vector<quota::Usage>>)> done) {
+  Node* n = nodes_.empty() ? nullptr : nodes_.front().get();
+  if (n == nullptr || n->stopped || shares.empty()) {
+    done(std::nullopt);
+    return;
+  }
+  Command c;
+  c.reserve(3 + shares.size() * 8);
+  c.emplace_back("1");  // placeholder for the key count, set below
+  for (const auto& s : shares)
+    c.push_back(config_.prefix + ":{#quota}:" + s.provider + ":" + s.period_id);
+  c[0] = std::to_string(shares.size());
+  for (const auto& s : shares) {
+    // Kept a day past its period: a gateway whose clock lags a little still finds it.
+    const auto ttl = std::chrono::duration_cast<std::chrono::milliseconds>(s.period_end - now +
+                                                                           std::chrono::hours(24));
+    c.push_back(std::to_string(std::max<int64_t>(ttl.count(), 1000)));
+    for (const quota::Usage* u : {&s.delta, &s.base}) {
+      c.push_back(std::to_string(u->requests));
+      c.push_back(std::to_string(u->tokens));
+      c.push_back(std::to_string(u->nano_usd));
+    }
+  }
+  const size_t count = shares.size();
+  asio::dispatch(n->ctx, [n, count, c = std::move(c), done = std::move(done)]() mutable {
+    if (n->stopped) {
+      done(std::nullopt);
+      return;
+    }
+    n->eval(kQuotaShareScript, std::move(c), [count, done = std::move(done)](Reply r) {
+      if (!r.ok() || r.type != Reply::Type::kArray || r.elements.size() != count * 3) {
+        if (r.type == Reply::Type::kError) log::warn("cluster: quota script failed: {}", r.str);
+        done(std::nullopt);
+        return;
+      }
+      std::vector<quota::Usage> totals(count);
+      for (size_t i = 0; i < count; ++i) {
+        totals[i].requests = r.elements[i * 3].integer;
+        totals[i].tokens = r.elements[i * 3 + 1].integer;
+        totals[i].nano_usd = r.elements[i * 3 + 2].integer;
+      }
+      done(std::move(totals));
+    });
+  });
 }
 
 void Cluster::set_disabled(std::string_view provider, std::string_view key_id, bool disabled) {

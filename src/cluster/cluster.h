@@ -36,6 +36,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "keys/keys.h"
+#include "quota/quota.h"
 
 namespace switchboard::cluster {
 
@@ -168,6 +169,13 @@ class Cluster {
   // Returns at `until`, or earlier when a gateway releases a lease of `provider` (or the wait is
   // cancelled).
   asio::awaitable<void> wait_release(std::string provider, MonoTime until);
+
+  // Provider quotas: adds each share's delta to its period's totals in Redis (a period Redis
+  // does not hold starts from the share's base) and gives back every total, in the order of
+  // `shares`, in one round trip. `done` runs once, on a cluster thread (or on the caller's when
+  // there is no connection), with nullopt when Redis did not answer. Any thread.
+  void share_quotas(std::vector<quota::QuotaBook::Share> shares, WallTime now,
+                    std::function<void(std::optional<std::vector<quota::Usage>>)> done);
 
   // An operator's disable/enable, shared with every gateway (fire and forget).
   void set_disabled(std::string_view provider, std::string_view key_id, bool disabled);

@@ -311,6 +311,23 @@ if cost > 0 and redis.call('EXISTS', base) == 1 then redis.call('HINCRBY', base,
 return removed
 )lua";
 
+// Each key is one provider's quota period; 7 arguments per key: ttl_ms, then the deltas and the
+// base (requests, tokens, nano-USD). A period Redis does not hold yet starts from the base.
+constexpr const char* kQuotaShareBody = R"lua(
+local out = {}
+for i = 1, #KEYS do
+  local a, k = (i - 1) * 7, KEYS[i]
+  if redis.call('EXISTS', k) == 0 then
+    redis.call('HSET', k, 'r', ARGV[a + 5], 't', ARGV[a + 6], 'n', ARGV[a + 7])
+  end
+  out[#out + 1] = redis.call('HINCRBY', k, 'r', ARGV[a + 2])
+  out[#out + 1] = redis.call('HINCRBY', k, 't', ARGV[a + 3])
+  out[#out + 1] = redis.call('HINCRBY', k, 'n', ARGV[a + 4])
+  redis.call('PEXPIRE', k, ARGV[a + 1])
+end
+return out
+)lua";
+
 // Out of line: GCC 12 inlines operator+ into a spurious -Warray-bounds over the literals.
 [[gnu::noinline]] std::string with_prelude(std::string_view body) {
   std::string text(kPrelude);
@@ -339,6 +356,11 @@ const std::string& budget_admit() {
 }
 const std::string& budget_settle() {
   static const std::string text = with_prelude(kBudgetSettleBody);
+  return text;
+}
+
+const std::string& quota_share() {
+  static const std::string text = with_prelude(kQuotaShareBody);
   return text;
 }
 

@@ -9,6 +9,7 @@
 //   :cd  cooldown deadlines in ms: "*" for the whole key, "m:<model>" per model (at most 4096
 //        fields: past that, ended ones are dropped, else a new model's cooldown is not shared)
 //   :off present while an operator disabled the key
+// Provider quotas: "<prefix>:{#quota}:<provider>:<period id>" (quota_share).
 // A client (gateway) key's monthly budget lives under "<prefix>:{#budget}:<name>" (no provider is
 // named "#budget"): the hash holds the UTC month "mo" and its spend "s", ":l" the holds in flight
 // (a lease set like a key's) and ":a" what each holds. Amounts are integer nano-USD.
@@ -54,5 +55,12 @@ const std::string& budget_admit();
 // KEYS[1] = "<prefix>:{#budget}:<name>"; ARGV: token, cost. Ends the hold and adds the real cost
 // to the month's spend. Returns 1 when the hold was still live.
 const std::string& budget_settle();
+
+// KEYS[i] = "<prefix>:{#quota}:<provider>:<period id>" (one hash: "r" requests, "t" tokens, "n"
+// nano-USD; expires after its period). ARGV: 7 per key: ttl_ms, delta requests, delta tokens,
+// delta nano-USD, base requests, base tokens, base nano-USD. Adds each delta to its period's
+// totals (a period Redis does not hold, e.g. after a flush, starts from the base: what the
+// gateway counted so far) and returns every total: {r1, t1, n1, r2, ...}.
+const std::string& quota_share();
 
 }  // namespace switchboard::cluster::scripts

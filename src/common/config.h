@@ -126,6 +126,22 @@ struct MockScenario {
   uint64_t seed = 1;
 };
 
+// A provider-wide quota per UTC calendar period (a day from 00:00, a month from the 1st):
+// tokens (prompt + completion), upstream requests and spend at the models' prices, counted over
+// every key of the provider. 0 = no limit on that measure. `warning` and `critical` are fractions
+// of the limit (the highest of the measures) at which the provider's standing changes.
+enum class QuotaPeriod { kMonth, kDay };
+
+struct QuotaConfig {
+  QuotaPeriod period = QuotaPeriod::kMonth;
+  int64_t tokens = 0;
+  int64_t requests = 0;
+  double usd = 0;
+  double warning = 0.8;
+  double critical = 0.95;
+  bool enabled() const { return tokens > 0 || requests > 0 || usd > 0; }
+};
+
 struct ProviderConfig {
   std::string name;
   ProviderKind kind = ProviderKind::kOpenAI;
@@ -136,6 +152,7 @@ struct ProviderConfig {
   KeySelection selection = KeySelection::kRoundRobin;
   CooldownConfig cooldown;  // global `cooldown`, overridden by the provider's own
   BreakerConfig breaker;    // global `breaker`, overridden by the provider's own
+  QuotaConfig quota;
   // True when `mock_if_no_keys` turned a real provider into the in-process mock (no keys set).
   bool mock_substitute = false;
   MockScenario mock;  // for kind: mock

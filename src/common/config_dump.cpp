@@ -116,6 +116,15 @@ std::string dump_config(const Config& c) {
     emit_cooldown(out, p.cooldown);
     out << YAML::Key << "breaker" << YAML::Value;
     emit_breaker(out, p.breaker);
+    out << YAML::Key << "quota" << YAML::Value << YAML::Flow << YAML::BeginMap;
+    out << YAML::Key << "period" << YAML::Value
+        << (p.quota.period == QuotaPeriod::kDay ? "day" : "month");
+    out << YAML::Key << "tokens" << YAML::Value << p.quota.tokens;
+    out << YAML::Key << "requests" << YAML::Value << p.quota.requests;
+    out << YAML::Key << "usd" << YAML::Value << p.quota.usd;
+    out << YAML::Key << "warning" << YAML::Value << p.quota.warning;
+    out << YAML::Key << "critical" << YAML::Value << p.quota.critical;
+    out << YAML::EndMap;
     out << YAML::EndMap;
   }
   out << YAML::EndMap;

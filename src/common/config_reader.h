@@ -43,6 +43,7 @@ class ConfigReader : public YamlReader {
   void read_log(const YAML::Node& n);
   void read_cooldown(const YAML::Node& n, const std::string& p, CooldownConfig& c);
   void read_breaker(const YAML::Node& n, const std::string& p, BreakerConfig& b);
+  void read_quota(const YAML::Node& n, const std::string& p, QuotaConfig& q);
   void read_retry(const YAML::Node& n);
   void read_cluster(const YAML::Node& n);
   void read_learning(const YAML::Node& n);

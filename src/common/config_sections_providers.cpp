@@ -110,7 +110,7 @@ void ConfigReader::read_providers(const YAML::Node& n) {
     }
     if (!check_map(v, p,
                    {"kind", "base_url", "keys", "limits", "timeout_ms", "selection", "cooldown",
-                    "breaker", "mock_if_no_keys", "mock"})) {
+                    "breaker", "quota", "mock_if_no_keys", "mock"})) {
       continue;
     }
     read_enum(v, "kind", p, pc.kind,
@@ -178,9 +178,23 @@ void ConfigReader::read_providers(const YAML::Node& n) {
         {{"round_robin", KeySelection::kRoundRobin}, {"least_loaded", KeySelection::kLeastLoaded}});
     if (present(v, "cooldown")) read_cooldown(v["cooldown"], p + ".cooldown", pc.cooldown);
     if (present(v, "breaker")) read_breaker(v["breaker"], p + ".breaker", pc.breaker);
+    if (present(v, "quota")) read_quota(v["quota"], p + ".quota", pc.quota);
     if (present(v, "mock")) read_mock(v["mock"], p + ".mock", pc.mock);
     cfg_.providers.push_back(std::move(pc));
   }
+}
+
+void ConfigReader::read_quota(const YAML::Node& n, const std::string& p, QuotaConfig& q) {
+  if (!check_map(n, p, {"period", "tokens", "requests", "usd", "warning", "critical"})) return;
+  read_enum(n, "period", p, q.period, {{"month", QuotaPeriod::kMonth}, {"day", QuotaPeriod::kDay}});
+  read_int(n, "tokens", p, q.tokens, 0);
+  read_int(n, "requests", p, q.requests, 0);
+  read_double(n, "usd", p, q.usd, 0.0, 9e6);
+  read_double(n, "warning", p, q.warning, 0.0, 1.0, true);
+  read_double(n, "critical", p, q.critical, 0.0, 1.0, true);
+  if (q.warning > q.critical)
+    error(present(n, "warning") ? n["warning"] : n["critical"], join(p, "warning"),
+          "must be <= critical (" + std::to_string(q.critical) + ")");
 }
 
 void ConfigReader::read_models(const YAML::Node& n) {

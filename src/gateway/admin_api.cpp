@@ -4,6 +4,7 @@
 
 #include "common/json.h"
 #include "common/log.h"
+#include "gateway/quotas.h"
 #include "gateway/runtime.h"
 
 namespace switchboard::gateway {
@@ -98,7 +99,9 @@ std::string admin_models_json(Runtime& rt) {
            ",\"latency_ewma_ms\":" + json::number(s ? s->latency_ewma_us / 1000 : 0) +
            ",\"latency_p95_ms\":" + json::number(s ? s->latency_p95_us / 1000 : 0) +
            ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + ",\"cost_per_request_usd\":" +
-           json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0) + "}";
+           json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0);
+    // The standing of its provider's quota ("warning 83%"; "" without a quota or when healthy).
+    out += ",\"quota\":" + json::quote(quota_note(rt, m.provider)) + "}";
   }
   out += "],\"posteriors\":[";
   first = true;
@@ -128,6 +131,10 @@ bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_v
   }
   if (method == http::verb::get && target == "/admin/models") {
     ex.response = json_response(http::status::ok, admin_models_json(rt));
+    return true;
+  }
+  if (method == http::verb::get && target == "/admin/quotas") {
+    ex.response = json_response(http::status::ok, quotas_json(rt));
     return true;
   }
   if (method == http::verb::post && target == "/admin/reload") {

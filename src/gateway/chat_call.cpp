@@ -22,6 +22,7 @@
 #include "common/metrics.h"
 #include "gateway/auth.h"
 #include "gateway/client_limits.h"
+#include "gateway/quotas.h"
 
 namespace switchboard::gateway {
 
@@ -211,7 +212,8 @@ class ChatCall {
 
   // The x-switchboard-* headers of a streamed answer (set_headers' counterpart for SSE heads).
   std::vector<std::pair<std::string, std::string>> stream_headers(const routing::Attempt& a,
-                                                                  const keys::Lease& lease) const {
+                                                                  const keys::Lease& lease) {
+    quota_note_ = quota_note(rt_, a.provider);
     std::vector<std::pair<std::string, std::string>> out;
     out.reserve(7);
     for_each_switchboard_header(facts(a.model, a.provider, lease.key_id(), rt_.clock.now()),
@@ -223,7 +225,8 @@ class ChatCall {
 
   AnswerFacts facts(std::string_view model, std::string_view provider, std::string_view key_id,
                     MonoTime now) const {
-    return {request_id_, model, provider, key_id, attempts_, layer_rank_, overhead_us(now)};
+    return {request_id_, model,       provider,         key_id,
+            attempts_,   layer_rank_, overhead_us(now), quota_note_};
   }
 
   int64_t overhead_us(MonoTime now) const {
@@ -239,6 +242,7 @@ class ChatCall {
     MonoTime earliest_key = MonoTime::max();
     std::optional<Attempted> last;
     bool breaker_skips = false;
+    const routing::Attempt* quota_skip = nullptr;  // the first target skipped for its quota
     size_t idx = 0;
     while (idx < plan_.size() && attempts_ < cfg.retry.max_attempts) {
       const routing::Attempt& a = plan_[idx];
@@ -248,6 +252,13 @@ class ChatCall {
       if (now >= deadline) break;
       ProviderRuntime* pr = snap_->provider(a.provider);
       if (!pr) {
+        idx++;
+        continue;
+      }
+      // An exhausted quota is not spent past, whatever the plan said when it was made.
+      if (rt_.quotas.any() &&
+          rt_.quotas.level(a.provider, rt_.clock.wall_now()) == quota::Level::kExhausted) {
+        if (!quota_skip) quota_skip = &a;
         idx++;
         continue;
       }
@@ -354,8 +365,10 @@ class ChatCall {
       record_learning(a, r, latency);
       // Every attempt the key's day window counts (all but those that may never have reached the
       // provider) is journaled: the window is counted back from these after a restart.
-      if (r.cls != OutcomeClass::kCancelled && r.cls != OutcomeClass::kConnectionError)
+      if (r.cls != OutcomeClass::kCancelled && r.cls != OutcomeClass::kConnectionError) {
         record_usage(a, key_id, r.usage);
+        count_quota(rt_, a.provider, r.usage.total(), cost_of(a, r.usage));
+      }
       if (r.cls == OutcomeClass::kRateLimited) persist_key_state(rt_, *pr->pool, key_id);
 
       if (r.cls == OutcomeClass::kSuccess) {
@@ -397,11 +410,27 @@ class ChatCall {
       }
       idx++;
     }
-    give_up(last, earliest_key, breaker_skips);
+    give_up(last, earliest_key, breaker_skips, quota_skip);
   }
 
-  void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips) {
+  void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips,
+               const routing::Attempt* quota_skip) {
     auto now = rt_.clock.now();
+    if (!last && quota_skip && !breaker_skips && earliest_key == MonoTime::max()) {
+      // Nothing was sent: every target left had a provider whose quota is used up.
+      auto s = rt_.quotas.standing(quota_skip->provider, rt_.clock.wall_now());
+      const Nanos wait = s ? std::chrono::duration_cast<Nanos>(s->period.end - rt_.clock.wall_now())
+                           : Nanos(std::chrono::hours(1));
+      fail(http::status::too_many_requests,
+           "the quota of provider '" + std::string(quota_skip->provider) +
+               "' is exhausted for this " +
+               (s && s->config.period == QuotaPeriod::kDay ? "day" : "month") +
+               " and no other provider can serve '" + req_.model + "'",
+           "insufficient_quota", "quota_exhausted");
+      ex_.response.set(http::field::retry_after, retry_after_seconds(wait));
+      record_outcome(nullptr, "", "quota_exhausted", {});
+      return;
+    }
     const bool limited =
         earliest_key != MonoTime::max() && (!last || last->cls == OutcomeClass::kRateLimited ||
                                             last->cls == OutcomeClass::kAuthFailed);
@@ -432,6 +461,7 @@ class ChatCall {
   }
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
+    quota_note_ = quota_note(rt_, a.provider);
     // Remembered for the caller's verdict; the transport success already taught the bandit.
     rt_.ledger->remember(seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
                          {nonce_, owner_tag(*snap_, gateway_key_)});
@@ -586,6 +616,7 @@ class ChatCall {
   // The last attempt that failed, for the headers of an error answer (views into plan_).
   std::string_view failed_model_, failed_provider_;
   std::string failed_key_;
+  std::string quota_note_;                    // x-switchboard-quota of the answer (quota_note)
   std::vector<store::Event> pending_events_;  // usage events waiting for the outcome
   UpstreamCall upstream_{rt_,
                          ex_,

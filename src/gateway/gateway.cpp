@@ -19,6 +19,7 @@
 #include "common/metrics.h"
 #include "gateway/auth.h"
 #include "gateway/learning_journal.h"
+#include "gateway/quotas.h"
 #include "gateway/runtime.h"
 #include "gateway/shared_learning.h"
 #include "gateway/workflow_api.h"
@@ -29,6 +30,9 @@ namespace {
 
 // How often this gateway's learning goes to the cluster's other gateways (shared_learning.h).
 constexpr Millis kSharedLearningInterval{500};
+// How often the provider quotas' counts meet the other gateways' (quotas.h): a quota is shared
+// within about this plus a Redis round trip.
+constexpr Millis kSharedQuotaInterval{500};
 // How often the learned rows that changed are written and the journal compacted: a restart
 // replays at most this much of the journal.
 constexpr Millis kLearningSnapshotInterval{2000};
@@ -226,6 +230,8 @@ Result<std::unique_ptr<Gateway>> Gateway::create(std::shared_ptr<const Config> c
       log::warn("requests awaiting feedback could not be loaded: {}", served.status().message());
     }
   }
+  // Provider quotas count this period's calls before a restart too.
+  seed_quotas(rt);
   // Monthly budgets count what each gateway key spent this month before a restart too.
   if (!config->auth.gateway_keys.empty()) {
     const WallTime now = rt.clock.wall_now();
@@ -344,12 +350,14 @@ Status Gateway::start() {
     rt.shared_learning = std::make_unique<SharedLearning>(rt, kSharedLearningInterval);
     rt.cluster->set_learning_listener(
         [&rt](std::string_view batch) { rt.shared_learning->receive(batch); });
+    rt.shared_quotas = std::make_unique<SharedQuotas>(rt, kSharedQuotaInterval);
     // Every thread has its connection before it serves its first request; requests still in
     // flight settle their shared leases before the connections close.
     impl_->server->set_contexts_hook(
         [&rt](const std::vector<asio::io_context*>& contexts) { rt.cluster->start(contexts); });
     impl_->server->set_drained_hook([&rt] {
       rt.shared_learning->stop();  // its last batch, while the connections are up
+      rt.shared_quotas->stop();
       rt.cluster->stop();
     });
   }
@@ -357,6 +365,7 @@ Status Gateway::start() {
   if (!st.ok()) {
     rt.workflows.reset();
     rt.shared_learning.reset();
+    rt.shared_quotas.reset();
     rt.cluster.reset();
     return st;
   }
@@ -373,6 +382,7 @@ Status Gateway::start() {
   if (rt.workflows) rt.workflows->start();
   if (rt.learning) rt.learning->start();
   if (rt.shared_learning) rt.shared_learning->start();
+  if (rt.shared_quotas) rt.shared_quotas->start();
   return Status();
 }
 

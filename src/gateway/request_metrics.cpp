@@ -7,6 +7,7 @@
 #include <cstdio>
 
 #include "common/metrics.h"
+#include "gateway/quotas.h"
 #include "gateway/runtime.h"
 
 namespace switchboard::gateway {
@@ -118,6 +119,7 @@ void update_gauges(Runtime& rt) {
       cooldown.Add({{"key", k.id}}).Set(double(k.cooldown_remaining.count()) / 1000.0);
     }
   }
+  update_quota_gauges(rt);
 }
 
 }  // namespace switchboard::gateway

@@ -37,6 +37,7 @@ namespace switchboard::gateway {
 
 class WorkflowService;  // workflow_api.h
 class SharedLearning;   // shared_learning.h
+class SharedQuotas;     // quotas.h
 
 // keys::Scheduler on a dedicated timer thread with Asio steady timers.
 class AsioScheduler final : public keys::Scheduler {
@@ -168,6 +169,10 @@ struct Runtime {
   // With a cluster: this router's learning to the other gateways and theirs to it. Set before
   // the server starts, stopped before the cluster.
   std::unique_ptr<SharedLearning> shared_learning;
+  // Provider quotas (quotas.h): configured by every snapshot, counted by every upstream call.
+  quota::QuotaBook quotas;
+  // With a cluster: the quotas' counts met with the other gateways'. Like shared_learning.
+  std::unique_ptr<SharedQuotas> shared_quotas;
   // Durable workflows (workflow_api.h); null when disabled (GatewayOptions::workflows) or the
   // state backend cannot hold them. Set before the server starts, reset after it stopped.
   std::shared_ptr<WorkflowService> workflows;
@@ -221,6 +226,7 @@ void open_breaker_from_peer(Runtime& rt, const std::string& target);
 struct AnswerFacts {
   std::string_view request_id, model, provider, key;
   int64_t attempts = 0, layer = 0, overhead_us = 0;
+  std::string_view quota;  // x-switchboard-quota ("warning 83%"); "" = no header
 };
 
 // Calls emit(name, value) for each x-switchboard-* header, in the one order every answer uses.
@@ -238,6 +244,7 @@ void for_each_switchboard_header(const AnswerFacts& f, Emit&& emit) {
   emit(std::string_view("x-switchboard-attempts"), number(f.attempts));
   emit(std::string_view("x-switchboard-layer"), number(f.layer));
   emit(std::string_view("x-switchboard-overhead-us"), number(f.overhead_us));
+  if (!f.quota.empty()) emit(std::string_view("x-switchboard-quota"), f.quota);
 }
 
 // UTC year * 12 + month.

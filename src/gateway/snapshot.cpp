@@ -158,10 +158,18 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
           ? previous->breakers
           : std::make_shared<breaker::BreakerRegistry>(rt.clock, *config, store_transitions(rt));
   snap->breaker_table = std::make_shared<const BreakerTable>(snap->breakers, *config);
+  rt.quotas.configure(config->providers, rt.clock.wall_now());
+  routing::QuotaProbe quota_probe;
+  if (rt.quotas.any())
+    quota_probe = [&rt](std::string_view provider) {
+      return rt.quotas.level(provider, rt.clock.wall_now());
+    };
   snap->router = std::make_shared<routing::Router>(
-      config, [table = snap->breaker_table](std::string_view provider, std::string_view model) {
+      config,
+      [table = snap->breaker_table](std::string_view provider, std::string_view model) {
         return table->open(provider, model);
-      });
+      },
+      std::move(quota_probe));
   if (previous)
     snap->router->import_state(previous->router->export_state());  // what was learned stays
   if (rt.learning) rt.learning->attach(*snap->router);

@@ -67,6 +67,7 @@ struct RouteIdx {
 struct Router::Impl {
   const Config& cfg;
   BreakerProbe breaker_open;
+  QuotaProbe quota;
   StringMap<int> model_index;
   StringMap<RouteIdx> routes;
   double gamma;  // per-outcome decay factor
@@ -80,7 +81,8 @@ struct Router::Impl {
   std::vector<Stat> stats;      // per model index
   StringMap<Stat> extra_stats;  // direct provider/upstream requests outside the catalog
 
-  Impl(const Config& c, BreakerProbe probe) : cfg(c), breaker_open(std::move(probe)) {
+  Impl(const Config& c, BreakerProbe probe, QuotaProbe quota_probe)
+      : cfg(c), breaker_open(std::move(probe)), quota(std::move(quota_probe)) {
     for (size_t i = 0; i < cfg.models.size(); ++i) model_index.emplace(cfg.models[i].name, int(i));
     for (const auto& r : cfg.routes) {
       RouteIdx ri{r.strategy, {}};
@@ -167,9 +169,9 @@ struct Router::Impl {
   }
 };
 
-Router::Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open)
+Router::Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open, QuotaProbe quota)
     : config_(std::move(config)),
-      impl_(std::make_unique<Impl>(*config_, std::move(breaker_open))) {}
+      impl_(std::make_unique<Impl>(*config_, std::move(breaker_open), std::move(quota))) {}
 
 Router::~Router() = default;
 
@@ -386,6 +388,7 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
   attempts.reserve(cfg.models.size());
   for (size_t pos = 0; pos < layer_order.size(); ++pos) {
     const size_t l = layer_order[pos];
+    const size_t layer_start = attempts.size();
     for (const auto& c : ordered_layers[l]) {
       const ModelConfig& m = cfg.models[c.idx];
       Attempt a;
@@ -412,14 +415,23 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
                                         : Placement::kOutsideTolerance;
           break;
       }
+      if (impl_->quota) a.quota = impl_->quota(m.provider);
       if (impl_->breaker_open && impl_->breaker_open(m.provider, m.name)) {
         a.breaker_open = true;
         a.placement = Placement::kBreakerOpen;
         open_tail.push_back(a);
+      } else if (a.quota == quota::Level::kExhausted) {
+        a.placement = Placement::kQuotaExhausted;
+        open_tail.push_back(a);
       } else {
+        if (a.quota == quota::Level::kCritical) a.placement = Placement::kQuotaCritical;
         attempts.push_back(a);
       }
     }
+    // A critical quota's targets go behind the others of their layer (stably: each group keeps
+    // the strategy's order).
+    std::stable_partition(attempts.begin() + std::ptrdiff_t(layer_start), attempts.end(),
+                          [](const Attempt& a) { return a.quota != quota::Level::kCritical; });
   }
   attempts.insert(attempts.end(), open_tail.begin(), open_tail.end());
   if (attempts.empty()) {
@@ -625,6 +637,10 @@ std::string Attempt::reason() const {
       return "exploration: layer order drawn at random";
     case Placement::kBreakerOpen:
       return "breaker open: tried last";
+    case Placement::kQuotaCritical:
+      return "provider quota critical: behind the rest of its layer";
+    case Placement::kQuotaExhausted:
+      return "provider quota exhausted: skipped while it lasts";
     case Placement::kDirect:
       return "direct provider/model request";
   }
@@ -643,6 +659,7 @@ std::string FallbackPlan::to_json() const {
            ",\"layer\":" + std::to_string(a.layer) +
            ",\"estimated_cost_usd\":" + json::number(a.estimated_cost_usd) +
            ",\"breaker_open\":" + (a.breaker_open ? "true" : "false") +
+           ",\"quota\":" + json::quote(quota::to_string(a.quota)) +
            ",\"score\":{\"sample\":" + json::number(a.score.sample) +
            ",\"tier\":" + json::number(a.score.tier) + ",\"cost\":" + json::number(a.score.cost) +
            ",\"latency\":" + json::number(a.score.latency) +

@@ -10,7 +10,10 @@
 //   - a model lacking any of `required_strengths` is never a candidate;
 //   - a model whose estimated cost exceeds `max_cost_usd` is never a candidate;
 //   - a target whose breaker is open is moved to the end of the plan (tried only if all else
-//   fails).
+//   fails);
+//   - a target whose provider's quota is critical (quota/quota.h) moves behind the other
+//   candidates of its layer; one whose quota is exhausted goes to the end of the plan, and the
+//   gateway skips it while the quota stays exhausted.
 //
 // Strategies order the models inside each layer:
 //   ordered   as written;
@@ -51,6 +54,7 @@
 #include "common/config.h"
 #include "common/learned.h"
 #include "common/status.h"
+#include "quota/quota.h"
 
 namespace switchboard::routing {
 
@@ -100,6 +104,8 @@ enum class Placement {
   kOutsideTolerance,
   kExplored,
   kBreakerOpen,
+  kQuotaCritical,
+  kQuotaExhausted,
   kDirect
 };
 
@@ -116,6 +122,9 @@ struct Attempt {
   int rank = 0;
   double estimated_cost_usd = 0;
   bool breaker_open = false;  // placed last because its breaker was open at planning time
+  // The standing of its provider's quota at planning time (critical: behind its layer's others;
+  // exhausted: placed last).
+  quota::Level quota = quota::Level::kHealthy;
   Placement placement = Placement::kAsWritten;
   ScoreParts score;
   std::string reason() const;  // why it is at this position, for humans
@@ -159,6 +168,8 @@ class FallbackPlan {
 
 // True when the breaker of (provider, model) or of the provider is open now.
 using BreakerProbe = std::function<bool(std::string_view provider, std::string_view model)>;
+// The standing of the provider's quota now.
+using QuotaProbe = std::function<quota::Level(std::string_view provider)>;
 
 struct Outcome {
   uint64_t id = 0;  // store id of the outcome; 0 = not persisted (never deduplicated)
@@ -193,7 +204,8 @@ class Router {
   // A category is a client's hint, bounded by the gateway (x-switchboard-category).
   static constexpr size_t kMaxCategoryBytes = 64;
 
-  Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open = nullptr);
+  Router(std::shared_ptr<const Config> config, BreakerProbe breaker_open = nullptr,
+         QuotaProbe quota = nullptr);
   ~Router();
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;

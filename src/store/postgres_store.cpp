@@ -110,6 +110,7 @@ class PostgresStore final : public detail::BatchedStore {
   Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) override;
   Result<std::map<std::string, double>> gateway_spend(WallTime since) override;
   Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) override;
+  Result<std::map<std::string, ProviderUsage>> provider_usage(WallTime since) override;
 
   void release_connection() override { conn_ = PgConn(); }
 
@@ -503,6 +504,27 @@ Result<std::map<std::string, double>> PostgresStore::gateway_spend(WallTime sinc
   if (!r.ok()) return r.status();
   std::map<std::string, double> out;
   for (int i = 0; i < r->rows(); ++i) out[r->text(i, 0)] = r->number(i, 1);
+  return out;
+}
+
+Result<std::map<std::string, ProviderUsage>> PostgresStore::provider_usage(WallTime since) {
+  auto conn = PgConn::connect(options_.state.url, int(options_.connect_timeout_s));
+  if (!conn.ok()) return conn.status();
+  PgParams p;
+  p.add(to_ms(since));
+  // Every gateway's rows: the store is the cluster's common record.
+  auto r = conn->query(
+      "SELECT provider, COUNT(*), SUM(tokens_in + tokens_out), SUM(cost_usd) FROM usage "
+      "WHERE ts_ms >= $1 GROUP BY provider",
+      p);
+  if (!r.ok()) return r.status();
+  std::map<std::string, ProviderUsage> out;
+  for (int i = 0; i < r->rows(); ++i) {
+    ProviderUsage& u = out[r->text(i, 0)];
+    u.requests = r->integer(i, 1);
+    u.tokens = r->integer(i, 2);
+    u.cost_usd = r->number(i, 3);
+  }
   return out;
 }
 

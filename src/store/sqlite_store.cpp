@@ -120,6 +120,9 @@ class SqliteStore final : public detail::BatchedStore {
   Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) override {
     return query_key_day_usage(options_.state.path, since);
   }
+  Result<std::map<std::string, ProviderUsage>> provider_usage(WallTime since) override {
+    return query_provider_usage(options_.state.path, since);
+  }
 
   void release_connection() override {
     db_.reset();  // the writer already finalized its statements and checkpointed

@@ -221,27 +221,21 @@ Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_
   return out;
 }
 
-Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_path,
-                                                        WallTime since) {
+namespace {
+// The id of the first usage row at or after `since_ms` less a margin. Rows are appended in commit
+// order, their times nearly in order (wall-clock steps aside): found by binary search over ids;
+// the margin, and the exact time filter of the callers' queries, take care of rows slightly out
+// of order. So a query reads only the rows of its period, however long the journal.
+Result<int64_t> first_usage_id(detail::Db& db, int64_t since_ms) {
   using detail::Stmt;
-  int64_t version = 0;
-  auto db = open_for_query(db_path, SQLITE_OPEN_READWRITE, version);
-  if (!db.ok()) return db.status();
-  std::vector<KeyMinuteUsage> out;
-  const int64_t since_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count();
-  // Rows are appended in commit order, their times nearly in order (wall-clock steps aside): the
-  // first row at or after `since` less a margin, by binary search over ids; the margin and the
-  // exact filter below take care of rows slightly out of order.
   constexpr int64_t kMarginMs = 10 * 60 * 1000;
   Stmt probe;
-  if (Status st = probe.prepare(db->get(),
-                                "SELECT ts_ms FROM usage WHERE id >= ?1 ORDER BY id "
-                                "LIMIT 1");
+  if (Status st =
+          probe.prepare(db.get(), "SELECT ts_ms FROM usage WHERE id >= ?1 ORDER BY id LIMIT 1");
       !st.ok()) {
     return st;
   }
-  auto bounds = db->query_int("SELECT coalesce(max(id), 0) FROM usage");
+  auto bounds = db.query_int("SELECT coalesce(max(id), 0) FROM usage");
   if (!bounds.ok()) return bounds.status();
   int64_t lo = 0, hi = *bounds + 1;  // the first id whose time is >= since - margin is in (lo, hi]
   while (hi - lo > 1) {
@@ -252,13 +246,28 @@ Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_pa
         rc == SQLITE_ROW && sqlite3_column_int64(probe.get(), 0) < since_ms - kMarginMs;
     sqlite3_reset(probe.get());
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-      return Status::io_error(std::string("reading usage: ") + sqlite3_errmsg(db->get()));
+      return Status::io_error(std::string("reading usage: ") + sqlite3_errmsg(db.get()));
     if (before) {
       lo = mid;
     } else {
       hi = mid;
     }
   }
+  return hi;
+}
+}  // namespace
+
+Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_path,
+                                                        WallTime since) {
+  using detail::Stmt;
+  int64_t version = 0;
+  auto db = open_for_query(db_path, SQLITE_OPEN_READWRITE, version);
+  if (!db.ok()) return db.status();
+  std::vector<KeyMinuteUsage> out;
+  const int64_t since_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count();
+  auto first = first_usage_id(*db, since_ms);
+  if (!first.ok()) return first.status();
   Stmt q;
   if (Status st = q.prepare(db->get(),
                             "SELECT key_id, (ts_ms / 60000) * 60000 AS minute, count(*), "
@@ -267,7 +276,7 @@ Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_pa
       !st.ok()) {
     return st;
   }
-  q.bind(1, hi);
+  q.bind(1, *first);
   q.bind(2, since_ms);
   while (true) {
     const int rc = sqlite3_step(q.get());
@@ -281,6 +290,40 @@ Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_pa
     u.requests = sqlite3_column_int64(q.get(), 2);
     u.tokens = sqlite3_column_int64(q.get(), 3);
     out.push_back(std::move(u));
+  }
+  return out;
+}
+
+Result<std::map<std::string, ProviderUsage>> query_provider_usage(const std::string& db_path,
+                                                                  WallTime since) {
+  using detail::Stmt;
+  int64_t version = 0;
+  auto db = open_for_query(db_path, SQLITE_OPEN_READWRITE, version);
+  if (!db.ok()) return db.status();
+  std::map<std::string, ProviderUsage> out;
+  const int64_t since_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(since.time_since_epoch()).count();
+  auto first = first_usage_id(*db, since_ms);
+  if (!first.ok()) return first.status();
+  Stmt q;
+  if (Status st = q.prepare(db->get(),
+                            "SELECT provider, count(*), sum(tokens_in + tokens_out), sum(cost_usd) "
+                            "FROM usage WHERE id >= ?1 AND ts_ms >= ?2 GROUP BY provider");
+      !st.ok()) {
+    return st;
+  }
+  q.bind(1, *first);
+  q.bind(2, since_ms);
+  while (true) {
+    const int rc = sqlite3_step(q.get());
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW)
+      return Status::io_error(std::string("reading usage: ") + sqlite3_errmsg(db->get()));
+    const unsigned char* name = sqlite3_column_text(q.get(), 0);
+    ProviderUsage& u = out[name ? reinterpret_cast<const char*>(name) : ""];
+    u.requests = sqlite3_column_int64(q.get(), 1);
+    u.tokens = sqlite3_column_int64(q.get(), 2);
+    u.cost_usd = sqlite3_column_double(q.get(), 3);
   }
   return out;
 }

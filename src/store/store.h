@@ -179,6 +179,13 @@ struct KeyMinuteUsage {
   int64_t tokens = 0;
 };
 
+// Upstream calls, tokens (in + out) and spend of one provider (query_provider_usage).
+struct ProviderUsage {
+  int64_t requests = 0;
+  int64_t tokens = 0;
+  double cost_usd = 0;
+};
+
 // ---- The interface --------------------------------------------------------------------------
 
 class Store {
@@ -217,6 +224,7 @@ class Store {
   virtual Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) = 0;
   virtual Result<std::map<std::string, double>> gateway_spend(WallTime since) = 0;
   virtual Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) = 0;
+  virtual Result<std::map<std::string, ProviderUsage>> provider_usage(WallTime since) = 0;
 
   virtual void close() = 0;
 };
@@ -301,6 +309,12 @@ Result<std::map<std::string, double>> query_gateway_spend(const std::string& db_
 // first row by a binary search on the row id (rows are appended in time order), so it reads only
 // the last day's rows however long the journal. NotFound when there is no database.
 Result<std::vector<KeyMinuteUsage>> query_key_day_usage(const std::string& db_path, WallTime since);
+
+// Per provider, the upstream calls (usage rows), tokens and spend recorded since `since`: the
+// provider quotas' counts after a restart. Reads only the rows from `since` on (found like
+// query_key_day_usage's). NotFound when there is no database.
+Result<std::map<std::string, ProviderUsage>> query_provider_usage(const std::string& db_path,
+                                                                  WallTime since);
 
 // What a gateway would restore from `db_path` (`switchboard route --db`), read-only: NotFound
 // when there is no file (none is created), FailedPrecondition when its schema is not this

@@ -138,6 +138,40 @@ TEST(RouterTest, OpenBreakerTargetsGoLast) {
   EXPECT_FALSE((*plan)[0].breaker_open);
 }
 
+// A critical quota moves a provider's models behind the rest of their own layer (not behind
+// later layers); an exhausted one sends them to the end, like an open breaker.
+TEST(RouterTest, CriticalQuotaTargetsGoBehindTheirLayerAndExhaustedOnesLast) {
+  auto cfg = make_config(kCatalog);
+  quota::Level p1 = quota::Level::kHealthy, p2 = quota::Level::kHealthy;
+  Router r(cfg, nullptr, [&](std::string_view provider) { return provider == "p1" ? p1 : p2; });
+  auto plan = r.plan(RequestInfo{.model = "ordered"});  // [[big, mid], [fast]]
+  EXPECT_EQ(models_of(*plan), (std::vector<std::string>{"big", "mid", "fast"}));
+
+  p2 = quota::Level::kCritical;
+  plan = r.plan(RequestInfo{.model = "ordered"});
+  EXPECT_EQ(models_of(*plan), (std::vector<std::string>{"mid", "big", "fast"}));
+  EXPECT_EQ((*plan)[1].placement, Placement::kQuotaCritical);
+  EXPECT_EQ((*plan)[1].rank, 0);  // still its layer's
+  EXPECT_EQ((*plan)[0].placement, Placement::kAsWritten);
+
+  // Two critical targets of one layer keep the strategy's order among themselves.
+  p2 = quota::Level::kWarning;  // warning changes no order
+  p1 = quota::Level::kCritical;
+  plan = r.plan(RequestInfo{.model = "cheapest"});  // fast, mid, big by cost
+  EXPECT_EQ(models_of(*plan), (std::vector<std::string>{"big", "fast", "mid"}));
+  EXPECT_EQ((*plan)[0].quota, quota::Level::kWarning);
+  EXPECT_EQ((*plan)[0].placement, Placement::kCheapest);
+
+  p1 = quota::Level::kHealthy;
+  p2 = quota::Level::kExhausted;
+  plan = r.plan(RequestInfo{.model = "ordered"});
+  EXPECT_EQ(models_of(*plan), (std::vector<std::string>{"mid", "fast", "big"}));
+  EXPECT_EQ((*plan)[2].placement, Placement::kQuotaExhausted);
+  EXPECT_EQ((*plan)[2].quota, quota::Level::kExhausted);
+  EXPECT_NE(plan->to_json().find("\"quota\":\"exhausted\""), std::string::npos);
+  EXPECT_NE((*plan)[2].reason().find("quota exhausted"), std::string::npos);
+}
+
 TEST(RouterTest, ComplexityHintPromotesPreferredTierLayer) {
   Router r(make_config(kCatalog));
   Rng rng(1);
