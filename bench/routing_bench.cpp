@@ -29,14 +29,19 @@ std::shared_ptr<const Config> twenty_model_config() {
   return std::make_shared<const Config>(std::move(*load.config));
 }
 
-void BM_PlannerPlan(benchmark::State& state) {
-  Router router(twenty_model_config(), [](std::string_view, std::string_view) { return false; });
+// 50 outcomes per model in category "coding".
+void train(Router& router) {
   for (int i = 0; i < 20; ++i)
     for (int k = 0; k < 50; ++k)
       router.record(Outcome{.model = "m" + std::to_string(i),
                             .category = "coding",
                             .reward = (k % 3) ? 1.0 : 0.0,
                             .latency_us = 1000 + i * 100});
+}
+
+void BM_PlannerPlan(benchmark::State& state) {
+  Router router(twenty_model_config(), [](std::string_view, std::string_view) { return false; });
+  train(router);
   RequestInfo req{.model = "auto", .category = "coding", .prompt_tokens = 800, .max_tokens = 400};
   Rng rng(1);
   for (auto _ : state) {
@@ -45,6 +50,29 @@ void BM_PlannerPlan(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_PlannerPlan);
+
+// The same plan with provider quotas configured: every candidate asks its provider's standing
+// (with 96 of 100 used, p1 is critical: half the candidates move behind their layers).
+void BM_PlannerPlanWithQuotas(benchmark::State& state) {
+  auto config = twenty_model_config();
+  std::vector<ProviderConfig> providers = config->providers;
+  providers[0].quota.requests = 100;
+  const WallTime now = std::chrono::system_clock::now();
+  quota::QuotaBook book;
+  book.configure(providers, now);
+  book.add(providers[0].name, quota::Usage{int64_t(state.range(0)), 0, 0}, now);
+  Router router(
+      config, [](std::string_view, std::string_view) { return false; },
+      [&book, now](std::string_view provider) { return book.level(provider, now); });
+  train(router);
+  RequestInfo req{.model = "auto", .category = "coding", .prompt_tokens = 800, .max_tokens = 400};
+  Rng rng(1);
+  for (auto _ : state) {
+    auto plan = router.plan(req, rng);
+    benchmark::DoNotOptimize(plan);
+  }
+}
+BENCHMARK(BM_PlannerPlanWithQuotas)->Arg(0)->Arg(96);
 
 void BM_BanditRecord(benchmark::State& state) {
   Router router(twenty_model_config());

@@ -20,7 +20,7 @@ namespace {
 namespace json = boost::json;
 
 std::string text(const json::value& v) {
-  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_string()) return v.as_string().empty() ? "-" : std::string(v.as_string());
   if (v.is_double()) {
     char buf[32];
     std::snprintf(buf, sizeof(buf), "%.4g", v.as_double());
@@ -129,11 +129,18 @@ int run_admin_view(const std::string& what, const std::string& url, bool as_json
         rows_of(array("breakers"),
                 {"target", "state", "calls_in_window", "failure_rate", "slow_call_rate",
                  "until_half_open_ms", "consecutive_openings"}));
+  } else if (what == "quotas") {
+    print_table(
+        {"PROVIDER", "PERIOD", "STATUS", "USED_RATIO", "MEASURE", "REQUESTS", "TOKENS", "USD",
+         "RESETS_AT"},
+        rows_of(array("quotas"), {"provider", "period_id", "status", "used_ratio", "measure",
+                                  "used.requests", "used.tokens", "used.usd", "resets_at"}));
   } else {
     print_table(
-        {"MODEL", "PROVIDER", "TIER", "REQUESTS", "SUCCESS", "P95_MS", "SPEND_USD", "USD/REQUEST"},
+        {"MODEL", "PROVIDER", "TIER", "REQUESTS", "SUCCESS", "P95_MS", "SPEND_USD", "USD/REQUEST",
+         "QUOTA"},
         rows_of(array("models"), {"model", "provider", "tier", "requests", "success_rate",
-                                  "latency_p95_ms", "spend_usd", "cost_per_request_usd"}));
+                                  "latency_p95_ms", "spend_usd", "cost_per_request_usd", "quota"}));
     std::cout << "\n";
     print_table({"CATEGORY", "MODEL", "POSTERIOR_MEAN", "ALPHA", "BETA", "OUTCOMES", "FEEDBACK",
                  "FEEDBACK_SUCCESS"},

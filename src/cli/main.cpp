@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   std::string admin_url = "http://127.0.0.1:8400";
   bool admin_json = false;
   std::vector<CLI::App*> views;
-  for (const char* name : {"keys", "breakers", "models"}) {
+  for (const char* name : {"keys", "breakers", "models", "quotas"}) {
     auto* sub = app.add_subcommand(name, std::string("show ") + name + " of a running gateway");
     views.push_back(sub);
     sub->add_option("--url", admin_url, "gateway URL");

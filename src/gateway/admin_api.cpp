@@ -100,8 +100,8 @@ std::string admin_models_json(Runtime& rt) {
            ",\"latency_p95_ms\":" + json::number(s ? s->latency_p95_us / 1000 : 0) +
            ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + ",\"cost_per_request_usd\":" +
            json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0);
-    // The standing of its provider's quota ("warning 83%"; "" without a quota or when healthy).
-    out += ",\"quota\":" + json::quote(quota_note(rt, m.provider)) + "}";
+    // The standing of its provider's quota ("warning 83%"; "" without a quota).
+    out += ",\"quota\":" + json::quote(quota_summary(rt, m.provider)) + "}";
   }
   out += "],\"posteriors\":[";
   first = true;

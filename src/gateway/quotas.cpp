@@ -107,6 +107,12 @@ std::string quota_note(Runtime& rt, std::string_view provider) {
   return s && s->level != quota::Level::kHealthy ? s->summary() : std::string();
 }
 
+std::string quota_summary(Runtime& rt, std::string_view provider) {
+  if (!rt.quotas.any()) return {};
+  auto s = rt.quotas.standing(provider, rt.clock.wall_now());
+  return s ? s->summary() : std::string();
+}
+
 std::string quotas_json(Runtime& rt) {
   const WallTime now = rt.clock.wall_now();
   std::string out = "{\"quotas\":[";

@@ -32,6 +32,9 @@ void seed_quotas(Runtime& rt);
 // quota stands at warning or above, else "" (no header).
 std::string quota_note(Runtime& rt, std::string_view provider);
 
+// The standing of `provider`'s quota ("healthy 12%"), or "" when it has none.
+std::string quota_summary(Runtime& rt, std::string_view provider);
+
 // The body of GET /admin/quotas.
 std::string quotas_json(Runtime& rt);
 

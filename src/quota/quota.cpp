@@ -161,21 +161,36 @@ QuotaBook::QuotaBook() = default;
 QuotaBook::~QuotaBook() = default;
 
 QuotaBook::Entry* QuotaBook::find(std::string_view provider) const {
-  std::shared_lock lock(mu_);
-  auto it = entries_.find(provider);
-  return it == entries_.end() ? nullptr : it->second.get();
+  const Table* t = table_.load(std::memory_order_acquire);
+  if (t == nullptr) return nullptr;
+  auto it = t->find(provider);
+  return it == t->end() ? nullptr : it->second;
+}
+
+std::vector<std::pair<std::string, QuotaBook::Entry*>> QuotaBook::enabled() const {
+  std::vector<std::pair<std::string, Entry*>> list;
+  if (const Table* t = table_.load(std::memory_order_acquire))
+    for (const auto& [name, e] : *t)
+      if (e->enabled.load(std::memory_order_acquire)) list.emplace_back(name, e);
+  std::sort(list.begin(), list.end());
+  return list;
 }
 
 void QuotaBook::configure(const std::vector<ProviderConfig>& providers, WallTime now) {
-  std::unique_lock lock(mu_);
+  std::lock_guard lock(config_mu_);
+  const Table* current = table_.load(std::memory_order_acquire);
+  auto next = std::make_unique<Table>(current ? *current : Table{});
   bool any = false;
   // Entries are never removed (a request may hold one): a provider without a quota is disabled.
-  for (auto& [name, e] : entries_) e->enabled.store(false, std::memory_order_release);
+  for (auto& [name, e] : *next) e->enabled.store(false, std::memory_order_release);
   for (const auto& p : providers) {
     if (!p.quota.enabled()) continue;
     any = true;
-    auto& slot = entries_[p.name];
-    if (!slot) slot = std::make_unique<Entry>();
+    Entry*& slot = (*next)[p.name];
+    if (slot == nullptr) {
+      entries_.push_back(std::make_unique<Entry>());
+      slot = entries_.back().get();
+    }
     Entry& e = *slot;
     std::lock_guard entry_lock(e.mu);
     const bool kind_changed = e.config.period != p.quota.period;
@@ -187,6 +202,8 @@ void QuotaBook::configure(const std::vector<ProviderConfig>& providers, WallTime
                   std::memory_order_release);
     e.enabled.store(true, std::memory_order_release);
   }
+  tables_.push_back(std::move(next));
+  table_.store(tables_.back().get(), std::memory_order_release);
   any_.store(any, std::memory_order_release);
 }
 
@@ -208,16 +225,8 @@ std::optional<Standing> QuotaBook::standing(std::string_view provider, WallTime 
 }
 
 std::vector<Standing> QuotaBook::standings(WallTime now) const {
-  std::vector<std::pair<std::string, Entry*>> list;
-  {
-    std::shared_lock lock(mu_);
-    for (const auto& [name, e] : entries_)
-      if (e->enabled.load(std::memory_order_acquire)) list.emplace_back(name, e.get());
-  }
-  std::sort(list.begin(), list.end());
   std::vector<Standing> out;
-  out.reserve(list.size());
-  for (auto& [name, e] : list) {
+  for (auto& [name, e] : enabled()) {
     std::lock_guard lock(e->mu);
     e->roll_locked(now);
     out.push_back(e->standing_locked(name));
@@ -247,14 +256,8 @@ std::optional<Level> QuotaBook::seed(std::string_view provider, const Usage& rec
 }
 
 std::vector<QuotaBook::Share> QuotaBook::take_shares(WallTime now) {
-  std::vector<std::pair<std::string, Entry*>> list;
-  {
-    std::shared_lock lock(mu_);
-    for (const auto& [name, e] : entries_)
-      if (e->enabled.load(std::memory_order_acquire)) list.emplace_back(name, e.get());
-  }
   std::vector<Share> out;
-  for (auto& [name, e] : list) {
+  for (auto& [name, e] : enabled()) {
     std::lock_guard lock(e->mu);
     if (e->sharing) continue;
     e->roll_locked(now);

@@ -17,7 +17,8 @@
 // simulated time.
 //
 // Thread-safety: every method may be called from any thread. level() is lock-free (it is on the
-// request path); the rest take the provider's short mutex, or the book's to (re)configure.
+// request path: the provider table is immutable once published, and a reconfiguration publishes
+// a new one); the rest take the provider's short mutex, or the book's to (re)configure.
 #pragma once
 
 #include <atomic>
@@ -25,7 +26,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -126,14 +126,21 @@ class QuotaBook {
 
  private:
   struct Entry;
-  Entry* find(std::string_view provider) const;
-
-  mutable std::shared_mutex mu_;  // guards the map's shape; entries have their own locks
   struct Hash {
     using is_transparent = void;
     size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
   };
-  std::unordered_map<std::string, std::unique_ptr<Entry>, Hash, std::equal_to<>> entries_;
+  using Table = std::unordered_map<std::string, Entry*, Hash, std::equal_to<>>;
+  Entry* find(std::string_view provider) const;
+  // The providers with a quota now (enabled entries), sorted by name.
+  std::vector<std::pair<std::string, Entry*>> enabled() const;
+
+  std::mutex config_mu_;  // one configure() at a time
+  // Every entry and table ever made, kept for the book's life: a reader may still hold one
+  // (reconfigurations are an operator's reloads, so these stay few).
+  std::vector<std::unique_ptr<Entry>> entries_;
+  std::vector<std::unique_ptr<const Table>> tables_;
+  std::atomic<const Table*> table_{nullptr};
   std::atomic<bool> any_{false};
 };
 

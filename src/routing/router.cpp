@@ -197,6 +197,9 @@ struct PlanScratch {
   std::vector<std::vector<Cand>> layers;  // the first `n_layers` are in use
   std::vector<size_t> layer_order;
   std::vector<Attempt> open_tail;
+  std::vector<Attempt> critical;  // a layer's targets whose provider's quota is critical
+  // Each provider's quota standing, asked once per plan (a provider has many candidates).
+  std::vector<std::pair<std::string_view, quota::Level>> quota_levels;
 };
 }  // namespace
 
@@ -384,11 +387,21 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
   // 4. Attempts, with open-breaker targets moved to the end.
   auto& open_tail = scratch.open_tail;
   open_tail.clear();
+  auto& critical = scratch.critical;
+  auto& quota_levels = scratch.quota_levels;
+  quota_levels.clear();
+  auto quota_of = [&](std::string_view provider) {
+    for (const auto& [name, level] : quota_levels)
+      if (name == provider) return level;
+    const quota::Level level = impl_->quota(provider);
+    quota_levels.emplace_back(provider, level);
+    return level;
+  };
   std::vector<Attempt> attempts;
   attempts.reserve(cfg.models.size());
   for (size_t pos = 0; pos < layer_order.size(); ++pos) {
     const size_t l = layer_order[pos];
-    const size_t layer_start = attempts.size();
+    critical.clear();
     for (const auto& c : ordered_layers[l]) {
       const ModelConfig& m = cfg.models[c.idx];
       Attempt a;
@@ -415,7 +428,7 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
                                         : Placement::kOutsideTolerance;
           break;
       }
-      if (impl_->quota) a.quota = impl_->quota(m.provider);
+      if (impl_->quota) a.quota = quota_of(m.provider);
       if (impl_->breaker_open && impl_->breaker_open(m.provider, m.name)) {
         a.breaker_open = true;
         a.placement = Placement::kBreakerOpen;
@@ -423,15 +436,15 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
       } else if (a.quota == quota::Level::kExhausted) {
         a.placement = Placement::kQuotaExhausted;
         open_tail.push_back(a);
+      } else if (a.quota == quota::Level::kCritical) {
+        a.placement = Placement::kQuotaCritical;
+        critical.push_back(a);
       } else {
-        if (a.quota == quota::Level::kCritical) a.placement = Placement::kQuotaCritical;
         attempts.push_back(a);
       }
     }
-    // A critical quota's targets go behind the others of their layer (stably: each group keeps
-    // the strategy's order).
-    std::stable_partition(attempts.begin() + std::ptrdiff_t(layer_start), attempts.end(),
-                          [](const Attempt& a) { return a.quota != quota::Level::kCritical; });
+    // A critical quota's targets go behind the others of their layer, in the strategy's order.
+    attempts.insert(attempts.end(), critical.begin(), critical.end());
   }
   attempts.insert(attempts.end(), open_tail.begin(), open_tail.end());
   if (attempts.empty()) {

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gateway_fixture.h"
+#include "quota/quota.h"
 #include "serve_process.h"
 #include "test_support.h"
 
@@ -375,6 +376,70 @@ TEST_F(ClusterOpsTest, AClientKeysMonthlyBudgetHoldsAcrossGateways) {
     EXPECT_EQ(r.status, 429) << r.body;
   }
   EXPECT_EQ(mock.stats().requests, 2u);
+}
+
+// A provider quota is one quota for every gateway of the cluster: what each serves meets in
+// Redis, so once the gateways together used it up none calls the provider again; a Redis that
+// lost the count (FLUSHALL) gets it back from what the gateways had counted.
+TEST_F(ClusterOpsTest, AProviderQuotaIsSharedByTheGateways) {
+  RedisServer redis;
+  auto& mock = add_mock();
+  std::string cfg =
+      write_config(mock, redis, "{ max_concurrent: 8 }\n    quota: { period: day, requests: 10 }");
+  ServeProcess a(cfg, log_path(0));
+  ServeProcess b(cfg, log_path(1));
+  ASSERT_TRUE(joined(a));
+  ASSERT_TRUE(joined(b));
+  auto used = [](ServeProcess& g) -> int64_t {
+    auto v = parse_json(get(g.port(), "/admin/quotas").body);
+    if (!v.is_object() || v.as_object().at("quotas").as_array().empty()) return -1;
+    return v.as_object()
+        .at("quotas")
+        .as_array()[0]
+        .as_object()
+        .at("used")
+        .as_object()
+        .at("requests")
+        .to_number<int64_t>();
+  };
+  // 6 through A, 4 through B: neither alone reached the quota.
+  for (int i = 0; i < 10; ++i)
+    ASSERT_EQ(post((i < 6 ? a : b).port(), "/v1/chat/completions", chat_body("m")).status, 200);
+  for (ServeProcess* g : {&a, &b})
+    ASSERT_TRUE(wait_until([&] { return used(*g) == 10; })) << used(*g);
+  const std::string key = "'sb:{#quota}:up:" +
+                          quota::period_at(QuotaPeriod::kDay, std::chrono::system_clock::now()).id +
+                          "'";
+  EXPECT_EQ(redis.cli("HGET " + key + " r"), "10");
+  EXPECT_EQ(mock.stats().requests, 10u);
+  for (ServeProcess* g : {&a, &b}) {
+    auto r = post(g->port(), "/v1/chat/completions", chat_body("m"));
+    EXPECT_EQ(r.status, 429) << r.body;
+    EXPECT_NE(r.body.find("quota_exhausted"), std::string::npos) << r.body;
+  }
+  EXPECT_EQ(mock.stats().requests, 10u);
+  // The operator's tables say the same.
+  auto cli = [&](const std::string& view) {
+    std::string out;
+    const std::string cmd = std::string(SWITCHBOARD_BINARY) + " " + view +
+                            " --url http://127.0.0.1:" + std::to_string(b.port());
+    if (FILE* p = ::popen(cmd.c_str(), "r")) {
+      char buf[512];
+      for (size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) out.append(buf, n);
+      ::pclose(p);
+    }
+    return out;
+  };
+  const std::string quotas = cli("quotas");
+  EXPECT_NE(quotas.find("RESETS_AT"), std::string::npos) << quotas;
+  EXPECT_NE(quotas.find("exhausted"), std::string::npos) << quotas;
+  EXPECT_NE(cli("models").find("exhausted 100%"), std::string::npos) << cli("models");
+  // Redis forgets everything: the next round puts back what the gateways counted.
+  EXPECT_EQ(redis.cli("FLUSHALL"), "OK");
+  ASSERT_TRUE(wait_until([&] { return redis.cli("HGET " + key + " r") == "10"; }))
+      << redis.cli("HGETALL " + key);
+  EXPECT_EQ(used(a), 10);
+  EXPECT_EQ(used(b), 10);
 }
 
 // The posteriors learned in one gateway reach the others within seconds (they route on the same
