@@ -10,6 +10,7 @@
 #include <limits>
 #include <optional>
 #include <string_view>
+#include <utility>
 
 namespace switchboard::upstream::anthropic_detail {
 
@@ -66,11 +67,23 @@ inline std::string_view string_member(const json::object& o, std::string_view ke
   return {};
 }
 
+// Anthropic's stop_reason and OpenAI's finish_reason: one table for both directions (the first
+// row that matches wins, so each direction has one answer).
+inline constexpr std::pair<std::string_view, std::string_view> kStopReasons[] = {
+    {"end_turn", "stop"},          {"max_tokens", "length"},  {"tool_use", "tool_calls"},
+    {"refusal", "content_filter"}, {"stop_sequence", "stop"}, {"pause_turn", "stop"},
+};
+
 inline std::string_view finish_reason_for(std::string_view stop_reason) {
-  if (stop_reason == "max_tokens") return "length";
-  if (stop_reason == "tool_use") return "tool_calls";
-  if (stop_reason == "refusal") return "content_filter";
-  return "stop";  // end_turn, stop_sequence, pause_turn and anything new
+  for (const auto& [anthropic, openai] : kStopReasons)
+    if (anthropic == stop_reason) return openai;
+  return "stop";  // anything new
+}
+
+inline std::string_view stop_reason_for(std::string_view finish_reason) {
+  for (const auto& [anthropic, openai] : kStopReasons)
+    if (openai == finish_reason) return anthropic;
+  return "end_turn";  // anything new (function_call, a vendor's own)
 }
 
 }  // namespace switchboard::upstream::anthropic_detail

@@ -230,6 +230,83 @@ class AnthropicStreamTranslator {
 std::string anthropic_error_to_openai(std::string_view anthropic_body);
 
 // ---------------------------------------------------------------------------------------------
+// Anthropic Messages API clients (POST /v1/messages) over the OpenAI-shaped request path
+// ---------------------------------------------------------------------------------------------
+// The opposite direction of the translation above, for clients that speak Anthropic's API: their
+// request becomes an OpenAI chat request (which the gateway routes like any other), and the
+// answer (whole or streamed) goes back in Anthropic's shape. The shared rules (stop reasons,
+// token counts) are the same tables as above's.
+
+// Translates an Anthropic Messages request into an OpenAI chat completion request (the model
+// name kept: the gateway routes it):
+//   system (a string, or text blocks)  → one system message (texts joined with a blank line)
+//   user text / image blocks           → content parts (base64 sources become data: URLs);
+//                                        a single text stays a plain string
+//   user tool_result blocks            → tool messages (tool_call_id, text content), placed before
+//                                        the turn's other content, as OpenAI requires
+//   assistant text / tool_use blocks   → content / tool_calls (input serialised as arguments);
+//                                        thinking blocks are dropped
+//   max_tokens (required), temperature, top_p, stop_sequences → stop, stream (with usage asked
+//   for), metadata.user_id → user; tools {name, description, input_schema} → function tools;
+//   tool_choice auto/any/tool/none → auto/required/function/none, disable_parallel_tool_use →
+//   parallel_tool_calls: false. top_k, thinking and unknown fields are dropped; document blocks
+//   and server tools cannot be carried and are errors.
+// Wrong shapes give InvalidArgument naming the field, e.g. "messages[1].content[0].source: ...".
+Result<std::string> anthropic_to_openai_request(const boost::json::object& anthropic_request);
+
+// Translates a non-stream OpenAI chat completion into an Anthropic Messages response with id
+// `message_id`: message content → a text block, tool_calls → tool_use blocks (arguments parsed;
+// "" is {}), finish_reason → stop_reason, usage → input/output tokens. A body that is not a chat
+// completion (or whose tool arguments are not a JSON object) gives Unavailable.
+Result<std::string> openai_to_anthropic_response(const boost::json::object& openai_response,
+                                                 std::string_view client_model,
+                                                 std::string_view message_id);
+
+// Re-encodes an OpenAI chat completion stream as Anthropic's event sequence: message_start
+// (at the first chunk), then per content block content_block_start, content_block_delta
+// (text_delta, or input_json_delta for a tool call's arguments) and content_block_stop, and at
+// the end message_delta (stop_reason, usage) and message_stop. Text and each tool call are
+// separate blocks, numbered from 0 in the order they start. Usage is taken from the usage chunk
+// (stream_options.include_usage) when the upstream sent one. The output is framed SSE text
+// (`event: <type>` and `data: <json>`).
+class AnthropicStreamEncoder {
+ public:
+  AnthropicStreamEncoder(std::string_view message_id, std::string_view client_model);
+
+  // One OpenAI chunk payload (the data of an SSE event). "[DONE]" finishes the message. Chunks
+  // that are not JSON objects give InvalidArgument (nothing is appended).
+  Status feed(std::string_view data, std::string& out);
+  // Closes the open block and ends the message (message_delta, message_stop), once.
+  void finish(std::string& out);
+  bool finished() const { return finished_; }
+  const TokenUsage& usage() const { return usage_; }
+
+ private:
+  void start(std::string& out);
+  void close_block(std::string& out);
+  void event(std::string& out, std::string_view type, const boost::json::object& payload);
+
+  std::string id_;
+  std::string model_;
+  bool started_ = false;
+  bool finished_ = false;
+  int next_block_ = 0;
+  int open_block_ = -1;     // the block index being streamed, -1 = none
+  bool open_text_ = false;  // the open block is text (else a tool call)
+  int open_tool_ = -1;      // the OpenAI tool call index of the open tool block
+  std::string stop_reason_ = "end_turn";
+  TokenUsage usage_;
+};
+
+// Anthropic's error body {"type":"error","error":{"type":...,"message":...}} for an answer with
+// HTTP `status`: 400 invalid_request_error, 401 authentication_error, 403 permission_error,
+// 404 not_found_error, 413 request_too_large, 429 rate_limit_error, 529 overloaded_error, other
+// 5xx api_error (the types Anthropic's SDKs map to their typed errors).
+std::string anthropic_error_json(int status, std::string_view message);
+// The same as a stream's `error` event (framed SSE text).
+std::string anthropic_error_event(std::string_view type, std::string_view message);
+
+// ---------------------------------------------------------------------------------------------
 // Error classification
 // ---------------------------------------------------------------------------------------------
 
