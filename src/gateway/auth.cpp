@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <boost/asio/ip/tcp.hpp>
 
+#include "upstream/translate.h"
+
 namespace switchboard::gateway {
 
 Area classify_path(std::string_view target, std::string_view& canonical) {
@@ -41,9 +43,18 @@ std::string_view bearer_token(const Request& req) {
 
 namespace {
 
-Response unauthorized(std::string_view message, unsigned version) {
+// Anthropic's clients get Anthropic's error shape (their SDKs map it to typed errors).
+bool anthropic_path(const Request& req) {
+  std::string_view target(req.target().data(), req.target().size());
+  return target.rfind("/v1/messages", 0) == 0;
+}
+
+Response unauthorized(const Request& req, std::string_view message) {
+  if (anthropic_path(req))
+    return json_response(http::status::unauthorized, upstream::anthropic_error_json(401, message),
+                         req.version());
   return error_response(http::status::unauthorized, message, "invalid_request_error",
-                        "invalid_api_key", version);
+                        "invalid_api_key", req.version());
 }
 
 bool loopback(const asio::ip::tcp::socket& peer) {
@@ -57,14 +68,20 @@ bool loopback(const asio::ip::tcp::socket& peer) {
 std::optional<Response> authorize(const Config& cfg, const Request& req, Area area,
                                   const asio::ip::tcp::socket& peer, Principal& who) {
   who = Principal{};
-  const std::string_view token = bearer_token(req);
+  std::string_view token = bearer_token(req);
+  // Anthropic's SDKs (and Claude Code) send their key as x-api-key: a gateway key there counts
+  // the same (never an admin key: the admin area takes Bearer only).
+  if (token.empty() && area != Area::kAdmin) {
+    auto k = req["x-api-key"];
+    token = std::string_view(k.data(), k.size());
+  }
   switch (area) {
     case Area::kOpen:
       return std::nullopt;
     case Area::kAdmin: {
       const bool ok = cfg.auth.admin_key.empty() ? loopback(peer)
                                                  : constant_time_equal(token, cfg.auth.admin_key);
-      if (!ok) return unauthorized("admin key required", req.version());
+      if (!ok) return unauthorized(req, "admin key required");
       who.admin = true;
       return std::nullopt;
     }
@@ -84,9 +101,9 @@ std::optional<Response> authorize(const Config& cfg, const Request& req, Area ar
           loopback(peer))
         who.admin = true;
       if (cfg.auth.gateway_keys.empty() || who.gateway_key >= 0) return std::nullopt;
-      return unauthorized(
-          token.empty() ? "missing gateway key (Authorization: Bearer ...)" : "invalid gateway key",
-          req.version());
+      return unauthorized(req, token.empty()
+                                   ? "missing gateway key (Authorization: Bearer ... or x-api-key)"
+                                   : "invalid gateway key");
     }
   }
   return std::nullopt;

@@ -45,14 +45,16 @@ std::string retry_after_seconds(Nanos wait) {
 class ChatCall {
  public:
   ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
-           MonoTime t0)
+           MonoTime t0, Dialect dialect)
       : rt_(rt),
         snap_(std::move(snap)),
         ex_(ex),
         t0_(t0),
         gateway_key_(gateway_key),
+        anthropic_(dialect == Dialect::kAnthropic),
         limits_(rt, *snap_, gateway_key) {
     pending_events_.reserve(2);  // a usage and an outcome, enqueued together
+    upstream_.anthropic_client = anthropic_;
   }
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
@@ -145,7 +147,10 @@ class ChatCall {
   // attempt that failed, or empty when none was made.
   void fail(http::status status, std::string_view message, std::string_view type,
             std::string_view code) {
-    ex_.response = error_response(status, message, type, code, ex_.request.version());
+    ex_.response = anthropic_
+                       ? json_response(status, upstream::anthropic_error_json(int(status), message),
+                                       ex_.request.version())
+                       : error_response(status, message, type, code, ex_.request.version());
     set_headers(failed_model_, failed_provider_, failed_key_);
   }
 
@@ -389,10 +394,14 @@ class ChatCall {
         // The request's own fault: another model would reject it too. Pass the upstream's answer,
         // with anything that looks like one of our secrets taken out (a provider may echo the
         // key it was sent, or part of it).
+        const auto status =
+            static_cast<http::status>(r.status >= 400 && r.status < 500 ? r.status : 400);
         ex_.response = json_response(
-            static_cast<http::status>(r.status >= 400 && r.status < 500 ? r.status : 400),
-            r.body.empty() ? upstream::openai_error_json(r.message, "invalid_request_error")
-                           : log::redact_relayed(r.body),
+            status,
+            anthropic_       ? upstream::anthropic_error_json(int(status),
+                                                              log::redact_relayed(relayed_message(r)))
+            : r.body.empty() ? upstream::openai_error_json(r.message, "invalid_request_error")
+                             : log::redact_relayed(r.body),
             ex_.request.version());
         set_headers(a, key_id);
         record_outcome(&a, key_id, "client_error", {});
@@ -460,8 +469,40 @@ class ChatCall {
     record_outcome(nullptr, "", to_string(last->cls), {});
   }
 
+  // The message of an upstream's client error (an OpenAI-shaped body, or the attempt's own).
+  static std::string relayed_message(const Attempted& r) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(r.body, ec);
+    if (!ec && v.is_object())
+      if (auto* e = v.as_object().if_contains("error"); e && e->is_object())
+        if (auto* m = e->as_object().if_contains("message"); m && m->is_string())
+          return std::string(m->as_string());
+    return r.message.empty() ? "the upstream rejected the request" : r.message;
+  }
+
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
     quota_note_ = quota_note(rt_, a.provider);
+    if (anthropic_ && !r.wrote_response) {
+      // The answer in Anthropic's shape, named after the request.
+      boost::system::error_code ec;
+      auto doc = boost::json::parse(r.body, ec);
+      auto translated = !ec && doc.is_object()
+                            ? upstream::openai_to_anthropic_response(doc.as_object(), req_.model,
+                                                                     "msg_" + request_id_)
+                            : Result<std::string>(Status::unavailable("not a JSON object"));
+      if (translated.ok()) {
+        r.body = std::move(translated.value());
+      } else {
+        failed_model_ = a.model;
+        failed_provider_ = a.provider;
+        failed_key_ = key_id;
+        fail(http::status::bad_gateway,
+             "the upstream's answer could not be translated: " + translated.status().message(),
+             "server_error", "bad_upstream_answer");
+        record_outcome(&a, key_id, "server_error", r.usage);
+        return;
+      }
+    }
     // Remembered for the caller's verdict; the transport success already taught the bandit.
     rt_.ledger->remember(seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
                          {nonce_, owner_tag(*snap_, gateway_key_)});
@@ -601,7 +642,8 @@ class ChatCall {
   Exchange& ex_;
   const MonoTime t0_;
   const int gateway_key_;
-  ClientLimits limits_;  // after snap_ and gateway_key_: built from them
+  const bool anthropic_;  // the client speaks Anthropic's Messages API (Dialect::kAnthropic)
+  ClientLimits limits_;   // after snap_ and gateway_key_: built from them
   uint64_t seq_ = 0;
   uint64_t nonce_ = 0;
   std::string request_id_;
@@ -631,7 +673,7 @@ class ChatCall {
 }  // namespace
 
 asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
-                                  int gateway_key) {
+                                  int gateway_key, Dialect dialect) {
   ClientWatch watch(ex);
   // Once the client has left (the watch emits the connection's cancellation signal), the
   // operation then pending completes with operation_aborted and every later one throws: the
@@ -641,7 +683,7 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
   co_await asio::this_coro::throw_if_cancelled(true);
   std::exception_ptr failure;
   try {
-    ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since());
+    ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since(), dialect);
     co_await call.run();
   } catch (...) {
     failure = std::current_exception();

@@ -103,6 +103,8 @@ struct UpstreamCall {
   std::function<std::vector<std::pair<std::string, std::string>>(const routing::Attempt&,
                                                                  const keys::Lease&)>
       stream_headers;
+  // The client speaks Anthropic's API: streams are re-encoded as its events.
+  bool anthropic_client = false;
 };
 
 // Sends the attempt on `lease` and reads its answer (or relays its stream) within `deadline`.

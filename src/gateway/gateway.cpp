@@ -81,6 +81,14 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     co_await handle_chat(rt, snap, ex, who.gateway_key);
     co_return;
   }
+  if (path == "/v1/messages") {
+    co_await handle_messages(rt, snap, ex, who.gateway_key);
+    co_return;
+  }
+  if (path == "/v1/messages/count_tokens") {
+    handle_count_tokens(*snap, ex, who.gateway_key);
+    co_return;
+  }
   if (path == "/v1/feedback") {
     if (method != http::verb::post) {
       ex.response = error_response(http::status::method_not_allowed, "use POST",
@@ -134,8 +142,13 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     co_return;
   }
   if (area == Area::kAdmin && handle_admin(rt, *snap, ex, target)) co_return;
-  ex.response = error_response(http::status::not_found, "no such endpoint: " + std::string(target),
-                               "invalid_request_error", "not_found");
+  ex.response = error_response(
+      http::status::not_found,
+      "no such endpoint: " + std::string(target) +
+          " (this gateway serves POST /v1/chat/completions, /v1/messages, "
+          "/v1/messages/count_tokens, /v1/feedback, /v1/workflows/runs; GET /v1/models, "
+          "/healthz, /readyz, /metrics and /admin/...)",
+      "invalid_request_error", "not_found");
 }
 
 }  // namespace

@@ -46,8 +46,8 @@ void announce(Runtime& rt, std::string_view provider, quota::Level level) {
   auto s = rt.quotas.standing(provider, rt.clock.wall_now());
   if (!s) return;
   const std::string what =
-      fmt::format("provider {} quota {}: {} this {} (resets {})", provider, s->summary(),
-                  limit_text(*s), period_name(s->config.period), utc_text(s->period.end));
+      fmt::format("provider {} quota {}: {} in {} (resets {})", provider, s->summary(),
+                  limit_text(*s), s->period.id, utc_text(s->period.end));
   if (level == quota::Level::kExhausted) {
     log::error("{}; its models are skipped until then", what);
   } else if (level == quota::Level::kCritical) {

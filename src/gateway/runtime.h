@@ -275,10 +275,19 @@ bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_v
 // Brings the gauges read at scrape time up to date (request_metrics.cpp).
 void update_gauges(Runtime& rt);
 
+// Which API the client speaks: the request path is OpenAI's chat completions either way, and an
+// Anthropic client's request was translated into it (messages_api.cpp); its answers, errors and
+// streams go back in Anthropic's shape.
+enum class Dialect { kOpenAI, kAnthropic };
+
 // POST /v1/chat/completions.
 // `gateway_key` is the index of the client's gateway key in auth.gateway_keys, or -1.
 // `snap` is the snapshot the request was admitted under (its gateway key index belongs to it).
 asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
-                                  int gateway_key);
+                                  int gateway_key, Dialect dialect = Dialect::kOpenAI);
+// POST /v1/messages and /v1/messages/count_tokens (messages_api.cpp): Anthropic's Messages API.
+asio::awaitable<void> handle_messages(Runtime& rt, std::shared_ptr<const Snapshot> snap,
+                                      Exchange& ex, int gateway_key);
+void handle_count_tokens(const Snapshot& snap, Exchange& ex, int gateway_key);
 
 }  // namespace switchboard::gateway

@@ -23,7 +23,16 @@ net::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
   if (pr.anthropic) {
     h.url = pr.call_url;
     h.headers.emplace_back("x-api-key", lease.secret());
-    h.headers.emplace_back("anthropic-version", "2023-06-01");
+    // An Anthropic client's version and beta flags go on to an Anthropic provider (bounded: they
+    // are the client's bytes; the server already refused control characters in headers).
+    auto version = c.ex.request["anthropic-version"];
+    h.headers.emplace_back("anthropic-version",
+                           c.anthropic_client && !version.empty() && version.size() <= 64
+                               ? std::string(version)
+                               : std::string("2023-06-01"));
+    if (auto beta = c.ex.request["anthropic-beta"];
+        c.anthropic_client && !beta.empty() && beta.size() <= 1024)
+      h.headers.emplace_back("anthropic-beta", std::string(beta));
     auto body =
         upstream::openai_to_anthropic_request(c.req.document(c.ex.request.body()), a.upstream);
     if (!body.ok()) {
@@ -61,6 +70,9 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
   std::vector<upstream::SseEvent> events;
   std::vector<std::string> chunks;
   const bool strip_usage = !pr.anthropic && !c.req.client_wants_usage;
+  // An Anthropic client gets Anthropic's events, whatever the provider spoke.
+  std::optional<upstream::AnthropicStreamEncoder> encoder;
+  if (c.anthropic_client) encoder.emplace("msg_" + c.request_id, c.req.model);
 
   auto fail_stream = [&](OutcomeClass cls, std::string message) -> asio::awaitable<Attempted> {
     stream.cancel();
@@ -69,9 +81,13 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
     if (started) {
       // The client already has content: end the stream with an error event and no [DONE].
       std::string ev;
-      upstream::append_sse_event(
-          ev, upstream::openai_error_json("upstream stream failed: " + r.message, "server_error",
-                                          std::string(to_string(cls))));
+      if (encoder) {
+        ev = upstream::anthropic_error_event("api_error", "upstream stream failed: " + r.message);
+      } else {
+        upstream::append_sse_event(
+            ev, upstream::openai_error_json("upstream stream failed: " + r.message, "server_error",
+                                            std::string(to_string(cls))));
+      }
       co_await write_chunk(c.ex, ev);
       co_await finish_chunks(c.ex);
       c.ex.close = true;
@@ -102,10 +118,20 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
                                                            : OutcomeClass::kServerError;
           co_return co_await fail_stream(cls, ts.message());
         }
-        for (const auto& c : chunks) upstream::append_sse_event(out, c);
+        for (const auto& chunk : chunks) {
+          if (!encoder) {
+            upstream::append_sse_event(out, chunk);
+          } else if (auto es = encoder->feed(chunk, out); !es.ok()) {
+            co_return co_await fail_stream(OutcomeClass::kServerError, es.message());
+          }
+        }
         if (translator->has_content()) content_now = true;
         if (translator->finished()) {
-          out += upstream::kSseDone;
+          if (encoder) {
+            encoder->finish(out);
+          } else {
+            out += upstream::kSseDone;
+          }
           saw_done = true;
         }
         r.usage = translator->usage();
@@ -113,7 +139,11 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
       }
       auto info = upstream::inspect_openai_chunk(ev.data);
       if (info.done) {
-        out += upstream::kSseDone;
+        if (encoder) {
+          encoder->finish(out);
+        } else {
+          out += upstream::kSseDone;
+        }
         saw_done = true;
         continue;
       }
@@ -122,6 +152,12 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
                                        "upstream reported an error in the stream");
       }
       if (info.usage) r.usage = *info.usage;
+      if (encoder) {
+        if (info.has_content) content_now = true;
+        if (auto es = encoder->feed(ev.data, out); !es.ok())
+          co_return co_await fail_stream(OutcomeClass::kServerError, es.message());
+        continue;
+      }
       if (info.usage && strip_usage && !info.has_content)
         continue;  // we asked for it, not the client
       if (info.has_content) content_now = true;

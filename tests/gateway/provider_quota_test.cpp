@@ -3,9 +3,12 @@
 // an exhausted one never called; the count read back after a restart.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <string>
 
 #include "gateway_fixture.h"
+#include "quota/quota.h"
+#include "test_support.h"
 
 namespace switchboard::gwtest {
 namespace {
@@ -136,6 +139,32 @@ TEST_F(ProviderQuotaTest, TokensAndSpendCountStreamsAndTheCountSurvivesARestart)
   EXPECT_NEAR(q.at("used").as_object().at("usd").to_number<double>(), usd, 1e-9);
   ASSERT_EQ(chat(chat_body("ma")).status, 200);
   EXPECT_EQ(quota_of("a").at("used").as_object().at("requests").to_number<int64_t>(), 4);
+}
+
+// With a cluster, the counts go to Redis (every 0.5 s) and come back with the other gateways':
+// a count another gateway added there is this gateway's too.
+TEST_F(ProviderQuotaTest, WithAClusterTheCountMeetsTheOtherGatewaysInRedis) {
+  testsupport::RedisServer redis;
+  auto& ma = add_mock();
+  start_gateway("cluster: { redis: \"" + redis.url() +
+                "\", connect_timeout_ms: 5000 }\nproviders:\n" +
+                provider("a", ma, "[sk-a-secret-1]", "quota: { period: day, requests: 10 }") +
+                "models:\n  ma: { provider: a }\n");
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(chat(chat_body("ma")).status, 200);
+  const std::string key =
+      "'sb:{#quota}:a:" + quota::period_at(QuotaPeriod::kDay, std::chrono::system_clock::now()).id +
+      "'";
+  ASSERT_TRUE(testsupport::wait_until([&] { return redis.cli("HGET " + key + " r") == "3"; }))
+      << redis.cli("HGETALL " + key);
+  // Another gateway served 6 more.
+  EXPECT_EQ(redis.cli("HINCRBY " + key + " r 6"), "9");
+  ASSERT_TRUE(testsupport::wait_until([&] {
+    return quota_of("a").at("used").as_object().at("requests").to_number<int64_t>() == 9;
+  }));
+  EXPECT_EQ(quota_of("a").at("status").as_string(), "warning");  // 90%
+  ASSERT_EQ(chat(chat_body("ma")).status, 200);                  // the tenth
+  EXPECT_EQ(chat(chat_body("ma")).status, 429);
+  EXPECT_EQ(ma.stats().requests, 4u);
 }
 
 }  // namespace
