@@ -1,6 +1,7 @@
-// The Anthropic translation (upstream/translate.h): client requests become Anthropic bodies,
-// Anthropic responses, stream events and errors become OpenAI's. Requests come from clients and
-// everything else from an upstream; neither is trusted.
+// The Anthropic translation (upstream/translate.h), both ways: client requests become Anthropic
+// bodies, Anthropic responses, stream events and errors become OpenAI's; and for Anthropic
+// clients, their requests become OpenAI's and OpenAI answers and chunks become Anthropic's.
+// Requests come from clients and everything else from an upstream; neither is trusted.
 //
 // One input feeds every direction: as a JSON document it is translated as a request and as a
 // response; as an SSE stream (or, when it holds no event, as one event's data) it drives the
@@ -165,6 +166,66 @@ void run_stream(std::string_view in, bool include_usage) {
   }
 }
 
+// Anthropic clients: what their request becomes is an OpenAI request the gateway validates.
+void check_inbound_request(std::string_view body) {
+  const json::value v = parse_ok(body);
+  const json::object& o = v.as_object();
+  FUZZ_CHECK(!o.at("model").as_string().empty());
+  FUZZ_CHECK(o.at("max_tokens").as_int64() >= 1);
+  const json::array& msgs = o.at("messages").as_array();
+  FUZZ_CHECK(!msgs.empty());
+  for (const json::value& m : msgs) {
+    const std::string_view role = m.at("role").as_string();
+    FUZZ_CHECK(role == "system" || role == "user" || role == "assistant" || role == "tool");
+    if (role == "tool") FUZZ_CHECK(!m.at("tool_call_id").as_string().empty());
+  }
+}
+
+void check_inbound_response(std::string_view body) {
+  const json::value v = parse_ok(body);
+  const json::object& o = v.as_object();
+  FUZZ_CHECK(o.at("type").as_string() == "message");
+  FUZZ_CHECK(!o.at("content").as_array().empty());
+  for (const json::value& b : o.at("content").as_array())
+    if (b.at("type").as_string() == "tool_use") FUZZ_CHECK(b.at("input").is_object());
+  FUZZ_CHECK(o.at("usage").at("input_tokens").as_int64() >= 0);
+  FUZZ_CHECK(o.at("usage").at("output_tokens").as_int64() >= 0);
+}
+
+// OpenAI chunks re-encoded for an Anthropic client: every event is JSON named by its type,
+// message_start comes first and once, message_stop last and once.
+void run_encoder(std::string_view in) {
+  std::vector<up::SseEvent> events;
+  up::SseParser sse;
+  (void)sse.feed(in, events);
+  if (events.empty()) events.push_back({.event = "", .data = std::string(in)});
+  up::AnthropicStreamEncoder enc("msg_fuzz", kClientModel);
+  std::string out;
+  for (const up::SseEvent& ev : events) {
+    const switchboard::Status s = enc.feed(ev.data, out);
+    if (!s.ok()) {
+      FUZZ_CHECK(!s.message().empty());
+      break;
+    }
+  }
+  enc.finish(out);
+  std::vector<up::SseEvent> produced;
+  up::SseParser back;
+  FUZZ_CHECK(back.feed(out, produced).ok());
+  FUZZ_CHECK(!back.has_partial_event());
+  FUZZ_CHECK(produced.size() >= 3);
+  FUZZ_CHECK(produced.front().event == "message_start");
+  FUZZ_CHECK(produced.back().event == "message_stop");
+  int starts = 0, stops = 0;
+  for (const up::SseEvent& ev : produced) {
+    const json::value v = parse_ok(ev.data);
+    FUZZ_CHECK(v.at("type").as_string() == ev.event);
+    starts += ev.event == "message_start";
+    stops += ev.event == "message_stop";
+  }
+  FUZZ_CHECK(starts == 1 && stops == 1);
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -193,7 +254,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     } else {
       FUZZ_CHECK(!resp.status().message().empty());
     }
+    auto inbound = up::anthropic_to_openai_request(doc.get_object());
+    if (inbound.ok()) {
+      if (finite) check_inbound_request(*inbound);
+    } else {
+      FUZZ_CHECK(!inbound.status().message().empty());
+    }
+    auto message = up::openai_to_anthropic_response(doc.get_object(), kClientModel, "msg_fuzz");
+    if (message.ok()) {
+      if (finite) check_inbound_response(*message);
+    } else {
+      FUZZ_CHECK(!message.status().message().empty());
+    }
   }
+  run_encoder(in);
   run_stream(in, /*include_usage=*/(size & 1) == 0);
   return 0;
 }

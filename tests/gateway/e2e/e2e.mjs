@@ -1,10 +1,8 @@
 // End-to-end: the official `openai` SDK against a running `switchboard serve` (in-process mock
 // providers), non-stream and stream. Usage: node e2e.mjs SWITCHBOARD_BINARY WORK_DIR
-import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
+import { runChecks, writeConfig } from './harness.mjs';
 
 const [bin, work] = process.argv.slice(2);
 if (!bin || !work) {
@@ -12,12 +10,10 @@ if (!bin || !work) {
   process.exit(2);
 }
 
-const dir = mkdtempSync(join(work, 'run-'));
-const configPath = join(dir, 'switchboard.yaml');
-writeFileSync(
-  configPath,
+const config = writeConfig(
+  work,
   `listen: 127.0.0.1:0
-state: { path: ${join(dir, 'state.db')} }
+state: { path: \${STATE} }
 log: { level: info, access_log: false }
 server: { threads: 2, shutdown_grace_ms: 2000 }
 providers:
@@ -30,47 +26,6 @@ routes:
   auto: { strategy: ordered, layers: [[big], [small]] }
 `,
 );
-
-function startServer() {
-  return new Promise((resolve, reject) => {
-    const child = spawn(bin, ['serve', '--config', configPath, '--listen', '127.0.0.1:0'], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, OPENAI_API_KEYS: '', SWITCHBOARD_KEYS: '' },
-    });
-    let output = '';
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`switchboard serve did not report its port within 15 s:\n${output}`));
-    }, 15000);
-    const onData = (buf) => {
-      output += buf.toString();
-      const m = output.match(/listening on \S+ \(port (\d+)\)/);
-      if (m) {
-        clearTimeout(timer);
-        resolve({ child, port: Number(m[1]), log: () => output });
-      }
-    };
-    child.stdout.on('data', onData);
-    child.stderr.on('data', onData);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`switchboard serve exited early with ${code}:\n${output}`));
-    });
-  });
-}
-
-function stopServer(child) {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
-    const kill = setTimeout(() => child.kill('SIGKILL'), 10000);
-    child.removeAllListeners('exit');
-    child.on('exit', (code, signal) => {
-      clearTimeout(kill);
-      resolve(signal ? signal : code);
-    });
-    child.kill('SIGTERM');
-  });
-}
 
 const checks = [];
 function check(name, fn) {
@@ -160,39 +115,11 @@ check('models.list', async (client) => {
   for (const want of ['auto', 'big', 'small']) assert.ok(ids.includes(want), `${want} not in ${ids}`);
 });
 
-let server;
-let failed = 0;
-try {
-  server = await startServer();
-  const client = new OpenAI({
-    baseURL: `http://127.0.0.1:${server.port}/v1`,
+await runChecks(bin, config, checks, (port) =>
+  new OpenAI({
+    baseURL: `http://127.0.0.1:${port}/v1`,
     apiKey: 'not-needed-on-loopback',
     maxRetries: 0,
     timeout: 10000,
-  });
-  for (const { name, fn } of checks) {
-    try {
-      await fn(client);
-      console.log(`ok   ${name}`);
-    } catch (err) {
-      failed++;
-      console.log(`FAIL ${name}: ${err?.stack ?? err}`);
-    }
-  }
-} catch (err) {
-  failed++;
-  console.log(`FAIL setup: ${err?.stack ?? err}`);
-} finally {
-  if (server) {
-    const code = await stopServer(server.child);
-    if (code !== 0) {
-      failed++;
-      console.log(`FAIL switchboard serve exited with ${code} after SIGTERM\n${server.log()}`);
-    } else {
-      console.log('ok   graceful shutdown');
-    }
-  }
-  rmSync(dir, { recursive: true, force: true });
-}
-console.log(failed ? `${failed} check(s) failed` : 'all checks passed');
-process.exit(failed ? 1 : 0);
+  }),
+);
