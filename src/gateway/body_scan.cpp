@@ -69,6 +69,23 @@ bool find_top_level_string(std::string_view s, std::string_view key, size_t& sta
 // The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced and,
 // for streams whose client did not ask for usage, usage requested (stripped again before the
 // client sees it).
+std::string with_model(std::string_view body, std::string_view model) {
+  size_t start = 0, end = 0;
+  if (find_top_level_string(body, "model", start, end)) {
+    std::string out;
+    out.reserve(body.size() + model.size());
+    out.append(body.substr(0, start));
+    out += json::quote(model);
+    out.append(body.substr(end));
+    return out;
+  }
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(body, ec);
+  if (ec || !v.is_object()) return std::string(body);
+  v.as_object()["model"] = model;
+  return boost::json::serialize(v);
+}
+
 std::string openai_body(std::string_view original, ChatRequest& req,
                         std::string_view upstream_model) {
   size_t start = 0, end = 0;

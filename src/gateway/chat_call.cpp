@@ -45,16 +45,18 @@ std::string retry_after_seconds(Nanos wait) {
 class ChatCall {
  public:
   ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
-           MonoTime t0, Dialect dialect)
+           MonoTime t0, Dialect dialect, std::string anthropic_body)
       : rt_(rt),
         snap_(std::move(snap)),
         ex_(ex),
         t0_(t0),
         gateway_key_(gateway_key),
         anthropic_(dialect == Dialect::kAnthropic),
-        limits_(rt, *snap_, gateway_key) {
+        limits_(rt, *snap_, gateway_key),
+        anthropic_body_(std::move(anthropic_body)) {
     pending_events_.reserve(2);  // a usage and an outcome, enqueued together
     upstream_.anthropic_client = anthropic_;
+    upstream_.anthropic_body = anthropic_body_;
   }
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
@@ -482,7 +484,7 @@ class ChatCall {
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
     quota_note_ = quota_note(rt_, a.provider);
-    if (anthropic_ && !r.wrote_response) {
+    if (anthropic_ && !r.wrote_response && !r.anthropic_body) {
       // The answer in Anthropic's shape, named after the request.
       boost::system::error_code ec;
       auto doc = boost::json::parse(r.body, ec);
@@ -642,8 +644,9 @@ class ChatCall {
   Exchange& ex_;
   const MonoTime t0_;
   const int gateway_key_;
-  const bool anthropic_;  // the client speaks Anthropic's Messages API (Dialect::kAnthropic)
-  ClientLimits limits_;   // after snap_ and gateway_key_: built from them
+  const bool anthropic_;        // the client speaks Anthropic's Messages API (Dialect::kAnthropic)
+  ClientLimits limits_;         // after snap_ and gateway_key_: built from them
+  std::string anthropic_body_;  // an Anthropic client's own request (UpstreamCall::anthropic_body)
   uint64_t seq_ = 0;
   uint64_t nonce_ = 0;
   std::string request_id_;
@@ -673,7 +676,7 @@ class ChatCall {
 }  // namespace
 
 asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
-                                  int gateway_key, Dialect dialect) {
+                                  int gateway_key, Dialect dialect, std::string anthropic_body) {
   ClientWatch watch(ex);
   // Once the client has left (the watch emits the connection's cancellation signal), the
   // operation then pending completes with operation_aborted and every later one throws: the
@@ -683,7 +686,8 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
   co_await asio::this_coro::throw_if_cancelled(true);
   std::exception_ptr failure;
   try {
-    ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since(), dialect);
+    ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since(), dialect,
+                  std::move(anthropic_body));
     co_await call.run();
   } catch (...) {
     failure = std::current_exception();

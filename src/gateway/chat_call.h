@@ -37,12 +37,18 @@ struct Attempted {
   std::string message;
   upstream::TokenUsage usage;
   bool wrote_response = false;  // streaming: the client has seen bytes
+  bool anthropic_body =
+      false;  // `body` is an Anthropic provider's own answer, for an Anthropic client
 };
 
 // The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced
 // and, for streams whose client did not ask for usage, usage requested.
 std::string openai_body(std::string_view original, ChatRequest& req,
                         std::string_view upstream_model);
+
+// `body` (a JSON object) with its top-level "model" set to `model`: the bytes as they came with
+// only the model's value replaced (rebuilt from a parse when the key was written with escapes).
+std::string with_model(std::string_view body, std::string_view model);
 
 // Bridges KeyPool::wait_async (callback on any thread) into this coroutine (this thread).
 asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
@@ -105,6 +111,9 @@ struct UpstreamCall {
       stream_headers;
   // The client speaks Anthropic's API: streams are re-encoded as its events.
   bool anthropic_client = false;
+  // That client's own request body: an Anthropic provider gets it as it came (model rewritten),
+  // and its answer goes back as it came, nothing lost to a translation and back.
+  std::string_view anthropic_body;
 };
 
 // Sends the attempt on `lease` and reads its answer (or relays its stream) within `deadline`.

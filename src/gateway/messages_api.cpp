@@ -47,9 +47,12 @@ asio::awaitable<void> handle_messages(Runtime& rt, std::shared_ptr<const Snapsho
     anthropic_error(ex, http::status::bad_request, openai.status().message());
     co_return;
   }
-  // From here the request is a chat request; only the shape of what goes back differs.
+  // From here the request is a chat request; only the shape of what goes back differs (and an
+  // Anthropic provider gets the client's own body).
+  std::string original = std::move(ex.request.body());
   ex.request.body() = std::move(openai.value());
-  co_await handle_chat(rt, std::move(snap), ex, gateway_key, Dialect::kAnthropic);
+  co_await handle_chat(rt, std::move(snap), ex, gateway_key, Dialect::kAnthropic,
+                       std::move(original));
 }
 
 void handle_count_tokens(const Snapshot& snap, Exchange& ex, int gateway_key) {

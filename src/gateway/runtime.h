@@ -283,8 +283,11 @@ enum class Dialect { kOpenAI, kAnthropic };
 // POST /v1/chat/completions.
 // `gateway_key` is the index of the client's gateway key in auth.gateway_keys, or -1.
 // `snap` is the snapshot the request was admitted under (its gateway key index belongs to it).
+// For Dialect::kAnthropic, `anthropic_body` is the client's own request (the exchange's body is
+// its translation): Anthropic providers get it as it came.
 asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
-                                  int gateway_key, Dialect dialect = Dialect::kOpenAI);
+                                  int gateway_key, Dialect dialect = Dialect::kOpenAI,
+                                  std::string anthropic_body = {});
 // POST /v1/messages and /v1/messages/count_tokens (messages_api.cpp): Anthropic's Messages API.
 asio::awaitable<void> handle_messages(Runtime& rt, std::shared_ptr<const Snapshot> snap,
                                       Exchange& ex, int gateway_key);

@@ -33,13 +33,17 @@ net::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
     if (auto beta = c.ex.request["anthropic-beta"];
         c.anthropic_client && !beta.empty() && beta.size() <= 1024)
       h.headers.emplace_back("anthropic-beta", std::string(beta));
-    auto body =
-        upstream::openai_to_anthropic_request(c.req.document(c.ex.request.body()), a.upstream);
-    if (!body.ok()) {
-      error = body.status().message();
-      return h;
+    if (!c.anthropic_body.empty()) {
+      h.body = with_model(c.anthropic_body, a.upstream);  // Anthropic to Anthropic: as it came
+    } else {
+      auto body =
+          upstream::openai_to_anthropic_request(c.req.document(c.ex.request.body()), a.upstream);
+      if (!body.ok()) {
+        error = body.status().message();
+        return h;
+      }
+      h.body = std::move(body.value());
     }
-    h.body = std::move(body.value());
   } else {
     h.url = pr.call_url;
     std::string& auth = h.headers.emplace_back("authorization", std::string()).second;
@@ -118,6 +122,12 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
                                                            : OutcomeClass::kServerError;
           co_return co_await fail_stream(cls, ts.message());
         }
+        if (!c.anthropic_body.empty()) {
+          // Anthropic to Anthropic: the events as they came (the translator still tells content,
+          // usage, errors and the end).
+          upstream::append_sse_event(out, ev.data, ev.event);
+          chunks.clear();
+        }
         for (const auto& chunk : chunks) {
           if (!encoder) {
             upstream::append_sse_event(out, chunk);
@@ -127,7 +137,9 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
         }
         if (translator->has_content()) content_now = true;
         if (translator->finished()) {
-          if (encoder) {
+          if (!c.anthropic_body.empty()) {
+            // message_stop went out as it came
+          } else if (encoder) {
             encoder->finish(out);
           } else {
             out += upstream::kSseDone;
@@ -257,6 +269,17 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
       if (ec || !doc.is_object()) {
         r.cls = OutcomeClass::kServerError;
         r.message = "upstream sent invalid JSON";
+        co_return r;
+      }
+      if (!c.anthropic_body.empty()) {
+        if (doc.as_object().if_contains("content") == nullptr) {
+          r.cls = OutcomeClass::kServerError;
+          r.message = "anthropic response without content";
+          co_return r;
+        }
+        r.usage = upstream::anthropic_message_usage(doc.as_object());
+        r.body = std::move(body);
+        r.anthropic_body = true;
         co_return r;
       }
       auto translated = upstream::anthropic_to_openai_response(doc.as_object(), c.req.model,

@@ -12,6 +12,17 @@ using anthropic_detail::finish_reason_for;
 using anthropic_detail::string_member;
 using anthropic_detail::token_member;
 
+TokenUsage anthropic_message_usage(const json::object& message) {
+  const json::value* usage_v = message.if_contains("usage");
+  const json::object* usage = usage_v ? usage_v->if_object() : nullptr;
+  TokenUsage u;
+  u.prompt_tokens = token_member(usage, "input_tokens") +
+                    token_member(usage, "cache_read_input_tokens") +
+                    token_member(usage, "cache_creation_input_tokens");
+  u.completion_tokens = token_member(usage, "output_tokens");
+  return u;
+}
+
 Result<std::string> anthropic_to_openai_response(const json::object& resp,
                                                  std::string_view client_model,
                                                  std::string_view response_id,
@@ -53,12 +64,9 @@ Result<std::string> anthropic_to_openai_response(const json::object& resp,
   if (!tool_calls.empty()) message["tool_calls"] = std::move(tool_calls);
 
   std::string_view stop_reason = string_member(resp, "stop_reason");
-  const json::value* usage_v = resp.if_contains("usage");
-  const json::object* usage = usage_v ? usage_v->if_object() : nullptr;
-  int64_t prompt = token_member(usage, "input_tokens") +
-                   token_member(usage, "cache_read_input_tokens") +
-                   token_member(usage, "cache_creation_input_tokens");
-  int64_t completion = token_member(usage, "output_tokens");
+  const TokenUsage usage = anthropic_message_usage(resp);
+  const int64_t prompt = usage.prompt_tokens;
+  const int64_t completion = usage.completion_tokens;
 
   json::object out{
       {"id", response_id},

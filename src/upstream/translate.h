@@ -262,6 +262,10 @@ Result<std::string> openai_to_anthropic_response(const boost::json::object& open
                                                  std::string_view client_model,
                                                  std::string_view message_id);
 
+// The usage of an Anthropic Messages response (its `usage` member): cache reads and writes
+// count as prompt tokens, as in anthropic_to_openai_response; each count bounded to [0, 2^40].
+TokenUsage anthropic_message_usage(const boost::json::object& message);
+
 // Re-encodes an OpenAI chat completion stream as Anthropic's event sequence: message_start
 // (at the first chunk), then per content block content_block_start, content_block_delta
 // (text_delta, or input_json_delta for a tool call's arguments) and content_block_stop, and at

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "gateway_fixture.h"
 
@@ -165,8 +166,8 @@ std::string read_upstream_fixture(const std::string& name) {
   return ss.str();
 }
 
-// Behind it an Anthropic provider: the client's version and beta flags reach it, and its answer
-// comes back as the same message (text and tool use).
+// Behind it an Anthropic provider: the client's body, version and beta flags reach it as they
+// came, and its answer comes back as it came (nothing lost to a translation and back).
 TEST_F(MessagesApiTest, AnAnthropicUpstreamGetsTheClientsHeadersAndItsAnswerComesBack) {
   const std::string json = read_upstream_fixture("anthropic_response_tool_use.json");
   ASSERT_FALSE(json.empty());
@@ -185,16 +186,41 @@ TEST_F(MessagesApiTest, AnAnthropicUpstreamGetsTheClientsHeadersAndItsAnswerCome
   const std::string up = fake.last_request();
   EXPECT_NE(lower(up).find("anthropic-beta: tools-2024-04-04"), std::string::npos) << up;
   EXPECT_NE(lower(up).find("anthropic-version: 2023-06-01"), std::string::npos) << up;
-  auto v = parse_json(r.body);
-  ASSERT_TRUE(v.is_object()) << r.body;
-  const auto& content = v.as_object().at("content").as_array();
-  ASSERT_EQ(content.size(), 2u) << r.body;
-  EXPECT_EQ(content[0].as_object().at("text"), "I'll check the weather in Paris for you.");
-  EXPECT_EQ(content[1].as_object().at("type"), "tool_use");
-  EXPECT_EQ(content[1].as_object().at("id"), "toolu_01A09q90qw90lq917835lq9");
-  EXPECT_EQ(content[1].as_object().at("input").as_object().at("city"), "Paris");
-  EXPECT_EQ(v.as_object().at("stop_reason"), "tool_use");
-  EXPECT_EQ(v.as_object().at("usage").as_object().at("output_tokens").to_number<int64_t>(), 91);
+  // The client's own body went up, only the model renamed: its system blocks are still blocks.
+  auto sent = parse_json(up.substr(up.find("\r\n\r\n") + 4));
+  ASSERT_TRUE(sent.is_object()) << up;
+  EXPECT_EQ(sent.as_object().at("model"), "claude-sonnet-4-20250514");
+  EXPECT_TRUE(sent.as_object().at("system").is_array()) << up;
+  EXPECT_EQ(sent.as_object().at("tools").as_array()[0].as_object().at("name"), "get_weather");
+  // The provider's answer as it came (two text blocks stay two, its usage with the cache).
+  EXPECT_EQ(parse_json(r.body), parse_json(json)) << r.body;
+  EXPECT_EQ(r.header("x-switchboard-provider"), "ant");
+}
+
+// A stream from an Anthropic provider reaches an Anthropic client as it came: every event (pings
+// included), in order, named as the provider named them.
+TEST_F(MessagesApiTest, AnAnthropicProvidersStreamIsRelayedAsItCame) {
+  const std::string sse = read_upstream_fixture("anthropic_stream.sse");
+  ASSERT_FALSE(sse.empty());
+  FakeUpstream fake("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " +
+                    std::to_string(sse.size()) + "\r\n\r\n" + sse);
+  start_gateway("providers:\n  ant:\n    kind: anthropic\n    base_url: http://127.0.0.1:" +
+                std::to_string(fake.port()) +
+                "/v1\n    keys: [sk-ant-test-1]\n"
+                "models:\n  claude: { provider: ant, upstream: claude-sonnet-4-20250514 }\n");
+  auto r = post(port_, "/v1/messages", messages_body("claude", true));
+  ASSERT_EQ(r.status, 200) << r.body;
+  auto names = [](const std::string& body) {
+    std::vector<std::string> out;
+    std::istringstream in(body);
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("event:", 0) == 0) out.push_back(line.substr(line.find_first_not_of(' ', 6)));
+    return out;
+  };
+  const auto want = names(sse), got = names(r.body);
+  EXPECT_EQ(got, want) << r.body;
+  EXPECT_NE(r.body.find("toolu_01T1x1fJ34qAmk2tNTrN7Up6"), std::string::npos);
+  EXPECT_NE(r.body.find("\"input_tokens\":472"), std::string::npos) << r.body;
 }
 
 }  // namespace
