@@ -45,18 +45,20 @@ std::string retry_after_seconds(Nanos wait) {
 class ChatCall {
  public:
   ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
-           MonoTime t0, Dialect dialect, std::string anthropic_body)
+           MonoTime t0, Dialect dialect, std::string anthropic_body, bool embeddings)
       : rt_(rt),
         snap_(std::move(snap)),
         ex_(ex),
         t0_(t0),
         gateway_key_(gateway_key),
         anthropic_(dialect == Dialect::kAnthropic),
+        embeddings_(embeddings),
         limits_(rt, *snap_, gateway_key),
         anthropic_body_(std::move(anthropic_body)) {
     pending_events_.reserve(2);  // a usage and an outcome, enqueued together
     upstream_.anthropic_client = anthropic_;
     upstream_.anthropic_body = anthropic_body_;
+    upstream_.embeddings = embeddings_;
   }
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
@@ -67,7 +69,8 @@ class ChatCall {
     seq_ = rt_.next_request_seq();
     nonce_ = secure_random_u64();
     request_id_ = rt_.request_id(seq_, nonce_);
-    if (auto err = validate_chat_request(ex_.request.body(), req_)) {
+    if (auto err = embeddings_ ? validate_embeddings_request(ex_.request.body(), req_)
+                               : validate_chat_request(ex_.request.body(), req_)) {
       reject(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
       co_return;
     }
@@ -258,7 +261,8 @@ class ChatCall {
       auto now = rt_.clock.now();
       if (now >= deadline) break;
       ProviderRuntime* pr = snap_->provider(a.provider);
-      if (!pr) {
+      if (!pr || (embeddings_ && pr->anthropic)) {  // Anthropic has no embeddings API
+        if (pr) no_embeddings_ = true;
         idx++;
         continue;
       }
@@ -427,6 +431,14 @@ class ChatCall {
   void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips,
                const routing::Attempt* quota_skip) {
     auto now = rt_.clock.now();
+    if (!last && no_embeddings_ && !quota_skip && !breaker_skips &&
+        earliest_key == MonoTime::max()) {
+      fail(http::status::bad_request,
+           "no provider of '" + req_.model + "' offers embeddings (Anthropic's API has none)",
+           "invalid_request_error", "embeddings_unsupported");
+      record_outcome(nullptr, "", "client_error", {});
+      return;
+    }
     if (!last && quota_skip && !breaker_skips && earliest_key == MonoTime::max()) {
       // Nothing was sent: every target left had a provider whose quota is used up.
       auto s = rt_.quotas.standing(quota_skip->provider, rt_.clock.wall_now());
@@ -645,6 +657,7 @@ class ChatCall {
   const MonoTime t0_;
   const int gateway_key_;
   const bool anthropic_;        // the client speaks Anthropic's Messages API (Dialect::kAnthropic)
+  const bool embeddings_;       // POST /v1/embeddings: the same path to an embeddings endpoint
   ClientLimits limits_;         // after snap_ and gateway_key_: built from them
   std::string anthropic_body_;  // an Anthropic client's own request (UpstreamCall::anthropic_body)
   uint64_t seq_ = 0;
@@ -661,7 +674,8 @@ class ChatCall {
   // The last attempt that failed, for the headers of an error answer (views into plan_).
   std::string_view failed_model_, failed_provider_;
   std::string failed_key_;
-  std::string quota_note_;                    // x-switchboard-quota of the answer (quota_note)
+  std::string quota_note_;      // x-switchboard-quota of the answer (quota_note)
+  bool no_embeddings_ = false;  // a target was skipped: its provider has no embeddings API
   std::vector<store::Event> pending_events_;  // usage events waiting for the outcome
   UpstreamCall upstream_{rt_,
                          ex_,
@@ -675,8 +689,10 @@ class ChatCall {
 
 }  // namespace
 
-asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
-                                  int gateway_key, Dialect dialect, std::string anthropic_body) {
+namespace {
+asio::awaitable<void> run_call(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
+                               int gateway_key, Dialect dialect, std::string anthropic_body,
+                               bool embeddings) {
   ClientWatch watch(ex);
   // Once the client has left (the watch emits the connection's cancellation signal), the
   // operation then pending completes with operation_aborted and every later one throws: the
@@ -687,7 +703,7 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
   std::exception_ptr failure;
   try {
     ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since(), dialect,
-                  std::move(anthropic_body));
+                  std::move(anthropic_body), embeddings);
     co_await call.run();
   } catch (...) {
     failure = std::current_exception();
@@ -699,6 +715,18 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
     co_return;
   }
   if (failure) std::rethrow_exception(failure);
+}
+}  // namespace
+
+asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
+                                  int gateway_key, Dialect dialect, std::string anthropic_body) {
+  co_await run_call(rt, std::move(snap), ex, gateway_key, dialect, std::move(anthropic_body),
+                    false);
+}
+
+asio::awaitable<void> handle_embeddings(Runtime& rt, std::shared_ptr<const Snapshot> snap,
+                                        Exchange& ex, int gateway_key) {
+  co_await run_call(rt, std::move(snap), ex, gateway_key, Dialect::kOpenAI, {}, true);
 }
 
 }  // namespace switchboard::gateway

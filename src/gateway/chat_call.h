@@ -114,6 +114,8 @@ struct UpstreamCall {
   // That client's own request body: an Anthropic provider gets it as it came (model rewritten),
   // and its answer goes back as it came, nothing lost to a translation and back.
   std::string_view anthropic_body;
+  // POST /v1/embeddings: sent to the provider's /embeddings.
+  bool embeddings = false;
 };
 
 // Sends the attempt on `lease` and reads its answer (or relays its stream) within `deadline`.

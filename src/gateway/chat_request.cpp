@@ -508,4 +508,59 @@ std::optional<std::string> validate_chat_request(std::string_view body, ChatRequ
   return std::nullopt;
 }
 
+std::optional<std::string> validate_embeddings_request(std::string_view body, ChatRequest& out) {
+  json::parse_options opt;
+  opt.max_depth = 4;  // {"input": [[1, 2]]}
+  boost::system::error_code ec;
+  const json::value doc = json::parse(body, ec, {}, opt);
+  if (ec || !doc.is_object()) return "the body must be a JSON object";
+  const json::object& o = doc.get_object();
+  const json::value* model = o.if_contains("model");
+  if (!model || !model->is_string() || model->get_string().empty())
+    return "'model' is required and must be a string";
+  if (auto err = check_model_name(model->get_string())) return err;
+  out.model = std::string(model->get_string());
+  out.stream = false;
+  const json::value* input = o.if_contains("input");
+  if (!input) return "'input' is required";
+  auto text_tokens = [](std::string_view s) {
+    return std::max<int64_t>(1, routing::estimate_tokens(s.size()));
+  };
+  if (input->is_string()) {
+    if (input->get_string().empty()) return "'input' must not be empty";
+    out.prompt_tokens = text_tokens(input->get_string());
+    return std::nullopt;
+  }
+  if (!input->is_array() || input->get_array().empty())
+    return "'input' must be a string or a non-empty array";
+  const json::array& items = input->get_array();
+  if (items.size() > kMaxEmbeddingInputs)
+    return "'input' holds at most " + std::to_string(kMaxEmbeddingInputs) + " items";
+  const json::kind kind = items[0].kind();
+  int64_t tokens = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const json::value& v = items[i];
+    const std::string at = "'input[" + std::to_string(i) + "]'";
+    if (v.is_string()) {
+      if (kind != json::kind::string) return at + ": the items must all be of one kind";
+      if (v.get_string().empty()) return at + " must not be empty";
+      tokens += text_tokens(v.get_string());
+    } else if (v.is_int64() || v.is_uint64()) {
+      if (kind != json::kind::int64 && kind != json::kind::uint64)
+        return at + ": the items must all be of one kind";
+      tokens += 1;
+    } else if (v.is_array()) {
+      if (kind != json::kind::array) return at + ": the items must all be of one kind";
+      if (v.get_array().empty()) return at + " must not be empty";
+      for (const json::value& t : v.get_array())
+        if (!t.is_int64() && !t.is_uint64()) return at + " must hold token ids (integers)";
+      tokens += int64_t(v.get_array().size());
+    } else {
+      return at + " must be a string, a token id or a list of token ids";
+    }
+  }
+  out.prompt_tokens = tokens;
+  return std::nullopt;
+}
+
 }  // namespace switchboard::gateway

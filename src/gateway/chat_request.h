@@ -48,4 +48,10 @@ std::optional<std::string> check_model_name(std::string_view model);
 // Checks `body` and fills `out`; returns the error message for a 400, or nothing.
 std::optional<std::string> validate_chat_request(std::string_view body, ChatRequest& out);
 
+// The same for a /v1/embeddings body: `model`, and `input` as a string, or a list (at most
+// kMaxEmbeddingInputs) of strings, of token ids, or of token id lists; `prompt_tokens` estimates
+// the input (text length / 4, one per token id). `stream` stays false.
+constexpr size_t kMaxEmbeddingInputs = 2048;
+std::optional<std::string> validate_embeddings_request(std::string_view body, ChatRequest& out);
+
 }  // namespace switchboard::gateway

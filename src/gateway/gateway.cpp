@@ -81,6 +81,15 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     co_await handle_chat(rt, snap, ex, who.gateway_key);
     co_return;
   }
+  if (path == "/v1/embeddings") {
+    if (method != http::verb::post) {
+      ex.response = error_response(http::status::method_not_allowed, "use POST",
+                                   "invalid_request_error", "method_not_allowed");
+      co_return;
+    }
+    co_await handle_embeddings(rt, snap, ex, who.gateway_key);
+    co_return;
+  }
   if (path == "/v1/messages") {
     co_await handle_messages(rt, snap, ex, who.gateway_key);
     co_return;
@@ -145,7 +154,7 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   ex.response = error_response(
       http::status::not_found,
       "no such endpoint: " + std::string(target) +
-          " (this gateway serves POST /v1/chat/completions, /v1/messages, "
+          " (this gateway serves POST /v1/chat/completions, /v1/embeddings, /v1/messages, "
           "/v1/messages/count_tokens, /v1/feedback, /v1/workflows/runs; GET /v1/models, "
           "/healthz, /readyz, /metrics and /admin/...)",
       "invalid_request_error", "not_found");

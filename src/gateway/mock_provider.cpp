@@ -1,5 +1,7 @@
 #include "gateway/mock_provider.h"
 
+#include <openssl/evp.h>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -161,6 +163,7 @@ struct MockProvider::Impl {
 
   asio::awaitable<void> handle(Exchange& ex);
   asio::awaitable<void> chat(Exchange& ex);
+  void embeddings(Exchange& ex);
 };
 
 asio::awaitable<void> MockProvider::Impl::handle(Exchange& ex) {
@@ -169,6 +172,11 @@ asio::awaitable<void> MockProvider::Impl::handle(Exchange& ex) {
   if (ex.request.method() == http::verb::post &&
       (target == "/v1/chat/completions" || target == "/chat/completions")) {
     co_await chat(ex);
+    co_return;
+  }
+  if (ex.request.method() == http::verb::post &&
+      (target == "/v1/embeddings" || target == "/embeddings")) {
+    embeddings(ex);
     co_return;
   }
   if (ex.request.method() == http::verb::post && target == "/mock/scenario") {
@@ -211,6 +219,75 @@ asio::awaitable<void> MockProvider::Impl::handle(Exchange& ex) {
   }
   ex.response = error_response(http::status::not_found, "no such endpoint on the mock provider",
                                "invalid_request_error", "not_found");
+}
+
+// One 8-dimensional vector per input, derived from its text (the same text, the same vector), with
+// the scenario's keys, rate limits and scripted failures as for chat.
+void MockProvider::Impl::embeddings(Exchange& ex) {
+  const std::string key = bearer(ex.request);
+  boost::system::error_code jec;
+  boost::json::value body = boost::json::parse(ex.request.body(), jec);
+  if (jec || !body.is_object()) {
+    ex.response = error_response(http::status::bad_request, "body is not a JSON object",
+                                 "invalid_request_error", "invalid_json");
+    return;
+  }
+  const auto& obj = body.as_object();
+  std::vector<std::string> inputs;
+  if (auto* in = obj.if_contains("input"); in && in->is_string()) {
+    inputs.emplace_back(in->as_string());
+  } else if (in && in->is_array()) {
+    for (const auto& v : in->as_array())
+      inputs.push_back(v.is_string() ? std::string(v.as_string()) : boost::json::serialize(v));
+  }
+  if (inputs.empty()) {
+    ex.response = error_response(http::status::bad_request, "input is required",
+                                 "invalid_request_error", "invalid_input");
+    return;
+  }
+  Decision d = decide(key);
+  if (d.action == Action::kError || d.action == Action::kHang) {  // no hanging here: a 500
+    const int status = d.action == Action::kError ? d.status : 500;
+    ex.response = error_response(static_cast<http::status>(status),
+                                 d.message.empty() ? "simulated upstream failure" : d.message,
+                                 status == 429 ? "requests" : "server_error", d.code);
+    done(key, status, false);
+    return;
+  }
+  std::string model = "mock";
+  if (auto* m = obj.if_contains("model"); m && m->is_string()) model = std::string(m->as_string());
+  // OpenAI's SDKs ask for base64 (little-endian float32s) unless told otherwise.
+  bool base64 = false;
+  if (auto* f = obj.if_contains("encoding_format"); f && f->is_string())
+    base64 = f->as_string() == "base64";
+  std::string out = "{\"object\":\"list\",\"data\":[";
+  int64_t tokens = 0;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    tokens += std::max<int64_t>(1, int64_t(inputs[i].size() / 4));
+    uint64_t h = std::hash<std::string>{}(inputs[i]);
+    float vec[8];
+    for (float& x : vec) {
+      h = h * 6364136223846793005ULL + 1442695040888963407ULL;
+      x = float(double(h >> 11) / double(1ULL << 53) - 0.5);
+    }
+    out += (i ? "," : "") + std::string("{\"object\":\"embedding\",\"index\":") +
+           std::to_string(i) + ",\"embedding\":";
+    if (base64) {
+      unsigned char b64[4 * ((sizeof vec + 2) / 3) + 1];
+      const int n = EVP_EncodeBlock(b64, reinterpret_cast<const unsigned char*>(vec), sizeof vec);
+      out += "\"" + std::string(reinterpret_cast<const char*>(b64), size_t(n)) + "\"";
+    } else {
+      out += "[";
+      for (int k = 0; k < 8; ++k) out += (k ? "," : "") + std::to_string(vec[k]);
+      out += "]";
+    }
+    out += "}";
+  }
+  out += "],\"model\":" + json::quote(model) +
+         ",\"usage\":{\"prompt_tokens\":" + std::to_string(tokens) +
+         ",\"total_tokens\":" + std::to_string(tokens) + "}}";
+  ex.response = json_response(http::status::ok, std::move(out));
+  done(key, 200, true);
 }
 
 asio::awaitable<void> MockProvider::Impl::chat(Exchange& ex) {

@@ -292,5 +292,9 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
 asio::awaitable<void> handle_messages(Runtime& rt, std::shared_ptr<const Snapshot> snap,
                                       Exchange& ex, int gateway_key);
 void handle_count_tokens(const Snapshot& snap, Exchange& ex, int gateway_key);
+// POST /v1/embeddings (chat_call.cpp): the chat path (routing, keys, breakers, fallbacks, budgets,
+// quotas, accounting) to OpenAI-format providers' /embeddings; the answer passed through.
+asio::awaitable<void> handle_embeddings(Runtime& rt, std::shared_ptr<const Snapshot> snap,
+                                        Exchange& ex, int gateway_key);
 
 }  // namespace switchboard::gateway

@@ -45,7 +45,7 @@ net::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
       h.body = std::move(body.value());
     }
   } else {
-    h.url = pr.call_url;
+    h.url = c.embeddings ? pr.base_url + "/embeddings" : pr.call_url;
     std::string& auth = h.headers.emplace_back("authorization", std::string()).second;
     auth.reserve(7 + lease.secret().size());
     auth += "Bearer ";

@@ -109,6 +109,24 @@ check('bad request is a BadRequestError naming the field', async (client) => {
   );
 });
 
+check('embeddings.create (base64, as the SDK asks)', async (client) => {
+  const { data, response } = await client.embeddings
+    .create({ model: 'small', input: ['first text', 'second text'] })
+    .withResponse();
+  assert.equal(data.data.length, 2);
+  assert.equal(data.data[0].embedding.length, 8);
+  assert.ok(data.data[0].embedding.every((x) => Math.abs(x) <= 0.5));
+  assert.ok(data.usage.prompt_tokens > 0);
+  assert.equal(response.headers.get('x-switchboard-model'), 'small');
+  const floats = await client.embeddings.create({
+    model: 'small',
+    input: 'first text',
+    encoding_format: 'float',
+  });
+  for (let i = 0; i < 8; i++)
+    assert.ok(Math.abs(floats.data[0].embedding[i] - data.data[0].embedding[i]) < 1e-6);
+});
+
 check('models.list', async (client) => {
   const ids = [];
   for await (const m of client.models.list()) ids.push(m.id);
