@@ -39,8 +39,8 @@ void train(Router& router) {
                             .latency_us = 1000 + i * 100});
 }
 
-void BM_PlannerPlan(benchmark::State& state) {
-  Router router(twenty_model_config(), [](std::string_view, std::string_view) { return false; });
+// Plans one learned request per iteration on `router`, trained first.
+void plan_trained(benchmark::State& state, Router& router) {
   train(router);
   RequestInfo req{.model = "auto", .category = "coding", .prompt_tokens = 800, .max_tokens = 400};
   Rng rng(1);
@@ -48,6 +48,11 @@ void BM_PlannerPlan(benchmark::State& state) {
     auto plan = router.plan(req, rng);
     benchmark::DoNotOptimize(plan);
   }
+}
+
+void BM_PlannerPlan(benchmark::State& state) {
+  Router router(twenty_model_config(), [](std::string_view, std::string_view) { return false; });
+  plan_trained(state, router);
 }
 BENCHMARK(BM_PlannerPlan);
 
@@ -64,13 +69,7 @@ void BM_PlannerPlanWithQuotas(benchmark::State& state) {
   Router router(
       config, [](std::string_view, std::string_view) { return false; },
       [&book, now](std::string_view provider) { return book.level(provider, now); });
-  train(router);
-  RequestInfo req{.model = "auto", .category = "coding", .prompt_tokens = 800, .max_tokens = 400};
-  Rng rng(1);
-  for (auto _ : state) {
-    auto plan = router.plan(req, rng);
-    benchmark::DoNotOptimize(plan);
-  }
+  plan_trained(state, router);
 }
 BENCHMARK(BM_PlannerPlanWithQuotas)->Arg(0)->Arg(96);
 

@@ -221,17 +221,22 @@ asio::awaitable<void> MockProvider::Impl::handle(Exchange& ex) {
                                "invalid_request_error", "not_found");
 }
 
+// The request's body as a JSON object, or a 400 answered.
+bool parse_body(Exchange& ex, boost::json::value& out) {
+  boost::system::error_code ec;
+  out = boost::json::parse(ex.request.body(), ec);
+  if (!ec && out.is_object()) return true;
+  ex.response = error_response(http::status::bad_request, "body is not a JSON object",
+                               "invalid_request_error", "invalid_json");
+  return false;
+}
+
 // One 8-dimensional vector per input, derived from its text (the same text, the same vector), with
 // the scenario's keys, rate limits and scripted failures as for chat.
 void MockProvider::Impl::embeddings(Exchange& ex) {
   const std::string key = bearer(ex.request);
-  boost::system::error_code jec;
-  boost::json::value body = boost::json::parse(ex.request.body(), jec);
-  if (jec || !body.is_object()) {
-    ex.response = error_response(http::status::bad_request, "body is not a JSON object",
-                                 "invalid_request_error", "invalid_json");
-    return;
-  }
+  boost::json::value body;
+  if (!parse_body(ex, body)) return;
   const auto& obj = body.as_object();
   std::vector<std::string> inputs;
   if (auto* in = obj.if_contains("input"); in && in->is_string()) {
@@ -292,13 +297,8 @@ void MockProvider::Impl::embeddings(Exchange& ex) {
 
 asio::awaitable<void> MockProvider::Impl::chat(Exchange& ex) {
   const std::string key = bearer(ex.request);
-  boost::system::error_code jec;
-  boost::json::value body = boost::json::parse(ex.request.body(), jec);
-  if (jec || !body.is_object()) {
-    ex.response = error_response(http::status::bad_request, "body is not a JSON object",
-                                 "invalid_request_error", "invalid_json");
-    co_return;
-  }
+  boost::json::value body;
+  if (!parse_body(ex, body)) co_return;
   const auto& obj = body.as_object();
   std::string model = "mock";
   if (auto* m = obj.if_contains("model"); m && m->is_string()) model = std::string(m->as_string());

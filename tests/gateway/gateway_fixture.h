@@ -7,7 +7,9 @@
 
 #include <boost/json.hpp>
 #include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -60,6 +62,16 @@ inline std::string chat_body(const std::string& model, bool stream = false,
   if (!extra.empty()) b += "," + extra;
   return b + "}";
 }
+
+#ifdef UPSTREAM_FIXTURES
+// A recorded upstream answer from tests/upstream/fixtures.
+inline std::string read_fixture(const std::string& name) {
+  std::ifstream in(std::string(UPSTREAM_FIXTURES) + "/" + name, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+#endif
 
 // The concatenated delta contents of a relayed SSE stream.
 inline std::string stream_text(const HttpResult& r) {

@@ -878,13 +878,6 @@ TEST_F(GatewayTest, WrongMethodAndBadRoutingHeaders) {
 
 // ---- Anthropic translation through the gateway (recorded Messages API answers) -----------------
 
-std::string read_fixture(const std::string& name) {
-  std::ifstream in(std::string(UPSTREAM_FIXTURES) + "/" + name, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string anthropic_config(const FakeUpstream& fake, const MockProvider& b) {
   return "providers:\n"
          "  ant:\n    kind: anthropic\n    base_url: http://127.0.0.1:" +

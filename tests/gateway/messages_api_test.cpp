@@ -159,17 +159,10 @@ TEST_F(MessagesApiTest, UnknownModelsAre404AndCountTokensEstimates) {
   EXPECT_NE(r.body.find("/v1/messages"), std::string::npos) << r.body;
 }
 
-std::string read_upstream_fixture(const std::string& name) {
-  std::ifstream in(std::string(UPSTREAM_FIXTURES) + "/" + name, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // Behind it an Anthropic provider: the client's body, version and beta flags reach it as they
 // came, and its answer comes back as it came (nothing lost to a translation and back).
 TEST_F(MessagesApiTest, AnAnthropicUpstreamGetsTheClientsHeadersAndItsAnswerComesBack) {
-  const std::string json = read_upstream_fixture("anthropic_response_tool_use.json");
+  const std::string json = read_fixture("anthropic_response_tool_use.json");
   ASSERT_FALSE(json.empty());
   FakeUpstream fake("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
                     std::to_string(json.size()) + "\r\n\r\n" + json);
@@ -200,7 +193,7 @@ TEST_F(MessagesApiTest, AnAnthropicUpstreamGetsTheClientsHeadersAndItsAnswerCome
 // A stream from an Anthropic provider reaches an Anthropic client as it came: every event (pings
 // included), in order, named as the provider named them.
 TEST_F(MessagesApiTest, AnAnthropicProvidersStreamIsRelayedAsItCame) {
-  const std::string sse = read_upstream_fixture("anthropic_stream.sse");
+  const std::string sse = read_fixture("anthropic_stream.sse");
   ASSERT_FALSE(sse.empty());
   FakeUpstream fake("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: " +
                     std::to_string(sse.size()) + "\r\n\r\n" + sse);

@@ -5,13 +5,9 @@
 import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
-import { runChecks, writeConfig } from './harness.mjs';
+import { runChecks, suiteArgs, writeConfig } from './harness.mjs';
 
-const [bin, work] = process.argv.slice(2);
-if (!bin || !work) {
-  console.error('usage: node anthropic.mjs SWITCHBOARD_BINARY WORK_DIR');
-  process.exit(2);
-}
+const { bin, work } = suiteArgs('anthropic.mjs');
 
 const KEY = 'sk-gw-e2e-anthropic-0001';
 const seen = { anthropicHeaders: null, openaiBodies: [] };

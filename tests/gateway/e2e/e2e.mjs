@@ -2,13 +2,9 @@
 // providers), non-stream and stream. Usage: node e2e.mjs SWITCHBOARD_BINARY WORK_DIR
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { runChecks, writeConfig } from './harness.mjs';
+import { runChecks, suiteArgs, writeConfig } from './harness.mjs';
 
-const [bin, work] = process.argv.slice(2);
-if (!bin || !work) {
-  console.error('usage: node e2e.mjs SWITCHBOARD_BINARY WORK_DIR');
-  process.exit(2);
-}
+const { bin, work } = suiteArgs('e2e.mjs');
 
 const config = writeConfig(
   work,

@@ -5,6 +5,16 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
+// The suite's arguments: SWITCHBOARD_BINARY WORK_DIR (exits 2 with a usage line without them).
+export function suiteArgs(script) {
+  const [bin, work] = process.argv.slice(2);
+  if (!bin || !work) {
+    console.error(`usage: node ${script} SWITCHBOARD_BINARY WORK_DIR`);
+    process.exit(2);
+  }
+  return { bin, work };
+}
+
 // A private directory with `yaml` as its config; `${STATE}` in it (escaped in a template
 // literal) becomes the path of a state file in that directory.
 export function writeConfig(work, yaml) {
