@@ -214,6 +214,23 @@ Status translate_tool_choice(const json::value& v, json::object& out) {
   return Status();
 }
 
+// OpenAI's usage as Anthropic's: prompt tokens served from the provider's prompt cache
+// (prompt_tokens_details.cached_tokens) are Anthropic's cache_read_input_tokens, apart from
+// input_tokens, as Anthropic counts them.
+int64_t cached_tokens(const json::object* usage) {
+  if (!usage) return 0;
+  const json::value* d = member(*usage, "prompt_tokens_details");
+  return d && d->is_object() ? std::min(token_member(usage, "prompt_tokens"),
+                                        token_member(&d->get_object(), "cached_tokens"))
+                             : 0;
+}
+
+json::object anthropic_usage_of(int64_t prompt, int64_t completion, int64_t cached) {
+  json::object out{{"input_tokens", prompt - cached}, {"output_tokens", completion}};
+  if (cached > 0) out["cache_read_input_tokens"] = cached;
+  return out;
+}
+
 std::string_view error_type_for(int status) {
   switch (status) {
     case 400:
@@ -354,16 +371,16 @@ Result<std::string> openai_to_anthropic_response(const json::object& resp,
   if (content.empty()) content.push_back(json::object{{"type", "text"}, {"text", ""}});
   const json::value* uv = resp.if_contains("usage");
   const json::object* usage = uv ? uv->if_object() : nullptr;
-  json::object out{
-      {"id", message_id},
-      {"type", "message"},
-      {"role", "assistant"},
-      {"model", client_model},
-      {"content", std::move(content)},
-      {"stop_reason", stop_reason_for(string_member(choice, "finish_reason"))},
-      {"stop_sequence", nullptr},
-      {"usage", json::object{{"input_tokens", token_member(usage, "prompt_tokens")},
-                             {"output_tokens", token_member(usage, "completion_tokens")}}}};
+  json::object out{{"id", message_id},
+                   {"type", "message"},
+                   {"role", "assistant"},
+                   {"model", client_model},
+                   {"content", std::move(content)},
+                   {"stop_reason", stop_reason_for(string_member(choice, "finish_reason"))},
+                   {"stop_sequence", nullptr},
+                   {"usage", anthropic_usage_of(token_member(usage, "prompt_tokens"),
+                                                token_member(usage, "completion_tokens"),
+                                                cached_tokens(usage))}};
   return json::serialize(out);
 }
 
@@ -417,6 +434,7 @@ Status AnthropicStreamEncoder::feed(std::string_view data, std::string& out) {
   if (const json::value* u = member(chunk, "usage"); u && u->is_object()) {
     usage_.prompt_tokens = token_member(&u->get_object(), "prompt_tokens");
     usage_.completion_tokens = token_member(&u->get_object(), "completion_tokens");
+    cached_tokens_ = cached_tokens(&u->get_object());
   }
   const json::value* cv = chunk.if_contains("choices");
   const json::array* choices = cv ? cv->if_array() : nullptr;
@@ -486,8 +504,8 @@ void AnthropicStreamEncoder::finish(std::string& out) {
         json::object{
             {"type", "message_delta"},
             {"delta", json::object{{"stop_reason", stop_reason_}, {"stop_sequence", nullptr}}},
-            {"usage", json::object{{"input_tokens", usage_.prompt_tokens},
-                                   {"output_tokens", usage_.completion_tokens}}}});
+            {"usage",
+             anthropic_usage_of(usage_.prompt_tokens, usage_.completion_tokens, cached_tokens_)}});
   event(out, "message_stop", json::object{{"type", "message_stop"}});
 }
 

@@ -257,7 +257,8 @@ Result<std::string> anthropic_to_openai_request(const boost::json::object& anthr
 // Translates a non-stream OpenAI chat completion into an Anthropic Messages response with id
 // `message_id`: message content → a text block, tool_calls → tool_use blocks (arguments parsed;
 // "" is {}), finish_reason → stop_reason, usage → input/output tokens. A body that is not a chat
-// completion (or whose tool arguments are not a JSON object) gives Unavailable.
+// completion (or whose tool arguments are not a JSON object) gives Unavailable. Cached prompt
+// tokens (prompt_tokens_details.cached_tokens) become cache_read_input_tokens.
 Result<std::string> openai_to_anthropic_response(const boost::json::object& openai_response,
                                                  std::string_view client_model,
                                                  std::string_view message_id);
@@ -300,6 +301,7 @@ class AnthropicStreamEncoder {
   int open_tool_ = -1;      // the OpenAI tool call index of the open tool block
   std::string stop_reason_ = "end_turn";
   TokenUsage usage_;
+  int64_t cached_tokens_ = 0;  // of usage_.prompt_tokens, served from the provider's cache
 };
 
 // Anthropic's error body {"type":"error","error":{"type":...,"message":...}} for an answer with

@@ -116,6 +116,15 @@ TEST(AnthropicInboundTest, AChatCompletionBecomesAMessage) {
     ASSERT_TRUE(r.ok());
     EXPECT_EQ(parse_object(*r).at("stop_reason").as_string(), stop) << finish;
   }
+  // Prompt tokens the provider served from its cache are Anthropic's cache reads.
+  auto cached = openai_to_anthropic_response(
+      parse_object(R"({"choices":[{"message":{"content":"x"},"finish_reason":"stop"}],)"
+                   R"("usage":{"prompt_tokens":100,"completion_tokens":5,)"
+                   R"("prompt_tokens_details":{"cached_tokens":64}}})"),
+      "m", "id");
+  ASSERT_TRUE(cached.ok());
+  EXPECT_EQ(parse_object(*cached).at("usage"),
+            json::parse(R"({"input_tokens":36,"output_tokens":5,"cache_read_input_tokens":64})"));
   // An answer with nothing in it still has one (empty) text block; a broken one is the
   // upstream's failure.
   auto empty = openai_to_anthropic_response(
