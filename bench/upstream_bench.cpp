@@ -104,5 +104,38 @@ void BM_UpstreamOpenAiToAnthropicRequest(benchmark::State& state) {
 }
 BENCHMARK(BM_UpstreamOpenAiToAnthropicRequest);
 
+// The same conversation from an Anthropic client, into the OpenAI request the gateway routes.
+void BM_UpstreamAnthropicToOpenAiRequest(benchmark::State& state) {
+  const boost::json::object req = boost::json::parse(R"({"model":"auto","max_tokens":256,
+      "system":[{"type":"text","text":"You are helpful.","cache_control":{"type":"ephemeral"}}],
+      "messages":[
+      {"role":"user","content":"Write a haiku about the sea."},
+      {"role":"assistant","content":[{"type":"text","text":"Waves fold into foam"}]},
+      {"role":"user","content":[{"type":"text","text":"Another one, about rivers."}]}],
+      "temperature":0.7,"stream":true})")
+                                      .as_object();
+  for (auto _ : state) {
+    auto r = anthropic_to_openai_request(req);
+    benchmark::DoNotOptimize(r);
+  }
+}
+BENCHMARK(BM_UpstreamAnthropicToOpenAiRequest);
+
+// One OpenAI text delta re-encoded as Anthropic's content_block_delta event.
+void BM_UpstreamAnthropicStreamEncodeDelta(benchmark::State& state) {
+  AnthropicStreamEncoder enc("msg_sb-1", "auto");
+  std::string out;
+  const std::string prefix =
+      R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1718000000,"model":"gpt-4o-mini","choices":[{"index":0,"delta":)";
+  Status s = enc.feed(prefix + R"({"role":"assistant","content":""},"finish_reason":null}]})", out);
+  const std::string delta = prefix + R"({"content":" token"},"finish_reason":null}]})";
+  for (auto _ : state) {
+    out.clear();
+    s = enc.feed(delta, out);
+    benchmark::DoNotOptimize(out.data());
+  }
+}
+BENCHMARK(BM_UpstreamAnthropicStreamEncodeDelta);
+
 }  // namespace
 }  // namespace switchboard::upstream

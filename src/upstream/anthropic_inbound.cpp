@@ -2,7 +2,9 @@
 // OpenAI chat request, the answer (whole or streamed) back into Anthropic's shape. See
 // translate.h for the mapping rules.
 #include <boost/json.hpp>
+#include <boost/json/monotonic_resource.hpp>
 
+#include "common/json.h"
 #include "upstream/anthropic_json.h"
 #include "upstream/translate.h"
 
@@ -395,6 +397,20 @@ void AnthropicStreamEncoder::event(std::string& out, std::string_view type,
   append_sse_event(out, json::serialize(payload), type);
 }
 
+// Written directly: one per streamed token, so no document is built for it.
+void AnthropicStreamEncoder::delta_event(std::string& out, std::string_view type,
+                                         std::string_view field, std::string_view value) {
+  out += "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":";
+  out += std::to_string(open_block_);
+  out += ",\"delta\":{\"type\":\"";
+  out += type;
+  out += "\",\"";
+  out += field;
+  out += "\":\"";
+  switchboard::json::append_escaped(out, value);
+  out += "\"}}\n\n";
+}
+
 void AnthropicStreamEncoder::start(std::string& out) {
   if (started_) return;
   started_ = true;
@@ -427,7 +443,10 @@ Status AnthropicStreamEncoder::feed(std::string_view data, std::string& out) {
     return Status();
   }
   json::error_code ec;
-  json::value v = json::parse(data, ec, {}, lenient_depth());
+  // A chunk's document lives on the stack (one per event, on the stream's hot path).
+  unsigned char buffer[4096];
+  json::monotonic_resource arena(buffer, sizeof buffer);
+  json::value v = json::parse(data, ec, &arena, lenient_depth());
   if (ec || !v.is_object()) return Status::invalid_argument("stream chunk is not a JSON object");
   const json::object& chunk = v.get_object();
   start(out);
@@ -453,11 +472,7 @@ Status AnthropicStreamEncoder::feed(std::string_view data, std::string& out) {
                            {"index", open_block_},
                            {"content_block", json::object{{"type", "text"}, {"text", ""}}}});
       }
-      event(
-          out, "content_block_delta",
-          json::object{{"type", "content_block_delta"},
-                       {"index", open_block_},
-                       {"delta", json::object{{"type", "text_delta"}, {"text", c->get_string()}}}});
+      delta_event(out, "text_delta", "text", c->get_string());
     }
     if (const json::value* tv = member(delta, "tool_calls"); tv && tv->is_array()) {
       for (const auto& t : tv->get_array()) {
@@ -481,12 +496,7 @@ Status AnthropicStreamEncoder::feed(std::string_view data, std::string& out) {
                                                    {"input", json::object{}}}}});
         }
         const std::string_view args = fn ? string_member(*fn, "arguments") : std::string_view();
-        if (!args.empty())
-          event(out, "content_block_delta",
-                json::object{
-                    {"type", "content_block_delta"},
-                    {"index", open_block_},
-                    {"delta", json::object{{"type", "input_json_delta"}, {"partial_json", args}}}});
+        if (!args.empty()) delta_event(out, "input_json_delta", "partial_json", args);
       }
     }
   }

@@ -290,6 +290,8 @@ class AnthropicStreamEncoder {
   void start(std::string& out);
   void close_block(std::string& out);
   void event(std::string& out, std::string_view type, const boost::json::object& payload);
+  void delta_event(std::string& out, std::string_view type, std::string_view field,
+                   std::string_view value);
 
   std::string id_;
   std::string model_;
