@@ -72,21 +72,18 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     ex.response = std::move(*refusal);
     co_return;
   }
-  if (path == "/v1/chat/completions") {
-    if (method != http::verb::post) {
-      ex.response = error_response(http::status::method_not_allowed, "use POST",
-                                   "invalid_request_error", "method_not_allowed");
-      co_return;
-    }
+  // The OpenAI-shaped POST endpoints (Anthropic's answer their own 405s).
+  const bool chat = path == "/v1/chat/completions", embeddings = path == "/v1/embeddings";
+  if ((chat || embeddings || path == "/v1/feedback") && method != http::verb::post) {
+    ex.response = error_response(http::status::method_not_allowed, "use POST",
+                                 "invalid_request_error", "method_not_allowed");
+    co_return;
+  }
+  if (chat) {
     co_await handle_chat(rt, snap, ex, who.gateway_key);
     co_return;
   }
-  if (path == "/v1/embeddings") {
-    if (method != http::verb::post) {
-      ex.response = error_response(http::status::method_not_allowed, "use POST",
-                                   "invalid_request_error", "method_not_allowed");
-      co_return;
-    }
+  if (embeddings) {
     co_await handle_embeddings(rt, snap, ex, who.gateway_key);
     co_return;
   }
@@ -99,11 +96,6 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     co_return;
   }
   if (path == "/v1/feedback") {
-    if (method != http::verb::post) {
-      ex.response = error_response(http::status::method_not_allowed, "use POST",
-                                   "invalid_request_error", "method_not_allowed");
-      co_return;
-    }
     handle_feedback(rt, *snap, ex, who.gateway_key);
     co_return;
   }
