@@ -30,9 +30,6 @@ namespace {
 
 constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 constexpr int64_t kDefaultOutputEstimate = 256;
-// Routing hints are map keys, stored rows and log fields: bounded.
-constexpr size_t kMaxCategoryBytes = routing::Router::kMaxCategoryBytes;
-constexpr size_t kMaxSessionBytes = 128;
 
 std::string retry_after_seconds(Nanos wait) {
   auto s = std::chrono::duration_cast<std::chrono::seconds>(wait + std::chrono::milliseconds(999))
@@ -83,44 +80,9 @@ class ChatCall {
     info.model = req_.model;
     info.prompt_tokens = req_.prompt_tokens;
     info.max_tokens = req_.max_tokens;
-    if (auto c = ex_.request["x-switchboard-complexity"]; !c.empty()) {
-      info.complexity = parse_complexity(std::string_view(c.data(), c.size()));
-      if (!info.complexity) {
-        reject(http::status::bad_request,
-               "x-switchboard-complexity must be simple, moderate, high or critical",
-               "invalid_request_error", "invalid_header");
-        co_return;
-      }
-    }
-    // Hints become map keys, stored rows and log fields: bounded and printable.
-    auto hint = [this](std::string_view name, size_t max, std::string& out) {
-      auto v = ex_.request[beast::string_view(name.data(), name.size())];
-      if (v.size() > max || !std::all_of(v.begin(), v.end(), [](char c) {
-            return static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f;
-          })) {
-        reject(http::status::bad_request,
-               std::string(name) + " must be at most " + std::to_string(max) +
-                   " printable ASCII characters",
-               "invalid_request_error", "invalid_header");
-        return false;
-      }
-      out.assign(v.data(), v.size());
-      return true;
-    };
-    if (!hint("x-switchboard-category", kMaxCategoryBytes, info.category) ||
-        !hint("x-switchboard-session", kMaxSessionBytes, session_))
+    if (auto err = read_routing_hints(ex_.request, info, session_)) {
+      reject(http::status::bad_request, *err, "invalid_request_error", "invalid_header");
       co_return;
-    if (auto c = ex_.request["x-switchboard-max-cost-usd"]; !c.empty()) {
-      char* end = nullptr;
-      std::string v(c);
-      double d = std::strtod(v.c_str(), &end);
-      if (end == v.c_str() || *end != '\0' || !(d >= 0) || !std::isfinite(d)) {
-        reject(http::status::bad_request,
-               "x-switchboard-max-cost-usd must be a non-negative number", "invalid_request_error",
-               "invalid_header");
-        co_return;
-      }
-      info.max_cost_usd = d;
     }
     auto plan = snap_->router->plan(info);
     if (!plan.ok()) {

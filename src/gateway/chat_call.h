@@ -50,6 +50,12 @@ std::string openai_body(std::string_view original, ChatRequest& req,
 // only the model's value replaced (rebuilt from a parse when the key was written with escapes).
 std::string with_model(std::string_view body, std::string_view model);
 
+// The routing hints of a request's headers (x-switchboard-complexity, -category, -session,
+// -max-cost-usd) into `info` and `session`; the message of a 400 when one is malformed. Hints
+// become map keys, stored rows and log fields: bounded and printable (routing_hints.cpp).
+std::optional<std::string> read_routing_hints(const Request& request, routing::RequestInfo& info,
+                                              std::string& session);
+
 // Bridges KeyPool::wait_async (callback on any thread) into this coroutine (this thread).
 asio::awaitable<keys::AcquireResult> wait_for_key(keys::KeyPool& pool,
                                                   keys::AcquireRequest request);

@@ -3,7 +3,9 @@
 // are BatchWriter's (batch_writer.h).
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <mutex>
+#include <thread>
 #include <type_traits>
 
 #include "common/log.h"
@@ -369,9 +371,19 @@ Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteStoreOptions& optio
   {
     // journal_mode answers with the mode in force; anything but WAL (e.g. a read-only medium)
     // would silently lose the concurrency and durability this store promises.
+    // A file another process is creating right now (two gateways started together on one
+    // path) answers BUSY without calling the busy handler: asked again within busy_timeout_ms.
     Stmt s;
     if (Status st = s.prepare(db->get(), "PRAGMA journal_mode = WAL"); !st.ok()) return st;
-    if (s.step() != SQLITE_ROW || s.col_text(0) != "wal") {
+    const auto until = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(std::max<int64_t>(cfg.busy_timeout_ms, 0));
+    int rc = s.step();
+    while ((rc == SQLITE_BUSY || rc == SQLITE_LOCKED) && std::chrono::steady_clock::now() < until) {
+      s.reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      rc = s.step();
+    }
+    if (rc != SQLITE_ROW || s.col_text(0) != "wal") {
       return Status::io_error("cannot enable WAL mode on " + cfg.path);
     }
   }

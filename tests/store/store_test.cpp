@@ -12,6 +12,7 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "common/metrics.h"
 #include "test_util.h"
@@ -53,6 +54,34 @@ TEST(StoreTest, FreshDatabaseHasSchemaAndPragmas) {
                                   table + "'"),
               1)
         << table;
+  }
+}
+
+// Gateways started together on one path (a fresh file): every one opens it, none fails on
+// the WAL switch or the migrations another is doing at that moment.
+TEST(StoreTest, StoresOpenedTogetherOnAFreshFileAllOpen) {
+  TempDir dir;
+  for (int round = 0; round < 10; ++round) {
+    const std::string path = dir.file("together-" + std::to_string(round) + ".db");
+    constexpr int kOpeners = 6;
+    std::atomic<int> opened{0};
+    std::vector<std::string> errors(kOpeners);
+    std::vector<std::thread> openers;
+    for (int i = 0; i < kOpeners; ++i)
+      openers.emplace_back([&, i] {
+        auto s = open_sqlite_store(options_for(path));
+        if (s.ok()) {
+          opened++;
+          (*s)->close();
+        } else {
+          errors[size_t(i)] = s.status().to_string();
+        }
+      });
+    for (auto& t : openers) t.join();
+    std::string all;
+    for (const auto& e : errors) all += e.empty() ? "" : e + "\n";
+    ASSERT_EQ(opened.load(), kOpeners) << all;
+    EXPECT_EQ(query_text(path, "PRAGMA journal_mode"), "wal");
   }
 }
 
