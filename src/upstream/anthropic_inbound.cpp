@@ -425,6 +425,8 @@ void AnthropicStreamEncoder::start(std::string& out) {
                                               {"stop_sequence", nullptr},
                                               {"usage", json::object{{"input_tokens", 0},
                                                                      {"output_tokens", 0}}}}}});
+  // As Anthropic's own streams do: a ping after message_start (clients expect and skip it).
+  event(out, "ping", json::object{{"type", "ping"}});
 }
 
 void AnthropicStreamEncoder::close_block(std::string& out) {

@@ -268,7 +268,7 @@ Result<std::string> openai_to_anthropic_response(const boost::json::object& open
 TokenUsage anthropic_message_usage(const boost::json::object& message);
 
 // Re-encodes an OpenAI chat completion stream as Anthropic's event sequence: message_start
-// (at the first chunk), then per content block content_block_start, content_block_delta
+// (at the first chunk) and a ping, then per content block content_block_start, content_block_delta
 // (text_delta, or input_json_delta for a tool call's arguments) and content_block_stop, and at
 // the end message_delta (stop_reason, usage) and message_stop. Text and each tool call are
 // separate blocks, numbered from 0 in the order they start. Usage is taken from the usage chunk

@@ -103,7 +103,8 @@ TEST_F(MessagesApiTest, AStreamIsAnthropicsEventSequence) {
   }
   ASSERT_GE(names.size(), 5u) << r.body;
   EXPECT_EQ(names.front(), "message_start");
-  EXPECT_EQ(names[1], "content_block_start");
+  EXPECT_EQ(names[1], "ping");  // as Anthropic's own streams begin
+  EXPECT_EQ(names[2], "content_block_start");
   EXPECT_EQ(names[names.size() - 3], "content_block_stop");
   EXPECT_EQ(names[names.size() - 2], "message_delta");
   EXPECT_EQ(names.back(), "message_stop");
