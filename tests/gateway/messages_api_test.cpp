@@ -177,8 +177,18 @@ TEST_F(MessagesApiTest, AnAnthropicUpstreamGetsTheClientsHeadersAndItsAnswerCome
                          R"("tools":[{"name":"get_weather","input_schema":{"type":"object"}}])"),
            {{"anthropic-version", "2023-06-01"}, {"anthropic-beta", "tools-2024-04-04"}});
   ASSERT_EQ(r.status, 200) << r.body;
-  const std::string up = fake.last_request();
+  std::string up = fake.last_request();
   EXPECT_NE(lower(up).find("anthropic-beta: tools-2024-04-04"), std::string::npos) << up;
+  // The attack: the client's own key must not reach the provider, and an oversized beta header
+  // is not passed on (the provider gets its configured key only).
+  auto hostile = post(
+      port_, "/v1/messages", messages_body("claude"),
+      {{"x-api-key", "sk-client-secret-must-stay"}, {"anthropic-beta", std::string(2000, 'b')}});
+  ASSERT_EQ(hostile.status, 200) << hostile.body;
+  const std::string up2 = fake.last_request();
+  EXPECT_EQ(up2.find("sk-client-secret-must-stay"), std::string::npos) << up2;
+  EXPECT_EQ(lower(up2).find("anthropic-beta"), std::string::npos) << up2.substr(0, 600);
+  EXPECT_NE(up2.find("sk-ant-test-1"), std::string::npos);
   EXPECT_NE(lower(up).find("anthropic-version: 2023-06-01"), std::string::npos) << up;
   // The client's own body went up, only the model renamed: its system blocks are still blocks.
   auto sent = parse_json(up.substr(up.find("\r\n\r\n") + 4));
