@@ -71,8 +71,8 @@ prometheus::Family<prometheus::Counter>& transitions_family() {
 }
 
 prometheus::Family<prometheus::Gauge>& state_family() {
-  static auto& f = metrics::gauge_family("switchboard_breaker_state",
-                                         "Circuit breaker state: 0 closed, 1 open, 2 half-open");
+  static auto& f =
+      metrics::gauge_family("switchboard_breaker_state", "1 for the breaker's current state");
   return f;
 }
 
@@ -178,12 +178,18 @@ CircuitBreaker::CircuitBreaker(std::string target, TargetKind kind, const Breake
       ring_mask_(std::bit_ceil(static_cast<uint64_t>(config_.window)) - 1),
       head_(make_head(0, BreakerState::kClosed, 0)),
       ring_(std::make_unique<std::atomic<uint64_t>[]>(ring_mask_ + 1)),
-      state_gauge_(&state_family().Add({{"target", target_}})) {
-  state_gauge_->Set(0);
+      state_gauges_{&state_family().Add({{"target", target_}, {"state", "closed"}}),
+                    &state_family().Add({{"target", target_}, {"state", "open"}}),
+                    &state_family().Add({{"target", target_}, {"state", "half_open"}})} {
+  set_state_gauges(BreakerState::kClosed);
   lock_counted_metric();  // the series exists (at 0) from the first breaker on
 }
 
 CircuitBreaker::~CircuitBreaker() = default;
+
+void CircuitBreaker::set_state_gauges(BreakerState current) const {
+  for (int i = 0; i < 3; ++i) state_gauges_[i]->Set(i == static_cast<int>(current) ? 1 : 0);
+}
 
 namespace {
 prometheus::Counter& contended_counter();
@@ -519,7 +525,7 @@ void CircuitBreaker::transition_locked(BreakerState to, MonoTime now, Transition
       break;
     }
   }
-  state_gauge_->Set(static_cast<double>(static_cast<int>(to)));
+  set_state_gauges(to);
   if (from != to) {
     prometheus::Counter*& c = transitions_[static_cast<int>(from)][static_cast<int>(to)];
     if (c == nullptr) {

@@ -39,8 +39,9 @@
 // An ignored outcome in half-open hands the probe slot back, so another caller can probe.
 //
 // Metrics: `switchboard_breaker_transitions_total{target,from,to}` counts every transition and
-// `switchboard_breaker_state{target}` holds 0 closed, 1 open, 2 half-open. Like `state()`, the
-// gauge moves when the breaker is touched; `BreakerRegistry::snapshot()` touches every breaker,
+// `switchboard_breaker_state{target,state}` is 1 for the current state and 0 for the other two
+// (closed, open, half_open: the same representation as `switchboard_keys_state`). Like `state()`,
+// the gauge moves when the breaker is touched; `BreakerRegistry::snapshot()` touches every breaker,
 // so calling it before serialising metrics makes the gauge current.
 //
 // Thread-safety: every method of CircuitBreaker and BreakerRegistry may be called from any thread.
@@ -52,6 +53,7 @@
 // (breakers from a registry live as long as the registry).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -257,7 +259,10 @@ class CircuitBreaker {
   mutable int probes_slow_ = 0;
   mutable prometheus::Counter* transitions_[3][3] = {};  // resolved on first use
 
-  prometheus::Gauge* state_gauge_;
+  // switchboard_breaker_state{target,state}: closed, open, half_open (BreakerState's order);
+  // set under the transition lock, so exactly one is 1.
+  std::array<prometheus::Gauge*, 3> state_gauges_;
+  void set_state_gauges(BreakerState current) const;
 };
 
 // Creates breakers on demand, one per target, with the provider's configuration (a per-provider

@@ -17,4 +17,8 @@ std::string quote(std::string_view s);
 // A finite double in shortest round-trip form; NaN and infinities become null.
 std::string number(double v);
 
+// `v` with exactly `decimals` digits after the point (0.000012500 for 1.25e-5, 9); NaN and
+// infinities become 0. For amounts of money in headers and logs, without printf's locale.
+void append_fixed(std::string& out, double v, int decimals);
+
 }  // namespace switchboard::json

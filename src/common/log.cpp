@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <chrono>
+#include <climits>
+#include <cstring>
 #include <mutex>
 #include <shared_mutex>
 #include <utility>
@@ -28,27 +31,42 @@ Secrets& secrets() {
   return s;
 }
 
+constexpr std::string_view kAccessLogger = "access";
+constexpr std::string_view kAccessPrefix = "access {";
+
 class JsonFormatter final : public spdlog::formatter {
  public:
   void format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) override {
-    std::string line;
-    line.reserve(msg.payload.size() + 96);
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(msg.time.time_since_epoch());
-    line += "{\"ts\":";
-    line += std::to_string(static_cast<double>(us.count()) / 1e6);
-    line += ",\"level\":\"";
+    std::string& line = line_;
+    line.clear();
+    line += "{\"ts\":\"";
+    append_rfc3339(line, msg.time);
+    line += "\",\"level\":\"";
     auto lv = spdlog::level::to_string_view(msg.level);
     line.append(lv.data(), lv.size());
     line += "\",\"logger\":\"";
-    json::append_escaped(line, std::string_view(msg.logger_name.data(), msg.logger_name.size()));
-    line += "\",\"msg\":\"";
-    json::append_escaped(line, std::string_view(msg.payload.data(), msg.payload.size()));
-    line += "\"}\n";
+    const std::string_view logger(msg.logger_name.data(), msg.logger_name.size());
+    json::append_escaped(line, logger);
+    const std::string_view payload(msg.payload.data(), msg.payload.size());
+    if (logger == kAccessLogger && payload.starts_with(kAccessPrefix) && payload.ends_with('}')) {
+      // An access record (log::access): its fields at the top level, ready for a log store
+      // without a second parse.
+      line += "\",\"msg\":\"access\",";
+      line.append(payload.substr(kAccessPrefix.size()));
+      line += '\n';
+    } else {
+      line += "\",\"msg\":\"";
+      json::append_escaped(line, payload);
+      line += "\"}\n";
+    }
     dest.append(line.data(), line.data() + line.size());
   }
   std::unique_ptr<spdlog::formatter> clone() const override {
     return std::make_unique<JsonFormatter>();
   }
+
+ private:
+  std::string line_;  // reused: a formatter is used by one thread at a time (its sink's lock)
 };
 
 std::unique_ptr<spdlog::formatter> make_formatter(Format format) {
@@ -78,6 +96,11 @@ class RedactingSink final : public spdlog::sinks::sink {
     spdlog::details::log_msg copy = msg;
     copy.payload = spdlog::string_view_t(payload.data(), payload.size());
     inner_->log(copy);
+  }
+  // A line whose payload is already redacted (log::access).
+  void log_redacted(const spdlog::details::log_msg& msg) {
+    std::shared_lock lock(mu_);
+    if (inner_) inner_->log(msg);
   }
   void flush() override {
     std::shared_lock lock(mu_);
@@ -156,10 +179,11 @@ void clear_secrets() {
   s.items.clear();
 }
 
-std::string redact(std::string_view text) {
+namespace {
+
+// redact() with the secrets' lock held.
+std::string redact_locked(const Secrets& s, std::string_view text) {
   std::string out(text);
-  auto& s = secrets();
-  std::shared_lock lock(s.mu);
   for (const auto& [secret, id] : s.items) {
     std::string replacement = "[" + id + "]";
     size_t pos = 0;
@@ -169,6 +193,110 @@ std::string redact(std::string_view text) {
     }
   }
   return out;
+}
+
+// Appends `,"name":"value"` (no comma when `first`), the value escaped and redacted.
+void append_field(std::string& out, const Secrets& s, std::string_view name, std::string_view value,
+                  bool first = false) {
+  if (!first) out += ',';
+  out += '"';
+  out.append(name);
+  out += "\":\"";
+  bool secret = false;
+  for (const auto& item : s.items) {
+    if (value.find(item.first) != std::string_view::npos) {
+      secret = true;
+      break;
+    }
+  }
+  if (secret) {
+    json::append_escaped(out, redact_locked(s, value));
+  } else {
+    json::append_escaped(out, value);
+  }
+  out += '"';
+}
+
+void append_int(std::string& out, std::string_view name, int64_t v) {
+  out += ",\"";
+  out.append(name);
+  out += "\":";
+  char buf[24];
+  auto r = std::to_chars(buf, buf + sizeof(buf), v);
+  out.append(buf, r.ptr);
+}
+
+}  // namespace
+
+std::string redact(std::string_view text) {
+  auto& s = secrets();
+  std::shared_lock lock(s.mu);
+  return redact_locked(s, text);
+}
+
+void access(const AccessRecord& r) {
+  State& st = state();
+  if (!st.logger->should_log(spdlog::level::info)) return;
+  thread_local std::string line;
+  line.clear();
+  line += kAccessPrefix;
+  {
+    auto& s = secrets();
+    std::shared_lock lock(s.mu);
+    append_field(line, s, "request_id", r.request_id, true);
+    append_field(line, s, "route", r.route);
+    append_field(line, s, "model", r.model);
+    append_field(line, s, "provider", r.provider);
+    append_field(line, s, "key", r.key);
+    if (!r.client.empty()) append_field(line, s, "client", r.client);
+    append_field(line, s, "status", r.status);
+  }
+  append_int(line, "attempts", r.attempts);
+  append_int(line, "layer", r.layer);
+  append_int(line, "latency_us", r.latency_us);
+  append_int(line, "tokens_in", r.tokens_in);
+  append_int(line, "tokens_out", r.tokens_out);
+  line += ",\"cost_usd\":";
+  json::append_fixed(line, r.cost_usd, 9);
+  line += '}';
+  spdlog::details::log_msg msg(spdlog::string_view_t(kAccessLogger.data(), kAccessLogger.size()),
+                               spdlog::level::info,
+                               spdlog::string_view_t(line.data(), line.size()));
+  st.sink->log_redacted(msg);
+}
+
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point tp) {
+  using namespace std::chrono;
+  const auto us = duration_cast<microseconds>(tp.time_since_epoch()).count();
+  int64_t secs = us / 1000000;
+  int64_t frac = us % 1000000;
+  if (frac < 0) {
+    frac += 1000000;
+    --secs;
+  }
+  // The date and time of the second, kept per thread: lines come many to a second.
+  thread_local int64_t cached_sec = INT64_MIN;
+  thread_local char cached[20];
+  if (secs != cached_sec) {
+    const auto day = floor<days>(sys_seconds(seconds(secs)));
+    const year_month_day ymd(day);
+    const hh_mm_ss hms(seconds(secs) - day.time_since_epoch());
+    auto put = [](char* at, int v, int width) {
+      for (int i = width - 1; i >= 0; --i, v /= 10) at[i] = char('0' + v % 10);
+    };
+    std::memcpy(cached, "0000-00-00T00:00:00", 20);
+    put(cached, std::clamp(int(ymd.year()), 0, 9999), 4);
+    put(cached + 5, int(unsigned(ymd.month())), 2);
+    put(cached + 8, int(unsigned(ymd.day())), 2);
+    put(cached + 11, int(hms.hours().count()), 2);
+    put(cached + 14, int(hms.minutes().count()), 2);
+    put(cached + 17, int(hms.seconds().count()), 2);
+    cached_sec = secs;
+  }
+  out.append(cached, 19);
+  char f[8] = {'.', '0', '0', '0', '0', '0', '0', 'Z'};
+  for (int i = 6; i >= 1; --i, frac /= 10) f[i] = char('0' + frac % 10);
+  out.append(f, 8);
 }
 
 std::string redact_relayed(std::string_view text) {

@@ -3,7 +3,8 @@
 // Every configured secret (provider API keys, gateway keys, the admin key) is registered with
 // `add_secret(secret, id)`; any log line that would contain it has it replaced by its id
 // (e.g. `openai#2`) before the line reaches any sink, whatever the caller formatted. Output is
-// plain text or JSON lines (`{"ts":…,"level":…,"logger":…,"msg":…}`), to stderr by default.
+// plain text or JSON lines (`{"ts":"2026-12-06T01:02:03.123456Z","level":…,"logger":…,"msg":…}`,
+// an access record's fields beside them), to stderr by default.
 //
 // Thread-safety: all functions may be called from any thread; `init` and `set_sink` replace the
 // sink atomically with respect to logging calls.
@@ -42,6 +43,24 @@ std::string redact(std::string_view text);
 std::string redact_relayed(std::string_view text);
 
 spdlog::logger& logger();
+
+// One request's record in the access log (`log.access_log`): written at info level as one line
+// without fmt (it is on every request's path). In text, `access {"request_id":…,…}`; in JSON,
+// every field at the top level of the line's object, beside ts, level, logger ("access") and
+// msg ("access"). String fields are redacted like any line. Views are read before access returns.
+struct AccessRecord {
+  std::string_view request_id, route, model, provider, key, client, status;
+  int attempts = 0;
+  int layer = 0;
+  int64_t latency_us = 0;
+  int64_t tokens_in = 0;
+  int64_t tokens_out = 0;
+  double cost_usd = 0;
+};
+void access(const AccessRecord& record);
+
+// `tp` as RFC 3339 in UTC with microseconds: 2026-12-06T01:02:03.123456Z.
+void append_rfc3339(std::string& out, std::chrono::system_clock::time_point tp);
 
 template <typename... Args>
 void debug(spdlog::format_string_t<Args...> f, Args&&... args) {

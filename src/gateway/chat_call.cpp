@@ -489,10 +489,9 @@ class ChatCall {
       set_headers(a, key_id, now);
       // What this answer cost at the model's configured prices (a workflow's llm step counts it
       // against the run's max_cost_usd). Streams send their head before the usage is known.
-      char cost[32];
-      const int n = std::snprintf(cost, sizeof cost, "%.9f", cost_of(a, r.usage));
-      append_header(ex_.extra_headers, "x-switchboard-cost-usd",
-                    std::string_view(cost, size_t(std::max(n, 0))));
+      std::string cost;
+      json::append_fixed(cost, cost_of(a, r.usage), 9);
+      append_header(ex_.extra_headers, "x-switchboard-cost-usd", cost);
     }
     record_outcome(&a, key_id, "ok", r.usage, now);
   }
@@ -581,15 +580,26 @@ class ChatCall {
     rt_.metrics.observe(direct ? bucket_name : std::string_view(plan_.route()), bucket_name,
                         provider, status_class, std::chrono::duration<double>(total).count(),
                         attempts_, layer_rank_ > 0);
+    const std::string_view client =
+        gateway_key_ >= 0
+            ? std::string_view(snap_->config->auth.gateway_policies[size_t(gateway_key_)].name)
+            : std::string_view();
     if (snap_->config->log.access_log) {
-      log::info(
-          "access {{\"request_id\":{},\"route\":{},\"model\":{},\"provider\":{},\"key\":{},"
-          "\"attempts\":{},\"layer\":{},\"status\":{},\"latency_us\":{},\"tokens_in\":{},\"tokens_"
-          "out\":{}}}",
-          json::quote(request_id_), json::quote(plan_.route()), json::quote(model),
-          json::quote(provider), json::quote(key_id), attempts_, layer_rank_,
-          json::quote(status_class), std::chrono::duration_cast<Micros>(total).count(),
-          u.prompt_tokens, u.completion_tokens);
+      log::AccessRecord rec;
+      rec.request_id = request_id_;
+      rec.route = plan_.route();
+      rec.model = model;
+      rec.provider = provider;
+      rec.key = key_id;
+      rec.client = client;
+      rec.status = status_class;
+      rec.attempts = attempts_;
+      rec.layer = layer_rank_;
+      rec.latency_us = std::chrono::duration_cast<Micros>(total).count();
+      rec.tokens_in = u.prompt_tokens;
+      rec.tokens_out = u.completion_tokens;
+      rec.cost_usd = a ? cost_of(*a, u) : 0;
+      log::access(rec);
     }
     if (!rt_.store) return;
     store::OutcomeEvent e;
@@ -607,8 +617,7 @@ class ChatCall {
     e.cost_usd = a ? cost_of(*a, u) : 0;
     e.attempts = attempts_;
     e.layer = layer_rank_;
-    if (gateway_key_ >= 0)
-      e.gateway_key = snap_->config->auth.gateway_policies[size_t(gateway_key_)].name;
+    e.gateway_key = client;
     pending_events_.emplace_back(std::move(e));
     flush_events();
   }

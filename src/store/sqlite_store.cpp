@@ -23,10 +23,27 @@ using detail::Ring;
 using detail::Stmt;
 using detail::to_ms;
 
-// Outcome and usage rows are inserted this many per statement (see write_batch).
+// Outcome, usage and learning rows (one of each per request) are inserted this many per
+// statement (see write_batch).
 constexpr size_t kRowsPerInsert = 16;
 constexpr int kOutcomeColumns = 16;
 constexpr int kUsageColumns = 9;
+constexpr int kLearnColumns = 13;
+// The event kinds written by multi-row inserts, and their columns.
+constexpr size_t kMultiKinds[] = {0, 1, 7};
+constexpr int kMultiColumns[] = {kOutcomeColumns, kUsageColumns, kLearnColumns};
+constexpr size_t kLearnCompactKind = 8;
+static_assert(
+    std::is_same_v<std::variant_alternative_t<0, Event>, OutcomeEvent> &&
+    std::is_same_v<std::variant_alternative_t<1, Event>, UsageEvent> &&
+    std::is_same_v<std::variant_alternative_t<7, Event>, LearnEvent> &&
+    std::is_same_v<std::variant_alternative_t<kLearnCompactKind, Event>, LearnCompactEvent>);
+// The multi-row slot of an event kind, or -1.
+constexpr int multi_slot(size_t kind) {
+  for (size_t i = 0; i < std::size(kMultiKinds); ++i)
+    if (kMultiKinds[i] == kind) return int(i);
+  return -1;
+}
 
 using detail::Overloaded;
 
@@ -81,16 +98,16 @@ class SqliteStore final : public detail::BatchedStore {
     for (size_t i = 0; i < kEventKinds; ++i) {
       if (Status st = insert_[i].prepare(db_.get(), kSql[i]); !st.ok()) return st;
     }
-    // The multi-row forms of the first two: the same column list, kRowsPerInsert value tuples.
-    for (size_t kind = 0; kind < 2; ++kind) {
-      std::string sql(kSql[kind], std::string_view(kSql[kind]).find("VALUES") + 6);
-      const int columns = kind == 0 ? kOutcomeColumns : kUsageColumns;
+    // The multi-row forms: the same column list, kRowsPerInsert value tuples.
+    for (size_t slot = 0; slot < std::size(kMultiKinds); ++slot) {
+      const char* one = kSql[kMultiKinds[slot]];
+      std::string sql(one, std::string_view(one).find("VALUES") + 6);
       for (size_t r = 0; r < kRowsPerInsert; ++r) {
         sql += r == 0 ? " (" : ", (";
-        for (int c = 0; c < columns; ++c) sql += c == 0 ? "?" : ", ?";
+        for (int c = 0; c < kMultiColumns[slot]; ++c) sql += c == 0 ? "?" : ", ?";
         sql += ")";
       }
-      if (Status st = insert_rows_[kind].prepare(db_.get(), sql.c_str()); !st.ok()) return st;
+      if (Status st = insert_rows_[slot].prepare(db_.get(), sql.c_str()); !st.ok()) return st;
     }
     if (Status st = begin_.prepare(db_.get(), "BEGIN"); !st.ok()) return st;
     if (Status st = commit_.prepare(db_.get(), "COMMIT"); !st.ok()) return st;
@@ -165,20 +182,40 @@ class SqliteStore final : public detail::BatchedStore {
     s.bind(base + 9, u.gateway_key);
   }
 
-  // Writes the rows gathered for a multi-row insert: full statements of kRowsPerInsert rows,
-  // the rest (at the end of a batch) one by one.
-  int flush_rows(size_t kind, std::vector<const Entry*>& rows, bool all) {
-    const int columns = kind == 0 ? kOutcomeColumns : kUsageColumns;
+  // Binds one learning-journal row (kLearnColumns values) from parameter `base + 1` on.
+  static void bind_learn(Stmt& s, int base, uint64_t seq, const LearnEvent& l) {
+    s.bind(base + 1, int64_t(seq));
+    s.bind(base + 2, to_ms(l.time));
+    s.bind(base + 3, int64_t(l.kind));
+    s.bind(base + 4, l.category);
+    s.bind(base + 5, l.model);
+    s.bind(base + 6, l.reward);
+    s.bind(base + 7, l.transport_reward);
+    s.bind(base + 8, l.counts_for_learning ? 1 : 0);
+    s.bind(base + 9, l.success ? 1 : 0);
+    s.bind(base + 10, l.latency_us);
+    s.bind(base + 11, l.tokens_in);
+    s.bind(base + 12, l.tokens_out);
+    s.bind(base + 13, l.cost_usd);
+  }
+
+  // Writes the rows gathered for a multi-row insert (slot: see kMultiKinds): full statements of
+  // kRowsPerInsert rows, the rest (at the end of a batch) one by one.
+  int flush_rows(size_t slot, std::vector<const Entry*>& rows, bool all) {
+    const size_t kind = kMultiKinds[slot];
+    const int columns = kMultiColumns[slot];
     size_t i = 0;
     auto bind_row = [&](Stmt& s, int base, const Entry& e) {
       if (kind == 0) {
         bind_outcome(s, base, e.seq, std::get<OutcomeEvent>(e.event));
-      } else {
+      } else if (kind == 1) {
         bind_usage(s, base, std::get<UsageEvent>(e.event));
+      } else {
+        bind_learn(s, base, e.seq, std::get<LearnEvent>(e.event));
       }
     };
     for (; i + kRowsPerInsert <= rows.size(); i += kRowsPerInsert) {
-      Stmt& s = insert_rows_[kind];
+      Stmt& s = insert_rows_[slot];
       for (size_t r = 0; r < kRowsPerInsert; ++r) bind_row(s, int(r) * columns, *rows[i + r]);
       if (int rc = s.run(); rc != SQLITE_OK) return rc;
     }
@@ -260,19 +297,7 @@ class SqliteStore final : public detail::BatchedStore {
                           },
                           [&](const LearnEvent& l) {
                             Stmt& s = insert_[7];
-                            s.bind(1, int64_t(e.seq));
-                            s.bind(2, to_ms(l.time));
-                            s.bind(3, int64_t(l.kind));
-                            s.bind(4, l.category);
-                            s.bind(5, l.model);
-                            s.bind(6, l.reward);
-                            s.bind(7, l.transport_reward);
-                            s.bind(8, l.counts_for_learning ? 1 : 0);
-                            s.bind(9, l.success ? 1 : 0);
-                            s.bind(10, l.latency_us);
-                            s.bind(11, l.tokens_in);
-                            s.bind(12, l.tokens_out);
-                            s.bind(13, l.cost_usd);
+                            bind_learn(s, 0, e.seq, l);
                             return s.run();
                           },
                           [&](const LearnCompactEvent& c) {
@@ -293,10 +318,18 @@ class SqliteStore final : public detail::BatchedStore {
     for (auto& rows : gathered_) rows.clear();
     auto add = [&](const Entry& e) {
       const size_t kind = e.event.index();
-      if (kind > 1) return write(e);
-      gathered_[kind].push_back(&e);
-      return gathered_[kind].size() >= kRowsPerInsert ? flush_rows(kind, gathered_[kind], false)
-                                                      : SQLITE_OK;
+      const int slot = multi_slot(kind);
+      if (slot < 0) {
+        if (kind == kLearnCompactKind) {
+          // It deletes journal rows up to an id: the rows gathered before it go in first.
+          const size_t learn = size_t(multi_slot(7));
+          if (int r = flush_rows(learn, gathered_[learn], true); r != SQLITE_OK) return r;
+        }
+        return write(e);
+      }
+      auto& rows = gathered_[size_t(slot)];
+      rows.push_back(&e);
+      return rows.size() >= kRowsPerInsert ? flush_rows(size_t(slot), rows, false) : SQLITE_OK;
     };
     auto add_all = [&](const Ring& ring) {
       for (size_t i = 0; i < ring.size(); ++i) {
@@ -309,8 +342,8 @@ class SqliteStore final : public detail::BatchedStore {
     }
     if (rc == SQLITE_OK) rc = add_all(ess);
     if (rc == SQLITE_OK) rc = add_all(norm);
-    for (size_t kind = 0; kind < 2 && rc == SQLITE_OK; ++kind)
-      rc = flush_rows(kind, gathered_[kind], true);
+    for (size_t slot = 0; slot < std::size(kMultiKinds) && rc == SQLITE_OK; ++slot)
+      rc = flush_rows(slot, gathered_[slot], true);
     for (auto& rows : gathered_) rows.clear();
     if (rc == SQLITE_OK) rc = commit_.run();
     if (rc == SQLITE_OK) return Status();
@@ -349,8 +382,9 @@ class SqliteStore final : public detail::BatchedStore {
   const Clock* clock_;
   Db db_;  // the write connection: used only by the writer thread once it runs
   std::array<Stmt, kEventKinds> insert_;
-  std::array<Stmt, 2> insert_rows_;  // outcomes and usage, kRowsPerInsert rows per statement
-  std::array<std::vector<const Entry*>, 2> gathered_;  // rows waiting for a multi-row insert
+  // Outcomes, usage and learning rows (kMultiKinds), kRowsPerInsert rows per statement.
+  std::array<Stmt, std::size(kMultiKinds)> insert_rows_;
+  std::array<std::vector<const Entry*>, std::size(kMultiKinds)> gathered_;  // waiting for one
   Stmt begin_, commit_, prune_;
 };
 

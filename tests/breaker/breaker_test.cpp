@@ -430,7 +430,16 @@ TEST_F(BreakerTest, MetricsCountEveryTransition) {
   auto transitions = [&](const char* from, const char* to) {
     return metric_value(family, {{"target", t}, {"from", from}, {"to", to}});
   };
-  auto gauge = [&] { return metric_value("switchboard_breaker_state", {{"target", t}}); };
+  // The state set: 1 for the current state, 0 for the others; as a number (0 closed, 1 open,
+  // 2 half-open) for the checks below.
+  auto gauge = [&] {
+    double closed = metric_value("switchboard_breaker_state", {{"target", t}, {"state", "closed"}});
+    double open = metric_value("switchboard_breaker_state", {{"target", t}, {"state", "open"}});
+    double half =
+        metric_value("switchboard_breaker_state", {{"target", t}, {"state", "half_open"}});
+    EXPECT_EQ(closed + open + half, 1) << "exactly one state is set";
+    return open == 1 ? 1 : half == 1 ? 2 : 0;
+  };
   EXPECT_EQ(gauge(), 0);
   trip(b);
   EXPECT_EQ(transitions("closed", "open"), 1);

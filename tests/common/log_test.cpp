@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <spdlog/sinks/ostream_sink.h>
 
+#include <boost/json.hpp>
 #include <sstream>
 
 #include "common/config.h"
@@ -65,6 +66,110 @@ TEST_F(LogTest, JsonLinesAreEscapedAndRedacted) {
   EXPECT_EQ(text.find("tok-secret"), std::string::npos);
   EXPECT_EQ(text.back(), '\n');
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 1);
+}
+
+TEST_F(LogTest, TimestampsAreRfc3339InUtcWithMicroseconds) {
+  using namespace std::chrono;
+  std::string out;
+  // 2026-12-06T01:02:03.000045Z
+  const auto tp =
+      sys_days(year(2026) / 12 / 6) + hours(1) + minutes(2) + seconds(3) + microseconds(45);
+  log::append_rfc3339(out, tp);
+  EXPECT_EQ(out, "2026-12-06T01:02:03.000045Z");
+  out.clear();
+  log::append_rfc3339(out, sys_days(year(1969) / 12 / 31) + hours(23) + minutes(59) + seconds(59) +
+                               microseconds(999999));
+  EXPECT_EQ(out, "1969-12-31T23:59:59.999999Z");
+  out.clear();
+  log::append_rfc3339(out, sys_days(year(2024) / 2 / 29) + microseconds(1));  // cache changes
+  EXPECT_EQ(out, "2024-02-29T00:00:00.000001Z");
+}
+
+log::AccessRecord sample_record() {
+  log::AccessRecord r;
+  r.request_id = "req-1";
+  r.route = "smart";
+  r.model = "openai/\"quoted\"";
+  r.provider = "openai";
+  r.key = "openai#2";
+  r.client = "team-a";
+  r.status = "ok";
+  r.attempts = 2;
+  r.layer = 1;
+  r.latency_us = 1234;
+  r.tokens_in = 12;
+  r.tokens_out = 9;
+  r.cost_usd = 0.0000125;
+  return r;
+}
+
+TEST_F(LogTest, AccessRecordsInJsonHaveEveryFieldAtTheTopLevel) {
+  log::set_sink(sink_, log::Format::kJson);
+  log::add_secret("sk-secret-in-a-model-name", "openai#9");
+  auto r = sample_record();
+  const std::string model = "openai/sk-secret-in-a-model-name";
+  r.model = model;
+  log::access(r);
+  log::info("plain line");
+  log::logger().flush();
+  std::istringstream lines(out_.str());
+  std::string line;
+  ASSERT_TRUE(std::getline(lines, line));
+  boost::system::error_code ec;
+  auto v = boost::json::parse(line, ec);
+  ASSERT_FALSE(ec) << line;
+  const auto& o = v.as_object();
+  EXPECT_EQ(o.at("msg").as_string(), "access");
+  EXPECT_EQ(o.at("level").as_string(), "info");
+  EXPECT_EQ(o.at("request_id").as_string(), "req-1");
+  EXPECT_EQ(o.at("route").as_string(), "smart");
+  EXPECT_EQ(o.at("model").as_string(), "openai/[openai#9]");
+  EXPECT_EQ(o.at("provider").as_string(), "openai");
+  EXPECT_EQ(o.at("key").as_string(), "openai#2");
+  EXPECT_EQ(o.at("client").as_string(), "team-a");
+  EXPECT_EQ(o.at("status").as_string(), "ok");
+  EXPECT_EQ(o.at("attempts").as_int64(), 2);
+  EXPECT_EQ(o.at("layer").as_int64(), 1);
+  EXPECT_EQ(o.at("latency_us").as_int64(), 1234);
+  EXPECT_EQ(o.at("tokens_in").as_int64(), 12);
+  EXPECT_EQ(o.at("tokens_out").as_int64(), 9);
+  EXPECT_NEAR(o.at("cost_usd").to_number<double>(), 0.0000125, 1e-12);
+  // 2026-12-06T01:02:03.123456Z
+  const std::string ts(o.at("ts").as_string());
+  EXPECT_EQ(ts.size(), 27u) << ts;
+  EXPECT_EQ(ts[10], 'T');
+  EXPECT_EQ(ts[19], '.');
+  EXPECT_EQ(ts.back(), 'Z');
+  EXPECT_EQ(out_.str().find("sk-secret"), std::string::npos) << out_.str();
+  // Ordinary lines keep msg as a string.
+  ASSERT_TRUE(std::getline(lines, line));
+  auto plain = boost::json::parse(line, ec);
+  ASSERT_FALSE(ec) << line;
+  EXPECT_EQ(plain.as_object().at("msg").as_string(), "plain line");
+}
+
+TEST_F(LogTest, AccessRecordsInTextAreOneLineWithAJsonObject) {
+  auto r = sample_record();
+  r.client = {};
+  log::access(r);
+  log::logger().flush();
+  const std::string text = out_.str();
+  ASSERT_EQ(std::count(text.begin(), text.end(), '\n'), 1) << text;
+  const auto at = text.find(" info access {");
+  ASSERT_NE(at, std::string::npos) << text;
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text.substr(at + 13), ec);
+  ASSERT_FALSE(ec) << text;
+  EXPECT_EQ(v.as_object().at("model").as_string(), "openai/\"quoted\"");
+  EXPECT_FALSE(v.as_object().contains("client"));  // no client key: no field
+}
+
+TEST_F(LogTest, AccessRecordsFollowTheLevel) {
+  log::logger().set_level(spdlog::level::warn);
+  log::access(sample_record());
+  log::logger().flush();
+  log::logger().set_level(spdlog::level::info);
+  EXPECT_TRUE(out_.str().empty()) << out_.str();
 }
 
 }  // namespace
