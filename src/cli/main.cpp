@@ -9,6 +9,7 @@
 #include "cli/admin_views.h"
 #include "cli/workflow_cmd.h"
 #include "common/config.h"
+#include "common/version.h"
 #include "gateway/gateway.h"
 #include "gateway/mock_provider.h"
 #include "routing/routing.h"
@@ -151,7 +152,8 @@ int main(int argc, char** argv) {
   }
 
   if (version) {
-    std::cout << "switchboard " << SWITCHBOARD_VERSION << "\n";
+    std::cout << "switchboard " << SWITCHBOARD_VERSION << " (" << switchboard::build_commit()
+              << ")\n";
     return kExitOk;
   }
   if (*check) return cmd_check_config(check_file);

@@ -97,7 +97,7 @@ void ShardedCounter::flush() {
   std::lock_guard lock(flush_mu_);
   const uint64_t total = value();
   if (total > flushed_ && target_ != nullptr) {
-    target_->Increment(static_cast<double>(total - flushed_));
+    target_->Increment(static_cast<double>(total - flushed_) * scale_);
   }
   flushed_ = total;
 }

@@ -66,6 +66,9 @@ class ShardedCounter final : public detail::Flushable {
 
   // Binds a default-constructed counter to its target (once, before any `add`).
   void bind(prometheus::Counter* target);
+  // What one unit counts as in the prometheus counter (1e-9 to count nano-USD as USD); before
+  // any `add`.
+  void set_scale(double scale) { scale_ = scale; }
   void add(uint64_t n = 1) { slots_[slot_index()].value.fetch_add(n, std::memory_order_relaxed); }
   // Adds everything counted since the last flush to the prometheus counter.
   void flush() override;
@@ -84,6 +87,7 @@ class ShardedCounter final : public detail::Flushable {
   std::mutex flush_mu_;
   uint64_t flushed_ = 0;  // guarded by flush_mu_
   prometheus::Counter* target_ = nullptr;
+  double scale_ = 1;
   bool registered_ = false;
 };
 

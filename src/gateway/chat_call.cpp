@@ -319,6 +319,10 @@ class ChatCall {
       Attempted r = co_await send_attempt(upstream_, *pr, a, lease, call_deadline);
       auto latency = rt_.clock.now() - started;
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
+      rt_.metrics.observe_attempt(bucket(a), a.provider, to_string(r.cls),
+                                  std::chrono::duration<double>(latency).count());
+      if (r.first_content != MonoTime{})
+        ttft_ = std::chrono::duration<double>(r.first_content - t0_).count();
 
       keys::Outcome ko;
       ko.status = r.cls;
@@ -496,6 +500,13 @@ class ChatCall {
     record_outcome(&a, key_id, "ok", r.usage, now);
   }
 
+  // The client key's configured name, "" without gateway keys (a metric label, never a secret).
+  std::string_view client_name() const {
+    return gateway_key_ >= 0
+               ? std::string_view(snap_->config->auth.gateway_policies[size_t(gateway_key_)].name)
+               : std::string_view();
+  }
+
   double cost_of(const routing::Attempt& a, const upstream::TokenUsage& u) const {
     const ModelConfig* m = snap_->config->find_model(a.model);
     if (!m) return 0;
@@ -540,6 +551,8 @@ class ChatCall {
   void record_usage(const routing::Attempt& a, const std::string& key_id,
                     const upstream::TokenUsage& u) {
     limits_.charge(cost_of(a, u));
+    rt_.metrics.observe_usage(bucket(a), a.provider, client_name(), u.prompt_tokens,
+                              u.completion_tokens, cost_of(a, u));
     if (!rt_.store) return;
     store::UsageEvent e;
     e.time = rt_.clock.wall_now();
@@ -580,10 +593,8 @@ class ChatCall {
     rt_.metrics.observe(direct ? bucket_name : std::string_view(plan_.route()), bucket_name,
                         provider, status_class, std::chrono::duration<double>(total).count(),
                         attempts_, layer_rank_ > 0);
-    const std::string_view client =
-        gateway_key_ >= 0
-            ? std::string_view(snap_->config->auth.gateway_policies[size_t(gateway_key_)].name)
-            : std::string_view();
+    const std::string_view client = client_name();
+    if (ttft_ >= 0 && status_class == "ok") rt_.metrics.observe_ttft(bucket_name, ttft_);
     if (snap_->config->log.access_log) {
       log::AccessRecord rec;
       rec.request_id = request_id_;
@@ -640,6 +651,7 @@ class ChatCall {
   routing::FallbackPlan plan_;
   int attempts_ = 0;
   int layer_rank_ = 0;
+  double ttft_ = -1;  // a stream's time to first content in seconds, -1 before any
   Micros upstream_time_{0};
   keys::HeaderList response_headers_;
   // The last attempt that failed, for the headers of an error answer (views into plan_).

@@ -37,6 +37,7 @@ struct Attempted {
   std::string message;
   upstream::TokenUsage usage;
   bool wrote_response = false;  // streaming: the client has seen bytes
+  MonoTime first_content{};     // streaming: when the first content left for the client
   bool anthropic_body =
       false;  // `body` is an Anthropic provider's own answer, for an Anthropic client
 };

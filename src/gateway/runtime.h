@@ -126,21 +126,32 @@ struct Snapshot {
   }
 };
 
-// Request metrics by (route, model, provider, status class), resolved once per combination.
-// Counted per thread (sharded counters and histograms, merged at scrape time); each thread finds
-// a combination's handles in a cache of its own, so recording a request takes no lock and writes
-// no cache line another thread writes.
+// Request metrics, resolved once per label combination: requests and their latency by (route,
+// model, provider, status class); each upstream attempt's latency by (model, provider, status
+// class); tokens and cost by (model, provider, client key name); a stream's time to first token by
+// model. Labels are configured names only (bounded). Counted per thread (sharded counters and
+// histograms, merged at scrape time); each thread finds a combination's handles in a cache of its
+// own, so recording takes no lock and writes no cache line another thread writes.
 class RequestMetrics {
  public:
   RequestMetrics();
   ~RequestMetrics();
   void observe(std::string_view route, std::string_view model, std::string_view provider,
                std::string_view status_class, double seconds, int attempts, bool fallback);
+  void observe_attempt(std::string_view model, std::string_view provider,
+                       std::string_view status_class, double seconds);
+  void observe_usage(std::string_view model, std::string_view provider, std::string_view client,
+                     int64_t tokens_in, int64_t tokens_out, double cost_usd);
+  void observe_ttft(std::string_view model, double seconds);
+
+  struct Handles {
+    virtual ~Handles() = default;
+  };
 
  private:
-  struct Handles;
-  Handles& handles(const std::string& key, std::string_view route, std::string_view model,
-                   std::string_view provider, std::string_view status_class);
+  // The handles of `family` (a letter) for `labels`, made by `make` on first sight.
+  template <typename H, typename Make>
+  H& find(char family, std::initializer_list<std::string_view> labels, Make&& make);
 
   const uint64_t id_;  // tells instances apart in the threads' caches (addresses get reused)
   std::mutex mu_;      // guards all_ (first sight of a combination only)

@@ -191,6 +191,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
         started = true;
         terminated = last;
         r.wrote_response = true;
+        if (content_now) r.first_content = c.rt.clock.now();
         pending.clear();
       }
     } else if (!out.empty() || last) {

@@ -4,11 +4,14 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <sys/wait.h>
 
+#include <chrono>
+#include <cmath>
 #include <fstream>
 #include <future>
 #include <regex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "common/log.h"
 #include "gateway_fixture.h"
@@ -198,6 +201,95 @@ TEST_F(OpsTest, MetricsTextCarriesTheOperationalSeries) {
       std::regex(
           R"(switchboard_gateway_requests_total\{[^}]*model="cheap"[^}]*status="ok"[^}]*\} 3)")))
       << r.body.substr(0, 3000);
+}
+
+// The value of the sample `name` whose labels include every `k="v"` of `labels`; NaN if none.
+double sample(const std::string& text, const std::string& name,
+              const std::vector<std::pair<std::string, std::string>>& labels = {}) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    const size_t end = line.find_first_of("{ ");
+    if (end == std::string::npos || line.compare(0, end, name) != 0 || end != name.size()) continue;
+    const size_t space = line.rfind(' ');
+    const std::string label_text = line.substr(end, space - end);
+    bool all = true;
+    for (const auto& [k, v] : labels)
+      all = all && label_text.find(k + "=\"" + v + "\"") != std::string::npos;
+    if (all) return std::stod(line.substr(space + 1));
+  }
+  return std::nan("");
+}
+
+// Issue 29: tokens and cost by client key name, attempt latency, time to first token, the build
+// and the standard process metrics; the breaker's state as a state set, like a key's.
+TEST_F(OpsTest, MetricsCarryTokensCostFirstTokenTheBuildAndTheProcess) {
+  auto& mock = add_mock();
+  start_gateway(std::string(kGatewayKeys) + "providers:\n" + provider("up", mock) + models_yaml());
+  // The registry is the process's: series other tests fed are counted from here.
+  const std::string before = get(port_, "/metrics").body;
+  auto count_before = [&](const std::string& name,
+                          const std::vector<std::pair<std::string, std::string>>& labels) {
+    const double v = sample(before, name, labels);
+    return std::isnan(v) ? 0.0 : v;
+  };
+  const std::vector<std::pair<std::string, std::string>> attempt_labels = {
+      {"model", "cheap"}, {"provider", "up"}, {"status", "success"}};
+  const double attempts_before =
+      count_before("switchboard_gateway_upstream_attempt_duration_seconds_count", attempt_labels);
+  const double ttft_before =
+      count_before("switchboard_gateway_time_to_first_token_seconds_count", {{"model", "cheap"}});
+  int64_t tokens_in = 0, tokens_out = 0;
+  for (int i = 0; i < 2; ++i) {
+    auto r = chat(chat_body("cheap"), bearer("gw-team-a-secret-111"));
+    ASSERT_EQ(r.status, 200) << r.body;
+    const auto doc = parse_json(r.body);
+    const auto& usage = doc.as_object().at("usage").as_object();
+    tokens_in += usage.at("prompt_tokens").to_number<int64_t>();
+    tokens_out += usage.at("completion_tokens").to_number<int64_t>();
+  }
+  ASSERT_GT(tokens_in, 0);
+  auto streamed = chat(chat_body("cheap", true), bearer("gw-team-a-secret-111"));
+  ASSERT_EQ(streamed.status, 200);
+  auto r = get(port_, "/metrics");
+  ASSERT_EQ(r.status, 200);
+  const std::vector<std::pair<std::string, std::string>> who = {
+      {"model", "cheap"}, {"provider", "up"}, {"client", "team-a"}};
+  // The stream's usage counts too: at least what the two plain answers used.
+  const double in = sample(r.body, "switchboard_gateway_input_tokens_total", who);
+  const double out = sample(r.body, "switchboard_gateway_output_tokens_total", who);
+  EXPECT_GT(in, double(tokens_in)) << r.body.substr(0, 4000);
+  EXPECT_GT(out, double(tokens_out));
+  // cheap costs 1 USD per million tokens either way.
+  EXPECT_NEAR(sample(r.body, "switchboard_gateway_cost_usd_total", who), (in + out) / 1e6, 1e-9);
+  EXPECT_EQ(sample(r.body, "switchboard_gateway_time_to_first_token_seconds_count",
+                   {{"model", "cheap"}}) -
+                ttft_before,
+            1);  // the stream only
+  EXPECT_EQ(sample(r.body, "switchboard_gateway_upstream_attempt_duration_seconds_count",
+                   attempt_labels) -
+                attempts_before,
+            3);
+  EXPECT_EQ(sample(r.body, "switchboard_build_info", {{"version", SWITCHBOARD_VERSION}}), 1);
+  EXPECT_TRUE(
+      std::regex_search(r.body, std::regex(R"(switchboard_build_info\{[^}]*commit="[^"]+")")));
+  EXPECT_GT(sample(r.body, "process_cpu_seconds_total"), 0);
+  EXPECT_GT(sample(r.body, "process_open_fds"), 3);
+  EXPECT_GT(sample(r.body, "process_max_fds"), 0);
+  const double start = sample(r.body, "process_start_time_seconds");
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  EXPECT_LE(start, now + 1);
+  EXPECT_GT(start, now - 24 * 3600);  // this test's process started today
+  EXPECT_EQ(
+      sample(r.body, "switchboard_breaker_state", {{"target", "provider:up"}, {"state", "closed"}}),
+      1);
+  EXPECT_EQ(
+      sample(r.body, "switchboard_breaker_state", {{"target", "provider:up"}, {"state", "open"}}),
+      0);
+  // A secret never becomes a label value.
+  EXPECT_EQ(r.body.find("gw-team-a-secret"), std::string::npos);
 }
 
 // Every log line of a gateway run, including failures that quote upstream errors, is scanned for
