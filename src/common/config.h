@@ -275,12 +275,20 @@ struct LogConfig {
   bool access_log = true;
 };
 
+// OpenTelemetry traces over OTLP/HTTP (telemetry/telemetry.h).
+struct TelemetryConfig {
+  std::string otlp_endpoint;  // http(s)://host:port[/path]; "" = no traces
+  std::string service_name = "switchboard";
+  double sample_ratio = 1.0;  // of new traces; a caller's traceparent decides for its own
+};
+
 struct Config {
   std::string listen = "127.0.0.1:8400";
   ServerConfig server;
   StateConfig state;
   AuthConfig auth;
   LogConfig log;
+  TelemetryConfig telemetry;
   std::vector<ProviderConfig> providers;  // in file order
   std::vector<ModelConfig> models;
   std::vector<RouteConfig> routes;

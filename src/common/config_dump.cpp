@@ -84,6 +84,12 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "access_log" << YAML::Value << c.log.access_log;
   out << YAML::EndMap;
 
+  out << YAML::Key << "telemetry" << YAML::Value << YAML::Flow << YAML::BeginMap;
+  out << YAML::Key << "otlp_endpoint" << YAML::Value << c.telemetry.otlp_endpoint;
+  out << YAML::Key << "service_name" << YAML::Value << c.telemetry.service_name;
+  out << YAML::Key << "sample_ratio" << YAML::Value << c.telemetry.sample_ratio;
+  out << YAML::EndMap;
+
   out << YAML::Key << "providers" << YAML::Value << YAML::BeginMap;
   for (const auto& p : c.providers) {
     out << YAML::Key << p.name << YAML::Value << YAML::BeginMap;

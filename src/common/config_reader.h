@@ -41,6 +41,7 @@ class ConfigReader : public YamlReader {
   // Route lists of gateway keys must name routes or models that exist.
   void check_gateway_routes(const YAML::Node& auth);
   void read_log(const YAML::Node& n);
+  void read_telemetry(const YAML::Node& n);
   void read_cooldown(const YAML::Node& n, const std::string& p, CooldownConfig& c);
   void read_breaker(const YAML::Node& n, const std::string& p, BreakerConfig& b);
   void read_quota(const YAML::Node& n, const std::string& p, QuotaConfig& q);

@@ -10,14 +10,16 @@
 namespace switchboard::config_detail {
 
 void ConfigReader::read_root(const YAML::Node& root) {
-  check_map(root, "",
-            {"listen", "server", "state", "auth", "log", "providers", "models", "routes",
-             "cooldown", "breaker", "retry", "learning", "routing", "workflows", "cluster"});
+  check_map(
+      root, "",
+      {"listen", "server", "state", "auth", "log", "providers", "models", "routes", "cooldown",
+       "breaker", "retry", "learning", "routing", "workflows", "cluster", "telemetry"});
   if (read_string(root, "listen", "", cfg_.listen)) check_listen(root["listen"], cfg_.listen);
   read_server(root["server"]);
   read_state(root["state"]);
   read_auth(root["auth"]);
   read_log(root["log"]);
+  read_telemetry(root["telemetry"]);
   read_cooldown(root["cooldown"], "cooldown", cfg_.cooldown);
   read_breaker(root["breaker"], "breaker", cfg_.breaker);
   read_retry(root["retry"]);
@@ -237,6 +239,25 @@ void ConfigReader::read_log(const YAML::Node& n) {
       error(n["format"], "log.format", "unknown value '" + format + "' (expected text | json)");
   }
   read_bool(n, "access_log", p, l.access_log);
+}
+
+void ConfigReader::read_telemetry(const YAML::Node& n) {
+  if (!n.IsDefined() || n.IsNull()) return;
+  const std::string p = "telemetry";
+  if (!check_map(n, p, {"otlp_endpoint", "service_name", "sample_ratio"})) return;
+  auto& t = cfg_.telemetry;
+  if (read_string(n, "otlp_endpoint", p, t.otlp_endpoint) && !t.otlp_endpoint.empty()) {
+    if (t.otlp_endpoint.rfind("http://", 0) != 0 && t.otlp_endpoint.rfind("https://", 0) != 0)
+      error(n["otlp_endpoint"], "telemetry.otlp_endpoint",
+            "must start with http:// or https:// (OTLP over HTTP, e.g. http://127.0.0.1:4318)");
+    else if (t.otlp_endpoint.find_first_of(" \t\r\n") != std::string::npos)
+      error(n["otlp_endpoint"], "telemetry.otlp_endpoint", "must not contain white space");
+    while (!t.otlp_endpoint.empty() && t.otlp_endpoint.back() == '/') t.otlp_endpoint.pop_back();
+  }
+  if (read_string(n, "service_name", p, t.service_name) &&
+      (t.service_name.empty() || t.service_name.size() > 128))
+    error(n["service_name"], "telemetry.service_name", "must be 1 to 128 characters");
+  read_double(n, "sample_ratio", p, t.sample_ratio, 0.0, 1.0);
 }
 
 void ConfigReader::read_cooldown(const YAML::Node& n, const std::string& p, CooldownConfig& c) {

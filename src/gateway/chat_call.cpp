@@ -23,6 +23,7 @@
 #include "gateway/auth.h"
 #include "gateway/client_limits.h"
 #include "gateway/quotas.h"
+#include "gateway/tracing.h"
 
 namespace switchboard::gateway {
 
@@ -60,12 +61,22 @@ class ChatCall {
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
   // Usage is essential (spend, budgets): whatever is still pending is stored.
-  ~ChatCall() { flush_events(); }
+  ~ChatCall() {
+    flush_events();
+    // A request refused before it had an outcome (a bad body, a key it may not use) still ends
+    // its span, with the status it was answered.
+    if (trace_.recording()) {
+      const int status = int(ex_.response.result_int());
+      finish_trace(status >= 400, {}, {});
+    }
+  }
 
   asio::awaitable<void> run() {
     seq_ = rt_.next_request_seq();
     nonce_ = secure_random_u64();
     request_id_ = rt_.request_id(seq_, nonce_);
+    trace_.begin(rt_.tracer != nullptr, snap_->config->telemetry.sample_ratio,
+                 ex_.request["traceparent"], rt_.clock.wall_now());
     if (auto err = embeddings_ ? validate_embeddings_request(ex_.request.body(), req_)
                                : validate_chat_request(ex_.request.body(), req_)) {
       reject(http::status::bad_request, *err, "invalid_request_error", "invalid_request");
@@ -285,8 +296,20 @@ class ChatCall {
                         nk.reason == keys::NoKeyReason::kDailyWindow;
         if (waitable && nk.earliest <= wait_until) {
           kr.deadline = wait_until;
+          const WallTime wait_start = rt_.clock.wall_now();
           got = co_await wait_for_key(*pr->pool, kr);
           waited = true;
+          if (trace_.recording()) {
+            telemetry::Span w;
+            w.id = telemetry::new_span_id();
+            w.name = "wait for key";
+            w.start = wait_start;
+            w.end = rt_.clock.wall_now();
+            w.attributes = {{"switchboard.provider", std::string(a.provider)},
+                            {"switchboard.wait_reason", std::string(keys::to_string(nk.reason))},
+                            {"switchboard.key_granted", got.ok()}};
+            trace_.add_child(std::move(w));
+          }
           // A reload handed this pool's keys to a new pool while we waited (the waiters of the
           // old one are let go): the old pool forwards to the new one, so ask again there, with
           // what is left of the wait. Bounded: each round needs another reload to end this way.
@@ -316,8 +339,13 @@ class ChatCall {
       // A grant that did not wait took microseconds: the loop's reading serves as the start.
       const MonoTime started = waited ? rt_.clock.now() : now;
       const MonoTime call_deadline = std::min(deadline, started + Millis(pr->config->timeout_ms));
+      const telemetry::SpanId attempt_span =
+          trace_.recording() ? telemetry::new_span_id() : telemetry::SpanId{};
+      upstream_.traceparent = trace_.upstream_header(attempt_span);
+      const WallTime attempt_start = trace_.recording() ? rt_.clock.wall_now() : WallTime{};
       Attempted r = co_await send_attempt(upstream_, *pr, a, lease, call_deadline);
       auto latency = rt_.clock.now() - started;
+      if (trace_.recording()) trace_attempt(attempt_span, attempt_start, a, *pr, lease.key_id(), r);
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
       rt_.metrics.observe_attempt(bucket(a), a.provider, to_string(r.cls),
                                   std::chrono::duration<double>(latency).count());
@@ -500,6 +528,54 @@ class ChatCall {
     record_outcome(&a, key_id, "ok", r.usage, now);
   }
 
+  // An upstream attempt's span, named and attributed by the GenAI semantic conventions.
+  void trace_attempt(const telemetry::SpanId& id, WallTime start, const routing::Attempt& a,
+                     const ProviderRuntime& pr, const std::string& key_id, const Attempted& r) {
+    telemetry::Span s;
+    s.id = id;
+    s.kind = telemetry::SpanKind::kClient;
+    const char* operation = embeddings_ ? "embeddings" : "chat";
+    s.name = std::string(operation) + " " + std::string(a.upstream);
+    s.start = start;
+    s.end = rt_.clock.wall_now();
+    s.error = r.cls != OutcomeClass::kSuccess;
+    if (s.error) s.status_message = r.message.substr(0, 256);
+    s.attributes = {{"gen_ai.operation.name", std::string(operation)},
+                    {"gen_ai.system", pr.anthropic ? std::string("anthropic") : "openai"},
+                    {"gen_ai.request.model", std::string(a.upstream)},
+                    {"gen_ai.usage.input_tokens", r.usage.prompt_tokens},
+                    {"gen_ai.usage.output_tokens", r.usage.completion_tokens},
+                    {"http.response.status_code", int64_t(r.status)},
+                    {"switchboard.provider", std::string(a.provider)},
+                    {"switchboard.model", std::string(a.model)},
+                    {"switchboard.key_id", key_id},
+                    {"switchboard.outcome", std::string(to_string(r.cls))}};
+    if (s.error) s.attributes.push_back({"error.type", std::string(to_string(r.cls))});
+    trace_.add_child(std::move(s));
+  }
+
+  // Ends the request's span: its answer, in the GenAI conventions and ours.
+  void finish_trace(bool error, std::string_view model, const upstream::TokenUsage& u) {
+    if (!trace_.recording() || !rt_.tracer) return;
+    const char* operation = embeddings_ ? "embeddings" : "chat";
+    std::vector<telemetry::Attribute> attrs = {
+        {"gen_ai.operation.name", std::string(operation)},
+        {"gen_ai.request.model", req_.model},
+        {"gen_ai.usage.input_tokens", u.prompt_tokens},
+        {"gen_ai.usage.output_tokens", u.completion_tokens},
+        {"http.response.status_code", int64_t(ex_.response.result_int())},
+        {"switchboard.request_id", request_id_},
+        {"switchboard.attempts", int64_t(attempts_)},
+        {"switchboard.layer", int64_t(layer_rank_)}};
+    if (!model.empty()) attrs.push_back({"gen_ai.response.model", std::string(model)});
+    if (!plan_.route().empty()) attrs.push_back({"switchboard.route", std::string(plan_.route())});
+    if (auto client = client_name(); !client.empty())
+      attrs.push_back({"switchboard.client", std::string(client)});
+    trace_.finish(*rt_.tracer, std::string(operation) + " " + req_.model, rt_.clock.wall_now(),
+                  error, error ? std::string(ex_.response.reason()) : std::string(),
+                  std::move(attrs));
+  }
+
   // The client key's configured name, "" without gateway keys (a metric label, never a secret).
   std::string_view client_name() const {
     return gateway_key_ >= 0
@@ -594,6 +670,7 @@ class ChatCall {
                         provider, status_class, std::chrono::duration<double>(total).count(),
                         attempts_, layer_rank_ > 0);
     const std::string_view client = client_name();
+    finish_trace(status_class != "ok", model, u);
     if (ttft_ >= 0 && status_class == "ok") rt_.metrics.observe_ttft(bucket_name, ttft_);
     if (snap_->config->log.access_log) {
       log::AccessRecord rec;
@@ -652,6 +729,7 @@ class ChatCall {
   int attempts_ = 0;
   int layer_rank_ = 0;
   double ttft_ = -1;  // a stream's time to first content in seconds, -1 before any
+  RequestTrace trace_;
   Micros upstream_time_{0};
   keys::HeaderList response_headers_;
   // The last attempt that failed, for the headers of an error answer (views into plan_).

@@ -123,6 +123,8 @@ struct UpstreamCall {
   std::string_view anthropic_body;
   // POST /v1/embeddings: sent to the provider's /embeddings.
   bool embeddings = false;
+  // The attempt's W3C traceparent ("" = none), set before each attempt.
+  std::string traceparent;
 };
 
 // Sends the attempt on `lease` and reads its answer (or relays its stream) within `deadline`.

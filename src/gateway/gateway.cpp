@@ -22,6 +22,7 @@
 #include "gateway/quotas.h"
 #include "gateway/runtime.h"
 #include "gateway/shared_learning.h"
+#include "gateway/tracing.h"
 #include "gateway/workflow_api.h"
 
 namespace switchboard::gateway {
@@ -309,6 +310,8 @@ Status Gateway::start() {
       res.set(beast::string_view(n.data(), n.size()), beast::string_view(v.data(), v.size()));
     });
   });
+  // Before any request can read it.
+  rt.tracer = make_trace_exporter(cfg.telemetry);
   // Each thread owns its upstream client (pools, DNS cache, TLS context) for its whole life.
   rt.clients.resize(size_t(threads));
   impl_->server->set_thread_hooks(
@@ -420,6 +423,7 @@ void Gateway::stop(Millis grace) {
     impl_->server.reset();
   }
   rt.workflows.reset();
+  rt.tracer.reset();  // the spans still queued go out
   auto snap = rt.snapshot();
   // What was learned since the last snapshot, then drain and close the store.
   if (rt.learning) rt.learning->stop();

@@ -26,6 +26,7 @@
 #include "net/http_client.h"
 #include "routing/routing.h"
 #include "store/store.h"
+#include "telemetry/telemetry.h"
 
 namespace prometheus {
 class Counter;
@@ -187,6 +188,9 @@ struct Runtime {
   // Durable workflows (workflow_api.h); null when disabled (GatewayOptions::workflows) or the
   // state backend cannot hold them. Set before the server starts, reset after it stopped.
   std::shared_ptr<WorkflowService> workflows;
+  // OTLP traces (telemetry.otlp_endpoint at start; null when off). Reset after the server stopped,
+  // which sends the spans still queued.
+  std::unique_ptr<telemetry::Exporter> tracer;
 
   std::shared_ptr<const Snapshot> snapshot() const {
     return current.load(std::memory_order_acquire);

@@ -53,6 +53,7 @@ net::HttpRequest build_request(UpstreamCall& c, const ProviderRuntime& pr,
     h.body = openai_body(c.ex.request.body(), c.req, a.upstream);
   }
   if (c.req.stream) h.headers.emplace_back("accept", "text/event-stream");
+  if (!c.traceparent.empty()) h.headers.emplace_back("traceparent", c.traceparent);
   return h;
 }
 
