@@ -1,5 +1,5 @@
 # switchboard: `make run` starts the gateway, `make test` installs what is missing, builds and tests.
-.PHONY: deps build test test-release test-asan test-tsan test-fuzz bench run format format-check clean
+.PHONY: deps build test test-release test-asan test-tsan test-fuzz bench run install format format-check clean
 
 JOBS ?= 2
 
@@ -37,6 +37,12 @@ bench: build
 
 run: build
 	./build/switchboard serve --config examples/switchboard.yaml
+
+# The binary, the example configuration and the systemd unit under PREFIX (DESTDIR for staging):
+#   sudo make install PREFIX=/usr/local
+PREFIX ?= /usr/local
+install: build
+	DESTDIR=$(DESTDIR) cmake --install build --prefix $(PREFIX)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.h')

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -92,6 +93,22 @@ int not_in_this_build(const std::string& what) {
 
 }  // namespace
 
+// The URL of the gateway a configuration file describes (its `listen:`; a wildcard address is
+// reached on loopback), or nullopt after printing why.
+std::optional<std::string> admin_url_from_config(const std::string& path) {
+  auto load = switchboard::load_config_file(path, switchboard::Environment::from_process());
+  if (!load.ok()) {
+    for (const auto& e : load.errors) std::cerr << e.to_string() << "\n";
+    return std::nullopt;
+  }
+  std::string listen = load.config->listen;
+  const auto colon = listen.rfind(':');
+  std::string host = listen.substr(0, colon), port = listen.substr(colon + 1);
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::" || host == "[::]") host = "[::1]";
+  return "http://" + host + ":" + port;
+}
+
 int main(int argc, char** argv) {
   CLI::App app{"switchboard: an LLM gateway that routes, rotates keys, fails over and learns"};
   app.require_subcommand(0, 1);
@@ -104,8 +121,10 @@ int main(int argc, char** argv) {
 
   std::string serve_config, serve_listen;
   auto* serve = app.add_subcommand("serve", "run the gateway");
-  serve->add_option("--config", serve_config, "configuration file");
-  serve->add_option("--listen", serve_listen, "HOST:PORT to listen on");
+  serve->add_option("--config", serve_config,
+                    "configuration file (none: every default, listening on 127.0.0.1:8400)");
+  serve->add_option("--listen", serve_listen,
+                    "HOST:PORT to listen on (default: the file's listen:)");
 
   auto* route = app.add_subcommand("route", "print the fallback plan for a request, as JSON");
   std::string route_config, route_model, route_complexity, route_category, route_db;
@@ -119,12 +138,18 @@ int main(int argc, char** argv) {
       route->add_option("--seed", route_seed, "seed for the learned strategy's sampling");
 
   std::string admin_url = "http://127.0.0.1:8400";
+  std::string admin_config;
   bool admin_json = false;
   std::vector<CLI::App*> views;
   for (const char* name : {"keys", "breakers", "models", "quotas"}) {
-    auto* sub = app.add_subcommand(name, std::string("show ") + name + " of a running gateway");
+    auto* sub = app.add_subcommand(name, std::string("show ") + name +
+                                             " of a running gateway (the admin key, when one is "
+                                             "set, is read from SWITCHBOARD_ADMIN_KEY)");
     views.push_back(sub);
-    sub->add_option("--url", admin_url, "gateway URL");
+    auto* url = sub->add_option("--url", admin_url, "gateway URL")->capture_default_str();
+    sub->add_option("--config", admin_config,
+                    "the gateway's configuration file: its URL from `listen:`")
+        ->excludes(url);
     sub->add_flag("--json", admin_json, "print JSON instead of a table");
   }
 
@@ -135,7 +160,8 @@ int main(int argc, char** argv) {
 
   auto* stats = app.add_subcommand("stats", "per-model statistics from a store");
   std::string stats_db = "./switchboard.db";
-  stats->add_option("--db", stats_db, "database path, or postgresql:// URL of a shared database");
+  stats->add_option("--db", stats_db, "database path, or postgresql:// URL of a shared database")
+      ->capture_default_str();
   bool stats_json = false;
   stats->add_flag("--json", stats_json, "print JSON instead of a table");
 
@@ -157,8 +183,15 @@ int main(int argc, char** argv) {
     return kExitOk;
   }
   if (*check) return cmd_check_config(check_file);
-  for (auto* v : views)
-    if (*v) return switchboard::cli::run_admin_view(v->get_name(), admin_url, admin_json);
+  for (auto* v : views) {
+    if (!*v) continue;
+    if (!admin_config.empty()) {
+      auto url = admin_url_from_config(admin_config);
+      if (!url) return kExitUsage;
+      admin_url = *url;
+    }
+    return switchboard::cli::run_admin_view(v->get_name(), admin_url, admin_json);
+  }
   if (*serve) return switchboard::gateway::run_serve(serve_config, serve_listen);
   if (*mock) return switchboard::gateway::run_mock_provider(mock_listen, mock_scenario);
   if (*stats) {

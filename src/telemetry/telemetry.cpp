@@ -96,18 +96,18 @@ void append_attribute(std::string& out, const Attribute& a) {
 }
 
 struct TelemetryMetrics {
-  prometheus::Counter& exported = metrics::counter_family(
-                                      "switchboard_telemetry_spans_exported_total",
-                                      "Spans the OTLP collector accepted")
-                                      .Add({});
+  prometheus::Counter& exported =
+      metrics::counter_family("switchboard_telemetry_spans_exported_total",
+                              "Spans the OTLP collector accepted")
+          .Add({});
   prometheus::Counter& dropped =
       metrics::counter_family("switchboard_telemetry_spans_dropped_total",
                               "Spans lost: the export queue was full or the collector failed")
           .Add({});
-  prometheus::Counter& failed = metrics::counter_family(
-                                    "switchboard_telemetry_export_errors_total",
-                                    "Span batches the OTLP collector did not accept")
-                                    .Add({});
+  prometheus::Counter& failed =
+      metrics::counter_family("switchboard_telemetry_export_errors_total",
+                              "Span batches the OTLP collector did not accept")
+          .Add({});
 };
 
 TelemetryMetrics& telemetry_metrics() {
@@ -117,10 +117,18 @@ TelemetryMetrics& telemetry_metrics() {
 
 }  // namespace
 
-bool TraceId::valid() const { return !all_zero(bytes); }
-std::string TraceId::hex() const { return to_hex(bytes); }
-bool SpanId::valid() const { return !all_zero(bytes); }
-std::string SpanId::hex() const { return to_hex(bytes); }
+bool TraceId::valid() const {
+  return !all_zero(bytes);
+}
+std::string TraceId::hex() const {
+  return to_hex(bytes);
+}
+bool SpanId::valid() const {
+  return !all_zero(bytes);
+}
+std::string SpanId::hex() const {
+  return to_hex(bytes);
+}
 
 TraceId new_trace_id() {
   TraceId t;

@@ -57,12 +57,12 @@ class TracingTest : public GatewayTest {};
 TEST_F(TracingTest, TheCallersTraceIsContinuedAndTheUpstreamCarriesOurAttempt) {
   FakeUpstream collector(kCollectorAnswer);
   FakeUpstream upstream(json_answer());
-  start_gateway("telemetry: { otlp_endpoint: \"http://127.0.0.1:" +
-                std::to_string(collector.port()) +
-                "/\", service_name: sb-test }\n"
-                "providers:\n" +
-                provider_at("pf", upstream.port(), "[sk-fake-1]") +
-                "models:\n  mf: { provider: pf, upstream: up-f }\n");
+  start_gateway(
+      "telemetry: { otlp_endpoint: \"http://127.0.0.1:" + std::to_string(collector.port()) +
+      "/\", service_name: sb-test }\n"
+      "providers:\n" +
+      provider_at("pf", upstream.port(), "[sk-fake-1]") +
+      "models:\n  mf: { provider: pf, upstream: up-f }\n");
   const std::string parent = std::string("00-") + kTrace + "-" + kCallerSpan + "-01";
   auto r = chat(chat_body("mf"), {{"traceparent", parent}});
   ASSERT_EQ(r.status, 200) << r.body;

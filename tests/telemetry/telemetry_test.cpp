@@ -30,16 +30,16 @@ TEST(TraceParentTest, AValidHeaderParsesAndFormatsBack) {
 TEST(TraceParentTest, EveryMalformedHeaderIsRefused) {
   for (const char* bad : {
            "",
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",         // no flags
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",    // 00 has no more
-           "00-00000000000000000000000000000000-00f067aa0ba902b7-01",      // zero trace
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",      // zero parent
-           "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",      // uppercase
-           "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",      // forbidden version
-           "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",      // separators
-           "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",      // misplaced dash
-           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",      // not hex
-           "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",     // no dash after
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",          // no flags
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x",     // 00 has no more
+           "00-00000000000000000000000000000000-00f067aa0ba902b7-01",       // zero trace
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",       // zero parent
+           "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",       // uppercase
+           "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",       // forbidden version
+           "00_4bf92f3577b34da6a3ce929d0e0e4736_00f067aa0ba902b7_01",       // separators
+           "00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",       // misplaced dash
+           "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",       // not hex
+           "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",      // no dash after
            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nx",  // header injection
        }) {
     EXPECT_FALSE(parse_traceparent(bad)) << bad;
@@ -116,8 +116,14 @@ TEST(OtlpJsonTest, SpansEncodeAsTheProtobufJsonMapping) {
   Span root = sample_span();
   root.parent = SpanId{};
   auto r = boost::json::parse(otlp_json({root}, "x"));
-  EXPECT_FALSE(r.at("resourceSpans").as_array()[0].at("scopeSpans").as_array()[0].at("spans")
-                   .as_array()[0].as_object().contains("parentSpanId"));
+  EXPECT_FALSE(r.at("resourceSpans")
+                   .as_array()[0]
+                   .at("scopeSpans")
+                   .as_array()[0]
+                   .at("spans")
+                   .as_array()[0]
+                   .as_object()
+                   .contains("parentSpanId"));
 }
 
 TEST(ExporterTest, BatchesGoOutAndTheirSpansAreCounted) {
@@ -145,7 +151,11 @@ TEST(ExporterTest, BatchesGoOutAndTheirSpansAreCounted) {
   size_t spans = 0;
   for (const auto& b : bodies) {
     auto v = boost::json::parse(b);
-    const auto n = v.at("resourceSpans").as_array()[0].at("scopeSpans").as_array()[0].at("spans")
+    const auto n = v.at("resourceSpans")
+                       .as_array()[0]
+                       .at("scopeSpans")
+                       .as_array()[0]
+                       .at("spans")
                        .as_array()
                        .size();
     EXPECT_LE(n, 3u);
@@ -187,7 +197,8 @@ TEST(ExporterTest, AFailingCollectorCountsFailedBatchesAndDroppedSpans) {
   ExporterOptions o;
   o.max_batch = 2;
   o.interval = Millis(60000);
-  Exporter e("svc", [](const std::string&) { return Status::unavailable("refused"); }, o);
+  Exporter e(
+      "svc", [](const std::string&) { return Status::unavailable("refused"); }, o);
   e.submit({sample_span(), sample_span(), sample_span()});
   e.flush();
   EXPECT_EQ(e.counters().exported, 0u);
