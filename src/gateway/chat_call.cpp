@@ -345,7 +345,9 @@ class ChatCall {
       const WallTime attempt_start = trace_.recording() ? rt_.clock.wall_now() : WallTime{};
       Attempted r = co_await send_attempt(upstream_, *pr, a, lease, call_deadline);
       auto latency = rt_.clock.now() - started;
-      if (trace_.recording()) trace_attempt(attempt_span, attempt_start, a, *pr, lease.key_id(), r);
+      if (trace_.recording())
+        trace_.add_child(attempt_span_of(attempt_span, attempt_start, rt_.clock.wall_now(),
+                                         embeddings_, a, pr->anthropic, lease.key_id(), r));
       upstream_time_ += std::chrono::duration_cast<Micros>(latency);
       rt_.metrics.observe_attempt(bucket(a), a.provider, to_string(r.cls),
                                   std::chrono::duration<double>(latency).count());
@@ -477,17 +479,6 @@ class ChatCall {
     record_outcome(nullptr, "", to_string(last->cls), {});
   }
 
-  // The message of an upstream's client error (an OpenAI-shaped body, or the attempt's own).
-  static std::string relayed_message(const Attempted& r) {
-    boost::system::error_code ec;
-    auto v = boost::json::parse(r.body, ec);
-    if (!ec && v.is_object())
-      if (auto* e = v.as_object().if_contains("error"); e && e->is_object())
-        if (auto* m = e->as_object().if_contains("message"); m && m->is_string())
-          return std::string(m->as_string());
-    return r.message.empty() ? "the upstream rejected the request" : r.message;
-  }
-
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
     quota_note_ = quota_note(rt_, a.provider);
     if (anthropic_ && !r.wrote_response && !r.anthropic_body) {
@@ -528,52 +519,23 @@ class ChatCall {
     record_outcome(&a, key_id, "ok", r.usage, now);
   }
 
-  // An upstream attempt's span, named and attributed by the GenAI semantic conventions.
-  void trace_attempt(const telemetry::SpanId& id, WallTime start, const routing::Attempt& a,
-                     const ProviderRuntime& pr, const std::string& key_id, const Attempted& r) {
-    telemetry::Span s;
-    s.id = id;
-    s.kind = telemetry::SpanKind::kClient;
-    const char* operation = embeddings_ ? "embeddings" : "chat";
-    s.name = std::string(operation) + " " + std::string(a.upstream);
-    s.start = start;
-    s.end = rt_.clock.wall_now();
-    s.error = r.cls != OutcomeClass::kSuccess;
-    if (s.error) s.status_message = r.message.substr(0, 256);
-    s.attributes = {{"gen_ai.operation.name", std::string(operation)},
-                    {"gen_ai.system", pr.anthropic ? std::string("anthropic") : "openai"},
-                    {"gen_ai.request.model", std::string(a.upstream)},
-                    {"gen_ai.usage.input_tokens", r.usage.prompt_tokens},
-                    {"gen_ai.usage.output_tokens", r.usage.completion_tokens},
-                    {"http.response.status_code", int64_t(r.status)},
-                    {"switchboard.provider", std::string(a.provider)},
-                    {"switchboard.model", std::string(a.model)},
-                    {"switchboard.key_id", key_id},
-                    {"switchboard.outcome", std::string(to_string(r.cls))}};
-    if (s.error) s.attributes.push_back({"error.type", std::string(to_string(r.cls))});
-    trace_.add_child(std::move(s));
-  }
-
-  // Ends the request's span: its answer, in the GenAI conventions and ours.
+  // Ends the request's span (no-op unless its trace is recorded).
   void finish_trace(bool error, std::string_view model, const upstream::TokenUsage& u) {
     if (!trace_.recording() || !rt_.tracer) return;
-    const char* operation = embeddings_ ? "embeddings" : "chat";
-    std::vector<telemetry::Attribute> attrs = {
-        {"gen_ai.operation.name", std::string(operation)},
-        {"gen_ai.request.model", req_.model},
-        {"gen_ai.usage.input_tokens", u.prompt_tokens},
-        {"gen_ai.usage.output_tokens", u.completion_tokens},
-        {"http.response.status_code", int64_t(ex_.response.result_int())},
-        {"switchboard.request_id", request_id_},
-        {"switchboard.attempts", int64_t(attempts_)},
-        {"switchboard.layer", int64_t(layer_rank_)}};
-    if (!model.empty()) attrs.push_back({"gen_ai.response.model", std::string(model)});
-    if (!plan_.route().empty()) attrs.push_back({"switchboard.route", std::string(plan_.route())});
-    if (auto client = client_name(); !client.empty())
-      attrs.push_back({"switchboard.client", std::string(client)});
-    trace_.finish(*rt_.tracer, std::string(operation) + " " + req_.model, rt_.clock.wall_now(),
-                  error, error ? std::string(ex_.response.reason()) : std::string(),
-                  std::move(attrs));
+    TracedRequest t;
+    t.embeddings = embeddings_;
+    t.request_model = req_.model;
+    t.response_model = model;
+    t.request_id = request_id_;
+    t.route = plan_.route();
+    t.client = client_name();
+    t.status = int(ex_.response.result_int());
+    t.attempts = attempts_;
+    t.layer = layer_rank_;
+    t.usage = u;
+    trace_.finish(*rt_.tracer, request_span_name(t), rt_.clock.wall_now(), error,
+                  error ? std::string(ex_.response.reason()) : std::string(),
+                  request_attributes(t));
   }
 
   // The client key's configured name, "" without gateway keys (a metric label, never a secret).

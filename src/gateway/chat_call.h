@@ -42,6 +42,10 @@ struct Attempted {
       false;  // `body` is an Anthropic provider's own answer, for an Anthropic client
 };
 
+// The message of an upstream's client error (an OpenAI-shaped body's error.message, or the
+// attempt's own), for an answer in another API's shape.
+std::string relayed_message(const Attempted& r);
+
 // The body sent to an OpenAI-compatible upstream: the client's bytes with the model replaced
 // and, for streams whose client did not ask for usage, usage requested.
 std::string openai_body(std::string_view original, ChatRequest& req,

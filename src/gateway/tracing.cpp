@@ -49,6 +49,59 @@ std::unique_ptr<telemetry::Exporter> make_trace_exporter(const TelemetryConfig& 
   return std::make_unique<telemetry::Exporter>(config.service_name, std::move(send));
 }
 
+namespace {
+const char* operation_of(bool embeddings) {
+  return embeddings ? "embeddings" : "chat";
+}
+}  // namespace
+
+std::string request_span_name(const TracedRequest& t) {
+  return std::string(operation_of(t.embeddings)) + " " + std::string(t.request_model);
+}
+
+std::vector<telemetry::Attribute> request_attributes(const TracedRequest& t) {
+  std::vector<telemetry::Attribute> attrs = {
+      {"gen_ai.operation.name", std::string(operation_of(t.embeddings))},
+      {"gen_ai.request.model", std::string(t.request_model)},
+      {"gen_ai.usage.input_tokens", t.usage.prompt_tokens},
+      {"gen_ai.usage.output_tokens", t.usage.completion_tokens},
+      {"http.response.status_code", int64_t(t.status)},
+      {"switchboard.request_id", std::string(t.request_id)},
+      {"switchboard.attempts", int64_t(t.attempts)},
+      {"switchboard.layer", int64_t(t.layer)}};
+  if (!t.response_model.empty())
+    attrs.push_back({"gen_ai.response.model", std::string(t.response_model)});
+  if (!t.route.empty()) attrs.push_back({"switchboard.route", std::string(t.route)});
+  if (!t.client.empty()) attrs.push_back({"switchboard.client", std::string(t.client)});
+  return attrs;
+}
+
+telemetry::Span attempt_span_of(const telemetry::SpanId& id, WallTime start, WallTime end,
+                                bool embeddings, const routing::Attempt& a, bool anthropic,
+                                const std::string& key_id, const Attempted& r) {
+  telemetry::Span s;
+  s.id = id;
+  s.kind = telemetry::SpanKind::kClient;
+  const char* operation = operation_of(embeddings);
+  s.name = std::string(operation) + " " + std::string(a.upstream);
+  s.start = start;
+  s.end = end;
+  s.error = r.cls != OutcomeClass::kSuccess;
+  if (s.error) s.status_message = r.message.substr(0, 256);
+  s.attributes = {{"gen_ai.operation.name", std::string(operation)},
+                  {"gen_ai.system", anthropic ? std::string("anthropic") : "openai"},
+                  {"gen_ai.request.model", std::string(a.upstream)},
+                  {"gen_ai.usage.input_tokens", r.usage.prompt_tokens},
+                  {"gen_ai.usage.output_tokens", r.usage.completion_tokens},
+                  {"http.response.status_code", int64_t(r.status)},
+                  {"switchboard.provider", std::string(a.provider)},
+                  {"switchboard.model", std::string(a.model)},
+                  {"switchboard.key_id", key_id},
+                  {"switchboard.outcome", std::string(to_string(r.cls))}};
+  if (s.error) s.attributes.push_back({"error.type", std::string(to_string(r.cls))});
+  return s;
+}
+
 void RequestTrace::begin(bool tracing, double sample_ratio, std::string_view traceparent,
                          WallTime now) {
   start_ = now;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "gateway/chat_call.h"
 #include "telemetry/telemetry.h"
 
 namespace switchboard::gateway {
@@ -19,6 +20,25 @@ namespace switchboard::gateway {
 // An exporter POSTing to `<otlp_endpoint>/v1/traces` (or the endpoint itself when it already
 // ends in /v1/traces) from its own thread, each POST within 5 s; null when the endpoint is "".
 std::unique_ptr<telemetry::Exporter> make_trace_exporter(const TelemetryConfig& config);
+
+// What a request's span says of it.
+struct TracedRequest {
+  bool embeddings = false;
+  std::string_view request_model, response_model, request_id, route, client;
+  int status = 0;
+  int attempts = 0;
+  int layer = 0;
+  upstream::TokenUsage usage;
+};
+// `chat <model>` (or `embeddings <model>`): the GenAI conventions' `{operation} {request model}`.
+std::string request_span_name(const TracedRequest& t);
+std::vector<telemetry::Attribute> request_attributes(const TracedRequest& t);
+
+// An upstream attempt's span (a child of the request's), named and attributed by the GenAI
+// semantic conventions; `key_id` is the key's id, never its secret.
+telemetry::Span attempt_span_of(const telemetry::SpanId& id, WallTime start, WallTime end,
+                                bool embeddings, const routing::Attempt& a, bool anthropic,
+                                const std::string& key_id, const Attempted& r);
 
 class RequestTrace {
  public:

@@ -215,6 +215,16 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
 
 }  // namespace
 
+std::string relayed_message(const Attempted& r) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(r.body, ec);
+  if (!ec && v.is_object())
+    if (auto* e = v.as_object().if_contains("error"); e && e->is_object())
+      if (auto* m = e->as_object().if_contains("message"); m && m->is_string())
+        return std::string(m->as_string());
+  return r.message.empty() ? "the upstream rejected the request" : r.message;
+}
+
 asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
                                         const routing::Attempt& a, keys::Lease& lease,
                                         MonoTime deadline) {
