@@ -4,6 +4,7 @@
 #include <spdlog/sinks/ostream_sink.h>
 
 #include <boost/json.hpp>
+#include <regex>
 #include <sstream>
 
 #include "common/config.h"
@@ -162,6 +163,15 @@ TEST_F(LogTest, AccessRecordsInTextAreOneLineWithAJsonObject) {
   ASSERT_FALSE(ec) << text;
   EXPECT_EQ(v.as_object().at("model").as_string(), "openai/\"quoted\"");
   EXPECT_FALSE(v.as_object().contains("client"));  // no client key: no field
+}
+
+TEST_F(LogTest, TextLinesAreTimestampLevelAndMessage) {
+  log::warn("disk {} full", "very");
+  log::logger().flush();
+  const std::string text = out_.str();
+  static const std::regex kLine(
+      R"(^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z warning disk very full\n$)");
+  EXPECT_TRUE(std::regex_match(text, kLine)) << text;
 }
 
 TEST_F(LogTest, AccessRecordsFollowTheLevel) {
