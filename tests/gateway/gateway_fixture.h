@@ -129,6 +129,8 @@ class GatewayTest : public ::testing::Test {
     std::filesystem::remove_all(dir_, ec);
   }
 
+  bool access_log_ = false;  // the gateway's access log (log.access_log), before start_gateway
+
   gateway::MockProvider& add_mock(MockScenario scenario = {}) {
     auto m = std::make_unique<gateway::MockProvider>(std::move(scenario));
     auto st = m->start("127.0.0.1:0", 1);
@@ -139,8 +141,10 @@ class GatewayTest : public ::testing::Test {
 
   // Loads `yaml` (with state and log sections added) and starts a gateway on an ephemeral port.
   void start_gateway(const std::string& yaml) {
-    std::string full = "state: { path: " + (dir_ / "state.db").string() +
-                       ", batch_ms: 5 }\nlog: { level: error, access_log: false }\n" + yaml;
+    std::string full =
+        "state: { path: " + (dir_ / "state.db").string() +
+        ", batch_ms: 5 }\nlog: { level: error, access_log: " + (access_log_ ? "true" : "false") +
+        " }\n" + yaml;
     auto load = load_config_string(full, "test.yaml", Environment::from_map({}));
     ASSERT_TRUE(load.ok()) << (load.errors.empty() ? std::string("no config")
                                                    : load.errors.front().to_string())

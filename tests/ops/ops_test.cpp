@@ -303,8 +303,8 @@ TEST_F(OpsTest, NoConfiguredSecretReachesTheLogs) {
   s.invalid_keys = {"sk-live-revoked-secret-0001"};
   s.script = {MockScriptStep{500, 2}};
   auto& mock = add_mock(s);
+  access_log_ = true;
   start_gateway(
-      "log: { level: debug, access_log: true }\n"
       "auth: { gateway_keys: [gw-log-secret-555], admin_key: adm-log-secret-666 }\n"
       "providers:\n" +
       provider("up", mock, "[sk-live-revoked-secret-0001, sk-live-good-secret-0002]") +
@@ -326,6 +326,25 @@ TEST_F(OpsTest, NoConfiguredSecretReachesTheLogs) {
     EXPECT_EQ(text.find(secret), std::string::npos) << secret << " leaked:\n" << text;
   }
   EXPECT_NE(text.find("[up#1]"), std::string::npos);  // the careless line was redacted, not dropped
+  // Issue 29: every line is a JSON object; access records carry their fields at the top level.
+  std::istringstream lines(text);
+  std::string line;
+  int access = 0;
+  while (std::getline(lines, line)) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(line, ec);
+    ASSERT_FALSE(ec) << line;
+    ASSERT_TRUE(v.is_object()) << line;
+    const auto& o = v.as_object();
+    ASSERT_TRUE(o.contains("ts") && o.at("ts").is_string()) << line;
+    EXPECT_EQ(o.at("ts").as_string().size(), 27u) << line;  // 2026-12-06T01:02:03.123456Z
+    if (o.at("msg") == "access") {
+      ++access;
+      EXPECT_TRUE(o.contains("request_id") && o.contains("status") && o.contains("latency_us"))
+          << line;
+    }
+  }
+  EXPECT_EQ(access, 2) << text;  // the two chats the gateway key made; the 401 is not routed
 }
 
 // SIGTERM with requests in flight: every one completes, then the process exits 0.
