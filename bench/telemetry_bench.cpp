@@ -24,15 +24,16 @@ Span request_span(const TraceId& trace) {
   s.kind = SpanKind::kServer;
   s.start = std::chrono::system_clock::now();
   s.end = s.start + std::chrono::milliseconds(3);
-  s.attributes = {{"gen_ai.operation.name", std::string("chat")},
-                  {"gen_ai.request.model", std::string("auto")},
-                  {"gen_ai.response.model", std::string("gpt-4o-mini")},
-                  {"gen_ai.usage.input_tokens", int64_t(1200)},
-                  {"gen_ai.usage.output_tokens", int64_t(300)},
-                  {"http.response.status_code", int64_t(200)},
-                  {"switchboard.request_id", std::string("sb-1a2b3c4d-0000000042-0123456789abcdef")},
-                  {"switchboard.attempts", int64_t(1)},
-                  {"switchboard.layer", int64_t(0)}};
+  s.attributes = {
+      {"gen_ai.operation.name", std::string("chat")},
+      {"gen_ai.request.model", std::string("auto")},
+      {"gen_ai.response.model", std::string("gpt-4o-mini")},
+      {"gen_ai.usage.input_tokens", int64_t(1200)},
+      {"gen_ai.usage.output_tokens", int64_t(300)},
+      {"http.response.status_code", int64_t(200)},
+      {"switchboard.request_id", std::string("sb-1a2b3c4d-0000000042-0123456789abcdef")},
+      {"switchboard.attempts", int64_t(1)},
+      {"switchboard.layer", int64_t(0)}};
   return s;
 }
 
@@ -40,7 +41,8 @@ Span request_span(const TraceId& trace) {
 void BM_TelemetryRequestSpans(benchmark::State& state) {
   ExporterOptions o;
   o.max_queue = 1 << 16;
-  Exporter exporter("bench", [](const std::string&) { return Status(); }, o);
+  Exporter exporter(
+      "bench", [](const std::string&) { return Status(); }, o);
   const TraceId trace = new_trace_id();
   for (auto _ : state) {
     std::vector<Span> spans;
