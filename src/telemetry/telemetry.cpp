@@ -221,13 +221,18 @@ Exporter::Exporter(std::string service_name, Send send, ExporterOptions options)
   thread_ = std::thread([this] { run(); });
 }
 
-Exporter::~Exporter() {
+void Exporter::stop() {
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
   }
   cv_.notify_all();
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Exporter::stopping() const {
+  std::lock_guard lock(mu_);
+  return stopping_;
 }
 
 void Exporter::submit(std::vector<Span>&& spans) {
@@ -236,7 +241,7 @@ void Exporter::submit(std::vector<Span>&& spans) {
   {
     std::lock_guard lock(mu_);
     for (Span& s : spans) {
-      if (queue_.size() >= options_.max_queue) {
+      if (queue_.size() >= options_.max_queue || exited_) {
         ++lost;
         continue;
       }
@@ -279,6 +284,7 @@ void Exporter::run() {
     }
     if (stopping_) {
       send_queued(lock);  // what came meanwhile
+      exited_ = true;     // later spans are dropped: nobody would send them
       ++flushes_done_;
       done_cv_.notify_all();
       return;
@@ -310,6 +316,14 @@ void Exporter::send_queued(std::unique_lock<std::mutex>& lock) {
       telemetry_metrics().dropped.Increment(double(n));
     }
     lock.lock();
+    if (!st.ok() && stopping_ && !queue_.empty()) {
+      // Shutting down with the collector failing: one timeout, not one per batch left.
+      const size_t left = queue_.size();
+      queue_.clear();
+      dropped_.fetch_add(left, std::memory_order_relaxed);
+      telemetry_metrics().dropped.Increment(double(left));
+      return;
+    }
   }
 }
 

@@ -110,7 +110,7 @@ class Exporter {
  public:
   using Send = std::function<Status(const std::string& body)>;
   Exporter(std::string service_name, Send send, ExporterOptions options = {});
-  ~Exporter();  // sends what is queued (one try each batch) and joins the thread
+  ~Exporter() { stop(); }
   Exporter(const Exporter&) = delete;
   Exporter& operator=(const Exporter&) = delete;
 
@@ -119,6 +119,11 @@ class Exporter {
   // Sends everything queued now and returns when it was tried (tests, shutdown).
   void flush();
   ExporterCounters counters() const;
+  // Sends what is queued (one try each batch; after a failed one the rest is dropped, so a
+  // collector that is down delays shutdown by one timeout) and joins the thread; idempotent, not
+  // concurrently with itself. Spans submitted afterwards are dropped.
+  void stop();
+  bool stopping() const;
 
  private:
   void run();
@@ -133,6 +138,7 @@ class Exporter {
   std::deque<Span> queue_;           // guarded by mu_
   bool stopping_ = false;            // guarded by mu_
   bool flush_requested_ = false;     // guarded by mu_
+  bool exited_ = false;              // the thread is done; guarded by mu_
   uint64_t flushes_done_ = 0;        // guarded by mu_
   std::atomic<uint64_t> exported_{0}, dropped_{0}, failed_batches_{0};
   std::thread thread_;

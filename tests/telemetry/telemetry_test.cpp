@@ -206,5 +206,33 @@ TEST(ExporterTest, AFailingCollectorCountsFailedBatchesAndDroppedSpans) {
   EXPECT_EQ(e.counters().failed_batches, 2u);
 }
 
+// At shutdown a failing collector costs one try, not one per batch still queued.
+TEST(ExporterTest, ShutdownWithAFailingCollectorTriesOnce) {
+  std::mutex gate;
+  gate.lock();
+  std::atomic<int> calls{0};
+  ExporterOptions o;
+  o.max_batch = 2;
+  o.interval = Millis(60000);
+  Exporter e(
+      "svc",
+      [&](const std::string&) {
+        calls++;
+        std::lock_guard lock(gate);  // the collector hangs until the test lets it fail
+        return Status::unavailable("timed out");
+      },
+      o);
+  e.submit({sample_span(), sample_span()});  // a full batch: its send hangs
+  while (calls.load() == 0) std::this_thread::yield();
+  for (int i = 0; i < 10; ++i) e.submit({sample_span()});  // five more batches wait
+  std::thread stopper([&] { e.stop(); });
+  while (!e.stopping()) std::this_thread::yield();
+  gate.unlock();  // the hung send fails while the exporter is stopping
+  stopper.join();
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(e.counters().dropped, 12u);
+  EXPECT_EQ(e.counters().failed_batches, 1u);
+}
+
 }  // namespace
 }  // namespace switchboard::telemetry
