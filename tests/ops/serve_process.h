@@ -2,6 +2,7 @@
 #pragma once
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -14,6 +15,8 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <set>
+#include <sstream>
 #include <string>
 
 #include "gateway_fixture.h"
@@ -55,7 +58,18 @@ class ServeProcess {
             return exited;
           },
           std::chrono::seconds(15));
-      if (healthy && !exited) return true;
+      if (healthy && !exited) {
+        if (!port_shared()) return true;
+        // Another process listens on the same port (SO_REUSEPORT, which the server sets for
+        // its per-thread acceptors, lets a second listener in: a concurrent test's gateway that
+        // was handed the port free_port() had just released). Its answers would be taken for
+        // this gateway's: start again on another port.
+        std::fprintf(stderr, "port %u is shared with another process; moving the gateway\n",
+                     unsigned(port_));
+        kill9();
+        spawn();
+        continue;
+      }
       if (!exited || log_text().find("Address already in use", log_offset_) == std::string::npos)
         break;
       pid_ = -1;
@@ -91,6 +105,39 @@ class ServeProcess {
               "--listen", listen.c_str(), static_cast<char*>(nullptr));
       ::_exit(127);
     }
+  }
+  // Whether a listening TCP socket on port_ belongs to a process other than the child.
+  bool port_shared() const {
+    std::set<std::string> ours;
+    const std::string fd_dir = "/proc/" + std::to_string(pid_) + "/fd";
+    if (DIR* d = ::opendir(fd_dir.c_str())) {
+      while (const dirent* e = ::readdir(d)) {
+        char target[128];
+        const std::string link = fd_dir + "/" + e->d_name;
+        const ssize_t n = ::readlink(link.c_str(), target, sizeof(target) - 1);
+        if (n <= 0) continue;
+        const std::string t(target, size_t(n));
+        if (t.rfind("socket:[", 0) == 0) ours.insert(t.substr(8, t.size() - 9));
+      }
+      ::closedir(d);
+    }
+    for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+      std::ifstream f(table);
+      std::string line;
+      std::getline(f, line);  // header
+      while (std::getline(f, line)) {
+        // sl local_address rem_address st tx_queue:rx_queue tr:tm->when retrnsmt uid timeout inode
+        std::istringstream in(line);
+        std::string sl, local, remote, st, queues, timer, retr, uid, timeout, inode;
+        in >> sl >> local >> remote >> st >> queues >> timer >> retr >> uid >> timeout >> inode;
+        if (st != "0A") continue;  // LISTEN
+        const auto colon = local.rfind(':');
+        if (colon == std::string::npos) continue;
+        if (std::stoul(local.substr(colon + 1), nullptr, 16) != port_) continue;
+        if (!ours.count(inode)) return true;
+      }
+    }
+    return false;
   }
   std::string log_text() const {
     std::ifstream f(log_path_);
