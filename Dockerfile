@@ -22,7 +22,7 @@ RUN cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DSWITCHBOARD_UNIT_T
 FROM debian:12-slim
 RUN apt-get update -qq \
  && apt-get install -y -qq --no-install-recommends \
-      ca-certificates curl libboost-json1.81.0 libfmt9 libhiredis0.14 libjemalloc2 libpq5 \
+      ca-certificates curl libboost-container1.81.0 libboost-json1.81.0 libfmt9 libhiredis0.14 libjemalloc2 libpq5 \
       libprometheus-cpp-core1.0 libspdlog1.10 libsqlite3-0 libssl3 libyaml-cpp0.7 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/switchboard --shell /usr/sbin/nologin switchboard \
