@@ -14,6 +14,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # `make format-check` (part of `make test`) and `make format`.
   clang-format
+  # The web console's browser test (tests/ui; playwright-core from npm, with the machine's Node.js).
+  chromium
 )
 
 # `--bench` adds what bench/load.sh needs (wrk and nginx), which `make test` does not.

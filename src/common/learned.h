@@ -37,6 +37,8 @@ struct ModelStats {
   int64_t tokens_out = 0;
   double spend_usd = 0;
   uint64_t last_outcome_id = 0;  // the newest learning record included
+  // A running median estimate like the p95's; not persisted (a restart starts it from the EWMA).
+  double latency_p50_us = 0;
   double success_rate() const { return requests ? double(successes) / double(requests) : 0.0; }
 };
 

@@ -2,8 +2,11 @@
 // caller checked the admin credentials (auth.h).
 #include <boost/json.hpp>
 
+#include <chrono>
+
 #include "common/json.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "gateway/quotas.h"
 #include "gateway/runtime.h"
 
@@ -32,8 +35,9 @@ std::string percent_decode(std::string_view s) {
   return out;
 }
 
-std::string keys_json(Runtime& rt) {
-  std::string out = "{\"keys\":[";
+// The JSON array of every key's state, appended to `out`.
+void append_keys(std::string& out, Runtime& rt) {
+  out += "[";
   bool first = true;
   auto snap = rt.snapshot();
   for (auto& [name, pr] : snap->providers) {
@@ -62,11 +66,17 @@ std::string keys_json(Runtime& rt) {
       out += "]}";
     }
   }
-  return out + "]}";
+  out += "]";
 }
 
-std::string breakers_json(Runtime& rt) {
-  std::string out = "{\"breakers\":[";
+std::string keys_json(Runtime& rt) {
+  std::string out = "{\"keys\":";
+  append_keys(out, rt);
+  return out + "}";
+}
+
+void append_breakers(std::string& out, Runtime& rt) {
+  out += "[";
   bool first = true;
   for (const auto& b : rt.snapshot()->breakers->snapshot()) {
     out += first ? "" : ",";
@@ -80,13 +90,20 @@ std::string breakers_json(Runtime& rt) {
            ",\"until_half_open_ms\":" + std::to_string(b.until_half_open.count()) +
            ",\"consecutive_openings\":" + std::to_string(b.consecutive_openings) + "}";
   }
-  return out + "]}";
+  out += "]";
 }
 
-std::string admin_models_json(Runtime& rt) {
+std::string breakers_json(Runtime& rt) {
+  std::string out = "{\"breakers\":";
+  append_breakers(out, rt);
+  return out + "}";
+}
+
+// "models":[...],"posteriors":[...] (without the braces around them).
+void append_models(std::string& out, Runtime& rt) {
   auto snap = rt.snapshot();
   auto state = snap->router->export_state();
-  std::string out = "{\"models\":[";
+  out += "\"models\":[";
   bool first = true;
   for (const auto& m : snap->config->models) {
     auto s = snap->router->stats(m.name);
@@ -97,6 +114,7 @@ std::string admin_models_json(Runtime& rt) {
            ",\"requests\":" + std::to_string(s ? s->requests : 0) +
            ",\"success_rate\":" + json::number(s ? s->success_rate() : 0) +
            ",\"latency_ewma_ms\":" + json::number(s ? s->latency_ewma_us / 1000 : 0) +
+           ",\"latency_p50_ms\":" + json::number(s ? s->latency_p50_us / 1000 : 0) +
            ",\"latency_p95_ms\":" + json::number(s ? s->latency_p95_us / 1000 : 0) +
            ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + ",\"cost_per_request_usd\":" +
            json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0);
@@ -114,7 +132,104 @@ std::string admin_models_json(Runtime& rt) {
            ",\"feedback\":" + std::to_string(p.feedback) + ",\"feedback_success\":" +
            json::number(p.feedback ? p.feedback_reward_sum / double(p.feedback) : 0) + "}";
   }
-  return out + "]}";
+  out += "]";
+}
+
+std::string admin_models_json(Runtime& rt) {
+  std::string out = "{";
+  append_models(out, rt);
+  return out + "}";
+}
+
+int64_t epoch_ms(WallTime t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+}
+
+// Every client key's spend this month against its budget (by name: the secret never leaves).
+void append_clients(std::string& out, Runtime& rt, const Snapshot& snap) {
+  const auto& auth = snap.config->auth;
+  const int month = utc_month(rt.clock.wall_now());
+  out += "[";
+  for (size_t i = 0; i < auth.gateway_keys.size(); ++i) {
+    const GatewayKeyPolicy* policy =
+        i < auth.gateway_policies.size() ? &auth.gateway_policies[i] : nullptr;
+    double spend = 0, reserved = 0;
+    int64_t last_minute = 0;
+    if (i < snap.gateway_keys.size() && snap.gateway_keys[i]) {
+      GatewayKeyState& st = *snap.gateway_keys[i];
+      std::lock_guard lock(st.mu);
+      if (st.month == month) {
+        spend = st.spend_usd;
+        // With a cluster, the month's spend of every gateway as Redis last told it.
+        if (st.shared_seen_usd >= 0) spend = std::max(spend, st.shared_seen_usd);
+        reserved = st.reserved_usd;
+      }
+      const MonoTime horizon = rt.clock.now() - std::chrono::minutes(1);
+      for (MonoTime t : st.window) last_minute += t > horizon ? 1 : 0;
+    }
+    std::string name = policy && !policy->name.empty() ? policy->name : "key " + std::to_string(i);
+    out += (i ? "," : "") + std::string("{\"name\":") + json::quote(name) +
+           ",\"spend_usd\":" + json::number(spend) + ",\"reserved_usd\":" + json::number(reserved) +
+           ",\"budget_usd\":" + json::number(policy ? policy->monthly_budget_usd : 0) +
+           ",\"rpm\":" + std::to_string(policy ? policy->rpm : 0) +
+           ",\"requests_last_minute\":" + std::to_string(last_minute) + ",\"routes\":[";
+    if (policy)
+      for (size_t r = 0; r < policy->routes.size(); ++r)
+        out += (r ? "," : "") + json::quote(policy->routes[r]);
+    out += "]}";
+  }
+  out += "]";
+}
+
+// Everything the console shows but the workflow runs, in one document.
+std::string overview_json(Runtime& rt, const Snapshot& snap) {
+  const Config& cfg = *snap.config;
+  std::string out = "{\"now_ms\":" + std::to_string(epoch_ms(rt.clock.wall_now())) +
+                    ",\"started_ms\":" + std::to_string(epoch_ms(rt.started_at)) +
+                    ",\"version\":" + json::quote(kVersion) +
+                    ",\"commit\":" + json::quote(build_commit()) +
+                    ",\"workflows\":" + (rt.workflows ? "true" : "false") + ",\"redis\":";
+  out += !rt.cluster ? "\"off\"" : rt.cluster->all_up() ? "\"up\"" : "\"down\"";
+  out += ",\"providers\":[";
+  for (size_t i = 0; i < cfg.providers.size(); ++i) {
+    const auto& p = cfg.providers[i];
+    out += (i ? "," : "") + std::string("{\"name\":") + json::quote(p.name) +
+           ",\"kind\":" + json::quote(to_string(p.kind)) +
+           ",\"quota\":" + json::quote(quota_summary(rt, p.name)) + "}";
+  }
+  out += "],\"routes\":[";
+  for (size_t i = 0; i < cfg.routes.size(); ++i) {
+    const auto& r = cfg.routes[i];
+    out += (i ? "," : "") + std::string("{\"name\":") + json::quote(r.name) +
+           ",\"strategy\":" + json::quote(to_string(r.strategy)) + ",\"layers\":[";
+    for (size_t l = 0; l < r.layers.size(); ++l) {
+      out += l ? ",[" : "[";
+      for (size_t m = 0; m < r.layers[l].size(); ++m)
+        out += (m ? "," : "") + json::quote(r.layers[l][m]);
+      out += "]";
+    }
+    out += "]}";
+  }
+  out += "],\"keys\":";
+  append_keys(out, rt);
+  out += ",\"breakers\":";
+  append_breakers(out, rt);
+  out += ",\"breaker_history\":[";
+  auto history = rt.breaker_history.list();
+  for (size_t i = 0; i < history.size(); ++i) {
+    const auto& h = history[i];
+    out += (i ? "," : "") + std::string("{\"at_ms\":") + std::to_string(epoch_ms(h.at)) +
+           ",\"target\":" + json::quote(h.target) +
+           ",\"from\":" + json::quote(breaker::to_string(h.from)) +
+           ",\"to\":" + json::quote(breaker::to_string(h.to)) + "}";
+  }
+  out += "],";
+  append_models(out, rt);
+  out += ",\"clients\":";
+  append_clients(out, rt, snap);
+  std::string quotas = quotas_json(rt);  // {"quotas":[...]}
+  out += "," + quotas.substr(1, quotas.size() - 2);
+  return out + "}";
 }
 
 }  // namespace
@@ -131,6 +246,10 @@ bool handle_admin(Runtime& rt, const Snapshot& snap, Exchange& ex, std::string_v
   }
   if (method == http::verb::get && target == "/admin/models") {
     ex.response = json_response(http::status::ok, admin_models_json(rt));
+    return true;
+  }
+  if (method == http::verb::get && target == "/admin/overview") {
+    ex.response = json_response(http::status::ok, overview_json(rt, snap));
     return true;
   }
   if (method == http::verb::get && target == "/admin/quotas") {

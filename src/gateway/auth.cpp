@@ -25,6 +25,7 @@ Area classify_path(std::string_view target, std::string_view& canonical) {
     return Area::kClient;
   }
   if (target.rfind("/admin/", 0) == 0) return Area::kAdmin;
+  if (target == "/ui" || target.rfind("/ui/", 0) == 0) return Area::kConsole;
   return Area::kOpen;
 }
 
@@ -85,6 +86,10 @@ std::optional<Response> authorize(const Config& cfg, const Request& req, Area ar
       who.admin = true;
       return std::nullopt;
     }
+    case Area::kConsole:
+      if (cfg.auth.admin_key.empty() && !loopback(peer))
+        return unauthorized(req, "the console is open to loopback peers only (no admin key set)");
+      return std::nullopt;
     case Area::kClient:
     case Area::kWorkflows: {
       // Every key is compared (no early exit), each in constant time.

@@ -9,6 +9,8 @@
 //              gateway with neither gateway keys nor an admin key, a loopback peer sees every
 //              run (all its callers are the operator's own).
 //   admin      /admin/...: the admin key, or a loopback peer when no admin key is set.
+//   console    /ui and /ui/...: a loopback peer when no admin key is set, else anyone (the page
+//              holds no data; it asks for the admin key and calls /admin with it: console.h).
 //   open       /healthz, /readyz, /metrics, and unknown paths (404).
 // A client key's `routes` list applies to every spelling of a model (route, model name,
 // provider/upstream): the requested name is resolved to the route or catalog model it means.
@@ -25,7 +27,7 @@
 
 namespace switchboard::gateway {
 
-enum class Area { kClient, kWorkflows, kAdmin, kOpen };
+enum class Area { kClient, kWorkflows, kAdmin, kConsole, kOpen };
 
 // The area of a request target (query already stripped). `canonical` is the path handlers
 // dispatch on: the /v1 form of an alias, else the target itself.

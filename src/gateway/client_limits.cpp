@@ -178,6 +178,8 @@ void ClientLimits::charge(double cost_usd) {
   charged_usd_ += cost_usd;
   auto& st = state();
   std::lock_guard lock(st.mu);
+  // Keys without a budget count their month's spend too (the console shows it).
+  roll_month(st, utc_month(rt_.clock.wall_now()));
   st.spend_usd += cost_usd;
   if (hold_.active()) {
     st.in_hold_usd += cost_usd;

@@ -18,6 +18,7 @@
 #include "common/log.h"
 #include "common/metrics.h"
 #include "gateway/auth.h"
+#include "gateway/console.h"
 #include "gateway/learning_journal.h"
 #include "gateway/quotas.h"
 #include "gateway/runtime.h"
@@ -143,13 +144,39 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
     ex.response.body() = metrics::serialize();
     co_return;
   }
+  if (area == Area::kConsole) {
+    serve_console(ex, target, !cfg.auth.admin_key.empty());
+    co_return;
+  }
+  // The console's view of the workflow runs: every run, as the admin key sees them over
+  // /v1/workflows (list, show, cancel).
+  if (area == Area::kAdmin && (target == "/admin/runs" || target.starts_with("/admin/runs/"))) {
+    if (!rt.workflows) {
+      ex.response = error_response(http::status::service_unavailable,
+                                   "workflows are not available on this gateway", "server_error",
+                                   "workflows_unavailable");
+      co_return;
+    }
+    const std::string runs_path = "/v1/workflows/runs" + std::string(target.substr(11));
+    if (method == http::verb::post && !target.ends_with("/cancel")) {
+      ex.response = error_response(http::status::method_not_allowed,
+                                   "runs are submitted through POST /v1/workflows/runs",
+                                   "invalid_request_error", "method_not_allowed");
+      co_return;
+    }
+    // A named caller: GCC 12 mishandles a temporary bound to a coroutine's reference parameter
+    // inside co_await (it was destroyed twice).
+    const WorkflowCaller caller{"admin", true};
+    co_await rt.workflows->handle(ex, runs_path, caller);
+    co_return;
+  }
   if (area == Area::kAdmin && handle_admin(rt, *snap, ex, target)) co_return;
   ex.response = error_response(
       http::status::not_found,
       "no such endpoint: " + std::string(target) +
           " (this gateway serves POST /v1/chat/completions, /v1/embeddings, /v1/messages, "
           "/v1/messages/count_tokens, /v1/feedback, /v1/workflows/runs; GET /v1/models, "
-          "/healthz, /readyz, /metrics and /admin/...)",
+          "/healthz, /readyz, /metrics, /ui and /admin/...)",
       "invalid_request_error", "not_found");
 }
 

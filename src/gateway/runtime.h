@@ -66,6 +66,32 @@ struct ProviderRuntime {
   std::shared_ptr<MockProvider> mock;
 };
 
+// The latest breaker transitions of this gateway, newest last, for the console (GET
+// /admin/overview). Bounded: the oldest go first. Thread-safety: all methods are locked.
+class RecentTransitions {
+ public:
+  struct Entry {
+    WallTime at;
+    std::string target;
+    breaker::BreakerState from, to;
+  };
+  static constexpr size_t kCapacity = 200;
+  void add(WallTime at, std::string_view target, breaker::BreakerState from,
+           breaker::BreakerState to) {
+    std::lock_guard lock(mu_);
+    if (entries_.size() == kCapacity) entries_.pop_front();
+    entries_.push_back(Entry{at, std::string(target), from, to});
+  }
+  std::vector<Entry> list() const {
+    std::lock_guard lock(mu_);
+    return {entries_.begin(), entries_.end()};
+  }
+
+ private:
+  mutable std::mutex mu_;
+  std::deque<Entry> entries_;
+};
+
 // Per gateway (client) key: its rpm window and this month's spend.
 struct GatewayKeyState {
   std::mutex mu;
@@ -191,6 +217,9 @@ struct Runtime {
   // OTLP traces (telemetry.otlp_endpoint at start; null when off). Reset after the server stopped,
   // which sends the spans still queued.
   std::unique_ptr<telemetry::Exporter> tracer;
+  // Breaker transitions for the console.
+  RecentTransitions breaker_history;
+  const WallTime started_at = clock.wall_now();
 
   std::shared_ptr<const Snapshot> snapshot() const {
     return current.load(std::memory_order_acquire);

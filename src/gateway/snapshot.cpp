@@ -74,6 +74,7 @@ std::shared_ptr<const breaker::TransitionObserver> store_transitions(Runtime& rt
         // Every gateway of a cluster opens it too (they share the provider and its failures).
         if (to == breaker::BreakerState::kOpen && rt.cluster && !tls_peer_opening)
           rt.cluster->publish_breaker_open(target);
+        rt.breaker_history.add(rt.clock.wall_now(), target, from, to);
         if (!rt.store) return;
         store::BreakerTransitionEvent e;
         e.time = rt.clock.wall_now();

@@ -38,6 +38,7 @@ struct Stat {
   int64_t tokens_out = 0;
   double spend = 0;
   uint64_t last_id = 0;
+  double p50_us = 0;
 };
 
 double estimate_cost(const ModelConfig& m, const RequestInfo& r) {
@@ -149,12 +150,15 @@ struct Router::Impl {
       if (s.ewma_us == 0) {
         s.ewma_us = x;
         s.p95_us = x;
+        s.p50_us = x;
       } else {
         s.ewma_us += 0.1 * (x - s.ewma_us);
         // Stochastic quantile estimate: rises by 0.95·step above, falls by 0.05·step below.
         const double step = 0.1 * s.ewma_us;
         s.p95_us += x > s.p95_us ? 0.95 * step : -0.05 * step;
         if (s.p95_us < 0) s.p95_us = 0;
+        s.p50_us += x > s.p50_us ? 0.5 * step : -0.5 * step;
+        if (s.p50_us < 0) s.p50_us = 0;
       }
     }
   }
@@ -548,7 +552,7 @@ RouterState Router::export_state() const {
     const Stat& s = impl_->stats[i];
     if (s.requests == 0) continue;
     st.stats.push_back(ModelStats{cfg.models[i].name, s.requests, s.successes, s.ewma_us, s.p95_us,
-                                  s.tokens_in, s.tokens_out, s.spend, s.last_id});
+                                  s.tokens_in, s.tokens_out, s.spend, s.last_id, s.p50_us});
   }
   return st;
 }
@@ -571,7 +575,8 @@ void Router::import_state(const RouterState& st) {
     if (it == impl_->model_index.end()) continue;
     impl_->stats[it->second] =
         Stat{s.requests,  s.successes,  s.latency_ewma_us, s.latency_p95_us,
-             s.tokens_in, s.tokens_out, s.spend_usd,       s.last_outcome_id};
+             s.tokens_in, s.tokens_out, s.spend_usd,       s.last_outcome_id,
+             s.latency_p50_us > 0 ? s.latency_p50_us : s.latency_ewma_us};
   }
 }
 
@@ -611,7 +616,7 @@ std::optional<ModelStats> Router::stats(std::string_view model) const {
   std::lock_guard lock(impl_->stat_mu);
   const Stat& s = impl_->stats[it->second];
   return ModelStats{std::string(model), s.requests,   s.successes, s.ewma_us, s.p95_us,
-                    s.tokens_in,        s.tokens_out, s.spend,     s.last_id};
+                    s.tokens_in,        s.tokens_out, s.spend,     s.last_id, s.p50_us};
 }
 
 FallbackPlan FallbackPlan::direct(std::shared_ptr<const Config> config, std::string route,

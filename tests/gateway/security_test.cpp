@@ -265,6 +265,68 @@ TEST_F(SecurityTest, WorkflowRunsBelongToTheirKeyAndUseIt) {
   EXPECT_EQ(get(port_, "/v1/workflows/runs/" + alpha_run, admin).status, 200);
 }
 
+// Issue 24: the console's page holds no data and cannot be framed; everything it shows comes
+// from the admin API under the admin key, which no gateway key replaces, and names no secret.
+TEST_F(SecurityTest, ConsoleShowsNothingWithoutTheAdminKeyAndNoSecretWithIt) {
+  auto& m = add_mock();
+  start_gateway(std::string(kKeys) + "providers:\n" +
+                provider("up", m, "[sk-provider-secret-9999]") + models_yaml());
+  const auto alpha = bearer("gw-alpha-secret-1111");
+  const auto admin = bearer("admin-secret-key-0000");
+  ASSERT_EQ(chat(chat_body("cheap"), alpha).status, 200);
+
+  auto page = get(port_, "/ui");
+  ASSERT_EQ(page.status, 200) << page.body;
+  EXPECT_NE(page.header("content-type").find("text/html"), std::string::npos);
+  EXPECT_NE(page.header("content-security-policy").find("frame-ancestors 'none'"),
+            std::string::npos);
+  EXPECT_NE(page.header("content-security-policy").find("script-src 'self'"), std::string::npos);
+  EXPECT_EQ(page.header("x-frame-options"), "DENY");
+  EXPECT_EQ(get(port_, "/ui/console.js").status, 200);
+  EXPECT_EQ(get(port_, "/ui/session").body, "{\"admin_key_required\":true}");
+  // Files are embedded, never read from disk by name.
+  EXPECT_EQ(get(port_, "/ui/../../etc/passwd").status, 404);
+  EXPECT_EQ(get(port_, "/ui/%2e%2e/CMakeLists.txt").status, 404);
+  EXPECT_EQ(post(port_, "/ui", "x").status, 405);
+
+  for (const char* path : {"/admin/overview", "/admin/runs"}) {
+    EXPECT_EQ(get(port_, path).status, 401) << path;
+    EXPECT_EQ(get(port_, path, alpha).status, 401) << path;  // a gateway key is no admin key
+  }
+  auto overview = get(port_, "/admin/overview", admin);
+  ASSERT_EQ(overview.status, 200) << overview.body;
+  for (const char* secret : {"sk-provider-secret-9999", "gw-alpha-secret-1111", "gw-beta-secret",
+                             "admin-secret-key"})
+    EXPECT_EQ(overview.body.find(secret), std::string::npos) << secret;
+  auto doc = parse_json(overview.body);
+  ASSERT_TRUE(doc.is_object()) << overview.body;
+  const auto& o = doc.as_object();
+  for (const char* field : {"keys", "breakers", "breaker_history", "models", "posteriors", "routes",
+                            "providers", "clients", "quotas"})
+    EXPECT_TRUE(o.contains(field) && o.at(field).is_array()) << field;
+  // Clients by name, with what they spent.
+  const auto& clients = o.at("clients").as_array();
+  ASSERT_EQ(clients.size(), 2u);
+  EXPECT_EQ(clients[0].at("name"), "alpha");
+  EXPECT_GT(clients[0].at("spend_usd").to_number<double>(), 0);
+  EXPECT_EQ(clients[1].at("spend_usd").to_number<double>(), 0);
+
+  // The console's runs are the admin's view of /v1/workflows/runs; it creates none.
+  std::string run = submit("name: nap\nsteps:\n  - { id: a, kind: sleep, input: { duration_ms: 60000 } }\n",
+                           alpha);
+  ASSERT_FALSE(run.empty());
+  auto runs = get(port_, "/admin/runs", admin);
+  ASSERT_EQ(runs.status, 200) << runs.body;
+  EXPECT_NE(runs.body.find(run), std::string::npos) << runs.body;
+  EXPECT_EQ(get(port_, "/admin/runs/" + run, admin).status, 200);
+  EXPECT_EQ(post(port_, "/admin/runs", run_body("name: x\nsteps: []\n"), admin).status, 405);
+  EXPECT_EQ(post(port_, "/admin/runs/" + run + "/cancel", "", alpha).status, 401);
+  EXPECT_EQ(post(port_, "/admin/runs/" + run + "/cancel", "", admin).status, 202);
+  auto cancelled = finished(run, admin);
+  ASSERT_TRUE(cancelled.is_object());
+  EXPECT_EQ(cancelled.as_object().at("status"), "cancelled");
+}
+
 // Finding 8: a huge max_concurrency is bounded and runs beyond max_concurrent_runs wait.
 TEST_F(SecurityTest, ParallelismAndConcurrentRunsAreBounded) {
   auto& m = add_mock();
