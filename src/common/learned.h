@@ -59,6 +59,10 @@ struct LearnRecord {
   int64_t tokens_in = 0;
   int64_t tokens_out = 0;
   double cost_usd = 0;
+  // The contextual router's part (routing/contextual.h): the route the request named and its
+  // features (FeatureVector::encode); empty when the request had none.
+  std::string route;
+  std::string features;
 };
 
 }  // namespace switchboard

@@ -78,6 +78,9 @@ struct Router::Impl {
   Journal journal;                          // guarded by post_mu; called with it held
   uint64_t learned_through = 0;             // the newest journal id applied; guarded by post_mu
 
+  // The learned routes' contextual models; learning goes through apply_locked (post_mu held).
+  std::unique_ptr<ContextualBook> contextual;
+
   mutable std::mutex stat_mu;
   std::vector<Stat> stats;      // per model index
   StringMap<Stat> extra_stats;  // direct provider/upstream requests outside the catalog
@@ -96,6 +99,16 @@ struct Router::Impl {
     }
     gamma = std::pow(2.0, -1.0 / cfg.learning.half_life);
     stats.resize(cfg.models.size());
+    std::vector<std::pair<std::string, std::vector<int>>> learned;
+    for (const auto& [name, ri] : routes) {
+      if (ri.strategy != RouteStrategy::kLearned) continue;
+      std::vector<int> models;
+      for (const auto& layer : ri.layers)
+        for (int i : layer)
+          if (std::find(models.begin(), models.end(), i) == models.end()) models.push_back(i);
+      learned.emplace_back(name, std::move(models));
+    }
+    contextual = std::make_unique<ContextualBook>(learned, ContextualParams{});
   }
 
   std::vector<Post>& category_locked(std::string_view category) {
@@ -113,6 +126,14 @@ struct Router::Impl {
   void apply_locked(const LearnRecord& rec, int idx, uint64_t id) {
     const auto& L = cfg.learning;
     if (id > learned_through) learned_through = id;
+    if (!rec.route.empty() && !rec.features.empty() &&
+        (rec.kind == LearnRecord::Kind::kOutcome || rec.kind == LearnRecord::Kind::kFeedback)) {
+      const FeatureVector x = FeatureVector::decode(rec.features);
+      if (rec.kind == LearnRecord::Kind::kFeedback)
+        contextual->learn_feedback(rec.route, idx, x, rec.transport_reward, rec.reward, id);
+      else if (rec.counts_for_learning)
+        contextual->learn_outcome(rec.route, idx, x, rec.reward, id);
+    }
     Post& p = category_locked(rec.category.empty() ? "default" : rec.category)[size_t(idx)];
     const bool fresh = id == 0 || id > p.last_id;
     if (rec.kind == LearnRecord::Kind::kFeedback || rec.kind == LearnRecord::Kind::kPeerFeedback) {
@@ -184,6 +205,9 @@ Result<FallbackPlan> Router::plan(const RequestInfo& request) const {
 }
 
 namespace {
+// A layer with more candidates than this plans with its category posteriors.
+constexpr size_t kMaxContextual = 16;
+
 struct Cand {
   int idx;
   double cost;
@@ -204,6 +228,7 @@ struct PlanScratch {
   std::vector<Attempt> critical;  // a layer's targets whose provider's quota is critical
   // Each provider's quota standing, asked once per plan (a provider has many candidates).
   std::vector<std::pair<std::string_view, quota::Level>> quota_levels;
+  double ctx_sample[kMaxContextual], ctx_mean[kMaxContextual];
 };
 }  // namespace
 
@@ -337,10 +362,22 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
         const double log_span =
             (std::isfinite(min_cost) && max_cost > min_cost) ? std::log(max_cost / min_cost) : 0;
         const auto& w = cfg.learning;
+        // Without a category hint, the route's contextual models judge the request by its
+        // features once they are warm; otherwise the category's posteriors do.
+        bool contextual = false;
+        if (req.category.empty() && !req.features.empty() && cands.size() <= kMaxContextual) {
+          int ids[kMaxContextual];
+          for (size_t i = 0; i < cands.size(); ++i) ids[i] = cands[i].idx;
+          contextual = impl_->contextual->score(route_name, req.features, ids, cands.size(), rng,
+                                                scratch.ctx_sample, scratch.ctx_mean);
+        }
         double best = 0;
-        for (auto& c : cands) {
+        for (size_t ci = 0; ci < cands.size(); ++ci) {
+          Cand& c = cands[ci];
           const ModelConfig& m = cfg.models[c.idx];
-          c.score.sample = rng.beta(post[c.idx].first, post[c.idx].second);
+          c.score.contextual = contextual;
+          c.score.sample =
+              contextual ? scratch.ctx_sample[ci] : rng.beta(post[c.idx].first, post[c.idx].second);
           size_t rank = tier_rank(m.tier);
           // Tier preference is the caller's hint; without one every tier scores alike.
           c.score.tier = !req.complexity ? 0.0
@@ -352,7 +389,9 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
               (max_lat > 0 && latency[c.idx] > 0) ? 1.0 - latency[c.idx] / max_lat : 0.5;
           c.score.total = w.weight_success * c.score.sample + w.weight_tier * c.score.tier +
                           w.weight_cost * c.score.cost + w.weight_latency * c.score.latency;
-          best = std::max(best, post[c.idx].first / (post[c.idx].first + post[c.idx].second));
+          best = std::max(best, contextual
+                                    ? scratch.ctx_mean[ci]
+                                    : post[c.idx].first / (post[c.idx].first + post[c.idx].second));
         }
         if (rng.uniform() < w.explore) {
           for (size_t i = cands.size(); i > 1; --i) std::swap(cands[i - 1], cands[rng.next() % i]);
@@ -493,13 +532,18 @@ void Router::record(const Outcome& o) {
   rec.tokens_in = o.tokens_in;
   rec.tokens_out = o.tokens_out;
   rec.cost_usd = o.cost_usd;
+  if (!o.features.empty()) {
+    rec.route = o.route;
+    rec.features = o.features.encode();
+  }
   std::lock_guard lock(impl_->post_mu);
   const uint64_t id = impl_->journal ? impl_->journal(rec) : o.id;
   impl_->apply_locked(rec, it->second, id);
 }
 
 void Router::record_feedback(std::string_view category, std::string_view model,
-                             double transport_reward, double feedback_reward) {
+                             double transport_reward, double feedback_reward,
+                             std::string_view route, const FeatureVector* features) {
   auto it = impl_->model_index.find(model);
   if (it == impl_->model_index.end()) return;
   LearnRecord rec;
@@ -508,6 +552,10 @@ void Router::record_feedback(std::string_view category, std::string_view model,
   rec.model = std::string(model);
   rec.reward = feedback_reward;
   rec.transport_reward = transport_reward;
+  if (features && !features->empty()) {
+    rec.route = std::string(route);
+    rec.features = features->encode();
+  }
   std::lock_guard lock(impl_->post_mu);
   const uint64_t id = impl_->journal ? impl_->journal(rec) : 0;
   impl_->apply_locked(rec, it->second, id);
@@ -539,6 +587,7 @@ RouterState Router::export_state() const {
   // `learned_through` describe the same set of records.
   std::lock_guard post_lock(impl_->post_mu);
   st.learned_through = impl_->learned_through;
+  st.contextual = impl_->contextual->export_state();
   for (const auto& [cat, vec] : impl_->posteriors) {
     for (size_t i = 0; i < vec.size(); ++i) {
       if (vec[i].outcomes == 0 && vec[i].last_id == 0 && vec[i].feedback == 0) continue;
@@ -560,6 +609,7 @@ RouterState Router::export_state() const {
 void Router::import_state(const RouterState& st) {
   {
     std::lock_guard lock(impl_->post_mu);
+    impl_->contextual->import_state(st.contextual);
     impl_->learned_through = std::max(impl_->learned_through, st.learned_through);
     for (const auto& p : st.posteriors) {
       auto it = impl_->model_index.find(p.model);
@@ -573,10 +623,15 @@ void Router::import_state(const RouterState& st) {
   for (const auto& s : st.stats) {
     auto it = impl_->model_index.find(s.model);
     if (it == impl_->model_index.end()) continue;
-    impl_->stats[it->second] =
-        Stat{s.requests,  s.successes,  s.latency_ewma_us, s.latency_p95_us,
-             s.tokens_in, s.tokens_out, s.spend_usd,       s.last_outcome_id,
-             s.latency_p50_us > 0 ? s.latency_p50_us : s.latency_ewma_us};
+    impl_->stats[it->second] = Stat{s.requests,
+                                    s.successes,
+                                    s.latency_ewma_us,
+                                    s.latency_p95_us,
+                                    s.tokens_in,
+                                    s.tokens_out,
+                                    s.spend_usd,
+                                    s.last_outcome_id,
+                                    s.latency_p50_us > 0 ? s.latency_p50_us : s.latency_ewma_us};
   }
 }
 
@@ -608,6 +663,10 @@ std::optional<Posterior> Router::posterior(std::string_view category,
     p.feedback_reward_sum = src.feedback_sum;
   }
   return p;
+}
+
+const ContextualBook& Router::contextual() const {
+  return *impl_->contextual;
 }
 
 std::optional<ModelStats> Router::stats(std::string_view model) const {
@@ -646,10 +705,12 @@ std::string Attempt::reason() const {
     case Placement::kWeightedDraw:
       return "weighted random draw";
     case Placement::kWithinTolerance:
-      return "success sample within quality tolerance of the best; score " +
+      return std::string(score.contextual ? "contextual " : "") +
+             "success sample within quality tolerance of the best; score " +
              fmt_double(score.total);
     case Placement::kOutsideTolerance:
-      return "success sample below the best by more than the tolerance; score " +
+      return std::string(score.contextual ? "contextual " : "") +
+             "success sample below the best by more than the tolerance; score " +
              fmt_double(score.total);
     case Placement::kExplored:
       return "exploration: layer order drawn at random";
@@ -681,8 +742,9 @@ std::string FallbackPlan::to_json() const {
            ",\"score\":{\"sample\":" + json::number(a.score.sample) +
            ",\"tier\":" + json::number(a.score.tier) + ",\"cost\":" + json::number(a.score.cost) +
            ",\"latency\":" + json::number(a.score.latency) +
-           ",\"total\":" + json::number(a.score.total) + "},\"reason\":" + json::quote(a.reason()) +
-           "}";
+           ",\"total\":" + json::number(a.score.total) +
+           ",\"contextual\":" + (a.score.contextual ? "true" : "false") +
+           "},\"reason\":" + json::quote(a.reason()) + "}";
   }
   out += "]}";
   return out;

@@ -55,6 +55,8 @@
 #include "common/learned.h"
 #include "common/status.h"
 #include "quota/quota.h"
+#include "routing/contextual.h"
+#include "routing/features.h"
 
 namespace switchboard::routing {
 
@@ -85,6 +87,9 @@ struct RequestInfo {
   int64_t max_tokens = 0;                // the request's max_tokens (0 = not given)
   std::optional<double> max_cost_usd;    // x-switchboard-max-cost-usd
   std::vector<std::string> required_strengths;
+  // What the request looks like (features.h); empty = unknown. Without a category hint, a learned
+  // route plans with its contextual models on these once they are warm (contextual.h).
+  FeatureVector features;
 };
 
 struct ScoreParts {
@@ -93,6 +98,7 @@ struct ScoreParts {
   double cost = 0;
   double latency = 0;
   double total = 0;
+  bool contextual = false;  // `sample` came from the contextual model, not a category posterior
 };
 
 // Why an attempt stands where it does (rendered for humans by FallbackPlan::to_json).
@@ -182,6 +188,10 @@ struct Outcome {
   int64_t tokens_in = 0;
   int64_t tokens_out = 0;
   double cost_usd = 0;
+  // The route the request named ("" for a model) and its features: the contextual model of
+  // (route, model) learns from them.
+  std::string route;
+  FeatureVector features;
 };
 
 // The learned state's shape is common's (common/learned.h), shared with the store.
@@ -195,6 +205,7 @@ struct RouterState {
   // The newest journal id applied when the state was taken: every record up to it is in the
   // rows above (taken under the same lock as the journal), so a snapshot may forget them.
   uint64_t learned_through = 0;
+  std::vector<ContextualBook::Snapshot> contextual;
 };
 
 class Router {
@@ -229,8 +240,10 @@ class Router {
   // replaces that evidence (α += f − t, β += t − f), so the request still counts once and the
   // caller's judgement, which knows whether the answer was right, outweighs transport success.
   // Journaled.
+  // `route` and `features` (the request's, when it had them) teach the contextual model too.
   void record_feedback(std::string_view category, std::string_view model, double transport_reward,
-                       double feedback_reward);
+                       double feedback_reward, std::string_view route = {},
+                       const FeatureVector* features = nullptr);
 
   // Learns from another gateway's record (its outcome or verdict, shared through the cluster):
   // the posterior only, journaled as a peer kind. Ignored for a model outside this catalog or a
@@ -249,6 +262,8 @@ class Router {
                const std::vector<std::pair<uint64_t, LearnRecord>>& journal);
   std::optional<Posterior> posterior(std::string_view category, std::string_view model) const;
   std::optional<ModelStats> stats(std::string_view model) const;
+  // The learned routes' contextual models (for explanations and the admin view).
+  const ContextualBook& contextual() const;
 
   const Config& config() const { return *config_; }
 
