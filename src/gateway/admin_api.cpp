@@ -1,7 +1,6 @@
 // The admin API (/admin/...): key, breaker and model state, key disable/enable, reload. The
 // caller checked the admin credentials (auth.h).
 #include <boost/json.hpp>
-
 #include <chrono>
 
 #include "common/json.h"

@@ -95,6 +95,14 @@ class ChatCall {
       reject(http::status::bad_request, *err, "invalid_request_error", "invalid_header");
       co_return;
     }
+    // What the request looks like, for the learned routes' contextual models (issue 30).
+    if (!embeddings_) {
+      const auto ua = ex_.request[http::field::user_agent];
+      info.features = routing::build_features(
+          req_.text, {info.category, info.complexity ? to_string(*info.complexity) : "",
+                      owner_tag(*snap_, gateway_key_), std::string_view(ua.data(), ua.size())});
+      features_ = info.features;
+    }
     auto plan = snap_->router->plan(info);
     if (!plan.ok()) {
       if (plan.status().code() == StatusCode::kNotFound) {
@@ -504,7 +512,7 @@ class ChatCall {
     }
     // Remembered for the caller's verdict; the transport success already taught the bandit.
     rt_.ledger->remember(seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
-                         {nonce_, owner_tag(*snap_, gateway_key_)});
+                         {nonce_, owner_tag(*snap_, gateway_key_)}, plan_.route(), &features_);
     // Read after the bookkeeping, which x-switchboard-overhead-us includes.
     const MonoTime now = rt_.clock.now();
     if (!r.wrote_response) {
@@ -578,6 +586,8 @@ class ChatCall {
     o.tokens_in = r.usage.prompt_tokens;
     o.tokens_out = r.usage.completion_tokens;
     o.cost_usd = cost_of(a, r.usage);
+    o.route = plan_.route();
+    o.features = features_;
     snap_->router->record(o);
     static metrics::ShardedCounter updates(
         &metrics::counter_family("switchboard_routing_updates_total",
@@ -688,6 +698,7 @@ class ChatCall {
   std::string session_;
   ChatRequest req_;
   routing::FallbackPlan plan_;
+  routing::FeatureVector features_;  // the request's (empty for embeddings)
   int attempts_ = 0;
   int layer_rank_ = 0;
   double ttft_ = -1;  // a stream's time to first content in seconds, -1 before any

@@ -92,6 +92,7 @@ enum class Key : uint8_t {
   kText,
   kImageUrl,
   kIncludeUsage,
+  kTools,
 };
 
 Key key_of(Frame f, std::string_view k) {
@@ -106,6 +107,7 @@ Key key_of(Frame f, std::string_view k) {
       if (k == "top_p") return Key::kTopP;
       if (k == "n") return Key::kN;
       if (k == "stream_options") return Key::kStreamOptions;
+      if (k == "tools") return Key::kTools;
       return Key::kNone;
     case Frame::kMessage:
       if (k == "role") return Key::kRole;
@@ -130,6 +132,7 @@ class Handler {
   static constexpr std::size_t max_string_size = std::size_t(-1);
 
   Facts facts;
+  routing::TextScanner scanner;  // the messages' texts, for the routing features
 
   bool on_document_begin(boost::system::error_code&) { return true; }
   bool on_document_end(boost::system::error_code&) { return true; }
@@ -147,6 +150,7 @@ class Handler {
         f = Frame::kMessage;
         message_ = {};
         message_.is_object = true;
+        scanner.begin_message();
       } else if (parent == Frame::kContent) {
         f = Frame::kPart;
         part_ = {};
@@ -160,7 +164,10 @@ class Handler {
 
   bool on_object_end(std::size_t, boost::system::error_code&) {
     const Frame f = pop();
-    if (f == Frame::kMessage) end_message();
+    if (f == Frame::kMessage) {
+      end_message();
+      scanner.end_message();
+    }
     if (f == Frame::kPart) {
       if (part_.text == Kind::kString) {
         content_tokens_ += routing::estimate_tokens(part_.text_length);
@@ -286,8 +293,14 @@ class Handler {
     key_len_ += s.size();
   }
   void append_string(std::string_view s) {
-    // Only the role's text is needed (and the model's, kept in facts as it comes).
-    if (depth_ > 0 && frames_[depth_ - 1] == Frame::kMessage && keys_[depth_ - 1] == Key::kRole) {
+    // The role's text, the model's (kept in facts as it comes), and message texts for the
+    // routing features (routing/features.h: bounded work per message).
+    if (depth_ > 0 &&
+        ((frames_[depth_ - 1] == Frame::kMessage && keys_[depth_ - 1] == Key::kContent) ||
+         (frames_[depth_ - 1] == Frame::kPart && keys_[depth_ - 1] == Key::kText))) {
+      scanner.text(s);
+    } else if (depth_ > 0 && frames_[depth_ - 1] == Frame::kMessage &&
+               keys_[depth_ - 1] == Key::kRole) {
       const size_t room = sizeof(role_) - std::min(role_len_, sizeof(role_));
       std::copy_n(s.data(), std::min(room, s.size()), role_ + std::min(role_len_, sizeof(role_)));
       role_len_ += s.size();
@@ -322,6 +335,7 @@ class Handler {
           message_.role_known = kind == Kind::kString && role_len_ <= sizeof(role_) &&
                                 std::find(std::begin(kRoles), std::end(kRoles),
                                           std::string_view(role_, role_len_)) != std::end(kRoles);
+          if (message_.role_known) scanner.set_role(std::string_view(role_, role_len_));
         } else if (k == Key::kContent) {
           message_.content = kind;
           message_.content_tokens =
@@ -389,6 +403,9 @@ class Handler {
       case Key::kStreamOptions:
         facts.stream_options = kind;
         facts.include_usage = Kind::kAbsent;
+        break;
+      case Key::kTools:
+        if (kind == Kind::kArray) scanner.set_tools_defined();
         break;
       default:
         break;
@@ -474,6 +491,7 @@ std::optional<std::string> validate_chat_request(std::string_view body, ChatRequ
     return "'messages' must be a non-empty array";
   if (f.message_error) return *f.message_error;
   out.prompt_tokens = f.prompt_tokens;
+  out.text = parser.handler().scanner.result();
   if (f.stream != Kind::kAbsent) {
     if (f.stream != Kind::kBool) return "'stream' must be a boolean";
     out.stream = f.stream_value;

@@ -19,6 +19,8 @@
 #include <string>
 #include <string_view>
 
+#include "routing/features.h"
+
 namespace switchboard::gateway {
 
 struct ChatRequest {
@@ -28,6 +30,7 @@ struct ChatRequest {
   bool stream_options_present = false;  // the key is there (even as null)
   int64_t max_tokens = 0;               // max_tokens or max_completion_tokens; 0 when absent
   int64_t prompt_tokens = 0;            // estimate: text length / 4, images 765, 4 per message
+  routing::RequestText text;            // what the routing features read (chat requests only)
 
   // The whole body as a document (an object: validation passed), parsed on first use.
   const boost::json::object& document(std::string_view body);

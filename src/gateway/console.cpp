@@ -18,9 +18,9 @@ std::string_view content_type(std::string_view name) {
 void serve_console(Exchange& ex, std::string_view target, bool admin_key_required) {
   const auto method = ex.request.method();
   if (method != http::verb::get) {
-    ex.response = error_response(http::status::method_not_allowed, "use GET",
-                                 "invalid_request_error", "method_not_allowed",
-                                 ex.request.version());
+    ex.response =
+        error_response(http::status::method_not_allowed, "use GET", "invalid_request_error",
+                       "method_not_allowed", ex.request.version());
     return;
   }
   if (target == "/ui/session") {
@@ -36,9 +36,9 @@ void serve_console(Exchange& ex, std::string_view target, bool admin_key_require
   for (const auto& f : console_files())
     if (f.name == name) file = &f;
   if (!file) {
-    ex.response = error_response(http::status::not_found,
-                                 "no such console file: " + std::string(target),
-                                 "invalid_request_error", "not_found", ex.request.version());
+    ex.response =
+        error_response(http::status::not_found, "no such console file: " + std::string(target),
+                       "invalid_request_error", "not_found", ex.request.version());
     return;
   }
   Response res{http::status::ok, ex.request.version()};

@@ -55,7 +55,8 @@ void handle_feedback(Runtime& rt, const Snapshot& snap, Exchange& ex, int gatewa
     return;
   }
   if (served.learned)
-    snap.router->record_feedback(served.category, served.model, served.transport_reward, reward);
+    snap.router->record_feedback(served.category, served.model, served.transport_reward, reward,
+                                 served.route, &served.features);
   if (rt.store) {
     store::FeedbackEvent e;
     e.time = rt.clock.wall_now();

@@ -25,6 +25,8 @@ struct FeedbackLedger::Impl {
     int16_t layer = 0;
     bool learned = false;
     bool claimed = false;
+    uint16_t route = 0;    // interned; 0 with no features
+    std::string features;  // FeatureVector::encode(), "" when the request had none
   };
   struct alignas(64) Shard {
     std::mutex mu;
@@ -111,15 +113,20 @@ FeedbackLedger::FeedbackLedger(size_t capacity, Millis ttl, Clock& clock)
 FeedbackLedger::~FeedbackLedger() = default;
 
 void FeedbackLedger::remember(uint64_t seq, std::string_view model, std::string_view category,
-                              int layer, double transport_reward, bool learned, Ticket ticket) {
+                              int layer, double transport_reward, bool learned, Ticket ticket,
+                              std::string_view route, const FeatureVector* features) {
   if (seq == 0) return;
   uint16_t m = impl_->intern(model);
   uint16_t c = impl_->intern(category.empty() ? "default" : category);
   Impl::Entry e{
       seq,  impl_->now_ms(), ticket, transport_reward, m, c, static_cast<int16_t>(layer), learned,
       false};
+  if (features && !features->empty()) {
+    e.route = impl_->intern(route);
+    e.features = features->encode();
+  }
   std::lock_guard lock(impl_->shards[(seq % capacity_) % kShards].mu);
-  impl_->ring[seq % capacity_] = e;
+  impl_->ring[seq % capacity_] = std::move(e);
 }
 
 FeedbackLedger::Claim FeedbackLedger::claim(uint64_t seq, Served& served, Ticket ticket) {
@@ -135,13 +142,18 @@ FeedbackLedger::Claim FeedbackLedger::claim(uint64_t seq, Served& served, Ticket
       return Claim::kUnknown;
     if (slot.claimed) return Claim::kDuplicate;
     slot.claimed = true;
-    e = slot;
+    e = std::move(slot);
+    slot.features.clear();
   }
   served.model = impl_->name_of(e.model);
   served.category = impl_->name_of(e.category);
   served.layer = e.layer;
   served.transport_reward = e.transport_reward;
   served.learned = e.learned;
+  if (!e.features.empty()) {
+    served.route = impl_->name_of(e.route);
+    served.features = FeatureVector::decode(e.features);
+  }
   return Claim::kOk;
 }
 

@@ -295,15 +295,20 @@ class FeedbackLedger {
     uint64_t owner;
   };
 
+  // `route` and `features`: the request's, for the contextual model's lesson from the verdict
+  // (kept encoded, ~4 bytes a feature, while the entry lives).
   void remember(uint64_t seq, std::string_view model, std::string_view category, int layer,
-                double transport_reward, bool learned, Ticket ticket = {});
+                double transport_reward, bool learned, Ticket ticket = {},
+                std::string_view route = {}, const FeatureVector* features = nullptr);
 
   struct Served {
     std::string model;
     std::string category;
     int layer = 0;
     double transport_reward = 0;
-    bool learned = false;  // the transport outcome taught the bandit (so a verdict corrects it)
+    bool learned = false;    // the transport outcome taught the bandit (so a verdict corrects it)
+    std::string route;       // with features only
+    FeatureVector features;  // empty when the request had none (or was served before a restart)
   };
   enum class Claim { kOk, kUnknown, kDuplicate };
   Claim claim(uint64_t seq, Served& served, Ticket ticket = {});

@@ -295,8 +295,8 @@ TEST_F(SecurityTest, ConsoleShowsNothingWithoutTheAdminKeyAndNoSecretWithIt) {
   }
   auto overview = get(port_, "/admin/overview", admin);
   ASSERT_EQ(overview.status, 200) << overview.body;
-  for (const char* secret : {"sk-provider-secret-9999", "gw-alpha-secret-1111", "gw-beta-secret",
-                             "admin-secret-key"})
+  for (const char* secret :
+       {"sk-provider-secret-9999", "gw-alpha-secret-1111", "gw-beta-secret", "admin-secret-key"})
     EXPECT_EQ(overview.body.find(secret), std::string::npos) << secret;
   auto doc = parse_json(overview.body);
   ASSERT_TRUE(doc.is_object()) << overview.body;
@@ -312,8 +312,8 @@ TEST_F(SecurityTest, ConsoleShowsNothingWithoutTheAdminKeyAndNoSecretWithIt) {
   EXPECT_EQ(clients[1].at("spend_usd").to_number<double>(), 0);
 
   // The console's runs are the admin's view of /v1/workflows/runs; it creates none.
-  std::string run = submit("name: nap\nsteps:\n  - { id: a, kind: sleep, input: { duration_ms: 60000 } }\n",
-                           alpha);
+  std::string run = submit(
+      "name: nap\nsteps:\n  - { id: a, kind: sleep, input: { duration_ms: 60000 } }\n", alpha);
   ASSERT_FALSE(run.empty());
   auto runs = get(port_, "/admin/runs", admin);
   ASSERT_EQ(runs.status, 200) << runs.body;
