@@ -2,6 +2,7 @@
 // Parsing and full documents use Boost.JSON in the modules that need it.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -13,6 +14,11 @@ void append_escaped(std::string& out, std::string_view s);
 
 // `"s"` with escaping.
 std::string quote(std::string_view s);
+
+// Bytes as lowercase hex, and back (nullopt for an odd length or a non-hex character): binary
+// state in the stores' text columns.
+std::string hex_encode(std::string_view bytes);
+std::optional<std::string> hex_decode(std::string_view hex);
 
 // A finite double in shortest round-trip form; NaN and infinities become null.
 std::string number(double v);

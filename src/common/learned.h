@@ -8,10 +8,15 @@
 // record twice. Plain values; thread-safe as values are.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
 namespace switchboard {
+
+// Slots of the contextual router's hashed feature space (routing/features.h): the length of each
+// persisted weight vector.
+inline constexpr size_t kContextualDim = 2048;
 
 // Thompson-sampling posterior Beta(alpha, beta) of one (category, model).
 struct Posterior {

@@ -102,6 +102,12 @@ std::string breakers_json(Runtime& rt) {
 void append_models(std::string& out, Runtime& rt) {
   auto snap = rt.snapshot();
   auto state = snap->router->export_state();
+  // Category hints are features too: named where they land.
+  std::vector<std::string> category_names;
+  for (const auto& p : state.posteriors)
+    if (p.category != "default" && std::find(category_names.begin(), category_names.end(),
+                                             "category:" + p.category) == category_names.end())
+      category_names.push_back("category:" + p.category);
   out += "\"models\":[";
   bool first = true;
   for (const auto& m : snap->config->models) {
@@ -118,7 +124,29 @@ void append_models(std::string& out, Runtime& rt) {
            ",\"spend_usd\":" + json::number(s ? s->spend_usd : 0) + ",\"cost_per_request_usd\":" +
            json::number(s && s->requests ? s->spend_usd / double(s->requests) : 0);
     // The standing of its provider's quota ("warning 83%"; "" without a quota).
-    out += ",\"quota\":" + json::quote(quota_summary(rt, m.provider)) + "}";
+    out += ",\"quota\":" + json::quote(quota_summary(rt, m.provider));
+    // Its contextual model on each learned route (issue 30): how much it learned and the
+    // features that weigh most (positive: more likely to succeed).
+    out += ",\"contextual\":[";
+    bool first_route = true;
+    for (const auto& r : snap->config->routes) {
+      if (r.strategy != RouteStrategy::kLearned) continue;
+      const uint64_t updates =
+          snap->router->contextual().updates(r.name, int(&m - &snap->config->models[0]));
+      if (updates == 0) continue;
+      out += first_route ? "" : ",";
+      first_route = false;
+      out += "{\"route\":" + json::quote(r.name) + ",\"updates\":" + std::to_string(updates) +
+             ",\"strongest\":[";
+      const auto strongest =
+          snap->router->contextual().strongest(r.name, int(&m - &snap->config->models[0]), 8);
+      for (size_t i = 0; i < strongest.size(); ++i)
+        out += (i ? "," : "") + std::string("{\"feature\":") +
+               json::quote(routing::describe_slot(strongest[i].first, category_names)) +
+               ",\"weight\":" + json::number(strongest[i].second) + "}";
+      out += "]}";
+    }
+    out += "]}";
   }
   out += "],\"posteriors\":[";
   first = true;

@@ -27,6 +27,16 @@ void LearningJournal::restore(routing::Router& router, const store::LoadedState&
   routing::RouterState snapshot;
   snapshot.posteriors.assign(loaded.posteriors.begin(), loaded.posteriors.end());
   snapshot.stats.assign(loaded.model_stats.begin(), loaded.model_stats.end());
+  for (const auto& c : loaded.contextual) {
+    routing::ContextualBook::Snapshot s;
+    s.route = c.route;
+    s.model_name = c.model;
+    s.means = c.means;
+    s.variances = c.variances;
+    s.updates = c.updates;
+    s.last_id = c.last_outcome_id;
+    snapshot.contextual.push_back(std::move(s));
+  }
   router.restore(snapshot, loaded.learning);
 }
 
@@ -35,6 +45,7 @@ void LearningJournal::mark_written(const store::LoadedState& loaded) {
   for (const auto& p : loaded.posteriors)
     written_posteriors_[{p.category, p.model}] = p.last_outcome_id;
   for (const auto& s : loaded.model_stats) written_stats_[s.model] = s.last_outcome_id;
+  for (const auto& c : loaded.contextual) written_contextual_[{c.route, c.model}] = c.updates;
 }
 
 void LearningJournal::start() {
@@ -89,6 +100,21 @@ void LearningJournal::snapshot_now() {
     e.updated = now;
     const bool accepted = rt_.store->enqueue(std::move(e)) != 0;
     written = accepted ? s.last_outcome_id : kNeverWritten;
+    all_accepted = all_accepted && accepted;
+  }
+  for (const auto& c : state.contextual) {
+    uint64_t& written = written_contextual_[{c.route, c.model_name}];
+    if (written == c.updates) continue;
+    store::ContextualModelEvent e;
+    e.route = c.route;
+    e.model = c.model_name;
+    e.means = c.means;
+    e.variances = c.variances;
+    e.updates = c.updates;
+    e.last_outcome_id = c.last_id;
+    e.updated = now;
+    const bool accepted = rt_.store->enqueue(std::move(e)) != 0;
+    written = accepted ? c.updates : kNeverWritten;
     all_accepted = all_accepted && accepted;
   }
   // The rows hold every record up to learned_through: the journal may forget those.

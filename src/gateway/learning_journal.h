@@ -57,6 +57,8 @@ class LearningJournal {
   // (Rows restored at start count as written: they are what the store holds.)
   std::map<std::pair<std::string, std::string>, uint64_t> written_posteriors_;
   std::map<std::string, uint64_t> written_stats_;
+  // (route, model) → the update count last written.
+  std::map<std::pair<std::string, std::string>, uint64_t> written_contextual_;
   uint64_t compacted_through_ = 0;
 };
 

@@ -192,8 +192,13 @@ std::vector<ContextualBook::Snapshot> ContextualBook::export_state() const {
     std::lock_guard lock(r->mu);
     for (size_t i = 0; i < r->models.size(); ++i) {
       if (!r->models[i]) continue;
-      out.push_back(Snapshot{name, r->model_ids[i], r->models[i]->means(),
-                             r->models[i]->variances(), r->models[i]->updates(), r->last_id[i]});
+      out.push_back(Snapshot{name,
+                             r->model_ids[i],
+                             {},
+                             r->models[i]->means(),
+                             r->models[i]->variances(),
+                             r->models[i]->updates(),
+                             r->last_id[i]});
     }
   }
   return out;

@@ -108,7 +108,8 @@ class ContextualBook {
 
   struct Snapshot {
     std::string route;
-    int model = 0;
+    int model = 0;           // catalog index (the book's view)
+    std::string model_name;  // the same by name (the Router's and the store's view)
     std::vector<float> means, variances;
     uint64_t updates = 0;
     uint64_t last_id = 0;  // the newest journal record included

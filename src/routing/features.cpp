@@ -307,4 +307,27 @@ uint16_t feature_slot(std::string_view name) {
   return uint16_t(h & (FeatureVector::kDim - 1));
 }
 
+std::string describe_slot(uint16_t slot, const std::vector<std::string>& extra) {
+  static const std::vector<std::pair<uint16_t, std::string>> kKnown = [] {
+    std::vector<std::pair<uint16_t, std::string>> t;
+    auto add = [&](std::string name) { t.emplace_back(feature_slot(name), std::move(name)); };
+    add("bias:");
+    for (int i = 0; i <= 24; ++i) add("len:" + std::to_string(i));
+    for (int i = 0; i <= 24; ++i) add("ctx:" + std::to_string(i));
+    for (int i = 0; i <= 6; ++i) add("turns:" + std::to_string(i));
+    for (int i = 0; i <= 3; ++i) add("fences:" + std::to_string(i));
+    add("tools:defined");
+    add("tools:results");
+    for (const char* c : {"simple", "moderate", "high", "critical"})
+      add(std::string("complexity:") + c);
+    return t;
+  }();
+  std::string out;
+  for (const auto& [s, name] : kKnown)
+    if (s == slot) out += (out.empty() ? "" : "|") + name;
+  for (const auto& name : extra)
+    if (feature_slot(name) == slot) out += (out.empty() ? "" : "|") + name;
+  return out.empty() ? "#" + std::to_string(slot) : out;
+}
+
 }  // namespace switchboard::routing

@@ -23,10 +23,12 @@
 #include <string_view>
 #include <vector>
 
+#include "common/learned.h"
+
 namespace switchboard::routing {
 
 struct FeatureVector {
-  static constexpr uint32_t kDim = 2048;  // hashed slots (a power of two)
+  static constexpr uint32_t kDim = kContextualDim;  // hashed slots (a power of two)
   static constexpr size_t kMaxFeatures = 80;
   uint16_t size = 0;
   std::array<uint16_t, kMaxFeatures> index{};
@@ -120,6 +122,11 @@ FeatureVector build_features(const RequestText& text, const FeatureContext& cont
 
 // The slot a named feature lands in ("len:7", "w:traceback"...), for explanations and tests.
 uint16_t feature_slot(std::string_view name);
+
+// A readable name for a slot: the features with few values (bias, len:N, ctx:N, turns:N,
+// fences:N, tools:*, complexity:*) and `extra` names ("category:debugging"...) that land in it,
+// or "#<slot>" for a hashed word, bigram, language, system prompt, client or user agent.
+std::string describe_slot(uint16_t slot, const std::vector<std::string>& extra = {});
 
 // 64-bit hash of a byte string (FNV-1a with a final mix); stable across builds.
 uint64_t hash_bytes(std::string_view s, uint64_t seed = 0);

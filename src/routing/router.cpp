@@ -588,6 +588,7 @@ RouterState Router::export_state() const {
   std::lock_guard post_lock(impl_->post_mu);
   st.learned_through = impl_->learned_through;
   st.contextual = impl_->contextual->export_state();
+  for (auto& c : st.contextual) c.model_name = cfg.models[size_t(c.model)].name;
   for (const auto& [cat, vec] : impl_->posteriors) {
     for (size_t i = 0; i < vec.size(); ++i) {
       if (vec[i].outcomes == 0 && vec[i].last_id == 0 && vec[i].feedback == 0) continue;
@@ -609,7 +610,15 @@ RouterState Router::export_state() const {
 void Router::import_state(const RouterState& st) {
   {
     std::lock_guard lock(impl_->post_mu);
-    impl_->contextual->import_state(st.contextual);
+    // Models by name: the catalog's order may have changed since the state was taken.
+    std::vector<ContextualBook::Snapshot> contextual;
+    for (const auto& c : st.contextual) {
+      auto it = impl_->model_index.find(c.model_name);
+      if (it == impl_->model_index.end()) continue;
+      contextual.push_back(c);
+      contextual.back().model = it->second;
+    }
+    impl_->contextual->import_state(contextual);
     impl_->learned_through = std::max(impl_->learned_through, st.learned_through);
     for (const auto& p : st.posteriors) {
       auto it = impl_->model_index.find(p.model);

@@ -3,7 +3,10 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <cstring>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "common/metrics.h"
 
@@ -14,7 +17,7 @@ namespace {
 
 constexpr std::array<const char*, kEventKinds> kKindNames = {
     "outcome",     "usage",    "key_state", "breaker_transition", "bandit_posterior",
-    "model_stats", "feedback", "learning",  "learning_compact"};
+    "model_stats", "feedback", "learning",  "learning_compact",   "contextual_model"};
 
 }  // namespace
 
@@ -340,6 +343,25 @@ void BatchWriter::run() {
 
 }  // namespace detail
 
+namespace detail {
+
+std::string floats_hex(const std::vector<float>& v) {
+  return json::hex_encode(
+      std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)));
+}
+
+bool floats_from_hex(std::string_view hex, size_t count, std::vector<float>& out) {
+  auto bytes = json::hex_decode(hex);
+  if (!bytes || bytes->size() != count * sizeof(float)) return false;
+  out.resize(count);
+  std::memcpy(out.data(), bytes->data(), bytes->size());
+  for (float f : out)
+    if (!std::isfinite(f)) return false;
+  return true;
+}
+
+}  // namespace detail
+
 const char* event_kind_name(const Event& e) {
   return detail::kKindNames[e.index()];
 }
@@ -348,7 +370,9 @@ bool is_essential(const Event& e) {
   return std::holds_alternative<UsageEvent>(e) || std::holds_alternative<FeedbackEvent>(e) ||
          std::holds_alternative<KeyStateEvent>(e) ||
          std::holds_alternative<BanditPosteriorEvent>(e) ||
-         std::holds_alternative<ModelStatsEvent>(e) || std::holds_alternative<LearnCompactEvent>(e);
+         std::holds_alternative<ModelStatsEvent>(e) ||
+         std::holds_alternative<ContextualModelEvent>(e) ||
+         std::holds_alternative<LearnCompactEvent>(e);
 }
 
 }  // namespace switchboard::store

@@ -38,6 +38,12 @@ struct Entry {
   Event event;
 };
 
+// A contextual model's weight vector in a text column: its floats' bytes (little-endian, as every
+// platform the project builds for) in hex; read back only when it has exactly `count` finite
+// floats.
+std::string floats_hex(const std::vector<float>& v);
+bool floats_from_hex(std::string_view hex, size_t count, std::vector<float>& out);
+
 // A FIFO ring of entries. Slots stay constructed (and keep their capacity) when entries leave,
 // so a warmed-up ring never allocates; it grows by doubling up to the queue capacity. Dropping
 // the oldest entry is O(1).

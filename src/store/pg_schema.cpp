@@ -183,6 +183,23 @@ CREATE TABLE workflow_events (
 );
 CREATE INDEX workflow_events_run ON workflow_events (run_id, id);
 )sql"},
+      // The contextual router (issue 30), as SQLite's migration 10: each journal record's route
+      // and features, and each (route, model) model's weights, per node like the posteriors.
+      {3, R"sql(
+ALTER TABLE learning_log ADD COLUMN route TEXT NOT NULL DEFAULT '';
+ALTER TABLE learning_log ADD COLUMN features TEXT NOT NULL DEFAULT '';
+CREATE TABLE contextual_models (
+  node TEXT NOT NULL,
+  route TEXT NOT NULL,
+  model TEXT NOT NULL,
+  means TEXT NOT NULL,
+  variances TEXT NOT NULL,
+  updates BIGINT NOT NULL DEFAULT 0,
+  last_outcome_id BIGINT NOT NULL DEFAULT 0,
+  updated_ms BIGINT NOT NULL DEFAULT 0,
+  PRIMARY KEY (node, route, model)
+);
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

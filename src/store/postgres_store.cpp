@@ -12,6 +12,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "store/batch_writer.h"
 #include "store/pg_util.h"
@@ -54,8 +55,8 @@ constexpr RowKind kUsageRows = {
 constexpr RowKind kLearnRows = {
     "learn_rows",
     "INSERT INTO learning_log (node, id, ts_ms, kind, category, model, reward, transport_reward, "
-    "counts, success, latency_us, tokens_in, tokens_out, cost_usd) VALUES ",
-    14, " ON CONFLICT (node, id) DO NOTHING"};
+    "counts, success, latency_us, tokens_in, tokens_out, cost_usd, route, features) VALUES ",
+    16, " ON CONFLICT (node, id) DO NOTHING"};
 
 using detail::Overloaded;
 
@@ -214,6 +215,8 @@ class PostgresStore final : public detail::BatchedStore {
               p.add(l.tokens_in);
               p.add(l.tokens_out);
               p.add(l.cost_usd);
+              p.add(l.route);
+              p.add(json::hex_encode(l.features));
               return Status();
             },
             [&](const KeyStateEvent& k) {
@@ -309,6 +312,24 @@ class PostgresStore final : public detail::BatchedStore {
               q.add(node);
               q.add(int64_t(c.up_to));
               return single("DELETE FROM learning_log WHERE node = $1 AND id <= $2", q);
+            },
+            [&](const ContextualModelEvent& c) {
+              PgParams q;
+              q.add(node);
+              q.add(c.route);
+              q.add(c.model);
+              q.add(detail::floats_hex(c.means));
+              q.add(detail::floats_hex(c.variances));
+              q.add(int64_t(c.updates));
+              q.add(int64_t(c.last_outcome_id));
+              q.add(to_ms(c.updated));
+              return single(
+                  "INSERT INTO contextual_models (node, route, model, means, variances, updates, "
+                  "last_outcome_id, updated_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
+                  "ON CONFLICT (node, route, model) DO UPDATE SET means = excluded.means, "
+                  "variances = excluded.variances, updates = excluded.updates, "
+                  "last_outcome_id = excluded.last_outcome_id, updated_ms = excluded.updated_ms",
+                  q);
             },
         },
         e.event);
@@ -436,7 +457,8 @@ Result<LoadedState> PostgresStore::load() {
   }
   auto journal = conn->query(
       "SELECT id, kind, category, model, reward, transport_reward, counts, success, latency_us, "
-      "tokens_in, tokens_out, cost_usd FROM learning_log WHERE node = $1 ORDER BY id",
+      "tokens_in, tokens_out, cost_usd, route, features FROM learning_log WHERE node = $1 "
+      "ORDER BY id",
       node);
   if (!journal.ok()) return journal.status();
   for (int i = 0; i < journal->rows(); ++i) {
@@ -454,7 +476,27 @@ Result<LoadedState> PostgresStore::load() {
     r.tokens_in = journal->integer(i, 9);
     r.tokens_out = journal->integer(i, 10);
     r.cost_usd = journal->number(i, 11);
+    r.route = journal->text(i, 12);
+    r.features = json::hex_decode(journal->text(i, 13)).value_or("");
     out.learning.emplace_back(uint64_t(journal->integer(i, 0)), std::move(r));
+  }
+  auto contextual = conn->query(
+      "SELECT route, model, means, variances, updates, last_outcome_id, updated_ms "
+      "FROM contextual_models WHERE node = $1 ORDER BY route, model",
+      node);
+  if (!contextual.ok()) return contextual.status();
+  for (int i = 0; i < contextual->rows(); ++i) {
+    ContextualModelEvent c;
+    c.route = contextual->text(i, 0);
+    c.model = contextual->text(i, 1);
+    // A row that does not read back whole is skipped: its model starts over.
+    if (!detail::floats_from_hex(contextual->text(i, 2), kContextualDim, c.means) ||
+        !detail::floats_from_hex(contextual->text(i, 3), kContextualDim, c.variances))
+      continue;
+    c.updates = uint64_t(contextual->integer(i, 4));
+    c.last_outcome_id = uint64_t(contextual->integer(i, 5));
+    c.updated = from_ms(contextual->integer(i, 6));
+    out.contextual.push_back(std::move(c));
   }
   auto last = conn->query("SELECT COALESCE(MAX(seq), 0) FROM outcomes WHERE node = $1", node);
   if (!last.ok()) return last.status();

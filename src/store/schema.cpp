@@ -188,6 +188,23 @@ CREATE TABLE key_state (
   PRIMARY KEY (key_id, model)
 ) WITHOUT ROWID;
 )sql"},
+      // The contextual router (issue 30): the journal keeps each record's route and features
+      // (hex of FeatureVector::encode), and each (route, model) model's weights are snapshot
+      // rows like the posteriors (hex of their floats).
+      {10, "contextual routing", R"sql(
+ALTER TABLE learning_log ADD COLUMN route TEXT NOT NULL DEFAULT '';
+ALTER TABLE learning_log ADD COLUMN features TEXT NOT NULL DEFAULT '';
+CREATE TABLE contextual_models (
+  route TEXT NOT NULL,
+  model TEXT NOT NULL,
+  means TEXT NOT NULL,
+  variances TEXT NOT NULL,
+  updates INTEGER NOT NULL DEFAULT 0,
+  last_outcome_id INTEGER NOT NULL DEFAULT 0,
+  updated_ms INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (route, model)
+) WITHOUT ROWID;
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

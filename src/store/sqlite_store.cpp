@@ -8,6 +8,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "store/batch_writer.h"
 #include "store/sqlite_util.h"
@@ -28,7 +29,7 @@ using detail::to_ms;
 constexpr size_t kRowsPerInsert = 16;
 constexpr int kOutcomeColumns = 16;
 constexpr int kUsageColumns = 9;
-constexpr int kLearnColumns = 13;
+constexpr int kLearnColumns = 15;
 // The event kinds written by multi-row inserts, and their columns.
 constexpr size_t kMultiKinds[] = {0, 1, 7};
 constexpr int kMultiColumns[] = {kOutcomeColumns, kUsageColumns, kLearnColumns};
@@ -90,9 +91,14 @@ class SqliteStore final : public detail::BatchedStore {
         "updated_ms = excluded.updated_ms",
         "INSERT INTO feedback (ts_ms, request_id, success, score) VALUES (?1, ?2, ?3, ?4)",
         "INSERT INTO learning_log (id, ts_ms, kind, category, model, reward, transport_reward, "
-        "counts, success, latency_us, tokens_in, tokens_out, cost_usd) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        "counts, success, latency_us, tokens_in, tokens_out, cost_usd, route, features) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         "DELETE FROM learning_log WHERE id <= ?1",
+        "INSERT INTO contextual_models (route, model, means, variances, updates, "
+        "last_outcome_id, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
+        "ON CONFLICT (route, model) DO UPDATE SET means = excluded.means, "
+        "variances = excluded.variances, updates = excluded.updates, "
+        "last_outcome_id = excluded.last_outcome_id, updated_ms = excluded.updated_ms",
     };
     static_assert(std::size(kSql) == kEventKinds);
     for (size_t i = 0; i < kEventKinds; ++i) {
@@ -197,6 +203,8 @@ class SqliteStore final : public detail::BatchedStore {
     s.bind(base + 11, l.tokens_in);
     s.bind(base + 12, l.tokens_out);
     s.bind(base + 13, l.cost_usd);
+    s.bind(base + 14, l.route);
+    s.bind_copy(base + 15, json::hex_encode(l.features));
   }
 
   // Writes the rows gathered for a multi-row insert (slot: see kMultiKinds): full statements of
@@ -303,6 +311,17 @@ class SqliteStore final : public detail::BatchedStore {
                           [&](const LearnCompactEvent& c) {
                             Stmt& s = insert_[8];
                             s.bind(1, int64_t(c.up_to));
+                            return s.run();
+                          },
+                          [&](const ContextualModelEvent& c) {
+                            Stmt& s = insert_[9];
+                            s.bind(1, c.route);
+                            s.bind(2, c.model);
+                            s.bind_copy(3, detail::floats_hex(c.means));
+                            s.bind_copy(4, detail::floats_hex(c.variances));
+                            s.bind(5, int64_t(c.updates));
+                            s.bind(6, int64_t(c.last_outcome_id));
+                            s.bind(7, to_ms(c.updated));
                             return s.run();
                           },
                       },

@@ -76,6 +76,10 @@ class Stmt {
     // SQLITE_STATIC: the caller's string outlives the step that follows.
     sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
   }
+  // For a value made for the call (a temporary): SQLite keeps its own copy.
+  void bind_copy(int i, std::string_view v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
   // Steps to completion (for statements without rows), then resets. Returns the sqlite code.
   int run();
   // Steps once: SQLITE_ROW, SQLITE_DONE or an error.

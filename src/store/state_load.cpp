@@ -2,6 +2,8 @@
 // learning journal after them, in one read transaction.
 #include <filesystem>
 
+#include "common/json.h"
+#include "store/batch_writer.h"
 #include "store/sqlite_util.h"
 #include "store/store.h"
 
@@ -86,7 +88,7 @@ Result<LoadedState> detail::read_state(Db& db, WallTime now) {
 
   if (Status st = s.prepare(db.get(),
                             "SELECT id, kind, category, model, reward, transport_reward, counts, "
-                            "success, latency_us, tokens_in, tokens_out, cost_usd "
+                            "success, latency_us, tokens_in, tokens_out, cost_usd, route, features "
                             "FROM learning_log ORDER BY id");
       !st.ok()) {
     return st;
@@ -106,9 +108,32 @@ Result<LoadedState> detail::read_state(Db& db, WallTime now) {
     r.tokens_in = s.col_int(9);
     r.tokens_out = s.col_int(10);
     r.cost_usd = s.col_double(11);
+    r.route = s.col_text(12);
+    r.features = json::hex_decode(s.col_text(13)).value_or("");
     out.learning.emplace_back(uint64_t(s.col_int(0)), std::move(r));
   }
   if (rc != SQLITE_DONE) return sqlite_error(db.get(), rc, "load learning_log");
+
+  if (Status st = s.prepare(db.get(),
+                            "SELECT route, model, means, variances, updates, last_outcome_id, "
+                            "updated_ms FROM contextual_models ORDER BY route, model");
+      !st.ok()) {
+    return st;
+  }
+  while ((rc = s.step()) == SQLITE_ROW) {
+    ContextualModelEvent c;
+    c.route = s.col_text(0);
+    c.model = s.col_text(1);
+    // A row that does not read back whole is skipped: its model starts over.
+    if (!detail::floats_from_hex(s.col_text(2), kContextualDim, c.means) ||
+        !detail::floats_from_hex(s.col_text(3), kContextualDim, c.variances))
+      continue;
+    c.updates = uint64_t(s.col_int(4));
+    c.last_outcome_id = uint64_t(s.col_int(5));
+    c.updated = from_ms(s.col_int(6));
+    out.contextual.push_back(std::move(c));
+  }
+  if (rc != SQLITE_DONE) return sqlite_error(db.get(), rc, "load contextual_models");
   s.finalize();
 
   auto last = db.query_int("SELECT coalesce(max(id), 0) FROM outcomes");

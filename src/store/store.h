@@ -117,6 +117,16 @@ struct ModelStatsEvent : ModelStats {
 struct LearnEvent : LearnRecord {
   WallTime time{};
 };
+// A snapshot row of one contextual model (routing/contextual.h): its weights' means and variances
+// (FeatureVector::kDim each), upserted by (route, model) like the posteriors.
+struct ContextualModelEvent {
+  std::string route;
+  std::string model;
+  std::vector<float> means, variances;
+  uint64_t updates = 0;
+  uint64_t last_outcome_id = 0;
+  WallTime updated{};
+};
 // Forgets the journal's records up to `up_to`: a snapshot written before it holds them.
 struct LearnCompactEvent {
   uint64_t up_to = 0;
@@ -132,7 +142,7 @@ struct FeedbackEvent {
 
 using Event = std::variant<OutcomeEvent, UsageEvent, KeyStateEvent, BreakerTransitionEvent,
                            BanditPosteriorEvent, ModelStatsEvent, FeedbackEvent, LearnEvent,
-                           LearnCompactEvent>;
+                           LearnCompactEvent, ContextualModelEvent>;
 
 // Label value of `switchboard_store_dropped_total{kind=...}` ("outcome", "usage", ...).
 const char* event_kind_name(const Event& e);
@@ -145,6 +155,7 @@ struct LoadedState {
   std::vector<KeyStateEvent> keys;
   std::vector<BanditPosteriorEvent> posteriors;
   std::vector<ModelStatsEvent> model_stats;
+  std::vector<ContextualModelEvent> contextual;
   // The journal's records not yet compacted into the rows above, oldest first, with their ids.
   std::vector<std::pair<uint64_t, LearnRecord>> learning;
   int64_t last_outcome_id = 0;  // the newest committed outcome

@@ -261,6 +261,54 @@ TEST_F(DurableStateTest, RouteDbPlansWithTheLearnedState) {
   EXPECT_FALSE(std::filesystem::exists(missing));
 }
 
+// Issue 30: requests without hints teach the route's contextual models; after kill -9 the restart
+// has learned exactly as much (snapshot rows plus the journal's records with their features).
+TEST_F(DurableStateTest, ContextualModelsSurviveKillNine) {
+  auto& up = add_mock();
+  auto& cool = add_mock();
+  const std::string cfg = write_config(up, cool);
+  auto updates = [](uint16_t port) {
+    std::map<std::string, int64_t> out;
+    auto r = get(port, "/admin/models");
+    auto v = parse_json(r.body);
+    if (!v.is_object()) return out;
+    for (const auto& m : v.as_object().at("models").as_array())
+      for (const auto& c : m.as_object().at("contextual").as_array())
+        out[std::string(m.as_object().at("model").as_string())] =
+            c.as_object().at("updates").to_number<int64_t>();
+    return out;
+  };
+  std::map<std::string, int64_t> before;
+  {
+    ServeProcess serve(cfg, log_path());
+    ASSERT_TRUE(serve.ready()) << log_text();
+    for (int i = 0; i < 60; ++i) {
+      // Two kinds of request, as users write them: no hint header.
+      const std::string text =
+          i % 2 ? "what is a mutex" : "```python\\nKeyError: 'id'\\n```\\nhow do I fix it?";
+      auto r = post(
+          serve.port(), "/v1/chat/completions",
+          "{\"model\":\"auto\",\"messages\":[{\"role\":\"user\",\"content\":\"" + text + "\"}]}");
+      ASSERT_EQ(r.status, 200) << r.body;
+      const bool good = r.header("x-switchboard-model") == "good";
+      ASSERT_EQ(post(serve.port(), "/v1/feedback",
+                     "{\"request_id\":\"" + r.header("x-switchboard-request-id") +
+                         "\",\"success\":" + (good ? "true" : "false") + "}")
+                    .status,
+                200);
+    }
+    ASSERT_TRUE(wait_until([&] { return query_int(db(), "SELECT count(*) FROM feedback") == 60; }));
+    before = updates(serve.port());
+  }  // kill -9
+  // Each request taught its model twice (the outcome, then the verdict).
+  int64_t total = 0;
+  for (const auto& [model, n] : before) total += n;
+  EXPECT_EQ(total, 120) << "models: " << before.size();
+  ServeProcess again(cfg, log_path());
+  ASSERT_TRUE(again.ready()) << log_text();
+  EXPECT_EQ(updates(again.port()), before);
+}
+
 // kill -9 while four clients send requests and verdicts: the restart comes up, and its learning
 // holds every verdict the store had committed (and none that was never sent).
 TEST_F(DurableStateTest, KillNineUnderLoadRestoresEveryCommittedVerdict) {

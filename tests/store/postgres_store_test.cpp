@@ -98,7 +98,18 @@ TEST(PostgresStoreTest, EveryEventRoundTripsAndTheSequenceContinues) {
     l2.model = "gpt";
     l2.category = "coding";
     l2.reward = 0.5;
+    l2.route = "auto";
+    l2.features = std::string("\x01\x00\xff\x07", 4);  // binary, as FeatureVector::encode
     last = s->enqueue(l2);
+    ContextualModelEvent cm;
+    cm.route = "auto";
+    cm.model = "gpt";
+    cm.means.assign(kContextualDim, 0.25f);
+    cm.variances.assign(kContextualDim, 0.5f);
+    cm.means[7] = -1.5f;
+    cm.updates = 42;
+    cm.last_outcome_id = 2;
+    s->enqueue(cm);
     // Compaction is essential and goes ahead of a batch's journal records (as with SQLite): it
     // forgets what earlier batches committed.
     ASSERT_TRUE(s->flush().ok());
@@ -140,6 +151,14 @@ TEST(PostgresStoreTest, EveryEventRoundTripsAndTheSequenceContinues) {
   EXPECT_EQ(loaded->learning[0].first, last);
   EXPECT_EQ(loaded->learning[0].second.kind, LearnRecord::Kind::kPeerOutcome);
   EXPECT_EQ(loaded->learning[0].second.category, "coding");
+  EXPECT_EQ(loaded->learning[0].second.route, "auto");
+  EXPECT_EQ(loaded->learning[0].second.features, std::string("\x01\x00\xff\x07", 4));
+  ASSERT_EQ(loaded->contextual.size(), 1u);
+  EXPECT_EQ(loaded->contextual[0].model, "gpt");
+  EXPECT_EQ(loaded->contextual[0].updates, 42u);
+  ASSERT_EQ(loaded->contextual[0].means.size(), kContextualDim);
+  EXPECT_EQ(loaded->contextual[0].means[7], -1.5f);  // floats exactly
+  EXPECT_EQ(loaded->contextual[0].variances[9], 0.5f);
   EXPECT_EQ(loaded->last_outcome_id, 1);
   // Sequence numbers go on after everything this node referenced.
   EXPECT_GT(s->enqueue(make_outcome("gpt", now)), last);

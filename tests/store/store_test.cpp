@@ -164,6 +164,51 @@ TEST(StoreTest, LoadRoundTripAndSequenceContinues) {
   EXPECT_GT(s->enqueue(make_outcome("gpt-4o", now)), last_outcome);
 }
 
+// Issue 30: the journal keeps each record's route and features, and the contextual models'
+// weights are snapshot rows read back exactly; a damaged row is skipped, not trusted.
+TEST(StoreTest, ContextualStateRoundTrips) {
+  TempDir dir;
+  ManualClock clock;
+  const std::string path = dir.file("ctx.db");
+  {
+    auto s = open_or_die(options_for(path, &clock));
+    ASSERT_TRUE(s);
+    LearnEvent l;
+    l.model = "gpt-4o";
+    l.reward = 1;
+    l.route = "auto";
+    l.features = std::string("\x00\x00\x10\x02\xff", 5);
+    s->enqueue(l);
+    ContextualModelEvent c;
+    c.route = "auto";
+    c.model = "gpt-4o";
+    c.means.assign(kContextualDim, 0.0f);
+    c.variances.assign(kContextualDim, 0.3f);
+    c.means[3] = 0.125f;
+    c.updates = 9;
+    c.last_outcome_id = 1;
+    s->enqueue(c);
+    c.model = "broken";
+    s->enqueue(c);
+    ASSERT_TRUE(s->flush().ok());
+  }
+  ASSERT_EQ(query_int(path, "SELECT count(*) FROM contextual_models"), 2);
+  // A read-write statement through the test helper (it returns no row).
+  EXPECT_EQ(query_text(path, "UPDATE contextual_models SET means = 'zz' WHERE model = 'broken'"),
+            "");
+  auto s = open_or_die(options_for(path, &clock));
+  auto loaded = s->load();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().to_string();
+  ASSERT_EQ(loaded->learning.size(), 1u);
+  EXPECT_EQ(loaded->learning[0].second.route, "auto");
+  EXPECT_EQ(loaded->learning[0].second.features, std::string("\x00\x00\x10\x02\xff", 5));
+  ASSERT_EQ(loaded->contextual.size(), 1u) << "the damaged row is skipped";
+  EXPECT_EQ(loaded->contextual[0].model, "gpt-4o");
+  EXPECT_EQ(loaded->contextual[0].updates, 9u);
+  EXPECT_EQ(loaded->contextual[0].means[3], 0.125f);
+  EXPECT_EQ(loaded->contextual[0].variances[100], 0.3f);
+}
+
 TEST(StoreTest, DayUsageIsCountedBackFromTheUsageJournalPerKeyAndMinute) {
   TempDir dir;
   ManualClock clock;
