@@ -1,7 +1,10 @@
 // Routing hot paths: planning a learned route and recording an outcome.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "routing/routing.h"
 
@@ -55,6 +58,75 @@ void BM_PlannerPlan(benchmark::State& state) {
   plan_trained(state, router);
 }
 BENCHMARK(BM_PlannerPlan);
+
+// A user message as coding agents send them: a pasted trace in a fence and a question.
+RequestText typical_text() {
+  TextScanner s;
+  s.begin_message();
+  s.set_role("system");
+  s.text("You are a coding assistant. Answer with code when you can.");
+  s.end_message();
+  s.begin_message();
+  s.set_role("user");
+  std::string msg =
+      "I'm getting this when I run the tests:\n```python\nTraceback (most recent call "
+      "last):\n  File \"/srv/app/main.py\", line 88, in handle\n    result = "
+      "payload[\"id\"]\nKeyError: 'id'\n```\n";
+  for (int i = 0; i < 6; ++i) msg += "The payload comes from the queue consumer and is a dict. ";
+  s.text(msg + "how do I fix it?");
+  s.end_message();
+  return s.result();
+}
+
+// The one-pass scan's share and the features: what a request pays before planning.
+void BM_FeaturesScanAndBuild(benchmark::State& state) {
+  std::string msg = "I'm getting this when I run the tests:\n```python\nKeyError: 'id'\n```\n";
+  for (int i = 0; i < 16; ++i) msg += "The payload comes from the queue consumer and is a dict. ";
+  for (auto _ : state) {
+    TextScanner s;
+    s.begin_message();
+    s.set_role("user");
+    s.text(msg);
+    s.end_message();
+    auto v = build_features(s.result(), {"", "", 42, "OpenAI/Python 1.40"});
+    benchmark::DoNotOptimize(v);
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(msg.size()));
+}
+BENCHMARK(BM_FeaturesScanAndBuild);
+
+// Planning a learned route without a category hint, by its contextual models (warm), beside
+// BM_PlannerPlan (the category posteriors). Reports the 99th percentile of single plans.
+void BM_PlannerPlanContextual(benchmark::State& state) {
+  Router router(twenty_model_config(), [](std::string_view, std::string_view) { return false; });
+  RequestInfo req{.model = "auto", .prompt_tokens = 800, .max_tokens = 400};
+  req.features = build_features(typical_text(), {"", "", 42, "OpenAI/Python 1.40"});
+  for (int i = 0; i < 20; ++i)
+    for (int k = 0; k < 50; ++k) {
+      Outcome o{.model = "m" + std::to_string(i), .reward = (k % 3) ? 1.0 : 0.0};
+      o.route = "auto";
+      o.features = req.features;
+      router.record(o);
+    }
+  Rng rng(1);
+  std::vector<double> ns;
+  ns.reserve(1 << 20);
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto plan = router.plan(req, rng);
+    benchmark::DoNotOptimize(plan);
+    if (ns.size() < ns.capacity())
+      ns.push_back(double((std::chrono::steady_clock::now() - t0).count()));
+  }
+  if (!ns.empty()) {
+    std::sort(ns.begin(), ns.end());
+    state.counters["p50_ns"] = ns[ns.size() / 2];
+    state.counters["p99_ns"] = ns[ns.size() * 99 / 100];
+  }
+  auto plan = router.plan(req, rng);
+  if (!plan.ok() || !(*plan)[0].score.contextual) state.SkipWithError("not a contextual plan");
+}
+BENCHMARK(BM_PlannerPlanContextual);
 
 // The same plan with provider quotas configured: every candidate asks its provider's standing
 // (with 96 of 100 used, p1 is critical: half the candidates move behind their layers).

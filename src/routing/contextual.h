@@ -13,8 +13,8 @@
 // capped at the prior's), so evidence ages and a model that degrades on a kind of task loses it
 // within a few hundred requests of that kind.
 //
-// Memory: 2 floats per slot (kDim slots), allocated once. Thread-safety: none; the Router
-// guards its models.
+// Memory: 2 floats per slot (kDim slots) and model, allocated once. Thread-safety: none for a
+// ContextualModel; ContextualBook locks.
 #pragma once
 
 #include <cstdint>
@@ -67,17 +67,36 @@ class ContextualModel {
   void learn_feedback(const FeatureVector& x, double transport, double feedback);
 
   uint64_t updates() const { return updates_; }
-  const std::vector<float>& means() const { return mean_; }
-  const std::vector<float>& variances() const { return var_; }
-  // Restores a persisted state; false (and nothing changed) when the sizes do not match kDim.
-  bool restore(std::vector<float> means, std::vector<float> variances, uint64_t updates);
+  std::vector<float> means() const;
+  std::vector<float> variances() const;
+  // Restores a persisted state; false (and nothing changed) when the sizes do not match kDim or
+  // a value is not finite (or a variance not positive).
+  bool restore(const std::vector<float>& means, const std::vector<float>& variances,
+               uint64_t updates);
 
-  // The weight of each slot (μ) and how sure it is (σ²), for the strongest features' display.
-  float weight(uint16_t slot) const { return mean_[slot]; }
+  // The weights as the book stores them: (mean, variance) pairs at a stride. Public for
+  // ContextualBook, which keeps a route's models slot-major (every model's weights of one
+  // feature side by side: one pass over a request's features scores all its candidates).
+  struct View {
+    float* data;        // the mean of slot 0
+    size_t stride;      // floats from one slot's mean to the next
+    size_t var_offset;  // floats from a slot's mean to its variance
+    float& mean(uint16_t slot) const { return data[size_t(slot) * stride]; }
+    float& var(uint16_t slot) const { return data[size_t(slot) * stride + var_offset]; }
+  };
+  static Score score(View w, const FeatureVector& x);
+  static void update(View w, const ContextualParams& p, const FeatureVector& x, bool success,
+                     double strength);
+  // The strength and direction of the lessons above.
+  static std::pair<bool, double> outcome_lesson(const ContextualParams& p, double reward);
+  static std::pair<bool, double> feedback_lesson(const ContextualParams& p, double transport,
+                                                 double feedback);
+  static bool valid(const std::vector<float>& means, const std::vector<float>& variances);
 
  private:
+  View view() const { return View{const_cast<float*>(w_.data()), 2, 1}; }
   ContextualParams p_;
-  std::vector<float> mean_, var_;
+  std::vector<float> w_;  // (mean, variance) per slot
   uint64_t updates_ = 0;
 };
 
@@ -89,16 +108,19 @@ class ContextualBook {
   struct RouteModels;
   // A route uses its models once they learned from this many observations together.
   static constexpr uint64_t kWarmupPerModel = 30;
+  // Routes with more models than this plan with their category posteriors.
+  static constexpr size_t kMaxScored = 64;
 
   ContextualBook(const std::vector<std::pair<std::string, std::vector<int>>>& routes,
                  const ContextualParams& params);
   ~ContextualBook();
 
-  // For planning `route` (null when it has no contextual models): under the route's lock, each
-  // of `models` gets a Thompson sample and its predictive mean. False when the route is not
-  // warm yet (then the caller keeps the category posteriors).
-  bool score(std::string_view route, const FeatureVector& x, const int* models, size_t n, Rng& rng,
-             double* samples, double* means) const;
+  // For planning `route`: every model of the route (catalog indexes into `models`) gets a
+  // Thompson sample of its success and its predictive mean, in one pass over the features.
+  // Returns how many (0 when the route has no contextual models, more than kMaxScored models,
+  // or is not warm yet: then the caller keeps the category posteriors).
+  size_t score_all(std::string_view route, const FeatureVector& x, Rng& rng, int* models,
+                   double* samples, double* means) const;
   // Learning: `id` is the journal's id of the record (0 = none); a model skips a record whose id
   // is not newer than the newest it included (a replay after a restart).
   void learn_outcome(std::string_view route, int model, const FeatureVector& x, double reward,
@@ -129,6 +151,8 @@ class ContextualBook {
 
  private:
   RouteModels* find(std::string_view route) const;
+  void learn(std::string_view route, int model, const FeatureVector& x,
+             std::pair<bool, double> lesson, uint64_t id);
   ContextualParams params_;
   std::vector<std::pair<std::string, std::unique_ptr<RouteModels>>> routes_;
 };

@@ -205,9 +205,6 @@ Result<FallbackPlan> Router::plan(const RequestInfo& request) const {
 }
 
 namespace {
-// A layer with more candidates than this plans with its category posteriors.
-constexpr size_t kMaxContextual = 16;
-
 struct Cand {
   int idx;
   double cost;
@@ -228,7 +225,11 @@ struct PlanScratch {
   std::vector<Attempt> critical;  // a layer's targets whose provider's quota is critical
   // Each provider's quota standing, asked once per plan (a provider has many candidates).
   std::vector<std::pair<std::string_view, quota::Level>> quota_levels;
-  double ctx_sample[kMaxContextual], ctx_mean[kMaxContextual];
+  // The contextual scores of the route's models (ContextualBook::score_all), and where each
+  // catalog model sits in them.
+  int ctx_ids[ContextualBook::kMaxScored];
+  double ctx_sample[ContextualBook::kMaxScored], ctx_mean[ContextualBook::kMaxScored];
+  std::vector<int> ctx_pos;
 };
 }  // namespace
 
@@ -318,6 +319,12 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
       for (int i : layer) latency[i] = impl_->stats[i].ewma_us;
   }
 
+  // Without a category hint, a learned route's contextual models judge the request by its
+  // features once they are warm; otherwise (and before) the category's posteriors do.
+  bool ctx_pending =
+      strategy == RouteStrategy::kLearned && req.category.empty() && !req.features.empty();
+  bool ctx_ready = false;
+  if (ctx_pending) scratch.ctx_pos.assign(cfg.models.size(), -1);
   auto& ordered_layers = scratch.layers;
   size_t n_layers = 0;
   auto& seen = scratch.seen;
@@ -362,15 +369,14 @@ Result<FallbackPlan> Router::plan(const RequestInfo& req, Rng& rng) const {
         const double log_span =
             (std::isfinite(min_cost) && max_cost > min_cost) ? std::log(max_cost / min_cost) : 0;
         const auto& w = cfg.learning;
-        // Without a category hint, the route's contextual models judge the request by its
-        // features once they are warm; otherwise the category's posteriors do.
-        bool contextual = false;
-        if (req.category.empty() && !req.features.empty() && cands.size() <= kMaxContextual) {
-          int ids[kMaxContextual];
-          for (size_t i = 0; i < cands.size(); ++i) ids[i] = cands[i].idx;
-          contextual = impl_->contextual->score(route_name, req.features, ids, cands.size(), rng,
-                                                scratch.ctx_sample, scratch.ctx_mean);
+        if (ctx_pending) {  // the first learned layer scores every model of the route
+          ctx_pending = false;
+          const size_t n = impl_->contextual->score_all(
+              route_name, req.features, rng, scratch.ctx_ids, scratch.ctx_sample, scratch.ctx_mean);
+          for (size_t i = 0; i < n; ++i) scratch.ctx_pos[size_t(scratch.ctx_ids[i])] = int(i);
+          ctx_ready = n > 0;
         }
+        const bool contextual = ctx_ready;
         double best = 0;
         for (size_t ci = 0; ci < cands.size(); ++ci) {
           Cand& c = cands[ci];

@@ -494,10 +494,11 @@ TEST(ContextualRouting, PlansExplainThemselvesAndStateRoundTrips) {
   fresh.import_state(state);
   Rng a(7), b(7);
   double sa[3], ma[3], sb[3], mb[3];
-  const int ids[] = {0, 1, 2};
-  ASSERT_TRUE(w.router_.contextual().score("auto", req.features, ids, 3, a, sa, ma));
-  ASSERT_TRUE(fresh.contextual().score("auto", req.features, ids, 3, b, sb, mb));
+  int ia[3], ib[3];
+  ASSERT_EQ(w.router_.contextual().score_all("auto", req.features, a, ia, sa, ma), 3u);
+  ASSERT_EQ(fresh.contextual().score_all("auto", req.features, b, ib, sb, mb), 3u);
   for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(ia[i], ib[i]);
     EXPECT_DOUBLE_EQ(ma[i], mb[i]);
     EXPECT_DOUBLE_EQ(sa[i], sb[i]);
   }
