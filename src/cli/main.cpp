@@ -10,6 +10,7 @@
 #include "cli/admin_views.h"
 #include "cli/workflow_cmd.h"
 #include "common/config.h"
+#include "common/json.h"
 #include "common/version.h"
 #include "gateway/gateway.h"
 #include "gateway/mock_provider.h"
@@ -41,8 +42,15 @@ int cmd_check_config(const std::string& file) {
   return kExitOk;
 }
 
+struct RouteText {
+  std::string prompt;  // the last user message ("" = no features)
+  std::string system;
+  std::string user_agent;
+};
+
 int cmd_route(const std::string& file, const std::string& model, const std::string& complexity,
-              const std::string& category, const std::string& db, uint64_t seed, bool seeded) {
+              const std::string& category, const std::string& db, uint64_t seed, bool seeded,
+              const RouteText& text) {
   auto load = switchboard::load_config_file(file, Environment::from_process());
   if (!load.ok()) {
     print_errors(load);
@@ -70,10 +78,25 @@ int cmd_route(const std::string& file, const std::string& model, const std::stri
       return loaded.status().code() == switchboard::StatusCode::kNotFound ? kExitUsage
                                                                           : kExitRuntime;
     }
-    switchboard::routing::RouterState learned;
-    learned.posteriors.assign(loaded->posteriors.begin(), loaded->posteriors.end());
-    learned.stats.assign(loaded->model_stats.begin(), loaded->model_stats.end());
-    router.restore(learned, loaded->learning);
+    router.restore(switchboard::gateway::router_state_of(*loaded), loaded->learning);
+  }
+  // A request's text gives it features, as the gateway reads them from a body.
+  std::vector<std::string> names;
+  if (!text.prompt.empty()) {
+    switchboard::routing::TextScanner scanner;
+    scanner.keep_words();
+    if (!text.system.empty()) {
+      scanner.begin_message();
+      scanner.set_role("system");
+      scanner.text(text.system);
+      scanner.end_message();
+    }
+    scanner.begin_message();
+    scanner.set_role("user");
+    scanner.text(text.prompt);
+    scanner.end_message();
+    req.features = switchboard::routing::build_features(
+        scanner.result(), {category, complexity, 0, text.user_agent}, &names, &scanner.words());
   }
   switchboard::routing::Rng rng(seeded ? seed : std::random_device{}());
   auto plan = router.plan(req, rng);
@@ -81,7 +104,29 @@ int cmd_route(const std::string& file, const std::string& model, const std::stri
     std::cerr << "switchboard route: " << plan.status().message() << "\n";
     return plan.status().code() == switchboard::StatusCode::kNotFound ? kExitUsage : kExitRuntime;
   }
-  std::cout << plan->to_json() << "\n";
+  std::string out = plan->to_json();
+  // Which features moved each contextual choice: the largest x·w of each attempt's model.
+  if (!plan->empty() && (*plan)[0].score.contextual) {
+    std::string why = ",\"features\":{";
+    for (size_t a = 0; a < plan->size(); ++a) {
+      const auto& attempt = (*plan)[a];
+      int idx = -1;
+      for (size_t m = 0; m < config->models.size(); ++m)
+        if (config->models[m].name == attempt.model) idx = int(m);
+      why += (a ? "," : "") + switchboard::json::quote(attempt.model) + ":[";
+      const auto top = router.contextual().contributions(plan->route(), idx, req.features, 6);
+      for (size_t i = 0; i < top.size(); ++i) {
+        std::string name = "#" + std::to_string(top[i].first);
+        for (const auto& n : names)
+          if (switchboard::routing::feature_slot(n) == top[i].first) name = n;
+        why += (i ? "," : "") + std::string("{\"feature\":") + switchboard::json::quote(name) +
+               ",\"contribution\":" + switchboard::json::number(top[i].second) + "}";
+      }
+      why += "]";
+    }
+    out.insert(out.size() - 1, why + "}");
+  }
+  std::cout << out << "\n";
   return kExitOk;
 }
 
@@ -136,6 +181,13 @@ int main(int argc, char** argv) {
   route->add_option("--db", route_db, "plan with what the gateway learned, from its state file");
   auto* seed_opt =
       route->add_option("--seed", route_seed, "seed for the learned strategy's sampling");
+  RouteText route_text;
+  route->add_option("--prompt", route_text.prompt,
+                    "the request's last user message: plan by its features, as the gateway does "
+                    "for a request without a category hint");
+  route->add_option("--system", route_text.system, "the request's system prompt (with --prompt)");
+  route->add_option("--user-agent", route_text.user_agent,
+                    "the client's User-Agent (with --prompt)");
 
   std::string admin_url = "http://127.0.0.1:8400";
   std::string admin_config;
@@ -205,7 +257,7 @@ int main(int argc, char** argv) {
   }
   if (*route)
     return cmd_route(route_config, route_model, route_complexity, route_category, route_db,
-                     route_seed, seed_opt->count() > 0);
+                     route_seed, seed_opt->count() > 0, route_text);
   if (*workflow) return switchboard::cli::run_workflow_command(workflow_args);
   for (auto* sub : app.get_subcommands()) return not_in_this_build(sub->get_name());
   std::cout << app.help();

@@ -19,6 +19,13 @@
 #include "common/config.h"
 #include "common/status.h"
 
+namespace switchboard::store {
+struct LoadedState;
+}
+namespace switchboard::routing {
+struct RouterState;
+}
+
 namespace switchboard::gateway {
 
 struct GatewayOptions {
@@ -55,5 +62,9 @@ class Gateway {
 // `switchboard serve`: loads the configuration (file, ./switchboard.yaml, or built-in defaults),
 // serves until SIGTERM/SIGINT, then shuts down gracefully (a second signal exits at once).
 int run_serve(const std::string& config_path, const std::string& listen_override);
+
+// The learned rows a store loaded, as the router takes them (Router::restore with
+// `loaded.learning`): what a restart restores, and what `switchboard route --db` plans with.
+routing::RouterState router_state_of(const store::LoadedState& loaded);
 
 }  // namespace switchboard::gateway

@@ -1,6 +1,7 @@
 #include "gateway/learning_journal.h"
 
 #include "common/log.h"
+#include "gateway/gateway.h"
 #include "gateway/runtime.h"
 #include "gateway/shared_learning.h"
 
@@ -23,10 +24,10 @@ void LearningJournal::attach(routing::Router& router) {
   });
 }
 
-void LearningJournal::restore(routing::Router& router, const store::LoadedState& loaded) {
-  routing::RouterState snapshot;
-  snapshot.posteriors.assign(loaded.posteriors.begin(), loaded.posteriors.end());
-  snapshot.stats.assign(loaded.model_stats.begin(), loaded.model_stats.end());
+routing::RouterState router_state_of(const store::LoadedState& loaded) {
+  routing::RouterState state;
+  state.posteriors.assign(loaded.posteriors.begin(), loaded.posteriors.end());
+  state.stats.assign(loaded.model_stats.begin(), loaded.model_stats.end());
   for (const auto& c : loaded.contextual) {
     routing::ContextualBook::Snapshot s;
     s.route = c.route;
@@ -35,9 +36,13 @@ void LearningJournal::restore(routing::Router& router, const store::LoadedState&
     s.variances = c.variances;
     s.updates = c.updates;
     s.last_id = c.last_outcome_id;
-    snapshot.contextual.push_back(std::move(s));
+    state.contextual.push_back(std::move(s));
   }
-  router.restore(snapshot, loaded.learning);
+  return state;
+}
+
+void LearningJournal::restore(routing::Router& router, const store::LoadedState& loaded) {
+  router.restore(router_state_of(loaded), loaded.learning);
 }
 
 void LearningJournal::mark_written(const store::LoadedState& loaded) {

@@ -307,6 +307,16 @@ TEST_F(DurableStateTest, ContextualModelsSurviveKillNine) {
   ServeProcess again(cfg, log_path());
   ASSERT_TRUE(again.ready()) << log_text();
   EXPECT_EQ(updates(again.port()), before);
+  // `route --db --prompt` plans with the same contextual models and says which features counted.
+  std::string out;
+  ASSERT_EQ(run_cli("route --config " + cfg + " --model auto --seed 3 --db " + db() +
+                        " --prompt 'what is a mutex'",
+                    out),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"contextual\":true"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"features\":{"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"feature\":\"len:3\""), std::string::npos) << out;  // named
 }
 
 // kill -9 while four clients send requests and verdicts: the restart comes up, and its learning

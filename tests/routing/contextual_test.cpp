@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <random>
+#include <thread>
 
 #include "routing/features.h"
 #include "routing/routing.h"
@@ -502,6 +503,43 @@ TEST(ContextualRouting, PlansExplainThemselvesAndStateRoundTrips) {
     EXPECT_DOUBLE_EQ(ma[i], mb[i]);
     EXPECT_DOUBLE_EQ(sa[i], sb[i]);
   }
+}
+
+// Plans, outcomes and verdicts from several threads at once (run under TSan by the tsan preset):
+// every lesson lands exactly once, and the state exported meanwhile is always whole.
+TEST(ContextualRouting, ConcurrentPlansAndLessonsLoseNothing) {
+  Router router(workload_config());
+  const auto features =
+      build_features(scan({{"user", "```python\nKeyError: 'id'\n```\nhow do I fix it?"}}), {});
+  constexpr int kThreads = 4, kEach = 500;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      Rng rng(uint64_t(t) + 1);
+      for (int i = 0; i < kEach; ++i) {
+        RequestInfo req;
+        req.model = "auto";
+        req.features = features;
+        auto plan = router.plan(req, rng);
+        ASSERT_TRUE(plan.ok());
+        Outcome o;
+        o.model = std::string((*plan)[0].model);
+        o.reward = 1;
+        o.route = "auto";
+        o.features = features;
+        router.record(o);
+        router.record_feedback("", o.model, 1.0, i % 3 ? 1.0 : 0.0, "auto", &features);
+        if (i % 100 == 0) {
+          auto st = router.export_state();
+          for (const auto& c : st.contextual) ASSERT_EQ(c.means.size(), FeatureVector::kDim);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  uint64_t total = 0;
+  for (int m = 0; m < 3; ++m) total += router.contextual().updates("auto", m);
+  EXPECT_EQ(total, uint64_t(2 * kThreads * kEach));
 }
 
 }  // namespace
