@@ -169,6 +169,8 @@ retry: { max_attempts: 2, budget_ms: 5000, wait_for_key_ms: 0 }
     check(/alpha-large.*beta-mid.*alpha-small/.test(listed.layers), `a route shows its layers in order (${listed.layers})`);
     check(!/sk-alpha-secret|sk-beta-secret|gw-console/.test(listed.text), 'no secret appears on the page');
     check(await page.locator('#posteriors figure').count() > 0, 'the learned posteriors are charted');
+    check(await page.locator('#contextual tr[data-model]').count() > 0,
+      'the contextual models of requests without hints are listed with their strongest features');
     await page.screenshot({ path: path.join(outDir, 'console-overview.png'), fullPage: true });
 
     // ---- a key disabled through the admin API

@@ -247,6 +247,19 @@ function renderModels(models, posteriors) {
       el('td', {}, usd(m.spend_usd)),
       el('td', {}, m.quota)));
   renderPosteriors(posteriors);
+  const rows = [];
+  for (const m of models)
+    for (const c of m.contextual || []) rows.push({ ...c, model: m.model });
+  const cbody = $('contextual').tBodies[0];
+  if (!rows.length) emptyRow(cbody, 4, 'no contextual lessons yet (learned routes, requests without a category hint)');
+  else syncRows(cbody, rows, r => `${r.model} ${r.route}`, r => JSON.stringify(r),
+    r => el('tr', { data: { model: r.model, route: r.route } },
+      el('td', {}, el('code', {}, r.model)),
+      el('td', {}, el('code', {}, r.route)),
+      el('td', {}, String(r.updates)),
+      el('td', { class: 'features' }, ...r.strongest.map(f => el('span', {
+        class: f.weight >= 0 ? 'chip plus' : 'chip minus', title: f.weight.toFixed(3),
+      }, `${f.feature} ${f.weight >= 0 ? '+' : ''}${f.weight.toFixed(2)}`)))));
 }
 
 // One small chart per category: each model's posterior mean with its 90% interval (the normal
