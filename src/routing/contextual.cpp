@@ -280,42 +280,49 @@ void ContextualBook::import_state(const std::vector<Snapshot>& state) {
   }
 }
 
+namespace {
+// The `k` entries of largest magnitude, largest first.
+std::vector<std::pair<uint16_t, double>> top_by_magnitude(
+    std::vector<std::pair<uint16_t, double>> v, size_t k) {
+  const size_t n = std::min(k, v.size());
+  std::partial_sort(v.begin(), v.begin() + long(n), v.end(), [](const auto& a, const auto& b) {
+    return std::abs(a.second) > std::abs(b.second);
+  });
+  v.resize(n);
+  return v;
+}
+}  // namespace
+
+std::vector<std::pair<uint16_t, double>> ContextualBook::weights_of(std::string_view route,
+                                                                    int model,
+                                                                    const FeatureVector* x) const {
+  std::vector<std::pair<uint16_t, double>> out;
+  RouteModels* r = find(route);
+  if (!r) return out;
+  std::lock_guard lock(r->mu);
+  const int m = r->slot_of(model);
+  if (m < 0) return out;
+  const auto v = r->view(m);
+  if (x) {
+    for (uint16_t i = 0; i < x->size; ++i)
+      out.emplace_back(x->index[i], double(x->value[i]) * v.mean(x->index[i]));
+  } else {
+    for (uint16_t slot = 0; slot < FeatureVector::kDim; ++slot)
+      if (v.mean(slot) != 0) out.emplace_back(slot, v.mean(slot));
+  }
+  return out;
+}
+
 std::vector<std::pair<uint16_t, double>> ContextualBook::contributions(std::string_view route,
                                                                        int model,
                                                                        const FeatureVector& x,
                                                                        size_t k) const {
-  std::vector<std::pair<uint16_t, double>> out;
-  RouteModels* r = find(route);
-  if (!r) return out;
-  std::lock_guard lock(r->mu);
-  const int m = r->slot_of(model);
-  if (m < 0) return out;
-  const auto v = r->view(m);
-  for (uint16_t i = 0; i < x.size; ++i)
-    out.emplace_back(x.index[i], double(x.value[i]) * v.mean(x.index[i]));
-  std::sort(out.begin(), out.end(),
-            [](const auto& a, const auto& b) { return std::abs(a.second) > std::abs(b.second); });
-  if (out.size() > k) out.resize(k);
-  return out;
+  return top_by_magnitude(weights_of(route, model, &x), k);
 }
 
 std::vector<std::pair<uint16_t, double>> ContextualBook::strongest(std::string_view route,
                                                                    int model, size_t k) const {
-  std::vector<std::pair<uint16_t, double>> out;
-  RouteModels* r = find(route);
-  if (!r) return out;
-  std::lock_guard lock(r->mu);
-  const int m = r->slot_of(model);
-  if (m < 0) return out;
-  const auto v = r->view(m);
-  for (uint16_t slot = 0; slot < FeatureVector::kDim; ++slot)
-    if (v.mean(slot) != 0) out.emplace_back(slot, v.mean(slot));
-  const size_t n = std::min(k, out.size());
-  std::partial_sort(
-      out.begin(), out.begin() + long(n), out.end(),
-      [](const auto& a, const auto& b) { return std::abs(a.second) > std::abs(b.second); });
-  out.resize(n);
-  return out;
+  return top_by_magnitude(weights_of(route, model, nullptr), k);
 }
 
 uint64_t ContextualBook::updates(std::string_view route, int model) const {

@@ -151,6 +151,9 @@ class ContextualBook {
 
  private:
   RouteModels* find(std::string_view route) const;
+  // (slot, xᵢ·μᵢ) for each feature of `x`, or (slot, μ) for every weight that moved (x null).
+  std::vector<std::pair<uint16_t, double>> weights_of(std::string_view route, int model,
+                                                      const FeatureVector* x) const;
   void learn(std::string_view route, int model, const FeatureVector& x,
              std::pair<bool, double> lesson, uint64_t id);
   ContextualParams params_;
