@@ -511,8 +511,10 @@ class ChatCall {
       }
     }
     // Remembered for the caller's verdict; the transport success already taught the bandit.
-    rt_.ledger->remember(seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
-                         {nonce_, owner_tag(*snap_, gateway_key_)}, plan_.route(), &features_);
+    rt_.ledger->remember(
+        seq_, bucket(a), plan_.category(), layer_rank_, 1.0, true,
+        {nonce_, owner_tag(*snap_, gateway_key_)}, plan_.route(),
+        snap_->router->contextual().has_route(plan_.route()) ? &features_ : nullptr);
     // Read after the bookkeeping, which x-switchboard-overhead-us includes.
     const MonoTime now = rt_.clock.now();
     if (!r.wrote_response) {

@@ -148,6 +148,8 @@ class ContextualBook {
   std::vector<std::pair<uint16_t, double>> strongest(std::string_view route, int model,
                                                      size_t k) const;
   uint64_t updates(std::string_view route, int model) const;
+  // Whether `route` has contextual models (a learned route of the configuration).
+  bool has_route(std::string_view route) const { return find(route) != nullptr; }
 
  private:
   RouteModels* find(std::string_view route) const;

@@ -537,7 +537,8 @@ void Router::record(const Outcome& o) {
   rec.tokens_in = o.tokens_in;
   rec.tokens_out = o.tokens_out;
   rec.cost_usd = o.cost_usd;
-  if (!o.features.empty()) {
+  // Only a learned route's contextual models read them: other requests journal none.
+  if (!o.features.empty() && impl_->contextual->has_route(o.route)) {
     rec.route = o.route;
     rec.features = o.features.encode();
   }
@@ -557,7 +558,7 @@ void Router::record_feedback(std::string_view category, std::string_view model,
   rec.model = std::string(model);
   rec.reward = feedback_reward;
   rec.transport_reward = transport_reward;
-  if (features && !features->empty()) {
+  if (features && !features->empty() && impl_->contextual->has_route(route)) {
     rec.route = std::string(route);
     rec.features = features->encode();
   }
