@@ -2,6 +2,7 @@
 #include "routing/features.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -115,6 +116,7 @@ void TextScanner::begin_message() {
   n_languages_ = 0;
   word_hash_ = kWordSeed;
   word_len_ = 0;
+  words_full_ = false;
   if (keep_words_) {
     words_text_.clear();
     word_text_.clear();
@@ -149,8 +151,10 @@ void TextScanner::flush_word() {
   if (keep_words_) word_text_.clear();
 }
 
-void TextScanner::scan_words(std::string_view chunk) {
-  for (unsigned char c : chunk) {
+size_t TextScanner::scan_words(std::string_view chunk) {
+  size_t i = 0;
+  for (; i < chunk.size(); ++i) {
+    const auto c = static_cast<unsigned char>(chunk[i]);
     if (c == '`') {
       flush_word();
       if (++backticks_ == 3) {
@@ -173,8 +177,25 @@ void TextScanner::scan_words(std::string_view chunk) {
       flush_word();
       // A fence's tag ends its line; a space right after ``` means no tag.
       if (was_fence && !newline && word_len_ == 0) after_fence_ = false;
+      // Every word slot is taken: the rest of the text is only searched for fences.
+      if (n_words_ == RequestText::kMaxWords && !after_fence_) return i + 1;
     }
   }
+  return i;
+}
+
+void TextScanner::count_fences(std::string_view text) {
+  if (text.empty()) return;
+  for (size_t at = text.find('`'); at != std::string_view::npos; at = text.find('`', at + 1)) {
+    // A run of backticks may continue from the text before (backticks_ > 0 then).
+    const bool continues = at > 0 ? text[at - 1] == '`' : backticks_ > 0;
+    backticks_ = continues ? backticks_ + 1 : 1;
+    if (backticks_ == 3) {
+      ++fences_;
+      backticks_ = 0;
+    }
+  }
+  if (text.back() != '`') backticks_ = 0;
 }
 
 void TextScanner::text(std::string_view chunk) {
@@ -184,19 +205,13 @@ void TextScanner::text(std::string_view chunk) {
       fp_ = (fp_ ^ c) * kFnvPrime;
   }
   if (role_ == Role::kUser || role_ == Role::kUnknown) {
-    // Words from the first kWordBytes; fences over the whole text, by a byte search.
-    const size_t word_room = bytes_ < kWordBytes ? kWordBytes - bytes_ : 0;
-    scan_words(chunk.substr(0, std::min(word_room, chunk.size())));
-    if (chunk.size() > word_room) {
-      std::string_view rest = chunk.substr(word_room);
-      for (size_t at = rest.find('`'); at != std::string_view::npos; at = rest.find('`', at + 1)) {
-        backticks_ = (at > 0 && rest[at - 1] == '`') ? backticks_ + 1 : 1;
-        if (backticks_ == 3) {
-          ++fences_;
-          backticks_ = 0;
-        }
-      }
-    }
+    // Words from the first kWordBytes until every word slot is taken; fences over the whole
+    // text, by a byte search.
+    const size_t word_room = bytes_ < kWordBytes && !words_full_ ? kWordBytes - bytes_ : 0;
+    const std::string_view head = chunk.substr(0, std::min(word_room, chunk.size()));
+    const size_t scanned = scan_words(head);
+    if (scanned < head.size()) words_full_ = true;
+    count_fences(chunk.substr(scanned));
   }
   bytes_ += chunk.size();
 }
@@ -235,8 +250,24 @@ FeatureVector build_features(const RequestText& t, const FeatureContext& ctx,
                              std::vector<std::string>* names,
                              const std::vector<std::string>* words) {
   FeatureVector v;
+  // Where each slot sits in the vector (0 = absent): a repeated word adds to its entry without
+  // a search.
+  std::array<uint8_t, FeatureVector::kDim> at{};
+  static_assert(FeatureVector::kMaxFeatures < 255);
+  auto put = [&](uint64_t hash, float x) {
+    const size_t slot = hash & (FeatureVector::kDim - 1);
+    if (at[slot]) {
+      v.value[at[slot] - 1] += x;
+      return true;
+    }
+    if (v.size == FeatureVector::kMaxFeatures) return false;
+    v.index[v.size] = uint16_t(slot);
+    v.value[v.size] = x;
+    at[slot] = uint8_t(++v.size);
+    return true;
+  };
   auto add = [&](std::string_view ns, std::string_view value, float x) {
-    v.add(hash_bytes(value, seed_of(ns)), x);
+    put(hash_bytes(value, seed_of(ns)), x);
     if (names) names->push_back(std::string(ns) + ":" + std::string(value));
   };
   add("bias", "", 1.0f);
@@ -257,7 +288,7 @@ FeatureVector build_features(const RequestText& t, const FeatureContext& ctx,
   if (!ctx.category.empty()) add("category", ctx.category.substr(0, 64), 2.0f);
   if (!ctx.complexity.empty()) add("complexity", ctx.complexity.substr(0, 16), 2.0f);
   for (uint8_t i = 0; i < t.n_languages; ++i) {
-    v.add(t.languages[i], 1.0f);
+    put(t.languages[i], 1.0f);
     if (names)
       names->push_back("lang:#" + std::to_string(t.languages[i] & (FeatureVector::kDim - 1)));
   }
@@ -267,12 +298,12 @@ FeatureVector build_features(const RequestText& t, const FeatureContext& ctx,
     const size_t terms = n + (n - 1);
     const float x = float(1.0 / std::sqrt(double(terms)));
     for (size_t i = 0; i < n; ++i) {
-      if (!v.add(t.words[i], x)) break;
+      if (!put(t.words[i], x)) break;
       if (names)
         names->push_back("w:" +
                          (words && i < words->size() ? (*words)[i] : "#" + std::to_string(i)));
       if (i + 1 < n) {
-        if (!v.add(bigram(t.words[i], t.words[i + 1]), x)) break;
+        if (!put(bigram(t.words[i], t.words[i + 1]), x)) break;
         if (names)
           names->push_back("b:" + (words && i + 1 < words->size()
                                        ? (*words)[i] + " " + (*words)[i + 1]

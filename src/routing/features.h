@@ -85,7 +85,10 @@ class TextScanner {
 
  private:
   void flush_word();
-  void scan_words(std::string_view chunk);
+  // Reads words (and fences) from `chunk`; returns how much it read, less than all of it once
+  // every word slot is taken.
+  size_t scan_words(std::string_view chunk);
+  void count_fences(std::string_view text);
 
   RequestText out_;
   // The message being read.
@@ -100,6 +103,7 @@ class TextScanner {
   std::array<uint64_t, RequestText::kMaxLanguages> languages_{};
   uint64_t word_hash_ = 0;
   uint8_t word_len_ = 0;
+  bool words_full_ = false;
   bool keep_words_ = false;
   std::string word_text_;
   std::vector<std::string> words_text_, last_words_;

@@ -67,6 +67,30 @@ TEST(Features, ChunkingDoesNotChangeThem) {
   }
 }
 
+TEST(Features, FencesAreCountedBeyondTheWordsInAnyChunking) {
+  // More words than the word slots, then fences: counted by the byte search, whatever the pieces.
+  std::string text;
+  for (int i = 0; i < 150; ++i) text += "w" + std::to_string(i) + " ";
+  text += "```js\nx()\n``` and ``\n`` not a fence, then ```\n```";
+  TextScanner whole;
+  whole.begin_message();
+  whole.set_role("user");
+  whole.text(text);
+  whole.end_message();
+  EXPECT_EQ(whole.result().fences, 4u);
+  EXPECT_EQ(whole.result().n_words, RequestText::kMaxWords);
+  for (size_t piece : {1, 2, 3, 5, 7}) {
+    TextScanner s;
+    s.begin_message();
+    s.set_role("user");
+    for (size_t at = 0; at < text.size(); at += piece)
+      s.text(std::string_view(text).substr(at, piece));
+    s.end_message();
+    EXPECT_EQ(s.result().fences, 4u) << piece;
+    EXPECT_EQ(s.result().n_words, RequestText::kMaxWords) << piece;
+  }
+}
+
 TEST(Features, AreBoundedAndNamed) {
   std::string huge;
   for (int i = 0; i < 20000; ++i) huge += "word" + std::to_string(i) + " ";
