@@ -41,8 +41,18 @@ const RouteConfig* Config::find_route(const std::string& name) const {
 
 std::vector<std::pair<std::string, std::string>> Config::secrets() const {
   std::vector<std::pair<std::string, std::string>> out;
-  for (const auto& p : providers)
+  for (const auto& p : providers) {
     for (const auto& k : p.keys) out.emplace_back(k.secret, k.id);
+    for (const auto& h : p.headers)
+      if (h.secret) out.emplace_back(h.value, p.name + ".headers." + h.name);
+    if (auto at = p.proxy.find('@'); at != std::string::npos) {
+      // http://user:password@host: the password part
+      const auto scheme = p.proxy.find("://");
+      const auto colon = p.proxy.find(':', scheme == std::string::npos ? 0 : scheme + 3);
+      if (colon != std::string::npos && colon < at)
+        out.emplace_back(p.proxy.substr(colon + 1, at - colon - 1), p.name + ".proxy");
+    }
+  }
   for (size_t i = 0; i < auth.gateway_keys.size(); ++i)
     out.emplace_back(auth.gateway_keys[i], i < auth.gateway_policies.size()
                                                ? auth.gateway_policies[i].name
@@ -113,6 +123,8 @@ std::string_view to_string(ProviderKind k) {
       return "anthropic";
     case ProviderKind::kMock:
       return "mock";
+    case ProviderKind::kAzure:
+      return "azure";
   }
   return "?";
 }

@@ -87,7 +87,12 @@ struct RoutingConfig {
   Complexity default_complexity = Complexity::kModerate;
 };
 
-enum class ProviderKind { kOpenAI, kAnthropic, kMock };
+// openai: any OpenAI-compatible API; azure: Azure OpenAI (api-key header, deployments, an
+// api-version query parameter); anthropic: the Messages API; mock: the in-process fake.
+enum class ProviderKind { kOpenAI, kAnthropic, kMock, kAzure };
+// How POST /v1/responses reaches a provider: passed through to its own /responses (native), or
+// translated into a chat completion and back (chat).
+enum class ResponsesMode { kChat, kNative };
 enum class KeySelection { kRoundRobin, kLeastLoaded };
 
 struct KeyConfig {
@@ -153,6 +158,28 @@ struct ProviderConfig {
   CooldownConfig cooldown;  // global `cooldown`, overridden by the provider's own
   BreakerConfig breaker;    // global `breaker`, overridden by the provider's own
   QuotaConfig quota;
+  // kind: azure: the api-version query parameter of every call.
+  std::string api_version;
+  // keys: none: a keyless local server (Ollama, vLLM, llama.cpp). The pool still has one key
+  // entry (id "<name>#1", empty secret) so that limits and cooldowns work; no auth header is sent.
+  bool keyless = false;
+  // Static request headers (names lowercased) sent with every call; values from `env:NAME` are
+  // secrets (`secret`: redacted from logs, never dumped).
+  struct Header {
+    std::string name, value;
+    bool secret = false;
+    bool operator==(const Header&) const = default;
+  };
+  std::vector<Header> headers;
+  // Egress: "" = the environment's HTTPS_PROXY/HTTP_PROXY/NO_PROXY; "none" = direct; else an
+  // http:// proxy URL (its password is a secret).
+  std::string proxy;
+  struct Tls {
+    std::string ca_file, client_cert, client_key;  // PEM paths; "" = none
+    bool empty() const { return ca_file.empty() && client_cert.empty() && client_key.empty(); }
+    bool operator==(const Tls&) const = default;
+  } tls;
+  ResponsesMode responses = ResponsesMode::kChat;
   // True when `mock_if_no_keys` turned a real provider into the in-process mock (no keys set).
   bool mock_substitute = false;
   MockScenario mock;  // for kind: mock

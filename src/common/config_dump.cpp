@@ -96,13 +96,40 @@ std::string dump_config(const Config& c) {
     out << YAML::Key << "kind" << YAML::Value << std::string(to_string(p.kind));
     if (p.mock_substitute) out << YAML::Key << "mock_substitute" << YAML::Value << true;
     if (!p.base_url.empty()) out << YAML::Key << "base_url" << YAML::Value << p.base_url;
-    out << YAML::Key << "keys" << YAML::Value << YAML::BeginSeq;
-    for (const auto& k : p.keys) {
-      out << YAML::Flow << YAML::BeginMap << YAML::Key << "id" << YAML::Value << k.id << YAML::Key
-          << "fingerprint" << YAML::Value << k.fingerprint() << YAML::Key << "weight" << YAML::Value
-          << k.weight << YAML::EndMap;
+    if (!p.api_version.empty()) out << YAML::Key << "api_version" << YAML::Value << p.api_version;
+    if (p.keyless) {
+      out << YAML::Key << "keys" << YAML::Value << "none";
+    } else {
+      out << YAML::Key << "keys" << YAML::Value << YAML::BeginSeq;
+      for (const auto& k : p.keys) {
+        out << YAML::Flow << YAML::BeginMap << YAML::Key << "id" << YAML::Value << k.id << YAML::Key
+            << "fingerprint" << YAML::Value << k.fingerprint() << YAML::Key << "weight"
+            << YAML::Value << k.weight << YAML::EndMap;
+      }
+      out << YAML::EndSeq;
     }
-    out << YAML::EndSeq;
+    if (!p.headers.empty()) {
+      out << YAML::Key << "headers" << YAML::Value << YAML::BeginMap;
+      for (const auto& h : p.headers)
+        out << YAML::Key << h.name << YAML::Value << (h.secret ? "<secret>" : h.value);
+      out << YAML::EndMap;
+    }
+    if (!p.proxy.empty()) {
+      std::string shown = p.proxy;
+      if (auto at = shown.rfind('@'); at != std::string::npos)
+        shown = "http://<credentials>" + shown.substr(at);
+      out << YAML::Key << "proxy" << YAML::Value << shown;
+    }
+    if (!p.tls.empty()) {
+      out << YAML::Key << "tls" << YAML::Value << YAML::Flow << YAML::BeginMap;
+      if (!p.tls.ca_file.empty()) out << YAML::Key << "ca_file" << YAML::Value << p.tls.ca_file;
+      if (!p.tls.client_cert.empty())
+        out << YAML::Key << "client_cert" << YAML::Value << p.tls.client_cert << YAML::Key
+            << "client_key" << YAML::Value << p.tls.client_key;
+      out << YAML::EndMap;
+    }
+    out << YAML::Key << "responses" << YAML::Value
+        << (p.responses == ResponsesMode::kNative ? "native" : "chat");
     out << YAML::Key << "limits" << YAML::Value << YAML::Flow << YAML::BeginMap;
     out << YAML::Key << "rpm" << YAML::Value << p.limits.rpm;
     out << YAML::Key << "tpm" << YAML::Value << p.limits.tpm;

@@ -58,6 +58,8 @@ class ConfigReader : public YamlReader {
                                             std::vector<double>* weights = nullptr,
                                             std::string* missing_var = nullptr);
   void read_providers(const YAML::Node& n);
+  // A provider's headers, proxy, tls and responses mode.
+  void read_provider_egress(const YAML::Node& v, const std::string& p, ProviderConfig& pc);
   void read_models(const YAML::Node& n);
   void read_routes(const YAML::Node& n);
   // A provider that some route needs must have keys (mocks always have one).

@@ -1,6 +1,9 @@
 // ConfigReader (config_reader.h): providers and their keys, models and routes, and the checks that
 // tie them together.
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <set>
 
 #include "common/config_reader.h"
@@ -110,11 +113,13 @@ void ConfigReader::read_providers(const YAML::Node& n) {
     }
     if (!check_map(v, p,
                    {"kind", "base_url", "keys", "limits", "timeout_ms", "selection", "cooldown",
-                    "breaker", "quota", "mock_if_no_keys", "mock"})) {
+                    "breaker", "quota", "mock_if_no_keys", "mock", "api_version", "headers",
+                    "proxy", "tls", "responses"})) {
       continue;
     }
     read_enum(v, "kind", p, pc.kind,
               {{"openai", ProviderKind::kOpenAI},
+               {"azure", ProviderKind::kAzure},
                {"anthropic", ProviderKind::kAnthropic},
                {"mock", ProviderKind::kMock}});
     if (read_string(v, "base_url", p, pc.base_url)) {
@@ -125,12 +130,33 @@ void ConfigReader::read_providers(const YAML::Node& n) {
       pc.base_url = "https://api.openai.com/v1";
     } else if (pc.kind == ProviderKind::kAnthropic) {
       pc.base_url = "https://api.anthropic.com/v1";
+    } else if (pc.kind == ProviderKind::kAzure) {
+      error(v.IsDefined() && !v.IsNull() ? v : it->first, p + ".base_url",
+            "kind: azure needs base_url (https://<resource>.openai.azure.com/openai)");
     }
+    if (pc.kind == ProviderKind::kAzure) {
+      pc.api_version = "2024-10-21";  // the GA version of the data-plane API
+      if (read_string(v, "api_version", p, pc.api_version) &&
+          (pc.api_version.empty() || pc.api_version.size() > 64 ||
+           pc.api_version.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") !=
+               std::string::npos))
+        error(v["api_version"], p + ".api_version",
+              "expected a version such as 2024-10-21 or 2025-01-01-preview");
+    } else if (present(v, "api_version")) {
+      error(v["api_version"], p + ".api_version", "only kind: azure takes api_version");
+    }
+    read_provider_egress(v, p, pc);
     bool mock_if_no_keys = false;
     read_bool(v, "mock_if_no_keys", p, mock_if_no_keys);
     std::vector<double> weights;
     std::string missing_var;
-    if (present(v, "keys")) {
+    if (present(v, "keys") && v["keys"].IsScalar() && v["keys"].Scalar() == "none") {
+      // A keyless server: one key entry without a secret carries the limits and cooldowns.
+      pc.keyless = true;
+      KeyConfig k;
+      k.id = name + "#1";
+      pc.keys.push_back(std::move(k));
+    } else if (present(v, "keys")) {
       auto secrets = read_secret_list(v["keys"], p + ".keys", true, &weights, &missing_var);
       for (size_t i = 0; i < secrets.size(); ++i) {
         KeyConfig k;
@@ -182,6 +208,129 @@ void ConfigReader::read_providers(const YAML::Node& n) {
     if (present(v, "mock")) read_mock(v["mock"], p + ".mock", pc.mock);
     cfg_.providers.push_back(std::move(pc));
   }
+}
+
+namespace {
+
+// RFC 9110 token characters: what a header name may be made of.
+bool is_token(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if (std::isalnum(u)) continue;
+    if (std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
+// A value that cannot end a header line or start another: visible characters, spaces and tabs.
+bool is_header_value(std::string_view s) {
+  for (char c : s) {
+    const auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && c != '\t') || u == 0x7f) return false;
+  }
+  return true;
+}
+
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+}  // namespace
+
+void ConfigReader::read_provider_egress(const YAML::Node& v, const std::string& p,
+                                        ProviderConfig& pc) {
+  if (present(v, "headers")) {
+    const YAML::Node h = v["headers"];
+    const std::string hp = p + ".headers";
+    if (!h.IsMap()) {
+      error(h, hp, "expected a mapping of header names to values");
+    } else {
+      // Framing and routing are the gateway's; the credential header is the keys' (except for a
+      // keyless provider, whose gateway token may go here).
+      static const std::set<std::string, std::less<>> reserved = {
+          "host",    "content-length", "transfer-encoding",   "connection",
+          "te",      "upgrade",        "keep-alive",          "content-type",
+          "trailer", "expect",         "proxy-authorization", "proxy-connection"};
+      for (auto it = h.begin(); it != h.end(); ++it) {
+        const std::string name = lower(it->first.as<std::string>(""));
+        const std::string np = hp + "." + name;
+        if (!is_token(name) || name.size() > 128) {
+          error(it->first, np, "not a valid header name");
+          continue;
+        }
+        if (reserved.count(name) || name.starts_with("x-switchboard-")) {
+          error(it->first, np, "is set by the gateway and cannot be configured");
+          continue;
+        }
+        const bool credential = name == "authorization" || name == "api-key" || name == "x-api-key";
+        if (credential && !pc.keyless &&
+            !(present(v, "keys") && v["keys"].IsScalar() && v["keys"].Scalar() == "none")) {
+          error(it->first, np, "is the provider's key: put it in keys (or use keys: none)");
+          continue;
+        }
+        if (!it->second.IsScalar()) {
+          error(it->second, np, "expected a string");
+          continue;
+        }
+        std::string var;
+        auto value = resolve(it->second.Scalar(), &var);
+        if (!value) {
+          error(it->second, np, "environment variable " + var + " is not set");
+          continue;
+        }
+        if (!is_header_value(*value) || value->size() > 8192) {
+          error(it->second, np, "the value has control characters or is longer than 8 KiB");
+          continue;
+        }
+        pc.headers.push_back({name, *value, !var.empty() || credential});
+      }
+    }
+  }
+  if (read_string(v, "proxy", p, pc.proxy) && pc.proxy != "none") {
+    // http://[user:password@]host:port — a plain forward proxy (CONNECT for https targets).
+    std::string_view u = pc.proxy;
+    bool ok = u.starts_with("http://");
+    if (ok) u.remove_prefix(7);
+    if (auto at = u.rfind('@'); ok && at != std::string_view::npos) u.remove_prefix(at + 1);
+    while (!u.empty() && u.back() == '/') u.remove_suffix(1);
+    const auto colon = u.rfind(':');
+    ok = ok && colon != std::string_view::npos && colon > 0 && colon + 1 < u.size() &&
+         u.find_first_of("/?# ") == std::string_view::npos &&
+         u.substr(colon + 1).find_first_not_of("0123456789") == std::string_view::npos;
+    if (!ok)
+      error(v["proxy"], p + ".proxy",
+            "expected http://[user:password@]host:port, or none (the environment's HTTPS_PROXY "
+            "is used when proxy is not set)");
+  }
+  if (present(v, "tls")) {
+    const YAML::Node t = v["tls"];
+    const std::string tp = p + ".tls";
+    if (check_map(t, tp, {"ca_file", "client_cert", "client_key"})) {
+      auto file = [&](const char* key, std::string& out) {
+        if (!read_string(t, key, tp, out)) return;
+        if (std::FILE* f = std::fopen(out.c_str(), "rb")) {
+          std::fclose(f);
+        } else {
+          error(t[key], join(tp, key), "cannot read " + out + ": " + std::strerror(errno));
+        }
+      };
+      file("ca_file", pc.tls.ca_file);
+      file("client_cert", pc.tls.client_cert);
+      file("client_key", pc.tls.client_key);
+      if (pc.tls.client_cert.empty() != pc.tls.client_key.empty())
+        error(t, tp, "client_cert and client_key go together");
+    }
+  }
+  if (pc.kind == ProviderKind::kOpenAI && pc.base_url.starts_with("https://api.openai.com/"))
+    pc.responses = ResponsesMode::kNative;  // OpenAI has the Responses API itself
+  read_enum(v, "responses", p, pc.responses,
+            {{"chat", ResponsesMode::kChat}, {"native", ResponsesMode::kNative}});
+  if (pc.responses == ResponsesMode::kNative && pc.kind != ProviderKind::kOpenAI &&
+      present(v, "responses"))
+    error(v["responses"], p + ".responses",
+          "native needs kind: openai (other kinds are translated from chat completions)");
 }
 
 void ConfigReader::read_quota(const YAML::Node& n, const std::string& p, QuotaConfig& q) {

@@ -15,6 +15,7 @@
 #include <boost/json/fwd.hpp>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -313,6 +314,86 @@ class AnthropicStreamEncoder {
 std::string anthropic_error_json(int status, std::string_view message);
 // The same as a stream's `error` event (framed SSE text).
 std::string anthropic_error_event(std::string_view type, std::string_view message);
+
+// ---------------------------------------------------------------------------------------------
+// OpenAI Responses API clients (POST /v1/responses) over the chat path
+// ---------------------------------------------------------------------------------------------
+// A Responses request becomes a chat completion request (routed like any other); the chat answer,
+// whole or streamed, goes back as a Responses object or event stream. Providers that have the
+// Responses API themselves get the client's body instead (the gateway does not translate then).
+
+// The input of a Responses request as a list of items: a string input is one user message item;
+// EasyInputMessage items ({role, content} without a type) get "type":"message". Wrong shapes give
+// InvalidArgument naming the field.
+Result<boost::json::array> responses_input_items(const boost::json::object& request);
+
+// Translates a Responses request into a chat completion request. `items` is the conversation in
+// Responses items (previous responses' items, then this request's input):
+//   instructions                 → a system message first (not carried over from previous
+//                                  responses, as OpenAI does)
+//   message items                → messages; content parts input_text/output_text → text,
+//                                  input_image (image_url) → image_url parts, input_file
+//                                  (file_data) → file parts; system/developer texts joined
+//   function_call items          → assistant tool_calls (consecutive calls in one message)
+//   function_call_output items   → tool messages
+//   reasoning items              → dropped (not portable across providers)
+//   tools (type function)        → function tools; tool_choice auto/none/required/{function}
+//   text.format json_schema / json_object → response_format; max_output_tokens → max_tokens;
+//   temperature, top_p, parallel_tool_calls, user, reasoning.effort → reasoning_effort; stream
+//   (with usage asked for).
+// Items or tools the chat API cannot carry (file_id references, built-in tools such as
+// web_search, item_reference), `background: true` and `conversation` give InvalidArgument.
+Result<std::string> responses_to_chat_request(const boost::json::object& request,
+                                              const boost::json::array& items);
+
+// The Responses object for a chat completion (non-stream body): the message's text as an
+// output_text part (a refusal as a refusal part), tool calls as function_call items; usage as
+// input/output tokens (cached and reasoning details kept); finish_reason length → status
+// "incomplete" (max_output_tokens), content_filter → incomplete (content_filter). The request's
+// settings are echoed as OpenAI does (model as the client named it). `output` receives the output
+// items (for previous_response_id). A body that is not a chat completion gives Unavailable.
+Result<std::string> chat_to_responses_response(const boost::json::object& completion,
+                                               const boost::json::object& request,
+                                               std::string_view response_id, int64_t created_at,
+                                               boost::json::array& output);
+
+// The usage of a native Responses object (`usage.input_tokens` / `output_tokens`), if any.
+std::optional<TokenUsage> responses_usage(const boost::json::object& response);
+
+// Re-encodes a chat completion stream as the Responses API's events (framed SSE, `event:` named):
+// response.created and response.in_progress at the first chunk; per output item
+// response.output_item.added, for text response.content_part.added and
+// response.output_text.delta, for tool calls response.function_call_arguments.delta; at the end
+// the matching .done events (full texts and arguments), then response.completed (or
+// response.incomplete for a length or content_filter finish) carrying the whole response with
+// usage. Events are numbered by sequence_number from 0. Items are numbered by output_index in
+// the order they start, so the SDKs' accumulators (responses.stream().finalResponse()) rebuild
+// exactly the final response.
+class ResponsesStreamEncoder {
+ public:
+  ResponsesStreamEncoder(const boost::json::object& request, std::string response_id,
+                         int64_t created_at);
+  ~ResponsesStreamEncoder();
+  ResponsesStreamEncoder(const ResponsesStreamEncoder&) = delete;
+  ResponsesStreamEncoder& operator=(const ResponsesStreamEncoder&) = delete;
+
+  // One chat chunk payload (the data of an SSE event); "[DONE]" finishes. Chunks that are not
+  // JSON objects give InvalidArgument (nothing appended).
+  Status feed(std::string_view data, std::string& out);
+  // Closes the open items and ends the response, once.
+  void finish(std::string& out);
+  // A response.failed event for a stream that broke after content (the SDKs raise it).
+  void fail(std::string_view message, std::string& out);
+  bool finished() const;
+  bool has_content() const;
+  const TokenUsage& usage() const;
+  // The final output items (valid after finish), for previous_response_id.
+  const boost::json::array& output() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Error classification
