@@ -180,6 +180,9 @@ struct ProviderConfig {
     bool operator==(const Tls&) const = default;
   } tls;
   ResponsesMode responses = ResponsesMode::kChat;
+  // kind: anthropic: response_format (JSON) as a forced tool call (false), or refused with a 400
+  // (`json_schema: refuse`, true).
+  bool refuse_json_schema = false;
   // True when `mock_if_no_keys` turned a real provider into the in-process mock (no keys set).
   bool mock_substitute = false;
   MockScenario mock;  // for kind: mock

@@ -130,6 +130,9 @@ std::string dump_config(const Config& c) {
     }
     out << YAML::Key << "responses" << YAML::Value
         << (p.responses == ResponsesMode::kNative ? "native" : "chat");
+    if (p.kind == ProviderKind::kAnthropic)
+      out << YAML::Key << "json_schema" << YAML::Value
+          << (p.refuse_json_schema ? "refuse" : "tool");
     out << YAML::Key << "limits" << YAML::Value << YAML::Flow << YAML::BeginMap;
     out << YAML::Key << "rpm" << YAML::Value << p.limits.rpm;
     out << YAML::Key << "tpm" << YAML::Value << p.limits.tpm;

@@ -114,7 +114,7 @@ void ConfigReader::read_providers(const YAML::Node& n) {
     if (!check_map(v, p,
                    {"kind", "base_url", "keys", "limits", "timeout_ms", "selection", "cooldown",
                     "breaker", "quota", "mock_if_no_keys", "mock", "api_version", "headers",
-                    "proxy", "tls", "responses"})) {
+                    "proxy", "tls", "responses", "json_schema"})) {
       continue;
     }
     read_enum(v, "kind", p, pc.kind,
@@ -327,6 +327,18 @@ void ConfigReader::read_provider_egress(const YAML::Node& v, const std::string& 
     pc.responses = ResponsesMode::kNative;  // OpenAI has the Responses API itself
   read_enum(v, "responses", p, pc.responses,
             {{"chat", ResponsesMode::kChat}, {"native", ResponsesMode::kNative}});
+  if (present(v, "json_schema")) {
+    std::string mode;
+    read_string(v, "json_schema", p, mode);
+    if (mode == "refuse") {
+      pc.refuse_json_schema = true;
+    } else if (mode != "tool") {
+      error(v["json_schema"], p + ".json_schema",
+            "expected tool (a forced tool call carries the schema) or refuse (a 400)");
+    }
+    if (pc.kind != ProviderKind::kAnthropic)
+      error(v["json_schema"], p + ".json_schema", "only kind: anthropic takes json_schema");
+  }
   if (pc.responses == ResponsesMode::kNative && pc.kind != ProviderKind::kOpenAI &&
       present(v, "responses"))
     error(v["responses"], p + ".responses",

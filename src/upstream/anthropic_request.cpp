@@ -259,9 +259,34 @@ Result<double> number_field(const json::object& req, std::string_view key) {
 
 }  // namespace
 
+std::string anthropic_json_tool(const json::object& req) {
+  const json::value* rf = member(req, "response_format");
+  const json::object* f = rf ? rf->if_object() : nullptr;
+  if (!f) return {};
+  const std::string_view type = string_member(*f, "type");
+  if (type == "json_schema") {
+    const json::value* js = member(*f, "json_schema");
+    const json::object* o = js ? js->if_object() : nullptr;
+    const std::string_view name = o ? string_member(*o, "name") : std::string_view();
+    return name.empty() ? std::string("json_response") : std::string(name);
+  }
+  return type == "json_object" ? std::string("json_response") : std::string();
+}
+
 Result<std::string> openai_to_anthropic_request(const json::object& req,
                                                 std::string_view upstream_model,
-                                                int64_t default_max_tokens) {
+                                                int64_t default_max_tokens,
+                                                bool refuse_json_schema) {
+  // What Anthropic cannot do is refused, never dropped without a word.
+  if (const json::value* lp = member(req, "logprobs"); lp && lp->is_bool() && lp->get_bool())
+    return bad("logprobs", "Anthropic models do not return log probabilities");
+  if (member(req, "top_logprobs"))
+    return bad("top_logprobs", "Anthropic models do not return log probabilities");
+  const std::string json_tool = anthropic_json_tool(req);
+  if (!json_tool.empty() && refuse_json_schema)
+    return bad("response_format",
+               "structured output is refused for this provider by its configuration "
+               "(json_schema: refuse); Anthropic models have no JSON mode");
   const json::value* msgs_v = member(req, "messages");
   if (!msgs_v) return bad("messages", "missing");
   const json::array* msgs = msgs_v->if_array();
@@ -368,6 +393,42 @@ Result<std::string> openai_to_anthropic_request(const json::object& req,
     // Without tools there is nothing to choose; still reject nonsense.
     auto c = translate_tool_choice(*tc);
     if (!c.ok()) return c.status();
+  }
+  if (!json_tool.empty()) {
+    // response_format as a tool whose input is the answer (anthropic_to_openai_response turns
+    // its call back into the message's content). With the client's own tools the model must
+    // call one of them or this one; without, this one.
+    const json::value* rf = member(req, "response_format");
+    const json::object& f = rf->get_object();
+    json::value schema = json::object{{"type", "object"}};
+    if (string_member(f, "type") == "json_schema") {
+      const json::value* js = member(f, "json_schema");
+      const json::object* o = js ? js->if_object() : nullptr;
+      const json::value* sv = o ? member(*o, "schema") : nullptr;
+      if (!sv || !sv->is_object())
+        return bad("response_format.json_schema.schema", "must be an object");
+      schema = *sv;
+    }
+    json::array& tools = out["tools"].is_array() ? out["tools"].get_array()
+                                                 : (out["tools"] = json::array()).get_array();
+    for (const auto& t : tools)
+      if (t.is_object() && string_member(t.get_object(), "name") == json_tool)
+        return bad("response_format",
+                   "the schema's name '" + json_tool + "' is also a tool's name");
+    tools.push_back(
+        json::object{{"name", json_tool},
+                     {"description",
+                      "Give your final answer as this tool's input: it is the JSON object "
+                      "the caller asked for."},
+                     {"input_schema", std::move(schema)}});
+    const json::value* choice = out.if_contains("tool_choice");
+    const std::string_view kind =
+        choice && choice->is_object() ? string_member(choice->get_object(), "type") : "auto";
+    if (tools.size() == 1 || kind == "none") {
+      out["tool_choice"] = json::object{{"type", "tool"}, {"name", json_tool}};
+    } else if (kind == "auto") {
+      out["tool_choice"] = json::object{{"type", "any"}};
+    }
   }
 
   if (member(req, "temperature")) {

@@ -25,8 +25,8 @@ TokenUsage anthropic_message_usage(const json::object& message) {
 
 Result<std::string> anthropic_to_openai_response(const json::object& resp,
                                                  std::string_view client_model,
-                                                 std::string_view response_id,
-                                                 int64_t created_unix) {
+                                                 std::string_view response_id, int64_t created_unix,
+                                                 std::string_view json_tool) {
   if (string_member(resp, "type") == "error") {
     const json::value* e = resp.if_contains("error");
     std::string msg = "anthropic error";
@@ -45,6 +45,10 @@ Result<std::string> anthropic_to_openai_response(const json::object& resp,
     std::string_view type = string_member(*block, "type");
     if (type == "text") {
       text += string_member(*block, "text");
+    } else if (type == "tool_use" && !json_tool.empty() &&
+               string_member(*block, "name") == json_tool) {
+      const json::value* input = block->if_contains("input");
+      text += input ? json::serialize(*input) : std::string("{}");
     } else if (type == "tool_use") {
       const json::value* input = block->if_contains("input");
       json::object fn{{"name", string_member(*block, "name")},
@@ -64,6 +68,9 @@ Result<std::string> anthropic_to_openai_response(const json::object& resp,
   if (!tool_calls.empty()) message["tool_calls"] = std::move(tool_calls);
 
   std::string_view stop_reason = string_member(resp, "stop_reason");
+  const bool structured =
+      !json_tool.empty() && stop_reason == "tool_use" && !message.contains("tool_calls");
+  if (structured) stop_reason = "end_turn";  // the answer, not a call to make
   const TokenUsage usage = anthropic_message_usage(resp);
   const int64_t prompt = usage.prompt_tokens;
   const int64_t completion = usage.completion_tokens;

@@ -18,8 +18,9 @@ using anthropic_detail::token_count;
 
 AnthropicStreamTranslator::AnthropicStreamTranslator(std::string_view client_model,
                                                      std::string_view response_id,
-                                                     int64_t created_unix, bool include_usage)
-    : include_usage_(include_usage) {
+                                                     int64_t created_unix, bool include_usage,
+                                                     std::string_view json_tool)
+    : json_tool_(json_tool), include_usage_(include_usage) {
   // Every chunk starts with the same bytes: build them once.
   prefix_ = "{\"id\":\"";
   switchboard::json::append_escaped(prefix_, response_id);
@@ -137,6 +138,19 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
         out.push_back(chunk(d));
         has_content_ = true;
       }
+    } else if (bt == "tool_use" && !json_tool_.empty() &&
+               string_member(*cb, "name") == json_tool_) {
+      // The structured answer: its input streams as the message's content.
+      b.kind = BlockKind::kJsonAnswer;
+      if (const json::object* input = object_member(*cb, "input"); input && !input->empty()) {
+        ensure_role(out);
+        std::string d = "{\"content\":\"";
+        switchboard::json::append_escaped(d, json::serialize(*input));
+        d += "\"}";
+        out.push_back(chunk(d));
+        b.got_arguments = true;
+        has_content_ = true;
+      }
     } else if (bt == "tool_use") {
       b.kind = BlockKind::kToolUse;
       b.tool_index = next_tool_index_++;
@@ -176,6 +190,16 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
       d += "\"}";
       out.push_back(chunk(d));
       has_content_ = true;
+    } else if (dt == "input_json_delta" && b->kind == BlockKind::kJsonAnswer) {
+      std::string_view partial = string_member(*delta, "partial_json");
+      if (partial.empty()) return Status::ok_status();
+      b->got_arguments = true;
+      ensure_role(out);
+      std::string d = "{\"content\":\"";
+      switchboard::json::append_escaped(d, partial);
+      d += "\"}";
+      out.push_back(chunk(d));
+      has_content_ = true;
     } else if (dt == "input_json_delta") {
       if (b->kind != BlockKind::kToolUse) {
         return Status::unavailable("anthropic stream: input_json_delta outside a tool_use block");
@@ -196,6 +220,11 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
     Block* b = block_at(ev);
     if (!b)
       return Status::unavailable("anthropic stream: content_block_stop for a block not started");
+    if (b->kind == BlockKind::kJsonAnswer && !b->got_arguments) {
+      ensure_role(out);
+      out.push_back(chunk("{\"content\":\"{}\"}"));
+      has_content_ = true;
+    }
     if (b->kind == BlockKind::kToolUse && !b->got_arguments) {
       out.push_back(chunk("{\"tool_calls\":[{\"index\":" + std::to_string(b->tool_index) +
                           ",\"function\":{\"arguments\":\"{}\"}}]}"));
@@ -208,6 +237,8 @@ Status AnthropicStreamTranslator::on_event(std::string_view type, const json::ob
     const json::object* delta = object_member(ev, "delta");
     std::string_view stop = delta ? string_member(*delta, "stop_reason") : std::string_view();
     if (!stop.empty()) {
+      // A structured answer ends its turn: no call for the client to make.
+      if (stop == "tool_use" && !json_tool_.empty() && next_tool_index_ == 0) stop = "end_turn";
       ensure_role(out);
       out.push_back(chunk("{}", finish_reason_for(stop)));
       has_content_ = true;

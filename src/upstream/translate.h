@@ -145,9 +145,18 @@ OpenAiChunkInfo inspect_openai_chunk(std::string_view data);
 //   valid for OpenAI), top_p, stop (string or list) → stop_sequences, stream, user →
 //   metadata.user_id. Other OpenAI fields are dropped; n > 1 cannot be served and is an error.
 // Wrong shapes give InvalidArgument naming the field, e.g. "messages[2].content: ...".
+//   response_format json_schema / json_object → a tool named after the schema ("json_response"
+//   for json_object) whose input_schema is the schema, forced (tool_choice tool), or with the
+//   client's own tools tool_choice any; the answer's call of it comes back as the message's
+//   content (anthropic_to_openai_response, AnthropicStreamTranslator given anthropic_json_tool).
+//   With `refuse_json_schema` (the provider's `json_schema: refuse`) it is an InvalidArgument
+//   instead. logprobs / top_logprobs are InvalidArgument: Anthropic has none.
 Result<std::string> openai_to_anthropic_request(const boost::json::object& openai_request,
                                                 std::string_view upstream_model,
-                                                int64_t default_max_tokens = 4096);
+                                                int64_t default_max_tokens = 4096,
+                                                bool refuse_json_schema = false);
+// The name of the tool that carries a request's response_format to Anthropic, "" when none.
+std::string anthropic_json_tool(const boost::json::object& openai_request);
 
 // Translates a non-stream Anthropic Messages response into an OpenAI chat completion:
 // text blocks joined into message.content (null when there are only tool calls), tool_use blocks
@@ -156,10 +165,12 @@ Result<std::string> openai_to_anthropic_request(const boost::json::object& opena
 // writes counted as prompt tokens (each count bounded to [0, 2^40], as for OpenAI's usage).
 // Thinking blocks are dropped. A body that is not a Messages response gives Unavailable (the
 // upstream misbehaved; the gateway treats it as a server error).
+// A tool_use block of `json_tool` (anthropic_json_tool) is the structured answer: its input
+// becomes message.content, and a tool_use stop without other calls is finish_reason stop.
 Result<std::string> anthropic_to_openai_response(const boost::json::object& anthropic_response,
                                                  std::string_view client_model,
-                                                 std::string_view response_id,
-                                                 int64_t created_unix);
+                                                 std::string_view response_id, int64_t created_unix,
+                                                 std::string_view json_tool = {});
 
 // Translates an Anthropic streaming response, one SSE event at a time, into OpenAI
 // `chat.completion.chunk` payloads (the text after `data: `; the caller frames them and sends
@@ -182,8 +193,10 @@ Result<std::string> anthropic_to_openai_response(const boost::json::object& anth
 // Events after message_stop are ignored.
 class AnthropicStreamTranslator {
  public:
+  // `json_tool`: as for anthropic_to_openai_response, its block streams as content deltas.
   AnthropicStreamTranslator(std::string_view client_model, std::string_view response_id,
-                            int64_t created_unix, bool include_usage);
+                            int64_t created_unix, bool include_usage,
+                            std::string_view json_tool = {});
 
   Status feed(std::string_view event_name, std::string_view data,
               std::vector<std::string>& out_chunks);
@@ -197,7 +210,7 @@ class AnthropicStreamTranslator {
   bool finished() const { return finished_; }
 
  private:
-  enum class BlockKind : uint8_t { kOther, kText, kToolUse };
+  enum class BlockKind : uint8_t { kOther, kText, kToolUse, kJsonAnswer };
   struct Block {
     BlockKind kind = BlockKind::kOther;
     int tool_index = -1;
@@ -211,7 +224,8 @@ class AnthropicStreamTranslator {
   std::string chunk(std::string_view delta_json, std::string_view finish_reason = {}) const;
   Block* block_at(const boost::json::object& ev);
 
-  std::string prefix_;  // {"id":..,"object":"chat.completion.chunk","created":..,"model":..,
+  std::string json_tool_;  // the structured answer's tool ("" = none)
+  std::string prefix_;     // {"id":..,"object":"chat.completion.chunk","created":..,"model":..,
   bool include_usage_;
   bool role_sent_ = false;
   bool has_content_ = false;
