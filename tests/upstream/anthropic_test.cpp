@@ -297,6 +297,133 @@ TEST(AnthropicStream, BadEventsAreErrorsNotCrashes) {
   EXPECT_TRUE(chunks.empty());
 }
 
+TEST(AnthropicStructuredOutput, JsonSchemaBecomesAForcedTool) {
+  const auto req = parse_object(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+      "response_format":{"type":"json_schema","json_schema":{"name":"person","strict":true,
+        "schema":{"type":"object","properties":{"name":{"type":"string"}},"required":["name"]}}}})");
+  EXPECT_EQ(anthropic_json_tool(req), "person");
+  auto r = openai_to_anthropic_request(req, "claude-x");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  const json::value got = parse_or_fail(*r);
+  ASSERT_EQ(got.at("tools").as_array().size(), 1u);
+  const auto& tool = got.at("tools").at(0).as_object();
+  EXPECT_EQ(tool.at("name"), "person");
+  EXPECT_EQ(tool.at("input_schema"),
+            parse_or_fail(R"({"type":"object","properties":{"name":{"type":"string"}},
+                             "required":["name"]})"));
+  EXPECT_EQ(got.at("tool_choice"), parse_or_fail(R"({"type":"tool","name":"person"})"));
+
+  // json_object: any object, under a fixed name.
+  auto obj = openai_to_anthropic_request(
+      parse_object(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+                       "response_format":{"type":"json_object"}})"),
+      "claude-x");
+  ASSERT_TRUE(obj.ok());
+  EXPECT_EQ(parse_or_fail(*obj).at("tools").at(0).at("input_schema"),
+            parse_or_fail(R"({"type":"object"})"));
+  EXPECT_EQ(parse_or_fail(*obj).at("tool_choice").at("name"), "json_response");
+  // No response_format: no tool.
+  EXPECT_EQ(anthropic_json_tool(parse_object(R"({"response_format":{"type":"text"}})")), "");
+}
+
+TEST(AnthropicStructuredOutput, WithClientToolsTheModelMustCallOne) {
+  const auto req = parse_object(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+      "tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}],
+      "response_format":{"type":"json_schema","json_schema":{"name":"answer",
+        "schema":{"type":"object"}}}})");
+  auto r = openai_to_anthropic_request(req, "claude-x");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  const json::value got = parse_or_fail(*r);
+  ASSERT_EQ(got.at("tools").as_array().size(), 2u);
+  EXPECT_EQ(got.at("tools").at(1).at("name"), "answer");
+  EXPECT_EQ(got.at("tool_choice"), parse_or_fail(R"({"type":"any"})"));
+
+  // A schema named like a client tool cannot be told apart: refused.
+  auto clash = openai_to_anthropic_request(
+      parse_object(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+      "tools":[{"type":"function","function":{"name":"answer"}}],
+      "response_format":{"type":"json_schema","json_schema":{"name":"answer",
+        "schema":{"type":"object"}}}})"),
+      "claude-x");
+  ASSERT_FALSE(clash.ok());
+  EXPECT_NE(clash.status().message().find("response_format"), std::string::npos);
+}
+
+TEST(AnthropicStructuredOutput, RefusedByConfigurationAndLogprobsRefused) {
+  const auto req = parse_object(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+      "response_format":{"type":"json_schema","json_schema":{"name":"p","schema":{}}}})");
+  auto refused = openai_to_anthropic_request(req, "claude-x", 4096, true);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.status().message().find("json_schema: refuse"), std::string::npos);
+  for (const char* body : {R"({"model":"m","messages":[{"role":"user","content":"x"}],
+                               "logprobs":true})",
+                           R"({"model":"m","messages":[{"role":"user","content":"x"}],
+                               "top_logprobs":3})"}) {
+    auto r = openai_to_anthropic_request(parse_object(body), "claude-x");
+    ASSERT_FALSE(r.ok()) << body;
+    EXPECT_NE(r.status().message().find("log probabilities"), std::string::npos);
+  }
+  // logprobs: false asks for nothing.
+  EXPECT_TRUE(openai_to_anthropic_request(
+                  parse_object(R"({"model":"m","messages":[{"role":"user","content":"x"}],
+                                   "logprobs":false})"),
+                  "claude-x")
+                  .ok());
+}
+
+TEST(AnthropicStructuredOutput, TheToolCallComesBackAsContent) {
+  const auto resp = parse_object(R"({"id":"msg_1","type":"message","role":"assistant",
+      "content":[{"type":"tool_use","id":"toolu_1","name":"person","input":{"name":"Ada"}}],
+      "stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5}})");
+  auto r = anthropic_to_openai_response(resp, "m", "id", 1, "person");
+  ASSERT_TRUE(r.ok());
+  const json::value got = parse_or_fail(*r);
+  const auto& choice = got.at("choices").at(0);
+  EXPECT_EQ(parse_or_fail(std::string(choice.at("message").at("content").as_string())),
+            parse_or_fail(R"({"name":"Ada"})"));
+  EXPECT_FALSE(choice.at("message").as_object().contains("tool_calls"));
+  EXPECT_EQ(choice.at("finish_reason"), "stop");
+  // Without the name the same block is a tool call.
+  auto plain = anthropic_to_openai_response(resp, "m", "id", 1);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(parse_or_fail(*plain).at("choices").at(0).at("finish_reason"), "tool_calls");
+}
+
+TEST(AnthropicStructuredOutput, TheStreamedToolCallComesBackAsContentDeltas) {
+  AnthropicStreamTranslator t("m", "id", 1, false, "person");
+  std::vector<std::string> chunks;
+  const std::pair<const char*, const char*> events[] = {
+      {"message_start", R"({"type":"message_start","message":{"id":"msg_1","type":"message",
+        "role":"assistant","content":[],"usage":{"input_tokens":10,"output_tokens":1}}})"},
+      {"content_block_start", R"({"type":"content_block_start","index":0,"content_block":
+        {"type":"tool_use","id":"toolu_1","name":"person","input":{}}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":
+        {"type":"input_json_delta","partial_json":"{\"name\": \"A"}})"},
+      {"content_block_delta", R"({"type":"content_block_delta","index":0,"delta":
+        {"type":"input_json_delta","partial_json":"da\"}"}})"},
+      {"content_block_stop", R"({"type":"content_block_stop","index":0})"},
+      {"message_delta", R"({"type":"message_delta","delta":{"stop_reason":"tool_use"},
+        "usage":{"output_tokens":7}})"},
+      {"message_stop", R"({"type":"message_stop"})"}};
+  for (const auto& [name, data] : events) ASSERT_TRUE(t.feed(name, data, chunks).ok()) << data;
+  std::string content;
+  std::string finish;
+  for (const auto& c : chunks) {
+    const json::value v = parse_or_fail(c);
+    const auto& choice = v.at("choices").at(0).as_object();
+    const auto& delta = choice.at("delta").as_object();
+    EXPECT_FALSE(delta.contains("tool_calls")) << c;
+    if (auto* text = delta.if_contains("content"); text && text->is_string())
+      content += std::string(text->as_string());
+    if (choice.at("finish_reason").is_string())
+      finish = std::string(choice.at("finish_reason").as_string());
+  }
+  EXPECT_EQ(parse_or_fail(content), parse_or_fail(R"({"name":"Ada"})"));
+  EXPECT_EQ(finish, "stop");
+  EXPECT_TRUE(t.finished());
+}
+
 TEST(AnthropicError, ConvertsToOpenAiShape) {
   EXPECT_EQ(
       parse_or_fail(anthropic_error_to_openai(
