@@ -259,7 +259,11 @@ struct ResponsesStreamEncoder::State {
              {"part", text_part(it.text)}});
       if (text_item == index) text_item = -1;
     } else {
-      if (it.text.empty()) it.text = "{}";  // clients parse the arguments
+      if (it.text.empty()) {  // clients parse the arguments; a delta keeps the deltas whole
+        it.text = "{}";
+        event(out, "response.function_call_arguments.delta",
+              {{"item_id", it.id}, {"output_index", index}, {"delta", it.text}});
+      }
       event(out, "response.function_call_arguments.done",
             {{"item_id", it.id}, {"output_index", index}, {"arguments", it.text}});
     }
