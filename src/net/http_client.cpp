@@ -1,5 +1,7 @@
 #include "net/http_client.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <array>
 #include <boost/asio/as_tuple.hpp>
@@ -37,6 +39,8 @@ constexpr auto kNothrow = asio::as_tuple(asio::use_awaitable);
 constexpr size_t kReadChunk = 4 * 1024;
 // The largest response head accepted (the buffer grows this far for it, then shrinks back).
 constexpr size_t kMaxHead = 64 * 1024;
+// The largest answer head a proxy may give to CONNECT (it carries a status and a few fields).
+constexpr size_t kMaxProxyHead = 16 * 1024;
 
 struct Origin {
   bool tls = false;
@@ -81,6 +85,34 @@ bool parse_url(std::string_view url, Origin& o) {
   o.key = (o.tls ? "https://" : "http://") + o.host + ":" + o.port;
   return !o.host.empty();
 }
+
+// host:port as a request line or Host field writes it: an IPv6 literal in brackets.
+std::string authority(const std::string& host, const std::string& port) {
+  if (host.find(':') == std::string::npos) return host + ":" + port;
+  return "[" + host + "]:" + port;
+}
+
+bool is_ip_literal(const std::string& host) {
+  boost::system::error_code ec;
+  (void)asio::ip::make_address(host, ec);
+  return !ec;
+}
+
+// A request's proxy, parsed once per distinct URL.
+struct Proxy {
+  ProxyUrl url;
+  std::string authorization;  // the Proxy-Authorization value, "" without credentials
+  std::string shown;          // host:port, for messages (never the credentials)
+};
+
+// A TLS profile's context, cached by content. Connections hold the context they were made with,
+// so a reloaded profile never pulls one from under a live connection.
+struct TlsProfile {
+  TlsOptions options;
+  std::shared_ptr<ssl::context> context;
+  MonoTime checked{};                       // when the files' times were last compared
+  std::array<struct timespec, 3> mtimes{};  // ca_file, client_cert, client_key
+};
 
 // Timers cannot take MonoTime::max(): such a deadline ("none") becomes a day, which is "no
 // deadline" for an HTTP exchange. Real deadlines (now plus a timeout) are far below the bound, so
@@ -127,6 +159,7 @@ TransportStatus from_ec(const boost::system::error_code& ec, TransportError othe
 }  // namespace
 
 struct Conn {
+  std::shared_ptr<ssl::context> tls_context;  // first: outlives the stream made with it
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> secure;
   http1::ReadBuffer buffer;  // reused for every response on this connection
@@ -152,16 +185,28 @@ auto on_stream(Conn& c, Op&& op) {
 }
 
 // Reads what the connection has (at least one byte) into its buffer, within `deadline`.
-asio::awaitable<boost::system::error_code> read_more(Conn& c, MonoTime deadline, size_t limit) {
+// `below_tls`: from the TCP stream under a TLS stream (a proxy's answer to CONNECT).
+asio::awaitable<boost::system::error_code> read_more(Conn& c, MonoTime deadline, size_t limit,
+                                                     bool below_tls = false) {
   auto room = c.buffer.prepare(kReadChunk, limit);
   if (room.empty()) co_return http::error::header_limit;
   c.lowest().expires_at(clamp_deadline(deadline));
-  auto [ec, n] = co_await on_stream(c, [&](auto& stream) {
-    return stream.async_read_some(asio::buffer(room.data(), room.size()), kNothrow);
-  });
+  auto [ec, n] =
+      below_tls
+          ? co_await c.lowest().async_read_some(asio::buffer(room.data(), room.size()), kNothrow)
+          : co_await on_stream(c, [&](auto& stream) {
+              return stream.async_read_some(asio::buffer(room.data(), room.size()), kNothrow);
+            });
   c.buffer.commit(n);
   co_return ec;
 }
+
+// How one request leaves: through which proxy, with which TLS context, into which pool.
+struct Egress {
+  std::shared_ptr<const Proxy> proxy;         // null: direct
+  std::shared_ptr<ssl::context> tls_context;  // null: the client's default context
+  Pool* pool = nullptr;
+};
 
 struct HttpClient::Impl {
   asio::any_io_executor ex;
@@ -181,6 +226,12 @@ struct HttpClient::Impl {
   // Shared, so a request keeps its entry while it waits even if the cache is cleared meanwhile.
   std::unordered_map<std::string, std::shared_ptr<const Origin>, UrlHash, std::equal_to<>> origins;
   static constexpr size_t kMaxOrigins = 1024;  // workflow http steps may name any URL
+  std::unordered_map<std::string, std::shared_ptr<const Proxy>, UrlHash, std::equal_to<>> proxies;
+  static constexpr size_t kMaxProxies = 64;  // one per provider, in practice
+  // Few (one per provider that sets tls), compared by content: a linear scan costs less than
+  // building a key.
+  std::vector<std::unique_ptr<TlsProfile>> profiles;
+  static constexpr size_t kMaxProfiles = 32;
 
   std::shared_ptr<const Origin> origin(const std::string& url) {
     if (auto it = origins.find(std::string_view(url)); it != origins.end()) return it->second;
@@ -201,8 +252,113 @@ struct HttpClient::Impl {
     return *o.pool;
   }
 
-  std::unique_ptr<Conn> take_idle(const Origin& origin) {
-    Pool& q = pool_of(origin);
+  Result<std::shared_ptr<const Proxy>> proxy(const std::string& url) {
+    if (auto it = proxies.find(std::string_view(url)); it != proxies.end()) return it->second;
+    auto parsed = parse_proxy_url(url);
+    if (!parsed.ok()) return parsed.status();
+    auto p = std::make_shared<Proxy>();
+    p->url = std::move(parsed.value());
+    p->authorization = proxy_authorization(p->url);
+    p->shown = authority(p->url.host, p->url.port);
+    if (proxies.size() >= kMaxProxies) proxies.clear();
+    proxies.emplace(url, p);
+    return std::shared_ptr<const Proxy>(std::move(p));
+  }
+
+  static std::array<struct timespec, 3> file_times(const TlsOptions& o) {
+    std::array<struct timespec, 3> out{};
+    const std::string* paths[] = {&o.ca_file, &o.client_cert, &o.client_key};
+    for (size_t i = 0; i < 3; ++i) {
+      struct stat st {};
+      if (!paths[i]->empty() && ::stat(paths[i]->c_str(), &st) == 0) out[i] = st.st_mtim;
+    }
+    return out;
+  }
+
+  static bool same_times(const std::array<struct timespec, 3>& a,
+                         const std::array<struct timespec, 3>& b) {
+    for (size_t i = 0; i < 3; ++i)
+      if (a[i].tv_sec != b[i].tv_sec || a[i].tv_nsec != b[i].tv_nsec) return false;
+    return true;
+  }
+
+  static Result<std::shared_ptr<ssl::context>> load_profile(const TlsOptions& o) {
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    ctx->set_default_verify_paths();
+    ctx->set_verify_mode(ssl::verify_peer);
+    if (Status st = apply_tls_options(ctx->native_handle(), o); !st.ok()) return st;
+    return ctx;
+  }
+
+  // The context for a TLS profile, loaded on first use. A profile whose files changed is
+  // reloaded; when the new files do not load, the last good context stays (a half-written
+  // certificate must not take an upstream down), and they are tried again at the next check.
+  Result<std::shared_ptr<ssl::context>> tls_context(const TlsOptions& o) {
+    const MonoTime now = coarse_now();
+    for (auto& p : profiles) {
+      if (!(p->options == o)) continue;
+      if (now - p->checked >= options.tls_profile_recheck) {
+        p->checked = now;
+        auto times = file_times(o);
+        if (!same_times(times, p->mtimes)) {
+          if (auto fresh = load_profile(o); fresh.ok()) {
+            p->context = std::move(fresh.value());
+            p->mtimes = times;
+          }
+        }
+      }
+      return p->context;
+    }
+    auto times = file_times(o);
+    auto loaded = load_profile(o);
+    if (!loaded.ok()) return loaded.status();
+    if (profiles.size() >= kMaxProfiles) profiles.clear();
+    auto p = std::make_unique<TlsProfile>();
+    p->options = o;
+    p->context = loaded.value();
+    p->checked = now;
+    p->mtimes = times;
+    profiles.push_back(std::move(p));
+    return std::move(loaded.value());
+  }
+
+  // Where `request` goes: proxy, TLS context and pool (the origin's own pool when direct and
+  // with the default context, a pool of its own for each proxy and profile otherwise).
+  TransportStatus egress(const HttpRequest& request, const Origin& o, Egress& out) {
+    std::string key;
+    // A filtered request connects directly: the filter must see the addresses connected to.
+    if (!request.proxy.empty() && !request.allow_address) {
+      auto p = proxy(request.proxy);
+      if (!p.ok())
+        return TransportStatus::fail(TransportError::kConnectFailed,
+                                     "bad proxy URL: " + p.status().message());
+      out.proxy = std::move(p.value());
+      key += request.proxy;
+    }
+    if (o.tls && request.tls && !request.tls->empty()) {
+      auto ctx = tls_context(*request.tls);
+      if (!ctx.ok())
+        return TransportStatus::fail(TransportError::kTlsFailed, ctx.status().message());
+      out.tls_context = std::move(ctx.value());
+      // By content, not by context: a reloaded profile keeps reusing its pool.
+      const TlsOptions& t = *request.tls;
+      key += '\n';
+      key += t.ca_file;
+      key += '\n';
+      key += t.client_cert;
+      key += '\n';
+      key += t.client_key;
+    }
+    if (key.empty()) {
+      out.pool = &pool_of(o);
+    } else {
+      // Separated from the origin's key by a character no URL holds.
+      out.pool = &idle[o.key + '\n' + key];
+    }
+    return {};
+  }
+
+  std::unique_ptr<Conn> take_idle(Pool& q) {
     if (q.empty()) return nullptr;
     auto now = coarse_now();
     while (!q.empty()) {
@@ -225,20 +381,26 @@ struct HttpClient::Impl {
     q.push_back(std::move(c));
   }
 
-  asio::awaitable<TransportStatus> connect(const Origin& o, MonoTime deadline,
+  asio::awaitable<TransportStatus> connect(const Origin& o, const Egress& route, MonoTime deadline,
                                            const AddressFilter& allow_address,
                                            std::unique_ptr<Conn>& out) {
-    std::string dns_key = o.host + ":" + o.port;
+    // The TCP connection goes to the proxy when there is one, else to the origin.
+    const Proxy* proxy = route.proxy.get();
+    const std::string& host = proxy ? proxy->url.host : o.host;
+    const std::string& port = proxy ? proxy->url.port : o.port;
+    const std::string what = proxy ? "proxy " + proxy->shown : authority(o.host, o.port);
+    std::string dns_key = host + ":" + port;
     std::vector<tcp::endpoint> endpoints;
     auto now = MonoClock::now();
     if (auto it = dns.find(dns_key); it != dns.end() && it->second.expires > now) {
       endpoints = it->second.endpoints;
     } else {
       tcp::resolver resolver(ex);
-      auto [ec, results] = co_await resolver.async_resolve(o.host, o.port, kNothrow);
+      auto [ec, results] = co_await resolver.async_resolve(host, port, kNothrow);
       if (ec)
-        co_return TransportStatus::fail(TransportError::kDnsFailed,
-                                        "resolving " + o.host + ": " + ec.message());
+        co_return TransportStatus::fail(
+            TransportError::kDnsFailed,
+            "resolving " + (proxy ? "proxy " + host : host) + ": " + ec.message());
       for (const auto& r : results) endpoints.push_back(r.endpoint());
       dns[dns_key] = DnsEntry{endpoints, now + options.dns_ttl};
     }
@@ -255,9 +417,11 @@ struct HttpClient::Impl {
       }
     }
     auto c = std::make_unique<Conn>();
-    c->pool = &pool_of(o);
+    c->pool = route.pool;
     if (o.tls) {
-      c->secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(ex, tls);
+      c->tls_context = route.tls_context;
+      c->secure = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(
+          ex, c->tls_context ? *c->tls_context : tls);
     } else {
       c->plain = std::make_unique<beast::tcp_stream>(ex);
     }
@@ -268,22 +432,108 @@ struct HttpClient::Impl {
       auto st = from_ec(ec, TransportError::kConnectFailed);
       if (st.error == TransportError::kReset || st.error == TransportError::kProtocolError)
         st.error = TransportError::kConnectFailed;
-      st.message = "connecting to " + o.host + ":" + o.port + ": " + st.message;
+      st.message = "connecting to " + what + ": " + st.message;
       co_return st;
     }
     c->lowest().socket().set_option(tcp::no_delay(true));
+    if (proxy && o.tls) {
+      auto st = co_await open_tunnel(*c, o, *proxy, deadline);
+      if (!st.ok()) {
+        c->close();
+        co_return st;
+      }
+    }
     if (o.tls) {
-      if (!SSL_set_tlsext_host_name(c->secure->native_handle(), o.host.c_str())) {
+      // SNI carries names only (RFC 6066): an IP literal is verified against the certificate's
+      // IP addresses without it.
+      if (!is_ip_literal(o.host) &&
+          !SSL_set_tlsext_host_name(c->secure->native_handle(), o.host.c_str())) {
         co_return TransportStatus::fail(TransportError::kTlsFailed, "cannot set SNI host name");
       }
+      // The origin's name, also through a tunnel: the proxy's certificate is never the one
+      // that counts.
       c->secure->set_verify_callback(ssl::host_name_verification(o.host));
       auto [hec] = co_await c->secure->async_handshake(ssl::stream_base::client, kNothrow);
       if (hec)
         co_return TransportStatus::fail(TransportError::kTlsFailed,
-                                        "TLS handshake with " + o.host + ": " + hec.message());
+                                        "TLS handshake with " + o.host +
+                                            (proxy ? " via proxy " + proxy->shown : "") + ": " +
+                                            hec.message());
     }
     out = std::move(c);
     co_return TransportStatus{};
+  }
+
+  // CONNECT host:port through the proxy `c` is connected to, on the TCP stream under its TLS
+  // stream; ok once the proxy answered 2xx (the tunnel then carries the TLS handshake).
+  asio::awaitable<TransportStatus> open_tunnel(Conn& c, const Origin& o, const Proxy& proxy,
+                                               MonoTime deadline) {
+    const std::string target = authority(o.host, o.port);
+    std::string& head = c.request_head;
+    head.clear();
+    head += "CONNECT " + target + " HTTP/1.1\r\nHost: " + target + "\r\n";
+    if (!proxy.authorization.empty())
+      head += "Proxy-Authorization: " + proxy.authorization + "\r\n";
+    head += "\r\n";
+    auto arm_timeout = [&] { c.lowest().expires_at(clamp_deadline(deadline)); };
+    auto [wec, wn] =
+        co_await write_all(c.lowest(), c.lowest().socket(),
+                           std::array<asio::const_buffer, 1>{asio::buffer(head)}, arm_timeout);
+    if (wec) {
+      auto st = from_ec(wec, TransportError::kConnectFailed);
+      st.error = TransportError::kConnectFailed;
+      st.message = "sending CONNECT to proxy " + proxy.shown + ": " + st.message;
+      co_return st;
+    }
+    size_t scanned = 0;
+    while (true) {
+      http1::Error perr = http1::Error::kNone;
+      const size_t n =
+          http1::parse_response_head(c.buffer.data(), kMaxProxyHead, c.head, perr, scanned);
+      if (perr != http1::Error::kNone) {
+        co_return TransportStatus::fail(
+            TransportError::kProtocolError,
+            "bad answer from proxy " + proxy.shown + " to CONNECT: " + http1::to_string(perr));
+      }
+      if (n > 0 && c.head.status < 200) {  // interim answers: wait for the final one
+        c.buffer.consume(n);
+        scanned = 0;
+        continue;
+      }
+      if (n > 0) {
+        const int status = c.head.status;
+        const std::string reason(c.head.reason);
+        c.buffer.consume(n);
+        if (status < 200 || status > 299) {
+          co_return TransportStatus::fail(
+              TransportError::kConnectFailed,
+              "proxy " + proxy.shown + " refused CONNECT: " + std::to_string(status) +
+                  (reason.empty() ? "" : " " + reason) + " (tunnel to " + target + ")");
+        }
+        // The origin speaks first only after our ClientHello: bytes here are not TLS of ours.
+        if (c.buffer.size() > 0) {
+          co_return TransportStatus::fail(
+              TransportError::kProtocolError,
+              "proxy " + proxy.shown + " sent data after its answer to CONNECT");
+        }
+        c.buffer.shrink_if_empty(kReadChunk);
+        co_return TransportStatus{};
+      }
+      scanned = c.buffer.size();
+      const auto rec = co_await read_more(c, deadline, kMaxProxyHead, /*below_tls=*/true);
+      if (rec == http::error::header_limit) {
+        co_return TransportStatus::fail(TransportError::kProtocolError,
+                                        "proxy " + proxy.shown + ": answer to CONNECT too large");
+      }
+      if (rec) {
+        auto st = from_ec(rec, TransportError::kConnectFailed);
+        if (st.error == TransportError::kReset || st.error == TransportError::kReadTimeout)
+          st.error = st.error == TransportError::kReset ? TransportError::kConnectFailed
+                                                        : TransportError::kConnectTimeout;
+        st.message = "proxy " + proxy.shown + " during CONNECT: " + st.message;
+        co_return st;
+      }
+    }
   }
 };
 
@@ -411,20 +661,33 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
                                       "header contains a line break");
     }
   }
+  Egress route;
+  if (auto st = impl_->egress(request, origin, route); !st.ok()) co_return st;
+  // Plain HTTP through a proxy: the request goes to the proxy in absolute form (the URL, which
+  // parse_url found free of spaces and line breaks), with the proxy's credentials.
+  const Proxy* via = origin.tls ? nullptr : route.proxy.get();
+  const bool v6 = origin.host.find(':') != std::string::npos;
   // The request head is formatted by hand (cheaper than Beast's serializer) into the
   // connection's own buffer; the body is sent from the caller's buffer without a copy.
   auto format_head = [&](std::string& head) {
     head.clear();
     head += request.method;
     head += ' ';
-    head += origin.target;
+    head += via ? std::string_view(request.url) : std::string_view(origin.target);
     head += " HTTP/1.1\r\nHost: ";
+    if (v6) head += '[';
     head += origin.host;
+    if (v6) head += ']';
     if (origin.port != (origin.tls ? "443" : "80")) {
       head += ':';
       head += origin.port;
     }
     head += "\r\n";
+    if (via && !via->authorization.empty()) {
+      head += "Proxy-Authorization: ";
+      head += via->authorization;
+      head += "\r\n";
+    }
     for (const auto& [k, v] : request.headers) {
       head += k;
       head += ": ";
@@ -440,10 +703,11 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
 
   for (int attempt = 0; attempt < 2; ++attempt) {
     // A filtered request never reuses a pooled connection: it may have been opened unfiltered.
-    std::unique_ptr<Conn> conn = request.allow_address ? nullptr : impl_->take_idle(origin);
+    std::unique_ptr<Conn> conn = request.allow_address ? nullptr : impl_->take_idle(*route.pool);
     const bool reused = conn != nullptr;
     if (!conn) {
-      auto st = co_await impl_->connect(origin, request.deadline, request.allow_address, conn);
+      auto st =
+          co_await impl_->connect(origin, route, request.deadline, request.allow_address, conn);
       if (!st.ok()) co_return st;
     }
     format_head(conn->request_head);
@@ -475,6 +739,13 @@ asio::awaitable<TransportStatus> HttpClient::start(const HttpRequest& request,
         conn->buffer.consume(n);
         scanned = 0;
         continue;
+      }
+      if (n > 0 && perr == http1::Error::kNone && via && parsed.status == 407) {
+        // Only a proxy answers 407: the origin never saw the request.
+        failed = TransportStatus::fail(
+            TransportError::kConnectFailed,
+            "proxy " + via->shown + " refused the request: 407 " + std::string(parsed.reason));
+        break;
       }
       if (n > 0 && perr == http1::Error::kNone) {
         auto impl = std::make_unique<HttpStream::Impl>();

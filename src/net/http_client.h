@@ -5,7 +5,18 @@
 // Connections are kept alive and reused per origin (scheme, host, port), bounded per origin;
 // idle ones older than `idle_timeout` are closed on reuse, and each is retired after
 // `max_requests_per_connection` responses. DNS answers are cached for `dns_ttl`.
-// HTTPS verifies the certificate chain against the system store and the host name (SNI set).
+// HTTPS verifies the certificate chain against the system store and the host name (SNI set for
+// names, not for IP literals).
+//
+// Egress (net/egress.h): a request may name a forward proxy (`proxy`) and a TLS profile (`tls`).
+// An https:// target goes through a CONNECT tunnel, inside which TLS is negotiated and verified
+// with the origin (SNI, certificate and host name are the origin's, never the proxy's); an
+// http:// target is sent to the proxy in absolute form. The proxy's name is resolved and cached
+// like any host. A TLS profile's ssl::context is built once per distinct profile and cached (a
+// bounded number per client; its files are re-read when their modification time changes, checked
+// at most every `tls_profile_recheck`, so that a rotated client certificate is picked up). Pooled
+// connections are keyed by origin, proxy and TLS profile: a connection is reused only by requests
+// that would have opened the same one.
 //
 // Every operation has a deadline; a timeout fails it with a DeadlineExceeded status. Cancelling a
 // stream (or destroying it) closes its connection: an unfinished response is never reused.
@@ -27,6 +38,7 @@
 #include "common/clock.h"
 #include "common/outcome.h"
 #include "common/status.h"
+#include "net/egress.h"
 
 namespace switchboard::net {
 
@@ -43,7 +55,18 @@ struct HttpRequest {
   MonoTime deadline = MonoTime::max();  // for connect, write, and each read
   // When set, only the resolved addresses it allows are connected to (none allowed: the request
   // fails with kConnectFailed), and no pooled connection is reused. Redirects are never followed.
+  // `proxy` is then ignored: the filter judges the addresses actually connected to, which a
+  // proxy would hide (workflow http steps with SSRF filtering always connect directly).
   AddressFilter allow_address;
+  // "" = direct; else http://[user:password@]host:port (user and password percent-encoded; see
+  // parse_proxy_url). An unusable value fails the request (kConnectFailed), as does a proxy that
+  // refuses: a CONNECT answered with anything but 2xx, or a 407 to an absolute-form request
+  // (the message names the proxy's status, e.g. "proxy 10.0.0.1:3128 refused CONNECT: 407").
+  std::string proxy;
+  // For https:// targets (ignored for http://). Null or empty = the system trust store and no
+  // client certificate. A profile whose files cannot be loaded fails the request with kTlsFailed
+  // (check_tls_options says why at startup).
+  std::shared_ptr<const TlsOptions> tls;
 };
 
 struct HttpResponseHead {
@@ -96,6 +119,9 @@ struct HttpClientOptions {
   // behind a load balancer for ever keeps an unlucky spread of load, and never follows a
   // changed DNS answer.
   size_t max_requests_per_connection = 1000;
+  // How often a TLS profile's files are checked for a change (modification time) when it is
+  // used; a changed profile is reloaded for new connections (0: at every new use).
+  Millis tls_profile_recheck{30000};
 };
 
 class HttpClient {
