@@ -229,6 +229,9 @@ struct StateConfig {
   int64_t batch_max = 1000;        // or this many events, whichever first
   int64_t queue_capacity = 65536;  // events waiting for the writer
   int64_t retention_days = 30;     // outcomes older than this are pruned; 0 keeps all
+  // POST /v1/responses answers (with store: true) are kept this long for previous_response_id
+  // (OpenAI's own retention is 30 days); 0 = not stored, previous_response_id is refused.
+  int64_t responses_ttl_hours = 720;
 };
 
 // What one gateway (client) key may do. 0 / empty = no restriction.

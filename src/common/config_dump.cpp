@@ -68,6 +68,7 @@ std::string dump_config(const Config& c) {
   out << YAML::Key << "batch_max" << YAML::Value << c.state.batch_max;
   out << YAML::Key << "queue_capacity" << YAML::Value << c.state.queue_capacity;
   out << YAML::Key << "retention_days" << YAML::Value << c.state.retention_days;
+  out << YAML::Key << "responses_ttl_hours" << YAML::Value << c.state.responses_ttl_hours;
   out << YAML::EndMap;
 
   out << YAML::Key << "auth" << YAML::Value << YAML::Flow << YAML::BeginMap;

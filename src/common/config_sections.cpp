@@ -73,7 +73,7 @@ void ConfigReader::read_state(const YAML::Node& n) {
   const std::string p = "state";
   if (!check_map(n, p,
                  {"backend", "path", "url", "node", "synchronous", "busy_timeout_ms", "batch_ms",
-                  "batch_max", "queue_capacity", "retention_days"}))
+                  "batch_max", "queue_capacity", "retention_days", "responses_ttl_hours"}))
     return;
   auto& s = cfg_.state;
   if (read_string(n, "backend", p, s.backend) && s.backend != "sqlite" && s.backend != "postgres") {
@@ -129,6 +129,7 @@ void ConfigReader::read_state(const YAML::Node& n) {
   read_int(n, "batch_max", p, s.batch_max, 1, 1000000);
   read_int(n, "queue_capacity", p, s.queue_capacity, 16, 100000000);
   read_int(n, "retention_days", p, s.retention_days, 0);
+  read_int(n, "responses_ttl_hours", p, s.responses_ttl_hours, 0, 24 * 365 * 10);
 }
 
 void ConfigReader::read_auth(const YAML::Node& n) {
