@@ -17,7 +17,8 @@ namespace {
 
 constexpr std::array<const char*, kEventKinds> kKindNames = {
     "outcome",     "usage",    "key_state", "breaker_transition", "bandit_posterior",
-    "model_stats", "feedback", "learning",  "learning_compact",   "contextual_model"};
+    "model_stats", "feedback", "learning",  "learning_compact",   "contextual_model",
+    "response"};
 
 }  // namespace
 
@@ -151,6 +152,14 @@ StoreCounters BatchWriter::counters() const {
 uint64_t BatchWriter::enqueue_locked(std::unique_lock<std::mutex>& lock, Event&& event,
                                      bool& wake) {
   const bool essential = is_essential(event);
+  if (const auto* r = std::get_if<StoredResponseEvent>(&event)) {
+    // An id no lookup could name (and PostgreSQL could not index or hold as text).
+    if (r->id.empty() || r->id.size() > kMaxResponseIdBytes || utf8_repaired(r->id)) {
+      log::error("store: a stored response with an invalid id ({} bytes) refused", r->id.size());
+      count_drop(event.index());
+      return 0;
+    }
+  }
   if (stopping_) {
     count_drop(event.index());
     return 0;
@@ -350,6 +359,54 @@ std::string floats_hex(const std::vector<float>& v) {
       std::string_view(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(float)));
 }
 
+size_t utf8_sequence(std::string_view s) {
+  if (s.empty()) return 0;
+  auto byte = [&](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = byte(0);
+  if (c < 0x80) return c != 0 ? 1 : 0;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range (Unicode's Table 3-7)
+  if (c >= 0xC2 && c <= 0xDF) {
+    n = 2;
+  } else if (c >= 0xE0 && c <= 0xEF) {
+    n = 3;
+    if (c == 0xE0) lo = 0xA0;  // overlong
+    if (c == 0xED) hi = 0x9F;  // surrogates
+  } else if (c >= 0xF0 && c <= 0xF4) {
+    n = 4;
+    if (c == 0xF0) lo = 0x90;  // overlong
+    if (c == 0xF4) hi = 0x8F;  // past U+10FFFF
+  } else {
+    return 0;
+  }
+  if (s.size() < n || byte(1) < lo || byte(1) > hi) return 0;
+  for (size_t i = 2; i < n; ++i)
+    if (byte(i) < 0x80 || byte(i) > 0xBF) return 0;
+  return n;
+}
+
+std::optional<std::string> utf8_repaired(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const size_t n = utf8_sequence(s.substr(i));
+    if (n == 0) break;
+    i += n;
+  }
+  if (i == s.size()) return std::nullopt;
+  std::string out(s.substr(0, i));
+  while (i < s.size()) {
+    const size_t n = utf8_sequence(s.substr(i));
+    if (n == 0) {
+      out += "\xEF\xBF\xBD";  // U+FFFD
+      ++i;
+    } else {
+      out.append(s.substr(i, n));
+      i += n;
+    }
+  }
+  return out;
+}
+
 bool floats_from_hex(std::string_view hex, size_t count, std::vector<float>& out) {
   auto bytes = json::hex_decode(hex);
   if (!bytes || bytes->size() != count * sizeof(float)) return false;
@@ -372,7 +429,8 @@ bool is_essential(const Event& e) {
          std::holds_alternative<BanditPosteriorEvent>(e) ||
          std::holds_alternative<ModelStatsEvent>(e) ||
          std::holds_alternative<ContextualModelEvent>(e) ||
-         std::holds_alternative<LearnCompactEvent>(e);
+         std::holds_alternative<LearnCompactEvent>(e) ||
+         std::holds_alternative<StoredResponseEvent>(e);
 }
 
 }  // namespace switchboard::store

@@ -16,7 +16,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <span>
+#include <string>
+#include <string_view>
 #include <thread>
 #include <variant>
 #include <vector>
@@ -43,6 +46,13 @@ struct Entry {
 // floats.
 std::string floats_hex(const std::vector<float>& v);
 bool floats_from_hex(std::string_view hex, size_t count, std::vector<float>& out);
+
+// The length of the valid UTF-8 sequence (RFC 3629: no overlong forms, surrogates or code points
+// past U+10FFFF) at the start of `s`, or 0 when there is none there or it is a NUL.
+size_t utf8_sequence(std::string_view s);
+// `s` with every byte that starts no such sequence (and every NUL) replaced by U+FFFD, as
+// PostgreSQL's text wants; nullopt when `s` is valid already (nothing is copied then).
+std::optional<std::string> utf8_repaired(std::string_view s);
 
 // A FIFO ring of entries. Slots stay constructed (and keep their capacity) when entries leave,
 // so a warmed-up ring never allocates; it grows by doubling up to the queue capacity. Dropping

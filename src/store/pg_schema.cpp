@@ -200,6 +200,19 @@ CREATE TABLE contextual_models (
   PRIMARY KEY (node, route, model)
 );
 )sql"},
+      // Responses API answers for previous_response_id, as SQLite's migration 11: common to
+      // every gateway (any of them continues a conversation), pruned by expires_ms. TEXT: a
+      // JSON array, TOASTed (compressed, out of line) when large.
+      {4, R"sql(
+CREATE TABLE responses (
+  id TEXT NOT NULL PRIMARY KEY,
+  owner TEXT NOT NULL DEFAULT '',
+  created_ms BIGINT NOT NULL,
+  expires_ms BIGINT NOT NULL,
+  items TEXT NOT NULL
+);
+CREATE INDEX responses_expiry ON responses (expires_ms);
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

@@ -119,6 +119,12 @@ Result<PgResult> PgConn::query(const std::string& sql, const PgParams& params) {
 
 Status PgConn::exec_prepared(const std::string& name, const std::string& sql,
                              const PgParams& params) {
+  auto r = query_prepared(name, sql, params);
+  return r.ok() ? Status() : r.status();
+}
+
+Result<PgResult> PgConn::query_prepared(const std::string& name, const std::string& sql,
+                                        const PgParams& params) {
   if (!c_) return Status::io_error("postgres: not connected");
   if (prepared_resets_ != resets_) {
     prepared_.clear();
@@ -130,9 +136,8 @@ Status PgConn::exec_prepared(const std::string& name, const std::string& sql,
     prepared_.push_back(name);
   }
   const auto ptrs = params.pointers();
-  auto r = result(PQexecPrepared(c_.get(), name.c_str(), int(ptrs.size()),
-                                 ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0));
-  return r.ok() ? Status() : r.status();
+  return result(PQexecPrepared(c_.get(), name.c_str(), int(ptrs.size()),
+                               ptrs.empty() ? nullptr : ptrs.data(), nullptr, nullptr, 0));
 }
 
 Status PgConn::exec_script(const std::string& sql) {

@@ -1,7 +1,8 @@
 // Internal to the store module: a thin RAII layer over libpq for the PostgreSQL store. Every
 // statement is parameterized (text parameters): nothing is spliced into SQL.
 //
-// Thread-safety: a PgConn is used by one thread at a time (the writer, or one loader).
+// Thread-safety: a PgConn is used by one thread at a time (the writer, one loader, or one
+// find_response call).
 #pragma once
 
 #include <libpq-fe.h>
@@ -60,6 +61,9 @@ class PgConn {
   // A statement prepared once per connection under `name` (prepared again after a reconnection),
   // then run with `params`: PostgreSQL parses and plans it once.
   Status exec_prepared(const std::string& name, const std::string& sql, const PgParams& params);
+  // exec_prepared's statement, with its result.
+  Result<PgResult> query_prepared(const std::string& name, const std::string& sql,
+                                  const PgParams& params);
   // Several statements without parameters (migrations' DDL), in the simple query protocol.
   Status exec_script(const std::string& sql);
   // Reconnects when the connection broke (a restarted server); true when it is usable.

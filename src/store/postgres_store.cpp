@@ -16,6 +16,7 @@
 #include "common/log.h"
 #include "store/batch_writer.h"
 #include "store/pg_util.h"
+#include "store/reader_pool.h"
 #include "store/sqlite_util.h"
 #include "store/store.h"
 
@@ -59,6 +60,11 @@ constexpr RowKind kLearnRows = {
     16, " ON CONFLICT (node, id) DO NOTHING"};
 
 using detail::Overloaded;
+
+// Read connections kept for find_response (more concurrent calls open more, for the call).
+constexpr size_t kResponseReaders = 4;
+// Expired stored responses deleted per prune batch (each may be megabytes).
+constexpr int kResponsePruneRows = 100;
 
 class PostgresStore final : public detail::BatchedStore {
  public:
@@ -110,10 +116,14 @@ class PostgresStore final : public detail::BatchedStore {
 
   Result<std::vector<ServedRequest>> recent_served(WallTime since, size_t limit) override;
   Result<std::map<std::string, double>> gateway_spend(WallTime since) override;
+  Result<std::optional<StoredResponse>> find_response(std::string_view id, WallTime now) override;
   Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) override;
   Result<std::map<std::string, ProviderUsage>> provider_usage(WallTime since) override;
 
-  void release_connection() override { conn_ = PgConn(); }
+  void release_connection() override {
+    readers_.close();
+    conn_ = PgConn();
+  }
 
  private:
   // ---- BatchSink: called on the writer thread ----
@@ -331,6 +341,24 @@ class PostgresStore final : public detail::BatchedStore {
                   "last_outcome_id = excluded.last_outcome_id, updated_ms = excluded.updated_ms",
                   q);
             },
+            [&](const StoredResponseEvent& r) {
+              // Text that is not UTF-8 would fail the batch every time it is retried (the id
+              // was checked by enqueue).
+              PgParams q;
+              q.add(r.id);
+              auto owner = detail::utf8_repaired(r.owner);
+              q.add(owner ? std::string_view(*owner) : std::string_view(r.owner));
+              q.add(to_ms(r.created));
+              q.add(to_ms(r.expires));
+              auto items = detail::utf8_repaired(r.items);
+              q.add(items ? std::string_view(*items) : std::string_view(r.items));
+              return single(
+                  "INSERT INTO responses (id, owner, created_ms, expires_ms, items) VALUES ($1, "
+                  "$2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, "
+                  "created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, items = "
+                  "excluded.items",
+                  q);
+            },
         },
         e.event);
   }
@@ -363,11 +391,26 @@ class PostgresStore final : public detail::BatchedStore {
   }
 
   int64_t prune_batch(Status* error) override {
-    if (options_.state.retention_days <= 0) return 0;
     if (!conn_.ensure()) {
       *error = Status::io_error("postgres: connection lost, reconnecting");
       return -1;
     }
+    // Expired responses (any gateway's: the table is common; rows another gateway is pruning
+    // right now are skipped, not waited for), their expiry their own.
+    PgParams rp;
+    rp.add(to_ms(clock_->wall_now()));
+    rp.add(int64_t(std::clamp(options_.prune_batch_rows, 1, kResponsePruneRows)));
+    auto gone = conn_.query(
+        "WITH gone AS (DELETE FROM responses WHERE id IN (SELECT id FROM responses WHERE "
+        "expires_ms <= $1 ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING 1) "
+        "SELECT count(*) FROM gone",
+        rp);
+    if (!gone.ok()) {
+      *error = gone.status();
+      return -1;
+    }
+    const int64_t responses = gone->integer(0, 0);
+    if (options_.state.retention_days <= 0) return responses;
     const auto cutoff = clock_->wall_now() - std::chrono::hours(24) * options_.state.retention_days;
     PgParams p;
     p.add(to_ms(cutoff));
@@ -380,7 +423,7 @@ class PostgresStore final : public detail::BatchedStore {
       *error = r.status();
       return -1;
     }
-    return r->integer(0, 0);
+    return responses + r->integer(0, 0);
   }
 
   void finish() override {}
@@ -390,6 +433,7 @@ class PostgresStore final : public detail::BatchedStore {
   PgConn conn_;                 // the write connection: the writer thread's once it runs
   uint64_t locked_resets_ = 0;  // conn_.resets() when the node lock was taken
   Pending pending_;
+  detail::ReaderPool<PgConn> readers_{kResponseReaders};  // find_response's connections
 };
 
 Result<LoadedState> PostgresStore::load() {
@@ -532,6 +576,39 @@ Result<std::vector<ServedRequest>> PostgresStore::recent_served(WallTime since, 
     out.push_back(std::move(s));
   }
   return out;
+}
+
+Result<std::optional<StoredResponse>> PostgresStore::find_response(std::string_view id,
+                                                                   WallTime now) {
+  using Found = std::optional<StoredResponse>;
+  // Such an id is never stored (the writer refuses it; a NUL would end the text parameter).
+  if (id.empty() || id.size() > kMaxResponseIdBytes || detail::utf8_repaired(id)) return Found();
+  auto open = [&]() -> Result<std::unique_ptr<PgConn>> {
+    auto conn = PgConn::connect(options_.state.url, int(options_.connect_timeout_s));
+    if (!conn.ok()) return conn.status();
+    if (Status st = conn->exec("SET default_transaction_read_only = on"); !st.ok()) return st;
+    return std::make_unique<PgConn>(std::move(*conn));
+  };
+  auto find = [&](PgConn& conn) -> Result<Found> {
+    PgParams p;
+    p.add(id);
+    p.add(to_ms(now));
+    auto r = conn.query_prepared("find_response",
+                                 "SELECT owner, created_ms, expires_ms, items FROM responses "
+                                 "WHERE id = $1 AND expires_ms > $2",
+                                 p);
+    if (!r.ok()) return r.status();
+    Found out;
+    if (r->rows() == 0) return out;
+    out.emplace();
+    out->id = std::string(id);
+    out->owner = r->text(0, 0);
+    out->created = from_ms(r->integer(0, 1));
+    out->expires = from_ms(r->integer(0, 2));
+    out->items = r->text(0, 3);
+    return out;
+  };
+  return readers_.with(open, find);
 }
 
 Result<std::map<std::string, double>> PostgresStore::gateway_spend(WallTime since) {

@@ -205,6 +205,19 @@ CREATE TABLE contextual_models (
   PRIMARY KEY (route, model)
 ) WITHOUT ROWID;
 )sql"},
+      // Responses API answers for previous_response_id: one row per response, kept until
+      // expires_ms (pruned by that index). A rowid table, not WITHOUT ROWID: its rows (the
+      // conversation) run to megabytes, which SQLite keeps best in a table's overflow pages.
+      {11, "stored responses", R"sql(
+CREATE TABLE responses (
+  id TEXT NOT NULL PRIMARY KEY,
+  owner TEXT NOT NULL DEFAULT '',
+  created_ms INTEGER NOT NULL,
+  expires_ms INTEGER NOT NULL,
+  items TEXT NOT NULL
+);
+CREATE INDEX responses_expiry ON responses (expires_ms);
+)sql"},
       // Later migrations go here, in order.
   };
   return kMigrations;

@@ -11,6 +11,7 @@
 #include "common/json.h"
 #include "common/log.h"
 #include "store/batch_writer.h"
+#include "store/reader_pool.h"
 #include "store/sqlite_util.h"
 #include "store/store.h"
 
@@ -47,6 +48,18 @@ constexpr int multi_slot(size_t kind) {
 }
 
 using detail::Overloaded;
+
+// Read connections kept for find_response (more concurrent calls open more, for the call).
+constexpr size_t kResponseReaders = 4;
+// Expired stored responses deleted per prune batch: fewer than outcomes, as each may be
+// megabytes (every page of it is visited to be freed).
+constexpr int kResponsePruneRows = 100;
+
+// A read connection of find_response, with its statement.
+struct ResponseReader {
+  Db db;
+  Stmt find;
+};
 
 class SqliteStore final : public detail::BatchedStore {
  public:
@@ -99,6 +112,10 @@ class SqliteStore final : public detail::BatchedStore {
         "ON CONFLICT (route, model) DO UPDATE SET means = excluded.means, "
         "variances = excluded.variances, updates = excluded.updates, "
         "last_outcome_id = excluded.last_outcome_id, updated_ms = excluded.updated_ms",
+        "INSERT INTO responses (id, owner, created_ms, expires_ms, items) "
+        "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, "
+        "created_ms = excluded.created_ms, expires_ms = excluded.expires_ms, "
+        "items = excluded.items",
     };
     static_assert(std::size(kSql) == kEventKinds);
     for (size_t i = 0; i < kEventKinds; ++i) {
@@ -120,6 +137,13 @@ class SqliteStore final : public detail::BatchedStore {
     if (Status st = prune_.prepare(db_.get(),
                                    "DELETE FROM outcomes WHERE id IN "
                                    "(SELECT id FROM outcomes ORDER BY id LIMIT ?1) AND ts_ms < ?2");
+        !st.ok()) {
+      return st;
+    }
+    if (Status st = prune_responses_.prepare(
+            db_.get(),
+            "DELETE FROM responses WHERE rowid IN "
+            "(SELECT rowid FROM responses WHERE expires_ms <= ?1 ORDER BY expires_ms LIMIT ?2)");
         !st.ok()) {
       return st;
     }
@@ -148,8 +172,11 @@ class SqliteStore final : public detail::BatchedStore {
   Result<std::map<std::string, ProviderUsage>> provider_usage(WallTime since) override {
     return query_provider_usage(options_.state.path, since);
   }
+  Result<std::optional<StoredResponse>> find_response(std::string_view id, WallTime now) override;
 
   void release_connection() override {
+    // The readers first: the write connection, closing last, removes the WAL file.
+    readers_.close();
     db_.reset();  // the writer already finalized its statements and checkpointed
   }
 
@@ -324,6 +351,15 @@ class SqliteStore final : public detail::BatchedStore {
                             s.bind(7, to_ms(c.updated));
                             return s.run();
                           },
+                          [&](const StoredResponseEvent& r) {
+                            Stmt& s = insert_[10];
+                            s.bind(1, r.id);
+                            s.bind(2, r.owner);
+                            s.bind(3, to_ms(r.created));
+                            s.bind(4, to_ms(r.expires));
+                            s.bind(5, r.items);
+                            return s.run();
+                          },
                       },
                       e.event);
   }
@@ -371,9 +407,18 @@ class SqliteStore final : public detail::BatchedStore {
     return st;
   }
 
-  // Deletes one batch of expired outcomes; returns the number deleted (or -1 on error).
+  // Deletes one batch of expired stored responses and one of expired outcomes (each in its own
+  // small autocommit transaction); returns the number deleted (or -1 on error).
   int64_t prune_batch(Status* error) override {
-    if (options_.state.retention_days <= 0) return 0;
+    // Responses first: their expiry is their own, whatever the outcomes' retention.
+    prune_responses_.bind(1, to_ms(clock_->wall_now()));
+    prune_responses_.bind(2, int64_t(std::clamp(options_.prune_batch_rows, 1, kResponsePruneRows)));
+    if (int rc = prune_responses_.run(); rc != SQLITE_OK) {
+      *error = detail::sqlite_error(db_.get(), rc, "prune responses");
+      return -1;
+    }
+    const int64_t responses = sqlite3_changes(db_.get());
+    if (options_.state.retention_days <= 0) return responses;
     const auto cutoff = clock_->wall_now() - std::chrono::hours(24) * options_.state.retention_days;
     prune_.bind(1, static_cast<int64_t>(std::max(options_.prune_batch_rows, 1)));
     prune_.bind(2, to_ms(cutoff));
@@ -382,7 +427,7 @@ class SqliteStore final : public detail::BatchedStore {
       *error = detail::sqlite_error(db_.get(), rc, "prune outcomes");
       return -1;
     }
-    return sqlite3_changes(db_.get());
+    return responses + sqlite3_changes(db_.get());
   }
 
   void finish() override {
@@ -391,6 +436,7 @@ class SqliteStore final : public detail::BatchedStore {
     begin_.finalize();
     commit_.finalize();
     prune_.finalize();
+    prune_responses_.finalize();
     // Fold the WAL into the database and truncate it, so a closed store is one file.
     if (Status st = db_.exec("PRAGMA wal_checkpoint(TRUNCATE)"); !st.ok()) {
       log::warn("store: checkpoint at close failed: {}", st.message());
@@ -404,8 +450,55 @@ class SqliteStore final : public detail::BatchedStore {
   // Outcomes, usage and learning rows (kMultiKinds), kRowsPerInsert rows per statement.
   std::array<Stmt, std::size(kMultiKinds)> insert_rows_;
   std::array<std::vector<const Entry*>, std::size(kMultiKinds)> gathered_;  // waiting for one
-  Stmt begin_, commit_, prune_;
+  Stmt begin_, commit_, prune_, prune_responses_;
+  detail::ReaderPool<ResponseReader> readers_{kResponseReaders};
 };
+
+Result<std::optional<StoredResponse>> SqliteStore::find_response(std::string_view id,
+                                                                 WallTime now) {
+  using Found = std::optional<StoredResponse>;
+  // Such an id is never stored (the writer refuses it).
+  if (id.empty() || id.size() > kMaxResponseIdBytes) return Found();
+  auto open = [&]() -> Result<std::unique_ptr<ResponseReader>> {
+    // Read-write (not SQLITE_OPEN_READONLY, which cannot always use the WAL index) but
+    // query_only: this connection never writes.
+    auto db = Db::open(options_.state.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+    if (!db.ok()) return db.status();
+    sqlite3_busy_timeout(db->get(), static_cast<int>(options_.state.busy_timeout_ms));
+    if (Status st = db->exec("PRAGMA query_only = 1"); !st.ok()) return st;
+    auto reader = std::make_unique<ResponseReader>();
+    reader->db = std::move(*db);
+    if (Status st = reader->find.prepare(reader->db.get(),
+                                         "SELECT owner, created_ms, expires_ms, items FROM "
+                                         "responses WHERE id = ?1 AND expires_ms > ?2");
+        !st.ok()) {
+      return st;
+    }
+    return reader;
+  };
+  auto find = [&](ResponseReader& r) -> Result<Found> {
+    Stmt& q = r.find;
+    q.bind(1, id);
+    q.bind(2, to_ms(now));
+    const int rc = q.step();
+    Found out;
+    if (rc == SQLITE_ROW) {
+      out.emplace();
+      out->id = std::string(id);
+      out->owner = q.col_text(0);
+      out->created = detail::from_ms(q.col_int(1));
+      out->expires = detail::from_ms(q.col_int(2));
+      out->items = q.col_text(3);
+    }
+    Status st;
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+      st = detail::sqlite_error(r.db.get(), rc, "find a stored response");
+    q.reset();  // ends the read transaction
+    if (!st.ok()) return st;
+    return out;
+  };
+  return readers_.with(open, find);
+}
 
 Result<LoadedState> SqliteStore::load() {
   auto db = Db::open(options_.state.path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);

@@ -14,8 +14,8 @@
 //
 // Queue full: the oldest queued non-essential event (outcome, breaker transition, learning
 // record: the next learned-state snapshot, within seconds, covers a dropped one) is dropped and
-// counted. Essential events (usage/spend, feedback, key state, the learned state's snapshot rows
-// and the journal compaction that must follow them) are not dropped: their
+// counted. Essential events (usage/spend, feedback, key state, stored responses, the learned
+// state's snapshot rows and the journal compaction that must follow them) are not dropped: their
 // `enqueue` waits for space at most 200 µs, then queues the event over the capacity (counted in
 // `switchboard_store_overflow_total`), where the writer takes it first; only a writer four
 // capacities behind (a dead disk) makes it drop one, counted and logged. So a request never waits
@@ -31,8 +31,10 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -140,9 +142,26 @@ struct FeedbackEvent {
   double score = 0;
 };
 
+// A Responses API answer's conversation (the input items it was given, its previous responses'
+// included, and its output items), kept until `expires` so that a request naming it as
+// previous_response_id continues it, on any gateway sharing the store. Upserted by id (the
+// latest wins). Essential: never dropped, except one whose id is empty or longer than
+// kMaxResponseIdBytes (refused by enqueue, which returns 0, counted and logged).
+struct StoredResponseEvent {
+  std::string id;     // "resp_…" (the gateway's or a native upstream's id), <= 128 bytes
+  std::string owner;  // the gateway key's name that created it ("" without client auth)
+  WallTime created{};
+  WallTime expires{};
+  // A JSON array (opaque to the store), may be several MB. PostgreSQL keeps text as UTF-8 only:
+  // there, bytes that are not UTF-8 (and NULs) in `items` or `owner` are stored as U+FFFD (JSON
+  // from a JSON library is UTF-8 already); SQLite keeps the bytes as they are.
+  std::string items;
+};
+inline constexpr size_t kMaxResponseIdBytes = 128;
+
 using Event = std::variant<OutcomeEvent, UsageEvent, KeyStateEvent, BreakerTransitionEvent,
                            BanditPosteriorEvent, ModelStatsEvent, FeedbackEvent, LearnEvent,
-                           LearnCompactEvent, ContextualModelEvent>;
+                           LearnCompactEvent, ContextualModelEvent, StoredResponseEvent>;
 
 // Label value of `switchboard_store_dropped_total{kind=...}` ("outcome", "usage", ...).
 const char* event_kind_name(const Event& e);
@@ -197,6 +216,13 @@ struct ProviderUsage {
   double cost_usd = 0;
 };
 
+// A stored response (StoredResponseEvent), as read back by Store::find_response.
+struct StoredResponse {
+  std::string id, owner;
+  WallTime created{}, expires{};
+  std::string items;
+};
+
 // ---- The interface --------------------------------------------------------------------------
 
 class Store {
@@ -224,8 +250,9 @@ class Store {
   // Highest acknowledged sequence number (see the file comment).
   virtual uint64_t committed_seq() const = 0;
 
-  // Deletes outcomes older than the retention age now, in small batches, and waits until done.
-  // (The writer also does this by itself every `prune_interval`.)
+  // Deletes outcomes older than the retention age and stored responses whose `expires` has
+  // passed, now, in small batches, and waits until done. (The writer also does this by itself
+  // every `prune_interval`.)
   virtual Status prune() = 0;
 
   virtual StoreCounters counters() const = 0;
@@ -236,6 +263,17 @@ class Store {
   virtual Result<std::map<std::string, double>> gateway_spend(WallTime since) = 0;
   virtual Result<std::vector<KeyMinuteUsage>> key_day_usage(WallTime since) = 0;
   virtual Result<std::map<std::string, ProviderUsage>> provider_usage(WallTime since) = 0;
+  // The stored response `id` (StoredResponseEvent), nullopt when there is none or it expired
+  // (expires <= now); a committed event is visible to every store on the same database (see
+  // flush() for when an enqueued one is). May be called from any thread, concurrently with the
+  // writer and with other calls: it blocks the calling thread (run it off an event loop) for
+  // one read by primary key with a prepared statement, on one of a few read connections the
+  // store keeps open for these calls (a connection is opened when none is idle: more
+  // concurrent calls than kept connections pay for an open). Cost: SQLite, tens of
+  // microseconds plus copying the items (a WAL reader never waits for the writer); PostgreSQL,
+  // one round trip to the server plus the items' transfer. Unavailable once the store is closed.
+  virtual Result<std::optional<StoredResponse>> find_response(std::string_view id,
+                                                              WallTime now) = 0;
 
   virtual void close() = 0;
 };

@@ -8,8 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <random>
 #include <thread>
+#include <vector>
 
 #include "store/store.h"
 #include "test_util.h"
@@ -292,6 +294,168 @@ TEST(PostgresStoreTest, ANewerSchemaIsRefusedAndABadUrlIsAClearError) {
   ASSERT_FALSE(unparsable.ok());
   EXPECT_EQ(unparsable.status().message().find("hunter4"), std::string::npos)
       << unparsable.status().to_string();
+}
+
+// Stored responses (previous_response_id) on the shared database: any gateway finds what another
+// wrote, until it expires; upserts, pruning by count, megabyte rows, text that is not UTF-8,
+// a database restart under pooled read connections, and reads from several threads.
+TEST(PostgresStoreTest, StoredResponsesRoundTripExpireUpsertAndPrune) {
+  PostgresServer pg;
+  ManualClock clock;
+  auto oa = options_for(pg, "gw-a");
+  oa.clock = &clock;
+  oa.state.retention_days = 0;  // outcomes kept: responses expire all the same
+  oa.prune_batch_rows = 7;
+  auto ra = open_postgres_store(oa);
+  ASSERT_TRUE(ra.ok()) << ra.status().to_string();
+  auto& a = *ra;
+  auto ob = options_for(pg, "gw-b");
+  ob.clock = &clock;  // (the table is common: every gateway's writer prunes it by its clock)
+  auto rb = open_postgres_store(ob);
+  ASSERT_TRUE(rb.ok()) << rb.status().to_string();
+  auto& b = *rb;
+  const WallTime now = clock.wall_now();
+  using storetest::make_response;
+  a->enqueue(make_response("resp_a", "team", now, now + std::chrono::hours(1), R"([{"n":1}])"));
+  a->enqueue(make_response("resp_gone", "team", now - std::chrono::hours(2),
+                           now - std::chrono::seconds(1), "[]"));
+  ASSERT_TRUE(a->flush().ok());
+  for (Store* s : {a.get(), b.get()}) {  // the writer's gateway and another one
+    auto found = s->find_response("resp_a", now);
+    ASSERT_TRUE(found.ok()) << found.status().to_string();
+    ASSERT_TRUE(found->has_value());
+    EXPECT_EQ((*found)->id, "resp_a");
+    EXPECT_EQ((*found)->owner, "team");
+    EXPECT_EQ((*found)->created, now);
+    EXPECT_EQ((*found)->expires, now + std::chrono::hours(1));
+    EXPECT_EQ((*found)->items, R"([{"n":1}])");
+    auto gone = s->find_response("resp_gone", now);
+    ASSERT_TRUE(gone.ok());
+    EXPECT_FALSE(gone->has_value()) << "expired";
+    auto at_expiry = s->find_response("resp_a", now + std::chrono::hours(1));
+    ASSERT_TRUE(at_expiry.ok());
+    EXPECT_FALSE(at_expiry->has_value());
+    auto never = s->find_response("resp_never", now);
+    ASSERT_TRUE(never.ok());
+    EXPECT_FALSE(never->has_value());
+    auto bad_id = s->find_response("resp_\xff", now);
+    ASSERT_TRUE(bad_id.ok()) << bad_id.status().to_string();
+    EXPECT_FALSE(bad_id->has_value());
+  }
+  // Upserted by id, whichever gateway writes: the latest wins.
+  b->enqueue(make_response("resp_a", "team", now, now + std::chrono::hours(5), R"([{"n":2}])"));
+  ASSERT_TRUE(b->flush().ok());
+  a->enqueue(make_response("resp_a", "team", now, now + std::chrono::hours(6), R"([{"n":3}])"));
+  ASSERT_TRUE(a->flush().ok());
+  auto latest = b->find_response("resp_a", now);
+  ASSERT_TRUE(latest.ok() && latest->has_value());
+  EXPECT_EQ((*latest)->items, R"([{"n":3}])");
+  EXPECT_EQ((*latest)->expires, now + std::chrono::hours(6));
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM responses WHERE id = 'resp_a'"), 1);
+
+  // Text that PostgreSQL cannot hold is stored repaired, not left to fail the writer's batches.
+  a->enqueue(make_response("resp_bytes", std::string("o\0k", 3), now, now + std::chrono::hours(1),
+                           "[\"\xff\"]"));
+  UsageEvent u;
+  u.provider = "openai";
+  u.model = "gpt";
+  a->enqueue(u);
+  ASSERT_TRUE(a->flush().ok());
+  auto repaired = a->find_response("resp_bytes", now);
+  ASSERT_TRUE(repaired.ok() && repaired->has_value());
+  EXPECT_EQ((*repaired)->items, "[\"\xef\xbf\xbd\"]");
+  EXPECT_EQ((*repaired)->owner, "o\xef\xbf\xbdk");
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM usage"), 1);
+
+  // Pruning: expired rows go in batches, live ones stay; a gateway's store survives a reopen.
+  for (int i = 0; i < 30; ++i)
+    a->enqueue(make_response("resp_old_" + std::to_string(i), "k", now,
+                             now + std::chrono::minutes(30), "[]"));
+  ASSERT_TRUE(a->flush().ok());
+  ASSERT_TRUE(a->prune().ok());
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM responses"), 32) << "only resp_gone had expired";
+  clock.advance(std::chrono::hours(2));  // the old ones expired, and resp_bytes
+  ASSERT_TRUE(a->prune().ok());
+  EXPECT_EQ(count(pg, "SELECT count(*) FROM responses"), 1);
+  a->close();
+  b.reset();
+  auto reopened = open_postgres_store(oa);
+  ASSERT_TRUE(reopened.ok()) << reopened.status().to_string();
+  auto kept = (*reopened)->find_response("resp_a", clock.wall_now());
+  ASSERT_TRUE(kept.ok() && kept->has_value());
+  EXPECT_EQ((*kept)->items, R"([{"n":3}])");
+}
+
+TEST(PostgresStoreTest, StoredResponsesOfMegabytesAndAcrossADatabaseRestart) {
+  PostgresServer pg;
+  auto s = open(pg, "gw-a");
+  ASSERT_NE(s, nullptr);
+  const WallTime now =
+      std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+  std::string items = "[";
+  for (int i = 0; items.size() < (4u << 20); ++i)
+    items += (i ? "," : "") + std::string(R"({"type":"message","content":"é✓ 𝄞 )") +
+             std::to_string(i) + "\"}";
+  items += "]";
+  s->enqueue(storetest::make_response("resp_big", "k", now, now + std::chrono::hours(1), items));
+  ASSERT_TRUE(s->flush().ok());
+  auto big = s->find_response("resp_big", now);
+  ASSERT_TRUE(big.ok()) << big.status().to_string();
+  ASSERT_TRUE(big->has_value());
+  EXPECT_EQ((*big)->items.size(), items.size());
+  EXPECT_TRUE((*big)->items == items);
+  // The pooled read connection breaks with the server; the next read takes a new one.
+  pg.kill();
+  pg.start();
+  auto again = s->find_response("resp_big", now);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  ASSERT_TRUE(again->has_value());
+  EXPECT_TRUE((*again)->items == items);
+}
+
+TEST(PostgresStoreTest, StoredResponsesAreReadFromManyThreadsWhileTheWriterCommits) {
+  PostgresServer pg;
+  auto s = open(pg, "gw-a");
+  ASSERT_NE(s, nullptr);
+  const WallTime now =
+      std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+  const WallTime expires = now + std::chrono::hours(1);
+  constexpr int kFixed = 20;
+  for (int i = 0; i < kFixed; ++i)
+    s->enqueue(storetest::make_response("resp_fixed_" + std::to_string(i), "k", now, expires,
+                                        "[" + std::to_string(i) + "]"));
+  ASSERT_TRUE(s->flush().ok());
+  std::atomic<int> acked{0}, reads{0}, bad{0};
+  std::atomic<bool> done{false};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 4; ++t) {
+    readers.emplace_back([&, t] {
+      for (int n = 0; !done.load(); ++n) {
+        const int i = (n * 5 + t) % kFixed;
+        auto r = s->find_response("resp_fixed_" + std::to_string(i), now);
+        ++reads;
+        if (!r.ok() || !r->has_value() || (*r)->items.rfind("[" + std::to_string(i), 0) != 0) ++bad;
+        if (const int a = acked.load(); a > 0) {
+          auto fresh = s->find_response("resp_new_" + std::to_string(n % a), now);
+          if (!fresh.ok() || !fresh->has_value()) ++bad;
+        }
+      }
+    });
+  }
+  for (int k = 0; k < 400; ++k) {
+    s->enqueue(storetest::make_response("resp_new_" + std::to_string(k), "w", now, expires, "[]"));
+    const int i = k % kFixed;
+    s->enqueue(storetest::make_response("resp_fixed_" + std::to_string(i), "k", now, expires,
+                                        "[" + std::to_string(i) + "," + std::to_string(k) + "]"));
+    if (k % 40 == 39) {
+      EXPECT_TRUE(s->flush().ok());  // (no ASSERT while the readers run)
+      acked.store(k + 1);
+    }
+  }
+  EXPECT_TRUE(testsupport::wait_until([&] { return reads.load() >= 200; }));
+  done.store(true);
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(bad.load(), 0);
 }
 
 // The SQLite crash test's twin: kill -9 a process writing outcomes at random moments; every

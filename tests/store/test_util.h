@@ -44,6 +44,17 @@ inline OutcomeEvent make_outcome(const std::string& model, WallTime t, int64_t l
   return o;
 }
 
+inline StoredResponseEvent make_response(std::string id, std::string owner, WallTime created,
+                                         WallTime expires, std::string items) {
+  StoredResponseEvent r;
+  r.id = std::move(id);
+  r.owner = std::move(owner);
+  r.created = created;
+  r.expires = expires;
+  r.items = std::move(items);
+  return r;
+}
+
 // The crash tests' children print how many outcomes they saw acknowledged, a line each time: the
 // last complete line read from `fd` until it closes, as a number (0 when none).
 inline uint64_t read_last_ack(int fd) {
