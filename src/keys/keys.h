@@ -80,10 +80,14 @@ struct LimitCategory {
 struct RateLimitInfo {
   // Retry-After (seconds or HTTP date) or retry-after-ms; the longer when both are present.
   std::optional<Nanos> retry_after;
-  LimitCategory requests;       // x-ratelimit-*-requests, anthropic-ratelimit-requests-*
-  LimitCategory tokens;         // x-ratelimit-*-tokens, anthropic-ratelimit-tokens-*
-  LimitCategory input_tokens;   // anthropic-ratelimit-input-tokens-*
-  LimitCategory output_tokens;  // anthropic-ratelimit-output-tokens-*
+  // Each category holds its binding window when a response reports several (see below).
+  LimitCategory requests;       // x-ratelimit-*-requests, anthropic-ratelimit-requests-*, bare
+                                // x-ratelimit-*, RateLimit-*, RateLimit
+  LimitCategory tokens;         // x-ratelimit-*-tokens, anthropic-ratelimit-tokens-*,
+                                // x-tokenlimit-*, [x-]ratelimitbysize-*
+  LimitCategory input_tokens;   // anthropic-ratelimit-input-tokens-*, x-ratelimit-*-tokens-prompt
+  LimitCategory output_tokens;  // anthropic-ratelimit-output-tokens-*,
+                                // x-ratelimit-*-tokens-generated
   int parse_errors = 0;         // recognised headers whose values were malformed (then ignored)
 
   // The longest reset among categories whose remaining is 0 and whose reset is known.
@@ -91,10 +95,27 @@ struct RateLimitInfo {
   bool empty() const;
 };
 
-// Recognises Retry-After, retry-after-ms, x-ratelimit-{remaining,reset}-{requests,tokens} and
-// anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset}. HTTP dates
-// and RFC 3339 times are measured from `wall_now`. Malformed values are skipped, logged (name
-// only) and counted in `parse_errors`; unknown headers are ignored. Never throws.
+// Recognises (names in any case):
+//   Retry-After (seconds or HTTP date), retry-after-ms;
+//   x-ratelimit-{remaining,reset}-<category>[-<window>] (OpenAI, Groq, Cerebras, Fireworks,
+//     Mistral): category requests | req | tokens | tokens-prompt | tokens-cache-adjusted-prompt
+//     (input) | tokens-generated (output); window [N-]second|minute|hour|day|week|month;
+//   bare x-ratelimit-{remaining,reset} (OpenRouter, Together, many OpenAI-compatible servers):
+//     requests;
+//   anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{remaining,reset} (resets
+//     RFC 3339 only);
+//   x-tokenlimit-{remaining,reset} (Together) and Mistral's ratelimitbysize-{remaining,reset},
+//     x-ratelimitbysize-{remaining,reset}[-<window>]: tokens;
+//   the IETF draft's RateLimit-{Remaining,Reset} and combined RateLimit (`limit=10, remaining=0,
+//     reset=30` or `"default";r=0;t=30`): requests. RateLimit-Limit, RateLimit-Policy and every
+//     *-limit-* header carry no state and are ignored.
+// Resets other than Anthropic's may be delta seconds, a Unix time in seconds (a plain number from
+// 1e9) or milliseconds (from 1e12), a Go-style duration, an RFC 3339 time or an HTTP date; times
+// are measured from `wall_now` and a time in the past is 0. A remaining count pairs with the
+// reset of its own window; per category, the binding window is kept: an exhausted one (the
+// longest reset among several), else the one with the fewest remaining. Malformed values are
+// skipped, logged (name only) and counted in `parse_errors` (once per header); unknown headers
+// are ignored. Never throws.
 RateLimitInfo parse_rate_limit_headers(std::span<const Header> headers, WallTime wall_now);
 
 // Go-style durations as OpenAI sends them: "1s", "6m0s", "20ms", "1h2m3.5s", "0", "250us". A
