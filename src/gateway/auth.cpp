@@ -20,6 +20,10 @@ Area classify_path(std::string_view target, std::string_view& canonical) {
     canonical = "/v1/chat/completions";
     return Area::kClient;
   }
+  if (target == "/responses") {
+    canonical = "/v1/responses";
+    return Area::kClient;
+  }
   if (target == "/models") {
     canonical = "/v1/models";
     return Area::kClient;

@@ -43,7 +43,8 @@ std::string retry_after_seconds(Nanos wait) {
 class ChatCall {
  public:
   ChatCall(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex, int gateway_key,
-           MonoTime t0, Dialect dialect, std::string anthropic_body, bool embeddings)
+           MonoTime t0, Dialect dialect, std::string anthropic_body, bool embeddings,
+           ResponsesContext* responses)
       : rt_(rt),
         snap_(std::move(snap)),
         ex_(ex),
@@ -52,11 +53,13 @@ class ChatCall {
         anthropic_(dialect == Dialect::kAnthropic),
         embeddings_(embeddings),
         limits_(rt, *snap_, gateway_key),
-        anthropic_body_(std::move(anthropic_body)) {
+        anthropic_body_(std::move(anthropic_body)),
+        responses_(responses) {
     pending_events_.reserve(2);  // a usage and an outcome, enqueued together
     upstream_.anthropic_client = anthropic_;
     upstream_.anthropic_body = anthropic_body_;
     upstream_.embeddings = embeddings_;
+    upstream_.responses = responses_;
   }
   ChatCall(const ChatCall&) = delete;
   ChatCall& operator=(const ChatCall&) = delete;
@@ -75,6 +78,7 @@ class ChatCall {
     seq_ = rt_.next_request_seq();
     nonce_ = secure_random_u64();
     request_id_ = rt_.request_id(seq_, nonce_);
+    if (responses_) responses_->id = "resp_" + request_id_;
     trace_.begin(rt_.tracer != nullptr, snap_->config->telemetry.sample_ratio,
                  ex_.request["traceparent"], rt_.clock.wall_now());
     if (auto err = embeddings_ ? validate_embeddings_request(ex_.request.body(), req_)
@@ -242,8 +246,21 @@ class ChatCall {
       auto now = rt_.clock.now();
       if (now >= deadline) break;
       ProviderRuntime* pr = snap_->provider(a.provider);
-      if (!pr || (embeddings_ && pr->anthropic)) {  // Anthropic has no embeddings API
-        if (pr) no_embeddings_ = true;
+      if (!pr) {
+        idx++;
+        continue;
+      }
+      if (embeddings_ && pr->anthropic) {  // Anthropic has no embeddings API
+        unsupported_ = {
+            "no provider of '" + req_.model + "' offers embeddings (Anthropic's API has none)",
+            "embeddings_unsupported"};
+        idx++;
+        continue;
+      }
+      if (responses_ && !responses_->native_only.empty() && !speaks_responses(*pr)) {
+        unsupported_ = {responses_->native_only + " (no provider of '" + req_.model +
+                            "' has the Responses API)",
+                        "responses_unsupported"};
         idx++;
         continue;
       }
@@ -435,11 +452,10 @@ class ChatCall {
   void give_up(const std::optional<Attempted>& last, MonoTime earliest_key, bool breaker_skips,
                const routing::Attempt* quota_skip) {
     auto now = rt_.clock.now();
-    if (!last && no_embeddings_ && !quota_skip && !breaker_skips &&
+    if (!last && !unsupported_.first.empty() && !quota_skip && !breaker_skips &&
         earliest_key == MonoTime::max()) {
-      fail(http::status::bad_request,
-           "no provider of '" + req_.model + "' offers embeddings (Anthropic's API has none)",
-           "invalid_request_error", "embeddings_unsupported");
+      fail(http::status::bad_request, unsupported_.first, "invalid_request_error",
+           unsupported_.second);
       record_outcome(nullptr, "", "client_error", {});
       return;
     }
@@ -489,6 +505,17 @@ class ChatCall {
 
   void finish_success(const routing::Attempt& a, const std::string& key_id, Attempted& r) {
     quota_note_ = quota_note(rt_, a.provider);
+    if (responses_) {
+      if (auto err = finish_responses(rt_, *snap_, *responses_, r, client_name())) {
+        failed_model_ = a.model;
+        failed_provider_ = a.provider;
+        failed_key_ = key_id;
+        fail(http::status::bad_gateway, "the upstream's answer could not be translated: " + *err,
+             "server_error", "bad_upstream_answer");
+        record_outcome(&a, key_id, "server_error", r.usage);
+        return;
+      }
+    }
     if (anthropic_ && !r.wrote_response && !r.anthropic_body) {
       // The answer in Anthropic's shape, named after the request.
       boost::system::error_code ec;
@@ -693,6 +720,7 @@ class ChatCall {
   const bool embeddings_;       // POST /v1/embeddings: the same path to an embeddings endpoint
   ClientLimits limits_;         // after snap_ and gateway_key_: built from them
   std::string anthropic_body_;  // an Anthropic client's own request (UpstreamCall::anthropic_body)
+  ResponsesContext* const responses_;  // POST /v1/responses (nullptr otherwise)
   uint64_t seq_ = 0;
   uint64_t nonce_ = 0;
   std::string request_id_;
@@ -710,8 +738,10 @@ class ChatCall {
   // The last attempt that failed, for the headers of an error answer (views into plan_).
   std::string_view failed_model_, failed_provider_;
   std::string failed_key_;
-  std::string quota_note_;      // x-switchboard-quota of the answer (quota_note)
-  bool no_embeddings_ = false;  // a target was skipped: its provider has no embeddings API
+  std::string quota_note_;  // x-switchboard-quota of the answer (quota_note)
+  // A target was skipped because its provider cannot serve this request (embeddings on
+  // Anthropic, built-in tools without the Responses API): the 400's message and code.
+  std::pair<std::string, std::string_view> unsupported_;
   std::vector<store::Event> pending_events_;  // usage events waiting for the outcome
   UpstreamCall upstream_{rt_,
                          ex_,
@@ -728,7 +758,7 @@ class ChatCall {
 namespace {
 asio::awaitable<void> run_call(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
                                int gateway_key, Dialect dialect, std::string anthropic_body,
-                               bool embeddings) {
+                               bool embeddings, ResponsesContext* responses = nullptr) {
   ClientWatch watch(ex);
   // Once the client has left (the watch emits the connection's cancellation signal), the
   // operation then pending completes with operation_aborted and every later one throws: the
@@ -739,7 +769,7 @@ asio::awaitable<void> run_call(Runtime& rt, std::shared_ptr<const Snapshot> snap
   std::exception_ptr failure;
   try {
     ChatCall call(rt, std::move(snap), ex, gateway_key, watch.since(), dialect,
-                  std::move(anthropic_body), embeddings);
+                  std::move(anthropic_body), embeddings, responses);
     co_await call.run();
   } catch (...) {
     failure = std::current_exception();
@@ -763,6 +793,11 @@ asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> s
 asio::awaitable<void> handle_embeddings(Runtime& rt, std::shared_ptr<const Snapshot> snap,
                                         Exchange& ex, int gateway_key) {
   co_await run_call(rt, std::move(snap), ex, gateway_key, Dialect::kOpenAI, {}, true);
+}
+
+asio::awaitable<void> handle_responses_call(Runtime& rt, std::shared_ptr<const Snapshot> snap,
+                                            Exchange& ex, int gateway_key, ResponsesContext& ctx) {
+  co_await run_call(rt, std::move(snap), ex, gateway_key, Dialect::kOpenAI, {}, false, &ctx);
 }
 
 }  // namespace switchboard::gateway

@@ -12,6 +12,7 @@
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/json/object.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -40,7 +41,34 @@ struct Attempted {
   MonoTime first_content{};     // streaming: when the first content left for the client
   bool anthropic_body =
       false;  // `body` is an Anthropic provider's own answer, for an Anthropic client
+  // POST /v1/responses: the provider answered with its own Responses API (body or stream), whose
+  // response id and output items are these (a translated stream's output items too).
+  bool native_responses = false;
+  std::string responses_id;
+  std::string responses_output;  // a JSON array, "" when unknown
 };
+
+// POST /v1/responses (responses_api.cpp): what the chat path needs of a Responses request, whose
+// translation into a chat request is the exchange's body.
+struct ResponsesContext {
+  boost::json::object request;  // the client's request, echoed in answers
+  std::string native_body;      // for providers with the Responses API (model spliced per attempt)
+  std::string conversation;     // JSON array: previous responses' items, then this input
+  std::string id;               // "resp_<request id>", set by the call before its first attempt
+  bool store = true;            // the client's `store` (default true)
+  // Why the request cannot be translated for a chat completions provider (a built-in tool, an
+  // item only the Responses API knows); "" = it can. When set, only providers that speak the
+  // Responses API are tried, and the translation (the exchange's body) serves routing alone.
+  std::string native_only;
+};
+
+// A successful attempt's answer for a Responses client: a chat completion translated into a
+// Responses object (a native answer stays as it came), and the conversation remembered for
+// previous_response_id (responses_api.cpp). The message of a 502 when the answer cannot be
+// translated.
+std::optional<std::string> finish_responses(Runtime& rt, const Snapshot& snap,
+                                            ResponsesContext& ctx, Attempted& r,
+                                            std::string_view owner);
 
 // The message of an upstream's client error (an OpenAI-shaped body's error.message, or the
 // attempt's own), for an answer in another API's shape.
@@ -127,9 +155,24 @@ struct UpstreamCall {
   std::string_view anthropic_body;
   // POST /v1/embeddings: sent to the provider's /embeddings.
   bool embeddings = false;
+  // POST /v1/responses: answers and streams go back in the Responses API's shape.
+  ResponsesContext* responses = nullptr;
   // The attempt's W3C traceparent ("" = none), set before each attempt.
   std::string traceparent;
 };
+
+// The URL of an Azure OpenAI deployment's operation ("chat/completions", "embeddings",
+// "responses"): base/deployments/<deployment, percent-encoded>/<op>?api-version=<version>.
+std::string azure_url(std::string_view base, std::string_view deployment, std::string_view op,
+                      std::string_view api_version);
+// The provider answers POST /v1/responses itself (kind openai, responses: native).
+bool speaks_responses(const ProviderRuntime& pr);
+// A provider's own headers (which replace the gateway's of the same name), proxy and TLS profile.
+void add_provider_egress(net::HttpRequest& h, const ProviderRuntime& pr);
+
+// The chat path for a Responses client (chat_call.cpp): `ctx` outlives the call.
+asio::awaitable<void> handle_responses_call(Runtime& rt, std::shared_ptr<const Snapshot> snap,
+                                            Exchange& ex, int gateway_key, ResponsesContext& ctx);
 
 // Sends the attempt on `lease` and reads its answer (or relays its stream) within `deadline`.
 asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,

@@ -59,6 +59,41 @@ std::string models_json(const Config& cfg, int gateway_key) {
   return out;
 }
 
+// GET /v1/models/{id} (the SDKs' models.retrieve): a route, a model, or provider/upstream-name,
+// if the client's key may use it. The id may come percent-encoded ("openai%2Fgpt-4o").
+std::optional<std::string> model_json(const Config& cfg, int gateway_key, std::string_view raw) {
+  std::string id;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    auto hex = [](char c) {
+      return c >= '0' && c <= '9'   ? c - '0'
+             : c >= 'a' && c <= 'f' ? c - 'a' + 10
+             : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                    : -1;
+    };
+    if (raw[i] == '%' && i + 2 < raw.size() && hex(raw[i + 1]) >= 0 && hex(raw[i + 2]) >= 0) {
+      id += char(hex(raw[i + 1]) * 16 + hex(raw[i + 2]));
+      i += 2;
+    } else {
+      id += raw[i];
+    }
+  }
+  if (id.empty() || id.size() > 256 || !key_may_use(cfg, gateway_key, id)) return std::nullopt;
+  std::string owner;
+  if (cfg.find_route(id)) {
+    owner = "switchboard";
+  } else if (const ModelConfig* m = cfg.find_model(id)) {
+    owner = m->provider;
+  } else if (auto slash = id.find('/'); slash != std::string::npos && slash > 0 &&
+                                        slash + 1 < id.size() &&
+                                        cfg.find_provider(id.substr(0, slash))) {
+    owner = id.substr(0, slash);
+  } else {
+    return std::nullopt;
+  }
+  return "{\"id\":" + json::quote(id) +
+         ",\"object\":\"model\",\"created\":0,\"owned_by\":" + json::quote(owner) + "}";
+}
+
 asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   const auto method = ex.request.method();
   std::string_view target = ex.request.target();
@@ -76,7 +111,8 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   }
   // The OpenAI-shaped POST endpoints (Anthropic's answer their own 405s).
   const bool chat = path == "/v1/chat/completions", embeddings = path == "/v1/embeddings";
-  if ((chat || embeddings || path == "/v1/feedback") && method != http::verb::post) {
+  if ((chat || embeddings || path == "/v1/feedback" || path == "/v1/responses") &&
+      method != http::verb::post) {
     ex.response = error_response(http::status::method_not_allowed, "use POST",
                                  "invalid_request_error", "method_not_allowed");
     co_return;
@@ -87,6 +123,10 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   }
   if (embeddings) {
     co_await handle_embeddings(rt, snap, ex, who.gateway_key);
+    co_return;
+  }
+  if (path == "/v1/responses") {
+    co_await handle_responses(rt, snap, ex, who.gateway_key);
     co_return;
   }
   if (path == "/v1/messages") {
@@ -114,6 +154,19 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   }
   if (method == http::verb::get && path == "/v1/models") {
     ex.response = json_response(http::status::ok, models_json(cfg, who.gateway_key));
+    co_return;
+  }
+  if (method == http::verb::get && path.starts_with("/v1/models/")) {
+    const std::string_view id = path.substr(11);
+    if (auto body = model_json(cfg, who.gateway_key, id)) {
+      ex.response = json_response(http::status::ok, std::move(*body));
+    } else {
+      // Unknown and not allowed look alike: a restricted key learns nothing of other models.
+      ex.response = error_response(http::status::not_found,
+                                   "The model '" + std::string(id.substr(0, 256)) +
+                                       "' does not exist or you do not have access to it.",
+                                   "invalid_request_error", "model_not_found");
+    }
     co_return;
   }
   if (target == "/healthz") {
@@ -174,8 +227,9 @@ asio::awaitable<void> handle(Runtime& rt, Exchange& ex) {
   ex.response = error_response(
       http::status::not_found,
       "no such endpoint: " + std::string(target) +
-          " (this gateway serves POST /v1/chat/completions, /v1/embeddings, /v1/messages, "
-          "/v1/messages/count_tokens, /v1/feedback, /v1/workflows/runs; GET /v1/models, "
+          " (this gateway serves POST /v1/chat/completions, /v1/responses, /v1/embeddings, "
+          "/v1/messages, /v1/messages/count_tokens, /v1/feedback, /v1/workflows/runs; GET "
+          "/v1/models, /v1/models/{id}, "
           "/healthz, /readyz, /metrics, /ui and /admin/...)",
       "invalid_request_error", "not_found");
 }

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -62,8 +63,34 @@ struct ProviderRuntime {
   std::string base_url;  // effective: a mock's loopback address for kind: mock
   std::string call_url;  // base_url + the chat endpoint of its kind (/chat/completions, /messages)
   bool anthropic = false;
+  // Egress, resolved when the snapshot is built: the forward proxy ("" = direct) and the TLS
+  // profile (null = the system trust store alone).
+  std::string proxy;
+  std::shared_ptr<const net::TlsOptions> tls;
   std::unique_ptr<keys::KeyPool> pool;
   std::shared_ptr<MockProvider> mock;
+};
+
+// Responses this gateway answered lately (POST /v1/responses), so that a follow-up naming one as
+// previous_response_id finds it before the store's writer has committed it (and without a read).
+// Bounded by bytes: the oldest entries go first; the store keeps them all until their TTL.
+// Thread-safety: all methods are locked.
+class ResponseMemory {
+ public:
+  struct Entry {
+    std::string owner;  // the gateway key's name ("" without client auth)
+    WallTime expires;
+    std::shared_ptr<const std::string> items;  // a JSON array
+  };
+  static constexpr size_t kMaxBytes = size_t{64} << 20;
+  void put(std::string id, Entry e);
+  std::optional<Entry> get(std::string_view id, WallTime now) const;
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> entries_;
+  std::deque<std::string> order_;  // oldest first
+  size_t bytes_ = 0;
 };
 
 // The latest breaker transitions of this gateway, newest last, for the console (GET
@@ -219,6 +246,7 @@ struct Runtime {
   std::unique_ptr<telemetry::Exporter> tracer;
   // Breaker transitions for the console.
   RecentTransitions breaker_history;
+  ResponseMemory responses;
   const WallTime started_at = clock.wall_now();
 
   std::shared_ptr<const Snapshot> snapshot() const {
@@ -332,6 +360,9 @@ enum class Dialect { kOpenAI, kAnthropic };
 asio::awaitable<void> handle_chat(Runtime& rt, std::shared_ptr<const Snapshot> snap, Exchange& ex,
                                   int gateway_key, Dialect dialect = Dialect::kOpenAI,
                                   std::string anthropic_body = {});
+// POST /v1/responses (responses_api.cpp): OpenAI's Responses API over the chat path.
+asio::awaitable<void> handle_responses(Runtime& rt, std::shared_ptr<const Snapshot> snap,
+                                       Exchange& ex, int gateway_key);
 // POST /v1/messages and /v1/messages/count_tokens (messages_api.cpp): Anthropic's Messages API.
 asio::awaitable<void> handle_messages(Runtime& rt, std::shared_ptr<const Snapshot> snap,
                                       Exchange& ex, int gateway_key);

@@ -26,7 +26,10 @@ ProviderConfig local_share(const ProviderConfig& pc, const ClusterConfig& cluste
 // A pool can be kept as it is across a reload only when nothing it was built from changed.
 bool same_pool(const ProviderConfig& a, const ProviderConfig& b) {
   if (a.kind != b.kind || a.base_url != b.base_url || a.keys.size() != b.keys.size() ||
-      a.selection != b.selection || a.timeout_ms != b.timeout_ms)
+      a.selection != b.selection || a.timeout_ms != b.timeout_ms ||
+      a.api_version != b.api_version || a.keyless != b.keyless || a.headers != b.headers ||
+      a.proxy != b.proxy || a.tls != b.tls || a.responses != b.responses ||
+      a.refuse_json_schema != b.refuse_json_schema)
     return false;
   for (size_t i = 0; i < a.keys.size(); ++i) {
     if (a.keys[i].id != b.keys[i].id || a.keys[i].secret != b.keys[i].secret ||
@@ -95,6 +98,41 @@ bool same_breakers(const Config& a, const Config& b) {
   return true;
 }
 
+// http(s)://host[:port]/...: whether host is this machine (a local model server).
+bool loopback_url(std::string_view url) {
+  if (auto scheme = url.find("://"); scheme != std::string_view::npos)
+    url.remove_prefix(scheme + 3);
+  url = url.substr(0, url.find_first_of("/?#"));
+  if (auto at = url.rfind('@'); at != std::string_view::npos) url.remove_prefix(at + 1);
+  std::string host;
+  if (url.starts_with('[')) {
+    host = url.substr(1, url.find(']') - 1);
+  } else {
+    host = url.substr(0, url.find(':'));
+  }
+  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return host == "localhost" || host.ends_with(".localhost") || host.starts_with("127.") ||
+         host == "::1";
+}
+
+// A provider's forward proxy: its own (`proxy:`), none (`proxy: none`), or the environment's
+// for its URL (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) — except for a server on this machine, which
+// no environment proxy is meant for (Go's rule too). A proxy the client cannot use is an error
+// here, at startup or reload, not a failed call later.
+Result<std::string> provider_proxy(const ProviderConfig& pc, const net::ProxyEnv& env) {
+  if (pc.kind == ProviderKind::kMock || pc.proxy == "none") return std::string();
+  std::string proxy = pc.proxy;
+  if (proxy.empty() && !loopback_url(pc.base_url)) proxy = net::proxy_for(pc.base_url, env);
+  if (proxy.empty()) return proxy;
+  auto parsed = net::parse_proxy_url(proxy);
+  if (!parsed.ok())
+    return Status::invalid_argument("provider " + pc.name + ": " +
+                                    (pc.proxy.empty() ? "the environment's proxy: " : "proxy: ") +
+                                    parsed.status().message());
+  if (!parsed.value().password.empty()) log::add_secret(parsed.value().password, "proxy-password");
+  return proxy;
+}
+
 }  // namespace
 
 Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
@@ -103,6 +141,7 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
   auto snap = std::make_shared<Snapshot>();
   snap->config = config;
   for (const auto& [secret, id] : config->secrets()) log::add_secret(secret, id);
+  const net::ProxyEnv proxy_env = net::ProxyEnv::from_environment();
   for (const auto& pc : config->providers) {
     ProviderRuntime* old = previous ? previous->provider(pc.name) : nullptr;
     const bool mock_same = old && old->mock && pc.kind == ProviderKind::kMock &&
@@ -127,6 +166,20 @@ Result<std::shared_ptr<const Snapshot>> build_snapshot(Runtime& rt,
                 pc.keys.size());
     }
     pr->call_url = pr->base_url + (pr->anthropic ? "/messages" : "/chat/completions");
+    auto proxy = provider_proxy(pc, proxy_env);
+    if (!proxy.ok()) return proxy.status();
+    pr->proxy = std::move(proxy.value());
+    if (!pc.tls.empty()) {
+      auto tls = std::make_shared<net::TlsOptions>();
+      tls->ca_file = pc.tls.ca_file;
+      tls->client_cert = pc.tls.client_cert;
+      tls->client_key = pc.tls.client_key;
+      // Read as the client will read them: a bad PEM or a key that does not match is refused
+      // now, with its path, not at the first call.
+      if (auto st = net::check_tls_options(*tls); !st.ok())
+        return Status::invalid_argument("provider " + pc.name + ": " + st.message());
+      pr->tls = std::move(tls);
+    }
     snap->providers.emplace(pc.name, std::move(pr));
   }
   // Pools last, once nothing can fail any more (above, a mock may not start): a pool handed over

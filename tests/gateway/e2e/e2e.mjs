@@ -129,6 +129,72 @@ check('models.list', async (client) => {
   for (const want of ['auto', 'big', 'small']) assert.ok(ids.includes(want), `${want} not in ${ids}`);
 });
 
+check('models.retrieve', async (client) => {
+  const route = await client.models.retrieve('auto');
+  assert.equal(route.id, 'auto');
+  assert.equal(route.owned_by, 'switchboard');
+  const model = await client.models.retrieve('big');
+  assert.equal(model.owned_by, 'local');
+  await assert.rejects(client.models.retrieve('no-such-model'), (err) => {
+    assert.equal(err.status, 404);
+    return true;
+  });
+});
+
+check('responses.create with a string (output_text)', async (client) => {
+  const { data, response } = await client.responses
+    .create({ model: 'auto', input: 'Say hello', instructions: 'Be brief' })
+    .withResponse();
+  assert.equal(data.object, 'response');
+  assert.equal(data.status, 'completed');
+  assert.match(data.output_text, /answer from mock-big/);
+  assert.ok(data.usage.input_tokens > 0 && data.usage.output_tokens > 0);
+  assert.equal(response.headers.get('x-switchboard-model'), 'big');
+});
+
+check('responses.create with items, then previous_response_id', async (client) => {
+  const first = await client.responses.create({
+    model: 'small',
+    input: [
+      { role: 'developer', content: 'You are terse.' },
+      { role: 'user', content: [{ type: 'input_text', text: 'First question' }] },
+    ],
+  });
+  assert.match(first.output_text, /mock-small/);
+  const second = await client.responses.create({
+    model: 'small',
+    previous_response_id: first.id,
+    input: [
+      { type: 'function_call', call_id: 'call_1', name: 'lookup', arguments: '{"q":"x"}' },
+      { type: 'function_call_output', call_id: 'call_1', output: '42' },
+    ],
+    tools: [{ type: 'function', name: 'lookup', parameters: { type: 'object' }, strict: false }],
+  });
+  assert.equal(second.previous_response_id, first.id);
+  assert.equal(second.status, 'completed');
+  await assert.rejects(
+    client.responses.create({ model: 'small', previous_response_id: 'resp_unknown', input: 'x' }),
+    (err) => {
+      assert.equal(err.status, 400);
+      assert.equal(err.code, 'previous_response_not_found');
+      return true;
+    },
+  );
+});
+
+check('responses.stream().finalResponse()', async (client) => {
+  const stream = client.responses.stream({ model: 'small', input: 'Stream please' });
+  let deltas = '';
+  stream.on('response.output_text.delta', (e) => {
+    deltas += e.delta;
+  });
+  const final = await stream.finalResponse();
+  assert.equal(final.status, 'completed');
+  assert.equal(final.output_text, deltas);
+  assert.match(final.output_text, /mock-small/);
+  assert.ok(final.usage.output_tokens > 0);
+});
+
 await runChecks(bin, config, checks, (port) =>
   new OpenAI({
     baseURL: `http://127.0.0.1:${port}/v1`,
