@@ -103,6 +103,20 @@ inline std::string provider_at(const std::string& name, uint16_t port,
   return s;
 }
 
+// A whole HTTP answer of an OpenAI-format upstream: a chat completion saying `text` (model
+// up-model, 11 + 3 tokens), on a connection that closes after it unless `keep_alive`.
+inline std::string chat_completion_answer(const std::string& text, bool keep_alive = false) {
+  const std::string body =
+      R"({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"up-model",)"
+      R"("choices":[{"index":0,"message":{"role":"assistant","content":")" +
+      text +
+      R"("},"finish_reason":"stop"}],)"
+      R"("usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}})";
+  return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
+         std::to_string(body.size()) + (keep_alive ? "" : "\r\nConnection: close") + "\r\n\r\n" +
+         body;
+}
+
 // The same, pointing at `mock`.
 inline std::string provider(const std::string& name, const gateway::MockProvider& mock,
                             const std::string& keys = "[sk-test-secret-1]",

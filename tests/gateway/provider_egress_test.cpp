@@ -18,18 +18,6 @@ using testsupport::certs;
 using testsupport::Proxy;
 using testsupport::TlsUpstream;
 
-// A chat completion as an OpenAI-format upstream sends it, keep-alive.
-std::string chat_completion(const std::string& text) {
-  const std::string body =
-      R"({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"up-model",)"
-      R"("choices":[{"index":0,"message":{"role":"assistant","content":")" +
-      text +
-      R"("},"finish_reason":"stop"}],)"
-      R"("usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}})";
-  return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
 // Sets (or clears) an environment variable for one test, restoring it after.
 class EnvVar {
  public:
@@ -63,7 +51,7 @@ bool has_line(const std::vector<std::string>& lines, const std::string& line) {
 class ProviderEgressTest : public GatewayTest {};
 
 TEST_F(ProviderEgressTest, HttpsGoesThroughTheConfiguredProxyTunnelWithTheCorporateCa) {
-  TlsUpstream up(false, chat_completion("through the tunnel"));
+  TlsUpstream up(false, chat_completion_answer("through the tunnel", true));
   Proxy proxy;
   start_gateway(
       https_provider("127.0.0.1", up.port(),
@@ -90,7 +78,7 @@ TEST_F(ProviderEgressTest, HttpsGoesThroughTheConfiguredProxyTunnelWithTheCorpor
 }
 
 TEST_F(ProviderEgressTest, WithoutTheCorporateCaTheUpstreamIsNotTrusted) {
-  TlsUpstream up(false, chat_completion("never seen"));
+  TlsUpstream up(false, chat_completion_answer("never seen", true));
   Proxy proxy;
   start_gateway(
       "retry: { max_attempts: 1 }\n" +
@@ -104,7 +92,7 @@ TEST_F(ProviderEgressTest, WithoutTheCorporateCaTheUpstreamIsNotTrusted) {
 }
 
 TEST_F(ProviderEgressTest, HttpGoesToTheProxyInAbsoluteForm) {
-  FakeUpstream up(chat_completion("forwarded"));
+  FakeUpstream up(chat_completion_answer("forwarded", true));
   Proxy proxy;
   proxy.forward_plain = true;
   start_gateway("providers:\n" +
@@ -121,7 +109,7 @@ TEST_F(ProviderEgressTest, HttpGoesToTheProxyInAbsoluteForm) {
 }
 
 TEST_F(ProviderEgressTest, TheEnvironmentsProxyServesRemoteHostsButNotThisMachine) {
-  TlsUpstream up(false, chat_completion("via the environment"));
+  TlsUpstream up(false, chat_completion_answer("via the environment", true));
   Proxy proxy;
   EnvVar https_proxy("HTTPS_PROXY", "http://127.0.0.1:" + std::to_string(proxy.port()));
   EnvVar no_proxy("NO_PROXY", "internal.corp");
@@ -156,7 +144,7 @@ TEST_F(ProviderEgressTest, TheEnvironmentsProxyServesRemoteHostsButNotThisMachin
 }
 
 TEST_F(ProviderEgressTest, MutualTlsPresentsTheConfiguredClientCertificate) {
-  TlsUpstream up(/*require_client_cert=*/true, chat_completion("mutual"));
+  TlsUpstream up(/*require_client_cert=*/true, chat_completion_answer("mutual", true));
   start_gateway(https_provider("127.0.0.1", up.port(),
                                "    tls: { ca_file: " + certs().ca +
                                    ", client_cert: " + certs().client_a +

@@ -19,18 +19,6 @@ Headers as(const char* key) {
   return {{"authorization", std::string("Bearer ") + key}};
 }
 
-// A non-stream chat completion as an OpenAI-format upstream sends it.
-std::string chat_completion(const std::string& text) {
-  const std::string body =
-      R"({"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"up-model",)"
-      R"("choices":[{"index":0,"message":{"role":"assistant","content":")" +
-      text +
-      R"("},"finish_reason":"stop"}],)"
-      R"("usage":{"prompt_tokens":11,"completion_tokens":3,"total_tokens":14}})";
-  return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " +
-         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-}
-
 // The events of a Responses stream: (event name, parsed data).
 std::vector<std::pair<std::string, boost::json::value>> response_events(const std::string& body) {
   std::vector<std::pair<std::string, boost::json::value>> out;
@@ -123,7 +111,7 @@ TEST_F(ResponsesApiTest, AStreamIsTheResponsesEventSequence) {
 }
 
 TEST_F(ResponsesApiTest, PreviousResponseIdContinuesTheConversationForItsOwnerOnly) {
-  FakeUpstream up(chat_completion("the capital is Paris"));
+  FakeUpstream up(chat_completion_answer("the capital is Paris"));
   start_gateway(keys_section() + "providers:\n" + provider_at("up", up.port()) +
                 "models:\n  small: { provider: up, upstream: up-model }\n");
   auto first = responses(R"({"model":"small","input":"What is the capital of France?"})");
@@ -276,7 +264,7 @@ TEST_F(ResponsesApiTest, ModelsRetrieveSeesWhatTheKeyMayUse) {
 }
 
 TEST_F(ResponsesApiTest, AzureDeploymentsVersionsAndKeyHeader) {
-  FakeUpstream up(chat_completion("from azure"));
+  FakeUpstream up(chat_completion_answer("from azure"));
   start_gateway("providers:\n  az:\n    kind: azure\n    base_url: http://127.0.0.1:" +
                 std::to_string(up.port()) +
                 "/openai\n    api_version: 2025-01-01-preview\n    keys: [azure-secret-1]\n"
@@ -326,7 +314,7 @@ TEST_F(ResponsesApiTest, AnAzure429SaysItsWaitInTheBodyAndTheKeyCoolsThatLong) {
 }
 
 TEST_F(ResponsesApiTest, KeylessProvidersAndConfiguredHeaders) {
-  FakeUpstream up(chat_completion("local"));
+  FakeUpstream up(chat_completion_answer("local"));
   start_gateway("providers:\n" +
                 provider_at("ollama", up.port(), "none",
                             "headers: { openai-organization: org-42, user-agent: corp-agent/1 }") +
