@@ -139,6 +139,13 @@ std::optional<std::string> retry_after_in_body(std::string_view body) {
   return std::nullopt;
 }
 
+// An upstream's answer body as a JSON object; null when it is not one.
+boost::json::value json_object_or_null(std::string_view body) {
+  boost::system::error_code ec;
+  boost::json::value doc = boost::json::parse(body, ec);
+  return ec || !doc.is_object() ? boost::json::value() : doc;
+}
+
 // What the gateway needs of one event of a provider's own Responses stream.
 struct NativeEvent {
   bool content = false;  // output the client has now seen (no failover after it)
@@ -435,9 +442,8 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
       co_return r;
     }
     if (pr.anthropic) {
-      boost::system::error_code ec;
-      auto doc = boost::json::parse(body, ec);
-      if (ec || !doc.is_object()) {
+      boost::json::value doc = json_object_or_null(body);
+      if (!doc.is_object()) {
         r.cls = OutcomeClass::kServerError;
         r.message = "upstream sent invalid JSON";
         co_return r;
@@ -463,9 +469,8 @@ asio::awaitable<Attempted> send_attempt(UpstreamCall& c, ProviderRuntime& pr,
       }
       r.body = std::move(translated.value());
     } else if (native_responses(c, pr)) {
-      boost::system::error_code ec;
-      auto doc = boost::json::parse(body, ec);
-      if (ec || !doc.is_object()) {
+      boost::json::value doc = json_object_or_null(body);
+      if (!doc.is_object()) {
         r.cls = OutcomeClass::kServerError;
         r.message = "upstream sent invalid JSON";
         co_return r;
