@@ -1,17 +1,18 @@
 // Cheap inspection of OpenAI pass-through bodies: usage of a completion, and what a stream
 // chunk carries. See translate.h.
 #include <algorithm>
-#include <boost/json.hpp>
+#include <array>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "upstream/translate.h"
 
 namespace switchboard::upstream {
-
-namespace json = boost::json;
 
 namespace {
 
@@ -25,31 +26,40 @@ size_t skip_ws(std::string_view s, size_t i) {
 }
 
 // s[i] is '"': the index just past the closing quote, or npos. Most of a completion's bytes are
-// inside strings, so the search for the closing quote goes by memchr; a quote closes the string
-// when an even number of backslashes precedes it.
+// inside strings, so the closing quote (or a backslash, which escapes the byte after it) is
+// looked for sixteen bytes at a time.
 size_t skip_string(std::string_view s, size_t i) {
-  const size_t first = i + 1;
-  // Keys and short values end within a few bytes: looked for inline before calling memchr.
-  const size_t near_end = std::min(s.size(), first + 24);
-  size_t from = first;
-  for (; from < near_end; ++from) {
-    if (s[from] == '\\') {
-      ++from;
-    } else if (s[from] == '"') {
-      return from + 1;
+  const char* p = s.data();
+  const size_t n = s.size();
+  size_t j = i + 1;
+  while (true) {
+#if defined(__SSE2__)
+    const __m128i quote = _mm_set1_epi8('"');
+    const __m128i slash = _mm_set1_epi8('\\');
+    while (j + 16 <= n) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j));
+      const unsigned hits = unsigned(
+          _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, slash))));
+      if (hits != 0) {
+        j += unsigned(__builtin_ctz(hits));
+        break;
+      }
+      j += 16;
     }
+#endif
+    while (j < n && p[j] != '"' && p[j] != '\\') ++j;
+    if (j >= n) return std::string_view::npos;
+    if (p[j] == '"') return j + 1;
+    j += 2;  // a backslash and the byte it escapes
   }
-  while (from < s.size()) {
-    const void* q = std::memchr(s.data() + from, '"', s.size() - from);
-    if (q == nullptr) break;
-    const size_t j = static_cast<size_t>(static_cast<const char*>(q) - s.data());
-    size_t slashes = 0;
-    while (j - slashes > first && s[j - 1 - slashes] == '\\') ++slashes;
-    if (slashes % 2 == 0) return j + 1;
-    from = j + 1;
-  }
-  return std::string_view::npos;
 }
+
+// The bytes the structural walk of a container stops at: strings and brackets.
+constexpr std::array<bool, 256> kStructural = [] {
+  std::array<bool, 256> t{};
+  for (unsigned char c : std::string_view("\"{}[]")) t[c] = true;
+  return t;
+}();
 
 // The index just past the JSON value starting at s[i], or npos. Structural only: brackets and
 // strings are matched, scalars are taken up to the next delimiter without validating them
@@ -60,16 +70,19 @@ size_t skip_value(std::string_view s, size_t i) {
   if (c == '"') return skip_string(s, i);
   if (c == '{' || c == '[') {
     // Brackets are matched by kind on a small stack so "[}" is rejected.
-    std::string stack(1, c);
-    for (++i; i < s.size(); ++i) {
-      char d = s[i];
+    std::string stack(1, c);  // short: no allocation below sixteen levels
+    const size_t n = s.size();
+    for (++i; i < n; ++i) {
+      while (i < n && !kStructural[static_cast<unsigned char>(s[i])]) ++i;
+      if (i >= n) break;
+      const char d = s[i];
       if (d == '"') {
         i = skip_string(s, i);
         if (i == std::string_view::npos) return i;
         --i;
       } else if (d == '{' || d == '[') {
         stack.push_back(d);
-      } else if (d == '}' || d == ']') {
+      } else {
         if (stack.back() != (d == '}' ? '{' : '[')) return std::string_view::npos;
         stack.pop_back();
         if (stack.empty()) return i + 1;
@@ -192,14 +205,46 @@ std::optional<TokenUsage> parse_usage(std::string_view raw) {
   return TokenUsage{prompt.value_or(0), completion.value_or(0)};
 }
 
-bool non_empty_string(const json::object& o, std::string_view key) {
-  const json::value* v = o.if_contains(key);
-  return v && v->is_string() && !v->get_string().empty();
+// Calls f(raw_element) for each element of the array `s`. False when `s` is not structurally an
+// array.
+template <typename F>
+bool for_each_element(std::string_view s, F&& f) {
+  size_t i = skip_ws(s, 0);
+  if (i >= s.size() || s[i] != '[') return false;
+  i = skip_ws(s, i + 1);
+  if (i < s.size() && s[i] == ']') return skip_ws(s, i + 1) == s.size();
+  while (i < s.size()) {
+    const size_t end = skip_value(s, i);
+    if (end == std::string_view::npos) return false;
+    f(s.substr(i, end - i));
+    i = skip_ws(s, end);
+    if (i >= s.size()) return false;
+    if (s[i] == ']') return skip_ws(s, i + 1) == s.size();
+    if (s[i] != ',') return false;
+    i = skip_ws(s, i + 1);
+  }
+  return false;
 }
 
+bool is_string(std::string_view raw) {
+  return !raw.empty() && raw.front() == '"';
+}
+bool is_non_empty_string(std::string_view raw) {
+  return is_string(raw) && raw.size() > 2;
+}
+// A value the walk does not descend into: containers and strings are matched structurally,
+// scalars checked against the grammar.
+bool plausible_value(std::string_view raw) {
+  return raw.front() == '{' || raw.front() == '[' || raw.front() == '"' || is_json_scalar(raw);
+}
+
+// Whether a chunk's `choices` carry anything the client sees: a finish reason, a non-empty text
+// (content, refusal, reasoning), or a tool call. Walked structurally like the usage (every chunk
+// of every stream comes through here), without building a document; with duplicate keys the
+// last one counts, as for a parser. Malformed choices carry nothing.
 bool choices_have_content(std::string_view raw) {
   // Most chunks are a text delta; a chunk whose choices mention none of these names cannot
-  // carry content, and is answered without a parse.
+  // carry content, and is answered without a walk.
   if (raw.find("\"content\"") == std::string_view::npos &&
       raw.find("\"tool_calls\"") == std::string_view::npos &&
       raw.find("\"finish_reason\"") == std::string_view::npos &&
@@ -208,30 +253,51 @@ bool choices_have_content(std::string_view raw) {
       raw.find("\"function_call\"") == std::string_view::npos) {
     return false;
   }
-  unsigned char buf[4096];
-  json::monotonic_resource mr(buf, sizeof(buf));
-  json::error_code ec;
-  json::value v = json::parse(raw, ec, &mr);
-  if (ec || !v.is_array()) return false;
-  for (const json::value& c : v.get_array()) {
-    const json::object* choice = c.if_object();
-    if (!choice) continue;
-    if (const json::value* fr = choice->if_contains("finish_reason"); fr && fr->is_string()) {
-      return true;
+  bool valid = true;
+  bool content = false;
+  const bool array = for_each_element(raw, [&](std::string_view choice) {
+    if (!valid) return;
+    if (choice.front() != '{') {
+      valid = plausible_value(choice);
+      return;
     }
-    const json::value* d = choice->if_contains("delta");
-    const json::object* delta = d ? d->if_object() : nullptr;
-    if (!delta) continue;
-    if (non_empty_string(*delta, "content") || non_empty_string(*delta, "refusal") ||
-        non_empty_string(*delta, "reasoning_content")) {
-      return true;
+    std::string_view finish_reason, delta;
+    valid = for_each_member(choice, [&](std::string_view key, std::string_view value) {
+      if (key == "finish_reason") {
+        finish_reason = value;
+      } else if (key == "delta") {
+        delta = value;
+      } else if (!plausible_value(value)) {
+        valid = false;
+      }
+    });
+    if (!valid) return;
+    if (!finish_reason.empty() && !plausible_value(finish_reason)) valid = false;
+    if (is_string(finish_reason)) content = true;
+    if (delta.empty()) return;
+    if (delta.front() != '{') {
+      if (!plausible_value(delta)) valid = false;
+      return;
     }
-    for (std::string_view key : {"tool_calls", "function_call"}) {
-      const json::value* t = delta->if_contains(key);
-      if (t && ((t->is_array() && !t->get_array().empty()) || t->is_object())) return true;
+    std::string_view texts[3], calls[2];  // the last of each name counts
+    valid = for_each_member(delta,
+                            [&](std::string_view key, std::string_view value) {
+                              if (!plausible_value(value)) valid = false;
+                              if (key == "content") texts[0] = value;
+                              if (key == "refusal") texts[1] = value;
+                              if (key == "reasoning_content") texts[2] = value;
+                              if (key == "tool_calls") calls[0] = value;
+                              if (key == "function_call") calls[1] = value;
+                            }) &&
+            valid;
+    for (std::string_view t : texts) content = content || is_non_empty_string(t);
+    for (std::string_view t : calls) {
+      if (t.empty()) continue;
+      const bool empty_array = t.front() == '[' && skip_ws(t, 1) + 1 == t.size();
+      content = content || t.front() == '{' || (t.front() == '[' && !empty_array);
     }
-  }
-  return false;
+  });
+  return array && valid && content;
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Server-Sent Events: an incremental, bounded parser and the writer. See translate.h.
 #include <charconv>
+#include <cstring>
 
 #include "upstream/translate.h"
 
@@ -7,6 +8,20 @@ namespace switchboard::upstream {
 
 namespace {
 constexpr std::string_view kBom = "\xEF\xBB\xBF";
+
+// The index of the first '\r' or '\n' at or after `pos`, or npos. Two vectorised memchr passes
+// ('\r' only before the next '\n', and rare): string_view::find_first_of would call memchr
+// over its two-character set once per byte of the payload.
+size_t find_line_break(std::string_view s, size_t pos) {
+  if (pos >= s.size()) return std::string_view::npos;
+  const char* begin = s.data() + pos;
+  const size_t len = s.size() - pos;
+  const void* lf = std::memchr(begin, '\n', len);
+  const size_t before_lf = lf ? size_t(static_cast<const char*>(lf) - begin) : len;
+  const void* cr = std::memchr(begin, '\r', before_lf);
+  if (cr) return pos + size_t(static_cast<const char*>(cr) - begin);
+  return lf ? pos + before_lf : std::string_view::npos;
+}
 }  // namespace
 
 Status SseParser::oversize() const {
@@ -44,7 +59,7 @@ Status SseParser::feed(std::string_view chunk, std::vector<SseEvent>& out) {
     skip_lf_ = false;
   }
   while (pos < n) {
-    size_t end = chunk.find_first_of("\r\n", pos);
+    size_t end = find_line_break(chunk, pos);
     if (end == std::string_view::npos) {
       // An unfinished line: keep it, but never beyond the event budget.
       if (line_.size() + (n - pos) + data_.size() > max_event_bytes_) {
@@ -141,7 +156,7 @@ void append_sse_event(std::string& out, std::string_view data, std::string_view 
   // with '\n' again.
   size_t pos = 0;
   while (true) {
-    size_t end = data.find_first_of("\r\n", pos);
+    size_t end = find_line_break(data, pos);
     out += "data: ";
     if (end == std::string_view::npos) {
       out.append(data.substr(pos));

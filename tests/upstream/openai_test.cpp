@@ -208,6 +208,110 @@ TEST(ExtractOpenAiUsage, MatchesAWholeDocumentParse) {
   EXPECT_GT(usage_last, 12000);
 }
 
+// What a chunk's choices carry, decided on a whole-document parse (duplicate keys: the last
+// one counts): the reference for the structural walk of inspect_openai_chunk.
+bool reference_has_content(std::string_view chunk) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(chunk, ec);
+  if (ec || !v.is_object()) return false;
+  const boost::json::value* choices = v.get_object().if_contains("choices");
+  if (!choices || !choices->is_array()) return false;
+  auto text = [](const boost::json::object& o, std::string_view k) {
+    const boost::json::value* t = o.if_contains(k);
+    return t && t->is_string() && !t->get_string().empty();
+  };
+  for (const boost::json::value& c : choices->get_array()) {
+    const boost::json::object* choice = c.if_object();
+    if (!choice) continue;
+    if (const auto* fr = choice->if_contains("finish_reason"); fr && fr->is_string()) return true;
+    const boost::json::value* d = choice->if_contains("delta");
+    const boost::json::object* delta = d ? d->if_object() : nullptr;
+    if (!delta) continue;
+    if (text(*delta, "content") || text(*delta, "refusal") || text(*delta, "reasoning_content"))
+      return true;
+    for (std::string_view key : {"tool_calls", "function_call"}) {
+      const boost::json::value* t = delta->if_contains(key);
+      if (t && ((t->is_array() && !t->get_array().empty()) || t->is_object())) return true;
+    }
+  }
+  return false;
+}
+
+TEST(InspectOpenAiChunk, ContentMatchesAWholeDocumentParse) {
+  std::mt19937 rng(20261206);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  auto ws = [&] {
+    static const char* kWs[] = {"", "", "", " ", "\n", "\t "};
+    return std::string(kWs[pick(6)]);
+  };
+  auto text = [&] {
+    static const char* kBits[] = {"a",       "\\\"",
+                                  "\\\\",    "}",
+                                  "{",       "]",
+                                  "[",       ",",
+                                  ":",       " ",
+                                  "\\u00e9", "\\\"content\\\":\\\"x",
+                                  "é",       "finish_reason",
+                                  "\\n",     "\\/"};
+    std::string t;
+    for (int i = pick(6); i > 0; --i) t += kBits[pick(16)];
+    return "\"" + t + "\"";
+  };
+  auto value = [&]() -> std::string {
+    switch (pick(9)) {
+      case 0:
+        return "null";
+      case 1:
+        return "\"\"";
+      case 2:
+        return text();
+      case 3:
+        return "[]";
+      case 4:
+        return "[" + ws() + "]";
+      case 5:
+        return "[{\"index\":0,\"id\":" + text() + ",\"function\":{\"arguments\":" + text() + "}}]";
+      case 6:
+        return "{\"name\":" + text() + "}";
+      case 7:
+        return "{}";
+      default:
+        return std::to_string(pick(100));
+    }
+  };
+  auto object = [&](std::vector<std::string> members) {
+    std::shuffle(members.begin(), members.end(), rng);
+    std::string o = "{" + ws();
+    for (size_t i = 0; i < members.size(); ++i) o += (i ? "," + ws() : "") + members[i];
+    return o + ws() + "}";
+  };
+  static const char* kDeltaKeys[] = {
+      "content", "refusal", "reasoning_content", "tool_calls", "function_call", "role", "other"};
+  int with_content = 0;
+  for (int n = 0; n < 20000; ++n) {
+    std::string choices = "[" + ws();
+    const int count = pick(4);
+    for (int c = 0; c < count; ++c) {
+      std::vector<std::string> delta;
+      for (int k = pick(4); k > 0; --k)  // keys may repeat: the last one counts
+        delta.push_back("\"" + std::string(kDeltaKeys[pick(7)]) + "\":" + ws() + value());
+      std::vector<std::string> choice = {"\"index\":" + std::to_string(c)};
+      if (pick(6)) choice.push_back("\"delta\":" + (pick(10) ? object(delta) : value()));
+      if (pick(2))
+        choice.push_back("\"finish_reason\":" + (pick(3) ? std::string("null") : value()));
+      choices += (c ? "," + ws() : "") + (pick(20) ? object(choice) : value());
+    }
+    choices += ws() + "]";
+    const std::string chunk = object({"\"id\":" + text(), "\"choices\":" + ws() + choices,
+                                      "\"object\":\"chat.completion.chunk\""});
+    const bool want = reference_has_content(chunk);
+    ASSERT_EQ(inspect_openai_chunk(chunk).has_content, want) << chunk;
+    with_content += want;
+  }
+  EXPECT_GT(with_content, 3000);
+  EXPECT_LT(with_content, 15000);
+}
+
 // Every prefix of valid bodies and stream events (what a cut connection delivers) and some
 // garbage: every function answers with a value or an error, never a crash.
 TEST(Robustness, TruncatedAndGarbageInputs) {
