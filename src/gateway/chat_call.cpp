@@ -99,8 +99,9 @@ class ChatCall {
       reject(http::status::bad_request, *err, "invalid_request_error", "invalid_header");
       co_return;
     }
-    // What the request looks like, for the learned routes' contextual models (issue 30).
-    if (!embeddings_) {
+    // What the request looks like, for the learned routes' contextual models (issue 30): only
+    // a learned route reads them (the plan, the ledger and the journal all ask has_route).
+    if (!embeddings_ && snap_->router->contextual().has_route(req_.model)) {
       const auto ua = ex_.request[http::field::user_agent];
       info.features = routing::build_features(
           req_.text, {info.category, info.complexity ? to_string(*info.complexity) : "",

@@ -313,7 +313,8 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
         upstream::append_sse_event(out, ev.data, ev.event);
         continue;
       }
-      auto info = upstream::inspect_openai_chunk(ev.data);
+      // Once content has flowed, which chunk carries it no longer matters.
+      auto info = upstream::inspect_openai_chunk(ev.data, !started && !content_now);
       if (info.done) {
         finish_encoding(out);
         saw_done = true;

@@ -205,6 +205,12 @@ std::optional<TokenUsage> parse_usage(std::string_view raw) {
   return TokenUsage{prompt.value_or(0), completion.value_or(0)};
 }
 
+// Whether `needle` occurs in `hay`: glibc's memmem (string_view::find calls memchr at every
+// occurrence of the needle's first byte, and JSON is full of quotes).
+bool contains(std::string_view hay, std::string_view needle) {
+  return ::memmem(hay.data(), hay.size(), needle.data(), needle.size()) != nullptr;
+}
+
 // Calls f(raw_element) for each element of the array `s`. False when `s` is not structurally an
 // array.
 template <typename F>
@@ -245,13 +251,10 @@ bool plausible_value(std::string_view raw) {
 bool choices_have_content(std::string_view raw) {
   // Most chunks are a text delta; a chunk whose choices mention none of these names cannot
   // carry content, and is answered without a walk.
-  if (raw.find("\"content\"") == std::string_view::npos &&
-      raw.find("\"tool_calls\"") == std::string_view::npos &&
-      raw.find("\"finish_reason\"") == std::string_view::npos &&
-      raw.find("\"refusal\"") == std::string_view::npos &&
-      raw.find("\"reasoning_content\"") == std::string_view::npos &&
-      raw.find("\"function_call\"") == std::string_view::npos) {
-    return false;
+  if (!contains(raw, "content\"") && !contains(raw, "tool_calls\"") &&
+      !contains(raw, "finish_reason\"") && !contains(raw, "refusal\"") &&
+      !contains(raw, "function_call\"")) {
+    return false;  // ("reasoning_content" contains "content")
   }
   bool valid = true;
   bool content = false;
@@ -311,7 +314,7 @@ std::optional<TokenUsage> extract_openai_usage(std::string_view body) {
   return usage;
 }
 
-OpenAiChunkInfo inspect_openai_chunk(std::string_view data) {
+OpenAiChunkInfo inspect_openai_chunk(std::string_view data, bool need_content) {
   OpenAiChunkInfo info;
   size_t b = skip_ws(data, 0);
   size_t e = data.size();
@@ -319,6 +322,9 @@ OpenAiChunkInfo inspect_openai_chunk(std::string_view data) {
   std::string_view trimmed = data.substr(b, e - b);
   if (trimmed == "[DONE]") {
     info.done = true;
+    return info;
+  }
+  if (!need_content && !contains(trimmed, "usage\"") && !contains(trimmed, "error\"")) {
     return info;
   }
   std::string_view choices;
@@ -336,8 +342,9 @@ OpenAiChunkInfo inspect_openai_chunk(std::string_view data) {
     info.malformed = true;
     return info;
   }
-  if (!choices.empty()) info.has_content = choices_have_content(choices);
   if (!usage.empty()) info.usage = parse_usage(usage);
+  if (!choices.empty() && (need_content || info.usage))
+    info.has_content = choices_have_content(choices);
   return info;
 }
 

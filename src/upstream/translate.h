@@ -120,9 +120,11 @@ struct OpenAiChunkInfo {
   bool malformed = false;    // not JSON, or not an object
   std::optional<TokenUsage> usage;  // a non-null `usage` (stream_options.include_usage)
 };
-// Cheap: chunks that cannot carry content, usage or an error are recognised without a parse, and
-// the others are parsed into a stack buffer (no heap allocation for ordinary chunk sizes).
-OpenAiChunkInfo inspect_openai_chunk(std::string_view data);
+// Cheap: walked structurally, without a document or an allocation. With `need_content` false
+// (the caller already knows content has flowed) `has_content` is worked out only for a chunk that
+// carries usage, and a chunk that names neither `usage` nor `error` is not walked at all (nor
+// reported malformed): most chunks of a stream cost a search for two words.
+OpenAiChunkInfo inspect_openai_chunk(std::string_view data, bool need_content = true);
 
 // ---------------------------------------------------------------------------------------------
 // Anthropic Messages API <-> OpenAI Chat Completions

@@ -106,6 +106,21 @@ TEST(InspectOpenAiChunk, Classifies) {
           R"({"id":"\"content\":\"x","choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]})")
           .has_content);
 
+  // Content already flowed: a plain delta is not walked, usage, errors and content beside usage
+  // still are.
+  const std::string delta = R"({"choices":[{"index":0,"delta":{"content":"Hi"}}]})";
+  EXPECT_FALSE(inspect_openai_chunk(delta, false).has_content);
+  EXPECT_FALSE(inspect_openai_chunk(delta, false).malformed);
+  auto late = inspect_openai_chunk(
+      R"({"choices":[{"index":0,"delta":{"content":"!"}}],"usage":{"prompt_tokens":1,"completion_tokens":2}})",
+      false);
+  EXPECT_TRUE(late.has_content);
+  EXPECT_EQ(late.usage, (TokenUsage{1, 2}));
+  EXPECT_FALSE(
+      inspect_openai_chunk(R"({"choices":[],"usage":{"prompt_tokens":1}})", false).has_content);
+  EXPECT_TRUE(inspect_openai_chunk(R"({"error":{"message":"overloaded"}})", false).is_error);
+  EXPECT_TRUE(inspect_openai_chunk("[DONE]", false).done);
+
   auto usage = inspect_openai_chunk(
       R"({"id":"x","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}})");
   EXPECT_FALSE(usage.has_content);
