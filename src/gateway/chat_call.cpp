@@ -207,15 +207,13 @@ class ChatCall {
   }
 
   // The x-switchboard-* headers of a streamed answer (set_headers' counterpart for SSE heads).
-  std::vector<std::pair<std::string, std::string>> stream_headers(const routing::Attempt& a,
-                                                                  const keys::Lease& lease) {
+  std::string stream_headers(const routing::Attempt& a, const keys::Lease& lease) {
     quota_note_ = quota_note(rt_, a.provider);
-    std::vector<std::pair<std::string, std::string>> out;
-    out.reserve(7);
-    for_each_switchboard_header(facts(a.model, a.provider, lease.key_id(), rt_.clock.now()),
-                                [&out](std::string_view n, std::string_view v) {
-                                  out.emplace_back(std::string(n), std::string(v));
-                                });
+    std::string out;
+    out.reserve(256);
+    for_each_switchboard_header(
+        facts(a.model, a.provider, lease.key_id(), rt_.clock.now()),
+        [&out](std::string_view n, std::string_view v) { append_header(out, n, v); });
     return out;
   }
 

@@ -145,9 +145,8 @@ struct UpstreamCall {
   const std::string& request_id;
   keys::HeaderList& response_headers;  // rate-limit headers of the answer, for the key pool
   // The x-switchboard-* headers of a streamed answer, made when its head is written.
-  std::function<std::vector<std::pair<std::string, std::string>>(const routing::Attempt&,
-                                                                 const keys::Lease&)>
-      stream_headers;
+  // (Formatted header lines, for write_stream_head.)
+  std::function<std::string(const routing::Attempt&, const keys::Lease&)> stream_headers;
   // The client speaks Anthropic's API: streams are re-encoded as its events.
   bool anthropic_client = false;
   // That client's own request body: an Anthropic provider gets it as it came (model rewritten),

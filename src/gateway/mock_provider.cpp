@@ -399,7 +399,9 @@ asio::awaitable<void> MockProvider::Impl::chat(Exchange& ex) {
     co_return;
   }
 
-  if (!co_await write_stream_head(ex, http::status::ok, rl_headers)) co_return;
+  std::string rl_lines;
+  for (const auto& [k, v] : rl_headers) append_header(rl_lines, k, v);
+  if (!co_await write_stream_head(ex, http::status::ok, rl_lines)) co_return;
   auto chunk_json = [&](std::string_view delta, std::string_view finish) {
     std::string c = "data: {\"id\":\"" + id +
                     "\",\"object\":\"chat.completion.chunk\",\"model\":" + json::quote(model) +

@@ -71,11 +71,11 @@ Response json_response(http::status status, std::string body, unsigned version =
 // Streaming responses (SSE): a chunked head, then chunks, then the terminating chunk. Each returns
 // false when the client is gone (the caller then cancels its upstream work). The head may carry
 // the first chunk, and a chunk the terminating one (`last`), in the same write: a stream that
-// arrives in one read leaves in one write.
-asio::awaitable<bool> write_stream_head(
-    Exchange& ex, http::status status,
-    const std::vector<std::pair<std::string, std::string>>& headers,
-    std::string_view first_chunk = {}, bool last = false);
+// arrives in one read leaves in one write. `header_lines` are more header lines, already
+// formatted by append_header.
+asio::awaitable<bool> write_stream_head(Exchange& ex, http::status status,
+                                        std::string_view header_lines,
+                                        std::string_view first_chunk = {}, bool last = false);
 asio::awaitable<bool> write_chunk(Exchange& ex, std::string_view data, bool last = false);
 asio::awaitable<bool> finish_chunks(Exchange& ex);
 
