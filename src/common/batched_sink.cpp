@@ -47,6 +47,17 @@ void BatchedSink::log(const spdlog::details::log_msg& msg) {
   if (now) flush();
 }
 
+void BatchedSink::append(std::string_view line) {
+  Shard& s = shards_[this_thread_slot() % kShards];
+  bool now;
+  {
+    std::lock_guard lock(s.mu);
+    s.buf.append(line.data(), line.data() + line.size());
+    now = s.buf.size() >= max_shard_bytes_;
+  }
+  if (now) flush();
+}
+
 void BatchedSink::flush() {
   std::lock_guard w(write_mu_);
   std::array<iovec, kShards> iov;

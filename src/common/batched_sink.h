@@ -24,6 +24,7 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <string_view>
 #include <thread>
 
 namespace switchboard::log {
@@ -38,6 +39,9 @@ class BatchedSink final : public spdlog::sinks::sink {
   BatchedSink& operator=(const BatchedSink&) = delete;
 
   void log(const spdlog::details::log_msg& msg) override;
+  // A line formatted by the caller (with its newline), buffered like the others: the access log's
+  // path, which formats its record once, straight into the line.
+  void append(std::string_view line);
   void flush() override;
   void set_pattern(const std::string& pattern) override;
   void set_formatter(std::unique_ptr<spdlog::formatter> formatter) override;

@@ -5,6 +5,7 @@
 #include <spdlog/sinks/stdout_sinks.h>
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <chrono>
@@ -105,10 +106,12 @@ std::unique_ptr<spdlog::formatter> make_formatter(Format format) {
 // and a global mutex here would serialise every request thread's access line.
 class RedactingSink final : public spdlog::sinks::sink {
  public:
-  void set_inner(std::shared_ptr<spdlog::sinks::sink> inner) {
+  void set_inner(std::shared_ptr<spdlog::sinks::sink> inner, Format format = Format::kText) {
     std::shared_ptr<spdlog::sinks::sink> old;
     {
       std::unique_lock lock(mu_);
+      batched_ = dynamic_cast<BatchedSink*>(inner.get());
+      format_ = format;
       old = std::exchange(inner_, std::move(inner));
     }
     // `old` goes here, outside the lock: a batched sink flushes and joins its thread.
@@ -121,10 +124,37 @@ class RedactingSink final : public spdlog::sinks::sink {
     copy.payload = spdlog::string_view_t(payload.data(), payload.size());
     inner_->log(copy);
   }
-  // A line whose payload is already redacted (log::access).
-  void log_redacted(const spdlog::details::log_msg& msg) {
+  // An access record whose fields are already redacted (`fields`: the members of its JSON
+  // object, without braces). A batched sink gets the whole line formatted here, in one pass; any
+  // other sink gets a message to format.
+  void log_access(std::string_view fields) {
     std::shared_lock lock(mu_);
-    if (inner_) inner_->log(msg);
+    if (!inner_) return;
+    thread_local std::string line;
+    line.clear();
+    if (batched_) {
+      const auto now = std::chrono::system_clock::now();
+      if (format_ == Format::kJson) {
+        line += "{\"ts\":\"";
+        append_rfc3339(line, now);
+        line += "\",\"level\":\"info\",\"logger\":\"access\",\"msg\":\"access\",";
+      } else {
+        append_rfc3339(line, now);
+        line += " info ";
+        line += kAccessPrefix;
+      }
+      line += fields;
+      line += "}\n";
+      batched_->append(line);
+      return;
+    }
+    line += kAccessPrefix;
+    line += fields;
+    line += '}';
+    spdlog::details::log_msg msg(spdlog::string_view_t(kAccessLogger.data(), kAccessLogger.size()),
+                                 spdlog::level::info,
+                                 spdlog::string_view_t(line.data(), line.size()));
+    inner_->log(msg);
   }
   void flush() override {
     std::shared_lock lock(mu_);
@@ -137,6 +167,8 @@ class RedactingSink final : public spdlog::sinks::sink {
  private:
   std::shared_mutex mu_;
   std::shared_ptr<spdlog::sinks::sink> inner_;  // guarded by mu_
+  BatchedSink* batched_ = nullptr;              // inner_, when it is one; guarded by mu_
+  Format format_ = Format::kText;               // guarded by mu_
 };
 
 struct State {
@@ -179,7 +211,7 @@ void shutdown() {
 
 void set_sink(std::shared_ptr<spdlog::sinks::sink> sink, Format format) {
   sink->set_formatter(make_formatter(format));
-  state().sink->set_inner(std::move(sink));
+  state().sink->set_inner(std::move(sink), format);
 }
 
 void add_secret(std::string secret, std::string id) {
@@ -219,35 +251,44 @@ std::string redact_locked(const Secrets& s, std::string_view text) {
   return out;
 }
 
-// Appends `,"name":"value"` (no comma when `first`), the value escaped and redacted.
-void append_field(std::string& out, const Secrets& s, std::string_view name, std::string_view value,
-                  bool first = false) {
-  if (!first) out += ',';
-  out += '"';
-  out.append(name);
-  out += "\":\"";
+// Bytes a JSON string cannot hold as they are.
+constexpr std::array<bool, 256> kNeedsEscape = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[size_t(c)] = true;
+  t[size_t('"')] = t[size_t('\\')] = true;
+  return t;
+}();
+
+// Appends `prefix` (`,"name":"`), the value escaped and redacted, and the closing quote. Most
+// values need no escape and hold no secret: one scan, one copy.
+void append_field(std::string& out, const Secrets& s, std::string_view prefix,
+                  std::string_view value) {
+  out += prefix;
   bool secret = false;
   for (const auto& item : s.items) {
-    if (value.find(item.first) != std::string_view::npos) {
+    if (item.first.size() <= value.size() &&
+        ::memmem(value.data(), value.size(), item.first.data(), item.first.size()) != nullptr) {
       secret = true;
       break;
     }
   }
   if (secret) {
     json::append_escaped(out, redact_locked(s, value));
+  } else if (std::none_of(value.begin(), value.end(),
+                          [](char c) { return kNeedsEscape[static_cast<unsigned char>(c)]; })) {
+    out += value;
   } else {
     json::append_escaped(out, value);
   }
   out += '"';
 }
 
-void append_int(std::string& out, std::string_view name, int64_t v) {
-  out += ",\"";
-  out.append(name);
-  out += "\":";
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof(buf), v);
-  out.append(buf, r.ptr);
+// Appends `prefix` (`,"name":`) and the number.
+void append_int(std::string& out, std::string_view prefix, int64_t v) {
+  char buf[64];
+  std::memcpy(buf, prefix.data(), prefix.size());
+  char* end = std::to_chars(buf + prefix.size(), buf + sizeof(buf), v).ptr;
+  out.append(buf, end);
 }
 
 }  // namespace
@@ -261,32 +302,27 @@ std::string redact(std::string_view text) {
 void access(const AccessRecord& r) {
   State& st = state();
   if (!st.logger->should_log(spdlog::level::info)) return;
-  thread_local std::string line;
-  line.clear();
-  line += kAccessPrefix;
+  thread_local std::string fields;
+  fields.clear();
   {
     auto& s = secrets();
     std::shared_lock lock(s.mu);
-    append_field(line, s, "request_id", r.request_id, true);
-    append_field(line, s, "route", r.route);
-    append_field(line, s, "model", r.model);
-    append_field(line, s, "provider", r.provider);
-    append_field(line, s, "key", r.key);
-    if (!r.client.empty()) append_field(line, s, "client", r.client);
-    append_field(line, s, "status", r.status);
+    append_field(fields, s, "\"request_id\":\"", r.request_id);
+    append_field(fields, s, ",\"route\":\"", r.route);
+    append_field(fields, s, ",\"model\":\"", r.model);
+    append_field(fields, s, ",\"provider\":\"", r.provider);
+    append_field(fields, s, ",\"key\":\"", r.key);
+    if (!r.client.empty()) append_field(fields, s, ",\"client\":\"", r.client);
+    append_field(fields, s, ",\"status\":\"", r.status);
   }
-  append_int(line, "attempts", r.attempts);
-  append_int(line, "layer", r.layer);
-  append_int(line, "latency_us", r.latency_us);
-  append_int(line, "tokens_in", r.tokens_in);
-  append_int(line, "tokens_out", r.tokens_out);
-  line += ",\"cost_usd\":";
-  json::append_fixed(line, r.cost_usd, 9);
-  line += '}';
-  spdlog::details::log_msg msg(spdlog::string_view_t(kAccessLogger.data(), kAccessLogger.size()),
-                               spdlog::level::info,
-                               spdlog::string_view_t(line.data(), line.size()));
-  st.sink->log_redacted(msg);
+  append_int(fields, ",\"attempts\":", r.attempts);
+  append_int(fields, ",\"layer\":", r.layer);
+  append_int(fields, ",\"latency_us\":", r.latency_us);
+  append_int(fields, ",\"tokens_in\":", r.tokens_in);
+  append_int(fields, ",\"tokens_out\":", r.tokens_out);
+  fields += ",\"cost_usd\":";
+  json::append_fixed(fields, r.cost_usd, 9);
+  st.sink->log_access(fields);
 }
 
 void append_rfc3339(std::string& out, std::chrono::system_clock::time_point tp) {

@@ -5,12 +5,14 @@
 #include <spdlog/logger.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <fstream>
 #include <map>
 #include <sstream>
 #include <thread>
 #include <vector>
 
+#include "common/log.h"
 #include "test_support.h"
 
 namespace switchboard::log {
@@ -103,6 +105,65 @@ TEST_F(BatchedSinkTest, DestructionWritesWhatIsBuffered) {
   logger_.reset();
   sink_.reset();
   EXPECT_EQ(written(), "last words\n");
+}
+
+// The access log's own path: the record formatted once, straight into the batched line, in the
+// same shape as the formatters give other sinks (text: timestamp, level, "access", the object;
+// JSON: the record's fields at the top level), secrets redacted, and no write until the batch.
+TEST_F(BatchedSinkTest, AccessRecordsAreFormattedOnceIntoTheBatch) {
+  make();
+  log::add_secret("sk-batched-secret-123", "openai#7");
+  AccessRecord r;
+  r.request_id = "req-9";
+  r.route = "smart";
+  r.model = "openai/sk-batched-secret-123\"x";
+  r.provider = "openai";
+  r.key = "openai#1";
+  r.status = "ok";
+  r.attempts = 1;
+  r.latency_us = 250;
+  r.tokens_in = 12;
+  r.tokens_out = 9;
+  r.cost_usd = 0.5;
+  for (Format format : {Format::kText, Format::kJson}) {
+    ASSERT_EQ(::ftruncate(fd_, 0), 0);
+    ::lseek(fd_, 0, SEEK_SET);
+    log::set_sink(sink_, format);
+    const uint64_t writes = sink_->writes();
+    log::access(r);
+    EXPECT_EQ(sink_->writes(), writes);  // buffered: no write on the request's thread
+    sink_->flush();
+    const std::string line = written();
+    ASSERT_FALSE(line.empty());
+    EXPECT_EQ(line.back(), '\n');
+    EXPECT_EQ(line.find("sk-batched"), std::string::npos) << line;
+    std::string_view object = line;
+    if (format == Format::kText) {
+      // 2026-12-06T01:02:03.123456Z info access {...}
+      ASSERT_GT(line.size(), 41u);
+      EXPECT_EQ(line[10], 'T');
+      EXPECT_EQ(line.substr(26, 14), "Z info access ");
+      object = std::string_view(line).substr(40);
+    }
+    boost::system::error_code ec;
+    auto v = boost::json::parse(object, ec);
+    ASSERT_FALSE(ec) << line;
+    const auto& o = v.as_object();
+    EXPECT_EQ(o.at("request_id").as_string(), "req-9");
+    EXPECT_EQ(o.at("model").as_string(), "openai/[openai#7]\"x");
+    EXPECT_FALSE(o.contains("client"));
+    EXPECT_EQ(o.at("latency_us").as_int64(), 250);
+    EXPECT_EQ(o.at("tokens_out").as_int64(), 9);
+    EXPECT_NEAR(o.at("cost_usd").to_number<double>(), 0.5, 1e-12);
+    if (format == Format::kJson) {
+      EXPECT_EQ(o.at("msg").as_string(), "access");
+      EXPECT_EQ(o.at("logger").as_string(), "access");
+      EXPECT_EQ(o.at("level").as_string(), "info");
+      EXPECT_EQ(o.at("ts").as_string().size(), 27u);
+    }
+  }
+  log::clear_secrets();
+  log::init("info", Format::kText);  // the process-wide logger back on stderr
 }
 
 }  // namespace
