@@ -203,6 +203,7 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
   bool terminated = false;  // the last chunk was written
   std::string raw;
   std::vector<upstream::SseEvent> events;
+  events.reserve(16);  // a read often completes several events: no regrowth per read
   std::vector<std::string> chunks;
   const bool strip_usage = !pr.anthropic && !c.req.client_wants_usage;
   // An Anthropic client gets Anthropic's events, whatever the provider spoke.

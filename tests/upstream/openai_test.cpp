@@ -120,6 +120,20 @@ TEST(InspectOpenAiChunk, Classifies) {
       inspect_openai_chunk(R"({"choices":[],"usage":{"prompt_tokens":1}})", false).has_content);
   EXPECT_TRUE(inspect_openai_chunk(R"({"error":{"message":"overloaded"}})", false).is_error);
   EXPECT_TRUE(inspect_openai_chunk("[DONE]", false).done);
+  // The words are found wherever the quotes fall (the scan goes sixteen bytes at a time).
+  for (size_t pad = 0; pad < 40; ++pad) {
+    const std::string id = "\"id\":\"" + std::string(pad, 'x') + "\",";
+    auto u = inspect_openai_chunk(
+        "{" + id + R"("choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}})", false);
+    ASSERT_EQ(u.usage, (TokenUsage{3, 4})) << pad;
+    ASSERT_TRUE(inspect_openai_chunk("{" + id + R"("error":{"message":"x"}})", false).is_error)
+        << pad;
+    // Broken chunks: walked (and found malformed) only when they name usage or an error.
+    ASSERT_TRUE(inspect_openai_chunk("{" + id + R"("choices":[},"usage":{}})", false).malformed)
+        << pad;
+    ASSERT_FALSE(inspect_openai_chunk("{" + id + R"("choices":[},"usages":{}})", false).malformed)
+        << pad;
+  }
 
   auto usage = inspect_openai_chunk(
       R"({"id":"x","choices":[],"usage":{"prompt_tokens":10,"completion_tokens":20,"total_tokens":30}})");
