@@ -2,13 +2,16 @@
 # Gateway load test, side by side in one run, with the configuration users run (the example's
 # defaults: access log on, SQLite store on):
 #   (a) a static upstream: nginx answering a fixed chat completion, or a fixed SSE stream of 7
-#       events for streamed requests,
+#       events for streamed requests (its own nginx instance, so that neither proxy shares
+#       processes with the upstream, as no deployed proxy does),
 #   (b) nginx as a plain reverse proxy to (a)      — the floor we compare against,
 #   (c) switchboard to (a) (one key, no limits).
 # Three scenarios, each in ROUNDS interleaved rounds (nginx and switchboard alternate who goes
 # first): non-stream with CONNS connections, stream with CONNS connections, and one connection
 # (the added latency: p50 through the proxy minus p50 of the upstream alone). Ratios are medians of
-# the per-round ratios (this machine is shared and noisy). Then the system calls switchboard makes
+# the per-round ratios (this machine is shared and noisy), and the CPU time each proxy spent per
+# request (user and system, from its processes' own counters: steadier than throughput on a
+# shared machine, where every process competes for two cores). Then the system calls switchboard makes
 # per request (strace -c over a short run of each kind), and its RSS with 1000 connections.
 # Everything listens on 127.0.0.1 and stops by itself.
 #
@@ -48,6 +51,7 @@ cleanup() {
   [ -n "$sb_pid" ] && kill "$sb_pid" 2>/dev/null && wait "$sb_pid" 2>/dev/null || true
   for p in "${extra_pids[@]}"; do kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true; done
   nginx -c "$work/nginx.conf" -p "$work" -s stop 2>/dev/null || true
+  nginx -c "$work/upstream.conf" -p "$work" -s stop 2>/dev/null || true
   [ -n "${KEEP_WORK:-}" ] && echo "kept $work" >&2 || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,20 +69,35 @@ stream=$(
 stream+=$'\n\n'  # $(...) dropped the last event's blank line, which ends it
 nginx_quote() { local s=${1//\\/\\\\}; printf '"%s"' "${s//\"/\\\"}"; }
 mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<CONF
+nginx_head() {  # name → the common part of an nginx instance's configuration
+  cat <<CONF
 worker_processes $WORKERS;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
+pid $work/$1.pid;
+error_log $work/logs/$1-error.log warn;
 events { worker_connections 4096; }
+CONF
+}
+{
+  nginx_head upstream
+  cat <<CONF
 http {
   access_log off;
   keepalive_requests 1000000;
-  upstream static_upstream { server 127.0.0.1:$P_STATIC; keepalive 256; }
   server {
     listen 127.0.0.1:$P_STATIC reuseport;
     location / { default_type application/json; return 200 $(nginx_quote "$completion"); }
     location /stream/ { default_type text/event-stream; return 200 $(nginx_quote "$stream"); }
   }
+}
+CONF
+} > "$work/upstream.conf"
+{
+  nginx_head nginx
+  cat <<CONF
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream static_upstream { server 127.0.0.1:$P_STATIC; keepalive 256; }
   server {
     listen 127.0.0.1:$P_NGINX reuseport;
     location / {
@@ -90,6 +109,8 @@ http {
   }
 }
 CONF
+} > "$work/nginx.conf"
+nginx -c "$work/upstream.conf" -p "$work"
 nginx -c "$work/nginx.conf" -p "$work"
 
 # The example's defaults (state and log sections as examples/switchboard.yaml ships them).
@@ -125,9 +146,28 @@ for p in $P_STATIC $P_NGINX $P_SB; do
   done
 done
 
-wrk_run() {  # name url lua conns threads [duration] → "rps p50 p99 non2xx requests"
-  local out
+# CPU ticks (user, system) of a proxy's processes: nginx's workers, or switchboard.
+proxy_pids() {  # nginx | switchboard
+  if [ "$1" = nginx ]; then pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' '; else echo "$sb_pid"; fi
+}
+cpu_ticks() {  # pids… → "user system" (clock ticks)
+  local u=0 s=0 a b p
+  for p in "$@"; do
+    read -r a b < <(awk '{print $14, $15}' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+    u=$((u + a)) s=$((s + b))
+  done
+  echo "$u $s"
+}
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+wrk_run() {  # name url lua conns threads [duration] → "rps p50 p99 non2xx requests user_us sys_us"
+  local out pids u0 s0 u1 s1
+  case "$1" in nginx*) pids=$(proxy_pids nginx) ;; switchboard*) pids=$(proxy_pids switchboard) ;; *) pids="" ;; esac
+  # shellcheck disable=SC2086
+  read -r u0 s0 <<<"$(cpu_ticks $pids)"
   out=$(wrk -t"$5" -c"$4" -d"${6:-$DURATION}" --latency -s "$work/$3" "$2")
+  # shellcheck disable=SC2086
+  read -r u1 s1 <<<"$(cpu_ticks $pids)"
   echo "$out" > "$work/wrk-$1.txt"
   local rps p50 p99 non2xx reqs
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
@@ -135,7 +175,10 @@ wrk_run() {  # name url lua conns threads [duration] → "rps p50 p99 non2xx req
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   non2xx=$(awk '/Non-2xx/ {print $NF}' <<<"$out")
   reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-  echo "$rps $p50 $p99 ${non2xx:-0} ${reqs:-0}"
+  local uus sus
+  uus=$(awk -v t=$(( (u1 - u0) * TICK_US )) -v n="${reqs:-0}" 'BEGIN { printf "%.1f", (n > 0 ? t / n : 0) }')
+  sus=$(awk -v t=$(( (s1 - s0) * TICK_US )) -v n="${reqs:-0}" 'BEGIN { printf "%.1f", (n > 0 ? t / n : 0) }')
+  echo "$rps $p50 $p99 ${non2xx:-0} ${reqs:-0} $uus $sus"
 }
 
 to_us() {  # wrk latency (e.g. 1.23ms, 850.00us, 1.2s) → microseconds
@@ -153,9 +196,9 @@ url_static="http://127.0.0.1:$P_STATIC/v1/chat/completions"
 # and sets REPLY_RATIO (throughput), REPLY_P50 (nginx, switchboard p50 medians in µs).
 scenario() {  # title nginx_url lua conns threads
   local title=$1 n_url=$2 script=$3 conns=$4 threads=$5
-  local ratios="" n_p50s="" w_p50s="" n_rpss="" w_rpss=""
+  local ratios="" n_p50s="" w_p50s="" n_rpss="" w_rpss="" n_us="" n_ss="" w_us="" w_ss=""
   printf '\n%s (%s connections, %s wrk threads, %s each)\n' "$title" "$conns" "$threads" "$DURATION"
-  printf '%-26s %12s %10s %10s %8s\n' "target" "req/s" "p50" "p99" "non-2xx"
+  printf '%-26s %12s %10s %10s %8s %14s\n' "target" "req/s" "p50" "p99" "non-2xx" "CPU us/req u+s"
   for r in $(seq 1 "$ROUNDS"); do
     local n w
     if (( r % 2 )); then
@@ -165,10 +208,11 @@ scenario() {  # title nginx_url lua conns threads
       w=$(wrk_run switchboard "$url_sb" "$script" "$conns" "$threads")
       n=$(wrk_run nginx "$n_url" "$script" "$conns" "$threads")
     fi
-    read -r n_rps n_p50 n_p99 n_err _ <<<"$n"
-    read -r w_rps w_p50 w_p99 w_err _ <<<"$w"
-    printf '%-26s %12s %10s %10s %8s\n' "nginx reverse proxy #$r" "$n_rps" "$n_p50" "$n_p99" "$n_err"
-    printf '%-26s %12s %10s %10s %8s\n' "switchboard #$r" "$w_rps" "$w_p50" "$w_p99" "$w_err"
+    read -r n_rps n_p50 n_p99 n_err _ n_u n_s <<<"$n"
+    read -r w_rps w_p50 w_p99 w_err _ w_u w_s <<<"$w"
+    printf '%-26s %12s %10s %10s %8s %14s\n' "nginx reverse proxy #$r" "$n_rps" "$n_p50" "$n_p99" "$n_err" "$n_u+$n_s"
+    printf '%-26s %12s %10s %10s %8s %14s\n' "switchboard #$r" "$w_rps" "$w_p50" "$w_p99" "$w_err" "$w_u+$w_s"
+    n_us+=" $n_u" n_ss+=" $n_s" w_us+=" $w_u" w_ss+=" $w_s"
     ratios+=" $(ratio "$w_rps" "$n_rps")"
     n_rpss+=" $n_rps" w_rpss+=" $w_rps"
     n_p50s+=" $(to_us "$n_p50")" w_p50s+=" $(to_us "$w_p50")"
@@ -177,6 +221,8 @@ scenario() {  # title nginx_url lua conns threads
   REPLY_P50="$(median <<<"$n_p50s") $(median <<<"$w_p50s")"
   printf 'medians: nginx %.0f req/s, switchboard %.0f req/s; switchboard/nginx throughput %.2f (rounds:%s)\n' \
     "$(median <<<"$n_rpss")" "$(median <<<"$w_rpss")" "$REPLY_RATIO" "$ratios"
+  printf 'CPU per request (medians, user+system): nginx proxy %s+%s us, switchboard %s+%s us\n' \
+    "$(median <<<"$n_us")" "$(median <<<"$n_ss")" "$(median <<<"$w_us")" "$(median <<<"$w_ss")"
 }
 
 wrk_run warm "$url_sb" post.lua "$CONNS" "$WRK_THREADS" 2s >/dev/null
@@ -212,7 +258,7 @@ if [ "$SYSCALLS" = 1 ] && command -v strace >/dev/null; then
     strace -c -f -q -p "$sb_pid" -o "$work/strace-$kind.txt" &
     st_pid=$!
     sleep 0.5
-    read -r _ _ _ _ reqs <<<"$(wrk_run "strace-$kind" "$url_sb" "$kind.lua" "$CONNS" "$WRK_THREADS" 3s)"
+    read -r _ _ _ _ reqs _ <<<"$(wrk_run "strace-$kind" "$url_sb" "$kind.lua" "$CONNS" "$WRK_THREADS" 3s)"
     kill -INT "$st_pid" 2>/dev/null || true
     wait "$st_pid" 2>/dev/null || true
     awk -v n="$reqs" -v kind="$kind" '
