@@ -8,6 +8,8 @@
 //   - a bounded parser fails once an event outgrows its budget, stays failed, and yields only a
 //     prefix of the unbounded parser's events, none beyond the budget;
 //   - append_sse_event round-trips: what it writes parses back to the one event it was given;
+//   - the relay's fast path (feed_plain) takes a body only when it is whole one-line events, and
+//     then gives views of exactly the events feed() gives, each written back as its own bytes;
 //   - the cheap scanners agree with a real JSON parse wherever the input is valid JSON (keys
 //     written with \u escapes excepted, as documented): the usage found, whether a chunk carries
 //     content, an error or usage, and that a JSON object is never called malformed.
@@ -212,6 +214,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   for (const up::SseEvent& ev : whole.events) {
     // An event that outgrew the budget must have stopped the bounded parser by then.
     if (ev.data.size() >= kSmallBudget) FUZZ_CHECK(bounded.failed);
+  }
+
+  std::vector<up::SseEventView> views;
+  up::SseParser fast;
+  if (fast.feed_plain(in, views)) {
+    FUZZ_CHECK(!whole.partial && views.size() == whole.events.size());
+    std::string as_came;
+    for (size_t i = 0; i < views.size(); ++i) {
+      FUZZ_CHECK(views[i].data == whole.events[i].data && whole.events[i].event.empty());
+      std::string written;
+      up::append_sse_event(written, views[i].data);
+      FUZZ_CHECK(written == views[i].raw);
+      as_came += views[i].raw;
+    }
+    FUZZ_CHECK(as_came == in);
+  } else {
+    FUZZ_CHECK(views.empty());
   }
 
   for (const up::SseEvent& ev : whole.events) {

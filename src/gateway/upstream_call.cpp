@@ -153,7 +153,7 @@ struct NativeEvent {
   bool failed = false;   // response.failed or error
 };
 
-NativeEvent inspect_native_event(const upstream::SseEvent& ev, Attempted& r) {
+NativeEvent inspect_native_event(const upstream::SseEventView& ev, Attempted& r) {
   NativeEvent ne;
   std::string_view type = ev.event;
   if (type.empty()) {
@@ -162,7 +162,7 @@ NativeEvent inspect_native_event(const upstream::SseEvent& ev, Attempted& r) {
     if (at != std::string::npos) {
       const auto start = at + 8;
       const auto end = ev.data.find('"', start);
-      if (end != std::string::npos) type = std::string_view(ev.data).substr(start, end - start);
+      if (end != std::string::npos) type = ev.data.substr(start, end - start);
     }
   }
   if (type.ends_with(".delta") || type == "response.output_item.done") {
@@ -203,7 +203,9 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
   bool terminated = false;  // the last chunk was written
   std::string raw;
   std::vector<upstream::SseEvent> events;
+  std::vector<upstream::SseEventView> views;  // of `events`, or of the bytes as they came
   events.reserve(16);  // a read often completes several events: no regrowth per read
+  views.reserve(16);
   std::vector<std::string> chunks;
   const bool strip_usage = !pr.anthropic && !c.req.client_wants_usage;
   // An Anthropic client gets Anthropic's events, whatever the provider spoke.
@@ -269,12 +271,17 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
     auto st = co_await stream.read_some(raw, done);
     if (!st.ok())
       co_return co_await fail_stream(upstream::classify_transport(st.error), st.message);
-    events.clear();
-    if (auto ps = parser.feed(raw, events); !ps.ok())
-      co_return co_await fail_stream(OutcomeClass::kServerError, ps.message());
+    // OpenAI to an OpenAI client: events of one data line pass as they came, unparsed.
+    views.clear();
+    if (translator || native || encoder || rencoder || !parser.feed_plain(raw, views)) {
+      events.clear();
+      if (auto ps = parser.feed(raw, events); !ps.ok())
+        co_return co_await fail_stream(OutcomeClass::kServerError, ps.message());
+      for (const auto& ev : events) views.push_back({ev.event, ev.data, {}});
+    }
     std::string out;
     bool content_now = false;
-    for (const auto& ev : events) {
+    for (const auto& ev : views) {
       if (translator) {
         chunks.clear();
         auto ts = translator->feed(ev.event, ev.data, chunks);
@@ -335,7 +342,11 @@ asio::awaitable<Attempted> relay_stream(UpstreamCall& c, ProviderRuntime& pr,
       if (info.usage && strip_usage && !info.has_content)
         continue;  // we asked for it, not the client
       if (info.has_content) content_now = true;
-      upstream::append_sse_event(out, ev.data, ev.event);
+      if (!ev.raw.empty()) {
+        out += ev.raw;
+      } else {
+        upstream::append_sse_event(out, ev.data, ev.event);
+      }
     }
     // Everything this read delivered leaves in one write; the stream's end (the upstream closed
     // after [DONE]) rides along with the last events, and the head with the first.

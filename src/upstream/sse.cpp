@@ -29,6 +29,36 @@ Status SseParser::oversize() const {
                                     " bytes");
 }
 
+bool SseParser::feed_plain(std::string_view chunk, std::vector<SseEventView>& out) {
+  if (failed_ || skip_lf_ || !line_.empty() || seen_field_ || !data_.empty() || chunk.empty())
+    return false;
+  static constexpr std::string_view kData = "data: ";
+  const size_t first = out.size();
+  const char* p = chunk.data();
+  const size_t n = chunk.size();
+  size_t pos = 0;
+  while (pos < n) {
+    const void* lf = chunk.compare(pos, kData.size(), kData) == 0
+                         ? std::memchr(p + pos + kData.size(), '\n', n - pos - kData.size())
+                         : nullptr;
+    const size_t end = lf ? size_t(static_cast<const char*>(lf) - p) : n;
+    // One data line, then the blank line; no CR anywhere (CRLF ends go through feed), and no
+    // payload over the budget (feed reports it).
+    if (lf == nullptr || end + 1 >= n || p[end + 1] != '\n' ||
+        std::memchr(p + pos, '\r', end - pos) != nullptr ||
+        end - pos - kData.size() + 1 > max_event_bytes_) {
+      out.resize(first);
+      return false;
+    }
+    out.push_back({{},
+                   chunk.substr(pos + kData.size(), end - pos - kData.size()),
+                   chunk.substr(pos, end + 2 - pos)});
+    pos = end + 2;
+  }
+  bom_checked_ = true;  // the stream has begun: a BOM further on is data
+  return true;
+}
+
 bool SseParser::has_partial_event() const {
   return !line_.empty() || seen_field_;
 }

@@ -39,6 +39,12 @@ struct SseEvent {
   bool operator==(const SseEvent&) const = default;
 };
 
+// An event seen through views: of a parsed SseEvent (`raw` empty), or of the bytes as they came
+// (SseParser::feed_plain: `raw` is the whole event, which a relay may pass on unchanged).
+struct SseEventView {
+  std::string_view event, data, raw;
+};
+
 inline constexpr size_t kDefaultMaxSseEventBytes = size_t{1} << 20;  // 1 MiB
 
 // Incremental SSE parser. Feed it the response body in chunks split anywhere (inside a field,
@@ -63,6 +69,13 @@ class SseParser {
   // Parses `chunk` and appends every event it completes to `out`. Events completed before an
   // oversize error are still appended.
   Status feed(std::string_view chunk, std::vector<SseEvent>& out);
+
+  // The fast path of a relay: when nothing is buffered and `chunk` is made only of whole events
+  // of one `data: ` line each with LF line ends ("data: <payload>\n\n"), appends a view of each
+  // event (its payload and its bytes) and returns true. Otherwise returns false and consumes
+  // nothing (feed it then). Such events read the same through feed(), and append_sse_event
+  // writes their payload back as exactly their bytes: they may be passed on as they came.
+  bool feed_plain(std::string_view chunk, std::vector<SseEventView>& out);
 
   // True when bytes of an undispatched event (or an unfinished line) are buffered.
   bool has_partial_event() const;

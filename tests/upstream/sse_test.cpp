@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <random>
+
 #include "test_util.h"
 #include "upstream/translate.h"
 
@@ -155,6 +157,73 @@ TEST(SseWriter, FormatsAndRoundTrips) {
   EXPECT_EQ(events[0].data, "one\ntwo");
   EXPECT_EQ(events[1].data, "three");
   EXPECT_EQ(events[2].data, "[DONE]");
+}
+
+// The relay's fast path: a chunk of whole one-line `data: ` events is taken as views, and those
+// events are exactly what feed() makes of the same bytes, written back by append_sse_event as
+// exactly the same bytes. Anything else (a partial event, CRLF, other fields, comments, several
+// data lines, no space after the colon, a BOM, a parser holding a partial event) is refused
+// without consuming anything.
+TEST(SseParser, PlainChunksAreViewsOfWhatFeedWouldParse) {
+  std::mt19937 rng(20261206);
+  auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
+  static const char* kLines[] = {
+      "data: {\"a\":1}", "data: [DONE]", "data: ", "data:  two",         "data:x",
+      ": comment",       "event: e",     "id: 7",  "data: \xEF\xBB\xBF", "retry: 10"};
+  int plain = 0;
+  for (int n = 0; n < 5000; ++n) {
+    std::string chunk;
+    if (pick(20) == 0) chunk += "\xEF\xBB\xBF";
+    for (int e = pick(4) + 1; e > 0; --e) {
+      for (int l = pick(8) == 0 ? 2 : 1; l > 0; --l) {
+        chunk += kLines[pick(pick(3) == 0 ? 10 : 4)];
+        chunk += pick(25) == 0 ? "\r\n" : "\n";
+      }
+      chunk += pick(30) == 0 ? "" : "\n";
+    }
+    if (pick(10) == 0) chunk.resize(size_t(pick(int(chunk.size()))));
+    SseParser fast;
+    std::vector<SseEventView> views;
+    const bool ok = fast.feed_plain(chunk, views);
+    SseParser slow;
+    std::vector<SseEvent> events;
+    ASSERT_TRUE(slow.feed(chunk, events).ok());
+    if (!ok) {
+      ASSERT_TRUE(views.empty()) << chunk;
+      continue;
+    }
+    ++plain;
+    ASSERT_FALSE(slow.has_partial_event()) << chunk;
+    ASSERT_EQ(views.size(), events.size()) << chunk;
+    std::string rewritten, as_came;
+    for (size_t i = 0; i < views.size(); ++i) {
+      ASSERT_EQ(views[i].data, events[i].data) << chunk;
+      ASSERT_TRUE(events[i].event.empty() && events[i].id.empty() && !events[i].retry) << chunk;
+      append_sse_event(rewritten, events[i].data, events[i].event);
+      as_came += views[i].raw;
+    }
+    ASSERT_EQ(as_came, chunk);
+    ASSERT_EQ(rewritten, chunk);
+    // The stream goes on through feed() as if it had read these bytes (a BOM now is no BOM).
+    const std::string next =
+        "\xEF\xBB\xBF"
+        "data: x\n\ndata: y\n\n";
+    std::vector<SseEvent> after_fast, after_slow;
+    ASSERT_TRUE(fast.feed(next, after_fast).ok());
+    ASSERT_TRUE(slow.feed(next, after_slow).ok());
+    ASSERT_EQ(after_fast, after_slow);
+  }
+  EXPECT_GT(plain, 500);
+  // A parser holding part of an event takes the slow path.
+  SseParser p;
+  std::vector<SseEvent> events;
+  ASSERT_TRUE(p.feed("data: {\"a\"", events).ok());
+  std::vector<SseEventView> views;
+  EXPECT_FALSE(p.feed_plain(":1}\n\n", views));
+  EXPECT_TRUE(views.empty());
+  // An event over the budget is left to feed(), which reports it.
+  SseParser small(8);
+  EXPECT_FALSE(small.feed_plain("data: 0123456789\n\n", views));
 }
 
 }  // namespace
