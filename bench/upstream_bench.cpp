@@ -2,6 +2,7 @@
 // Run: switchboard_bench --benchmark_filter=Upstream
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <string>
 #include <vector>
@@ -45,6 +46,32 @@ void BM_UpstreamSseParse(benchmark::State& state) {
 }
 BENCHMARK(BM_UpstreamSseParse)->Arg(64)->Arg(1460)->Arg(16384);
 
+// The relay's fast path over the same stream: whole one-line events as views (a read that ends
+// inside an event goes to feed() instead, so the chunks here end at event boundaries).
+void BM_UpstreamSseFeedPlain(benchmark::State& state) {
+  const std::string body = openai_stream(200);
+  std::vector<std::string_view> reads;  // about range(0) bytes each, cut after an event
+  for (size_t pos = 0; pos < body.size();) {
+    size_t end = body.find("\n\n", std::min(body.size(), pos + size_t(state.range(0))) - 1);
+    end = end == std::string::npos ? body.size() : end + 2;
+    reads.push_back(std::string_view(body).substr(pos, end - pos));
+    pos = end;
+  }
+  std::vector<SseEventView> events;
+  events.reserve(256);
+  for (auto _ : state) {
+    SseParser p;
+    events.clear();
+    for (std::string_view r : reads) {
+      bool ok = p.feed_plain(r, events);
+      benchmark::DoNotOptimize(ok);
+    }
+    benchmark::DoNotOptimize(events.data());
+  }
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations() * body.size()));
+}
+BENCHMARK(BM_UpstreamSseFeedPlain)->Arg(64)->Arg(1460)->Arg(16384);
+
 void BM_UpstreamInspectOpenAiChunk(benchmark::State& state) {
   const std::string chunk =
       R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1718000000,"model":"gpt-4o-mini","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}]})";
@@ -54,6 +81,17 @@ void BM_UpstreamInspectOpenAiChunk(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_UpstreamInspectOpenAiChunk);
+
+// The same chunk once content has flowed (the relay's case for most chunks of a stream).
+void BM_UpstreamInspectOpenAiChunkAfterContent(benchmark::State& state) {
+  const std::string chunk =
+      R"({"id":"chatcmpl-1","object":"chat.completion.chunk","created":1718000000,"model":"gpt-4o-mini","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":" token"},"logprobs":null,"finish_reason":null}]})";
+  for (auto _ : state) {
+    OpenAiChunkInfo info = inspect_openai_chunk(chunk, false);
+    benchmark::DoNotOptimize(info);
+  }
+}
+BENCHMARK(BM_UpstreamInspectOpenAiChunkAfterContent);
 
 void BM_UpstreamExtractUsage(benchmark::State& state) {
   std::string text(static_cast<size_t>(state.range(0)), 'x');
