@@ -37,10 +37,16 @@ struct FeedbackLedger::Impl {
   std::vector<Entry> ring;
   std::array<Shard, kShards> shards;
 
+  // As small as a ring entry: a restart may restore the whole window (feedback_max_requests),
+  // and a `Served` held a whole FeatureVector (~0.5 KB) that restored requests never have.
   struct Restored {
-    Served served;
     uint64_t owner = 0;
     int64_t expires_ms = 0;  // on the monotonic clock, as at_ms
+    double transport_reward = 0;
+    uint16_t model = 0;     // interned
+    uint16_t category = 0;  // interned
+    int16_t layer = 0;
+    bool learned = false;
     bool claimed = false;
   };
   std::mutex restored_mu;
@@ -161,7 +167,15 @@ void FeedbackLedger::restore(std::string request_id, const Served& served, uint6
                              WallTime served_at, bool claimed) {
   const auto age = std::chrono::duration_cast<Millis>(impl_->clock.wall_now() - served_at);
   if (age >= impl_->ttl) return;
-  Impl::Restored r{served, owner, impl_->now_ms() + (impl_->ttl - age).count(), claimed};
+  Impl::Restored r;
+  r.owner = owner;
+  r.expires_ms = impl_->now_ms() + (impl_->ttl - age).count();
+  r.transport_reward = served.transport_reward;
+  r.model = impl_->intern_shared(served.model);
+  r.category = impl_->intern_shared(served.category);
+  r.layer = static_cast<int16_t>(served.layer);
+  r.learned = served.learned;
+  r.claimed = claimed;
   std::lock_guard lock(impl_->restored_mu);
   if (impl_->restored.size() >= capacity_ && !impl_->restored.count(request_id)) return;
   impl_->restored.insert_or_assign(std::move(request_id), std::move(r));
@@ -177,7 +191,13 @@ FeedbackLedger::Claim FeedbackLedger::claim_restored(std::string_view request_id
     return Claim::kUnknown;
   if (it->second.claimed) return Claim::kDuplicate;
   it->second.claimed = true;
-  served = it->second.served;
+  const Impl::Restored& r = it->second;
+  served = Served{};
+  served.model = impl_->name_of(r.model);
+  served.category = impl_->name_of(r.category);
+  served.layer = r.layer;
+  served.transport_reward = r.transport_reward;
+  served.learned = r.learned;
   return Claim::kOk;
 }
 

@@ -70,6 +70,7 @@ TEST(FeedbackLedgerTest, RestoredRequestsAreClaimableWithinTheirWindow) {
   served.category = "sql";
   served.layer = 1;
   served.learned = true;
+  served.transport_reward = 1.0;
   const WallTime now = clock.wall_now();
   ledger.restore("sb-old-1", served, 7, now - Millis(400));
   ledger.restore("sb-old-2", served, 0, now - Millis(1200));       // already expired
@@ -85,6 +86,9 @@ TEST(FeedbackLedgerTest, RestoredRequestsAreClaimableWithinTheirWindow) {
   EXPECT_EQ(s.model, "good");
   EXPECT_EQ(s.category, "sql");
   EXPECT_EQ(s.layer, 1);
+  EXPECT_TRUE(s.learned);
+  EXPECT_EQ(s.transport_reward, served.transport_reward);
+  EXPECT_TRUE(s.features.empty());
   EXPECT_EQ(ledger.claim_restored("sb-old-1", s, 7), FeedbackLedger::Claim::kDuplicate);
   ledger.restore("sb-old-5", served, 0, clock.wall_now() - Millis(900));
   clock.advance(Millis(101));
