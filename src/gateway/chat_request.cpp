@@ -14,11 +14,11 @@ namespace switchboard::gateway {
 namespace json = boost::json;
 
 const json::object& ChatRequest::document(std::string_view body) {
-  if (!parsed_) {
+  if (!arena_) {
+    arena_ = std::make_unique<Arena>();
     boost::system::error_code ec;
-    doc_ = json::parse(body, ec, &arena_);
-    parsed_ = true;
-    if (ec || !doc_.is_object()) doc_ = json::object(&arena_);  // not a validated body
+    doc_ = json::parse(body, ec, &arena_->resource);
+    if (ec || !doc_.is_object()) doc_ = json::object(&arena_->resource);  // not a validated body
   }
   return doc_.as_object();
 }

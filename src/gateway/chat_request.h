@@ -15,6 +15,7 @@
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/value.hpp>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,12 +37,15 @@ struct ChatRequest {
   const boost::json::object& document(std::string_view body);
 
  private:
-  // The document lives in an arena: many small nodes, all freed together. The first 4 KiB come
-  // from inside this object.
-  unsigned char arena_buffer_[4096];
-  boost::json::monotonic_resource arena_{arena_buffer_, sizeof(arena_buffer_)};
+  // The document lives in an arena: many small nodes, all freed together, the first 4 KiB in one
+  // block. Made on first use only (an Anthropic translation): a request that never asks does
+  // not carry it in its coroutine frame.
+  struct Arena {
+    unsigned char buffer[4096];
+    boost::json::monotonic_resource resource{buffer, sizeof(buffer)};
+  };
+  std::unique_ptr<Arena> arena_;
   boost::json::value doc_;
-  bool parsed_ = false;
 };
 
 constexpr size_t kMaxModelNameBytes = 256;
